@@ -1,0 +1,205 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ValidationError;
+
+/// Which partition a kind lives in, and so which table holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Scope {
+    /// One partition for the whole cluster (users, roles, zones, workspaces).
+    Cluster,
+    /// Partitioned by workspace.
+    Workspaced,
+    /// Partitioned by zone.
+    Zoned,
+    /// Partitioned by zone, clustered by workspace.
+    ZonedWorkspaced,
+}
+
+impl Scope {
+    /// Whether resources of this scope belong to a zone.
+    pub fn has_zone(self) -> bool {
+        matches!(self, Self::Zoned | Self::ZonedWorkspaced)
+    }
+
+    /// Whether resources of this scope belong to a workspace.
+    pub fn has_workspace(self) -> bool {
+        matches!(self, Self::Workspaced | Self::ZonedWorkspaced)
+    }
+}
+
+/// Every built-in kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Zone,
+    Workspace,
+    Role,
+    User,
+    Storage,
+    Volume,
+    Node,
+    Resourcecredit,
+    Usercredit,
+    Workload,
+    Container,
+    #[serde(rename = "GPU")]
+    Gpu,
+    #[serde(rename = "CPU")]
+    Cpu,
+}
+
+struct Info {
+    name: &'static str,
+    plural: &'static str,
+    aliases: &'static [&'static str],
+    scope: Scope,
+}
+
+impl Kind {
+    /// All built-in kinds, in the order `dora get` lists them.
+    pub const ALL: [Kind; 13] = [
+        Kind::Zone,
+        Kind::Workspace,
+        Kind::Role,
+        Kind::User,
+        Kind::Storage,
+        Kind::Volume,
+        Kind::Node,
+        Kind::Resourcecredit,
+        Kind::Usercredit,
+        Kind::Workload,
+        Kind::Container,
+        Kind::Gpu,
+        Kind::Cpu,
+    ];
+
+    fn info(self) -> Info {
+        use Scope::*;
+        let (name, plural, aliases, scope): (_, _, &'static [&'static str], _) = match self {
+            Kind::Zone => ("Zone", "zones", &["z"], Cluster),
+            Kind::Workspace => (
+                "Workspace",
+                "workspaces",
+                &["ws", "group", "groups"],
+                Cluster,
+            ),
+            Kind::Role => ("Role", "roles", &[], Cluster),
+            Kind::User => ("User", "users", &["u"], Cluster),
+            Kind::Storage => ("Storage", "storages", &["st"], Zoned),
+            Kind::Volume => ("Volume", "volumes", &["vol", "vols"], ZonedWorkspaced),
+            Kind::Node => ("Node", "nodes", &["no"], Zoned),
+            Kind::Resourcecredit => ("Resourcecredit", "resourcecredits", &["rc"], Zoned),
+            Kind::Usercredit => ("Usercredit", "usercredits", &["uc"], Zoned),
+            Kind::Workload => ("Workload", "workloads", &["wk", "wl"], ZonedWorkspaced),
+            Kind::Container => ("Container", "containers", &["c", "ct"], ZonedWorkspaced),
+            Kind::Gpu => ("GPU", "gpus", &[], Zoned),
+            Kind::Cpu => ("CPU", "cpus", &[], Zoned),
+        };
+        Info {
+            name,
+            plural,
+            aliases,
+            scope,
+        }
+    }
+
+    /// The canonical name, as written in `kind:`.
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// The lowercase plural used in API paths (`workloads`).
+    pub fn plural(self) -> &'static str {
+        self.info().plural
+    }
+
+    /// Short names accepted on the command line and in `kind:`.
+    pub fn aliases(self) -> &'static [&'static str] {
+        self.info().aliases
+    }
+
+    /// The partition scope.
+    pub fn scope(self) -> Scope {
+        self.info().scope
+    }
+
+    /// Read-only views computed from other rows (GPU, CPU); never stored.
+    pub fn is_view(self) -> bool {
+        matches!(self, Kind::Gpu | Kind::Cpu)
+    }
+
+    /// Kinds whose rows are made by Dora's own components, not applied by people.
+    pub fn is_system(self) -> bool {
+        matches!(self, Kind::Container | Kind::Usercredit)
+    }
+
+    /// Resolves a kind from any spelling users type: name, plural or alias, any case.
+    pub fn parse(text: &str) -> Option<Kind> {
+        let lower = text.to_ascii_lowercase();
+        Kind::ALL.into_iter().find(|kind| {
+            let info = kind.info();
+            info.name.eq_ignore_ascii_case(&lower)
+                || info.plural == lower
+                || info.aliases.contains(&lower.as_str())
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = ValidationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Kind::parse(text).ok_or_else(|| {
+            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            ValidationError::new(
+                "kind",
+                format!(
+                    "unknown kind {text:?}; expected one of {}",
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_resolve_case_insensitively_and_by_alias() {
+        assert_eq!(Kind::parse("workload"), Some(Kind::Workload));
+        assert_eq!(Kind::parse("WORKLOADS"), Some(Kind::Workload));
+        assert_eq!(Kind::parse("wk"), Some(Kind::Workload));
+        assert_eq!(Kind::parse("c"), Some(Kind::Container));
+        assert_eq!(Kind::parse("vol"), Some(Kind::Volume));
+        assert_eq!(Kind::parse("ws"), Some(Kind::Workspace));
+        assert_eq!(Kind::parse("rc"), Some(Kind::Resourcecredit));
+        assert_eq!(Kind::parse("uc"), Some(Kind::Usercredit));
+        assert_eq!(Kind::parse("gpu"), Some(Kind::Gpu));
+        assert_eq!(Kind::parse("Cpu"), Some(Kind::Cpu));
+        assert_eq!(Kind::parse("pod"), None);
+    }
+
+    #[test]
+    fn aliases_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in Kind::ALL {
+            for word in [kind.name().to_ascii_lowercase(), kind.plural().to_string()]
+                .into_iter()
+                .chain(kind.aliases().iter().map(|a| a.to_string()))
+            {
+                assert!(seen.insert(word.clone()), "{word} names two kinds");
+            }
+        }
+    }
+}

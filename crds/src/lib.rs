@@ -1,0 +1,24 @@
+//! The Dora resource model: the document envelope, every built-in kind as a typed spec with a
+//! JSON Schema, validation whose errors name the document and the field, and spec hashing.
+
+mod document;
+mod error;
+mod hash;
+mod kind;
+mod meta;
+mod name;
+mod quantity;
+mod schema;
+pub mod spec;
+
+pub use document::{Document, parse_documents, parse_resource};
+pub use error::ValidationError;
+pub use hash::{canonical_json, spec_hash};
+pub use kind::{Kind, Scope};
+pub use meta::{Metadata, Resource};
+pub use name::validate_name;
+pub use quantity::{Count, Duration, MilliCpu};
+pub use schema::{kind_schema, validate_spec};
+
+/// The only `apiVersion` Dora accepts.
+pub const API_VERSION: &str = "v1";

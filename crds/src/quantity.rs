@@ -1,0 +1,219 @@
+//! Scalars that manifests of the original system write in more than one way.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+/// A non-negative integer written as a number or a numeric string (`3` or `"3"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Count(pub u32);
+
+impl Serialize for Count {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Count)
+                .ok_or_else(|| de::Error::custom(format!("expected a whole number ≥ 0, got {n}"))),
+            serde_json::Value::String(s) => {
+                s.trim().parse().map(Count).map_err(|_| {
+                    de::Error::custom(format!("expected a whole number ≥ 0, got {s:?}"))
+                })
+            }
+            other => Err(de::Error::custom(format!(
+                "expected a whole number ≥ 0, got {other}"
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for Count {
+    fn schema_name() -> Cow<'static, str> {
+        "Count".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A whole number ≥ 0, as a number or a numeric string.",
+            "type": ["integer", "string"],
+            "minimum": 0,
+            "maximum": u32::MAX,
+            "pattern": "^[0-9]+$"
+        })
+    }
+}
+
+/// CPU quantity in millicores: `2` (cores), `"2"`, or `"500m"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MilliCpu(pub u64);
+
+impl MilliCpu {
+    fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        match text.strip_suffix('m') {
+            Some(milli) => milli.parse().ok().map(MilliCpu),
+            None => text.parse::<u64>().ok().map(|cores| MilliCpu(cores * 1000)),
+        }
+    }
+}
+
+impl fmt::Display for MilliCpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % 1000 == 0 {
+            write!(f, "{}", self.0 / 1000)
+        } else {
+            write!(f, "{}m", self.0)
+        }
+    }
+}
+
+impl Serialize for MilliCpu {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 1000 == 0 {
+            s.serialize_u64(self.0 / 1000)
+        } else {
+            s.serialize_str(&self.to_string())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MilliCpu {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        let parsed = match &value {
+            serde_json::Value::Number(n) => n.as_u64().map(|cores| MilliCpu(cores * 1000)),
+            serde_json::Value::String(s) => MilliCpu::parse(s),
+            _ => None,
+        };
+        parsed.ok_or_else(|| {
+            de::Error::custom(format!(
+                "expected cores (2) or millicores (\"500m\"), got {value}"
+            ))
+        })
+    }
+}
+
+impl JsonSchema for MilliCpu {
+    fn schema_name() -> Cow<'static, str> {
+        "MilliCpu".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "CPU cores as a number (2) or millicores as a string (\"500m\").",
+            "type": ["integer", "string"],
+            "minimum": 0,
+            "pattern": "^[0-9]+m?$"
+        })
+    }
+}
+
+/// A duration written as `<n>s`, `<n>m`, `<n>h` or `<n>d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    /// Parses `90s`, `15m`, `2h`, `7d`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let split = text.len().checked_sub(1)?;
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number.parse().ok()?;
+        let secs = match unit {
+            "s" => n,
+            "m" => n.checked_mul(60)?,
+            "h" => n.checked_mul(3600)?,
+            "d" => n.checked_mul(86_400)?,
+            _ => return None,
+        };
+        Some(Duration(std::time::Duration::from_secs(secs)))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs();
+        match secs {
+            s if s != 0 && s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s != 0 && s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s != 0 && s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Duration::parse(&text).ok_or_else(|| {
+            de::Error::custom(format!(
+                "expected a duration like 30s, 15m, 2h or 7d, got {text:?}"
+            ))
+        })
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration: <n>s, <n>m, <n>h or <n>d.",
+            "type": "string",
+            "pattern": "^[0-9]+[smhd]$"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_accepts_number_and_numeric_string() {
+        assert_eq!(serde_json::from_str::<Count>("3").unwrap(), Count(3));
+        assert_eq!(serde_json::from_str::<Count>("\"3\"").unwrap(), Count(3));
+        assert!(serde_json::from_str::<Count>("\"x\"").is_err());
+        assert!(serde_json::from_str::<Count>("-1").is_err());
+    }
+
+    #[test]
+    fn cpu_accepts_cores_and_millicores() {
+        assert_eq!(
+            serde_json::from_str::<MilliCpu>("2").unwrap(),
+            MilliCpu(2000)
+        );
+        assert_eq!(
+            serde_json::from_str::<MilliCpu>("\"500m\"").unwrap(),
+            MilliCpu(500)
+        );
+        assert_eq!(serde_json::to_string(&MilliCpu(500)).unwrap(), "\"500m\"");
+        assert_eq!(serde_json::to_string(&MilliCpu(3000)).unwrap(), "3");
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for text in ["30s", "15m", "2h", "7d"] {
+            assert_eq!(Duration::parse(text).unwrap().to_string(), text);
+        }
+        assert!(Duration::parse("10x").is_none());
+        assert!(Duration::parse("").is_none());
+    }
+}

@@ -1,0 +1,24 @@
+//! Typed specs of the built-in kinds, in the manifest format of the original system.
+
+mod cluster;
+mod container;
+mod credit;
+mod node;
+mod storage;
+mod workload;
+
+pub use cluster::{
+    RoleBinding, RoleSpec, UserCredit, UserDefault, UserSpec, Verb, WorkspaceSpec, ZoneSpec,
+};
+pub use container::ContainerSpec;
+pub use credit::{CreditPer, CreditRate, ResourcecreditSpec, UsercreditSpec};
+pub use node::{NodeSpec, WorkloadClass};
+pub use storage::{StorageKind, StorageSpec, VolumePolicy, VolumeSpec};
+pub use workload::{
+    Affinity, Command, DeviceSelector, Driver, Image, Network, NetworkMode, NodeSelector, Port,
+    PortKind, ProductName, Protocol, PullPolicy, Replica, RestartPolicy, Selectors, VolumeMount,
+    WorkloadConfig, WorkloadSpec,
+};
+
+/// Field names that are `All` in role bindings and selectors: a wildcard.
+pub const ALL: &str = "All";
