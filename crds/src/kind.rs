@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ValidationError;
 
 /// Which partition a kind lives in, and so which table holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Scope {
     /// One partition for the whole cluster (users, roles, zones, workspaces).
@@ -20,6 +20,28 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The name as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cluster => "cluster",
+            Self::Workspaced => "workspaced",
+            Self::Zoned => "zoned",
+            Self::ZonedWorkspaced => "zonedWorkspaced",
+        }
+    }
+
+    /// The inverse of [`Scope::as_str`].
+    pub fn parse(text: &str) -> Option<Scope> {
+        [
+            Self::Cluster,
+            Self::Workspaced,
+            Self::Zoned,
+            Self::ZonedWorkspaced,
+        ]
+        .into_iter()
+        .find(|scope| scope.as_str() == text)
+    }
+
     /// Whether resources of this scope belong to a zone.
     pub fn has_zone(self) -> bool {
         matches!(self, Self::Zoned | Self::ZonedWorkspaced)

@@ -1,0 +1,701 @@
+//! The behaviour every [`Store`] backend must show. A backend's test file runs all cases with
+//! [`conformance_tests!`](crate::conformance_tests), giving an expression that makes a fresh,
+//! empty store (anything that dereferences to a `Store`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dora_crds::{Kind, Scope};
+use serde_json::{Value, json};
+
+use crate::{
+    ActionRecord, ChangeFilter, ChangeOp, Columns, Event, EventQuery, EventType, ListQuery,
+    ObjectKey, Precondition, SpecOutcome, SpecWrite, StatusColumn, Store, StoreError, now_millis,
+};
+
+/// Generates one `#[tokio::test]` per conformance case. `$make` is an expression (evaluated
+/// once per test) whose value is a future resolving to a fresh store or a guard that derefs
+/// to one.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            create_then_get,
+            create_refuses_existing_row,
+            identical_write_changes_nothing,
+            spec_change_bumps_generation_and_keeps_previous_spec,
+            label_change_keeps_generation,
+            stale_version_is_refused,
+            status_columns_leave_the_spec_alone,
+            status_compare_and_set,
+            every_table_round_trips,
+            list_pages_through_a_partition,
+            delete_returns_the_row_and_checks_version,
+            change_feed_records_writes_in_order,
+            subscribers_wake_on_writes,
+            lease_has_one_holder_and_fences_the_old_one,
+            events_are_kept_in_order,
+            actions_expire,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $make.await;
+                $crate::conformance::$case(&*store).await;
+            }
+        )*
+    };
+}
+
+fn workload(zone: &str, workspace: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(Kind::Workload, zone, workspace, name)
+}
+
+fn write(key: &ObjectKey, spec: Value, precondition: Precondition) -> SpecWrite {
+    SpecWrite {
+        key: key.clone(),
+        precondition,
+        owner: "alice".into(),
+        labels: BTreeMap::new(),
+        spec_hash: dora_crds::spec_hash(Kind::Workload, &spec),
+        spec,
+        desired: Value::Null,
+    }
+}
+
+fn spec(count: u32, image: &str) -> Value {
+    json!({"replica": {"count": count}, "image": {"image": image}})
+}
+
+fn query(kind: Kind, zone: &str, workspace: Option<&str>, limit: usize) -> ListQuery {
+    ListQuery {
+        kind: kind.name().into(),
+        scope: kind.scope(),
+        zone: zone.into(),
+        workspace: workspace.map(str::to_string),
+        after: None,
+        limit,
+    }
+}
+
+pub async fn create_then_get(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    let outcome = store
+        .put_spec(write(&key, spec(1, "a"), Precondition::Absent))
+        .await
+        .unwrap();
+    let SpecOutcome::Created(row) = outcome else {
+        panic!("expected Created, got {outcome:?}")
+    };
+    assert_eq!((row.version, row.generation), (1, 1));
+    assert_eq!(row.owner, "alice");
+    assert!(!row.uid.is_empty());
+    assert!(row.created > 0 && row.updated >= row.created);
+    assert_eq!(row.resource, spec(1, "a"));
+    assert_eq!(row.computed, Value::Null);
+    assert_eq!(store.get(&key).await.unwrap(), Some(row));
+}
+
+pub async fn create_refuses_existing_row(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::Absent))
+        .await
+        .unwrap();
+    let err = store
+        .put_spec(write(&key, spec(2, "b"), Precondition::Absent))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::AlreadyExists);
+    assert_eq!(
+        store.get(&key).await.unwrap().unwrap().resource,
+        spec(1, "a")
+    );
+}
+
+pub async fn identical_write_changes_nothing(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    let head = store.head().await.unwrap();
+    let outcome = store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, SpecOutcome::Unchanged(ref row) if row.version == 1),
+        "{outcome:?}"
+    );
+    let filter = ChangeFilter {
+        kind: key.kind.clone(),
+        zone: "z1".into(),
+        workspace: None,
+        name: None,
+    };
+    assert!(store.changes(&filter, &head, 10).await.unwrap().is_empty());
+    assert!(store.versions(&key).await.unwrap().is_empty());
+}
+
+pub async fn spec_change_bumps_generation_and_keeps_previous_spec(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    let outcome = store
+        .put_spec(write(&key, spec(1, "b"), Precondition::Version(1)))
+        .await
+        .unwrap();
+    let SpecOutcome::Configured(row) = outcome else {
+        panic!("expected Configured, got {outcome:?}")
+    };
+    assert_eq!((row.version, row.generation), (2, 2));
+    assert_eq!(row.resource, spec(1, "b"));
+    store
+        .put_spec(write(&key, spec(3, "c"), Precondition::None))
+        .await
+        .unwrap();
+    let versions = store.versions(&key).await.unwrap();
+    let kept: Vec<(u64, Value)> = versions
+        .into_iter()
+        .map(|v| (v.generation, v.spec))
+        .collect();
+    assert_eq!(kept, vec![(1, spec(1, "a")), (2, spec(1, "b"))]);
+}
+
+pub async fn label_change_keeps_generation(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    let mut labelled = write(&key, spec(1, "a"), Precondition::None);
+    labelled.labels.insert("team".into(), "vision".into());
+    let outcome = store.put_spec(labelled).await.unwrap();
+    let SpecOutcome::Configured(row) = outcome else {
+        panic!("expected Configured, got {outcome:?}")
+    };
+    assert_eq!((row.version, row.generation), (2, 1));
+    assert_eq!(row.labels.get("team").map(String::as_str), Some("vision"));
+    assert!(store.versions(&key).await.unwrap().is_empty());
+}
+
+pub async fn stale_version_is_refused(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    store
+        .put_spec(write(&key, spec(1, "b"), Precondition::Version(1)))
+        .await
+        .unwrap();
+    let err = store
+        .put_spec(write(&key, spec(1, "c"), Precondition::Version(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Conflict {
+            expected: 1,
+            actual: 2
+        }
+    );
+    assert_eq!(
+        store.get(&key).await.unwrap().unwrap().resource,
+        spec(1, "b")
+    );
+    let missing = workload("z1", "ws", "missing");
+    let err = store
+        .put_spec(write(&missing, spec(1, "a"), Precondition::Version(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::NotFound);
+}
+
+pub async fn status_columns_leave_the_spec_alone(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    let row = store
+        .put_status(
+            &key,
+            StatusColumn::Computed,
+            Some(0),
+            json!({"phase": "Scheduled"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.version, row.computed_version, row.observed_version),
+        (1, 1, 0)
+    );
+    let row = store
+        .put_status(
+            &key,
+            StatusColumn::Observed,
+            None,
+            json!({"state": "Running"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.observed_version, 1);
+    // A later spec write keeps what the scheduler and the node wrote.
+    let outcome = store
+        .put_spec(write(&key, spec(2, "a"), Precondition::None))
+        .await
+        .unwrap();
+    let row = outcome.row();
+    assert_eq!(row.computed, json!({"phase": "Scheduled"}));
+    assert_eq!(row.observed, json!({"state": "Running"}));
+    let missing = workload("z1", "ws", "missing");
+    let err = store
+        .put_status(&missing, StatusColumn::Computed, None, json!({}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::NotFound);
+}
+
+pub async fn status_compare_and_set(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    store
+        .put_status(&key, StatusColumn::Computed, Some(0), json!({"n": 1}), None)
+        .await
+        .unwrap();
+    let err = store
+        .put_status(&key, StatusColumn::Computed, Some(0), json!({"n": 2}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Conflict {
+            expected: 0,
+            actual: 1
+        }
+    );
+    assert_eq!(
+        store.get(&key).await.unwrap().unwrap().computed,
+        json!({"n": 1})
+    );
+}
+
+pub async fn every_table_round_trips(store: &dyn Store) {
+    let keys = [
+        ObjectKey::new(Kind::User, "ignored", "ignored", "alice"),
+        ObjectKey::custom("Notebook", Scope::Workspaced, "", "ws", "nb"),
+        ObjectKey::new(Kind::Node, "z1", "", "gpu-01"),
+        ObjectKey::new(Kind::Volume, "z1", "ws", "data"),
+        ObjectKey::new(Kind::Container, "z1", "ws", "train.0"),
+    ];
+    for key in &keys {
+        let body = json!({"workload": "train", "of": key.kind});
+        store
+            .put_spec(write(key, body.clone(), Precondition::Absent))
+            .await
+            .unwrap();
+        let row = store
+            .get(key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} was not stored"));
+        assert_eq!(&row.key, key);
+        assert_eq!(row.resource, body);
+    }
+    assert_eq!(keys[0].zone, "", "cluster-scoped keys carry no zone");
+    let container = store
+        .put_status(
+            &keys[4],
+            StatusColumn::Computed,
+            None,
+            json!({"node": "gpu-01"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(container.computed["node"], "gpu-01");
+}
+
+pub async fn list_pages_through_a_partition(store: &dyn Store) {
+    for i in 0..25 {
+        let workspace = if i % 2 == 0 { "even" } else { "odd" };
+        let key = workload("z1", workspace, &format!("w{i:02}"));
+        store
+            .put_spec(write(&key, spec(1, "a"), Precondition::None))
+            .await
+            .unwrap();
+    }
+    store
+        .put_spec(write(
+            &workload("z2", "even", "elsewhere"),
+            spec(1, "a"),
+            Precondition::None,
+        ))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut q = query(Kind::Workload, "z1", None, 10);
+    let mut pages = 0;
+    loop {
+        let page = store.list(&q).await.unwrap();
+        pages += 1;
+        assert!(page.rows.len() <= 10);
+        seen.extend(
+            page.rows
+                .iter()
+                .map(|r| (r.key.workspace.clone(), r.key.name.clone())),
+        );
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 25, "every row once: {seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "pages come in key order");
+    let odd = store
+        .list(&query(Kind::Workload, "z1", Some("odd"), 100))
+        .await
+        .unwrap();
+    assert_eq!(odd.rows.len(), 12);
+    assert!(odd.rows.iter().all(|r| r.key.workspace == "odd"));
+    let other_zone = store
+        .list(&query(Kind::Workload, "z2", None, 100))
+        .await
+        .unwrap();
+    assert_eq!(other_zone.rows.len(), 1);
+    let other_kind = store
+        .list(&query(Kind::Volume, "z1", None, 100))
+        .await
+        .unwrap();
+    assert!(other_kind.rows.is_empty());
+}
+
+pub async fn delete_returns_the_row_and_checks_version(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    let err = store
+        .delete(&key, Precondition::Version(7))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Conflict {
+            expected: 7,
+            actual: 1
+        }
+    );
+    let deleted = store.delete(&key, Precondition::Version(1)).await.unwrap();
+    assert_eq!(deleted.resource, spec(1, "a"));
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    assert_eq!(
+        store.delete(&key, Precondition::None).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    // A re-created row starts over.
+    let outcome = store
+        .put_spec(write(&key, spec(1, "z"), Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(outcome.row().generation, 1);
+}
+
+pub async fn change_feed_records_writes_in_order(store: &dyn Store) {
+    let start = store.head().await.unwrap();
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    store
+        .put_spec(write(
+            &workload("z2", "ws", "other-zone"),
+            spec(1, "a"),
+            Precondition::None,
+        ))
+        .await
+        .unwrap();
+    store
+        .put_spec(write(
+            &ObjectKey::new(Kind::Volume, "z1", "ws", "vol"),
+            spec(1, "a"),
+            Precondition::None,
+        ))
+        .await
+        .unwrap();
+    store
+        .put_status(
+            &key,
+            StatusColumn::Observed,
+            None,
+            json!({"state": "Running"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let filter = ChangeFilter {
+        kind: "Workload".into(),
+        zone: "z1".into(),
+        workspace: None,
+        name: None,
+    };
+    let changes = store.changes(&filter, &start, 100).await.unwrap();
+    let seen: Vec<(ChangeOp, Columns, u64)> = changes
+        .iter()
+        .map(|c| (c.op, c.columns, c.version))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (ChangeOp::Put, Columns::Spec, 1),
+            (ChangeOp::Put, Columns::Observed, 1)
+        ]
+    );
+    assert!(changes.iter().all(|c| c.key == key));
+    // Resuming from a cursor sees only what came after it.
+    let resume = changes[0].cursor.clone();
+    store.delete(&key, Precondition::None).await.unwrap();
+    let later = store.changes(&filter, &resume, 100).await.unwrap();
+    let ops: Vec<ChangeOp> = later.iter().map(|c| c.op).collect();
+    assert_eq!(ops, vec![ChangeOp::Put, ChangeOp::Delete]);
+    let by_name = ChangeFilter {
+        name: Some("nope".into()),
+        ..filter
+    };
+    assert!(
+        store
+            .changes(&by_name, &start, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let limited = store
+        .changes(
+            &ChangeFilter {
+                name: None,
+                ..by_name
+            },
+            &start,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+}
+
+pub async fn subscribers_wake_on_writes(store: &dyn Store) {
+    let mut rx = store.subscribe();
+    rx.borrow_and_update();
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("a write wakes subscribers")
+        .unwrap();
+}
+
+pub async fn lease_has_one_holder_and_fences_the_old_one(store: &dyn Store) {
+    let ttl = Duration::from_millis(300);
+    let a = store
+        .acquire_lease("z1", "scheduler", "a", ttl)
+        .await
+        .unwrap()
+        .expect("a takes the free lease");
+    assert!(
+        store
+            .acquire_lease("z1", "scheduler", "b", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .acquire_lease("z2", "scheduler", "b", ttl)
+            .await
+            .unwrap()
+            .is_some(),
+        "zones are independent"
+    );
+    let renewed = store
+        .acquire_lease("z1", "scheduler", "a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.epoch, a.epoch);
+    let key = workload("z1", "ws", "train");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    store
+        .put_status(
+            &key,
+            StatusColumn::Computed,
+            None,
+            json!({"by": "a"}),
+            Some(&a.fence()),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let b = store
+        .acquire_lease("z1", "scheduler", "b", ttl)
+        .await
+        .unwrap()
+        .expect("b takes over an expired lease");
+    assert!(b.epoch > a.epoch);
+    let err = store
+        .put_status(
+            &key,
+            StatusColumn::Computed,
+            None,
+            json!({"by": "a"}),
+            Some(&a.fence()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::Fenced { epoch: a.epoch });
+    assert_eq!(
+        store.get(&key).await.unwrap().unwrap().computed,
+        json!({"by": "a"})
+    );
+    store.release_lease(&b).await.unwrap();
+    let c = store
+        .acquire_lease("z1", "scheduler", "c", ttl)
+        .await
+        .unwrap()
+        .expect("a released lease is free");
+    assert!(c.epoch > b.epoch);
+}
+
+pub async fn events_are_kept_in_order(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    let other = workload("z1", "ws", "other");
+    for (i, k) in [&key, &other, &key].into_iter().enumerate() {
+        store
+            .append_event(Event::new(
+                k,
+                EventType::Normal,
+                "Applied",
+                format!("step {i}"),
+                "apiserver",
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    store
+        .append_event(Event::new(
+            &ObjectKey::new(Kind::Volume, "z1", "ws", "v"),
+            EventType::Warning,
+            "Full",
+            "x",
+            "node",
+        ))
+        .await
+        .unwrap();
+    let q = EventQuery {
+        zone: "z1".into(),
+        kind: Some("Workload".into()),
+        name: Some("train".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let events = store.events(&q).await.unwrap();
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, vec!["step 0", "step 2"]);
+    let all = store
+        .events(&EventQuery {
+            zone: "z1".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    let newest = store
+        .events(&EventQuery {
+            zone: "z1".into(),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        newest
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        vec!["step 2", "x"]
+    );
+    let after = store
+        .events(&EventQuery {
+            after: Some(events[0].id.clone()),
+            ..q
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].message, "step 2");
+    assert!(
+        store
+            .events(&EventQuery {
+                zone: "z9".into(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn actions_expire(store: &dyn Store) {
+    let key = workload("z1", "ws", "train");
+    let now = now_millis();
+    for (action, ttl) in [("pause", 60_000), ("resume", -1)] {
+        store
+            .put_action(ActionRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                key: key.clone(),
+                destination: "scheduler".into(),
+                action: action.into(),
+                payload: json!({}),
+                created: now,
+                expires: now + ttl,
+            })
+            .await
+            .unwrap();
+    }
+    let actions = store.actions("z1", "Workload", None).await.unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].action, "pause");
+    assert_eq!(actions[0].key, key);
+    assert!(
+        store
+            .actions("z1", "Workload", Some(&actions[0].id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,0 +1,105 @@
+use std::fmt;
+
+use dora_crds::{Kind, Scope};
+
+/// The table a kind's rows live in, decided by its scope (containers have their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// `(kind), name`
+    Resources,
+    /// `(kind, workspace), name`
+    WorkspacedResources,
+    /// `(kind, zone), name`
+    ZonedResources,
+    /// `(kind, zone), workspace, name`
+    ZonedWorkspacedResources,
+    /// `(kind, zone), workspace, name`, indexed on workload and node.
+    Containers,
+}
+
+impl Table {
+    /// Every resource table.
+    pub const ALL: [Table; 5] = [
+        Table::Resources,
+        Table::WorkspacedResources,
+        Table::ZonedResources,
+        Table::ZonedWorkspacedResources,
+        Table::Containers,
+    ];
+
+    /// The table holding `kind` of `scope`.
+    pub fn of(kind: &str, scope: Scope) -> Table {
+        match scope {
+            _ if kind == Kind::Container.name() => Table::Containers,
+            Scope::Cluster => Table::Resources,
+            Scope::Workspaced => Table::WorkspacedResources,
+            Scope::Zoned => Table::ZonedResources,
+            Scope::ZonedWorkspaced => Table::ZonedWorkspacedResources,
+        }
+    }
+
+    /// The table's name in the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Resources => "resources",
+            Table::WorkspacedResources => "workspaced_resources",
+            Table::ZonedResources => "zoned_resources",
+            Table::ZonedWorkspacedResources => "zoned_workspaced_resources",
+            Table::Containers => "containers",
+        }
+    }
+}
+
+/// Identifies one resource row. Zone and workspace are empty when the scope has none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: String,
+    pub scope: Scope,
+    pub zone: String,
+    pub workspace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A key of a built-in kind; zone and workspace are dropped where the scope has none.
+    pub fn new(kind: Kind, zone: &str, workspace: &str, name: &str) -> Self {
+        Self::custom(kind.name(), kind.scope(), zone, workspace, name)
+    }
+
+    /// A key of any kind, given its scope.
+    pub fn custom(kind: &str, scope: Scope, zone: &str, workspace: &str, name: &str) -> Self {
+        ObjectKey {
+            kind: kind.to_string(),
+            scope,
+            zone: if scope.has_zone() {
+                zone.to_string()
+            } else {
+                String::new()
+            },
+            workspace: if scope.has_workspace() {
+                workspace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+
+    /// The table holding this row.
+    pub fn table(&self) -> Table {
+        Table::of(&self.kind, self.scope)
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if !self.zone.is_empty() {
+            write!(f, " in zone {}", self.zone)?;
+        }
+        if !self.workspace.is_empty() {
+            write!(f, " workspace {}", self.workspace)?;
+        }
+        write!(f, " {:?}", self.name)
+    }
+}

@@ -1,0 +1,778 @@
+//! The SQL behind each store operation, run on one connection.
+
+use std::time::Duration;
+
+use dora_crds::Scope;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value as Sql};
+use serde_json::Value;
+
+use super::schema::{COMMON_COLUMNS, key_columns};
+use super::{Retention, backend};
+use crate::{
+    ActionRecord, Change, ChangeFilter, ChangeOp, Columns, Cursor, Event, EventQuery, EventType,
+    Fence, Lease, ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite,
+    StatusColumn, StoreError, Table, VersionRecord, now_millis,
+};
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(corrupt)
+}
+
+fn key_value<'a>(key: &'a ObjectKey, column: &str) -> &'a str {
+    match column {
+        "kind" => &key.kind,
+        "zone" => &key.zone,
+        "workspace" => &key.workspace,
+        _ => &key.name,
+    }
+}
+
+fn key_where(table: Table) -> String {
+    key_columns(table)
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ?{}", i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn key_params(key: &ObjectKey) -> Vec<String> {
+    key_columns(key.table())
+        .iter()
+        .map(|c| key_value(key, c).to_string())
+        .collect()
+}
+
+fn select_sql(table: Table) -> String {
+    format!(
+        "SELECT {}, {COMMON_COLUMNS} FROM {}",
+        key_columns(table).join(", "),
+        table.name()
+    )
+}
+
+fn read_row(table: Table, scope: Scope, r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
+    let columns = key_columns(table);
+    let mut key = ObjectKey::custom("", scope, "", "", "");
+    for (i, column) in columns.iter().enumerate() {
+        let value: String = r.get(i).map_err(backend)?;
+        match *column {
+            "kind" => key.kind = value,
+            "zone" => key.zone = value,
+            "workspace" => key.workspace = value,
+            _ => key.name = value,
+        }
+    }
+    let at = |offset: usize| columns.len() + offset;
+    let text = |offset: usize| r.get::<_, String>(at(offset)).map_err(backend);
+    let int = |offset: usize| r.get::<_, i64>(at(offset)).map_err(backend);
+    Ok(Row {
+        key,
+        uid: text(0)?,
+        version: int(1)? as u64,
+        generation: int(2)? as u64,
+        spec_hash: text(3)?,
+        owner: text(4)?,
+        labels: from_json(&text(5)?)?,
+        created: int(6)?,
+        updated: int(7)?,
+        resource: from_json(&text(8)?)?,
+        desired: from_json(&text(9)?)?,
+        computed: from_json(&text(10)?)?,
+        computed_version: int(11)? as u64,
+        observed: from_json(&text(12)?)?,
+        observed_version: int(13)? as u64,
+    })
+}
+
+pub(super) fn get(conn: &Connection, key: &ObjectKey) -> Result<Option<Row>, StoreError> {
+    let table = key.table();
+    let sql = format!("{} WHERE {}", select_sql(table), key_where(table));
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut rows = stmt
+        .query(params_from_iter(key_params(key)))
+        .map_err(backend)?;
+    match rows.next().map_err(backend)? {
+        Some(r) => read_row(table, key.scope, r).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn list(conn: &Connection, query: &ListQuery) -> Result<Page, StoreError> {
+    let table = Table::of(&query.kind, query.scope);
+    let mut conditions = vec!["kind = ?".to_string()];
+    let mut values: Vec<String> = vec![query.kind.clone()];
+    if query.scope.has_zone() {
+        conditions.push("zone = ?".into());
+        values.push(query.zone.clone());
+    }
+    let by_workspace = query.scope.has_workspace();
+    if let (true, Some(workspace)) = (by_workspace, &query.workspace) {
+        conditions.push("workspace = ?".into());
+        values.push(workspace.clone());
+    }
+    if let Some(after) = &query.after {
+        if by_workspace && query.workspace.is_none() {
+            let (workspace, name) = after
+                .split_once('/')
+                .ok_or_else(|| StoreError::BadCursor(after.clone()))?;
+            conditions.push("(workspace, name) > (?, ?)".into());
+            values.push(workspace.to_string());
+            values.push(name.to_string());
+        } else {
+            conditions.push("name > ?".into());
+            values.push(after.clone());
+        }
+    }
+    let order = if by_workspace {
+        "workspace, name"
+    } else {
+        "name"
+    };
+    let limit = query.limit.max(1);
+    let sql = format!(
+        "{} WHERE {} ORDER BY {order} LIMIT {}",
+        select_sql(table),
+        conditions.join(" AND "),
+        limit + 1
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut cursor = stmt.query(params_from_iter(values)).map_err(backend)?;
+    let mut rows = Vec::new();
+    while let Some(r) = cursor.next().map_err(backend)? {
+        rows.push(read_row(table, query.scope, r)?);
+    }
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|last| {
+            if by_workspace && query.workspace.is_none() {
+                format!("{}/{}", last.key.workspace, last.key.name)
+            } else {
+                last.key.name.clone()
+            }
+        })
+    } else {
+        None
+    };
+    Ok(Page { rows, next })
+}
+
+fn check_precondition(
+    precondition: Precondition,
+    existing: Option<&Row>,
+) -> Result<(), StoreError> {
+    match (precondition, existing) {
+        (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists),
+        (Precondition::Version(_), None) => Err(StoreError::NotFound),
+        (Precondition::Version(expected), Some(row)) if row.version != expected => {
+            Err(StoreError::Conflict {
+                expected,
+                actual: row.version,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn put_spec(
+    conn: &Connection,
+    write: SpecWrite,
+    keep_versions: usize,
+) -> Result<SpecOutcome, StoreError> {
+    let key = &write.key;
+    let table = key.table();
+    let existing = get(conn, key)?;
+    check_precondition(write.precondition, existing.as_ref())?;
+    let now = now_millis();
+    let labels = to_json(&write.labels)?;
+    let spec = to_json(&write.spec)?;
+    let desired = to_json(&write.desired)?;
+    let workload = write
+        .spec
+        .get("workload")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let Some(row) = existing else {
+        let uid = uuid::Uuid::new_v4().to_string();
+        let (extra_columns, extra_values) = if table == Table::Containers {
+            (", workload", ", ?")
+        } else {
+            ("", "")
+        };
+        let keys = key_columns(table);
+        let placeholders = vec!["?"; keys.len() + 10].join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({}, uid, version, generation, spec_hash, owner, labels, created, updated, resource, desired{extra_columns}) VALUES ({placeholders}{extra_values})",
+            table.name(),
+            keys.join(", "),
+        );
+        let mut values: Vec<Sql> = key_params(key).into_iter().map(Sql::Text).collect();
+        values.extend([
+            Sql::Text(uid),
+            Sql::Integer(1),
+            Sql::Integer(1),
+            Sql::Text(write.spec_hash.clone()),
+            Sql::Text(write.owner.clone()),
+            Sql::Text(labels),
+            Sql::Integer(now),
+            Sql::Integer(now),
+            Sql::Text(spec),
+            Sql::Text(desired),
+        ]);
+        if table == Table::Containers {
+            values.push(Sql::Text(workload));
+        }
+        conn.prepare_cached(&sql)
+            .map_err(backend)?
+            .execute(params_from_iter(values))
+            .map_err(backend)?;
+        append_change(conn, key, ChangeOp::Put, Columns::Spec, 1, now)?;
+        let row = get(conn, key)?.ok_or(StoreError::NotFound)?;
+        return Ok(SpecOutcome::Created(row));
+    };
+    if row.resource == write.spec && row.labels == write.labels && row.desired == write.desired {
+        return Ok(SpecOutcome::Unchanged(row));
+    }
+    let spec_changed = row.resource != write.spec;
+    let generation = if spec_changed {
+        keep_version(conn, &row, now, keep_versions)?;
+        row.generation + 1
+    } else {
+        row.generation
+    };
+    let extra = if table == Table::Containers {
+        ", workload = ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE {} SET version = version + 1, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?{extra} WHERE {}",
+        table.name(),
+        key_columns(table)
+            .iter()
+            .map(|c| format!("{c} = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+    );
+    let mut values: Vec<Sql> = vec![
+        Sql::Integer(generation as i64),
+        Sql::Text(write.spec_hash.clone()),
+        Sql::Text(labels),
+        Sql::Integer(now),
+        Sql::Text(spec),
+        Sql::Text(desired),
+    ];
+    if table == Table::Containers {
+        values.push(Sql::Text(workload));
+    }
+    values.extend(key_params(key).into_iter().map(Sql::Text));
+    conn.prepare_cached(&sql)
+        .map_err(backend)?
+        .execute(params_from_iter(values))
+        .map_err(backend)?;
+    append_change(
+        conn,
+        key,
+        ChangeOp::Put,
+        Columns::Spec,
+        row.version + 1,
+        now,
+    )?;
+    let row = get(conn, key)?.ok_or(StoreError::NotFound)?;
+    Ok(SpecOutcome::Configured(row))
+}
+
+fn keep_version(conn: &Connection, row: &Row, now: i64, keep: usize) -> Result<(), StoreError> {
+    let key = &row.key;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO versions (zone, resource_kind, workspace, name, generation, scope, resource, spec_hash, time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        key.zone,
+        key.kind,
+        key.workspace,
+        key.name,
+        row.generation as i64,
+        key.scope.as_str(),
+        to_json(&row.resource)?,
+        row.spec_hash,
+        now
+    ])
+    .map_err(backend)?;
+    conn.prepare_cached(
+        "DELETE FROM versions WHERE zone = ?1 AND resource_kind = ?2 AND workspace = ?3 AND name = ?4 AND generation <= ?5",
+    )
+    .map_err(backend)?
+    .execute(params![key.zone, key.kind, key.workspace, key.name, row.generation as i64 - keep as i64])
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn check_fence(conn: &Connection, fence: &Fence) -> Result<(), StoreError> {
+    let epoch: Option<i64> = conn
+        .prepare_cached("SELECT epoch FROM leases WHERE zone = ?1 AND component = ?2")
+        .map_err(backend)?
+        .query_row(params![fence.zone, fence.component], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    match epoch {
+        Some(epoch) if epoch as u64 == fence.epoch => Ok(()),
+        _ => Err(StoreError::Fenced { epoch: fence.epoch }),
+    }
+}
+
+pub(super) fn put_status(
+    conn: &Connection,
+    key: &ObjectKey,
+    column: StatusColumn,
+    expected: Option<u64>,
+    value: &Value,
+    fence: Option<&Fence>,
+) -> Result<Row, StoreError> {
+    if let Some(fence) = fence {
+        check_fence(conn, fence)?;
+    }
+    let row = get(conn, key)?.ok_or(StoreError::NotFound)?;
+    let (name, current) = match column {
+        StatusColumn::Computed => ("computed", row.computed_version),
+        StatusColumn::Observed => ("observed", row.observed_version),
+    };
+    if let Some(expected) = expected
+        && expected != current
+    {
+        return Err(StoreError::Conflict {
+            expected,
+            actual: current,
+        });
+    }
+    let table = key.table();
+    let node = if table == Table::Containers && column == StatusColumn::Computed {
+        ", node = ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE {} SET {name} = ?, {name}_version = {name}_version + 1{node} WHERE {}",
+        table.name(),
+        key_columns(table)
+            .iter()
+            .map(|c| format!("{c} = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+    );
+    let mut values = vec![Sql::Text(to_json(value)?)];
+    if !node.is_empty() {
+        let node = value
+            .get("node")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        values.push(Sql::Text(node.to_string()));
+    }
+    values.extend(key_params(key).into_iter().map(Sql::Text));
+    conn.prepare_cached(&sql)
+        .map_err(backend)?
+        .execute(params_from_iter(values))
+        .map_err(backend)?;
+    append_change(
+        conn,
+        key,
+        ChangeOp::Put,
+        column.into(),
+        current + 1,
+        now_millis(),
+    )?;
+    get(conn, key)?.ok_or(StoreError::NotFound)
+}
+
+pub(super) fn delete(
+    conn: &Connection,
+    key: &ObjectKey,
+    precondition: Precondition,
+) -> Result<Row, StoreError> {
+    let row = get(conn, key)?.ok_or(StoreError::NotFound)?;
+    check_precondition(precondition, Some(&row))?;
+    let table = key.table();
+    let sql = format!("DELETE FROM {} WHERE {}", table.name(), key_where(table));
+    conn.prepare_cached(&sql)
+        .map_err(backend)?
+        .execute(params_from_iter(key_params(key)))
+        .map_err(backend)?;
+    append_change(
+        conn,
+        key,
+        ChangeOp::Delete,
+        Columns::Spec,
+        row.version,
+        now_millis(),
+    )?;
+    Ok(row)
+}
+
+pub(super) fn versions(
+    conn: &Connection,
+    key: &ObjectKey,
+) -> Result<Vec<VersionRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT generation, resource, spec_hash, time FROM versions
+             WHERE zone = ?1 AND resource_kind = ?2 AND workspace = ?3 AND name = ?4 ORDER BY generation",
+        )
+        .map_err(backend)?;
+    let mut rows = stmt
+        .query(params![key.zone, key.kind, key.workspace, key.name])
+        .map_err(backend)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        out.push(VersionRecord {
+            key: key.clone(),
+            generation: r.get::<_, i64>(0).map_err(backend)? as u64,
+            spec: from_json(&r.get::<_, String>(1).map_err(backend)?)?,
+            spec_hash: r.get(2).map_err(backend)?,
+            time: r.get(3).map_err(backend)?,
+        });
+    }
+    Ok(out)
+}
+
+fn append_change(
+    conn: &Connection,
+    key: &ObjectKey,
+    op: ChangeOp,
+    columns: Columns,
+    version: u64,
+    at: i64,
+) -> Result<(), StoreError> {
+    let op = match op {
+        ChangeOp::Put => "put",
+        ChangeOp::Delete => "delete",
+    };
+    let columns = match columns {
+        Columns::Spec => "spec",
+        Columns::Computed => "computed",
+        Columns::Observed => "observed",
+    };
+    conn.prepare_cached(
+        "INSERT INTO changes (zone, kind, scope, workspace, name, op, columns, version, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        key.zone,
+        key.kind,
+        key.scope.as_str(),
+        key.workspace,
+        key.name,
+        op,
+        columns,
+        version as i64,
+        at
+    ])
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn parse_cursor(cursor: &Cursor) -> Result<i64, StoreError> {
+    cursor
+        .0
+        .parse()
+        .map_err(|_| StoreError::BadCursor(cursor.0.clone()))
+}
+
+fn meta(conn: &Connection, key: &str) -> Result<i64, StoreError> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .map_err(backend)?
+        .query_row([key], |r| r.get(0))
+        .optional()
+        .map_err(backend)
+        .map(Option::unwrap_or_default)
+}
+
+pub(super) fn head(conn: &Connection) -> Result<Cursor, StoreError> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+        .map_err(backend)?
+        .query_row([], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    Ok(Cursor(seq.unwrap_or_default().to_string()))
+}
+
+pub(super) fn changes(
+    conn: &Connection,
+    filter: &ChangeFilter,
+    after: &Cursor,
+    limit: usize,
+) -> Result<Vec<Change>, StoreError> {
+    let after_seq = parse_cursor(after)?;
+    if after_seq < meta(conn, "changes_pruned_through")? {
+        return Err(StoreError::Expired(after.0.clone()));
+    }
+    let mut sql = String::from(
+        "SELECT seq, zone, kind, scope, workspace, name, op, columns, version, at FROM changes
+         WHERE kind = ?1 AND zone = ?2 AND seq > ?3",
+    );
+    let mut values = vec![
+        Sql::Text(filter.kind.clone()),
+        Sql::Text(filter.zone.clone()),
+        Sql::Integer(after_seq),
+    ];
+    if let Some(workspace) = &filter.workspace {
+        sql.push_str(&format!(" AND workspace = ?{}", values.len() + 1));
+        values.push(Sql::Text(workspace.clone()));
+    }
+    if let Some(name) = &filter.name {
+        sql.push_str(&format!(" AND name = ?{}", values.len() + 1));
+        values.push(Sql::Text(name.clone()));
+    }
+    sql.push_str(&format!(" ORDER BY seq LIMIT {}", limit.max(1)));
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut rows = stmt.query(params_from_iter(values)).map_err(backend)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        let text = |i: usize| r.get::<_, String>(i).map_err(backend);
+        let scope =
+            Scope::parse(&text(3)?).ok_or_else(|| corrupt("unknown scope in the change feed"))?;
+        out.push(Change {
+            cursor: Cursor(r.get::<_, i64>(0).map_err(backend)?.to_string()),
+            key: ObjectKey::custom(&text(2)?, scope, &text(1)?, &text(4)?, &text(5)?),
+            op: if text(6)? == "delete" {
+                ChangeOp::Delete
+            } else {
+                ChangeOp::Put
+            },
+            columns: match text(7)?.as_str() {
+                "computed" => Columns::Computed,
+                "observed" => Columns::Observed,
+                _ => Columns::Spec,
+            },
+            version: r.get::<_, i64>(8).map_err(backend)? as u64,
+            at: r.get(9).map_err(backend)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn append_event(conn: &Connection, event: &Event) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO events (zone, resource_kind, id, workspace, name, type, reason, message, component, time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        event.zone,
+        event.kind,
+        event.id,
+        event.workspace,
+        event.name,
+        event.event_type.as_str(),
+        event.reason,
+        event.message,
+        event.component,
+        event.time
+    ])
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn events(conn: &Connection, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
+    let mut sql = String::from(
+        "SELECT zone, resource_kind, id, workspace, name, type, reason, message, component, time FROM events WHERE zone = ?1",
+    );
+    let mut values = vec![query.zone.clone()];
+    for (column, value) in [
+        ("resource_kind", &query.kind),
+        ("workspace", &query.workspace),
+        ("name", &query.name),
+    ] {
+        if let Some(value) = value {
+            values.push(value.clone());
+            sql.push_str(&format!(" AND {column} = ?{}", values.len()));
+        }
+    }
+    let limit = query.limit.max(1);
+    // Following from an id reads forward; without one, the newest `limit` events are wanted.
+    match &query.after {
+        Some(after) => {
+            values.push(after.clone());
+            sql.push_str(&format!(
+                " AND id > ?{} ORDER BY id LIMIT {limit}",
+                values.len()
+            ));
+        }
+        None => sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}")),
+    }
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut rows = stmt.query(params_from_iter(values)).map_err(backend)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        let text = |i: usize| r.get::<_, String>(i).map_err(backend);
+        out.push(Event {
+            zone: text(0)?,
+            kind: text(1)?,
+            id: text(2)?,
+            workspace: text(3)?,
+            name: text(4)?,
+            event_type: if text(5)? == "Warning" {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: text(6)?,
+            message: text(7)?,
+            component: text(8)?,
+            time: r.get(9).map_err(backend)?,
+        });
+    }
+    if query.after.is_none() {
+        out.reverse();
+    }
+    Ok(out)
+}
+
+pub(super) fn put_action(conn: &Connection, action: &ActionRecord) -> Result<(), StoreError> {
+    let key = &action.key;
+    conn.prepare_cached(
+        "INSERT INTO actions (zone, resource_kind, id, scope, workspace, name, destination, action, payload, created, expires)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        key.zone,
+        key.kind,
+        action.id,
+        key.scope.as_str(),
+        key.workspace,
+        key.name,
+        action.destination,
+        action.action,
+        to_json(&action.payload)?,
+        action.created,
+        action.expires
+    ])
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn actions(
+    conn: &Connection,
+    zone: &str,
+    kind: &str,
+    after: Option<&str>,
+) -> Result<Vec<ActionRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, scope, workspace, name, destination, action, payload, created, expires FROM actions
+             WHERE zone = ?1 AND resource_kind = ?2 AND id > ?3 AND expires > ?4 ORDER BY id",
+        )
+        .map_err(backend)?;
+    let mut rows = stmt
+        .query(params![zone, kind, after.unwrap_or_default(), now_millis()])
+        .map_err(backend)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        let text = |i: usize| r.get::<_, String>(i).map_err(backend);
+        let scope = Scope::parse(&text(1)?).ok_or_else(|| corrupt("unknown scope in actions"))?;
+        out.push(ActionRecord {
+            id: text(0)?,
+            key: ObjectKey::custom(kind, scope, zone, &text(2)?, &text(3)?),
+            destination: text(4)?,
+            action: text(5)?,
+            payload: from_json(&text(6)?)?,
+            created: r.get(7).map_err(backend)?,
+            expires: r.get(8).map_err(backend)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn acquire_lease(
+    conn: &Connection,
+    zone: &str,
+    component: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<Option<Lease>, StoreError> {
+    let now = now_millis();
+    let expires = now + ttl.as_millis() as i64;
+    let current: Option<(String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT holder, epoch, expires FROM leases WHERE zone = ?1 AND component = ?2",
+        )
+        .map_err(backend)?
+        .query_row(params![zone, component], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(backend)?;
+    let epoch = match current {
+        None => 1,
+        Some((current_holder, epoch, _)) if current_holder == holder => epoch,
+        Some((_, epoch, current_expires)) if current_expires <= now => epoch + 1,
+        Some(_) => return Ok(None),
+    };
+    conn.prepare_cached("INSERT OR REPLACE INTO leases (zone, component, holder, epoch, expires) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .map_err(backend)?
+        .execute(params![zone, component, holder, epoch, expires])
+        .map_err(backend)?;
+    Ok(Some(Lease {
+        zone: zone.to_string(),
+        component: component.to_string(),
+        holder: holder.to_string(),
+        epoch: epoch as u64,
+        expires,
+    }))
+}
+
+pub(super) fn release_lease(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
+    // Expire the lease but keep its epoch, so the next holder gets a greater one.
+    conn.prepare_cached("UPDATE leases SET expires = 0 WHERE zone = ?1 AND component = ?2 AND holder = ?3 AND epoch = ?4")
+        .map_err(backend)?
+        .execute(params![lease.zone, lease.component, lease.holder, lease.epoch as i64])
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Drops change-feed entries, events and actions past their retention.
+pub(super) fn prune(conn: &Connection, retention: &Retention) -> Result<(), StoreError> {
+    let now = now_millis();
+    let changes_before = now - retention.changes.as_millis() as i64;
+    let events_before = now - retention.events.as_millis() as i64;
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+    let result = (|| {
+        let pruned: Option<i64> = conn
+            .query_row(
+                "SELECT MAX(seq) FROM changes WHERE at < ?1",
+                [changes_before],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if let Some(through) = pruned {
+            conn.execute("DELETE FROM changes WHERE seq <= ?1", [through])
+                .map_err(backend)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('changes_pruned_through', ?1)",
+                [through],
+            )
+            .map_err(backend)?;
+        }
+        conn.execute("DELETE FROM events WHERE time < ?1", [events_before])
+            .map_err(backend)?;
+        conn.execute("DELETE FROM actions WHERE expires <= ?1", [now])
+            .map_err(backend)?;
+        Ok(())
+    })();
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .map_err(backend)?;
+    result
+}

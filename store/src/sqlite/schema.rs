@@ -1,0 +1,75 @@
+//! Tables mirroring the CQL schema: the seed's eight tables plus the change feed and leases.
+
+use crate::Table;
+
+/// Columns every resource table has after its key.
+pub(super) const COMMON_COLUMNS: &str = "uid, version, generation, spec_hash, owner, labels, created, updated, \
+     resource, desired, computed, computed_version, observed, observed_version";
+
+const COMMON_DDL: &str = "uid TEXT NOT NULL, version INTEGER NOT NULL, generation INTEGER NOT NULL, \
+     spec_hash TEXT NOT NULL, owner TEXT NOT NULL, labels TEXT NOT NULL, created INTEGER NOT NULL, \
+     updated INTEGER NOT NULL, resource TEXT NOT NULL, desired TEXT NOT NULL, \
+     computed TEXT NOT NULL DEFAULT 'null', computed_version INTEGER NOT NULL DEFAULT 0, \
+     observed TEXT NOT NULL DEFAULT 'null', observed_version INTEGER NOT NULL DEFAULT 0";
+
+/// The key columns of a table, partition key first.
+pub(super) fn key_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Resources => &["kind", "name"],
+        Table::WorkspacedResources => &["kind", "workspace", "name"],
+        Table::ZonedResources => &["kind", "zone", "name"],
+        Table::ZonedWorkspacedResources | Table::Containers => {
+            &["kind", "zone", "workspace", "name"]
+        }
+    }
+}
+
+/// DDL for a fresh database; every statement is idempotent.
+pub(super) fn ddl() -> String {
+    let mut sql = String::new();
+    for table in Table::ALL {
+        let keys = key_columns(table);
+        let key_ddl: Vec<String> = keys.iter().map(|c| format!("{c} TEXT NOT NULL")).collect();
+        let extra = if table == Table::Containers {
+            "workload TEXT NOT NULL DEFAULT '', node TEXT NOT NULL DEFAULT '', "
+        } else {
+            ""
+        };
+        sql.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {name} ({keys}, {extra}{COMMON_DDL}, PRIMARY KEY ({pk})) WITHOUT ROWID;\n",
+            name = table.name(),
+            keys = key_ddl.join(", "),
+            pk = keys.join(", "),
+        ));
+    }
+    sql.push_str(
+        "CREATE INDEX IF NOT EXISTS containers_by_workload ON containers (kind, zone, workspace, workload);
+         CREATE INDEX IF NOT EXISTS containers_by_node ON containers (kind, zone, node);
+         CREATE TABLE IF NOT EXISTS versions (
+             zone TEXT NOT NULL, resource_kind TEXT NOT NULL, workspace TEXT NOT NULL, name TEXT NOT NULL,
+             generation INTEGER NOT NULL, scope TEXT NOT NULL, resource TEXT NOT NULL, spec_hash TEXT NOT NULL,
+             time INTEGER NOT NULL,
+             PRIMARY KEY (zone, resource_kind, workspace, name, generation)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS events (
+             zone TEXT NOT NULL, resource_kind TEXT NOT NULL, id TEXT NOT NULL, workspace TEXT NOT NULL,
+             name TEXT NOT NULL, type TEXT NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL,
+             component TEXT NOT NULL, time INTEGER NOT NULL,
+             PRIMARY KEY (zone, resource_kind, id)) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS events_by_zone ON events (zone, id);
+         CREATE TABLE IF NOT EXISTS actions (
+             zone TEXT NOT NULL, resource_kind TEXT NOT NULL, id TEXT NOT NULL, scope TEXT NOT NULL,
+             workspace TEXT NOT NULL, name TEXT NOT NULL, destination TEXT NOT NULL, action TEXT NOT NULL,
+             payload TEXT NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL,
+             PRIMARY KEY (zone, resource_kind, id)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS changes (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT, zone TEXT NOT NULL, kind TEXT NOT NULL, scope TEXT NOT NULL,
+             workspace TEXT NOT NULL, name TEXT NOT NULL, op TEXT NOT NULL, columns TEXT NOT NULL,
+             version INTEGER NOT NULL, at INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS changes_by_partition ON changes (kind, zone, seq);
+         CREATE TABLE IF NOT EXISTS leases (
+             zone TEXT NOT NULL, component TEXT NOT NULL, holder TEXT NOT NULL, epoch INTEGER NOT NULL,
+             expires INTEGER NOT NULL, PRIMARY KEY (zone, component)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
+    );
+    sql
+}

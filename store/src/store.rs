@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::{
+    ActionRecord, Change, ChangeFilter, Cursor, Event, EventQuery, Fence, Lease, ListQuery,
+    ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn, StoreError,
+    VersionRecord,
+};
+
+/// Everything Dora keeps. Backends: [`crate::sqlite`] (embedded) and CQL (ScyllaDB/Cassandra).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// One row.
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Row>, StoreError>;
+
+    /// One page of a partition, in key order.
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+
+    /// Writes the spec column group under `write.precondition`. A spec that differs from the
+    /// stored one bumps the generation and keeps the previous spec as a version; an identical
+    /// write changes nothing.
+    async fn put_spec(&self, write: SpecWrite) -> Result<SpecOutcome, StoreError>;
+
+    /// Compare-and-set of a status column group on its own version (`None`: any); the spec
+    /// columns are not touched. With a fence, the write is refused unless the lease epoch is
+    /// still current.
+    async fn put_status(
+        &self,
+        key: &ObjectKey,
+        column: StatusColumn,
+        expected: Option<u64>,
+        value: Value,
+        fence: Option<&Fence>,
+    ) -> Result<Row, StoreError>;
+
+    /// Deletes a row, if its spec version matches the precondition; returns what was deleted.
+    async fn delete(&self, key: &ObjectKey, precondition: Precondition) -> Result<Row, StoreError>;
+
+    /// Previous specs of a row, oldest first.
+    async fn versions(&self, key: &ObjectKey) -> Result<Vec<VersionRecord>, StoreError>;
+
+    /// The newest position of the change feed: watching from it sees only later writes.
+    async fn head(&self) -> Result<Cursor, StoreError>;
+
+    /// Changes after `after` that match `filter`, oldest first, at most `limit`.
+    async fn changes(
+        &self,
+        filter: &ChangeFilter,
+        after: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError>;
+
+    /// A receiver that is marked changed whenever this process writes; backends written to by
+    /// other processes too are polled by watchers as well.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+
+    /// Records an event.
+    async fn append_event(&self, event: Event) -> Result<(), StoreError>;
+
+    /// Events, oldest first.
+    async fn events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError>;
+
+    /// Records an action for a component; it expires at `action.expires`.
+    async fn put_action(&self, action: ActionRecord) -> Result<(), StoreError>;
+
+    /// Unexpired actions of one zone and kind after the id `after`, oldest first.
+    async fn actions(
+        &self,
+        zone: &str,
+        kind: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// Takes or renews the lease of `component` in `zone` for `holder`. `None` when another
+    /// holder's lease is still valid.
+    async fn acquire_lease(
+        &self,
+        zone: &str,
+        component: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives a lease up early so that a standby takes over at once.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+}
