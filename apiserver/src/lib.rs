@@ -1,1 +1,22 @@
+//! Dora's HTTPS API: resources per scope, multi-document apply, watch as NDJSON from the
+//! change feed, versions and events, encrypted bearer tokens and role checks.
 
+mod directory;
+mod error;
+mod openapi;
+mod path;
+mod render;
+mod routes;
+mod service;
+mod state;
+mod tls;
+mod token;
+
+pub use directory::Directory;
+pub use error::ApiError;
+pub use path::{Target, collection_path};
+pub use render::timestamp;
+pub use service::{Applied, Identity, Service};
+pub use state::{ApiServer, Options};
+pub use tls::{Pki, write_private};
+pub use token::{IssuedToken, TokenClaims, TokenKey, VerifiedToken};

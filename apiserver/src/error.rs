@@ -1,0 +1,153 @@
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dora_crds::ValidationError;
+use dora_store::StoreError;
+use serde::Serialize;
+
+/// Every failure the API reports: an HTTP status and a JSON body that says what to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    /// A short machine-readable reason (`Invalid`, `NotFound`, `Conflict`...).
+    pub reason: &'static str,
+    pub message: String,
+    /// Index of the offending document in an apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<usize>,
+    /// Dotted path of the offending field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a ApiError,
+    status: u16,
+}
+
+impl ApiError {
+    /// An error with a status, reason and message.
+    pub fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason,
+            message: message.into(),
+            document: None,
+            field: None,
+        }
+    }
+
+    /// 400: the request itself is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    /// 401: no valid credentials.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+    }
+
+    /// 403: valid credentials, not allowed.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
+    /// 422 about one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
+        error.field = Some(field.into());
+        error
+    }
+
+    /// The same error, attributed to document `index`.
+    pub fn in_document(mut self, index: usize) -> Self {
+        self.document = Some(index);
+        self
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        let syntax = e.field.is_empty() && e.message.starts_with("invalid ");
+        let (status, reason) = if syntax {
+            (StatusCode::BAD_REQUEST, "BadRequest")
+        } else {
+            (StatusCode::UNPROCESSABLE_ENTITY, "Invalid")
+        };
+        ApiError {
+            status,
+            reason,
+            message: e.to_string(),
+            document: e.document,
+            field: (!e.field.is_empty()).then_some(e.field),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::not_found("not found"),
+            StoreError::AlreadyExists => {
+                Self::new(StatusCode::CONFLICT, "AlreadyExists", "already exists")
+            }
+            StoreError::Conflict { expected, actual } => {
+                let mut error = Self::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "stale version: the request is based on version {expected} but the stored version is {actual}; get the resource again and reapply your change"
+                    ),
+                );
+                error.field = Some("metadata.version".into());
+                error
+            }
+            StoreError::Expired(cursor) => Self::new(
+                StatusCode::GONE,
+                "Expired",
+                format!(
+                    "resourceVersion {cursor} is older than the change feed keeps; list again and watch from the new resourceVersion"
+                ),
+            ),
+            StoreError::BadCursor(token) => Self::bad_request(format!(
+                "invalid resourceVersion or continue token {token:?}"
+            )),
+            StoreError::Fenced { .. } => Self::new(StatusCode::CONFLICT, "Fenced", e.to_string()),
+            StoreError::Unavailable(_) | StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "store failure");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "StoreUnavailable",
+                    e.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let mut response = (
+            status,
+            Json(Body {
+                error: &self,
+                status: status.as_u16(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

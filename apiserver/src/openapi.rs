@@ -1,0 +1,269 @@
+//! The OpenAPI 3.1 document. Kind schemas come from the typed specs (schemars emits JSON
+//! Schema 2020-12, which OpenAPI 3.1 embeds as is).
+
+use std::sync::OnceLock;
+
+use dora_crds::{Kind, kind_schema};
+use serde_json::{Map, Value, json};
+
+use crate::path::collection_path;
+
+/// Moves a schema's `$defs` into `defs` and points its references at `components/schemas`.
+fn hoist(schema: &mut Value, defs: &mut Map<String, Value>) {
+    match schema {
+        Value::Object(map) => {
+            map.remove("$schema");
+            if let Some(Value::Object(inner)) = map.remove("$defs") {
+                for (name, mut def) in inner {
+                    hoist(&mut def, defs);
+                    defs.insert(name, def);
+                }
+            }
+            if let Some(Value::String(reference)) = map.get_mut("$ref")
+                && let Some(name) = reference.strip_prefix("#/$defs/")
+            {
+                *reference = format!("#/components/schemas/{name}");
+            }
+            map.values_mut().for_each(|v| hoist(v, defs));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| hoist(v, defs)),
+        _ => {}
+    }
+}
+
+fn error_responses() -> Value {
+    let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let mut responses = Map::new();
+    for (code, text) in [
+        ("400", "Malformed request"),
+        ("401", "Missing, invalid or expired token"),
+        ("403", "Not allowed"),
+        ("404", "Not found"),
+        ("409", "Stale version"),
+        ("413", "Body too large"),
+        ("422", "Invalid document"),
+    ] {
+        let mut response = error.clone();
+        response["description"] = json!(text);
+        responses.insert(code.into(), response);
+    }
+    Value::Object(responses)
+}
+
+fn with_ok(description: &str, schema: Value) -> Value {
+    let mut responses = error_responses();
+    responses["200"] =
+        json!({"description": description, "content": {"application/json": {"schema": schema}}});
+    responses
+}
+
+fn build() -> Value {
+    let mut schemas = Map::new();
+    let mut paths = Map::new();
+    let param = |name: &str| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}});
+    for kind in Kind::ALL {
+        let resource_ref = json!({"$ref": format!("#/components/schemas/{kind}")});
+        if let Some(mut spec) = kind_schema(kind) {
+            hoist(&mut spec, &mut schemas);
+            schemas.insert(format!("{kind}Spec"), spec);
+        }
+        let mut resource = json!({
+            "type": "object",
+            "required": ["apiVersion", "kind", "metadata"],
+            "properties": {
+                "apiVersion": {"const": "v1"},
+                "kind": {"const": kind.name()},
+                "metadata": {"$ref": "#/components/schemas/Metadata"},
+                "status": {"type": "object"},
+            },
+        });
+        if !kind.is_view() {
+            resource["properties"]["spec"] =
+                json!({"$ref": format!("#/components/schemas/{kind}Spec")});
+        }
+        schemas.insert(kind.name().into(), resource);
+        let scope = kind.scope();
+        let collection = collection_path(
+            kind,
+            "{zone}",
+            scope.has_workspace().then_some("{workspace}"),
+        );
+        let mut parameters = Vec::new();
+        if scope.has_zone() {
+            parameters.push(param("zone"));
+        }
+        if scope.has_workspace() {
+            parameters.push(param("workspace"));
+        }
+        let list_params = json!([
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
+            {"name": "continue", "in": "query", "schema": {"type": "string"}},
+            {"name": "watch", "in": "query", "description": "Stream changes as NDJSON", "schema": {"type": "boolean"}},
+            {"name": "resourceVersion", "in": "query", "description": "Watch from this change-feed position", "schema": {"type": "string"}},
+        ]);
+        paths.insert(collection.clone(), json!({
+            "parameters": parameters,
+            "get": {
+                "summary": format!("List or watch {}", kind.plural()),
+                "tags": [kind.name()],
+                "parameters": list_params,
+                "responses": with_ok("A page of items, or an NDJSON stream with watch=true", json!({"type": "object", "properties": {"items": {"type": "array", "items": resource_ref}}})),
+            },
+        }));
+        let mut item_params = parameters.clone();
+        item_params.push(param("name"));
+        let mut item = json!({
+            "parameters": item_params,
+            "get": {"summary": format!("Get one {kind}"), "tags": [kind.name()], "responses": with_ok(kind.name(), resource_ref.clone())},
+        });
+        if !kind.is_view() {
+            item["put"] = json!({
+                "summary": format!("Apply one {kind}"),
+                "tags": [kind.name()],
+                "requestBody": {"content": {"application/yaml": {"schema": resource_ref}, "application/json": {"schema": resource_ref}}},
+                "responses": with_ok("Applied", json!({"type": "object"})),
+            });
+            item["delete"] = json!({
+                "summary": format!("Delete one {kind}"),
+                "tags": [kind.name()],
+                "parameters": [{"name": "version", "in": "query", "schema": {"type": "integer"}}],
+                "responses": with_ok("The deleted resource", resource_ref),
+            });
+            paths.insert(format!("{collection}/{{name}}/versions"), json!({
+                "parameters": item_params,
+                "get": {"summary": format!("Spec history of one {kind}"), "tags": [kind.name()], "responses": with_ok("Versions", json!({"type": "object"}))},
+            }));
+        }
+        paths.insert(format!("{collection}/{{name}}"), item);
+    }
+    schemas.insert("Metadata".into(), json!({
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", "maxLength": 253},
+            "zone": {"type": "string"},
+            "workspace": {"type": "string", "description": "`group` is accepted as an alias"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "version": {"type": "integer", "description": "When given on apply, the update only happens at this version"},
+            "uid": {"type": "string", "readOnly": true},
+            "generation": {"type": "integer", "readOnly": true},
+            "specHash": {"type": "string", "readOnly": true},
+            "owner": {"type": "string", "readOnly": true},
+            "created": {"type": "string", "format": "date-time", "readOnly": true},
+            "updated": {"type": "string", "format": "date-time", "readOnly": true},
+        },
+    }));
+    schemas.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "status": {"type": "integer"},
+                "error": {"type": "object", "properties": {
+                    "reason": {"type": "string"}, "message": {"type": "string"},
+                    "document": {"type": "integer"}, "field": {"type": "string"},
+                }},
+            },
+        }),
+    );
+    paths.insert("/v1/apply".into(), json!({"post": {
+        "summary": "Apply a multi-document YAML or JSON manifest",
+        "parameters": [
+            {"name": "zone", "in": "query", "schema": {"type": "string"}},
+            {"name": "workspace", "in": "query", "schema": {"type": "string"}},
+        ],
+        "requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}},
+        "responses": with_ok("One result per document: created, configured or unchanged", json!({"type": "object"})),
+    }}));
+    let event_params: Vec<Value> = [
+        "zone",
+        "kind",
+        "workspace",
+        "name",
+        "limit",
+        "after",
+        "watch",
+    ]
+    .iter()
+    .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}}))
+    .collect();
+    paths.insert(
+        "/v1/events".into(),
+        json!({"get": {
+            "summary": "Events of a zone; watch=true follows them as NDJSON",
+            "parameters": event_params,
+            "responses": with_ok("Events, oldest first", json!({"type": "object"})),
+        }}),
+    );
+    paths.insert("/v1/tokens".into(), json!({"post": {
+        "summary": "Create a token (for yourself, or as an administrator for any user)",
+        "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+            "user": {"type": "string"}, "expiresIn": {"type": "string"}, "zone": {"type": "string"}, "workspace": {"type": "string"},
+        }}}}},
+        "responses": with_ok("The token", json!({"type": "object"})),
+    }}));
+    paths.insert("/v1/whoami".into(), json!({"get": {"summary": "The caller's identity", "responses": with_ok("Identity", json!({"type": "object"}))}}));
+    for (path, summary) in [
+        ("/healthz", "Liveness"),
+        ("/readyz", "Readiness: the store answers"),
+        ("/metrics", "Prometheus metrics"),
+    ] {
+        paths.insert(path.into(), json!({"get": {"summary": summary, "security": [], "responses": {"200": {"description": "OK"}}}}));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Dora API", "version": env!("CARGO_PKG_VERSION")},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWE"}},
+        },
+    })
+}
+
+/// The document, built once.
+pub fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(build)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let mut found = Vec::new();
+        refs(doc, &mut found);
+        assert!(!found.is_empty());
+        for reference in found {
+            let name = reference
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("foreign ref {reference}"));
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "dangling {reference}"
+            );
+        }
+        assert!(
+            doc["paths"]
+                .get("/v1/zones/{zone}/workspaces/{workspace}/workloads/{name}")
+                .is_some()
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Resource paths: `/v1/{plural}[/{name}]` for cluster kinds, `/v1/workspaces/{ws}/...` for
+//! workspaced kinds, `/v1/zones/{zone}/...` for zoned kinds and
+//! `/v1/zones/{zone}/workspaces/{ws}/...` for zoned+workspaced kinds. Listing a zoned+workspaced
+//! kind without a workspace lists every workspace of the zone.
+
+use dora_crds::{Kind, Scope};
+
+use crate::ApiError;
+
+/// What a resource path addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub kind: Kind,
+    pub zone: String,
+    /// `None` when the kind has no workspace, or when listing all workspaces.
+    pub workspace: Option<String>,
+    /// `None` for the collection.
+    pub name: Option<String>,
+    /// `/versions` of one resource.
+    pub versions: bool,
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The path of a collection, as clients build it.
+pub fn collection_path(kind: Kind, zone: &str, workspace: Option<&str>) -> String {
+    let plural = kind.plural();
+    match (kind.scope(), workspace) {
+        (Scope::Cluster, _) => format!("/v1/{plural}"),
+        (Scope::Workspaced, Some(ws)) => format!("/v1/workspaces/{ws}/{plural}"),
+        (Scope::Zoned, _) | (Scope::ZonedWorkspaced, None) => format!("/v1/zones/{zone}/{plural}"),
+        (Scope::ZonedWorkspaced, Some(ws)) => format!("/v1/zones/{zone}/workspaces/{ws}/{plural}"),
+        (Scope::Workspaced, None) => format!("/v1/workspaces/-/{plural}"),
+    }
+}
+
+fn kind_of(plural: &str) -> Result<Kind, ApiError> {
+    Kind::parse(plural).ok_or_else(|| {
+        ApiError::not_found(format!("no resource kind {plural:?} (see /openapi.json)"))
+    })
+}
+
+/// Parses the part of a path after `/v1`.
+pub fn parse(path: &str) -> Result<Target, ApiError> {
+    let parts = segments(path);
+    let (zone, workspace, rest): (&str, Option<&str>, &[&str]) = match parts.as_slice() {
+        ["zones", zone, "workspaces", ws, rest @ ..] if !rest.is_empty() => (zone, Some(ws), rest),
+        ["zones", zone, rest @ ..] if !rest.is_empty() && rest[0] != "versions" => {
+            (zone, None, rest)
+        }
+        ["workspaces", ws, rest @ ..] if !rest.is_empty() && rest[0] != "versions" => {
+            ("", Some(ws), rest)
+        }
+        rest => ("", None, rest),
+    };
+    let (plural, name, versions) = match rest {
+        [plural] => (*plural, None, false),
+        [plural, name] => (*plural, Some(*name), false),
+        [plural, name, "versions"] => (*plural, Some(*name), true),
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no such path /v1/{}",
+                parts.join("/")
+            )));
+        }
+    };
+    let kind = kind_of(plural)?;
+    let scope = kind.scope();
+    let wrong_scope = match scope {
+        Scope::Cluster => !zone.is_empty() || workspace.is_some(),
+        Scope::Workspaced => !zone.is_empty() || workspace.is_none(),
+        Scope::Zoned => zone.is_empty() || workspace.is_some(),
+        Scope::ZonedWorkspaced => zone.is_empty() || (workspace.is_none() && name.is_some()),
+    };
+    if wrong_scope {
+        let example = collection_path(
+            kind,
+            "{zone}",
+            scope.has_workspace().then_some("{workspace}"),
+        );
+        return Err(ApiError::not_found(format!(
+            "{kind} resources live at {example}"
+        )));
+    }
+    Ok(Target {
+        kind,
+        zone: zone.to_string(),
+        workspace: workspace.map(str::to_string),
+        name: name.map(str::to_string),
+        versions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_scope() {
+        let t = parse("/users/alice").unwrap();
+        assert_eq!((t.kind, t.name.as_deref()), (Kind::User, Some("alice")));
+        let t = parse("/zones/z1").unwrap();
+        assert_eq!(
+            (t.kind, t.name.as_deref(), t.zone.as_str()),
+            (Kind::Zone, Some("z1"), "")
+        );
+        let t = parse("/zones/z1/versions").unwrap();
+        assert!(t.versions && t.kind == Kind::Zone);
+        let t = parse("/zones/z1/nodes").unwrap();
+        assert_eq!((t.kind, t.zone.as_str(), t.name), (Kind::Node, "z1", None));
+        let t = parse("/zones/z1/workspaces/ws/workloads/train/versions").unwrap();
+        assert_eq!(
+            (
+                t.kind,
+                t.workspace.as_deref(),
+                t.name.as_deref(),
+                t.versions
+            ),
+            (Kind::Workload, Some("ws"), Some("train"), true)
+        );
+        let t = parse("/zones/z1/workloads").unwrap();
+        assert_eq!((t.kind, t.workspace), (Kind::Workload, None));
+        let t = parse("/workspaces/ws").unwrap();
+        assert_eq!((t.kind, t.name.as_deref()), (Kind::Workspace, Some("ws")));
+    }
+
+    #[test]
+    fn wrong_scope_says_where_the_kind_lives() {
+        let err = parse("/workloads/train").unwrap_err();
+        assert!(
+            err.message
+                .contains("/v1/zones/{zone}/workspaces/{workspace}/workloads"),
+            "{}",
+            err.message
+        );
+        assert!(parse("/zones/z1/users").is_err());
+        assert!(parse("/zones/z1/workloads/train").is_err());
+        assert!(parse("/pods").is_err());
+    }
+
+    #[test]
+    fn collection_paths_parse_back() {
+        for kind in Kind::ALL {
+            let path = collection_path(kind, "z1", kind.scope().has_workspace().then_some("ws"));
+            let target = parse(path.trim_start_matches("/v1")).unwrap();
+            assert_eq!(target.kind, kind, "{path}");
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Turning stored rows into the documents the API returns.
+
+use dora_crds::{API_VERSION, Metadata, Resource};
+use dora_store::{ObjectKey, Row};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// RFC 3339 text of a Unix-milliseconds instant.
+pub fn timestamp(millis: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// The resource a row holds, with `status` assembled from the column groups.
+pub fn resource(row: &Row) -> Resource {
+    let mut status = Map::new();
+    for (name, value) in [
+        ("desired", &row.desired),
+        ("computed", &row.computed),
+        ("observed", &row.observed),
+    ] {
+        if !value.is_null() {
+            status.insert(name.into(), value.clone());
+        }
+    }
+    Resource {
+        api_version: API_VERSION.into(),
+        kind: row.key.kind.clone(),
+        metadata: Metadata {
+            name: row.key.name.clone(),
+            zone: non_empty(&row.key.zone),
+            workspace: non_empty(&row.key.workspace),
+            labels: row.labels.clone(),
+            uid: Some(row.uid.clone()),
+            version: Some(row.version),
+            generation: Some(row.generation),
+            spec_hash: Some(row.spec_hash.clone()),
+            owner: non_empty(&row.owner),
+            created: Some(timestamp(row.created)),
+            updated: Some(timestamp(row.updated)),
+        },
+        spec: row.resource.clone(),
+        status: (!status.is_empty()).then_some(Value::Object(status)),
+    }
+}
+
+/// A deleted resource as watchers see it: its key only.
+pub fn tombstone(key: &ObjectKey) -> Resource {
+    Resource {
+        api_version: API_VERSION.into(),
+        kind: key.kind.clone(),
+        metadata: Metadata {
+            name: key.name.clone(),
+            zone: non_empty(&key.zone),
+            workspace: non_empty(&key.workspace),
+            ..Default::default()
+        },
+        spec: Value::Null,
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(1_500), "1970-01-01T00:00:01.5Z");
+    }
+}

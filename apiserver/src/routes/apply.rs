@@ -1,0 +1,61 @@
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{json_response, query_rejection, read_text};
+use crate::ApiError;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub(super) struct ApplyParams {
+    zone: Option<String>,
+    workspace: Option<String>,
+}
+
+/// `POST /v1/apply`: a multi-document YAML or JSON manifest. Answers 200 with one result per
+/// document when all applied; otherwise the status of the first failure, its error, and the
+/// results of every document (the valid ones are applied).
+pub(super) async fn apply(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ApplyParams>, QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut identity = state.authenticate(&headers)?;
+    let Query(params) = params.map_err(query_rejection)?;
+    if params.zone.is_some() {
+        identity.zone = params.zone;
+    }
+    if params.workspace.is_some() {
+        identity.workspace = params.workspace;
+    }
+    let text = read_text(body, state.options.max_body_bytes).await?;
+    let results = state.service.apply_manifest(&identity, &text).await;
+    if results.is_empty() {
+        return Err(ApiError::bad_request("the manifest holds no documents"));
+    }
+    let mut first_error: Option<ApiError> = None;
+    let rendered: Vec<Value> = results
+        .into_iter()
+        .enumerate()
+        .map(|(index, result)| match result {
+            Ok(applied) => json!(applied),
+            Err(error) => {
+                let value = json!({"index": index, "error": &error});
+                first_error.get_or_insert(error);
+                value
+            }
+        })
+        .collect();
+    Ok(match first_error {
+        None => json_response(StatusCode::OK, &json!({"results": rendered})),
+        Some(error) => json_response(
+            error.status,
+            &json!({"error": error, "status": error.status.as_u16(), "results": rendered}),
+        ),
+    })
+}

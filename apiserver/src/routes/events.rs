@@ -1,0 +1,166 @@
+//! `GET /v1/events`: events of a zone, optionally of one kind, workspace or resource; with
+//! `watch=true`, followed as NDJSON.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use dora_crds::Kind;
+use dora_crds::spec::Verb;
+use dora_store::{Event, EventQuery, ObjectKey};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::watch::{Feed, ndjson};
+use super::{flag, json_response, parse_limit, query_rejection};
+use crate::state::AppState;
+use crate::{ApiError, Identity};
+
+#[derive(Deserialize, Default)]
+pub(super) struct EventParams {
+    zone: Option<String>,
+    kind: Option<String>,
+    workspace: Option<String>,
+    name: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+    watch: Option<String>,
+}
+
+fn visible(state: &AppState, identity: &Identity, event: &Event) -> bool {
+    let Some(kind) = Kind::parse(&event.kind) else {
+        return identity.system;
+    };
+    identity.system
+        || state.service.directory.allows(
+            &identity.user,
+            Verb::Event,
+            kind,
+            &event.zone,
+            &event.workspace,
+        )
+}
+
+pub(super) async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<EventParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let identity = state.authenticate(&headers)?;
+    let Query(params) = params.map_err(query_rejection)?;
+    let kind = params
+        .kind
+        .as_deref()
+        .map(|text| {
+            Kind::parse(text).ok_or_else(|| ApiError::bad_request(format!("unknown kind {text:?}")))
+        })
+        .transpose()?;
+    let zone = match kind {
+        Some(kind) if !kind.scope().has_zone() => String::new(),
+        _ => params
+            .zone
+            .clone()
+            .or(identity.zone.clone())
+            .unwrap_or_default(),
+    };
+    if let Some(kind) = kind {
+        let somewhere = identity.system
+            || state
+                .service
+                .directory
+                .allows_somewhere(&identity.user, Verb::Event, kind, &zone);
+        if !somewhere {
+            return Err(ApiError::forbidden(format!(
+                "user {} may not see events of {kind}",
+                identity.user
+            )));
+        }
+    }
+    let query = EventQuery {
+        zone,
+        kind: kind.map(|k| k.name().to_string()),
+        workspace: params.workspace.clone(),
+        name: params.name.clone(),
+        after: params.after.clone(),
+        limit: parse_limit(params.limit.as_deref(), 100, 1000)?,
+    };
+    let events: Vec<Event> = state
+        .service
+        .store
+        .events(&query)
+        .await?
+        .into_iter()
+        .filter(|e| visible(&state, &identity, e))
+        .collect();
+    if !flag(params.watch.as_deref())? {
+        let items: Vec<_> = events.iter().map(render).collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"apiVersion": dora_crds::API_VERSION, "kind": "EventList", "items": items}),
+        ));
+    }
+    let mut initial = Vec::new();
+    for event in &events {
+        initial.extend(serde_json::to_vec(&render(event)).unwrap_or_default());
+        initial.push(b'\n');
+    }
+    let after = events
+        .last()
+        .map(|e| e.id.clone())
+        .or(query.after.clone())
+        .or_else(|| Some(uuid::Uuid::now_v7().to_string()));
+    let store = state.service.store.clone();
+    let feed = EventFeed {
+        state,
+        identity,
+        query: EventQuery { after, ..query },
+    };
+    Ok(ndjson(&store, initial, feed))
+}
+
+fn render(event: &Event) -> serde_json::Value {
+    let key = ObjectKey {
+        kind: event.kind.clone(),
+        scope: Kind::parse(&event.kind).map_or(dora_crds::Scope::Cluster, Kind::scope),
+        zone: event.zone.clone(),
+        workspace: event.workspace.clone(),
+        name: event.name.clone(),
+    };
+    json!({
+        "id": event.id,
+        "time": crate::render::timestamp(event.time),
+        "type": event.event_type,
+        "reason": event.reason,
+        "message": event.message,
+        "component": event.component,
+        "object": crate::render::tombstone(&key),
+    })
+}
+
+struct EventFeed {
+    state: AppState,
+    identity: Identity,
+    query: EventQuery,
+}
+
+impl Feed for EventFeed {
+    async fn next_lines(&mut self) -> Result<Vec<u8>, ApiError> {
+        let events = self.state.service.store.events(&self.query).await?;
+        let mut out = Vec::new();
+        for event in events {
+            self.query.after = Some(event.id.clone());
+            if visible(&self.state, &self.identity, &event) {
+                out.extend(serde_json::to_vec(&render(&event)).unwrap_or_default());
+                out.push(b'\n');
+            }
+        }
+        Ok(out)
+    }
+
+    fn bookmark(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "after": self.query.after}))
+            .unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}

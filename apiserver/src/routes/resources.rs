@@ -1,0 +1,392 @@
+//! `GET`, `PUT` and `DELETE` under `/v1/...` for every kind.
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use dora_crds::spec::Verb;
+use dora_crds::{Kind, Scope, parse_documents};
+use dora_store::{ListQuery, ObjectKey};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{flag, json_response, parse_limit, query_rejection, read_text, watch};
+use crate::path::{self, Target};
+use crate::state::AppState;
+use crate::{ApiError, Identity, render};
+
+const DEFAULT_PAGE: usize = 500;
+const MAX_PAGE: usize = 5000;
+
+#[derive(Deserialize, Default)]
+pub(super) struct GetParams {
+    limit: Option<String>,
+    #[serde(rename = "continue")]
+    after: Option<String>,
+    watch: Option<String>,
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct DeleteParams {
+    version: Option<u64>,
+}
+
+fn describe_place(target: &Target) -> String {
+    let mut place = String::new();
+    if !target.zone.is_empty() {
+        place.push_str(&format!(" in zone {}", target.zone));
+    }
+    if let Some(workspace) = &target.workspace {
+        place.push_str(&format!(" in workspace {workspace}"));
+    }
+    place
+}
+
+fn key_of(target: &Target, name: &str) -> ObjectKey {
+    ObjectKey::new(
+        target.kind,
+        &target.zone,
+        target.workspace.as_deref().unwrap_or_default(),
+        name,
+    )
+}
+
+/// Checks that the target's zone exists, so that a typo is a 404 rather than an empty list.
+fn check_zone(state: &AppState, target: &Target) -> Result<(), ApiError> {
+    if target.kind.scope().has_zone() && !state.service.directory.has_zone(&target.zone) {
+        return Err(ApiError::not_found(format!(
+            "zone {:?} does not exist",
+            target.zone
+        )));
+    }
+    Ok(())
+}
+
+/// Authorizes a read of the target: a collection across workspaces needs the verb in at least
+/// one workspace (the items are then filtered), anything else needs it where it points.
+pub(super) fn authorize_read(
+    state: &AppState,
+    identity: &Identity,
+    verb: Verb,
+    target: &Target,
+) -> Result<(), ApiError> {
+    let all_workspaces =
+        target.kind.scope() == Scope::ZonedWorkspaced && target.workspace.is_none();
+    if all_workspaces && !identity.system {
+        if state
+            .service
+            .directory
+            .allows_somewhere(&identity.user, verb, target.kind, &target.zone)
+        {
+            return Ok(());
+        }
+        return Err(ApiError::forbidden(format!(
+            "user {} may not {verb:?} {} in zone {}",
+            identity.user, target.kind, target.zone
+        )));
+    }
+    let workspace = target.workspace.as_deref().unwrap_or_default();
+    state
+        .service
+        .authorize(identity, verb, target.kind, &target.zone, workspace)
+}
+
+/// Whether a row of a cross-workspace read may be shown.
+pub(super) fn visible(state: &AppState, identity: &Identity, verb: Verb, key: &ObjectKey) -> bool {
+    let Some(kind) = Kind::parse(&key.kind) else {
+        return false;
+    };
+    identity.system
+        || state
+            .service
+            .directory
+            .allows(&identity.user, verb, kind, &key.zone, &key.workspace)
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+    params: Result<Query<GetParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let identity = state.authenticate(&headers)?;
+    let target = path::parse(&path)?;
+    let Query(params) = params.map_err(query_rejection)?;
+    check_zone(&state, &target)?;
+    if target.kind.is_view() {
+        return view(&state, &identity, &target).await;
+    }
+    if target.versions {
+        return versions(&state, &identity, &target).await;
+    }
+    if flag(params.watch.as_deref())? {
+        authorize_read(&state, &identity, Verb::Get, &target)?;
+        return watch::resources(state, identity, target, params.resource_version).await;
+    }
+    match &target.name {
+        Some(name) => {
+            state.service.authorize(
+                &identity,
+                Verb::GetOne,
+                target.kind,
+                &target.zone,
+                target.workspace.as_deref().unwrap_or_default(),
+            )?;
+            let row = state
+                .service
+                .store
+                .get(&key_of(&target, name))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "{} {name:?} not found{}",
+                        target.kind,
+                        describe_place(&target)
+                    ))
+                })?;
+            Ok(json_response(StatusCode::OK, &render::resource(&row)))
+        }
+        None => list(&state, &identity, &target, &params).await,
+    }
+}
+
+async fn list(
+    state: &AppState,
+    identity: &Identity,
+    target: &Target,
+    params: &GetParams,
+) -> Result<Response, ApiError> {
+    authorize_read(state, identity, Verb::Get, target)?;
+    let store = &state.service.store;
+    let head = store.head().await?;
+    let query = ListQuery {
+        kind: target.kind.name().into(),
+        scope: target.kind.scope(),
+        zone: target.zone.clone(),
+        workspace: target.workspace.clone(),
+        after: params.after.clone(),
+        limit: parse_limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?,
+    };
+    let page = store.list(&query).await?;
+    let items: Vec<Value> = page
+        .rows
+        .iter()
+        .filter(|row| visible(state, identity, Verb::Get, &row.key))
+        .map(|row| json!(render::resource(row)))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "apiVersion": dora_crds::API_VERSION,
+            "kind": format!("{}List", target.kind),
+            "metadata": {"continue": page.next, "resourceVersion": head},
+            "items": items,
+        }),
+    ))
+}
+
+async fn versions(
+    state: &AppState,
+    identity: &Identity,
+    target: &Target,
+) -> Result<Response, ApiError> {
+    let workspace = target.workspace.as_deref().unwrap_or_default();
+    state.service.authorize(
+        identity,
+        Verb::Version,
+        target.kind,
+        &target.zone,
+        workspace,
+    )?;
+    let name = target.name.as_deref().unwrap_or_default();
+    let key = key_of(target, name);
+    let store = &state.service.store;
+    let current = store.get(&key).await?;
+    let mut items: Vec<Value> = store
+        .versions(&key)
+        .await?
+        .into_iter()
+        .map(|v| json!({"generation": v.generation, "specHash": v.spec_hash, "replaced": render::timestamp(v.time), "current": false, "spec": v.spec}))
+        .collect();
+    match current {
+        Some(row) => items.push(json!({"generation": row.generation, "specHash": row.spec_hash, "updated": render::timestamp(row.updated), "current": true, "spec": row.resource})),
+        None if items.is_empty() => {
+            return Err(ApiError::not_found(format!("{} {name:?} not found{}", target.kind, describe_place(target))));
+        }
+        None => {}
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"apiVersion": dora_crds::API_VERSION, "kind": "VersionList", "items": items}),
+    ))
+}
+
+/// GPU and CPU: one item per device that the zone's nodes report.
+async fn view(
+    state: &AppState,
+    identity: &Identity,
+    target: &Target,
+) -> Result<Response, ApiError> {
+    state
+        .service
+        .authorize(identity, Verb::Get, target.kind, &target.zone, "")?;
+    let field = if target.kind == Kind::Gpu {
+        "gpus"
+    } else {
+        "cpus"
+    };
+    let mut query = ListQuery {
+        kind: Kind::Node.name().into(),
+        scope: Scope::Zoned,
+        zone: target.zone.clone(),
+        workspace: None,
+        after: None,
+        limit: MAX_PAGE,
+    };
+    let mut items = Vec::new();
+    loop {
+        let page = state.service.store.list(&query).await?;
+        for node in &page.rows {
+            let devices = node
+                .observed
+                .get(field)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (i, device) in devices.into_iter().enumerate() {
+                let index = device
+                    .get("minor")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(i as u64);
+                let name = format!("{}.{index}", node.key.name);
+                if target.name.as_ref().is_some_and(|wanted| *wanted != name) {
+                    continue;
+                }
+                items.push(json!({
+                    "apiVersion": dora_crds::API_VERSION,
+                    "kind": target.kind.name(),
+                    "metadata": {"name": name, "zone": target.zone},
+                    "status": {"node": node.key.name, "device": device},
+                }));
+            }
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    if target.name.is_some() {
+        return items
+            .pop()
+            .map(|item| json_response(StatusCode::OK, &item))
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no such {} in zone {}", target.kind, target.zone))
+            });
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"apiVersion": dora_crds::API_VERSION, "kind": format!("{}List", target.kind), "metadata": {}, "items": items}),
+    ))
+}
+
+/// `PUT` of one document at its own path.
+pub(super) async fn put(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let identity = state.authenticate(&headers)?;
+    let target = path::parse(&path)?;
+    let name = target.name.clone().ok_or_else(|| {
+        ApiError::bad_request(
+            "PUT needs a resource path ending in its name; use POST /v1/apply for manifests",
+        )
+    })?;
+    if target.versions {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "versions are read-only",
+        ));
+    }
+    let text = read_text(body, state.options.max_body_bytes).await?;
+    let mut documents = parse_documents(&text);
+    if documents.len() != 1 {
+        return Err(ApiError::bad_request(format!(
+            "PUT takes exactly one document, got {}",
+            documents.len()
+        )));
+    }
+    let mut document = documents.remove(0).map_err(ApiError::from)?;
+    let mismatch = |field: &str, got: &str, want: &str| {
+        ApiError::invalid(
+            field,
+            format!("the document says {got:?} but the path says {want:?}"),
+        )
+    };
+    if document.kind != target.kind {
+        return Err(mismatch("kind", document.kind.name(), target.kind.name()));
+    }
+    if document.metadata.name != name {
+        return Err(mismatch("metadata.name", &document.metadata.name, &name));
+    }
+    if target.kind.scope().has_zone() {
+        match &document.metadata.zone {
+            Some(zone) if *zone != target.zone => {
+                return Err(mismatch("metadata.zone", zone, &target.zone));
+            }
+            _ => document.metadata.zone = Some(target.zone.clone()),
+        }
+    }
+    if let Some(path_workspace) = &target.workspace {
+        match &document.metadata.workspace {
+            Some(ws) if ws != path_workspace => {
+                return Err(mismatch("metadata.workspace", ws, path_workspace));
+            }
+            _ => document.metadata.workspace = Some(path_workspace.clone()),
+        }
+    }
+    let applied = state.service.apply(&identity, document).await?;
+    let row = state.service.store.get(&key_of(&target, &name)).await?;
+    let status = if applied.outcome == "created" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(
+        status,
+        &json!({"outcome": applied.outcome, "object": row.as_ref().map(render::resource)}),
+    ))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+    params: Result<Query<DeleteParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let identity = state.authenticate(&headers)?;
+    let target = path::parse(&path)?;
+    let Query(params) = params.map_err(query_rejection)?;
+    let name = target
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("DELETE needs a resource path ending in its name"))?;
+    if target.kind.is_view() || target.versions {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "this path is read-only",
+        ));
+    }
+    check_zone(&state, &target)?;
+    let deleted = state
+        .service
+        .delete(&identity, &key_of(&target, &name), params.version)
+        .await?;
+    Ok(json_response(StatusCode::OK, &deleted))
+}

@@ -1,0 +1,106 @@
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use dora_crds::Kind;
+use dora_crds::spec::Verb;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{json_response, read_text};
+use crate::state::AppState;
+use crate::{ApiError, TokenClaims};
+
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TokenRequest {
+    /// Defaults to the caller.
+    user: Option<String>,
+    /// `<n>s|m|h|d`.
+    expires_in: Option<String>,
+    zone: Option<String>,
+    workspace: Option<String>,
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let identity = state.authenticate(&headers)?;
+    let text = read_text(body, state.options.max_body_bytes).await?;
+    let request: TokenRequest = if text.trim().is_empty() {
+        TokenRequest::default()
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?
+    };
+    let user = request.user.unwrap_or_else(|| identity.user.clone());
+    if user != identity.user {
+        // Minting for someone else is an administrator's act: it needs Token on every user.
+        state
+            .service
+            .authorize(&identity, Verb::Token, Kind::User, "", "")?;
+        if !state
+            .service
+            .directory
+            .allows(&identity.user, Verb::Token, Kind::User, "All", "All")
+        {
+            return Err(ApiError::forbidden(format!(
+                "user {} may only create tokens for itself; minting for {user} needs Token on User in all zones and workspaces",
+                identity.user
+            )));
+        }
+    }
+    if state.service.directory.user(&user).is_none() {
+        return Err(ApiError::invalid(
+            "user",
+            format!("no user {user:?}; apply a User first"),
+        ));
+    }
+    let lifetime = match request.expires_in.as_deref() {
+        None => DEFAULT_LIFETIME,
+        Some(text) => dora_crds::Duration::parse(text)
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "expiresIn",
+                    format!("expected a duration like 12h or 30d, got {text:?}"),
+                )
+            })?,
+    };
+    if lifetime > state.options.max_token_lifetime {
+        return Err(ApiError::invalid(
+            "expiresIn",
+            format!(
+                "at most {} days",
+                state.options.max_token_lifetime.as_secs() / 86_400
+            ),
+        ));
+    }
+    let claims = TokenClaims {
+        zone: request.zone,
+        workspace: request.workspace,
+    };
+    let issued = state
+        .tokens
+        .issue(&user, lifetime, claims)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
+    Ok(json_response(StatusCode::CREATED, &issued))
+}
+
+pub(super) async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let identity = state.authenticate(&headers)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"user": identity.user, "zone": identity.zone, "workspace": identity.workspace}),
+    ))
+}

@@ -1,0 +1,201 @@
+//! Streams of changes as NDJSON: one JSON object per line, as long as the client listens.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dora_crds::spec::Verb;
+use dora_store::{ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, Store};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::resources::visible;
+use crate::path::Target;
+use crate::state::AppState;
+use crate::{ApiError, Identity, render};
+
+/// How often a watcher looks for writes made by other processes.
+const POLL: Duration = Duration::from_secs(1);
+/// A bookmark is sent after this long without changes, so that dead clients are noticed.
+const BOOKMARK: Duration = Duration::from_secs(30);
+const BATCH: usize = 256;
+
+/// A source of NDJSON lines that is polled until it fails.
+pub(super) trait Feed: Send + 'static {
+    /// New lines (empty when nothing happened), or an error that ends the stream.
+    fn next_lines(&mut self) -> impl Future<Output = Result<Vec<u8>, ApiError>> + Send;
+
+    /// A line telling the client where the feed stands.
+    fn bookmark(&self) -> Vec<u8>;
+}
+
+fn line(value: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Streams `initial` then whatever `feed` yields; wakes on local writes, polls for others.
+pub(super) fn ndjson<F: Feed>(store: &Arc<dyn Store>, initial: Vec<u8>, feed: F) -> Response {
+    struct Run<F> {
+        feed: F,
+        wake: watch::Receiver<u64>,
+        initial: Option<Vec<u8>>,
+        quiet_since: Instant,
+        done: bool,
+    }
+    let run = Run {
+        feed,
+        wake: store.subscribe(),
+        initial: Some(initial),
+        quiet_since: Instant::now(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(run, |mut run| async move {
+        if let Some(initial) = run.initial.take().filter(|bytes| !bytes.is_empty()) {
+            return Some((Ok::<_, Infallible>(Bytes::from(initial)), run));
+        }
+        if run.done {
+            return None;
+        }
+        loop {
+            run.wake.borrow_and_update();
+            match run.feed.next_lines().await {
+                Ok(lines) if !lines.is_empty() => {
+                    run.quiet_since = Instant::now();
+                    return Some((Ok(Bytes::from(lines)), run));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    run.done = true;
+                    let body = line(
+                        &json!({"type": "ERROR", "error": error, "status": error.status.as_u16()}),
+                    );
+                    return Some((Ok(Bytes::from(body)), run));
+                }
+            }
+            if run.quiet_since.elapsed() >= BOOKMARK {
+                run.quiet_since = Instant::now();
+                return Some((Ok(Bytes::from(run.feed.bookmark())), run));
+            }
+            tokio::select! {
+                changed = run.wake.changed() => if changed.is_err() { tokio::time::sleep(POLL).await },
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+struct ResourceFeed {
+    state: AppState,
+    identity: Identity,
+    filter: ChangeFilter,
+    cursor: Cursor,
+}
+
+impl Feed for ResourceFeed {
+    async fn next_lines(&mut self) -> Result<Vec<u8>, ApiError> {
+        let store = &self.state.service.store;
+        let changes = store.changes(&self.filter, &self.cursor, BATCH).await?;
+        let mut out = Vec::new();
+        for change in changes {
+            self.cursor = change.cursor.clone();
+            if !visible(&self.state, &self.identity, Verb::Get, &change.key) {
+                continue;
+            }
+            let (kind, object) = match change.op {
+                ChangeOp::Delete => ("DELETED", render::tombstone(&change.key)),
+                ChangeOp::Put => match store.get(&change.key).await? {
+                    // Deleted since: its own DELETED change follows.
+                    None => continue,
+                    Some(row) if change.columns == Columns::Spec && change.version == 1 => {
+                        ("ADDED", render::resource(&row))
+                    }
+                    Some(row) => ("MODIFIED", render::resource(&row)),
+                },
+            };
+            out.extend(line(
+                &json!({"type": kind, "object": object, "resourceVersion": change.cursor}),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn bookmark(&self) -> Vec<u8> {
+        line(&json!({"type": "BOOKMARK", "resourceVersion": self.cursor}))
+    }
+}
+
+/// `?watch=true` on a collection or one resource. Without `resourceVersion`, the current items
+/// come first as ADDED; with it, only changes after it.
+pub(super) async fn resources(
+    state: AppState,
+    identity: Identity,
+    target: Target,
+    resource_version: Option<String>,
+) -> Result<Response, ApiError> {
+    let store = state.service.store.clone();
+    let filter = ChangeFilter {
+        kind: target.kind.name().into(),
+        zone: target.zone.clone(),
+        workspace: target.workspace.clone(),
+        name: target.name.clone(),
+    };
+    let mut initial = Vec::new();
+    let cursor = match resource_version {
+        Some(version) => {
+            let cursor = Cursor(version);
+            // Refuse an expired or foreign cursor before the stream starts.
+            store.changes(&filter, &cursor, 1).await?;
+            cursor
+        }
+        None => {
+            let head = store.head().await?;
+            let mut query = ListQuery {
+                kind: target.kind.name().into(),
+                scope: target.kind.scope(),
+                zone: target.zone.clone(),
+                workspace: target.workspace.clone(),
+                after: None,
+                limit: 1000,
+            };
+            loop {
+                let page = store.list(&query).await?;
+                for row in &page.rows {
+                    let wanted = target
+                        .name
+                        .as_ref()
+                        .is_none_or(|name| *name == row.key.name);
+                    if wanted && visible(&state, &identity, Verb::Get, &row.key) {
+                        initial.extend(line(&json!({"type": "ADDED", "object": render::resource(row), "resourceVersion": head})));
+                    }
+                }
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
+                }
+            }
+            head
+        }
+    };
+    let feed = ResourceFeed {
+        state,
+        identity,
+        filter,
+        cursor,
+    };
+    Ok(ndjson(&store, initial, feed))
+}

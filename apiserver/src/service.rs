@@ -1,0 +1,287 @@
+//! What the API does, independent of HTTP: apply and delete documents for an identity. The
+//! bootstrap of `dora up` uses it too.
+
+use std::sync::Arc;
+
+use dora_crds::spec::Verb;
+use dora_crds::{Document, Kind, Resource, parse_documents, spec_hash};
+use dora_store::{
+    Event, EventType, ObjectKey, Precondition, SpecOutcome, SpecWrite, Store, StoreError,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{ApiError, Directory, render};
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub user: String,
+    /// Zone used when a request names none.
+    pub zone: Option<String>,
+    /// Workspace used when a request names none.
+    pub workspace: Option<String>,
+    /// Dora itself (bootstrap): not subject to role checks.
+    pub system: bool,
+}
+
+impl Identity {
+    /// The identity of Dora's own bootstrap.
+    pub fn system() -> Self {
+        Identity {
+            user: "system".into(),
+            zone: None,
+            workspace: None,
+            system: true,
+        }
+    }
+}
+
+/// The outcome of one document of an apply.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub index: usize,
+    pub kind: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// `created`, `configured` or `unchanged`.
+    pub outcome: &'static str,
+    pub version: u64,
+    pub generation: u64,
+}
+
+/// Apply, delete and the checks they share.
+#[derive(Clone)]
+pub struct Service {
+    pub store: Arc<dyn Store>,
+    pub directory: Directory,
+}
+
+/// Resolved partition of a request.
+pub struct Place {
+    pub zone: String,
+    pub workspace: String,
+}
+
+impl Service {
+    /// Checks that `identity` may do `verb` on `kind` in the given zone and workspace.
+    pub fn authorize(
+        &self,
+        identity: &Identity,
+        verb: Verb,
+        kind: Kind,
+        zone: &str,
+        workspace: &str,
+    ) -> Result<(), ApiError> {
+        if identity.system
+            || self
+                .directory
+                .allows(&identity.user, verb, kind, zone, workspace)
+        {
+            return Ok(());
+        }
+        let mut place = String::new();
+        if !zone.is_empty() {
+            place.push_str(&format!(" in zone {zone}"));
+        }
+        if !workspace.is_empty() {
+            place.push_str(&format!(" in workspace {workspace}"));
+        }
+        Err(ApiError::forbidden(format!(
+            "user {} may not {verb:?} {kind}{place}; ask an administrator for a role that grants it",
+            identity.user
+        )))
+    }
+
+    /// Fills in the zone and workspace a document or request leaves out, and checks they exist.
+    pub fn place(
+        &self,
+        identity: &Identity,
+        kind: Kind,
+        zone: Option<&str>,
+        workspace: Option<&str>,
+    ) -> Result<Place, ApiError> {
+        let scope = kind.scope();
+        let mut place = Place {
+            zone: String::new(),
+            workspace: String::new(),
+        };
+        if scope.has_zone() {
+            let zone = zone.or(identity.zone.as_deref()).ok_or_else(|| {
+                ApiError::invalid(
+                    "metadata.zone",
+                    "no zone given and no default zone; set metadata.zone or pass -z ZONE",
+                )
+            })?;
+            if !self.directory.has_zone(zone) {
+                return Err(ApiError::invalid(
+                    "metadata.zone",
+                    format!(
+                        "unknown zone {zone:?}; existing zones: {}",
+                        self.directory.zones().join(", ")
+                    ),
+                ));
+            }
+            place.zone = zone.to_string();
+        }
+        if scope.has_workspace() {
+            let workspace = workspace.or(identity.workspace.as_deref()).ok_or_else(|| {
+                ApiError::invalid("metadata.workspace", "no workspace given and no default workspace; set metadata.workspace or pass -g WORKSPACE")
+            })?;
+            if !self.directory.has_workspace(workspace) {
+                return Err(ApiError::invalid(
+                    "metadata.workspace",
+                    format!(
+                        "unknown workspace {workspace:?}; existing workspaces: {}",
+                        self.directory.workspaces().join(", ")
+                    ),
+                ));
+            }
+            place.workspace = workspace.to_string();
+        }
+        Ok(place)
+    }
+
+    /// Applies every document of a manifest in order; each document is applied whole or not at
+    /// all, and one failing document does not stop the others.
+    pub async fn apply_manifest(
+        &self,
+        identity: &Identity,
+        text: &str,
+    ) -> Vec<Result<Applied, ApiError>> {
+        let mut results = Vec::new();
+        for parsed in parse_documents(text) {
+            let result = match parsed {
+                Ok(document) => {
+                    let index = document.index;
+                    self.apply(identity, document)
+                        .await
+                        .map_err(|e| e.in_document(index))
+                }
+                Err(e) => Err(ApiError::from(e)),
+            };
+            results.push(result);
+        }
+        results
+    }
+
+    /// Applies one validated document.
+    pub async fn apply(
+        &self,
+        identity: &Identity,
+        document: Document,
+    ) -> Result<Applied, ApiError> {
+        let kind = document.kind;
+        if kind.is_system() && !identity.system {
+            return Err(ApiError::invalid(
+                "kind",
+                format!(
+                    "{kind} resources are made by Dora itself; apply a Workload (or a User for credits) instead"
+                ),
+            ));
+        }
+        let metadata = &document.metadata;
+        let place = self.place(
+            identity,
+            kind,
+            metadata.zone.as_deref(),
+            metadata.workspace.as_deref(),
+        )?;
+        self.authorize(identity, Verb::Apply, kind, &place.zone, &place.workspace)?;
+        let key = ObjectKey::new(kind, &place.zone, &place.workspace, &metadata.name);
+        let write = SpecWrite {
+            key: key.clone(),
+            precondition: metadata
+                .version
+                .map_or(Precondition::None, Precondition::Version),
+            owner: identity.user.clone(),
+            labels: metadata.labels.clone(),
+            spec_hash: spec_hash(kind, &document.spec),
+            spec: document.spec,
+            desired: Value::Null,
+        };
+        let outcome = self.store.put_spec(write).await?;
+        let row = outcome.row();
+        if kind.scope() == dora_crds::Scope::Cluster {
+            self.directory.put(row);
+        }
+        let reason = match &outcome {
+            SpecOutcome::Created(_) => Some(("Created", format!("created by {}", identity.user))),
+            SpecOutcome::Configured(row) => Some((
+                "Configured",
+                format!(
+                    "configured by {} (generation {})",
+                    identity.user, row.generation
+                ),
+            )),
+            SpecOutcome::Unchanged(_) => None,
+        };
+        if let Some((reason, message)) = reason {
+            self.record(Event::new(
+                &key,
+                EventType::Normal,
+                reason,
+                message,
+                "apiserver",
+            ))
+            .await;
+        }
+        Ok(Applied {
+            index: document.index,
+            kind: kind.name().into(),
+            name: key.name.clone(),
+            zone: (!key.zone.is_empty()).then(|| key.zone.clone()),
+            workspace: (!key.workspace.is_empty()).then(|| key.workspace.clone()),
+            outcome: outcome.verb(),
+            version: row.version,
+            generation: row.generation,
+        })
+    }
+
+    /// Deletes one resource; with `version`, only if the stored version still matches.
+    pub async fn delete(
+        &self,
+        identity: &Identity,
+        key: &ObjectKey,
+        version: Option<u64>,
+    ) -> Result<Resource, ApiError> {
+        let kind = Kind::parse(&key.kind).ok_or_else(|| ApiError::not_found("unknown kind"))?;
+        self.authorize(identity, Verb::Delete, kind, &key.zone, &key.workspace)?;
+        if kind == Kind::User && key.name == identity.user {
+            return Err(ApiError::invalid(
+                "metadata.name",
+                "you cannot delete your own user; ask another administrator",
+            ));
+        }
+        let precondition = version.map_or(Precondition::None, Precondition::Version);
+        let row = self
+            .store
+            .delete(key, precondition)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::not_found(format!("{key} not found")),
+                other => other.into(),
+            })?;
+        if kind.scope() == dora_crds::Scope::Cluster {
+            self.directory.remove(kind, &key.name);
+        }
+        self.record(Event::new(
+            key,
+            EventType::Normal,
+            "Deleted",
+            format!("deleted by {}", identity.user),
+            "apiserver",
+        ))
+        .await;
+        Ok(render::resource(&row))
+    }
+
+    async fn record(&self, event: Event) {
+        if let Err(e) = self.store.append_event(event).await {
+            tracing::warn!(error = %e, "could not record an event");
+        }
+    }
+}

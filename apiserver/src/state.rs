@@ -1,0 +1,148 @@
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use axum_server::tls_rustls::RustlsConfig;
+use dora_store::Store;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rustls::ServerConfig;
+
+use crate::{ApiError, Directory, Identity, Service, TokenKey};
+
+/// Limits and settings of the API server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest lifetime a token may be given.
+    pub max_token_lifetime: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_body_bytes: 8 << 20,
+            max_token_lifetime: Duration::from_secs(366 * 86_400),
+        }
+    }
+}
+
+/// Shared by every request.
+pub(crate) struct State {
+    pub service: Service,
+    pub tokens: TokenKey,
+    pub options: Options,
+    pub metrics: PrometheusHandle,
+}
+
+pub(crate) type AppState = Arc<State>;
+
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+impl State {
+    /// The identity behind the request's bearer token.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::unauthorized("no bearer token; log in with `dora config profile init`")
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        let verified = self
+            .tokens
+            .verify(token.trim())
+            .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        let user = self
+            .service
+            .directory
+            .user(&verified.subject)
+            .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+        let default = user.default.unwrap_or_default();
+        Ok(Identity {
+            user: verified.subject,
+            zone: verified.claims.zone.or(default.zone),
+            workspace: verified.claims.workspace.or(default.workspace),
+            system: false,
+        })
+    }
+}
+
+/// A running-to-be API server over a store.
+pub struct ApiServer {
+    state: AppState,
+}
+
+impl ApiServer {
+    /// Loads the directory of users and roles and starts following the change feed.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        secret: &[u8],
+        options: Options,
+    ) -> anyhow::Result<Self> {
+        let directory = Directory::load(store.as_ref()).await?;
+        tokio::spawn(directory.clone().follow(store.clone()));
+        let state = State {
+            service: Service { store, directory },
+            tokens: TokenKey::from_secret(secret)?,
+            options,
+            metrics: metrics_handle(),
+        };
+        Ok(ApiServer {
+            state: Arc::new(state),
+        })
+    }
+
+    /// Apply and delete without HTTP (used for the bootstrap).
+    pub fn service(&self) -> &Service {
+        &self.state.service
+    }
+
+    /// The token key, to mint the bootstrap admin's token.
+    pub fn tokens(&self) -> &TokenKey {
+        &self.state.tokens
+    }
+
+    /// The HTTP routes.
+    pub fn router(&self) -> axum::Router {
+        crate::routes::router(self.state.clone())
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown` completes, then drains for a few seconds.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: Arc<ServerConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        listener.set_nonblocking(true)?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        let app = self.router();
+        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await?;
+        Ok(())
+    }
+}
