@@ -56,6 +56,11 @@ impl TokenKey {
         Ok(TokenKey { key })
     }
 
+    /// A fresh random 32-byte cluster secret.
+    pub fn generate_secret() -> Vec<u8> {
+        A256KWKey::generate().to_bytes()
+    }
+
     /// Mints a token for `subject` valid for `valid_for`.
     pub fn issue(
         &self,

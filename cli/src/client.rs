@@ -1,0 +1,207 @@
+//! The HTTPS client of the API, trusting only the profile's cluster CA.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use dora_crds::Kind;
+use futures::{Stream, StreamExt};
+use reqwest::{Method, Response};
+use serde_json::Value;
+
+use crate::args::Global;
+use crate::config::{Config, Profile};
+
+/// A connection to one API server as one user.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    zone: Option<String>,
+    workspace: Option<String>,
+}
+
+/// Where a command acts.
+pub struct Place {
+    pub zone: String,
+    /// `None` when the kind has no workspace or all workspaces are wanted.
+    pub workspace: Option<String>,
+}
+
+/// A rustls client configuration trusting the PEM certificates in `ca` only.
+pub fn tls_config(ca: &str) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert.context("the profile's CA is not valid PEM")?)?;
+    }
+    if roots.is_empty() {
+        bail!("the profile's CA holds no certificate");
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+/// Turns an API error body into one line a person can act on.
+pub fn describe_error(status: reqwest::StatusCode, body: &Value) -> String {
+    let error = &body["error"];
+    let Some(message) = error["message"].as_str() else {
+        return format!("the API answered {status}");
+    };
+    let mut text = String::new();
+    if let Some(index) = error["document"].as_u64()
+        && !message.starts_with("document ")
+    {
+        text.push_str(&format!("document {}: ", index + 1));
+    }
+    if let Some(field) = error["field"].as_str()
+        && !message.contains(field)
+    {
+        text.push_str(&format!("{field}: "));
+    }
+    text.push_str(message);
+    text
+}
+
+impl Client {
+    /// A client for the chosen profile, with `-z`/`-g` overriding its defaults.
+    pub fn new(global: &Global) -> anyhow::Result<Client> {
+        let config = Config::load()?;
+        let profile = config.profile(global.profile.as_deref())?.clone();
+        Self::for_profile(&profile, global)
+    }
+
+    fn for_profile(profile: &Profile, global: &Global) -> anyhow::Result<Client> {
+        let mut builder =
+            reqwest::Client::builder().user_agent(concat!("dora/", env!("CARGO_PKG_VERSION")));
+        match &profile.ca {
+            Some(ca) => builder = builder.use_preconfigured_tls(tls_config(ca)?),
+            None => bail!(
+                "the profile has no CA certificate; recreate it with `dora config profile init ... --ca CA.pem`"
+            ),
+        }
+        Ok(Client {
+            http: builder.build().context("cannot build the HTTPS client")?,
+            base: profile.api_server.trim_end_matches('/').to_string(),
+            token: profile.token.clone(),
+            zone: global.zone.clone().or(profile.zone.clone()),
+            workspace: global.workspace.clone().or(profile.workspace.clone()),
+        })
+    }
+
+    /// The zone and workspace a command on `kind` acts in.
+    pub async fn place(&mut self, kind: Kind, all_workspaces: bool) -> anyhow::Result<Place> {
+        let scope = kind.scope();
+        if (scope.has_zone() && self.zone.is_none())
+            || (scope.has_workspace() && self.workspace.is_none())
+        {
+            let me = self.json(Method::GET, "/v1/whoami", &[], None).await?;
+            self.zone = self.zone.take().or(me["zone"].as_str().map(str::to_string));
+            self.workspace = self
+                .workspace
+                .take()
+                .or(me["workspace"].as_str().map(str::to_string));
+        }
+        let zone = match (scope.has_zone(), &self.zone) {
+            (false, _) => String::new(),
+            (true, Some(zone)) => zone.clone(),
+            (true, None) => bail!(
+                "{kind} lives in a zone and none is set; pass -z ZONE or run `dora config use-zone ZONE`"
+            ),
+        };
+        let workspace = match (scope.has_workspace() && !all_workspaces, &self.workspace) {
+            (false, _) => None,
+            (true, Some(ws)) => Some(ws.clone()),
+            (true, None) => bail!(
+                "{kind} lives in a workspace and none is set; pass -g WORKSPACE or run `dora config use-workspace WORKSPACE`"
+            ),
+        };
+        Ok(Place { zone, workspace })
+    }
+
+    /// The default zone and workspace, for apply.
+    pub fn defaults(&self) -> (Option<&str>, Option<&str>) {
+        (self.zone.as_deref(), self.workspace.as_deref())
+    }
+
+    /// Sends a request and returns the raw response, whatever its status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+    ) -> anyhow::Result<Response> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .query(query);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+                .body(body);
+        }
+        request.send().await.with_context(|| {
+            format!(
+                "cannot reach the API server at {}; is `dora up` running?",
+                self.base
+            )
+        })
+    }
+
+    /// Sends a request and decodes a successful JSON answer; errors carry the API's message.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+    ) -> anyhow::Result<Value> {
+        let response = self.send(method, path, query, body).await?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{}", describe_error(status, &value));
+        }
+        Ok(value)
+    }
+
+    /// Follows an NDJSON stream, one JSON value per line.
+    pub async fn lines(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Value>> + use<>> {
+        let response = self.send(Method::GET, path, query, None).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let value: Value = response.json().await.unwrap_or(Value::Null);
+            bail!("{}", describe_error(status, &value));
+        }
+        let mut buffer = Vec::new();
+        Ok(response.bytes_stream().flat_map(move |chunk| {
+            let mut out = Vec::new();
+            match chunk {
+                Ok(bytes) => {
+                    buffer.extend_from_slice(&bytes);
+                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buffer.drain(..=end).collect();
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        out.push(
+                            serde_json::from_slice(&line)
+                                .context("the watch stream sent invalid JSON"),
+                        );
+                    }
+                }
+                Err(e) => out.push(Err(anyhow::Error::new(e).context("the watch stream broke"))),
+            }
+            futures::stream::iter(out)
+        }))
+    }
+}

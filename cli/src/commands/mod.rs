@@ -1,0 +1,57 @@
+//! One module per command.
+
+mod apply;
+mod config;
+mod delete;
+mod get;
+mod history;
+mod token;
+mod up;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use dora_crds::Kind;
+
+use crate::args::{Cli, Command};
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        Command::Up(args) => up::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Apply(args) => apply::run(&global, args).await,
+        Command::Get(args) => get::get(&global, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Describe(args) => get::describe(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Delete(args) => delete::run(&global, args).await,
+        Command::Versions(args) => history::versions(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Events(args) => history::events(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Token(command) => token::run(&global, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Config(command) => config::run(&global, command).map(|()| ExitCode::SUCCESS),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "dora", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Resolves a kind typed on the command line.
+pub(crate) fn kind(text: &str) -> anyhow::Result<Kind> {
+    text.parse::<Kind>()
+        .map_err(|e| anyhow::anyhow!("{}", e.message))
+        .context("see `dora get --help`")
+}
+
+/// The `kind/name` label kubectl prints.
+pub(crate) fn label(kind: &str, name: &str) -> String {
+    format!("{}/{name}", kind.to_ascii_lowercase())
+}

@@ -1,0 +1,175 @@
+//! `dora up`: the API server on the embedded store, in one process.
+
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey, write_private};
+use dora_store::sqlite::SqliteStore;
+
+use crate::args::UpArgs;
+use crate::config::{Config, Profile};
+
+/// Applied on first start: roles, the default zone and workspace, the admin user.
+const BOOTSTRAP: &str = include_str!("../../../manifests/bootstrap.yaml");
+const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
+        });
+    base.join("dora")
+}
+
+fn load_or_create_secret(path: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
+    match std::fs::read(path) {
+        Ok(secret) if secret.len() == 32 => Ok((secret, false)),
+        Ok(_) => bail!(
+            "{} is not a 32-byte secret; restore it from a backup",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = TokenKey::generate_secret();
+            write_private(path, &secret)?;
+            Ok((secret, true))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn certificate_names(listen: IpAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !listen.is_unspecified() && !listen.is_loopback() {
+        names.push(listen.to_string());
+    }
+    if let Ok(host) = hostname::get()
+        && let Some(host) = host.to_str()
+        && !host.is_empty()
+    {
+        names.push(host.to_string());
+    }
+    names
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => drop(signal.recv().await),
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let (secret, first_start) = load_or_create_secret(&data_dir.join("secret.key"))?;
+    let pki = Pki::new(data_dir.join("pki"));
+    pki.ensure(&certificate_names(args.listen.ip()))?;
+    let store = SqliteStore::open(data_dir.join("dora.db"))
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let server = ApiServer::new(Arc::new(store), &secret, Options::default()).await?;
+    let listener = TcpListener::bind(args.listen).with_context(|| {
+        format!(
+            "cannot listen on {}; is another `dora up` running? pass --listen ADDR:PORT",
+            args.listen
+        )
+    })?;
+    let address = listener.local_addr()?;
+    let host = if address.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        address.ip().to_string()
+    };
+    let url = if address.is_ipv6() {
+        format!("https://[{host}]:{}", address.port())
+    } else {
+        format!("https://{host}:{}", address.port())
+    };
+
+    if first_start {
+        let mut failed = false;
+        for result in server
+            .service()
+            .apply_manifest(&Identity::system(), BOOTSTRAP)
+            .await
+        {
+            if let Err(e) = result {
+                eprintln!("error: bootstrap manifest: {}", e.message);
+                failed = true;
+            }
+        }
+        if failed {
+            bail!("the bootstrap manifests did not apply");
+        }
+        let token = server
+            .tokens()
+            .issue("admin", ADMIN_TOKEN_LIFETIME, TokenClaims::default())?;
+        let mut config = Config::load()?;
+        config.profiles.insert(
+            "local".into(),
+            Profile {
+                api_server: url.clone(),
+                token: token.token.clone(),
+                ca: Some(std::fs::read_to_string(pki.ca_path())?),
+                zone: Some("default".into()),
+                workspace: Some("default".into()),
+            },
+        );
+        config.current.get_or_insert_with(|| "local".into());
+        let config_path = config.save()?;
+        println!("Dora is up at {url} (data in {})", data_dir.display());
+        println!();
+        println!(
+            "Admin token, shown this once and saved in profile \"local\" of {}:",
+            config_path.display()
+        );
+        println!("  {}", token.token);
+        println!();
+        println!("Cluster CA for other machines: {}", pki.ca_path().display());
+        println!("Next:");
+        println!("  dora apply -f examples/process-workload.yaml");
+        println!("  dora get workloads");
+        println!("  dora events -w");
+    } else {
+        let mut config = Config::load()?;
+        if let Some(profile) = config.profiles.get_mut("local")
+            && profile.api_server != url
+        {
+            profile.api_server = url.clone();
+            config.save()?;
+        }
+        println!(
+            "Dora is up at {url} (data in {}); the CLI profile \"local\" points at it",
+            data_dir.display()
+        );
+    }
+    tracing::info!(%url, "serving");
+    server
+        .serve(listener, pki.server_config()?, shutdown_signal())
+        .await
+}
