@@ -133,6 +133,14 @@ pub fn parse_resource(value: Value) -> Result<Document, ValidationError> {
             format!("{kind} is a read-only view of node hardware and cannot be applied"),
         ));
     }
+    if kind.is_system() {
+        return Err(ValidationError::new(
+            "kind",
+            format!(
+                "{kind} resources are made by Dora itself; apply a Workload (or a User, for credits) instead"
+            ),
+        ));
+    }
     let metadata = parse_metadata(kind, object.remove("metadata"))?;
     let spec = match object.remove("spec") {
         None | Some(Value::Null) => Value::Object(Map::new()),

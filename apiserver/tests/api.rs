@@ -1,0 +1,742 @@
+//! The API over real HTTPS: a server on the embedded SQLite store, called with reqwest.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey};
+use dora_store::sqlite::SqliteStore;
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const BOOTSTRAP: &str = include_str!("../../manifests/bootstrap.yaml");
+const BODY_LIMIT: usize = 64 * 1024;
+
+struct Cluster {
+    url: String,
+    ca: String,
+    secret: Vec<u8>,
+    admin: String,
+    tokens: TokenKey,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn client_for(ca: &str) -> reqwest::Client {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap()
+}
+
+async fn start() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path().join("pki"));
+    pki.ensure(&["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
+    let store = SqliteStore::open(dir.path().join("dora.db")).unwrap();
+    let secret = TokenKey::generate_secret();
+    let options = Options {
+        max_body_bytes: BODY_LIMIT,
+        ..Options::default()
+    };
+    let server = ApiServer::new(Arc::new(store), &secret, options)
+        .await
+        .unwrap();
+    for result in server
+        .service()
+        .apply_manifest(&Identity::system(), BOOTSTRAP)
+        .await
+    {
+        result.unwrap();
+    }
+    let tokens = server.tokens().clone();
+    let admin = tokens
+        .issue("admin", Duration::from_secs(3600), TokenClaims::default())
+        .unwrap()
+        .token;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let tls = pki.server_config().unwrap();
+    tokio::spawn(server.serve(listener, tls, std::future::pending()));
+    let ca = std::fs::read_to_string(pki.ca_path()).unwrap();
+    let http = client_for(&ca);
+    Cluster {
+        url,
+        ca,
+        secret,
+        admin,
+        tokens,
+        http,
+        _dir: dir,
+    }
+}
+
+impl Cluster {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text));
+        (status, value)
+    }
+
+    async fn apply(&self, token: &str, manifest: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            "/v1/apply",
+            Some(token),
+            Some(manifest.to_string()),
+        )
+        .await
+    }
+
+    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    fn token_for(&self, user: &str) -> String {
+        self.tokens
+            .issue(user, Duration::from_secs(3600), TokenClaims::default())
+            .unwrap()
+            .token
+    }
+}
+
+fn workload(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Workload\nmetadata:\n  name: {name}\nspec:\n  replica: {{count: 1}}\n  image: {{image: {image}}}\n"
+    )
+}
+
+const WORKLOADS: &str = "/v1/zones/default/workspaces/default/workloads";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_metrics_and_openapi() {
+    let c = start().await;
+    let (status, body) = c.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let (status, _) = c.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, doc) = c.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(
+        doc["paths"][WORKLOADS.to_string().replace(
+            "default/workspaces/default",
+            "{zone}/workspaces/{workspace}"
+        )]
+        .is_object()
+    );
+    assert!(doc["components"]["schemas"]["WorkloadSpec"]["properties"]["replica"].is_object());
+    c.get(&c.admin, WORKLOADS).await;
+    let (status, metrics) = c.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("dora_api_requests_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_https_with_the_cluster_ca() {
+    let c = start().await;
+    // A plain-HTTP request gets no HTTP answer.
+    let port = c.url.rsplit(':').next().unwrap();
+    let mut socket = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "plain HTTP must not be served"
+    );
+    let strangers_ca = {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        pki.ensure(&["localhost".into()]).unwrap();
+        std::fs::read_to_string(pki.ca_path()).unwrap()
+    };
+    assert!(
+        client_for(&strangers_ca)
+            .get(format!("{}/healthz", c.url))
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        client_for(&c.ca)
+            .get(format!("{}/healthz", c.url))
+            .send()
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_get_401() {
+    let c = start().await;
+    let (status, body) = c.call(Method::GET, WORKLOADS, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["reason"], "Unauthorized");
+    for token in ["garbage", "a.b.c.d.e", ""] {
+        assert_eq!(
+            c.get(token, WORKLOADS).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{token:?}"
+        );
+    }
+    let mut tampered = c.admin.clone().into_bytes();
+    let i = tampered.len() - 30;
+    tampered[i] = if tampered[i] == b'x' { b'y' } else { b'x' };
+    assert_eq!(
+        c.get(std::str::from_utf8(&tampered).unwrap(), WORKLOADS)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let foreign = TokenKey::from_secret(&[9; 32])
+        .unwrap()
+        .issue("admin", Duration::from_secs(60), TokenClaims::default())
+        .unwrap();
+    assert_eq!(
+        c.get(&foreign.token, WORKLOADS).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A correctly encrypted token whose expiry has passed.
+    let expired = {
+        use jwt_simple::prelude::{A256KWKey, Claims, Clock, Duration};
+        let mut claims =
+            Claims::with_custom_claims(TokenClaims::default(), Duration::from_secs(60))
+                .with_issuer("dora")
+                .with_subject("admin")
+                .with_jwt_id("old");
+        let past = Clock::now_since_epoch() - Duration::from_secs(3600);
+        claims.issued_at = Some(past);
+        claims.expires_at = Some(past + Duration::from_secs(60));
+        A256KWKey::from_bytes(&c.secret)
+            .unwrap()
+            .encrypt(claims)
+            .unwrap()
+    };
+    let (status, body) = c.get(&expired, WORKLOADS).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(c.get(&c.admin, WORKLOADS).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_users_tokens_stop_working() {
+    let c = start().await;
+    let user = "apiVersion: v1\nkind: User\nmetadata: {name: bob}\nspec:\n  resources: [{kind: All, zone: All, workspace: default, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, user).await.0, StatusCode::OK);
+    let (status, issued) = c
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&c.admin),
+            Some(json!({"user": "bob", "expiresIn": "1h"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let bob = issued["token"].as_str().unwrap().to_string();
+    let (status, me) = c.get(&bob, "/v1/whoami").await;
+    assert_eq!((status, me["user"].as_str()), (StatusCode::OK, Some("bob")));
+    assert_eq!(
+        c.call(Method::DELETE, "/v1/users/bob", Some(&c.admin), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, body) = c.get(&bob, "/v1/whoami").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_limit_users_to_their_workspace() {
+    let c = start().await;
+    let setup = "apiVersion: v1\nkind: Workspace\nmetadata: {name: alice}\n---\napiVersion: v1\nkind: User\nmetadata: {name: alice}\nspec:\n  default: {zone: default, workspace: alice}\n  resources: [{kind: All, zone: default, workspace: alice, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
+    let alice = c.token_for("alice");
+    let (status, body) = c.apply(&alice, &workload("mine", "busybox")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["results"][0]["workspace"], "alice",
+        "the user's default workspace applies"
+    );
+    assert_eq!(
+        c.apply(&c.admin, &workload("admins", "busybox")).await.0,
+        StatusCode::OK
+    );
+    // Naming another workspace in the body, the query or the path does not get around the check.
+    let (status, body) = c
+        .apply(
+            &alice,
+            &workload("sneaky", "busybox")
+                .replace("name: sneaky", "name: sneaky\n  workspace: default"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = c
+        .call(
+            Method::POST,
+            "/v1/apply?workspace=default",
+            Some(&alice),
+            Some(workload("sneaky", "busybox")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(c.get(&alice, WORKLOADS).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        c.get(&alice, &format!("{WORKLOADS}/admins")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Listing across workspaces shows only what she may see.
+    let (status, list) = c.get(&alice, "/v1/zones/default/workloads").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["mine"]);
+    let (status, all) = c.get(&c.admin, "/v1/zones/default/workloads").await;
+    assert_eq!(
+        (status, all["items"].as_array().unwrap().len()),
+        (StatusCode::OK, 2)
+    );
+    // No roles for her, and no tokens for others.
+    let role =
+        "apiVersion: v1\nkind: Role\nmetadata: {name: mine}\nspec: {permission: {All: [Apply]}}\n";
+    assert_eq!(c.apply(&alice, role).await.0, StatusCode::FORBIDDEN);
+    let (status, _) = c
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&alice),
+            Some(json!({"user": "admin"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, own) = c
+        .call(Method::POST, "/v1/tokens", Some(&alice), Some("{}".into()))
+        .await;
+    assert_eq!(
+        (status, own["user"].as_str()),
+        (StatusCode::CREATED, Some("alice"))
+    );
+    let (status, _) = c
+        .call(
+            Method::DELETE,
+            &format!("{WORKLOADS}/admins"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+/// Applies `manifest` and expects the first failing document to be `document` with `status`
+/// and `field`; returns the whole answer.
+async fn expect_rejected(
+    c: &Cluster,
+    manifest: &str,
+    status: StatusCode,
+    document: u64,
+    field: Option<&str>,
+) -> Value {
+    let (got, body) = c.apply(&c.admin, manifest).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["error"]["document"].as_u64(), Some(document), "{body}");
+    assert_eq!(body["error"]["field"].as_str(), field, "{body}");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_documents_are_refused_with_their_field_and_nothing_is_stored() {
+    let c = start().await;
+    let ok = workload("good", "busybox");
+    let cases: Vec<(String, StatusCode, Option<&str>)> = vec![
+        ("kind: [unclosed\n".into(), StatusCode::BAD_REQUEST, None),
+        (
+            ok.replace("Workload", "Pod"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("kind"),
+        ),
+        (
+            ok.replace("replica: {count: 1}", "replica: {cnt: 1}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("spec.replica.cnt"),
+        ),
+        (
+            ok.replace("count: 1", "count: many"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("spec.replica.count"),
+        ),
+        (
+            ok.replace("name: good", "name: Bad_Name"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("metadata.name"),
+        ),
+        (
+            ok.replace("name: good", "name: good\n  zone: atlantis"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("metadata.zone"),
+        ),
+        (
+            ok.replace("name: good", "name: good\n  workspace: nowhere"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("metadata.workspace"),
+        ),
+        (
+            ok.replace("kind: Workload", "kind: Container"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("kind"),
+        ),
+        (
+            ok.replace("apiVersion: v1", "apiVersion: v9"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("apiVersion"),
+        ),
+    ];
+    for (bad, status, field) in cases {
+        // The bad document comes second: the first is applied, the bad one is not.
+        let manifest = format!("{}---\n{bad}", workload("first", "busybox"));
+        let body = expect_rejected(&c, &manifest, status, 1, field).await;
+        assert_eq!(
+            body["results"][0]["outcome"].as_str().map(|o| o != ""),
+            Some(true),
+            "{body}"
+        );
+        assert!(body["results"][1]["error"].is_object());
+    }
+    let (_, list) = c.get(&c.admin, WORKLOADS).await;
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["first"], "only the valid document was stored");
+    // Too large a body.
+    let huge = format!("{}# {}\n", ok, "x".repeat(BODY_LIMIT));
+    let (status, body) = c.apply(&c.admin, &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["reason"], "TooLarge");
+    // The server keeps serving.
+    assert_eq!(c.apply(&c.admin, &ok).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_versions_conflict_and_specs_are_kept_as_versions() {
+    let c = start().await;
+    let (_, body) = c.apply(&c.admin, &workload("train", "a")).await;
+    assert_eq!(body["results"][0]["outcome"], "created");
+    let (_, body) = c.apply(&c.admin, &workload("train", "a")).await;
+    assert_eq!(body["results"][0]["outcome"], "unchanged");
+    let (_, body) = c.apply(&c.admin, &workload("train", "b")).await;
+    assert_eq!(
+        (
+            body["results"][0]["outcome"].as_str(),
+            body["results"][0]["generation"].as_u64()
+        ),
+        (Some("configured"), Some(2))
+    );
+    let stale = workload("train", "c").replace("name: train", "name: train\n  version: 1");
+    let body = expect_rejected(
+        &c,
+        &stale,
+        StatusCode::CONFLICT,
+        0,
+        Some("metadata.version"),
+    )
+    .await;
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("stale"),
+        "{body}"
+    );
+    let (_, object) = c.get(&c.admin, &format!("{WORKLOADS}/train")).await;
+    assert_eq!(object["spec"]["image"]["image"], "b");
+    let fresh = workload("train", "c").replace("name: train", "name: train\n  version: 2");
+    assert_eq!(c.apply(&c.admin, &fresh).await.0, StatusCode::OK);
+    let (status, versions) = c
+        .get(&c.admin, &format!("{WORKLOADS}/train/versions"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let images: Vec<(&str, bool)> = versions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["spec"]["image"]["image"].as_str().unwrap(),
+                v["current"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(images, vec![("a", false), ("b", false), ("c", true)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_and_put_get_delete_work_by_path() {
+    let c = start().await;
+    let manifest: Vec<String> = (0..23)
+        .map(|i| workload(&format!("w{i:02}"), "busybox"))
+        .collect();
+    assert_eq!(
+        c.apply(&c.admin, &manifest.join("---\n")).await.0,
+        StatusCode::OK
+    );
+    let mut names = Vec::new();
+    let mut path = format!("{WORKLOADS}?limit=10");
+    loop {
+        let (status, page) = c.get(&c.admin, &path).await;
+        assert_eq!(status, StatusCode::OK);
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        match page["metadata"]["continue"].as_str() {
+            Some(next) => path = format!("{WORKLOADS}?limit=10&continue={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(names.len(), 23);
+    assert_eq!(names.first().map(String::as_str), Some("w00"));
+    assert_eq!(
+        c.get(&c.admin, &format!("{WORKLOADS}?limit=0")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, body) = c
+        .call(
+            Method::PUT,
+            &format!("{WORKLOADS}/put-one"),
+            Some(&c.admin),
+            Some(workload("put-one", "x")),
+        )
+        .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::CREATED, Some("created"))
+    );
+    let (status, _) = c
+        .call(
+            Method::PUT,
+            &format!("{WORKLOADS}/other-name"),
+            Some(&c.admin),
+            Some(workload("put-one", "x")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, object) = c.get(&c.admin, &format!("{WORKLOADS}/put-one")).await;
+    assert_eq!(
+        (status, object["metadata"]["owner"].as_str()),
+        (StatusCode::OK, Some("admin"))
+    );
+    assert_eq!(
+        c.call(
+            Method::DELETE,
+            &format!("{WORKLOADS}/put-one?version=9"),
+            Some(&c.admin),
+            None
+        )
+        .await
+        .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        c.call(
+            Method::DELETE,
+            &format!("{WORKLOADS}/put-one"),
+            Some(&c.admin),
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (status, body) = c.get(&c.admin, &format!("{WORKLOADS}/put-one")).await;
+    assert_eq!(
+        (status, body["error"]["reason"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NotFound"))
+    );
+    assert_eq!(
+        c.get(&c.admin, "/v1/zones/atlantis/workspaces/default/workloads")
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = c.get(&c.admin, "/v1/pods").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"]["message"].is_string());
+    assert_eq!(
+        c.call(Method::POST, WORKLOADS, Some(&c.admin), None)
+            .await
+            .0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    let (status, events) = c
+        .get(
+            &c.admin,
+            "/v1/events?zone=default&kind=Workload&name=put-one",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, vec!["Created", "Deleted"]);
+}
+
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin),
+    buffer: &mut Vec<u8>,
+) -> Value {
+    loop {
+        if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            return serde_json::from_slice(&line).unwrap();
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no watch event in time; so far {:?}",
+                    String::from_utf8_lossy(buffer)
+                )
+            })
+            .unwrap()
+            .unwrap();
+        buffer.extend_from_slice(&chunk);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_changes_and_resumes() {
+    let c = start().await;
+    c.apply(&c.admin, &workload("existing", "a")).await;
+    let watch = |query: String| {
+        let request = c
+            .http
+            .get(format!("{}{WORKLOADS}?watch=true{query}", c.url))
+            .bearer_auth(&c.admin);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+            Box::pin(response.bytes_stream())
+        }
+    };
+    let mut stream = watch(String::new()).await;
+    let mut buffer = Vec::new();
+    let first = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(
+        (
+            first["type"].as_str(),
+            first["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("existing"))
+    );
+    c.apply(&c.admin, &workload("new", "a")).await;
+    let added = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(
+        (
+            added["type"].as_str(),
+            added["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("new"))
+    );
+    c.apply(&c.admin, &workload("new", "b")).await;
+    let modified = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(modified["type"], "MODIFIED");
+    assert_eq!(modified["object"]["spec"]["image"]["image"], "b");
+    // Resuming from the ADDED event's position replays what came after it, and nothing before.
+    let from = added["resourceVersion"].as_str().unwrap();
+    let mut resumed = watch(format!("&resourceVersion={from}")).await;
+    let mut resumed_buffer = Vec::new();
+    let replayed = next_event(&mut resumed, &mut resumed_buffer).await;
+    assert_eq!(
+        (
+            replayed["type"].as_str(),
+            replayed["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("MODIFIED"), Some("new"))
+    );
+    c.call(
+        Method::DELETE,
+        &format!("{WORKLOADS}/new"),
+        Some(&c.admin),
+        None,
+    )
+    .await;
+    for (stream, buffer) in [
+        (&mut stream, &mut buffer),
+        (&mut resumed, &mut resumed_buffer),
+    ] {
+        let deleted = next_event(stream, buffer).await;
+        assert_eq!(
+            (
+                deleted["type"].as_str(),
+                deleted["object"]["metadata"]["name"].as_str()
+            ),
+            (Some("DELETED"), Some("new"))
+        );
+    }
+    assert_eq!(
+        c.get(
+            &c.admin,
+            &format!("{WORKLOADS}?watch=true&resourceVersion=bogus")
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+}
