@@ -122,14 +122,23 @@ impl Directory {
         }
     }
 
-    /// A user's spec, if the user exists.
-    pub fn user(&self, name: &str) -> Option<UserSpec> {
+    /// Whether the user exists.
+    pub fn has_user(&self, name: &str) -> bool {
         self.entries
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .users
-            .get(name)
-            .cloned()
+            .contains_key(name)
+    }
+
+    /// A user's default zone and workspace; `None` when the user does not exist.
+    pub fn defaults(&self, name: &str) -> Option<(Option<String>, Option<String>)> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let default = entries.users.get(name)?.default.as_ref();
+        Some((
+            default.and_then(|d| d.zone.clone()),
+            default.and_then(|d| d.workspace.clone()),
+        ))
     }
 
     /// Whether the zone exists.

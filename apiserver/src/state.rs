@@ -9,6 +9,7 @@ use dora_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rustls::ServerConfig;
 
+use crate::token::VerifiedTokens;
 use crate::{ApiError, Directory, Identity, Service, TokenKey};
 
 /// Limits and settings of the API server.
@@ -33,6 +34,7 @@ impl Default for Options {
 pub(crate) struct State {
     pub service: Service,
     pub tokens: TokenKey,
+    pub verified: VerifiedTokens,
     pub options: Options,
     pub metrics: PrometheusHandle,
 }
@@ -66,19 +68,18 @@ impl State {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
         let verified = self
-            .tokens
-            .verify(token.trim())
+            .verified
+            .verify(&self.tokens, token.trim())
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
-        let user = self
+        let (zone, workspace) = self
             .service
             .directory
-            .user(&verified.subject)
+            .defaults(&verified.subject)
             .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
-        let default = user.default.unwrap_or_default();
         Ok(Identity {
             user: verified.subject,
-            zone: verified.claims.zone.or(default.zone),
-            workspace: verified.claims.workspace.or(default.workspace),
+            zone: verified.claims.zone.or(zone),
+            workspace: verified.claims.workspace.or(workspace),
             system: false,
         })
     }
@@ -101,6 +102,7 @@ impl ApiServer {
         let state = State {
             service: Service { store, directory },
             tokens: TokenKey::from_secret(secret)?,
+            verified: VerifiedTokens::default(),
             options,
             metrics: metrics_handle(),
         };

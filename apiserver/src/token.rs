@@ -109,6 +109,41 @@ impl TokenKey {
     }
 }
 
+/// Tokens already decrypted, so that a client's every request does not pay for key unwrapping
+/// and decryption again. Expiry is still checked on every use; a full cache is simply emptied.
+#[derive(Default)]
+pub(crate) struct VerifiedTokens {
+    cache: std::sync::Mutex<std::collections::HashMap<String, VerifiedToken>>,
+}
+
+const CACHED_TOKENS: usize = 10_000;
+
+impl VerifiedTokens {
+    /// `key.verify(token)`, remembered until the token expires.
+    pub fn verify(&self, key: &TokenKey, token: &str) -> Option<VerifiedToken> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = cache.get(token) {
+            if hit.expires + LEEWAY_SECS > now {
+                return Some(hit.clone());
+            }
+            cache.remove(token);
+            return None;
+        }
+        drop(cache);
+        let verified = key.verify(token)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHED_TOKENS {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), verified.clone());
+        Some(verified)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

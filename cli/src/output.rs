@@ -69,8 +69,11 @@ fn count(value: &Value) -> String {
         .map_or("0".into(), |items| items.len().to_string())
 }
 
+/// Fills a kind's own columns from one item.
+type Cells = fn(&Value) -> Vec<String>;
+
 /// Kind-specific columns: headers and how to fill them.
-fn kind_columns(kind: Kind) -> (Vec<&'static str>, fn(&Value) -> Vec<String>) {
+fn kind_columns(kind: Kind) -> (Vec<&'static str>, Cells) {
     match kind {
         Kind::Workload => (vec!["REPLICAS", "DRIVER", "IMAGE", "GEN"], |i| {
             let spec = &i["spec"];

@@ -68,7 +68,7 @@ impl MilliCpu {
 
 impl fmt::Display for MilliCpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             write!(f, "{}m", self.0)
@@ -78,7 +78,7 @@ impl fmt::Display for MilliCpu {
 
 impl Serialize for MilliCpu {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             s.serialize_u64(self.0 / 1000)
         } else {
             s.serialize_str(&self.to_string())
@@ -143,9 +143,9 @@ impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.0.as_secs();
         match secs {
-            s if s != 0 && s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
-            s if s != 0 && s % 3600 == 0 => write!(f, "{}h", s / 3600),
-            s if s != 0 && s % 60 == 0 => write!(f, "{}m", s / 60),
+            s if s != 0 && s.is_multiple_of(86_400) => write!(f, "{}d", s / 86_400),
+            s if s != 0 && s.is_multiple_of(3600) => write!(f, "{}h", s / 3600),
+            s if s != 0 && s.is_multiple_of(60) => write!(f, "{}m", s / 60),
             s => write!(f, "{s}s"),
         }
     }

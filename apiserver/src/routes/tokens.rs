@@ -56,7 +56,7 @@ pub(super) async fn create(
             )));
         }
     }
-    if state.service.directory.user(&user).is_none() {
+    if !state.service.directory.has_user(&user) {
         return Err(ApiError::invalid(
             "user",
             format!("no user {user:?}; apply a User first"),

@@ -310,7 +310,7 @@ impl WorkloadSpec {
             }
         }
         if let Some(gpu) = &self.selectors.gpu
-            && gpu.count.0 % 1000 != 0
+            && !gpu.count.0.is_multiple_of(1000)
         {
             return Err(ValidationError::new(
                 "spec.selectors.gpu.count",

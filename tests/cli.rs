@@ -1,0 +1,421 @@
+//! End to end: the real `dora` binary. `dora up` runs as a child process on a temporary data
+//! folder and config; client commands run against it over HTTPS.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command as Process, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const DORA: &str = env!("CARGO_BIN_EXE_dora");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Lines of a child's stdout, read on a thread.
+fn line_reader(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line matching `wanted`, returning every line read up to it.
+fn read_until(
+    lines: &mpsc::Receiver<String>,
+    wanted: impl Fn(&str) -> bool,
+    what: &str,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let done = wanted(&line);
+                seen.push(line);
+                if done {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no {what} within 30 s; got {seen:#?}");
+}
+
+struct Dora {
+    child: Child,
+    /// Everything `dora up` printed before it was up.
+    banner: Vec<String>,
+    home: PathBuf,
+}
+
+impl Dora {
+    fn config(home: &Path) -> PathBuf {
+        home.join("config.yaml")
+    }
+
+    fn up(home: &Path) -> Dora {
+        let mut child = Process::new(DORA)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(home.join("data"))
+            .env("DORA_CONFIG", Self::config(home))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dora up starts");
+        let lines = line_reader(child.stdout.take().unwrap());
+        let banner = read_until(
+            &lines,
+            |l| l.starts_with("Dora is up at"),
+            "`Dora is up` line",
+        );
+        let first_start = banner
+            .last()
+            .is_some_and(|l| !l.contains("profile \"local\""));
+        let mut banner = banner;
+        if first_start {
+            banner.extend(read_until(
+                &lines,
+                |l| l.contains("dora events -w"),
+                "hints",
+            ));
+        }
+        Dora {
+            child,
+            banner,
+            home: home.to_path_buf(),
+        }
+    }
+
+    fn cli(&self) -> Command {
+        let mut command = Command::new(DORA);
+        command
+            .env("DORA_CONFIG", Self::config(&self.home))
+            .current_dir(repo());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = self.cli().args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "dora {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.cli().args(args).output().unwrap();
+        assert!(!output.status.success(), "dora {args:?} should fail");
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.run(args)).expect("valid JSON")
+    }
+
+    fn stop(mut self) {
+        let _ = Process::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Dora {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn up_apply_get_describe_version_watch_delete_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = Dora::up(home.path());
+    let banner = dora.banner.join("\n");
+    assert!(banner.contains("Admin token"), "{banner}");
+    let config = std::fs::read_to_string(Dora::config(home.path())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(Dora::config(home.path()))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the CLI config holds a token");
+    assert!(config.contains("apiServer: https://127.0.0.1:"), "{config}");
+
+    // Every example applies cleanly, and a second apply changes nothing.
+    let applied = dora.run(&["apply", "-f", "examples/"]);
+    for expected in [
+        "workload/hello.process created",
+        "workload/legacy.job created",
+        "user/alice created",
+        "volume/datasets created",
+    ] {
+        assert!(applied.contains(expected), "{applied}");
+    }
+    let again = dora.run(&["apply", "-f", "examples"]);
+    assert!(again.lines().all(|l| l.ends_with(" unchanged")), "{again}");
+
+    // get, in every output format.
+    let table = dora.run(&["get", "workloads"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("NAME") && header.contains("REPLICAS") && header.ends_with("AGE"),
+        "{table}"
+    );
+    assert!(
+        table.contains("hello.process") && table.contains("Process"),
+        "{table}"
+    );
+    let wide = dora.run(&["get", "wk", "-o", "wide"]);
+    assert!(
+        wide.lines().next().unwrap().contains("OWNER") && wide.contains("team=demo"),
+        "{wide}"
+    );
+    let list = dora.json(&["get", "wk", "-o", "json"]);
+    assert_eq!(list["kind"], "List");
+    assert_eq!(
+        names(&list),
+        [
+            "hello.process",
+            "legacy.job",
+            "preprocess",
+            "train.resnet",
+            "web.busybox"
+        ]
+    );
+    let one = dora.json(&["get", "Workload", "legacy.job", "--json"]);
+    assert_eq!(
+        one["spec"]["replica"]["count"], 2,
+        "the original's string count is normalized"
+    );
+    assert_eq!(
+        one["metadata"]["workspace"], "default",
+        "`group:` is read as the workspace"
+    );
+    let yaml = dora.run(&["get", "wk", "hello.process", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: Workload") && yaml.contains("name: hello.process"),
+        "{yaml}"
+    );
+    let users = dora.run(&["get", "users"]);
+    assert!(
+        users.contains("alice") && users.contains("admin"),
+        "{users}"
+    );
+    let everywhere = dora.run(&["get", "wk", "-A"]);
+    assert!(
+        everywhere.lines().next().unwrap().contains("WORKSPACE"),
+        "{everywhere}"
+    );
+
+    // describe.
+    let described = dora.run(&["describe", "wk", "hello.process"]);
+    for expected in [
+        "Name:       hello.process",
+        "Workspace:  default",
+        "Spec:",
+        "Events:",
+        "Created",
+    ] {
+        assert!(described.contains(expected), "{described}");
+    }
+
+    // A spec change through -e substitution keeps the previous spec as a version.
+    let manifest = home.path().join("job.yaml");
+    std::fs::write(&manifest, "apiVersion: v1\nkind: Workload\nmetadata: {name: job}\nspec:\n  replica: {count: 1}\n  image: {image: \"$IMAGE\"}\n").unwrap();
+    let manifest = manifest.to_str().unwrap();
+    assert!(
+        dora.run(&["apply", "-f", manifest, "-e", "IMAGE=busybox:1"])
+            .contains("workload/job created")
+    );
+
+    // A watcher sees the change.
+    let mut watcher = Process::new(DORA)
+        .args(["get", "wk", "job", "-w", "-o", "json"])
+        .env("DORA_CONFIG", Dora::config(home.path()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = line_reader(watcher.stdout.take().unwrap());
+    read_until(&events, |l| l.contains("\"ADDED\""), "initial ADDED event");
+    assert!(
+        dora.run(&["apply", "-f", manifest, "-e", "IMAGE=busybox:2"])
+            .contains("workload/job configured")
+    );
+    let seen = read_until(&events, |l| l.contains("\"MODIFIED\""), "MODIFIED event");
+    assert!(seen.last().unwrap().contains("busybox:2"));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    let versions = dora.json(&["versions", "wk", "job", "-o", "json"]);
+    let images: Vec<&str> = versions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["spec"]["image"]["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(images, ["busybox:1", "busybox:2"]);
+    let table = dora.run(&["versions", "wk", "job"]);
+    assert!(
+        table.starts_with("GENERATION") && table.lines().count() == 3,
+        "{table}"
+    );
+    let events = dora.run(&["events", "wk", "job"]);
+    assert!(
+        events.contains("Created") && events.contains("Configured"),
+        "{events}"
+    );
+
+    // delete, by name and by file.
+    assert!(
+        dora.run(&["delete", "wk", "job"])
+            .contains("workload/job deleted")
+    );
+    assert!(dora.fails(&["get", "wk", "job"]).contains("not found"));
+    let deleted = dora.run(&["delete", "-f", "examples/volumes.yaml"]);
+    assert_eq!(deleted.lines().count(), 3, "{deleted}");
+
+    // A restart keeps everything and prints no secret.
+    let token = dora
+        .banner
+        .iter()
+        .find(|l| l.trim_start().starts_with("ey"))
+        .unwrap()
+        .trim()
+        .to_string();
+    dora.stop();
+    let dora = Dora::up(home.path());
+    let banner = dora.banner.join("\n");
+    assert!(
+        !banner.contains("token") && !banner.contains(&token),
+        "{banner}"
+    );
+    let list = dora.json(&["get", "wk", "-o", "json"]);
+    assert_eq!(
+        names(&list),
+        ["hello.process", "legacy.job", "train.resnet", "web.busybox"]
+    );
+    let versions = dora.json(&["get", "users", "-o", "json"]);
+    assert_eq!(names(&versions), ["admin", "alice"]);
+    dora.stop();
+}
+
+#[test]
+fn bad_input_profiles_tokens_and_completion() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = Dora::up(home.path());
+    let bad = home.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Workload\nmetadata: {name: ok}\nspec: {replica: {count: 1}, image: {image: x}}\n---\napiVersion: v1\nkind: Workload\nmetadata: {name: broken}\nspec: {replica: {count: lots}, image: {image: x}}\n").unwrap();
+    let output = dora
+        .cli()
+        .args(["apply", "-f", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("workload/ok created"), "{stdout}");
+    assert!(
+        stderr.contains("document 2") && stderr.contains("spec.replica.count"),
+        "{stderr}"
+    );
+    assert!(dora.fails(&["get", "wk", "broken"]).contains("not found"));
+    assert!(dora.fails(&["get", "pods"]).contains("unknown kind"));
+    assert!(
+        dora.fails(&["get", "wk", "-z", "atlantis"])
+            .contains("zone")
+    );
+
+    // A token for alice, used through her own profile, sees only her workspace.
+    dora.run(&["apply", "-f", "examples/user-with-credits.yaml"]);
+    let token = dora
+        .run(&["token", "create", "--user", "alice", "--expires-in", "1h"])
+        .trim()
+        .to_string();
+    assert!(token.split('.').count() == 5, "a compact JWE: {token}");
+    let ca = home.path().join("data/pki/ca.pem");
+    let url = std::fs::read_to_string(Dora::config(home.path()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("apiServer: ").map(str::to_string))
+        .unwrap();
+    dora.run(&[
+        "config",
+        "profile",
+        "init",
+        "alice",
+        "--api-server",
+        &url,
+        "--token",
+        &token,
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
+    let profiles = dora.run(&["config", "profile", "ls"]);
+    assert!(
+        profiles.contains("*         alice")
+            || profiles
+                .lines()
+                .any(|l| l.starts_with('*') && l.contains("alice")),
+        "{profiles}"
+    );
+    let applied = dora.run(&["apply", "-f", "examples/process-workload.yaml"]);
+    assert!(applied.contains("created"), "{applied}");
+    assert_eq!(
+        names(&dora.json(&["get", "wk", "-o", "json"])),
+        ["hello.process"]
+    );
+    assert!(
+        dora.fails(&["get", "wk", "-g", "default"])
+            .contains("may not")
+    );
+    dora.run(&["config", "profile", "use", "local"]);
+    dora.run(&["config", "use-workspace", "alice"]);
+    assert_eq!(
+        names(&dora.json(&["get", "wk", "-o", "json"])),
+        ["hello.process"]
+    );
+    let view = dora.run(&["config", "view"]);
+    assert!(
+        view.contains("<hidden>") && !view.contains(&token),
+        "{view}"
+    );
+
+    let completion = dora.run(&["completion", "bash"]);
+    assert!(completion.contains("_dora"), "completion script");
+    dora.stop();
+}
