@@ -35,11 +35,11 @@ fn key_value<'a>(key: &'a ObjectKey, column: &str) -> &'a str {
     }
 }
 
+/// `kind = ? AND ... AND name = ?`, to be bound with [`key_params`] after any other values.
 fn key_where(table: Table) -> String {
     key_columns(table)
         .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{c} = ?{}", i + 1))
+        .map(|c| format!("{c} = ?"))
         .collect::<Vec<_>>()
         .join(" AND ")
 }
@@ -257,11 +257,7 @@ pub(super) fn put_spec(
     let sql = format!(
         "UPDATE {} SET version = version + 1, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?{extra} WHERE {}",
         table.name(),
-        key_columns(table)
-            .iter()
-            .map(|c| format!("{c} = ?"))
-            .collect::<Vec<_>>()
-            .join(" AND "),
+        key_where(table),
     );
     let mut values: Vec<Sql> = vec![
         Sql::Integer(generation as i64),
@@ -365,11 +361,7 @@ pub(super) fn put_status(
     let sql = format!(
         "UPDATE {} SET {name} = ?, {name}_version = {name}_version + 1{node} WHERE {}",
         table.name(),
-        key_columns(table)
-            .iter()
-            .map(|c| format!("{c} = ?"))
-            .collect::<Vec<_>>()
-            .join(" AND "),
+        key_where(table),
     );
     let mut values = vec![Sql::Text(to_json(value)?)];
     if !node.is_empty() {
