@@ -38,6 +38,18 @@ impl Table {
         }
     }
 
+    /// The key columns, partition key first.
+    pub fn key_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Resources => &["kind", "name"],
+            Table::WorkspacedResources => &["kind", "workspace", "name"],
+            Table::ZonedResources => &["kind", "zone", "name"],
+            Table::ZonedWorkspacedResources | Table::Containers => {
+                &["kind", "zone", "workspace", "name"]
+            }
+        }
+    }
+
     /// The table's name in the database.
     pub fn name(self) -> &'static str {
         match self {
@@ -83,6 +95,25 @@ impl ObjectKey {
             },
             name: name.to_string(),
         }
+    }
+
+    /// The value of one key column.
+    pub fn column(&self, column: &str) -> &str {
+        match column {
+            "kind" => &self.kind,
+            "zone" => &self.zone,
+            "workspace" => &self.workspace,
+            _ => &self.name,
+        }
+    }
+
+    /// The values of the table's key columns, in order.
+    pub fn key_values(&self) -> Vec<String> {
+        self.table()
+            .key_columns()
+            .iter()
+            .map(|c| self.column(c).to_string())
+            .collect()
     }
 
     /// The table holding this row.

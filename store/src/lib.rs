@@ -1,9 +1,11 @@
 //! Dora's state: the `Store` trait over the resource tables, the change feed, events, versions,
-//! actions and leases, with an embedded SQLite backend. Every backend must pass [`conformance`].
+//! actions and leases, with an embedded SQLite backend and a CQL (ScyllaDB/Cassandra) backend. Every backend must pass [`conformance`].
 
 pub mod conformance;
+pub mod cql;
 mod error;
 mod key;
+mod open;
 mod records;
 mod row;
 pub mod sqlite;
@@ -11,6 +13,7 @@ mod store;
 
 pub use error::StoreError;
 pub use key::{ObjectKey, Table};
+pub use open::open;
 pub use records::{
     ActionRecord, Change, ChangeFilter, ChangeOp, Cursor, Event, EventQuery, EventType, Fence,
     Lease, VersionRecord,

@@ -6,7 +6,7 @@ use dora_crds::Scope;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value as Sql};
 use serde_json::Value;
 
-use super::schema::{COMMON_COLUMNS, key_columns};
+use super::schema::COMMON_COLUMNS;
 use super::{Retention, backend};
 use crate::{
     ActionRecord, Change, ChangeFilter, ChangeOp, Columns, Cursor, Event, EventQuery, EventType,
@@ -26,18 +26,10 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError
     serde_json::from_str(text).map_err(corrupt)
 }
 
-fn key_value<'a>(key: &'a ObjectKey, column: &str) -> &'a str {
-    match column {
-        "kind" => &key.kind,
-        "zone" => &key.zone,
-        "workspace" => &key.workspace,
-        _ => &key.name,
-    }
-}
-
 /// `kind = ? AND ... AND name = ?`, to be bound with [`key_params`] after any other values.
 fn key_where(table: Table) -> String {
-    key_columns(table)
+    table
+        .key_columns()
         .iter()
         .map(|c| format!("{c} = ?"))
         .collect::<Vec<_>>()
@@ -45,22 +37,19 @@ fn key_where(table: Table) -> String {
 }
 
 fn key_params(key: &ObjectKey) -> Vec<String> {
-    key_columns(key.table())
-        .iter()
-        .map(|c| key_value(key, c).to_string())
-        .collect()
+    key.key_values()
 }
 
 fn select_sql(table: Table) -> String {
     format!(
         "SELECT {}, {COMMON_COLUMNS} FROM {}",
-        key_columns(table).join(", "),
+        table.key_columns().join(", "),
         table.name()
     )
 }
 
 fn read_row(table: Table, scope: Scope, r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
-    let columns = key_columns(table);
+    let columns = table.key_columns();
     let mut key = ObjectKey::custom("", scope, "", "", "");
     for (i, column) in columns.iter().enumerate() {
         let value: String = r.get(i).map_err(backend)?;
@@ -208,7 +197,7 @@ pub(super) fn put_spec(
         } else {
             ("", "")
         };
-        let keys = key_columns(table);
+        let keys = table.key_columns();
         let placeholders = vec!["?"; keys.len() + 10].join(", ");
         let sql = format!(
             "INSERT INTO {} ({}, uid, version, generation, spec_hash, owner, labels, created, updated, resource, desired{extra_columns}) VALUES ({placeholders}{extra_values})",

@@ -12,23 +12,11 @@ const COMMON_DDL: &str = "uid TEXT NOT NULL, version INTEGER NOT NULL, generatio
      computed TEXT NOT NULL DEFAULT 'null', computed_version INTEGER NOT NULL DEFAULT 0, \
      observed TEXT NOT NULL DEFAULT 'null', observed_version INTEGER NOT NULL DEFAULT 0";
 
-/// The key columns of a table, partition key first.
-pub(super) fn key_columns(table: Table) -> &'static [&'static str] {
-    match table {
-        Table::Resources => &["kind", "name"],
-        Table::WorkspacedResources => &["kind", "workspace", "name"],
-        Table::ZonedResources => &["kind", "zone", "name"],
-        Table::ZonedWorkspacedResources | Table::Containers => {
-            &["kind", "zone", "workspace", "name"]
-        }
-    }
-}
-
 /// DDL for a fresh database; every statement is idempotent.
 pub(super) fn ddl() -> String {
     let mut sql = String::new();
     for table in Table::ALL {
-        let keys = key_columns(table);
+        let keys = table.key_columns();
         let key_ddl: Vec<String> = keys.iter().map(|c| format!("{c} TEXT NOT NULL")).collect();
         let extra = if table == Table::Containers {
             "workload TEXT NOT NULL DEFAULT '', node TEXT NOT NULL DEFAULT '', "

@@ -1,0 +1,173 @@
+use std::time::Duration;
+
+use scylla::statement::{Consistency, SerialConsistency};
+
+use crate::StoreError;
+
+/// How to reach a CQL cluster (ScyllaDB or Apache Cassandra) and how to use it.
+#[derive(Debug, Clone)]
+pub struct CqlConfig {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// Keyspace holding Dora's tables: `[a-z0-9_]`, at most 48 characters.
+    pub keyspace: String,
+    /// Replication factor per datacenter (one datacenter per zone).
+    pub replication: Vec<(String, u32)>,
+    /// Consistency of reads and writes: QUORUM, or LOCAL_QUORUM across datacenters.
+    pub consistency: Consistency,
+    /// Consistency of compare-and-set (SERIAL or LOCAL_SERIAL).
+    pub serial: SerialConsistency,
+    /// Client-side timeout of one request.
+    pub request_timeout: Duration,
+    /// Change-feed entries younger than this are not read yet, so that entries written by
+    /// clients with slightly late clocks are not skipped.
+    pub skew: Duration,
+    /// How long change-feed entries are kept.
+    pub changes_ttl: Duration,
+    /// How long events are kept.
+    pub events_ttl: Duration,
+    /// How many previous specs are kept per resource.
+    pub versions: usize,
+}
+
+impl Default for CqlConfig {
+    fn default() -> Self {
+        CqlConfig {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "dora".into(),
+            replication: vec![("datacenter1".into(), 1)],
+            consistency: Consistency::Quorum,
+            serial: SerialConsistency::Serial,
+            request_timeout: Duration::from_secs(10),
+            skew: Duration::from_millis(250),
+            changes_ttl: Duration::from_secs(3600),
+            events_ttl: Duration::from_secs(7 * 86_400),
+            versions: 50,
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> StoreError {
+    StoreError::Unavailable(message.into())
+}
+
+fn identifier(what: &str, text: &str, extra: &str) -> Result<String, StoreError> {
+    let ok = !text.is_empty()
+        && text.len() <= 48
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || extra.contains(c))
+        && !text.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(bad(format!(
+            "invalid {what} {text:?}: use lowercase letters, digits and '_' (at most 48), not starting with a digit"
+        )))
+    }
+}
+
+impl CqlConfig {
+    /// Parses `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE[?replication=DC:RF[,DC:RF]&consistency=quorum|local_quorum]`.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let rest = url
+            .strip_prefix("cql://")
+            .ok_or_else(|| bad(format!("{url:?} is not a cql:// URL")))?;
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (hosts, keyspace) = location.split_once('/').unwrap_or((location, "dora"));
+        let mut config = CqlConfig {
+            nodes: hosts
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(|h| {
+                    if h.contains(':') {
+                        h.to_string()
+                    } else {
+                        format!("{h}:9042")
+                    }
+                })
+                .collect(),
+            keyspace: identifier(
+                "keyspace",
+                if keyspace.is_empty() {
+                    "dora"
+                } else {
+                    keyspace
+                },
+                "",
+            )?,
+            ..CqlConfig::default()
+        };
+        if config.nodes.is_empty() {
+            return Err(bad(format!("{url:?} names no host")));
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("expected key=value in {pair:?}")))?;
+            match key {
+                "replication" => {
+                    config.replication = value
+                        .split(',')
+                        .map(|entry| {
+                            let (dc, rf) = entry.split_once(':').ok_or_else(|| {
+                                bad(format!("replication takes DC:RF, got {entry:?}"))
+                            })?;
+                            let dc = identifier("datacenter", &dc.to_ascii_lowercase(), "-")
+                                .map(|_| dc.to_string())?;
+                            let rf = rf.parse().map_err(|_| {
+                                bad(format!("replication factor must be a number, got {rf:?}"))
+                            })?;
+                            Ok((dc, rf))
+                        })
+                        .collect::<Result<_, StoreError>>()?;
+                }
+                "consistency" => {
+                    (config.consistency, config.serial) = match value {
+                        "quorum" => (Consistency::Quorum, SerialConsistency::Serial),
+                        "local_quorum" => {
+                            (Consistency::LocalQuorum, SerialConsistency::LocalSerial)
+                        }
+                        other => {
+                            return Err(bad(format!(
+                                "consistency must be quorum or local_quorum, got {other:?}"
+                            )));
+                        }
+                    };
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown cql:// option {other:?}; known: replication, consistency"
+                    )));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// A config for `keyspace` on the same cluster.
+    pub fn with_keyspace(&self, keyspace: &str) -> Result<Self, StoreError> {
+        Ok(CqlConfig {
+            keyspace: identifier("keyspace", keyspace, "")?,
+            ..self.clone()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let c = CqlConfig::from_url("cql://127.0.0.1:9042,127.0.0.2/dora_a?replication=datacenter1:3&consistency=local_quorum").unwrap();
+        assert_eq!(c.nodes, ["127.0.0.1:9042", "127.0.0.2:9042"]);
+        assert_eq!(c.keyspace, "dora_a");
+        assert_eq!(c.replication, [("datacenter1".to_string(), 3)]);
+        assert_eq!(c.consistency, Consistency::LocalQuorum);
+        assert!(CqlConfig::from_url("cql://h/bad-name").is_err());
+        assert!(CqlConfig::from_url("cql://h/ks'; DROP").is_err());
+        assert!(CqlConfig::from_url("cql://h/ks?rf=3").is_err());
+        assert!(CqlConfig::from_url("sqlite:x").is_err());
+    }
+}

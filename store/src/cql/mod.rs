@@ -1,0 +1,210 @@
+//! The distributed backend: ScyllaDB or Apache Cassandra over CQL, with the same statements on
+//! both. Compare-and-set uses lightweight transactions; the change feed is a table partitioned
+//! by zone, kind and minute, read up to "now minus a skew allowance".
+
+mod config;
+mod ops;
+mod schema;
+mod statements;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row};
+use tokio::sync::watch;
+
+pub use config::CqlConfig;
+use statements::Statements;
+
+use crate::StoreError;
+
+/// The CQL store.
+#[derive(Clone)]
+pub struct CqlStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: Session,
+    statements: Statements,
+    config: CqlConfig,
+    notify: watch::Sender<u64>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl CqlStore {
+    /// Connects (retrying with backoff while the cluster is unreachable), creates the keyspace
+    /// and tables if missing, and prepares every statement.
+    pub async fn connect(config: CqlConfig) -> Result<Self, StoreError> {
+        let nodes = config.nodes.join(",");
+        let connect = || async {
+            SessionBuilder::new()
+                .known_nodes(&config.nodes)
+                .connection_timeout(Duration::from_secs(5))
+                .build()
+                .await
+        };
+        let session = connect
+            .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(500)).with_max_delay(Duration::from_secs(5)).with_max_times(8))
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "the CQL cluster at {nodes} is unreachable; retrying"))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot reach the CQL cluster at {nodes}: {e}")))?;
+        for statement in schema::ddl(&config) {
+            session
+                .query_unpaged(statement.as_str(), &[])
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "cannot create the schema (`{statement}`): {e}"
+                    ))
+                })?;
+        }
+        session
+            .await_schema_agreement()
+            .await
+            .map_err(unavailable)?;
+        let statements = Statements::prepare(&session, &config).await?;
+        let (notify, _) = watch::channel(0);
+        Ok(CqlStore {
+            inner: Arc::new(Inner {
+                session,
+                statements,
+                config,
+                notify,
+            }),
+        })
+    }
+
+    /// Rows of an idempotent read, retried with backoff on transient failures.
+    async fn read(
+        &self,
+        statement: &PreparedStatement,
+        values: &[CqlValue],
+    ) -> Result<Vec<Row>, StoreError> {
+        let attempt = || async {
+            let result = self
+                .inner
+                .session
+                .execute_unpaged(statement, values)
+                .await
+                .map_err(unavailable)?;
+            let rows = result.into_rows_result().map_err(unavailable)?;
+            rows.rows::<Row>()
+                .map_err(unavailable)?
+                .collect::<Result<Vec<Row>, _>>()
+                .map_err(unavailable)
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(1))
+                    .with_max_times(3),
+            )
+            .await
+    }
+
+    /// Every row of a read, page by page.
+    async fn read_pages(
+        &self,
+        statement: &PreparedStatement,
+        values: Vec<CqlValue>,
+        mut keep: impl FnMut(Row) -> bool,
+    ) -> Result<(), StoreError> {
+        use futures::StreamExt;
+        let pager = self
+            .inner
+            .session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(unavailable)?;
+        let mut rows = pager.rows_stream::<Row>().map_err(unavailable)?;
+        while let Some(row) = rows.next().await {
+            if !keep(row.map_err(unavailable)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A write that is not retried (it may not be idempotent).
+    async fn write(
+        &self,
+        statement: &PreparedStatement,
+        values: &[CqlValue],
+    ) -> Result<(), StoreError> {
+        self.inner
+            .session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// A lightweight transaction: whether it applied.
+    async fn lwt(
+        &self,
+        statement: &PreparedStatement,
+        values: &[CqlValue],
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .inner
+            .session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        let row = rows.first_row::<Row>().map_err(unavailable)?;
+        match row.columns.first() {
+            Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
+            other => Err(StoreError::Corrupt(format!(
+                "a conditional write answered {other:?} instead of [applied]"
+            ))),
+        }
+    }
+
+    /// Wakes local watchers once the write is older than the skew allowance (readable).
+    fn wake(&self) {
+        let notify = self.inner.notify.clone();
+        let skew = self.inner.config.skew;
+        tokio::spawn(async move {
+            tokio::time::sleep(skew).await;
+            notify.send_modify(|n| *n += 1);
+        });
+    }
+}
+
+fn text(value: &str) -> CqlValue {
+    CqlValue::Text(value.to_string())
+}
+
+fn big(value: i64) -> CqlValue {
+    CqlValue::BigInt(value)
+}
+
+fn column_text(row: &Row, index: usize) -> Result<String, StoreError> {
+    match row.columns.get(index) {
+        Some(Some(CqlValue::Text(s) | CqlValue::Ascii(s))) => Ok(s.clone()),
+        Some(None) => Ok(String::new()),
+        other => Err(StoreError::Corrupt(format!(
+            "column {index}: expected text, got {other:?}"
+        ))),
+    }
+}
+
+fn column_int(row: &Row, index: usize) -> Result<i64, StoreError> {
+    match row.columns.get(index) {
+        Some(Some(CqlValue::BigInt(n))) => Ok(*n),
+        Some(None) => Ok(0),
+        other => Err(StoreError::Corrupt(format!(
+            "column {index}: expected bigint, got {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,857 @@
+//! The `Store` operations over CQL.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dora_crds::{Kind, Scope};
+use scylla::value::{CqlValue, Row as CqlRow};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::schema::COMMON_COLUMNS;
+use super::{CqlStore, big, column_int, column_text, text};
+use crate::{
+    ActionRecord, Change, ChangeFilter, ChangeOp, Columns, Cursor, Event, EventQuery, EventType,
+    Fence, Lease, ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite,
+    StatusColumn, Store, StoreError, Table, VersionRecord, now_millis,
+};
+
+/// Width of one change-feed partition in time.
+const BUCKET_MILLIS: i64 = 60_000;
+/// How often a compare-and-set that lost a race is tried again before giving up.
+const CAS_ATTEMPTS: usize = 16;
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    if text.is_empty() {
+        return serde_json::from_str("null").map_err(corrupt);
+    }
+    serde_json::from_str(text).map_err(corrupt)
+}
+
+fn key_values(key: &ObjectKey) -> Vec<CqlValue> {
+    key.key_values().iter().map(|v| text(v)).collect()
+}
+
+fn decode(table: Table, scope: Scope, row: &CqlRow) -> Result<Row, StoreError> {
+    let columns = table.key_columns();
+    let mut key = ObjectKey::custom("", scope, "", "", "");
+    for (i, column) in columns.iter().enumerate() {
+        let value = column_text(row, i)?;
+        match *column {
+            "kind" => key.kind = value,
+            "zone" => key.zone = value,
+            "workspace" => key.workspace = value,
+            _ => key.name = value,
+        }
+    }
+    let at = columns.len();
+    let t = |i: usize| column_text(row, at + i);
+    let n = |i: usize| column_int(row, at + i);
+    Ok(Row {
+        key,
+        uid: t(0)?,
+        version: n(1)? as u64,
+        generation: n(2)? as u64,
+        spec_hash: t(3)?,
+        owner: t(4)?,
+        labels: from_json(&t(5)?)?,
+        created: n(6)?,
+        updated: n(7)?,
+        resource: from_json(&t(8)?)?,
+        desired: from_json(&t(9)?)?,
+        computed: from_json(&t(10)?)?,
+        computed_version: n(11)? as u64,
+        observed: from_json(&t(12)?)?,
+        observed_version: n(13)? as u64,
+    })
+}
+
+/// The smallest (or greatest) change id of one millisecond: ids are UUIDv7 text, whose first
+/// 48 bits are the Unix milliseconds, so text order is time order.
+fn bound_id(millis: i64, greatest: bool) -> String {
+    let millis = millis.max(0) as u64;
+    let tail = if greatest {
+        "7fff-bfff-ffffffffffff"
+    } else {
+        "7000-8000-000000000000"
+    };
+    format!("{:08x}-{:04x}-{tail}", millis >> 16, millis & 0xffff)
+}
+
+fn cursor_millis(cursor: &Cursor) -> Result<i64, StoreError> {
+    let id =
+        uuid::Uuid::parse_str(&cursor.0).map_err(|_| StoreError::BadCursor(cursor.0.clone()))?;
+    if id.get_version_num() != 7 {
+        return Err(StoreError::BadCursor(cursor.0.clone()));
+    }
+    let bytes = id.as_bytes();
+    Ok(bytes[..6]
+        .iter()
+        .fold(0i64, |acc, b| (acc << 8) | i64::from(*b)))
+}
+
+fn check_precondition(
+    precondition: Precondition,
+    existing: Option<&Row>,
+) -> Result<(), StoreError> {
+    match (precondition, existing) {
+        (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists),
+        (Precondition::Version(_), None) => Err(StoreError::NotFound),
+        (Precondition::Version(expected), Some(row)) if row.version != expected => {
+            Err(StoreError::Conflict {
+                expected,
+                actual: row.version,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn contention(key: &ObjectKey) -> StoreError {
+    StoreError::Unavailable(format!(
+        "{key} is written by too many clients at once; try again"
+    ))
+}
+
+impl CqlStore {
+    fn table(&self, table: Table) -> &super::statements::TableStatements {
+        &self.inner.statements.tables[&table]
+    }
+
+    async fn get_serial(&self, key: &ObjectKey) -> Result<Option<Row>, StoreError> {
+        let rows = self
+            .read(&self.table(key.table()).get_serial, &key_values(key))
+            .await?;
+        rows.first()
+            .map(|row| decode(key.table(), key.scope, row))
+            .transpose()
+    }
+
+    async fn append_change(
+        &self,
+        key: &ObjectKey,
+        op: ChangeOp,
+        columns: Columns,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let at = now_millis();
+        let values = [
+            text(&key.zone),
+            text(&key.kind),
+            big(at / BUCKET_MILLIS),
+            text(&id),
+            text(key.scope.as_str()),
+            text(&key.workspace),
+            text(&key.name),
+            text(if op == ChangeOp::Delete {
+                "delete"
+            } else {
+                "put"
+            }),
+            text(match columns {
+                Columns::Spec => "spec",
+                Columns::Computed => "computed",
+                Columns::Observed => "observed",
+            }),
+            big(version as i64),
+            big(at),
+        ];
+        self.write(&self.inner.statements.insert_change, &values)
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    async fn keep_version(&self, row: &Row, now: i64) -> Result<(), StoreError> {
+        let key = &row.key;
+        let object = [
+            text(&key.zone),
+            text(&key.kind),
+            text(&key.workspace),
+            text(&key.name),
+        ];
+        let mut values = object.to_vec();
+        values.extend([
+            big(row.generation as i64),
+            text(key.scope.as_str()),
+            text(&to_json(&row.resource)?),
+            text(&row.spec_hash),
+            big(now),
+        ]);
+        self.write(&self.inner.statements.insert_version, &values)
+            .await?;
+        let oldest_kept = row.generation as i64 - self.inner.config.versions as i64;
+        if oldest_kept > 0 {
+            let mut values = object.to_vec();
+            values.push(big(oldest_kept));
+            self.write(&self.inner.statements.trim_versions, &values)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, write: &SpecWrite, now: i64) -> Result<Option<Row>, StoreError> {
+        let key = &write.key;
+        let row = Row {
+            key: key.clone(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            version: 1,
+            generation: 1,
+            spec_hash: write.spec_hash.clone(),
+            owner: write.owner.clone(),
+            labels: write.labels.clone(),
+            created: now,
+            updated: now,
+            resource: write.spec.clone(),
+            desired: write.desired.clone(),
+            computed: Value::Null,
+            computed_version: 0,
+            observed: Value::Null,
+            observed_version: 0,
+        };
+        let mut values = key_values(key);
+        values.extend([
+            text(&row.uid),
+            big(1),
+            big(1),
+            text(&row.spec_hash),
+            text(&row.owner),
+            text(&to_json(&row.labels)?),
+            big(now),
+            big(now),
+            text(&to_json(&row.resource)?),
+            text(&to_json(&row.desired)?),
+            text("null"),
+            big(0),
+            text("null"),
+            big(0),
+        ]);
+        debug_assert_eq!(values.len(), key.key_values().len() + COMMON_COLUMNS.len());
+        if key.table() == Table::Containers {
+            values.push(text(
+                write
+                    .spec
+                    .get("workload")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            ));
+        }
+        Ok(self
+            .lwt(&self.table(key.table()).insert, &values)
+            .await?
+            .then_some(row))
+    }
+
+    async fn update_spec(
+        &self,
+        write: &SpecWrite,
+        row: &Row,
+        now: i64,
+    ) -> Result<Option<Row>, StoreError> {
+        let key = &write.key;
+        let spec_changed = row.resource != write.spec;
+        let generation = if spec_changed {
+            row.generation + 1
+        } else {
+            row.generation
+        };
+        let mut values = vec![
+            big(row.version as i64 + 1),
+            big(generation as i64),
+            text(&write.spec_hash),
+            text(&to_json(&write.labels)?),
+            big(now),
+            text(&to_json(&write.spec)?),
+            text(&to_json(&write.desired)?),
+        ];
+        if key.table() == Table::Containers {
+            values.push(text(
+                write
+                    .spec
+                    .get("workload")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            ));
+        }
+        values.extend(key_values(key));
+        values.push(big(row.version as i64));
+        if !self
+            .lwt(&self.table(key.table()).update_spec, &values)
+            .await?
+        {
+            return Ok(None);
+        }
+        if spec_changed {
+            self.keep_version(row, now).await?;
+        }
+        Ok(Some(Row {
+            version: row.version + 1,
+            generation,
+            spec_hash: write.spec_hash.clone(),
+            labels: write.labels.clone(),
+            updated: now,
+            resource: write.spec.clone(),
+            desired: write.desired.clone(),
+            ..row.clone()
+        }))
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> Result<(), StoreError> {
+        let rows = self
+            .read(
+                &self.inner.statements.lease,
+                &[text(&fence.zone), text(&fence.component)],
+            )
+            .await?;
+        match rows.first().map(|r| column_int(r, 1)).transpose()? {
+            Some(epoch) if epoch as u64 == fence.epoch => Ok(()),
+            _ => Err(StoreError::Fenced { epoch: fence.epoch }),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for CqlStore {
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Row>, StoreError> {
+        let rows = self
+            .read(&self.table(key.table()).get, &key_values(key))
+            .await?;
+        rows.first()
+            .map(|row| decode(key.table(), key.scope, row))
+            .transpose()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let table = Table::of(&query.kind, query.scope);
+        let statements = self.table(table);
+        let limit = query.limit.clamp(1, 10_000);
+        let mut values = vec![text(&query.kind)];
+        match query.scope {
+            Scope::Cluster => {}
+            Scope::Workspaced => values.push(text(query.workspace.as_deref().unwrap_or_default())),
+            Scope::Zoned | Scope::ZonedWorkspaced => values.push(text(&query.zone)),
+        }
+        let all_workspaces = query.scope == Scope::ZonedWorkspaced && query.workspace.is_none();
+        let after = query.after.clone().unwrap_or_default();
+        let statement = if all_workspaces {
+            let (workspace, name) = match &query.after {
+                Some(after) => after
+                    .split_once('/')
+                    .ok_or_else(|| StoreError::BadCursor(after.clone()))?,
+                None => ("", ""),
+            };
+            values.extend([text(workspace), text(name)]);
+            statements
+                .list_all_workspaces
+                .as_ref()
+                .ok_or_else(|| corrupt("no cross-workspace listing for this table"))?
+        } else {
+            if query.scope == Scope::ZonedWorkspaced {
+                values.push(text(query.workspace.as_deref().unwrap_or_default()));
+            }
+            values.push(text(&after));
+            &statements.list
+        };
+        values.push(CqlValue::Int((limit + 1) as i32));
+        let mut rows = self
+            .read(statement, &values)
+            .await?
+            .iter()
+            .map(|row| decode(table, query.scope, row))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|last| {
+                if all_workspaces {
+                    format!("{}/{}", last.key.workspace, last.key.name)
+                } else {
+                    last.key.name.clone()
+                }
+            })
+        } else {
+            None
+        };
+        Ok(Page { rows, next })
+    }
+
+    async fn put_spec(&self, write: SpecWrite) -> Result<SpecOutcome, StoreError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let existing = self.get_serial(&write.key).await?;
+            check_precondition(write.precondition, existing.as_ref())?;
+            let now = now_millis();
+            let Some(row) = existing else {
+                match self.create(&write, now).await? {
+                    Some(row) => {
+                        self.append_change(&write.key, ChangeOp::Put, Columns::Spec, 1)
+                            .await?;
+                        return Ok(SpecOutcome::Created(row));
+                    }
+                    None if write.precondition == Precondition::Absent => {
+                        return Err(StoreError::AlreadyExists);
+                    }
+                    None => continue,
+                }
+            };
+            if row.resource == write.spec
+                && row.labels == write.labels
+                && row.desired == write.desired
+            {
+                return Ok(SpecOutcome::Unchanged(row));
+            }
+            match self.update_spec(&write, &row, now).await? {
+                Some(updated) => {
+                    self.append_change(&write.key, ChangeOp::Put, Columns::Spec, updated.version)
+                        .await?;
+                    return Ok(SpecOutcome::Configured(updated));
+                }
+                None => {
+                    if let Precondition::Version(expected) = write.precondition {
+                        let actual = self.get_serial(&write.key).await?.map_or(0, |r| r.version);
+                        return Err(StoreError::Conflict { expected, actual });
+                    }
+                }
+            }
+        }
+        Err(contention(&write.key))
+    }
+
+    async fn put_status(
+        &self,
+        key: &ObjectKey,
+        column: StatusColumn,
+        expected: Option<u64>,
+        value: Value,
+        fence: Option<&Fence>,
+    ) -> Result<Row, StoreError> {
+        if let Some(fence) = fence {
+            self.check_fence(fence).await?;
+        }
+        let statements = self.table(key.table());
+        for _ in 0..CAS_ATTEMPTS {
+            let row = self.get_serial(key).await?.ok_or(StoreError::NotFound)?;
+            let current = match column {
+                StatusColumn::Computed => row.computed_version,
+                StatusColumn::Observed => row.observed_version,
+            };
+            if let Some(expected) = expected
+                && expected != current
+            {
+                return Err(StoreError::Conflict {
+                    expected,
+                    actual: current,
+                });
+            }
+            let mut values = vec![text(&to_json(&value)?), big(current as i64 + 1)];
+            let statement = match column {
+                StatusColumn::Computed => {
+                    if key.table() == Table::Containers {
+                        values.push(text(
+                            value
+                                .get("node")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        ));
+                    }
+                    &statements.update_computed
+                }
+                StatusColumn::Observed => &statements.update_observed,
+            };
+            values.extend(key_values(key));
+            values.push(big(current as i64));
+            if self.lwt(statement, &values).await? {
+                self.append_change(key, ChangeOp::Put, column.into(), current + 1)
+                    .await?;
+                let mut row = row;
+                match column {
+                    StatusColumn::Computed => {
+                        (row.computed, row.computed_version) = (value, current + 1)
+                    }
+                    StatusColumn::Observed => {
+                        (row.observed, row.observed_version) = (value, current + 1)
+                    }
+                }
+                return Ok(row);
+            }
+        }
+        Err(contention(key))
+    }
+
+    async fn delete(&self, key: &ObjectKey, precondition: Precondition) -> Result<Row, StoreError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let row = self.get_serial(key).await?.ok_or(StoreError::NotFound)?;
+            check_precondition(precondition, Some(&row))?;
+            let mut values = key_values(key);
+            values.push(big(row.version as i64));
+            if self.lwt(&self.table(key.table()).delete, &values).await? {
+                self.append_change(key, ChangeOp::Delete, Columns::Spec, row.version)
+                    .await?;
+                return Ok(row);
+            }
+        }
+        Err(contention(key))
+    }
+
+    async fn versions(&self, key: &ObjectKey) -> Result<Vec<VersionRecord>, StoreError> {
+        let values = [
+            text(&key.zone),
+            text(&key.kind),
+            text(&key.workspace),
+            text(&key.name),
+        ];
+        let rows = self.read(&self.inner.statements.versions, &values).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VersionRecord {
+                    key: key.clone(),
+                    generation: column_int(r, 0)? as u64,
+                    spec: from_json(&column_text(r, 1)?)?,
+                    spec_hash: column_text(r, 2)?,
+                    time: column_int(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn head(&self) -> Result<Cursor, StoreError> {
+        Ok(Cursor(bound_id(
+            now_millis() - self.inner.config.skew.as_millis() as i64,
+            false,
+        )))
+    }
+
+    async fn changes(
+        &self,
+        filter: &ChangeFilter,
+        after: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let from = cursor_millis(after)?;
+        let now = now_millis();
+        if from < now - self.inner.config.changes_ttl.as_millis() as i64 {
+            return Err(StoreError::Expired(after.0.clone()));
+        }
+        let until = now - self.inner.config.skew.as_millis() as i64;
+        let mut out = Vec::new();
+        if from > until {
+            return Ok(out);
+        }
+        let upper = bound_id(until, true);
+        for bucket in from / BUCKET_MILLIS..=until / BUCKET_MILLIS {
+            let values = vec![
+                text(&filter.zone),
+                text(&filter.kind),
+                big(bucket),
+                text(&after.0),
+                text(&upper),
+            ];
+            let mut failure = None;
+            self.read_pages(&self.inner.statements.changes, values, |row| {
+                match decode_change(filter, &row) {
+                    Ok(Some(change)) => out.push(change),
+                    Ok(None) => {}
+                    Err(e) => failure = Some(e),
+                }
+                failure.is_none() && out.len() < limit
+            })
+            .await?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.notify.subscribe()
+    }
+
+    async fn append_event(&self, event: Event) -> Result<(), StoreError> {
+        let values = [
+            text(&event.zone),
+            text(&event.kind),
+            text(&event.id),
+            text(&event.workspace),
+            text(&event.name),
+            text(event.event_type.as_str()),
+            text(&event.reason),
+            text(&event.message),
+            text(&event.component),
+            big(event.time),
+        ];
+        self.write(&self.inner.statements.insert_event, &values)
+            .await
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        let limit = query.limit.max(1);
+        let kinds: Vec<String> = match &query.kind {
+            Some(kind) => vec![kind.clone()],
+            None => Kind::ALL.iter().map(|k| k.name().to_string()).collect(),
+        };
+        let mut out = Vec::new();
+        for kind in kinds {
+            let (statement, mut values) = match &query.after {
+                Some(after) => (
+                    &self.inner.statements.events_after,
+                    vec![text(&query.zone), text(&kind), text(after)],
+                ),
+                None => (
+                    &self.inner.statements.events_newest,
+                    vec![text(&query.zone), text(&kind)],
+                ),
+            };
+            values.shrink_to_fit();
+            let mut taken = 0;
+            let mut failure = None;
+            self.read_pages(statement, values, |row| {
+                match decode_event(&row) {
+                    Ok(event) => {
+                        let wanted = query
+                            .workspace
+                            .as_ref()
+                            .is_none_or(|w| *w == event.workspace)
+                            && query.name.as_ref().is_none_or(|n| *n == event.name);
+                        if wanted {
+                            out.push(event);
+                            taken += 1;
+                        }
+                    }
+                    Err(e) => failure = Some(e),
+                }
+                failure.is_none() && taken < limit
+            })
+            .await?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        if query.after.is_some() {
+            out.sort_by(|a, b| a.id.cmp(&b.id));
+            out.truncate(limit);
+        } else {
+            out.sort_by(|a, b| b.id.cmp(&a.id));
+            out.truncate(limit);
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    async fn put_action(&self, action: ActionRecord) -> Result<(), StoreError> {
+        let key = &action.key;
+        let ttl = ((action.expires - now_millis()) / 1000).clamp(1, i32::MAX as i64) as i32;
+        let values = [
+            text(&key.zone),
+            text(&key.kind),
+            text(&action.id),
+            text(key.scope.as_str()),
+            text(&key.workspace),
+            text(&key.name),
+            text(&action.destination),
+            text(&action.action),
+            text(&to_json(&action.payload)?),
+            big(action.created),
+            big(action.expires),
+            CqlValue::Int(ttl),
+        ];
+        self.write(&self.inner.statements.insert_action, &values)
+            .await
+    }
+
+    async fn actions(
+        &self,
+        zone: &str,
+        kind: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        let rows = self
+            .read(
+                &self.inner.statements.actions,
+                &[text(zone), text(kind), text(after.unwrap_or_default())],
+            )
+            .await?;
+        let now = now_millis();
+        let mut out = Vec::new();
+        for r in &rows {
+            let expires = column_int(r, 8)?;
+            if expires <= now {
+                continue;
+            }
+            let scope = Scope::parse(&column_text(r, 1)?)
+                .ok_or_else(|| corrupt("unknown scope in actions"))?;
+            out.push(ActionRecord {
+                id: column_text(r, 0)?,
+                key: ObjectKey::custom(kind, scope, zone, &column_text(r, 2)?, &column_text(r, 3)?),
+                destination: column_text(r, 4)?,
+                action: column_text(r, 5)?,
+                payload: from_json(&column_text(r, 6)?)?,
+                created: column_int(r, 7)?,
+                expires,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn acquire_lease(
+        &self,
+        zone: &str,
+        component: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let s = &self.inner.statements;
+        let now = now_millis();
+        let expires = now + ttl.as_millis() as i64;
+        let current = self.read(&s.lease, &[text(zone), text(component)]).await?;
+        let current = current
+            .first()
+            .map(|r| {
+                Ok::<_, StoreError>((column_text(r, 0)?, column_int(r, 1)?, column_int(r, 2)?))
+            })
+            .transpose()?;
+        let (applied, epoch) = match current {
+            None => (
+                self.lwt(
+                    &s.lease_create,
+                    &[
+                        text(zone),
+                        text(component),
+                        text(holder),
+                        big(1),
+                        big(expires),
+                    ],
+                )
+                .await?,
+                1,
+            ),
+            Some((current_holder, epoch, _)) if current_holder == holder => (
+                self.lwt(
+                    &s.lease_renew,
+                    &[
+                        big(expires),
+                        text(zone),
+                        text(component),
+                        text(holder),
+                        big(epoch),
+                    ],
+                )
+                .await?,
+                epoch,
+            ),
+            Some((current_holder, epoch, current_expires)) if current_expires <= now => (
+                self.lwt(
+                    &s.lease_take_over,
+                    &[
+                        text(holder),
+                        big(epoch + 1),
+                        big(expires),
+                        text(zone),
+                        text(component),
+                        text(&current_holder),
+                        big(epoch),
+                        big(current_expires),
+                    ],
+                )
+                .await?,
+                epoch + 1,
+            ),
+            Some(_) => (false, 0),
+        };
+        Ok(applied.then(|| Lease {
+            zone: zone.to_string(),
+            component: component.to_string(),
+            holder: holder.to_string(),
+            epoch: epoch as u64,
+            expires,
+        }))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let values = [
+            big(0),
+            text(&lease.zone),
+            text(&lease.component),
+            text(&lease.holder),
+            big(lease.epoch as i64),
+        ];
+        self.lwt(&self.inner.statements.lease_release, &values)
+            .await
+            .map(drop)
+    }
+}
+
+fn decode_change(filter: &ChangeFilter, row: &CqlRow) -> Result<Option<Change>, StoreError> {
+    let workspace = column_text(row, 2)?;
+    let name = column_text(row, 3)?;
+    if filter.workspace.as_ref().is_some_and(|w| *w != workspace)
+        || filter.name.as_ref().is_some_and(|n| *n != name)
+    {
+        return Ok(None);
+    }
+    let scope = Scope::parse(&column_text(row, 1)?)
+        .ok_or_else(|| corrupt("unknown scope in the change feed"))?;
+    Ok(Some(Change {
+        cursor: Cursor(column_text(row, 0)?),
+        key: ObjectKey::custom(&filter.kind, scope, &filter.zone, &workspace, &name),
+        op: if column_text(row, 4)? == "delete" {
+            ChangeOp::Delete
+        } else {
+            ChangeOp::Put
+        },
+        columns: match column_text(row, 5)?.as_str() {
+            "computed" => Columns::Computed,
+            "observed" => Columns::Observed,
+            _ => Columns::Spec,
+        },
+        version: column_int(row, 6)? as u64,
+        at: column_int(row, 7)?,
+    }))
+}
+
+fn decode_event(row: &CqlRow) -> Result<Event, StoreError> {
+    Ok(Event {
+        zone: column_text(row, 0)?,
+        kind: column_text(row, 1)?,
+        id: column_text(row, 2)?,
+        workspace: column_text(row, 3)?,
+        name: column_text(row, 4)?,
+        event_type: if column_text(row, 5)? == "Warning" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: column_text(row, 6)?,
+        message: column_text(row, 7)?,
+        component: column_text(row, 8)?,
+        time: column_int(row, 9)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_order_like_uuid_v7_ids() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let millis = cursor_millis(&Cursor(id.clone())).unwrap();
+        assert!(bound_id(millis, false) <= id && id <= bound_id(millis, true));
+        assert!(bound_id(millis - 1, true) < id && id < bound_id(millis + 1, false));
+        assert_eq!(
+            cursor_millis(&Cursor(bound_id(millis, false))).unwrap(),
+            millis
+        );
+        assert!(cursor_millis(&Cursor("7".into())).is_err());
+    }
+}

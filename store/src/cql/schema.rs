@@ -1,0 +1,121 @@
+//! CQL DDL: the seed's tables with their partition and clustering keys, the container indexes,
+//! the change feed and leases. Only constant text and validated identifiers go into it.
+
+use super::CqlConfig;
+use crate::Table;
+
+/// Columns every resource table has after its key.
+pub(super) const COMMON_COLUMNS: [&str; 14] = [
+    "uid",
+    "version",
+    "generation",
+    "spec_hash",
+    "owner",
+    "labels",
+    "created",
+    "updated",
+    "resource",
+    "desired",
+    "computed",
+    "computed_version",
+    "observed",
+    "observed_version",
+];
+
+fn common_ddl() -> String {
+    COMMON_COLUMNS
+        .iter()
+        .map(|c| {
+            let kind = if matches!(
+                *c,
+                "version"
+                    | "generation"
+                    | "created"
+                    | "updated"
+                    | "computed_version"
+                    | "observed_version"
+            ) {
+                "bigint"
+            } else {
+                "text"
+            };
+            format!("{c} {kind}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `PRIMARY KEY ((partition), clustering...)` of a table.
+fn primary_key(table: Table) -> &'static str {
+    match table {
+        Table::Resources => "PRIMARY KEY ((kind), name)",
+        Table::WorkspacedResources => "PRIMARY KEY ((kind, workspace), name)",
+        Table::ZonedResources => "PRIMARY KEY ((kind, zone), name)",
+        Table::ZonedWorkspacedResources | Table::Containers => {
+            "PRIMARY KEY ((kind, zone), workspace, name)"
+        }
+    }
+}
+
+/// Statements creating the keyspace and every table, in order; all idempotent.
+pub(super) fn ddl(config: &CqlConfig) -> Vec<String> {
+    let ks = &config.keyspace;
+    let replication: Vec<String> = config
+        .replication
+        .iter()
+        .map(|(dc, rf)| format!("'{dc}': {rf}"))
+        .collect();
+    let mut statements = vec![format!(
+        "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', {}}}",
+        replication.join(", ")
+    )];
+    for table in Table::ALL {
+        let keys: Vec<String> = table
+            .key_columns()
+            .iter()
+            .map(|c| format!("{c} text"))
+            .collect();
+        let extra = if table == Table::Containers {
+            "workload text, node text, "
+        } else {
+            ""
+        };
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.{} ({}, {extra}{}, {})",
+            table.name(),
+            keys.join(", "),
+            common_ddl(),
+            primary_key(table)
+        ));
+    }
+    let changes_ttl = config.changes_ttl.as_secs();
+    let events_ttl = config.events_ttl.as_secs();
+    statements.extend([
+        format!("CREATE INDEX IF NOT EXISTS containers_by_workload ON {ks}.containers (workload)"),
+        format!("CREATE INDEX IF NOT EXISTS containers_by_node ON {ks}.containers (node)"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.versions (zone text, resource_kind text, workspace text, name text, generation bigint, \
+             scope text, resource text, spec_hash text, time bigint, PRIMARY KEY ((zone, resource_kind), workspace, name, generation))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.events (zone text, resource_kind text, id text, workspace text, name text, type text, \
+             reason text, message text, component text, time bigint, PRIMARY KEY ((zone, resource_kind), id)) \
+             WITH default_time_to_live = {events_ttl}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.actions (zone text, resource_kind text, id text, scope text, workspace text, name text, \
+             destination text, action text, payload text, created bigint, expires bigint, PRIMARY KEY ((zone, resource_kind), id))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.changes (zone text, kind text, bucket bigint, id text, scope text, workspace text, \
+             name text, op text, columns text, version bigint, at bigint, PRIMARY KEY ((zone, kind, bucket), id)) \
+             WITH default_time_to_live = {changes_ttl} AND compaction = {{'class': 'TimeWindowCompactionStrategy', \
+             'compaction_window_unit': 'MINUTES', 'compaction_window_size': 10}}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.leases (zone text, component text, holder text, epoch bigint, expires bigint, \
+             PRIMARY KEY ((zone, component)))"
+        ),
+    ]);
+    statements
+}

@@ -1,0 +1,213 @@
+//! Every CQL statement Dora runs, prepared once at start. Values are always bound, never
+//! written into the text.
+
+use std::collections::HashMap;
+
+use scylla::client::session::Session;
+use scylla::statement::Consistency;
+use scylla::statement::prepared::PreparedStatement;
+
+use super::CqlConfig;
+use super::schema::COMMON_COLUMNS;
+use crate::{StoreError, Table};
+
+/// The statements of one resource table.
+pub(super) struct TableStatements {
+    pub get: PreparedStatement,
+    /// The same read at SERIAL consistency: sees every committed compare-and-set.
+    pub get_serial: PreparedStatement,
+    pub insert: PreparedStatement,
+    pub update_spec: PreparedStatement,
+    pub update_computed: PreparedStatement,
+    pub update_observed: PreparedStatement,
+    pub delete: PreparedStatement,
+    /// One page of a partition after a name (for zoned+workspaced tables: of one workspace).
+    pub list: PreparedStatement,
+    /// One page of every workspace of a zoned+workspaced partition after (workspace, name).
+    pub list_all_workspaces: Option<PreparedStatement>,
+}
+
+/// Statements of the other tables.
+pub(super) struct Statements {
+    pub tables: HashMap<Table, TableStatements>,
+    pub insert_version: PreparedStatement,
+    pub trim_versions: PreparedStatement,
+    pub versions: PreparedStatement,
+    pub insert_change: PreparedStatement,
+    pub changes: PreparedStatement,
+    pub insert_event: PreparedStatement,
+    pub events_after: PreparedStatement,
+    pub events_newest: PreparedStatement,
+    pub insert_action: PreparedStatement,
+    pub actions: PreparedStatement,
+    pub lease: PreparedStatement,
+    pub lease_create: PreparedStatement,
+    pub lease_renew: PreparedStatement,
+    pub lease_take_over: PreparedStatement,
+    pub lease_release: PreparedStatement,
+}
+
+struct Preparer<'a> {
+    session: &'a Session,
+    config: &'a CqlConfig,
+}
+
+impl Preparer<'_> {
+    async fn prepare(
+        &self,
+        text: String,
+        idempotent: bool,
+    ) -> Result<PreparedStatement, StoreError> {
+        let mut statement = self
+            .session
+            .prepare(text.as_str())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot prepare `{text}`: {e}")))?;
+        statement.set_consistency(self.config.consistency);
+        statement.set_serial_consistency(Some(self.config.serial));
+        statement.set_is_idempotent(idempotent);
+        statement.set_request_timeout(Some(self.config.request_timeout));
+        Ok(statement)
+    }
+
+    async fn read(&self, text: String) -> Result<PreparedStatement, StoreError> {
+        self.prepare(text, true).await
+    }
+
+    async fn write(&self, text: String) -> Result<PreparedStatement, StoreError> {
+        self.prepare(text, false).await
+    }
+
+    async fn serial_read(&self, text: String) -> Result<PreparedStatement, StoreError> {
+        let mut statement = self.read(text).await?;
+        statement.set_consistency(match self.config.serial {
+            scylla::statement::SerialConsistency::LocalSerial => Consistency::LocalSerial,
+            scylla::statement::SerialConsistency::Serial => Consistency::Serial,
+        });
+        Ok(statement)
+    }
+
+    async fn table(&self, table: Table) -> Result<TableStatements, StoreError> {
+        let ks = &self.config.keyspace;
+        let name = table.name();
+        let keys = table.key_columns();
+        let key_match = keys
+            .iter()
+            .map(|c| format!("{c} = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let select = format!(
+            "SELECT {}, {} FROM {ks}.{name}",
+            keys.join(", "),
+            COMMON_COLUMNS.join(", ")
+        );
+        let containers = table == Table::Containers;
+        let insert_columns = [
+            keys,
+            &COMMON_COLUMNS[..],
+            if containers {
+                &["workload"][..]
+            } else {
+                &[][..]
+            },
+        ]
+        .concat();
+        let markers = vec!["?"; insert_columns.len()].join(", ");
+        let workload = if containers { ", workload = ?" } else { "" };
+        let node = if containers { ", node = ?" } else { "" };
+        // The partition key is every key column but the clustering ones.
+        let clustered_by_workspace =
+            matches!(table, Table::ZonedWorkspacedResources | Table::Containers);
+        let partition: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|c| *c != "name" && !(clustered_by_workspace && *c == "workspace"))
+            .collect();
+        let partition_match = partition
+            .iter()
+            .map(|c| format!("{c} = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let list = if clustered_by_workspace {
+            format!("{select} WHERE {partition_match} AND workspace = ? AND name > ? LIMIT ?")
+        } else {
+            format!("{select} WHERE {partition_match} AND name > ? LIMIT ?")
+        };
+        let list_all_workspaces = match clustered_by_workspace {
+            true => Some(
+                self.read(format!(
+                    "{select} WHERE {partition_match} AND (workspace, name) > (?, ?) LIMIT ?"
+                ))
+                .await?,
+            ),
+            false => None,
+        };
+        Ok(TableStatements {
+            get: self.read(format!("{select} WHERE {key_match}")).await?,
+            get_serial: self.serial_read(format!("{select} WHERE {key_match}")).await?,
+            insert: self.write(format!("INSERT INTO {ks}.{name} ({}) VALUES ({markers}) IF NOT EXISTS", insert_columns.join(", "))).await?,
+            update_spec: self
+                .write(format!(
+                    "UPDATE {ks}.{name} SET version = ?, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?{workload} WHERE {key_match} IF version = ?"
+                ))
+                .await?,
+            update_computed: self
+                .write(format!("UPDATE {ks}.{name} SET computed = ?, computed_version = ?{node} WHERE {key_match} IF computed_version = ?"))
+                .await?,
+            update_observed: self
+                .write(format!("UPDATE {ks}.{name} SET observed = ?, observed_version = ? WHERE {key_match} IF observed_version = ?"))
+                .await?,
+            delete: self.write(format!("DELETE FROM {ks}.{name} WHERE {key_match} IF version = ?")).await?,
+            list: self.read(list).await?,
+            list_all_workspaces,
+        })
+    }
+}
+
+impl Statements {
+    pub(super) async fn prepare(session: &Session, config: &CqlConfig) -> Result<Self, StoreError> {
+        let p = Preparer { session, config };
+        let ks = &config.keyspace;
+        let mut tables = HashMap::new();
+        for table in Table::ALL {
+            tables.insert(table, p.table(table).await?);
+        }
+        let object = "zone = ? AND resource_kind = ? AND workspace = ? AND name = ?";
+        Ok(Statements {
+            tables,
+            insert_version: p
+                .write(format!("INSERT INTO {ks}.versions (zone, resource_kind, workspace, name, generation, scope, resource, spec_hash, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+                .await?,
+            trim_versions: p.write(format!("DELETE FROM {ks}.versions WHERE {object} AND generation <= ?")).await?,
+            versions: p.read(format!("SELECT generation, resource, spec_hash, time FROM {ks}.versions WHERE {object}")).await?,
+            insert_change: p
+                .write(format!("INSERT INTO {ks}.changes (zone, kind, bucket, id, scope, workspace, name, op, columns, version, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+                .await?,
+            changes: p
+                .read(format!("SELECT id, scope, workspace, name, op, columns, version, at FROM {ks}.changes WHERE zone = ? AND kind = ? AND bucket = ? AND id > ? AND id <= ?"))
+                .await?,
+            insert_event: p
+                .write(format!("INSERT INTO {ks}.events (zone, resource_kind, id, workspace, name, type, reason, message, component, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+                .await?,
+            events_after: p
+                .read(format!("SELECT zone, resource_kind, id, workspace, name, type, reason, message, component, time FROM {ks}.events WHERE zone = ? AND resource_kind = ? AND id > ?"))
+                .await?,
+            events_newest: p
+                .read(format!("SELECT zone, resource_kind, id, workspace, name, type, reason, message, component, time FROM {ks}.events WHERE zone = ? AND resource_kind = ? ORDER BY id DESC"))
+                .await?,
+            insert_action: p
+                .write(format!("INSERT INTO {ks}.actions (zone, resource_kind, id, scope, workspace, name, destination, action, payload, created, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"))
+                .await?,
+            actions: p
+                .read(format!("SELECT id, scope, workspace, name, destination, action, payload, created, expires FROM {ks}.actions WHERE zone = ? AND resource_kind = ? AND id > ?"))
+                .await?,
+            lease: p.serial_read(format!("SELECT holder, epoch, expires FROM {ks}.leases WHERE zone = ? AND component = ?")).await?,
+            lease_create: p.write(format!("INSERT INTO {ks}.leases (zone, component, holder, epoch, expires) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
+            lease_renew: p.write(format!("UPDATE {ks}.leases SET expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ?")).await?,
+            lease_take_over: p
+                .write(format!("UPDATE {ks}.leases SET holder = ?, epoch = ?, expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ? AND expires = ?"))
+                .await?,
+            lease_release: p.write(format!("UPDATE {ks}.leases SET expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ?")).await?,
+        })
+    }
+}
