@@ -419,3 +419,90 @@ fn bad_input_profiles_tokens_and_completion() {
     assert!(completion.contains("_dora"), "completion script");
     dora.stop();
 }
+
+#[test]
+fn a_first_start_that_stopped_early_is_bootstrapped_by_the_next() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    // A busy port stops the start before it creates anything.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = Process::new(DORA)
+        .args(["up", "--listen", &busy.local_addr().unwrap().to_string()])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("DORA_CONFIG", Dora::config(home.path()))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    assert!(!data.join("secret.key").exists());
+    assert!(!Dora::config(home.path()).exists());
+    drop(busy);
+    // A start stopped (Ctrl-C) after it wrote the secret, before the bootstrap.
+    std::fs::write(data.join("secret.key"), [7u8; 32]).unwrap();
+    let dora = Dora::up(home.path());
+    let banner = dora.banner.join("\n");
+    assert!(banner.contains("Admin token"), "{banner}");
+    assert!(
+        dora.run(&["get", "users"]).contains("admin"),
+        "the printed token works"
+    );
+    dora.stop();
+    let dora = Dora::up(home.path());
+    let banner = dora.banner.join("\n");
+    assert!(!banner.contains("token"), "{banner}");
+    dora.stop();
+}
+
+#[test]
+fn delete_by_file_needs_no_defaults_for_what_the_file_names() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = Dora::up(home.path());
+    // An administrator without a default zone or workspace.
+    let ops = home.path().join("ops.yaml");
+    std::fs::write(&ops, "apiVersion: v1\nkind: User\nmetadata: {name: ops}\nspec:\n  resources: [{kind: All, zone: All, workspace: All, role: admin}]\n").unwrap();
+    dora.run(&["apply", "-f", ops.to_str().unwrap()]);
+    let token = dora
+        .run(&["token", "create", "--user", "ops", "--expires-in", "1h"])
+        .trim()
+        .to_string();
+    let url = std::fs::read_to_string(Dora::config(home.path()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("apiServer: ").map(str::to_string))
+        .unwrap();
+    let ca = home.path().join("data/pki/ca.pem");
+    dora.run(&[
+        "config",
+        "profile",
+        "init",
+        "ops",
+        "--api-server",
+        &url,
+        "--token",
+        &token,
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
+    let manifest = home.path().join("placed.yaml");
+    std::fs::write(&manifest, "apiVersion: v1\nkind: Role\nmetadata: {name: viewer}\nspec: {permission: {Workload: [Get]}}\n---\napiVersion: v1\nkind: Workload\nmetadata: {name: placed, zone: default, workspace: default}\nspec: {replica: {count: 1}, image: {image: x}}\n").unwrap();
+    let manifest = manifest.to_str().unwrap();
+    let applied = dora.run(&["apply", "-f", manifest]);
+    assert!(applied.contains("workload/placed created"), "{applied}");
+    let deleted = dora.run(&["delete", "-f", manifest]);
+    assert!(
+        deleted.contains("role/viewer deleted") && deleted.contains("workload/placed deleted"),
+        "{deleted}"
+    );
+    // What the file leaves out still needs a default.
+    std::fs::write(home.path().join("bare.yaml"), "apiVersion: v1\nkind: Workload\nmetadata: {name: bare, zone: default}\nspec: {replica: {count: 1}, image: {image: x}}\n").unwrap();
+    let error = dora.fails(&[
+        "delete",
+        "-f",
+        home.path().join("bare.yaml").to_str().unwrap(),
+    ]);
+    assert!(error.contains("use-workspace"), "{error}");
+    dora.stop();
+}

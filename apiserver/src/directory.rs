@@ -3,23 +3,46 @@
 //! once by this server's own writes and follows the change feed for other servers' writes.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
-use dora_crds::spec::{RoleSpec, UserSpec, Verb};
+use dora_crds::spec::{RoleBinding, RoleSpec, UserSpec, Verb};
 use dora_crds::{Kind, Scope};
 use dora_store::{ChangeFilter, Cursor, ListQuery, Row, Store, StoreError};
 
 const KINDS: [Kind; 4] = [Kind::User, Kind::Role, Kind::Zone, Kind::Workspace];
 /// How often other servers' writes are looked for when this process wrote nothing.
 const POLL: Duration = Duration::from_secs(2);
+/// How often every kind is read again whatever the change feed says, so that a missed change
+/// heals.
+const FULL_RELOAD: Duration = Duration::from_secs(30);
+
+/// A user as the directory keeps it.
+struct User {
+    spec: UserSpec,
+    /// Unix milliseconds of the row's creation: older tokens belong to an earlier user of the
+    /// same name.
+    created: i64,
+}
+
+/// A write this server made while a reload of its kind was reading the store.
+enum LocalWrite {
+    Put(Box<Row>),
+    Remove(String),
+}
 
 #[derive(Default)]
 struct Entries {
-    users: HashMap<String, UserSpec>,
+    users: HashMap<String, User>,
     roles: HashMap<String, RoleSpec>,
     zones: BTreeSet<String>,
     workspaces: BTreeSet<String>,
+    /// Local writes per kind being reloaded, replayed over the reload's result so that a
+    /// reload never brings back a row this server has just deleted (or undoes a write).
+    during_reload: HashMap<Kind, Vec<LocalWrite>>,
+    /// Kinds whose last reload replayed local writes over rows that may be newer: read again
+    /// on the next round.
+    stale: BTreeSet<Kind>,
 }
 
 /// Users, roles, zones and workspaces.
@@ -29,16 +52,23 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Loads every row of the four kinds.
-    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+    /// Loads every row of the four kinds. Also returns the change-feed position read before
+    /// loading: [`Directory::follow`] starts there, so that no write made meanwhile is missed.
+    pub async fn load(store: &dyn Store) -> Result<(Self, Cursor), StoreError> {
+        let cursor = store.head().await?;
         let directory = Directory::default();
         for kind in KINDS {
             directory.reload(store, kind).await?;
         }
-        Ok(directory)
+        Ok((directory, cursor))
     }
 
-    async fn reload(&self, store: &dyn Store, kind: Kind) -> Result<(), StoreError> {
+    fn write(&self) -> RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every row of `kind`, page by page.
+    async fn list_all(store: &dyn Store, kind: Kind) -> Result<Vec<Row>, StoreError> {
         let mut rows = Vec::new();
         let mut query = ListQuery {
             kind: kind.name().into(),
@@ -53,72 +83,134 @@ impl Directory {
             rows.extend(page.rows);
             match page.next {
                 Some(next) => query.after = Some(next),
-                None => break,
+                None => return Ok(rows),
             }
         }
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        match kind {
-            Kind::User => entries.users.clear(),
-            Kind::Role => entries.roles.clear(),
-            Kind::Zone => entries.zones.clear(),
-            _ => entries.workspaces.clear(),
+    }
+
+    /// Replaces the entries of `kind` with what the store holds. Writes this server makes while
+    /// the store is read are replayed over the result.
+    async fn reload(&self, store: &dyn Store, kind: Kind) -> Result<(), StoreError> {
+        self.write().during_reload.insert(kind, Vec::new());
+        let listed = Self::list_all(store, kind).await;
+        self.finish_reload(kind, listed)
+    }
+
+    /// The second half of [`Directory::reload`]: puts the rows read in place of the kind's
+    /// entries, then replays the local writes made meanwhile.
+    fn finish_reload(
+        &self,
+        kind: Kind,
+        listed: Result<Vec<Row>, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut entries = self.write();
+        let local = entries.during_reload.remove(&kind).unwrap_or_default();
+        let rows = listed?;
+        entries.clear(kind);
+        for row in &rows {
+            entries.put(row);
         }
-        for row in rows {
-            entries.put(&row);
+        // The rows read may be newer than a replayed write: read the kind again next round.
+        if local.is_empty() {
+            entries.stale.remove(&kind);
+        } else {
+            entries.stale.insert(kind);
+        }
+        for write in local {
+            match write {
+                LocalWrite::Put(row) => entries.put(&row),
+                LocalWrite::Remove(name) => entries.remove(kind, &name),
+            }
         }
         Ok(())
     }
 
     /// Records a row this server just wrote.
     pub fn put(&self, row: &Row) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .put(row);
+        let mut entries = self.write();
+        if let Some(kind) = Kind::parse(&row.key.kind)
+            && let Some(local) = entries.during_reload.get_mut(&kind)
+        {
+            local.push(LocalWrite::Put(Box::new(row.clone())));
+        }
+        entries.put(row);
     }
 
     /// Forgets a row this server just deleted.
     pub fn remove(&self, kind: Kind, name: &str) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        match kind {
-            Kind::User => drop(entries.users.remove(name)),
-            Kind::Role => drop(entries.roles.remove(name)),
-            Kind::Zone => drop(entries.zones.remove(name)),
-            Kind::Workspace => drop(entries.workspaces.remove(name)),
-            _ => {}
+        let mut entries = self.write();
+        if let Some(local) = entries.during_reload.get_mut(&kind) {
+            local.push(LocalWrite::Remove(name.to_string()));
         }
+        entries.remove(kind, name);
     }
 
-    /// Follows the change feed and reloads a kind whenever another writer changed it.
-    pub async fn follow(self, store: Arc<dyn Store>) {
-        let mut cursor = store.head().await.unwrap_or(Cursor("0".into()));
+    /// Follows the change feed from `cursor` (as returned by [`Directory::load`]) and reloads a
+    /// kind whenever another writer changed it; every kind is reloaded every 30 s regardless.
+    pub async fn follow(self, store: Arc<dyn Store>, mut cursor: Cursor) {
         let mut wake = store.subscribe();
+        let mut full_at = Instant::now() + FULL_RELOAD;
         loop {
             tokio::select! {
                 _ = wake.changed() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
+            // Read before the kinds are looked at: whatever is written meanwhile lies after it
+            // and is seen on the next round.
+            let head = match store.head().await {
+                Ok(head) => head,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the change feed failed");
+                    continue;
+                }
+            };
+            let full = Instant::now() >= full_at;
+            let mut complete = true;
             for kind in KINDS {
-                let filter = ChangeFilter {
-                    kind: kind.name().into(),
-                    zone: String::new(),
-                    workspace: None,
-                    name: None,
-                };
-                match store.changes(&filter, &cursor, 1).await {
-                    Ok(changes) if changes.is_empty() => {}
-                    Ok(_) | Err(StoreError::Expired(_)) => {
-                        if let Err(e) = self.reload(store.as_ref(), kind).await {
-                            tracing::warn!(error = %e, %kind, "reloading the directory failed");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reading the change feed failed"),
+                if let Err(e) = self.refresh(store.as_ref(), kind, &cursor, full).await {
+                    tracing::warn!(error = %e, %kind, "refreshing the directory failed");
+                    complete = false;
                 }
             }
-            // Every kind has now been read up to at least this point.
-            if let Ok(head) = store.head().await {
+            // Only once every kind has been read up to `head` may the next round start there.
+            if complete {
                 cursor = head;
+                if full {
+                    full_at = Instant::now() + FULL_RELOAD;
+                }
             }
+        }
+    }
+
+    /// Reloads `kind` when `full`, when its last reload raced with local writes, or when it
+    /// changed after `cursor`.
+    async fn refresh(
+        &self,
+        store: &dyn Store,
+        kind: Kind,
+        cursor: &Cursor,
+        full: bool,
+    ) -> Result<(), StoreError> {
+        let stale = self.write().stale.contains(&kind);
+        let changed = full
+            || stale
+            || match store.changes(&Self::filter(kind), cursor, 1).await {
+                Ok(changes) => !changes.is_empty(),
+                Err(StoreError::Expired(_)) => true,
+                Err(e) => return Err(e),
+            };
+        if changed {
+            self.reload(store, kind).await?;
+        }
+        Ok(())
+    }
+
+    fn filter(kind: Kind) -> ChangeFilter {
+        ChangeFilter {
+            kind: kind.name().into(),
+            zone: String::new(),
+            workspace: None,
+            name: None,
         }
     }
 
@@ -134,11 +226,22 @@ impl Directory {
     /// A user's default zone and workspace; `None` when the user does not exist.
     pub fn defaults(&self, name: &str) -> Option<(Option<String>, Option<String>)> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let default = entries.users.get(name)?.default.as_ref();
+        let default = entries.users.get(name)?.spec.default.as_ref();
         Some((
             default.and_then(|d| d.zone.clone()),
             default.and_then(|d| d.workspace.clone()),
         ))
+    }
+
+    /// When the user's row was created (Unix milliseconds); `None` when the user does not
+    /// exist.
+    pub fn user_created(&self, name: &str) -> Option<i64> {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .users
+            .get(name)
+            .map(|user| user.created)
     }
 
     /// Whether the zone exists.
@@ -182,30 +285,40 @@ impl Directory {
     }
 
     /// Whether `user` may do `verb` on `kind` in `zone` and `workspace` (empty where the kind
-    /// has no zone or workspace). A binding must cover the kind, the zone and the workspace the
-    /// request touches, and its role must grant the verb on the kind.
+    /// has no zone or workspace): one binding must cover them as [`RoleBinding::covers`] says
+    /// (a binding limited to a zone or workspace grants nothing cluster-wide, reads of zones,
+    /// workspaces and zoned kinds aside), and its role must grant the verb on the kind.
+    ///
+    /// [`RoleBinding::covers`]: dora_crds::spec::RoleBinding::covers
     pub fn allows(&self, user: &str, verb: Verb, kind: Kind, zone: &str, workspace: &str) -> bool {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let Some(spec) = entries.users.get(user) else {
-            return false;
-        };
-        spec.resources.iter().any(|binding| {
-            binding.covers(kind, zone, workspace)
-                && entries
-                    .roles
-                    .get(&binding.role)
-                    .is_some_and(|role| role.allows(kind, verb))
+        self.any_binding(user, kind, verb, |binding| {
+            binding.covers(kind, verb, zone, workspace)
         })
     }
 
-    /// Whether any binding of `user` could allow `verb` on `kind` in `zone` for some workspace.
+    /// Whether some binding of `user` covers `kind` in `zone` for at least one workspace, with a
+    /// role that grants `verb` on it. A read across the workspaces of a zone may start then; its
+    /// rows must still be filtered with [`Directory::allows`].
     pub fn allows_somewhere(&self, user: &str, verb: Verb, kind: Kind, zone: &str) -> bool {
+        self.any_binding(user, kind, verb, |binding| {
+            binding.covers_some_workspace(kind, verb, zone)
+        })
+    }
+
+    /// Whether one of `user`'s bindings passes `covers` and has a role granting `verb` on `kind`.
+    fn any_binding(
+        &self,
+        user: &str,
+        kind: Kind,
+        verb: Verb,
+        covers: impl Fn(&RoleBinding) -> bool,
+    ) -> bool {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let Some(spec) = entries.users.get(user) else {
+        let Some(user) = entries.users.get(user) else {
             return false;
         };
-        spec.resources.iter().any(|binding| {
-            binding.covers(kind, zone, "")
+        user.spec.resources.iter().any(|binding| {
+            covers(binding)
                 && entries
                     .roles
                     .get(&binding.role)
@@ -219,7 +332,13 @@ impl Entries {
         let name = row.key.name.clone();
         match Kind::parse(&row.key.kind) {
             Some(Kind::User) => match serde_json::from_value(row.resource.clone()) {
-                Ok(spec) => drop(self.users.insert(name, spec)),
+                Ok(spec) => drop(self.users.insert(
+                    name,
+                    User {
+                        spec,
+                        created: row.created,
+                    },
+                )),
                 Err(e) => {
                     tracing::warn!(user = %name, error = %e, "ignoring a user whose spec does not parse")
                 }
@@ -234,5 +353,116 @@ impl Entries {
             Some(Kind::Workspace) => drop(self.workspaces.insert(name)),
             _ => {}
         }
+    }
+
+    fn remove(&mut self, kind: Kind, name: &str) {
+        match kind {
+            Kind::User => drop(self.users.remove(name)),
+            Kind::Role => drop(self.roles.remove(name)),
+            Kind::Zone => drop(self.zones.remove(name)),
+            Kind::Workspace => drop(self.workspaces.remove(name)),
+            _ => {}
+        }
+    }
+
+    fn clear(&mut self, kind: Kind) {
+        match kind {
+            Kind::User => self.users.clear(),
+            Kind::Role => self.roles.clear(),
+            Kind::Zone => self.zones.clear(),
+            Kind::Workspace => self.workspaces.clear(),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dora_store::sqlite::SqliteStore;
+    use dora_store::{ObjectKey, Precondition, SpecWrite};
+    use serde_json::json;
+
+    use super::*;
+
+    fn user_row(name: &str, created: i64) -> Row {
+        Row {
+            key: ObjectKey::new(Kind::User, "", "", name),
+            uid: name.into(),
+            version: 1,
+            generation: 1,
+            spec_hash: String::new(),
+            owner: "admin".into(),
+            labels: Default::default(),
+            created,
+            updated: created,
+            resource: json!({}),
+            desired: serde_json::Value::Null,
+            computed: serde_json::Value::Null,
+            computed_version: 0,
+            observed: serde_json::Value::Null,
+            observed_version: 0,
+        }
+    }
+
+    #[test]
+    fn a_reload_does_not_bring_back_a_user_deleted_meanwhile() {
+        let directory = Directory::default();
+        directory.put(&user_row("bob", 1));
+        directory
+            .write()
+            .during_reload
+            .insert(Kind::User, Vec::new());
+        // Deleted while the reload was reading a store that still had bob.
+        directory.remove(Kind::User, "bob");
+        directory.put(&user_row("carol", 2));
+        directory
+            .finish_reload(Kind::User, Ok(vec![user_row("bob", 1)]))
+            .unwrap();
+        assert!(!directory.has_user("bob"));
+        assert_eq!(directory.user_created("carol"), Some(2));
+        assert!(
+            directory.write().stale.contains(&Kind::User),
+            "read again next round"
+        );
+        directory
+            .write()
+            .during_reload
+            .insert(Kind::User, Vec::new());
+        directory
+            .finish_reload(Kind::User, Ok(vec![user_row("carol", 2)]))
+            .unwrap();
+        assert!(!directory.write().stale.contains(&Kind::User));
+    }
+
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..100 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} did not happen within 10 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn follows_writes_made_behind_its_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("d.db")).unwrap());
+        let (directory, cursor) = Directory::load(store.as_ref()).await.unwrap();
+        tokio::spawn(directory.clone().follow(store.clone(), cursor));
+        let key = ObjectKey::new(Kind::User, "", "", "eve");
+        let write = SpecWrite {
+            key: key.clone(),
+            precondition: Precondition::None,
+            owner: "other-server".into(),
+            labels: Default::default(),
+            spec: json!({}),
+            spec_hash: String::new(),
+            desired: serde_json::Value::Null,
+        };
+        store.put_spec(write).await.unwrap();
+        eventually("seeing eve", || directory.has_user("eve")).await;
+        store.delete(&key, Precondition::None).await.unwrap();
+        eventually("forgetting eve", || !directory.has_user("eve")).await;
     }
 }

@@ -21,6 +21,8 @@ pub struct Identity {
     pub zone: Option<String>,
     /// Workspace used when a request names none.
     pub workspace: Option<String>,
+    /// When the caller's token expires (Unix seconds); `None` for Dora itself.
+    pub expires: Option<u64>,
     /// Dora itself (bootstrap): not subject to role checks.
     pub system: bool,
 }
@@ -32,6 +34,7 @@ impl Identity {
             user: "system".into(),
             zone: None,
             workspace: None,
+            expires: None,
             system: true,
         }
     }

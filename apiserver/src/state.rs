@@ -71,18 +71,52 @@ impl State {
             .verified
             .verify(&self.tokens, token.trim())
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
-        let (zone, workspace) = self
-            .service
-            .directory
+        let directory = &self.service.directory;
+        let (zone, workspace) = directory
             .defaults(&verified.subject)
             .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+        let created = directory
+            .user_created(&verified.subject)
+            .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+        if issued_before(verified.issued_at, created) {
+            return Err(ApiError::unauthorized(
+                "the token was issued to an earlier user of the same name; ask for a new token",
+            ));
+        }
         Ok(Identity {
             user: verified.subject,
             zone: verified.claims.zone.or(zone),
             workspace: verified.claims.workspace.or(workspace),
+            expires: Some(verified.expires),
             system: false,
         })
     }
+
+    /// Checks that `identity` may still use its token: for requests that last (watches).
+    pub fn recheck(&self, identity: &Identity) -> Result<(), ApiError> {
+        if identity.system {
+            return Ok(());
+        }
+        if identity
+            .expires
+            .is_some_and(|expires| expires <= crate::token::now_secs())
+        {
+            return Err(ApiError::unauthorized(
+                "the token has expired; get a new one with `dora token create` and watch again",
+            ));
+        }
+        if !self.service.directory.has_user(&identity.user) {
+            return Err(ApiError::unauthorized("the token's user no longer exists"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a token issued at `issued_at` (Unix seconds) predates a user created at `created`
+/// (Unix milliseconds), beyond the clock skew tolerated between servers.
+fn issued_before(issued_at: u64, created: i64) -> bool {
+    let created_secs = u64::try_from(created.div_euclid(1000)).unwrap_or_default();
+    issued_at.saturating_add(crate::token::LEEWAY_SECS) < created_secs
 }
 
 /// A running-to-be API server over a store.
@@ -97,8 +131,8 @@ impl ApiServer {
         secret: &[u8],
         options: Options,
     ) -> anyhow::Result<Self> {
-        let directory = Directory::load(store.as_ref()).await?;
-        tokio::spawn(directory.clone().follow(store.clone()));
+        let (directory, cursor) = Directory::load(store.as_ref()).await?;
+        tokio::spawn(directory.clone().follow(store.clone(), cursor));
         let state = State {
             service: Service { store, directory },
             tokens: TokenKey::from_secret(secret)?,
@@ -114,6 +148,12 @@ impl ApiServer {
     /// Apply and delete without HTTP (used for the bootstrap).
     pub fn service(&self) -> &Service {
         &self.state.service
+    }
+
+    /// The shared state, for tests of the routes.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> AppState {
+        self.state.clone()
     }
 
     /// The token key, to mint the bootstrap admin's token.
@@ -146,5 +186,25 @@ impl ApiServer {
             .serve(app.into_make_service())
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_older_than_their_user_are_refused() {
+        let created = 1_000_000_500; // milliseconds
+        assert!(!issued_before(1_000_000, created));
+        assert!(!issued_before(
+            1_000_000 - crate::token::LEEWAY_SECS,
+            created
+        ));
+        assert!(issued_before(
+            1_000_000 - crate::token::LEEWAY_SECS - 1,
+            created
+        ));
+        assert!(!issued_before(0, 0));
     }
 }

@@ -4,6 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use rcgen::{
@@ -30,17 +31,39 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-/// Writes a file readable by its owner only.
+/// Writes a file readable by its owner only (mode 0600), whatever mode an existing file had:
+/// the contents go to a new 0600 file in the same folder that then replaces `path`, so that
+/// they are never readable by others, and a crash leaves the old file or the new one whole.
 pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = fs::OpenOptions::new()
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let mut temporary = name.to_os_string();
+    temporary.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let temporary = path.with_file_name(temporary);
+    // Only this process uses this name: what is there was left by a crash of an earlier
+    // process with the same id.
+    let _ = fs::remove_file(&temporary);
+    let written = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(contents)?;
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(contents)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&temporary, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temporary);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
     Ok(())
 }
 
@@ -103,5 +126,33 @@ impl Pki {
                 .with_single_cert(certs, key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_files_end_up_0600_even_when_they_were_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, b"token: secret").unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "token: secret");
+        let fresh = dir.path().join("secret.key");
+        write_private(&fresh, b"new").unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "no temporary file is left behind");
+        assert!(write_private(&dir.path().join("missing/file"), b"x").is_err());
     }
 }

@@ -8,8 +8,16 @@ use serde::{Deserialize, Serialize};
 
 /// Issuer written into and required of every token.
 pub const ISSUER: &str = "dora";
-/// Clock skew tolerated when checking expiry.
-const LEEWAY_SECS: u64 = 5;
+/// Clock skew tolerated when checking expiry and issue time.
+pub(crate) const LEEWAY_SECS: u64 = 5;
+
+/// The current Unix time in seconds.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
 
 /// What a token carries besides the standard claims.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -27,6 +35,8 @@ pub struct TokenClaims {
 pub struct VerifiedToken {
     pub subject: String,
     pub token_id: String,
+    /// Unix seconds.
+    pub issued_at: u64,
     /// Unix seconds.
     pub expires: u64,
     pub claims: TokenClaims,
@@ -86,7 +96,8 @@ impl TokenKey {
         })
     }
 
-    /// Decrypts and checks a token: issuer, expiry, subject and id must all be present.
+    /// Decrypts and checks a token: issuer, issue time, expiry, subject and id must all be
+    /// present.
     pub fn verify(&self, token: &str) -> Option<VerifiedToken> {
         let options = DecryptionOptions {
             claim_options: Some(VerificationOptions {
@@ -103,6 +114,7 @@ impl TokenKey {
         Some(VerifiedToken {
             subject: claims.subject?,
             token_id: claims.jwt_id?,
+            issued_at: claims.issued_at?.as_secs(),
             expires: claims.expires_at?.as_secs(),
             claims: claims.custom,
         })
@@ -121,10 +133,7 @@ const CACHED_TOKENS: usize = 10_000;
 impl VerifiedTokens {
     /// `key.verify(token)`, remembered until the token expires.
     pub fn verify(&self, key: &TokenKey, token: &str) -> Option<VerifiedToken> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now = now_secs();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(hit) = cache.get(token) {
             if hit.expires + LEEWAY_SECS > now {
@@ -169,6 +178,8 @@ mod tests {
         let verified = key(1).verify(&issued.token).unwrap();
         assert_eq!(verified.subject, "alice");
         assert_eq!(verified.token_id, issued.id);
+        assert_eq!(verified.expires, issued.expires);
+        assert!(verified.issued_at + 60 >= verified.expires && verified.issued_at <= now_secs());
         assert_eq!(verified.claims, claims);
     }
 

@@ -742,3 +742,223 @@ async fn watch_streams_changes_and_resumes() {
         StatusCode::BAD_REQUEST
     );
 }
+
+/// Mints a token for `user` as if by the server, and returns it with its expiry.
+fn issue(c: &Cluster, user: &str, lifetime: Duration) -> dora_apiserver::IssuedToken {
+    c.tokens
+        .issue(user, lifetime, TokenClaims::default())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_scoped_admin_stays_in_the_workspace() {
+    let c = start().await;
+    let setup = "apiVersion: v1\nkind: Workspace\nmetadata: {name: team-a}\n---\napiVersion: v1\nkind: User\nmetadata: {name: carol}\nspec:\n  default: {zone: default, workspace: team-a}\n  resources: [{kind: All, zone: default, workspace: team-a, role: admin}]\n---\napiVersion: v1\nkind: User\nmetadata: {name: dave}\nspec:\n  default: {zone: default, workspace: team-a}\n  resources: [{kind: All, zone: default, workspace: team-a, role: user}]\n";
+    let (status, body) = c.apply(&c.admin, setup).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let carol = c.token_for("carol");
+    // Cluster kinds are out of reach: no cluster-wide binding for herself, no roles, no users.
+    let promote = "apiVersion: v1\nkind: User\nmetadata: {name: carol}\nspec:\n  resources: [{kind: All, zone: All, workspace: All, role: admin}]\n";
+    let (status, body) = c.apply(&carol, promote).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = c
+        .call(
+            Method::PUT,
+            "/v1/users/carol",
+            Some(&carol),
+            Some(promote.to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let role =
+        "apiVersion: v1\nkind: Role\nmetadata: {name: mine}\nspec: {permission: {All: [Apply]}}\n";
+    assert_eq!(c.apply(&carol, role).await.0, StatusCode::FORBIDDEN);
+    for path in [
+        "/v1/users/dave",
+        "/v1/users/admin",
+        "/v1/workspaces/default",
+    ] {
+        let (status, body) = c.call(Method::DELETE, path, Some(&carol), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+    }
+    let zone = "apiVersion: v1\nkind: Zone\nmetadata: {name: mine}\n";
+    assert_eq!(c.apply(&carol, zone).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(c.get(&carol, "/v1/users").await.0, StatusCode::FORBIDDEN);
+    let (status, _) = c
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&carol),
+            Some(json!({"user": "dave"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Zoned kinds: readable in her zone, not writable.
+    let price = "apiVersion: v1\nkind: Resourcecredit\nmetadata: {name: h200}\nspec:\n  product_name: NVIDIA H200\n  credit: {per: {hour: 10}}\n";
+    assert_eq!(c.apply(&carol, price).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(c.apply(&c.admin, price).await.0, StatusCode::OK);
+    // Her workspace is hers; reads of zones, workspaces and zoned kinds still work, for the
+    // bootstrap `user` role too.
+    let (status, body) = c.apply(&carol, &workload("hers", "busybox")).await;
+    assert_eq!(
+        (status, body["results"][0]["workspace"].as_str()),
+        (StatusCode::OK, Some("team-a")),
+        "{body}"
+    );
+    let dave = c.token_for("dave");
+    for token in [&carol, &dave] {
+        for path in [
+            "/v1/zones",
+            "/v1/zones/default",
+            "/v1/workspaces",
+            "/v1/workspaces/team-a",
+            "/v1/zones/default/nodes",
+            "/v1/zones/default/gpus",
+            "/v1/zones/default/resourcecredits",
+            "/v1/zones/default/resourcecredits/h200",
+            "/v1/zones/default/workspaces/team-a/workloads",
+        ] {
+            let (status, body) = c.get(token, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        }
+        assert_eq!(
+            c.get(token, "/v1/zones/default/workspaces/default/workloads")
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let (_, zones) = c.get(&dave, "/v1/zones").await;
+    assert_eq!(zones["items"][0]["metadata"]["name"], "default");
+    // An administrator everywhere still may do all of it.
+    assert_eq!(c.apply(&c.admin, role).await.0, StatusCode::OK);
+    assert_eq!(
+        c.call(Method::DELETE, "/v1/users/dave", Some(&c.admin), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_that_do_not_decode_get_json_errors() {
+    let c = start().await;
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let (status, body) = c
+            .call(method.clone(), "/v1/users/%FF", Some(&c.admin), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method}: {body}");
+        assert_eq!(body["error"]["reason"], "BadRequest", "{method}: {body}");
+        assert_eq!(body["status"], 400, "{method}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_minted_tokens_do_not_outlive_the_minting_token() {
+    let c = start().await;
+    let setup = "apiVersion: v1\nkind: User\nmetadata: {name: erin}\nspec:\n  resources: [{kind: All, zone: default, workspace: default, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
+    let own = issue(&c, "erin", Duration::from_secs(600));
+    for request in [json!({}), json!({"expiresIn": "30d"})] {
+        let (status, minted) = c
+            .call(
+                Method::POST,
+                "/v1/tokens",
+                Some(&own.token),
+                Some(request.to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{minted}");
+        let expires = minted["expires"].as_u64().unwrap();
+        assert!(
+            expires <= own.expires && expires + 60 > own.expires,
+            "{expires} vs {}",
+            own.expires
+        );
+        let (status, _) = c.get(minted["token"].as_str().unwrap(), "/v1/whoami").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // A shorter token is not lengthened; an administrator everywhere is not capped.
+    let (_, minted) = c
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&own.token),
+            Some(json!({"expiresIn": "60s"}).to_string()),
+        )
+        .await;
+    assert!(minted["expires"].as_u64().unwrap() < own.expires - 500);
+    let admin = issue(&c, "admin", Duration::from_secs(600));
+    let (_, minted) = c
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&admin.token),
+            Some(json!({"expiresIn": "30d"}).to_string()),
+        )
+        .await;
+    assert!(minted["expires"].as_u64().unwrap() > admin.expires + 86_400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_an_earlier_user_of_the_same_name_are_refused() {
+    let c = start().await;
+    let user = "apiVersion: v1\nkind: User\nmetadata: {name: frank}\nspec:\n  resources: [{kind: All, zone: default, workspace: default, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, user).await.0, StatusCode::OK);
+    // A token issued an hour ago, to the frank of then, still unexpired.
+    let old = {
+        use jwt_simple::prelude::{A256KWKey, Claims, Clock, Duration};
+        let mut claims =
+            Claims::with_custom_claims(TokenClaims::default(), Duration::from_secs(7200))
+                .with_issuer("dora")
+                .with_subject("frank")
+                .with_jwt_id("before");
+        let past = Clock::now_since_epoch() - Duration::from_secs(3600);
+        claims.issued_at = Some(past);
+        claims.expires_at = Some(past + Duration::from_secs(7200));
+        A256KWKey::from_bytes(&c.secret)
+            .unwrap()
+            .encrypt(claims)
+            .unwrap()
+    };
+    let (status, body) = c.get(&old, "/v1/whoami").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("earlier user"),
+        "{body}"
+    );
+    assert_eq!(
+        c.get(&c.token_for("frank"), "/v1/whoami").await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_end_when_the_token_expires() {
+    let c = start().await;
+    let short = issue(&c, "admin", Duration::from_secs(2));
+    let response = c
+        .http
+        .get(format!("{}{WORKLOADS}?watch=true", c.url))
+        .bearer_auth(&short.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = Box::pin(response.bytes_stream());
+    let mut buffer = Vec::new();
+    let last = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(
+        (last["type"].as_str(), last["status"].as_u64()),
+        (Some("ERROR"), Some(401)),
+        "{last}"
+    );
+    assert_eq!(last["error"]["reason"], "Unauthorized");
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "the stream ends after the ERROR line");
+}

@@ -94,10 +94,22 @@ impl Client {
 
     /// The zone and workspace a command on `kind` acts in.
     pub async fn place(&mut self, kind: Kind, all_workspaces: bool) -> anyhow::Result<Place> {
+        self.place_with(kind, None, None, all_workspaces).await
+    }
+
+    /// The zone and workspace a command on `kind` acts in: `zone` and `workspace` where given
+    /// (by a document), the defaults only for what they leave out.
+    pub async fn place_with(
+        &mut self,
+        kind: Kind,
+        zone: Option<&str>,
+        workspace: Option<&str>,
+        all_workspaces: bool,
+    ) -> anyhow::Result<Place> {
         let scope = kind.scope();
-        if (scope.has_zone() && self.zone.is_none())
-            || (scope.has_workspace() && self.workspace.is_none())
-        {
+        let wants_zone = scope.has_zone() && zone.is_none();
+        let wants_workspace = scope.has_workspace() && !all_workspaces && workspace.is_none();
+        if (wants_zone && self.zone.is_none()) || (wants_workspace && self.workspace.is_none()) {
             let me = self.json(Method::GET, "/v1/whoami", &[], None).await?;
             self.zone = self.zone.take().or(me["zone"].as_str().map(str::to_string));
             self.workspace = self
@@ -105,16 +117,19 @@ impl Client {
                 .take()
                 .or(me["workspace"].as_str().map(str::to_string));
         }
-        let zone = match (scope.has_zone(), &self.zone) {
+        let zone = match (scope.has_zone(), zone.or(self.zone.as_deref())) {
             (false, _) => String::new(),
-            (true, Some(zone)) => zone.clone(),
+            (true, Some(zone)) => zone.to_string(),
             (true, None) => bail!(
                 "{kind} lives in a zone and none is set; pass -z ZONE or run `dora config use-zone ZONE`"
             ),
         };
-        let workspace = match (scope.has_workspace() && !all_workspaces, &self.workspace) {
+        let workspace = match (
+            scope.has_workspace() && !all_workspaces,
+            workspace.or(self.workspace.as_deref()),
+        ) {
             (false, _) => None,
-            (true, Some(ws)) => Some(ws.clone()),
+            (true, Some(ws)) => Some(ws.to_string()),
             (true, None) => bail!(
                 "{kind} lives in a workspace and none is set; pass -g WORKSPACE or run `dora config use-workspace WORKSPACE`"
             ),

@@ -68,22 +68,64 @@ fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 fn parse_env(env: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     env.iter()
         .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-            _ => bail!("-e takes KEY=VALUE, got {pair:?}"),
+            Some((key, value)) if is_name(key) => Ok((key.to_string(), value.to_string())),
+            Some((key, _)) => {
+                bail!("-e {key:?}: a name is letters, digits and _ and does not start with a digit")
+            }
+            None => bail!("-e takes KEY=VALUE, got {pair:?}"),
         })
         .collect()
 }
 
-/// Replaces `${KEY}` and `$KEY` (longest keys first, so `$AB` is not eaten by `$A`).
-fn substitute(text: &str, vars: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> = vars.iter().collect();
-    sorted.sort_by_key(|(key, _)| std::cmp::Reverse(key.len()));
-    let mut out = text.to_string();
-    for (key, value) in sorted {
-        out = out
-            .replace(&format!("${{{key}}}"), value)
-            .replace(&format!("${key}"), value);
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Whether `text` is a variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_name(text: &str) -> bool {
+    text.chars().all(is_name_char) && text.chars().next().is_some_and(|c| !c.is_ascii_digit())
+}
+
+/// The variable named right after a `$`: `{NAME}` or `NAME` up to the first character that
+/// cannot be part of a name. Returns the name and how many bytes the reference takes.
+fn reference(text: &str) -> Option<(&str, usize)> {
+    if let Some(braced) = text.strip_prefix('{') {
+        let end = braced.find('}')?;
+        let name = &braced[..end];
+        return is_name(name).then_some((name, end + 2));
     }
+    let end = text.find(|c| !is_name_char(c)).unwrap_or(text.len());
+    let name = &text[..end];
+    is_name(name).then_some((name, end))
+}
+
+/// Replaces `${KEY}` and `$KEY` in one pass: a `$KEY` reference runs to the end of the name
+/// (`$APPLE` is not `$A` followed by `PPLE`), values are not scanned again, and names that are
+/// not given are left as they are.
+fn substitute(text: &str, vars: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..dollar]);
+        let after = &rest[dollar + 1..];
+        let value = reference(after).and_then(|(name, len)| {
+            vars.iter()
+                .rev()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| (value, len))
+        });
+        match value {
+            Some((value, len)) => {
+                out.push_str(value);
+                rest = &after[len..];
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -91,10 +133,52 @@ fn substitute(text: &str, vars: &[(String, String)]) -> String {
 mod tests {
     use super::*;
 
+    fn vars(pairs: &[&str]) -> Vec<(String, String)> {
+        let pairs: Vec<String> = pairs.iter().map(|p| p.to_string()).collect();
+        parse_env(&pairs).unwrap()
+    }
+
     #[test]
-    fn substitutes_both_forms_longest_first() {
-        let vars = parse_env(&["A=1".into(), "AB=2".into()]).unwrap();
+    fn substitutes_both_forms_by_whole_name() {
+        let vars = vars(&["A=1", "AB=2"]);
         assert_eq!(substitute("$AB ${A} $A", &vars), "2 1 1");
+        assert_eq!(substitute("$A-$AB.$A_x ${A}B", &vars), "1-2.$A_x 1B");
         assert!(parse_env(&["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn a_name_is_not_replaced_inside_a_longer_one() {
+        let vars = vars(&["A=1"]);
+        assert_eq!(
+            substitute("$APPLE ${APPLE} $A9 $A_", &vars),
+            "$APPLE ${APPLE} $A9 $A_"
+        );
+        assert_eq!(substitute("image: \"$A\"", &vars), "image: \"1\"");
+    }
+
+    #[test]
+    fn values_are_not_substituted_again() {
+        let vars = vars(&["A=$B", "B=x", "C=${A}"]);
+        assert_eq!(substitute("$A ${C} $B", &vars), "$B ${A} x");
+    }
+
+    #[test]
+    fn unknown_names_and_stray_dollars_stay() {
+        let vars = vars(&["A=1"]);
+        for text in [
+            "$", "$$", "$ A", "${", "${A", "${}", "${1A}", "$1", "cost: 5$", "ü$ü",
+        ] {
+            assert_eq!(substitute(text, &vars), text, "{text:?}");
+        }
+        assert_eq!(substitute("$$A", &vars), "$1");
+        assert_eq!(substitute("ü$Aü", &vars), "ü1ü");
+    }
+
+    #[test]
+    fn keys_must_be_names() {
+        for bad in ["=1", "A-B=1", "1A=1", "A B=1", "$A=1"] {
+            assert!(parse_env(&[bad.into()]).is_err(), "{bad:?}");
+        }
+        assert_eq!(vars(&["_a1=x=y"]), vec![("_a1".into(), "x=y".into())]);
     }
 }

@@ -125,14 +125,14 @@ impl Duration {
     /// Parses `90s`, `15m`, `2h`, `7d`.
     pub fn parse(text: &str) -> Option<Self> {
         let text = text.trim();
-        let split = text.len().checked_sub(1)?;
-        let (number, unit) = text.split_at(split);
+        let unit = text.chars().last()?;
+        let number = text.strip_suffix(unit)?;
         let n: u64 = number.parse().ok()?;
         let secs = match unit {
-            "s" => n,
-            "m" => n.checked_mul(60)?,
-            "h" => n.checked_mul(3600)?,
-            "d" => n.checked_mul(86_400)?,
+            's' => n,
+            'm' => n.checked_mul(60)?,
+            'h' => n.checked_mul(3600)?,
+            'd' => n.checked_mul(86_400)?,
             _ => return None,
         };
         Some(Duration(std::time::Duration::from_secs(secs)))
@@ -215,5 +215,21 @@ mod tests {
         }
         assert!(Duration::parse("10x").is_none());
         assert!(Duration::parse("").is_none());
+    }
+
+    #[test]
+    fn durations_ending_in_other_scripts_are_refused_not_a_panic() {
+        for text in [
+            "1ü",
+            "ü",
+            "5é",
+            "10日",
+            "7d\u{301}",
+            "s",
+            "-1s",
+            "99999999999999999999d",
+        ] {
+            assert!(Duration::parse(text).is_none(), "{text:?}");
+        }
     }
 }

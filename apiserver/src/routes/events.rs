@@ -109,13 +109,12 @@ pub(super) async fn events(
         .map(|e| e.id.clone())
         .or(query.after.clone())
         .or_else(|| Some(uuid::Uuid::now_v7().to_string()));
-    let store = state.service.store.clone();
     let feed = EventFeed {
-        state,
-        identity,
+        state: state.clone(),
+        identity: identity.clone(),
         query: EventQuery { after, ..query },
     };
-    Ok(ndjson(&store, initial, feed))
+    Ok(ndjson(state, identity, initial, feed))
 }
 
 fn render(event: &Event) -> serde_json::Value {

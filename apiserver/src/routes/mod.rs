@@ -104,6 +104,11 @@ pub(crate) fn query_rejection(e: axum::extract::rejection::QueryRejection) -> Ap
     ApiError::bad_request(format!("invalid query string: {}", e.body_text()))
 }
 
+/// A path that does not decode (bad percent-encoding, not UTF-8) as a JSON error.
+pub(crate) fn path_rejection(e: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid path: {}", e.body_text()))
+}
+
 pub(crate) fn json_response<T: serde::Serialize>(
     status: axum::http::StatusCode,
     value: &T,

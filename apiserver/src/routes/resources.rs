@@ -1,7 +1,7 @@
 //! `GET`, `PUT` and `DELETE` under `/v1/...` for every kind.
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -11,7 +11,7 @@ use dora_store::{ListQuery, ObjectKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{flag, json_response, parse_limit, query_rejection, read_text, watch};
+use super::{flag, json_response, parse_limit, path_rejection, query_rejection, read_text, watch};
 use crate::path::{self, Target};
 use crate::state::AppState;
 use crate::{ApiError, Identity, render};
@@ -109,10 +109,11 @@ pub(super) fn visible(state: &AppState, identity: &Identity, verb: Verb, key: &O
 pub(super) async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
+    let Path(path) = path.map_err(path_rejection)?;
     let target = path::parse(&path)?;
     let Query(params) = params.map_err(query_rejection)?;
     check_zone(&state, &target)?;
@@ -296,10 +297,11 @@ async fn view(
 pub(super) async fn put(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
+    let Path(path) = path.map_err(path_rejection)?;
     let target = path::parse(&path)?;
     let name = target.name.clone().ok_or_else(|| {
         ApiError::bad_request(
@@ -366,10 +368,11 @@ pub(super) async fn put(
 pub(super) async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     params: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
+    let Path(path) = path.map_err(path_rejection)?;
     let target = path::parse(&path)?;
     let Query(params) = params.map_err(query_rejection)?;
     let name = target

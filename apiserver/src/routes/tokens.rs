@@ -40,21 +40,18 @@ pub(super) async fn create(
             .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?
     };
     let user = request.user.unwrap_or_else(|| identity.user.clone());
-    if user != identity.user {
-        // Minting for someone else is an administrator's act: it needs Token on every user.
-        state
-            .service
-            .authorize(&identity, Verb::Token, Kind::User, "", "")?;
-        if !state
+    // Minting for someone else, or for longer than one's own token lasts, is an
+    // administrator's act: it needs Token on User through a binding with zone and workspace All.
+    let everywhere = identity.system
+        || state
             .service
             .directory
-            .allows(&identity.user, Verb::Token, Kind::User, "All", "All")
-        {
-            return Err(ApiError::forbidden(format!(
-                "user {} may only create tokens for itself; minting for {user} needs Token on User in all zones and workspaces",
-                identity.user
-            )));
-        }
+            .allows(&identity.user, Verb::Token, Kind::User, "All", "All");
+    if user != identity.user && !everywhere {
+        return Err(ApiError::forbidden(format!(
+            "user {} may only create tokens for itself; minting for {user} needs Token on User in all zones and workspaces",
+            identity.user
+        )));
     }
     if !state.service.directory.has_user(&user) {
         return Err(ApiError::invalid(
@@ -62,7 +59,31 @@ pub(super) async fn create(
             format!("no user {user:?}; apply a User first"),
         ));
     }
-    let lifetime = match request.expires_in.as_deref() {
+    let mut lifetime = lifetime(request.expires_in.as_deref(), &state)?;
+    if !everywhere && let Some(expires) = identity.expires {
+        // A token may not outlive the one that minted it.
+        let left = expires.saturating_sub(crate::token::now_secs());
+        if left == 0 {
+            return Err(ApiError::unauthorized(
+                "your token expires now; log in again before creating another",
+            ));
+        }
+        lifetime = lifetime.min(Duration::from_secs(left));
+    }
+    let claims = TokenClaims {
+        zone: request.zone,
+        workspace: request.workspace,
+    };
+    let issued = state
+        .tokens
+        .issue(&user, lifetime, claims)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
+    Ok(json_response(StatusCode::CREATED, &issued))
+}
+
+/// The requested lifetime (`expiresIn`), or the default; at most the configured maximum.
+fn lifetime(expires_in: Option<&str>, state: &AppState) -> Result<Duration, ApiError> {
+    let lifetime = match expires_in {
         None => DEFAULT_LIFETIME,
         Some(text) => dora_crds::Duration::parse(text)
             .map(|d| d.0)
@@ -83,15 +104,7 @@ pub(super) async fn create(
             ),
         ));
     }
-    let claims = TokenClaims {
-        zone: request.zone,
-        workspace: request.workspace,
-    };
-    let issued = state
-        .tokens
-        .issue(&user, lifetime, claims)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
-    Ok(json_response(StatusCode::CREATED, &issued))
+    Ok(lifetime)
 }
 
 pub(super) async fn whoami(

@@ -2,14 +2,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dora_crds::spec::Verb;
-use dora_store::{ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, Store};
+use dora_store::{ChangeFilter, ChangeOp, Columns, Cursor, ListQuery};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -40,9 +39,18 @@ fn line(value: &serde_json::Value) -> Vec<u8> {
 }
 
 /// Streams `initial` then whatever `feed` yields; wakes on local writes, polls for others.
-pub(super) fn ndjson<F: Feed>(store: &Arc<dyn Store>, initial: Vec<u8>, feed: F) -> Response {
+/// The stream ends with an ERROR line (401) once the caller's token expires or its user is
+/// deleted.
+pub(super) fn ndjson<F: Feed>(
+    state: AppState,
+    identity: Identity,
+    initial: Vec<u8>,
+    feed: F,
+) -> Response {
     struct Run<F> {
         feed: F,
+        state: AppState,
+        identity: Identity,
         wake: watch::Receiver<u64>,
         initial: Option<Vec<u8>>,
         quiet_since: Instant,
@@ -50,7 +58,9 @@ pub(super) fn ndjson<F: Feed>(store: &Arc<dyn Store>, initial: Vec<u8>, feed: F)
     }
     let run = Run {
         feed,
-        wake: store.subscribe(),
+        wake: state.service.store.subscribe(),
+        state,
+        identity,
         initial: Some(initial),
         quiet_since: Instant::now(),
         done: false,
@@ -64,7 +74,11 @@ pub(super) fn ndjson<F: Feed>(store: &Arc<dyn Store>, initial: Vec<u8>, feed: F)
         }
         loop {
             run.wake.borrow_and_update();
-            match run.feed.next_lines().await {
+            let lines = match run.state.recheck(&run.identity) {
+                Ok(()) => run.feed.next_lines().await,
+                Err(error) => Err(error),
+            };
+            match lines {
                 Ok(lines) if !lines.is_empty() => {
                     run.quiet_since = Instant::now();
                     return Some((Ok(Bytes::from(lines)), run));
@@ -109,7 +123,15 @@ struct ResourceFeed {
 impl Feed for ResourceFeed {
     async fn next_lines(&mut self) -> Result<Vec<u8>, ApiError> {
         let store = &self.state.service.store;
+        // Read before the changes: nothing the query below misses can lie before it.
+        let head = store.head().await?;
         let changes = store.changes(&self.filter, &self.cursor, BATCH).await?;
+        if changes.is_empty() {
+            // Nothing of ours up to `head`: move there, so that a quiet watch (and its
+            // bookmarks) keep a position the change feed still holds.
+            self.cursor = head;
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         for change in changes {
             self.cursor = change.cursor.clone();
@@ -192,10 +214,70 @@ pub(super) async fn resources(
         }
     };
     let feed = ResourceFeed {
-        state,
-        identity,
+        state: state.clone(),
+        identity: identity.clone(),
         filter,
         cursor,
     };
-    Ok(ndjson(&store, initial, feed))
+    Ok(ndjson(state, identity, initial, feed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dora_store::sqlite::SqliteStore;
+
+    use super::*;
+    use crate::{ApiServer, Options};
+
+    const BOOTSTRAP: &str = include_str!("../../../manifests/bootstrap.yaml");
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_watch_keeps_up_with_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("dora.db")).unwrap();
+        let server = ApiServer::new(Arc::new(store), &[7; 32], Options::default())
+            .await
+            .unwrap();
+        let service = server.service();
+        let system = Identity::system();
+        for result in service.apply_manifest(&system, BOOTSTRAP).await {
+            result.unwrap();
+        }
+        let start = service.store.head().await.unwrap();
+        let mut feed = ResourceFeed {
+            state: server.state(),
+            identity: system.clone(),
+            filter: ChangeFilter {
+                kind: "Workload".into(),
+                zone: "default".into(),
+                workspace: Some("default".into()),
+                name: None,
+            },
+            cursor: start.clone(),
+        };
+        // Writes the watch does not want move it along all the same.
+        let other = "apiVersion: v1\nkind: Workspace\nmetadata: {name: other}\n";
+        service.apply_manifest(&system, other).await[0]
+            .clone()
+            .unwrap();
+        assert!(feed.next_lines().await.unwrap().is_empty());
+        let head = service.store.head().await.unwrap();
+        assert_ne!(head, start);
+        assert_eq!(feed.cursor, head);
+        let bookmark = String::from_utf8(feed.bookmark()).unwrap();
+        assert!(bookmark.contains(&format!("\"{head}\"")), "{bookmark}");
+        // What it wants still comes, once.
+        let workload = "apiVersion: v1\nkind: Workload\nmetadata: {name: w, zone: default, workspace: default}\nspec: {replica: {count: 1}, image: {image: x}}\n";
+        service.apply_manifest(&system, workload).await[0]
+            .clone()
+            .unwrap();
+        let lines = String::from_utf8(feed.next_lines().await.unwrap()).unwrap();
+        assert!(
+            lines.contains("\"ADDED\"") && lines.lines().count() == 1,
+            "{lines}"
+        );
+        assert!(feed.next_lines().await.unwrap().is_empty());
+    }
 }

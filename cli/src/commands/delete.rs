@@ -19,10 +19,11 @@ async fn delete_one(
     workspace: Option<&str>,
     name: &str,
 ) -> anyhow::Result<()> {
-    let place = client.place(kind, false).await?;
-    let zone = zone.unwrap_or(&place.zone);
-    let workspace = workspace.or(place.workspace.as_deref());
-    let path = format!("{}/{name}", collection_path(kind, zone, workspace));
+    let place = client.place_with(kind, zone, workspace, false).await?;
+    let path = format!(
+        "{}/{name}",
+        collection_path(kind, &place.zone, place.workspace.as_deref())
+    );
     client.json(Method::DELETE, &path, &[], None).await?;
     println!("{} deleted", label(kind.name(), name));
     Ok(())

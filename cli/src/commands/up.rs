@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey, write_private};
+use dora_crds::Kind;
+use dora_store::ListQuery;
 use dora_store::sqlite::SqliteStore;
 
 use crate::args::UpArgs;
@@ -25,9 +27,9 @@ fn default_data_dir() -> PathBuf {
     base.join("dora")
 }
 
-fn load_or_create_secret(path: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
+fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     match std::fs::read(path) {
-        Ok(secret) if secret.len() == 32 => Ok((secret, false)),
+        Ok(secret) if secret.len() == 32 => Ok(secret),
         Ok(_) => bail!(
             "{} is not a 32-byte secret; restore it from a backup",
             path.display()
@@ -35,10 +37,115 @@ fn load_or_create_secret(path: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = TokenKey::generate_secret();
             write_private(path, &secret)?;
-            Ok((secret, true))
+            Ok(secret)
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// Whether the cluster still needs its bootstrap: no user exists, so nobody could log in. The
+/// bootstrap applies the admin user last, so a start that stopped before it is done again.
+async fn needs_bootstrap(server: &ApiServer) -> anyhow::Result<bool> {
+    let query = ListQuery {
+        kind: Kind::User.name().into(),
+        scope: Kind::User.scope(),
+        zone: String::new(),
+        workspace: None,
+        after: None,
+        limit: 1,
+    };
+    let page = server
+        .service()
+        .store
+        .list(&query)
+        .await
+        .context("cannot read the users from the store")?;
+    Ok(page.rows.is_empty())
+}
+
+/// The URL clients use to reach `listener`.
+fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
+    let address = listener.local_addr()?;
+    let host = if address.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        address.ip().to_string()
+    };
+    Ok(if address.is_ipv6() {
+        format!("https://[{host}]:{}", address.port())
+    } else {
+        format!("https://{host}:{}", address.port())
+    })
+}
+
+/// Applies the bootstrap manifest, mints the admin token, saves it in the CLI profile "local"
+/// and prints it once.
+async fn bootstrap(
+    server: &ApiServer,
+    url: &str,
+    pki: &Pki,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let mut failed = false;
+    for result in server
+        .service()
+        .apply_manifest(&Identity::system(), BOOTSTRAP)
+        .await
+    {
+        if let Err(e) = result {
+            eprintln!("error: bootstrap manifest: {}", e.message);
+            failed = true;
+        }
+    }
+    if failed {
+        bail!("the bootstrap manifests did not apply");
+    }
+    let token = server
+        .tokens()
+        .issue("admin", ADMIN_TOKEN_LIFETIME, TokenClaims::default())?;
+    let mut config = Config::load()?;
+    config.profiles.insert(
+        "local".into(),
+        Profile {
+            api_server: url.to_string(),
+            token: token.token.clone(),
+            ca: Some(std::fs::read_to_string(pki.ca_path())?),
+            zone: Some("default".into()),
+            workspace: Some("default".into()),
+        },
+    );
+    config.current.get_or_insert_with(|| "local".into());
+    let config_path = config.save()?;
+    println!("Dora is up at {url} (data in {})", data_dir.display());
+    println!();
+    println!(
+        "Admin token, shown this once and saved in profile \"local\" of {}:",
+        config_path.display()
+    );
+    println!("  {}", token.token);
+    println!();
+    println!("Cluster CA for other machines: {}", pki.ca_path().display());
+    println!("Next:");
+    println!("  dora apply -f examples/process-workload.yaml");
+    println!("  dora get workloads");
+    println!("  dora events -w");
+    Ok(())
+}
+
+/// Points the CLI profile "local" at `url` after a restart on another port.
+fn update_profile(url: &str, data_dir: &Path) -> anyhow::Result<()> {
+    let mut config = Config::load()?;
+    if let Some(profile) = config.profiles.get_mut("local")
+        && profile.api_server != url
+    {
+        profile.api_server = url.to_string();
+        config.save()?;
+    }
+    println!(
+        "Dora is up at {url} (data in {}); the CLI profile \"local\" points at it",
+        data_dir.display()
+    );
+    Ok(())
 }
 
 fn certificate_names(listen: IpAddr) -> Vec<String> {
@@ -87,86 +194,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let (secret, first_start) = load_or_create_secret(&data_dir.join("secret.key"))?;
-    let pki = Pki::new(data_dir.join("pki"));
-    pki.ensure(&certificate_names(args.listen.ip()))?;
-    let store = SqliteStore::open(data_dir.join("dora.db"))
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    let server = ApiServer::new(Arc::new(store), &secret, Options::default()).await?;
+    // Listen first, so that a busy port stops the start before anything is created.
     let listener = TcpListener::bind(args.listen).with_context(|| {
         format!(
             "cannot listen on {}; is another `dora up` running? pass --listen ADDR:PORT",
             args.listen
         )
     })?;
-    let address = listener.local_addr()?;
-    let host = if address.ip().is_unspecified() {
-        "127.0.0.1".to_string()
+    let url = url_of(&listener)?;
+    let secret = load_or_create_secret(&data_dir.join("secret.key"))?;
+    let pki = Pki::new(data_dir.join("pki"));
+    pki.ensure(&certificate_names(args.listen.ip()))?;
+    let store = SqliteStore::open(data_dir.join("dora.db"))
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let server = ApiServer::new(Arc::new(store), &secret, Options::default()).await?;
+    if needs_bootstrap(&server).await? {
+        bootstrap(&server, &url, &pki, &data_dir).await?;
     } else {
-        address.ip().to_string()
-    };
-    let url = if address.is_ipv6() {
-        format!("https://[{host}]:{}", address.port())
-    } else {
-        format!("https://{host}:{}", address.port())
-    };
-
-    if first_start {
-        let mut failed = false;
-        for result in server
-            .service()
-            .apply_manifest(&Identity::system(), BOOTSTRAP)
-            .await
-        {
-            if let Err(e) = result {
-                eprintln!("error: bootstrap manifest: {}", e.message);
-                failed = true;
-            }
-        }
-        if failed {
-            bail!("the bootstrap manifests did not apply");
-        }
-        let token = server
-            .tokens()
-            .issue("admin", ADMIN_TOKEN_LIFETIME, TokenClaims::default())?;
-        let mut config = Config::load()?;
-        config.profiles.insert(
-            "local".into(),
-            Profile {
-                api_server: url.clone(),
-                token: token.token.clone(),
-                ca: Some(std::fs::read_to_string(pki.ca_path())?),
-                zone: Some("default".into()),
-                workspace: Some("default".into()),
-            },
-        );
-        config.current.get_or_insert_with(|| "local".into());
-        let config_path = config.save()?;
-        println!("Dora is up at {url} (data in {})", data_dir.display());
-        println!();
-        println!(
-            "Admin token, shown this once and saved in profile \"local\" of {}:",
-            config_path.display()
-        );
-        println!("  {}", token.token);
-        println!();
-        println!("Cluster CA for other machines: {}", pki.ca_path().display());
-        println!("Next:");
-        println!("  dora apply -f examples/process-workload.yaml");
-        println!("  dora get workloads");
-        println!("  dora events -w");
-    } else {
-        let mut config = Config::load()?;
-        if let Some(profile) = config.profiles.get_mut("local")
-            && profile.api_server != url
-        {
-            profile.api_server = url.clone();
-            config.save()?;
-        }
-        println!(
-            "Dora is up at {url} (data in {}); the CLI profile \"local\" points at it",
-            data_dir.display()
-        );
+        update_profile(&url, &data_dir)?;
     }
     tracing::info!(%url, "serving");
     server

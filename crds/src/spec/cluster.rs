@@ -104,13 +104,63 @@ pub struct RoleBinding {
     pub role: String,
 }
 
+impl Verb {
+    /// Verbs that only read what they address (`Get`, `GetOne`); some bindings that may not
+    /// write a kind may still read it (see [`RoleBinding::covers`]).
+    pub fn is_read(self) -> bool {
+        matches!(self, Verb::Get | Verb::GetOne)
+    }
+}
+
+/// Whether a binding's `pattern` (a name or `All`) reaches `value`. An empty `value` means the
+/// request is not confined to one zone or workspace: it reaches all of them, so only `All` does.
+fn reaches(pattern: &str, value: &str) -> bool {
+    pattern == super::ALL || (!value.is_empty() && pattern == value)
+}
+
 impl RoleBinding {
-    /// Whether this binding covers `kind` in `zone` and `workspace` (empty = not scoped).
-    pub fn covers(&self, kind: Kind, zone: &str, workspace: &str) -> bool {
-        let matches = |pattern: &str, value: &str| pattern == super::ALL || pattern == value;
-        (self.kind == super::ALL || Kind::parse(&self.kind) == Some(kind))
-            && (zone.is_empty() || matches(&self.zone, zone))
-            && (workspace.is_empty() || matches(&self.workspace, workspace))
+    /// Whether the binding names `kind` (or `All`).
+    pub fn covers_kind(&self, kind: Kind) -> bool {
+        self.kind == super::ALL || Kind::parse(&self.kind) == Some(kind)
+    }
+
+    /// Whether this binding covers `verb` on `kind` in `zone` and `workspace`, where an empty
+    /// zone or workspace means the kind is not scoped by it (cluster kinds have neither, zoned
+    /// kinds have no workspace).
+    ///
+    /// The rule:
+    /// - the binding's kind is `All` or `kind`;
+    /// - a zone or workspace the request names must be matched by the binding's (`All` or
+    ///   the same name);
+    /// - a zone or workspace the kind is not scoped by reaches every zone or workspace at once,
+    ///   so the binding's must be `All`: a binding limited to one zone or workspace never
+    ///   grants writes (Apply, Delete, Token, ...) on User, Role, Zone or Workspace, nor on a
+    ///   zoned kind (Node, Storage, Resourcecredit, Usercredit, GPU, CPU) unless its workspace
+    ///   is `All`;
+    /// - except for reads (Get, GetOne): any binding of the kind lets one read Zones and
+    ///   Workspaces, and a binding whose zone matches lets one read a zoned kind in that zone
+    ///   whatever its workspace.
+    pub fn covers(&self, kind: Kind, verb: Verb, zone: &str, workspace: &str) -> bool {
+        if !self.covers_kind(kind) {
+            return false;
+        }
+        let scope = kind.scope();
+        let read = verb.is_read();
+        let directory_read = read && matches!(kind, Kind::Zone | Kind::Workspace);
+        let zone_ok = directory_read || reaches(&self.zone, zone);
+        let unscoped_workspace_read = read && !scope.has_workspace() && scope.has_zone();
+        let workspace_ok =
+            directory_read || unscoped_workspace_read || reaches(&self.workspace, workspace);
+        zone_ok && workspace_ok
+    }
+
+    /// Whether this binding covers `verb` on `kind` in `zone` for at least one workspace: the
+    /// zone is checked as in [`RoleBinding::covers`], the workspace not at all. Used to let a
+    /// read across the workspaces of a zone start; what it returns is then filtered row by row
+    /// with [`RoleBinding::covers`].
+    pub fn covers_some_workspace(&self, kind: Kind, verb: Verb, zone: &str) -> bool {
+        let directory_read = verb.is_read() && matches!(kind, Kind::Zone | Kind::Workspace);
+        self.covers_kind(kind) && (directory_read || reaches(&self.zone, zone))
     }
 }
 
@@ -152,5 +202,88 @@ impl UserSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(kind: &str, zone: &str, workspace: &str) -> RoleBinding {
+        RoleBinding {
+            kind: kind.into(),
+            zone: zone.into(),
+            workspace: workspace.into(),
+            role: "admin".into(),
+        }
+    }
+
+    const WRITES: [Verb; 3] = [Verb::Apply, Verb::Delete, Verb::Token];
+
+    #[test]
+    fn a_workspace_binding_grants_nothing_cluster_wide() {
+        let scoped = binding("All", "default", "team-a");
+        for kind in [Kind::User, Kind::Role, Kind::Zone, Kind::Workspace] {
+            for verb in WRITES {
+                assert!(!scoped.covers(kind, verb, "", ""), "{verb:?} {kind}");
+            }
+        }
+        assert!(!scoped.covers(Kind::User, Verb::Get, "", ""));
+        assert!(!scoped.covers(Kind::Role, Verb::GetOne, "", ""));
+        let zone_only = binding("All", "default", "All");
+        assert!(!zone_only.covers(Kind::User, Verb::Apply, "", ""));
+        let workspace_only = binding("All", "All", "team-a");
+        assert!(!workspace_only.covers(Kind::Role, Verb::Apply, "", ""));
+        let everywhere = binding("All", "All", "All");
+        for verb in WRITES {
+            assert!(everywhere.covers(Kind::User, verb, "", ""));
+        }
+    }
+
+    #[test]
+    fn zones_and_workspaces_are_readable_by_any_binding_of_the_kind() {
+        let scoped = binding("All", "default", "team-a");
+        for kind in [Kind::Zone, Kind::Workspace] {
+            assert!(scoped.covers(kind, Verb::Get, "", ""));
+            assert!(scoped.covers(kind, Verb::GetOne, "", ""));
+            assert!(!scoped.covers(kind, Verb::Describe, "", ""));
+        }
+        assert!(!binding("Workload", "All", "All").covers(Kind::Zone, Verb::Get, "", ""));
+    }
+
+    #[test]
+    fn zoned_kinds_need_the_zone_to_read_and_every_workspace_to_write() {
+        let scoped = binding("All", "default", "team-a");
+        for kind in [Kind::Node, Kind::Storage, Kind::Gpu, Kind::Resourcecredit] {
+            assert!(scoped.covers(kind, Verb::Get, "default", ""), "{kind}");
+            assert!(scoped.covers(kind, Verb::GetOne, "default", ""), "{kind}");
+            assert!(!scoped.covers(kind, Verb::Get, "other", ""), "{kind}");
+            assert!(!scoped.covers(kind, Verb::Apply, "default", ""), "{kind}");
+            assert!(!scoped.covers(kind, Verb::Delete, "default", ""), "{kind}");
+        }
+        let zone_admin = binding("All", "default", "All");
+        assert!(zone_admin.covers(Kind::Node, Verb::Apply, "default", ""));
+        assert!(!zone_admin.covers(Kind::Node, Verb::Apply, "other", ""));
+    }
+
+    #[test]
+    fn workspaced_kinds_need_both_to_match() {
+        let scoped = binding("All", "default", "team-a");
+        assert!(scoped.covers(Kind::Workload, Verb::Apply, "default", "team-a"));
+        assert!(!scoped.covers(Kind::Workload, Verb::Apply, "default", "team-b"));
+        assert!(!scoped.covers(Kind::Workload, Verb::Get, "other", "team-a"));
+        // A request that does not name its workspace reaches them all.
+        assert!(!scoped.covers(Kind::Workload, Verb::Get, "default", ""));
+        assert!(scoped.covers_some_workspace(Kind::Workload, Verb::Get, "default"));
+        assert!(!scoped.covers_some_workspace(Kind::Workload, Verb::Get, "other"));
+        assert!(!binding("Volume", "All", "All").covers(Kind::Workload, Verb::Get, "z", "w"));
+    }
+
+    #[test]
+    fn some_workspace_still_needs_every_zone_for_cluster_kinds() {
+        let scoped = binding("All", "default", "team-a");
+        assert!(!scoped.covers_some_workspace(Kind::User, Verb::Event, ""));
+        assert!(scoped.covers_some_workspace(Kind::Zone, Verb::Get, ""));
+        assert!(binding("All", "All", "team-a").covers_some_workspace(Kind::User, Verb::Event, ""));
     }
 }
