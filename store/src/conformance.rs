@@ -15,11 +15,14 @@ use crate::{
 
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an expression (evaluated
 /// once per test) whose value is a future resolving to a fresh store or a guard that derefs
-/// to one.
+/// to one; the optional `$teardown` is an async function given that value after the case.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@cases $make;
+        $crate::conformance_tests!($make, $crate::conformance::no_teardown);
+    };
+    ($make:expr, $teardown:path) => {
+        $crate::conformance_tests!(@cases $make, $teardown;
             create_then_get,
             create_refuses_existing_row,
             identical_write_changes_nothing,
@@ -36,18 +39,23 @@ macro_rules! conformance_tests {
             lease_has_one_holder_and_fences_the_old_one,
             events_are_kept_in_order,
             actions_expire,
+            hostile_names_and_values_round_trip,
         );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $make:expr, $teardown:path; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let store = $make.await;
                 $crate::conformance::$case(&*store).await;
+                $teardown(store).await;
             }
         )*
     };
 }
+
+/// The teardown of backends that need none.
+pub async fn no_teardown<T>(_store: T) {}
 
 fn workload(zone: &str, workspace: &str, name: &str) -> ObjectKey {
     ObjectKey::new(Kind::Workload, zone, workspace, name)
@@ -728,5 +736,52 @@ pub async fn actions_expire(store: &dyn Store) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+pub async fn hostile_names_and_values_round_trip(store: &dyn Store) {
+    // CQL keywords as key parts, quotes and statement fragments as values: all bound, never
+    // spliced into a statement, so they come back unchanged.
+    let key = workload("select", "from", "where.drop-table");
+    let hostile = "'); DROP TABLE resources; -- \" \\ $$ ; \u{0}";
+    let mut w = write(
+        &key,
+        json!({"image": {"image": hostile}, "quote": "it's"}),
+        Precondition::Absent,
+    );
+    w.owner = hostile.into();
+    w.labels.insert("team".into(), hostile.into());
+    store.put_spec(w).await.unwrap();
+    let row = store
+        .get(&key)
+        .await
+        .unwrap()
+        .expect("stored under its keyword-named key");
+    assert_eq!(row.resource["image"]["image"], hostile);
+    assert_eq!(row.resource["quote"], "it's");
+    assert_eq!(row.owner, hostile);
+    assert_eq!(row.labels["team"], hostile);
+    let mut event = Event::new(&key, EventType::Warning, "Odd'Reason", hostile, "test");
+    event.message = hostile.into();
+    store.append_event(event).await.unwrap();
+    let q = EventQuery {
+        zone: "select".into(),
+        kind: Some("Workload".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.events(&q).await.unwrap()[0].message, hostile);
+    let listed = store
+        .list(&query(Kind::Workload, "select", Some("from"), 10))
+        .await
+        .unwrap();
+    assert_eq!(listed.rows.len(), 1);
+    assert!(
+        store
+            .get(&workload("z1", "ws", "other"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the tables are intact"
     );
 }

@@ -27,4 +27,11 @@ async fn fresh() -> Box<CqlStore> {
     )
 }
 
-dora_store::conformance_tests!(fresh());
+async fn drop_keyspace(store: Box<CqlStore>) {
+    store
+        .drop_keyspace()
+        .await
+        .expect("the test keyspace drops");
+}
+
+dora_store::conformance_tests!(fresh(), drop_keyspace);

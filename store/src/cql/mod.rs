@@ -82,6 +82,18 @@ impl CqlStore {
         })
     }
 
+    /// Drops the keyspace and everything in it (for tests that make one keyspace each).
+    pub async fn drop_keyspace(&self) -> Result<(), StoreError> {
+        // The keyspace name was validated as an identifier when the config was made.
+        let statement = format!("DROP KEYSPACE IF EXISTS {}", self.inner.config.keyspace);
+        self.inner
+            .session
+            .query_unpaged(statement, &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Rows of an idempotent read, retried with backoff on transient failures.
     async fn read(
         &self,
