@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey};
+use dora_store::Store;
+use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::sqlite::SqliteStore;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -21,6 +23,7 @@ struct Cluster {
     tokens: TokenKey,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
+    cql: Option<CqlStore>,
 }
 
 fn client_for(ca: &str) -> reqwest::Client {
@@ -42,20 +45,53 @@ fn client_for(ca: &str) -> reqwest::Client {
         .unwrap()
 }
 
-async fn start() -> Cluster {
+/// The store a test runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    /// A fresh keyspace on the Cassandra of `DORA_CQL_URL` (scripts/test starts one).
+    Cql,
+}
+
+async fn open_store(backend: Backend, dir: &std::path::Path) -> (Arc<dyn Store>, Option<CqlStore>) {
+    match backend {
+        Backend::Sqlite => (
+            Arc::new(SqliteStore::open(dir.join("dora.db")).unwrap()),
+            None,
+        ),
+        Backend::Cql => {
+            let url = match std::env::var("DORA_CQL_URL") {
+                Ok(url) => url,
+                Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+                    panic!("CI=true but DORA_CQL_URL is not set: Cassandra must run")
+                }
+                Err(_) => "cql://127.0.0.1:9042/dora".into(),
+            };
+            let keyspace = format!("api_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let config = CqlConfig::from_url(&url)
+                .unwrap()
+                .with_keyspace(&keyspace)
+                .unwrap();
+            let store = CqlStore::connect(config)
+                .await
+                .expect("a CQL cluster: run `scripts/cassandra start`");
+            (Arc::new(store.clone()), Some(store))
+        }
+    }
+}
+
+async fn start(backend: Backend) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path().join("pki"));
     pki.ensure(&["localhost".into(), "127.0.0.1".into()])
         .unwrap();
-    let store = SqliteStore::open(dir.path().join("dora.db")).unwrap();
+    let (store, cql) = open_store(backend, dir.path()).await;
     let secret = TokenKey::generate_secret();
     let options = Options {
         max_body_bytes: BODY_LIMIT,
         ..Options::default()
     };
-    let server = ApiServer::new(Arc::new(store), &secret, options)
-        .await
-        .unwrap();
+    let server = ApiServer::new(store, &secret, options).await.unwrap();
     for result in server
         .service()
         .apply_manifest(&Identity::system(), BOOTSTRAP)
@@ -85,6 +121,7 @@ async fn start() -> Cluster {
         tokens,
         http,
         _dir: dir,
+        cql,
     }
 }
 
@@ -140,9 +177,7 @@ fn workload(name: &str, image: &str) -> String {
 
 const WORKLOADS: &str = "/v1/zones/default/workspaces/default/workloads";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_readiness_metrics_and_openapi() {
-    let c = start().await;
+async fn health_readiness_metrics_and_openapi(c: &Cluster) {
     let (status, body) = c.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(
         (status, body["status"].as_str()),
@@ -173,9 +208,7 @@ async fn health_readiness_metrics_and_openapi() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_https_with_the_cluster_ca() {
-    let c = start().await;
+async fn only_https_with_the_cluster_ca(c: &Cluster) {
     // A plain-HTTP request gets no HTTP answer.
     let port = c.url.rsplit(':').next().unwrap();
     let mut socket = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
@@ -214,9 +247,7 @@ async fn only_https_with_the_cluster_ca() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_tokens_get_401() {
-    let c = start().await;
+async fn bad_tokens_get_401(c: &Cluster) {
     let (status, body) = c.call(Method::GET, WORKLOADS, None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["reason"], "Unauthorized");
@@ -265,9 +296,7 @@ async fn bad_tokens_get_401() {
     assert_eq!(c.get(&c.admin, WORKLOADS).await.0, StatusCode::OK);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_users_tokens_stop_working() {
-    let c = start().await;
+async fn a_deleted_users_tokens_stop_working(c: &Cluster) {
     let user = "apiVersion: v1\nkind: User\nmetadata: {name: bob}\nspec:\n  resources: [{kind: All, zone: All, workspace: default, role: user}]\n";
     assert_eq!(c.apply(&c.admin, user).await.0, StatusCode::OK);
     let (status, issued) = c
@@ -292,9 +321,7 @@ async fn a_deleted_users_tokens_stop_working() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roles_limit_users_to_their_workspace() {
-    let c = start().await;
+async fn roles_limit_users_to_their_workspace(c: &Cluster) {
     let setup = "apiVersion: v1\nkind: Workspace\nmetadata: {name: alice}\n---\napiVersion: v1\nkind: User\nmetadata: {name: alice}\nspec:\n  default: {zone: default, workspace: alice}\n  resources: [{kind: All, zone: default, workspace: alice, role: user}]\n";
     assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
     let alice = c.token_for("alice");
@@ -394,9 +421,7 @@ async fn expect_rejected(
     body
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_documents_are_refused_with_their_field_and_nothing_is_stored() {
-    let c = start().await;
+async fn bad_documents_are_refused_with_their_field_and_nothing_is_stored(c: &Cluster) {
     let ok = workload("good", "busybox");
     let cases: Vec<(String, StatusCode, Option<&str>)> = vec![
         ("kind: [unclosed\n".into(), StatusCode::BAD_REQUEST, None),
@@ -471,9 +496,7 @@ async fn bad_documents_are_refused_with_their_field_and_nothing_is_stored() {
     assert_eq!(c.apply(&c.admin, &ok).await.0, StatusCode::OK);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_versions_conflict_and_specs_are_kept_as_versions() {
-    let c = start().await;
+async fn stale_versions_conflict_and_specs_are_kept_as_versions(c: &Cluster) {
     let (_, body) = c.apply(&c.admin, &workload("train", "a")).await;
     assert_eq!(body["results"][0]["outcome"], "created");
     let (_, body) = c.apply(&c.admin, &workload("train", "a")).await;
@@ -521,9 +544,7 @@ async fn stale_versions_conflict_and_specs_are_kept_as_versions() {
     assert_eq!(images, vec![("a", false), ("b", false), ("c", true)]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lists_page_and_put_get_delete_work_by_path() {
-    let c = start().await;
+async fn lists_page_and_put_get_delete_work_by_path(c: &Cluster) {
     let manifest: Vec<String> = (0..23)
         .map(|i| workload(&format!("w{i:02}"), "busybox"))
         .collect();
@@ -661,9 +682,7 @@ async fn next_event(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_streams_changes_and_resumes() {
-    let c = start().await;
+async fn watch_streams_changes_and_resumes(c: &Cluster) {
     c.apply(&c.admin, &workload("existing", "a")).await;
     let watch = |query: String| {
         let request = c
@@ -750,9 +769,7 @@ fn issue(c: &Cluster, user: &str, lifetime: Duration) -> dora_apiserver::IssuedT
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workspace_scoped_admin_stays_in_the_workspace() {
-    let c = start().await;
+async fn a_workspace_scoped_admin_stays_in_the_workspace(c: &Cluster) {
     let setup = "apiVersion: v1\nkind: Workspace\nmetadata: {name: team-a}\n---\napiVersion: v1\nkind: User\nmetadata: {name: carol}\nspec:\n  default: {zone: default, workspace: team-a}\n  resources: [{kind: All, zone: default, workspace: team-a, role: admin}]\n---\napiVersion: v1\nkind: User\nmetadata: {name: dave}\nspec:\n  default: {zone: default, workspace: team-a}\n  resources: [{kind: All, zone: default, workspace: team-a, role: user}]\n";
     let (status, body) = c.apply(&c.admin, setup).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -840,9 +857,7 @@ async fn a_workspace_scoped_admin_stays_in_the_workspace() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paths_that_do_not_decode_get_json_errors() {
-    let c = start().await;
+async fn paths_that_do_not_decode_get_json_errors(c: &Cluster) {
     for method in [Method::GET, Method::PUT, Method::DELETE] {
         let (status, body) = c
             .call(method.clone(), "/v1/users/%FF", Some(&c.admin), None)
@@ -853,9 +868,7 @@ async fn paths_that_do_not_decode_get_json_errors() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn self_minted_tokens_do_not_outlive_the_minting_token() {
-    let c = start().await;
+async fn self_minted_tokens_do_not_outlive_the_minting_token(c: &Cluster) {
     let setup = "apiVersion: v1\nkind: User\nmetadata: {name: erin}\nspec:\n  resources: [{kind: All, zone: default, workspace: default, role: user}]\n";
     assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
     let own = issue(&c, "erin", Duration::from_secs(600));
@@ -900,9 +913,7 @@ async fn self_minted_tokens_do_not_outlive_the_minting_token() {
     assert!(minted["expires"].as_u64().unwrap() > admin.expires + 86_400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_of_an_earlier_user_of_the_same_name_are_refused() {
-    let c = start().await;
+async fn tokens_of_an_earlier_user_of_the_same_name_are_refused(c: &Cluster) {
     let user = "apiVersion: v1\nkind: User\nmetadata: {name: frank}\nspec:\n  resources: [{kind: All, zone: default, workspace: default, role: user}]\n";
     assert_eq!(c.apply(&c.admin, user).await.0, StatusCode::OK);
     // A token issued an hour ago, to the frank of then, still unexpired.
@@ -936,9 +947,7 @@ async fn tokens_of_an_earlier_user_of_the_same_name_are_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watches_end_when_the_token_expires() {
-    let c = start().await;
+async fn watches_end_when_the_token_expires(c: &Cluster) {
     let short = issue(&c, "admin", Duration::from_secs(2));
     let response = c
         .http
@@ -962,3 +971,47 @@ async fn watches_end_when_the_token_expires() {
         .unwrap();
     assert!(end.is_none(), "the stream ends after the ERROR line");
 }
+
+/// Runs each case on the embedded SQLite store and on Cassandra.
+macro_rules! on_every_store {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let cluster = super::start(super::Backend::Sqlite).await;
+                    super::$case(&cluster).await;
+                }
+            )*
+        }
+        mod cql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let cluster = super::start(super::Backend::Cql).await;
+                    super::$case(&cluster).await;
+                    if let Some(store) = &cluster.cql {
+                        store.drop_keyspace().await.expect("the test keyspace drops");
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    health_readiness_metrics_and_openapi,
+    only_https_with_the_cluster_ca,
+    bad_tokens_get_401,
+    a_deleted_users_tokens_stop_working,
+    roles_limit_users_to_their_workspace,
+    bad_documents_are_refused_with_their_field_and_nothing_is_stored,
+    stale_versions_conflict_and_specs_are_kept_as_versions,
+    lists_page_and_put_get_delete_work_by_path,
+    watch_streams_changes_and_resumes,
+    a_workspace_scoped_admin_stays_in_the_workspace,
+    paths_that_do_not_decode_get_json_errors,
+    self_minted_tokens_do_not_outlive_the_minting_token,
+    tokens_of_an_earlier_user_of_the_same_name_are_refused,
+    watches_end_when_the_token_expires,
+);

@@ -67,6 +67,10 @@ pub struct UpArgs {
     /// Address to serve HTTPS on.
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
+    /// Where state lives: `sqlite:PATH` (default: dora.db in the data folder) or
+    /// `cql://HOST:PORT[,HOST:PORT]/KEYSPACE[?replication=DC:RF&consistency=quorum]`.
+    #[arg(long, env = "DORA_STORE")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! Streams of changes as NDJSON: one JSON object per line, as long as the client listens.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dora_crds::spec::Verb;
-use dora_store::{ChangeFilter, ChangeOp, Columns, Cursor, ListQuery};
+use dora_store::{ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, ObjectKey};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -118,6 +119,18 @@ struct ResourceFeed {
     identity: Identity,
     filter: ChangeFilter,
     cursor: Cursor,
+    /// Column versions of the rows the initial list sent. A backend's head may lag a little
+    /// behind what a list sees, so the feed can replay writes the list already showed; those
+    /// are skipped.
+    listed: HashMap<ObjectKey, [u64; 3]>,
+}
+
+fn column_index(columns: Columns) -> usize {
+    match columns {
+        Columns::Spec => 0,
+        Columns::Computed => 1,
+        Columns::Observed => 2,
+    }
 }
 
 impl Feed for ResourceFeed {
@@ -136,6 +149,13 @@ impl Feed for ResourceFeed {
         for change in changes {
             self.cursor = change.cursor.clone();
             if !visible(&self.state, &self.identity, Verb::Get, &change.key) {
+                continue;
+            }
+            let already_listed = change.op == ChangeOp::Put
+                && self.listed.get(&change.key).is_some_and(|versions| {
+                    change.version <= versions[column_index(change.columns)]
+                });
+            if already_listed {
                 continue;
             }
             let (kind, object) = match change.op {
@@ -177,6 +197,7 @@ pub(super) async fn resources(
         name: target.name.clone(),
     };
     let mut initial = Vec::new();
+    let mut listed = HashMap::new();
     let cursor = match resource_version {
         Some(version) => {
             let cursor = Cursor(version);
@@ -202,6 +223,10 @@ pub(super) async fn resources(
                         .as_ref()
                         .is_none_or(|name| *name == row.key.name);
                     if wanted && visible(&state, &identity, Verb::Get, &row.key) {
+                        listed.insert(
+                            row.key.clone(),
+                            [row.version, row.computed_version, row.observed_version],
+                        );
                         initial.extend(line(&json!({"type": "ADDED", "object": render::resource(row), "resourceVersion": head})));
                     }
                 }
@@ -218,6 +243,7 @@ pub(super) async fn resources(
         identity: identity.clone(),
         filter,
         cursor,
+        listed,
     };
     Ok(ndjson(state, identity, initial, feed))
 }
@@ -256,6 +282,7 @@ mod tests {
                 name: None,
             },
             cursor: start.clone(),
+            listed: HashMap::new(),
         };
         // Writes the watch does not want move it along all the same.
         let other = "apiVersion: v1\nkind: Workspace\nmetadata: {name: other}\n";

@@ -1,15 +1,13 @@
-//! `dora up`: the API server on the embedded store, in one process.
+//! `dora up`: the API server on the embedded store (or a CQL cluster), in one process.
 
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey, write_private};
 use dora_crds::Kind;
 use dora_store::ListQuery;
-use dora_store::sqlite::SqliteStore;
 
 use crate::args::UpArgs;
 use crate::config::{Config, Profile};
@@ -186,7 +184,7 @@ async fn shutdown_signal() {
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,scylla=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -205,9 +203,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let secret = load_or_create_secret(&data_dir.join("secret.key"))?;
     let pki = Pki::new(data_dir.join("pki"));
     pki.ensure(&certificate_names(args.listen.ip()))?;
-    let store = SqliteStore::open(data_dir.join("dora.db"))
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    let server = ApiServer::new(Arc::new(store), &secret, Options::default()).await?;
+    let store_url = args
+        .store
+        .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("dora.db").display()));
+    let store = dora_store::open(&store_url)
+        .await
+        .with_context(|| format!("cannot open the store {store_url}"))?;
+    let server = ApiServer::new(store, &secret, Options::default()).await?;
     if needs_bootstrap(&server).await? {
         bootstrap(&server, &url, &pki, &data_dir).await?;
     } else {
