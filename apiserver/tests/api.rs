@@ -469,7 +469,7 @@ async fn bad_documents_are_refused_with_their_field_and_nothing_is_stored(c: &Cl
     for (bad, status, field) in cases {
         // The bad document comes second: the first is applied, the bad one is not.
         let manifest = format!("{}---\n{bad}", workload("first", "busybox"));
-        let body = expect_rejected(&c, &manifest, status, 1, field).await;
+        let body = expect_rejected(c, &manifest, status, 1, field).await;
         assert_eq!(
             body["results"][0]["outcome"]
                 .as_str()
@@ -510,14 +510,7 @@ async fn stale_versions_conflict_and_specs_are_kept_as_versions(c: &Cluster) {
         (Some("configured"), Some(2))
     );
     let stale = workload("train", "c").replace("name: train", "name: train\n  version: 1");
-    let body = expect_rejected(
-        &c,
-        &stale,
-        StatusCode::CONFLICT,
-        0,
-        Some("metadata.version"),
-    )
-    .await;
+    let body = expect_rejected(c, &stale, StatusCode::CONFLICT, 0, Some("metadata.version")).await;
     assert!(
         body["error"]["message"].as_str().unwrap().contains("stale"),
         "{body}"
@@ -871,7 +864,7 @@ async fn paths_that_do_not_decode_get_json_errors(c: &Cluster) {
 async fn self_minted_tokens_do_not_outlive_the_minting_token(c: &Cluster) {
     let setup = "apiVersion: v1\nkind: User\nmetadata: {name: erin}\nspec:\n  resources: [{kind: All, zone: default, workspace: default, role: user}]\n";
     assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
-    let own = issue(&c, "erin", Duration::from_secs(600));
+    let own = issue(c, "erin", Duration::from_secs(600));
     for request in [json!({}), json!({"expiresIn": "30d"})] {
         let (status, minted) = c
             .call(
@@ -901,7 +894,7 @@ async fn self_minted_tokens_do_not_outlive_the_minting_token(c: &Cluster) {
         )
         .await;
     assert!(minted["expires"].as_u64().unwrap() < own.expires - 500);
-    let admin = issue(&c, "admin", Duration::from_secs(600));
+    let admin = issue(c, "admin", Duration::from_secs(600));
     let (_, minted) = c
         .call(
             Method::POST,
@@ -948,7 +941,7 @@ async fn tokens_of_an_earlier_user_of_the_same_name_are_refused(c: &Cluster) {
 }
 
 async fn watches_end_when_the_token_expires(c: &Cluster) {
-    let short = issue(&c, "admin", Duration::from_secs(2));
+    let short = issue(c, "admin", Duration::from_secs(2));
     let response = c
         .http
         .get(format!("{}{WORKLOADS}?watch=true", c.url))

@@ -146,18 +146,28 @@ impl CqlStore {
         Ok(())
     }
 
-    /// A write that is not retried (it may not be idempotent).
-    async fn write(
+    /// A write that may be repeated without harm, retried with backoff on transient failures.
+    async fn write_idempotent(
         &self,
         statement: &PreparedStatement,
         values: &[CqlValue],
     ) -> Result<(), StoreError> {
-        self.inner
-            .session
-            .execute_unpaged(statement, values)
+        let attempt = || async {
+            self.inner
+                .session
+                .execute_unpaged(statement, values)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(1))
+                    .with_max_times(3),
+            )
             .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     /// A lightweight transaction: whether it applied.

@@ -20,6 +20,23 @@ use crate::{
 const BUCKET_MILLIS: i64 = 60_000;
 /// How often a compare-and-set that lost a race is tried again before giving up.
 const CAS_ATTEMPTS: usize = 16;
+/// How often a conditional write whose outcome is unknown (its coordinator was lost) is tried
+/// again.
+const LOST_WRITE_RETRIES: usize = 3;
+
+/// Whether a failed conditional write may be tried again, after a pause. Its outcome is
+/// unknown (the coordinator may have been lost mid-write), and every loop below re-reads the
+/// row at SERIAL consistency before writing again, so a write that did apply is seen, not
+/// repeated.
+async fn may_retry(error: &StoreError, failures: &mut usize) -> bool {
+    if !matches!(error, StoreError::Unavailable(_)) || *failures >= LOST_WRITE_RETRIES {
+        return false;
+    }
+    *failures += 1;
+    tracing::warn!(%error, attempt = *failures, "a conditional write failed; re-reading and trying again");
+    tokio::time::sleep(Duration::from_millis(200 * *failures as u64)).await;
+    true
+}
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -165,7 +182,7 @@ impl CqlStore {
             big(version as i64),
             big(at),
         ];
-        self.write(&self.inner.statements.insert_change, &values)
+        self.write_idempotent(&self.inner.statements.insert_change, &values)
             .await?;
         self.wake();
         Ok(())
@@ -187,13 +204,13 @@ impl CqlStore {
             text(&row.spec_hash),
             big(now),
         ]);
-        self.write(&self.inner.statements.insert_version, &values)
+        self.write_idempotent(&self.inner.statements.insert_version, &values)
             .await?;
         let oldest_kept = row.generation as i64 - self.inner.config.versions as i64;
         if oldest_kept > 0 {
             let mut values = object.to_vec();
             values.push(big(oldest_kept));
-            self.write(&self.inner.statements.trim_versions, &values)
+            self.write_idempotent(&self.inner.statements.trim_versions, &values)
                 .await?;
         }
         Ok(())
@@ -384,12 +401,18 @@ impl Store for CqlStore {
     }
 
     async fn put_spec(&self, write: SpecWrite) -> Result<SpecOutcome, StoreError> {
+        let mut failures = 0;
         for _ in 0..CAS_ATTEMPTS {
             let existing = self.get_serial(&write.key).await?;
             check_precondition(write.precondition, existing.as_ref())?;
             let now = now_millis();
             let Some(row) = existing else {
-                match self.create(&write, now).await? {
+                let created = match self.create(&write, now).await {
+                    Ok(created) => created,
+                    Err(e) if may_retry(&e, &mut failures).await => continue,
+                    Err(e) => return Err(e),
+                };
+                match created {
                     Some(row) => {
                         self.append_change(&write.key, ChangeOp::Put, Columns::Spec, 1)
                             .await?;
@@ -407,7 +430,12 @@ impl Store for CqlStore {
             {
                 return Ok(SpecOutcome::Unchanged(row));
             }
-            match self.update_spec(&write, &row, now).await? {
+            let updated = match self.update_spec(&write, &row, now).await {
+                Ok(updated) => updated,
+                Err(e) if may_retry(&e, &mut failures).await => continue,
+                Err(e) => return Err(e),
+            };
+            match updated {
                 Some(updated) => {
                     self.append_change(&write.key, ChangeOp::Put, Columns::Spec, updated.version)
                         .await?;
@@ -436,6 +464,7 @@ impl Store for CqlStore {
             self.check_fence(fence).await?;
         }
         let statements = self.table(key.table());
+        let mut failures = 0;
         for _ in 0..CAS_ATTEMPTS {
             let row = self.get_serial(key).await?.ok_or(StoreError::NotFound)?;
             let current = match column {
@@ -467,7 +496,12 @@ impl Store for CqlStore {
             };
             values.extend(key_values(key));
             values.push(big(current as i64));
-            if self.lwt(statement, &values).await? {
+            let applied = match self.lwt(statement, &values).await {
+                Ok(applied) => applied,
+                Err(e) if may_retry(&e, &mut failures).await => continue,
+                Err(e) => return Err(e),
+            };
+            if applied {
                 self.append_change(key, ChangeOp::Put, column.into(), current + 1)
                     .await?;
                 let mut row = row;
@@ -486,12 +520,25 @@ impl Store for CqlStore {
     }
 
     async fn delete(&self, key: &ObjectKey, precondition: Precondition) -> Result<Row, StoreError> {
+        let mut failures = 0;
+        // The row an attempt of unknown outcome was deleting: if it is gone now, that was us.
+        let mut attempted: Option<Row> = None;
         for _ in 0..CAS_ATTEMPTS {
-            let row = self.get_serial(key).await?.ok_or(StoreError::NotFound)?;
+            let Some(row) = self.get_serial(key).await? else {
+                return attempted.ok_or(StoreError::NotFound);
+            };
             check_precondition(precondition, Some(&row))?;
             let mut values = key_values(key);
             values.push(big(row.version as i64));
-            if self.lwt(&self.table(key.table()).delete, &values).await? {
+            let applied = match self.lwt(&self.table(key.table()).delete, &values).await {
+                Ok(applied) => applied,
+                Err(e) if may_retry(&e, &mut failures).await => {
+                    attempted = Some(row);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if applied {
                 self.append_change(key, ChangeOp::Delete, Columns::Spec, row.version)
                     .await?;
                 return Ok(row);
@@ -590,7 +637,7 @@ impl Store for CqlStore {
             text(&event.component),
             big(event.time),
         ];
-        self.write(&self.inner.statements.insert_event, &values)
+        self.write_idempotent(&self.inner.statements.insert_event, &values)
             .await
     }
 
@@ -665,7 +712,7 @@ impl Store for CqlStore {
             big(action.expires),
             CqlValue::Int(ttl),
         ];
-        self.write(&self.inner.statements.insert_action, &values)
+        self.write_idempotent(&self.inner.statements.insert_action, &values)
             .await
     }
 

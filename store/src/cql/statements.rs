@@ -70,16 +70,16 @@ impl Preparer<'_> {
         Ok(statement)
     }
 
-    async fn read(&self, text: String) -> Result<PreparedStatement, StoreError> {
+    async fn idempotent(&self, text: String) -> Result<PreparedStatement, StoreError> {
         self.prepare(text, true).await
     }
 
-    async fn write(&self, text: String) -> Result<PreparedStatement, StoreError> {
+    async fn once(&self, text: String) -> Result<PreparedStatement, StoreError> {
         self.prepare(text, false).await
     }
 
     async fn serial_read(&self, text: String) -> Result<PreparedStatement, StoreError> {
-        let mut statement = self.read(text).await?;
+        let mut statement = self.idempotent(text).await?;
         statement.set_consistency(match self.config.serial {
             scylla::statement::SerialConsistency::LocalSerial => Consistency::LocalSerial,
             scylla::statement::SerialConsistency::Serial => Consistency::Serial,
@@ -135,7 +135,7 @@ impl Preparer<'_> {
         };
         let list_all_workspaces = match clustered_by_workspace {
             true => Some(
-                self.read(format!(
+                self.idempotent(format!(
                     "{select} WHERE {partition_match} AND (workspace, name) > (?, ?) LIMIT ?"
                 ))
                 .await?,
@@ -143,22 +143,19 @@ impl Preparer<'_> {
             false => None,
         };
         Ok(TableStatements {
-            get: self.read(format!("{select} WHERE {key_match}")).await?,
+            get: self.idempotent(format!("{select} WHERE {key_match}")).await?,
             get_serial: self.serial_read(format!("{select} WHERE {key_match}")).await?,
-            insert: self.write(format!("INSERT INTO {ks}.{name} ({}) VALUES ({markers}) IF NOT EXISTS", insert_columns.join(", "))).await?,
-            update_spec: self
-                .write(format!(
+            insert: self.once(format!("INSERT INTO {ks}.{name} ({}) VALUES ({markers}) IF NOT EXISTS", insert_columns.join(", "))).await?,
+            update_spec: self.once(format!(
                     "UPDATE {ks}.{name} SET version = ?, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?{workload} WHERE {key_match} IF version = ?"
                 ))
                 .await?,
-            update_computed: self
-                .write(format!("UPDATE {ks}.{name} SET computed = ?, computed_version = ?{node} WHERE {key_match} IF computed_version = ?"))
+            update_computed: self.once(format!("UPDATE {ks}.{name} SET computed = ?, computed_version = ?{node} WHERE {key_match} IF computed_version = ?"))
                 .await?,
-            update_observed: self
-                .write(format!("UPDATE {ks}.{name} SET observed = ?, observed_version = ? WHERE {key_match} IF observed_version = ?"))
+            update_observed: self.once(format!("UPDATE {ks}.{name} SET observed = ?, observed_version = ? WHERE {key_match} IF observed_version = ?"))
                 .await?,
-            delete: self.write(format!("DELETE FROM {ks}.{name} WHERE {key_match} IF version = ?")).await?,
-            list: self.read(list).await?,
+            delete: self.once(format!("DELETE FROM {ks}.{name} WHERE {key_match} IF version = ?")).await?,
+            list: self.idempotent(list).await?,
             list_all_workspaces,
         })
     }
@@ -175,39 +172,30 @@ impl Statements {
         let object = "zone = ? AND resource_kind = ? AND workspace = ? AND name = ?";
         Ok(Statements {
             tables,
-            insert_version: p
-                .write(format!("INSERT INTO {ks}.versions (zone, resource_kind, workspace, name, generation, scope, resource, spec_hash, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            insert_version: p.idempotent(format!("INSERT INTO {ks}.versions (zone, resource_kind, workspace, name, generation, scope, resource, spec_hash, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
                 .await?,
-            trim_versions: p.write(format!("DELETE FROM {ks}.versions WHERE {object} AND generation <= ?")).await?,
-            versions: p.read(format!("SELECT generation, resource, spec_hash, time FROM {ks}.versions WHERE {object}")).await?,
-            insert_change: p
-                .write(format!("INSERT INTO {ks}.changes (zone, kind, bucket, id, scope, workspace, name, op, columns, version, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            trim_versions: p.idempotent(format!("DELETE FROM {ks}.versions WHERE {object} AND generation <= ?")).await?,
+            versions: p.idempotent(format!("SELECT generation, resource, spec_hash, time FROM {ks}.versions WHERE {object}")).await?,
+            insert_change: p.idempotent(format!("INSERT INTO {ks}.changes (zone, kind, bucket, id, scope, workspace, name, op, columns, version, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
                 .await?,
-            changes: p
-                .read(format!("SELECT id, scope, workspace, name, op, columns, version, at FROM {ks}.changes WHERE zone = ? AND kind = ? AND bucket = ? AND id > ? AND id <= ?"))
+            changes: p.idempotent(format!("SELECT id, scope, workspace, name, op, columns, version, at FROM {ks}.changes WHERE zone = ? AND kind = ? AND bucket = ? AND id > ? AND id <= ?"))
                 .await?,
-            insert_event: p
-                .write(format!("INSERT INTO {ks}.events (zone, resource_kind, id, workspace, name, type, reason, message, component, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            insert_event: p.idempotent(format!("INSERT INTO {ks}.events (zone, resource_kind, id, workspace, name, type, reason, message, component, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
                 .await?,
-            events_after: p
-                .read(format!("SELECT zone, resource_kind, id, workspace, name, type, reason, message, component, time FROM {ks}.events WHERE zone = ? AND resource_kind = ? AND id > ?"))
+            events_after: p.idempotent(format!("SELECT zone, resource_kind, id, workspace, name, type, reason, message, component, time FROM {ks}.events WHERE zone = ? AND resource_kind = ? AND id > ?"))
                 .await?,
-            events_newest: p
-                .read(format!("SELECT zone, resource_kind, id, workspace, name, type, reason, message, component, time FROM {ks}.events WHERE zone = ? AND resource_kind = ? ORDER BY id DESC"))
+            events_newest: p.idempotent(format!("SELECT zone, resource_kind, id, workspace, name, type, reason, message, component, time FROM {ks}.events WHERE zone = ? AND resource_kind = ? ORDER BY id DESC"))
                 .await?,
-            insert_action: p
-                .write(format!("INSERT INTO {ks}.actions (zone, resource_kind, id, scope, workspace, name, destination, action, payload, created, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"))
+            insert_action: p.idempotent(format!("INSERT INTO {ks}.actions (zone, resource_kind, id, scope, workspace, name, destination, action, payload, created, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"))
                 .await?,
-            actions: p
-                .read(format!("SELECT id, scope, workspace, name, destination, action, payload, created, expires FROM {ks}.actions WHERE zone = ? AND resource_kind = ? AND id > ?"))
+            actions: p.idempotent(format!("SELECT id, scope, workspace, name, destination, action, payload, created, expires FROM {ks}.actions WHERE zone = ? AND resource_kind = ? AND id > ?"))
                 .await?,
             lease: p.serial_read(format!("SELECT holder, epoch, expires FROM {ks}.leases WHERE zone = ? AND component = ?")).await?,
-            lease_create: p.write(format!("INSERT INTO {ks}.leases (zone, component, holder, epoch, expires) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
-            lease_renew: p.write(format!("UPDATE {ks}.leases SET expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ?")).await?,
-            lease_take_over: p
-                .write(format!("UPDATE {ks}.leases SET holder = ?, epoch = ?, expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ? AND expires = ?"))
+            lease_create: p.once(format!("INSERT INTO {ks}.leases (zone, component, holder, epoch, expires) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
+            lease_renew: p.once(format!("UPDATE {ks}.leases SET expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ?")).await?,
+            lease_take_over: p.once(format!("UPDATE {ks}.leases SET holder = ?, epoch = ?, expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ? AND expires = ?"))
                 .await?,
-            lease_release: p.write(format!("UPDATE {ks}.leases SET expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ?")).await?,
+            lease_release: p.once(format!("UPDATE {ks}.leases SET expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ?")).await?,
         })
     }
 }
