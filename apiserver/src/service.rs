@@ -4,14 +4,18 @@
 use std::sync::Arc;
 
 use dora_crds::spec::Verb;
-use dora_crds::{Document, Kind, Resource, parse_documents, spec_hash};
+use dora_crds::{Document, Kind, Resource, Scope, parse_documents, spec_hash};
 use dora_store::{
     Event, EventType, ObjectKey, Precondition, SpecOutcome, SpecWrite, Store, StoreError,
 };
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::{ApiError, Directory, render};
+
+/// How many documents of one manifest are applied at once.
+const CONCURRENT_DOCUMENTS: usize = 16;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,20 +159,41 @@ impl Service {
         identity: &Identity,
         text: &str,
     ) -> Vec<Result<Applied, ApiError>> {
-        let mut results = Vec::new();
-        for parsed in parse_documents(text) {
-            let result = match parsed {
-                Ok(document) => {
-                    let index = document.index;
+        let mut results: Vec<Option<Result<Applied, ApiError>>> = Vec::new();
+        let mut namespaced = Vec::new();
+        // Cluster-scoped documents (zones, workspaces, users, roles) go first and in order:
+        // the others may be placed in what they create. The rest only depend on those, so
+        // they are applied concurrently.
+        for (index, parsed) in parse_documents(text).into_iter().enumerate() {
+            results.push(None);
+            match parsed {
+                Ok(document) if document.kind.scope() == Scope::Cluster => {
+                    results[index] = Some(
+                        self.apply(identity, document)
+                            .await
+                            .map_err(|e| e.in_document(index)),
+                    );
+                }
+                Ok(document) => namespaced.push((index, document)),
+                Err(e) => results[index] = Some(Err(ApiError::from(e))),
+            }
+        }
+        let applied: Vec<(usize, Result<Applied, ApiError>)> = futures::stream::iter(namespaced)
+            .map(|(index, document)| async move {
+                (
+                    index,
                     self.apply(identity, document)
                         .await
-                        .map_err(|e| e.in_document(index))
-                }
-                Err(e) => Err(ApiError::from(e)),
-            };
-            results.push(result);
+                        .map_err(|e| e.in_document(index)),
+                )
+            })
+            .buffer_unordered(CONCURRENT_DOCUMENTS)
+            .collect()
+            .await;
+        for (index, result) in applied {
+            results[index] = Some(result);
         }
-        results
+        results.into_iter().flatten().collect()
     }
 
     /// Applies one validated document.

@@ -143,6 +143,21 @@ impl CqlStore {
         &self.inner.statements.tables[&table]
     }
 
+    /// The row to base a compare-and-set on: the first attempt reads at the normal consistency
+    /// (the write's condition catches a stale read), a retry after a lost race or an unknown
+    /// outcome reads at SERIAL, which sees every committed compare-and-set.
+    async fn get_for_write(
+        &self,
+        key: &ObjectKey,
+        attempt: usize,
+    ) -> Result<Option<Row>, StoreError> {
+        if attempt == 0 {
+            self.get(key).await
+        } else {
+            self.get_serial(key).await
+        }
+    }
+
     async fn get_serial(&self, key: &ObjectKey) -> Result<Option<Row>, StoreError> {
         let rows = self
             .read(&self.table(key.table()).get_serial, &key_values(key))
@@ -402,8 +417,8 @@ impl Store for CqlStore {
 
     async fn put_spec(&self, write: SpecWrite) -> Result<SpecOutcome, StoreError> {
         let mut failures = 0;
-        for _ in 0..CAS_ATTEMPTS {
-            let existing = self.get_serial(&write.key).await?;
+        for attempt in 0..CAS_ATTEMPTS {
+            let existing = self.get_for_write(&write.key, attempt).await?;
             check_precondition(write.precondition, existing.as_ref())?;
             let now = now_millis();
             let Some(row) = existing else {
@@ -465,8 +480,11 @@ impl Store for CqlStore {
         }
         let statements = self.table(key.table());
         let mut failures = 0;
-        for _ in 0..CAS_ATTEMPTS {
-            let row = self.get_serial(key).await?.ok_or(StoreError::NotFound)?;
+        for attempt in 0..CAS_ATTEMPTS {
+            let row = self
+                .get_for_write(key, attempt)
+                .await?
+                .ok_or(StoreError::NotFound)?;
             let current = match column {
                 StatusColumn::Computed => row.computed_version,
                 StatusColumn::Observed => row.observed_version,
@@ -523,8 +541,8 @@ impl Store for CqlStore {
         let mut failures = 0;
         // The row an attempt of unknown outcome was deleting: if it is gone now, that was us.
         let mut attempted: Option<Row> = None;
-        for _ in 0..CAS_ATTEMPTS {
-            let Some(row) = self.get_serial(key).await? else {
+        for attempt in 0..CAS_ATTEMPTS {
+            let Some(row) = self.get_for_write(key, attempt).await? else {
                 return attempted.ok_or(StoreError::NotFound);
             };
             check_precondition(precondition, Some(&row))?;
