@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use dora_crds::Scope;
 use serde_json::Value;
 
-use crate::ObjectKey;
+use crate::{ObjectKey, StoreError, Table};
 
 /// The column groups of a resource row and who owns them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -131,4 +131,71 @@ pub struct ListQuery {
 pub struct Page {
     pub rows: Vec<Row>,
     pub next: Option<String>,
+}
+
+impl Precondition {
+    /// Checks the precondition against what is stored.
+    pub fn check(self, existing: Option<&Row>) -> Result<(), StoreError> {
+        match (self, existing) {
+            (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists),
+            (Precondition::Version(_), None) => Err(StoreError::NotFound),
+            (Precondition::Version(expected), Some(row)) if row.version != expected => {
+                Err(StoreError::Conflict {
+                    expected,
+                    actual: row.version,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    let text = if text.is_empty() { "null" } else { text };
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Row {
+    /// Decodes a row read as the table's key columns followed by the common columns (`uid,
+    /// version, generation, spec_hash, owner, labels, created, updated, resource, desired,
+    /// computed, computed_version, observed, observed_version`), given readers of text and
+    /// integer columns by position.
+    pub(crate) fn decode(
+        table: Table,
+        scope: dora_crds::Scope,
+        text: impl Fn(usize) -> Result<String, StoreError>,
+        int: impl Fn(usize) -> Result<i64, StoreError>,
+    ) -> Result<Row, StoreError> {
+        let columns = table.key_columns();
+        let mut key = ObjectKey::custom("", scope, "", "", "");
+        for (i, column) in columns.iter().enumerate() {
+            let value = text(i)?;
+            match *column {
+                "kind" => key.kind = value,
+                "zone" => key.zone = value,
+                "workspace" => key.workspace = value,
+                _ => key.name = value,
+            }
+        }
+        let at = columns.len();
+        let t = |i: usize| text(at + i);
+        let n = |i: usize| int(at + i);
+        Ok(Row {
+            key,
+            uid: t(0)?,
+            version: n(1)? as u64,
+            generation: n(2)? as u64,
+            spec_hash: t(3)?,
+            owner: t(4)?,
+            labels: json(&t(5)?)?,
+            created: n(6)?,
+            updated: n(7)?,
+            resource: json(&t(8)?)?,
+            desired: json(&t(9)?)?,
+            computed: json(&t(10)?)?,
+            computed_version: n(11)? as u64,
+            observed: json(&t(12)?)?,
+            observed_version: n(13)? as u64,
+        })
+    }
 }

@@ -113,14 +113,7 @@ impl CqlStore {
                 .collect::<Result<Vec<Row>, _>>()
                 .map_err(unavailable)
         };
-        attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_delay(Duration::from_secs(1))
-                    .with_max_times(3),
-            )
-            .await
+        attempt.retry(transient_retries()).await
     }
 
     /// Every row of a read, page by page.
@@ -160,14 +153,7 @@ impl CqlStore {
                 .map_err(unavailable)?;
             Ok(())
         };
-        attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_delay(Duration::from_secs(1))
-                    .with_max_times(3),
-            )
-            .await
+        attempt.retry(transient_retries()).await
     }
 
     /// A lightweight transaction: whether it applied.
@@ -201,6 +187,14 @@ impl CqlStore {
             notify.send_modify(|n| *n += 1);
         });
     }
+}
+
+/// Backoff for operations that may be repeated: a few quick tries.
+fn transient_retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_max_times(3)
 }
 
 fn text(value: &str) -> CqlValue {

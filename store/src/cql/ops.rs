@@ -58,37 +58,12 @@ fn key_values(key: &ObjectKey) -> Vec<CqlValue> {
 }
 
 fn decode(table: Table, scope: Scope, row: &CqlRow) -> Result<Row, StoreError> {
-    let columns = table.key_columns();
-    let mut key = ObjectKey::custom("", scope, "", "", "");
-    for (i, column) in columns.iter().enumerate() {
-        let value = column_text(row, i)?;
-        match *column {
-            "kind" => key.kind = value,
-            "zone" => key.zone = value,
-            "workspace" => key.workspace = value,
-            _ => key.name = value,
-        }
-    }
-    let at = columns.len();
-    let t = |i: usize| column_text(row, at + i);
-    let n = |i: usize| column_int(row, at + i);
-    Ok(Row {
-        key,
-        uid: t(0)?,
-        version: n(1)? as u64,
-        generation: n(2)? as u64,
-        spec_hash: t(3)?,
-        owner: t(4)?,
-        labels: from_json(&t(5)?)?,
-        created: n(6)?,
-        updated: n(7)?,
-        resource: from_json(&t(8)?)?,
-        desired: from_json(&t(9)?)?,
-        computed: from_json(&t(10)?)?,
-        computed_version: n(11)? as u64,
-        observed: from_json(&t(12)?)?,
-        observed_version: n(13)? as u64,
-    })
+    Row::decode(
+        table,
+        scope,
+        |i| column_text(row, i),
+        |i| column_int(row, i),
+    )
 }
 
 /// The smallest (or greatest) change id of one millisecond: ids are UUIDv7 text, whose first
@@ -113,23 +88,6 @@ fn cursor_millis(cursor: &Cursor) -> Result<i64, StoreError> {
     Ok(bytes[..6]
         .iter()
         .fold(0i64, |acc, b| (acc << 8) | i64::from(*b)))
-}
-
-fn check_precondition(
-    precondition: Precondition,
-    existing: Option<&Row>,
-) -> Result<(), StoreError> {
-    match (precondition, existing) {
-        (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists),
-        (Precondition::Version(_), None) => Err(StoreError::NotFound),
-        (Precondition::Version(expected), Some(row)) if row.version != expected => {
-            Err(StoreError::Conflict {
-                expected,
-                actual: row.version,
-            })
-        }
-        _ => Ok(()),
-    }
 }
 
 fn contention(key: &ObjectKey) -> StoreError {
@@ -419,7 +377,7 @@ impl Store for CqlStore {
         let mut failures = 0;
         for attempt in 0..CAS_ATTEMPTS {
             let existing = self.get_for_write(&write.key, attempt).await?;
-            check_precondition(write.precondition, existing.as_ref())?;
+            write.precondition.check(existing.as_ref())?;
             let now = now_millis();
             let Some(row) = existing else {
                 let created = match self.create(&write, now).await {
@@ -545,7 +503,7 @@ impl Store for CqlStore {
             let Some(row) = self.get_for_write(key, attempt).await? else {
                 return attempted.ok_or(StoreError::NotFound);
             };
-            check_precondition(precondition, Some(&row))?;
+            precondition.check(Some(&row))?;
             let mut values = key_values(key);
             values.push(big(row.version as i64));
             let applied = match self.lwt(&self.table(key.table()).delete, &values).await {

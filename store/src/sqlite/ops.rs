@@ -49,37 +49,12 @@ fn select_sql(table: Table) -> String {
 }
 
 fn read_row(table: Table, scope: Scope, r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
-    let columns = table.key_columns();
-    let mut key = ObjectKey::custom("", scope, "", "", "");
-    for (i, column) in columns.iter().enumerate() {
-        let value: String = r.get(i).map_err(backend)?;
-        match *column {
-            "kind" => key.kind = value,
-            "zone" => key.zone = value,
-            "workspace" => key.workspace = value,
-            _ => key.name = value,
-        }
-    }
-    let at = |offset: usize| columns.len() + offset;
-    let text = |offset: usize| r.get::<_, String>(at(offset)).map_err(backend);
-    let int = |offset: usize| r.get::<_, i64>(at(offset)).map_err(backend);
-    Ok(Row {
-        key,
-        uid: text(0)?,
-        version: int(1)? as u64,
-        generation: int(2)? as u64,
-        spec_hash: text(3)?,
-        owner: text(4)?,
-        labels: from_json(&text(5)?)?,
-        created: int(6)?,
-        updated: int(7)?,
-        resource: from_json(&text(8)?)?,
-        desired: from_json(&text(9)?)?,
-        computed: from_json(&text(10)?)?,
-        computed_version: int(11)? as u64,
-        observed: from_json(&text(12)?)?,
-        observed_version: int(13)? as u64,
-    })
+    Row::decode(
+        table,
+        scope,
+        |i| r.get::<_, String>(i).map_err(backend),
+        |i| r.get::<_, i64>(i).map_err(backend),
+    )
 }
 
 pub(super) fn get(conn: &Connection, key: &ObjectKey) -> Result<Option<Row>, StoreError> {
@@ -154,23 +129,6 @@ pub(super) fn list(conn: &Connection, query: &ListQuery) -> Result<Page, StoreEr
     Ok(Page { rows, next })
 }
 
-fn check_precondition(
-    precondition: Precondition,
-    existing: Option<&Row>,
-) -> Result<(), StoreError> {
-    match (precondition, existing) {
-        (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists),
-        (Precondition::Version(_), None) => Err(StoreError::NotFound),
-        (Precondition::Version(expected), Some(row)) if row.version != expected => {
-            Err(StoreError::Conflict {
-                expected,
-                actual: row.version,
-            })
-        }
-        _ => Ok(()),
-    }
-}
-
 pub(super) fn put_spec(
     conn: &Connection,
     write: SpecWrite,
@@ -179,7 +137,7 @@ pub(super) fn put_spec(
     let key = &write.key;
     let table = key.table();
     let existing = get(conn, key)?;
-    check_precondition(write.precondition, existing.as_ref())?;
+    write.precondition.check(existing.as_ref())?;
     let now = now_millis();
     let labels = to_json(&write.labels)?;
     let spec = to_json(&write.spec)?;
@@ -382,7 +340,7 @@ pub(super) fn delete(
     precondition: Precondition,
 ) -> Result<Row, StoreError> {
     let row = get(conn, key)?.ok_or(StoreError::NotFound)?;
-    check_precondition(precondition, Some(&row))?;
+    precondition.check(Some(&row))?;
     let table = key.table();
     let sql = format!("DELETE FROM {} WHERE {}", table.name(), key_where(table));
     conn.prepare_cached(&sql)
