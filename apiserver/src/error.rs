@@ -143,16 +143,25 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        add_status_headers(&mut response);
+        response
+    }
+}
+
+/// Headers every answer with this status carries: `WWW-Authenticate` on 401, `Retry-After`
+/// on 503.
+pub(crate) fn add_status_headers(response: &mut Response) {
+    match response.status() {
+        StatusCode::UNAUTHORIZED => {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        StatusCode::SERVICE_UNAVAILABLE => {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }
-        response
+        _ => {}
     }
 }

@@ -35,3 +35,26 @@ async fn drop_keyspace(store: Box<CqlStore>) {
 }
 
 dora_store::conformance_tests!(fresh(), drop_keyspace);
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_a_clear_error_after_retries() {
+    let config = CqlConfig {
+        nodes: vec!["127.0.0.1:1".into()],
+        connect_attempts: 2,
+        ..CqlConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let error = CqlStore::connect(config)
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot reach the CQL cluster at 127.0.0.1:1"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(400),
+        "it retried with a pause first"
+    );
+}

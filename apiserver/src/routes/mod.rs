@@ -113,5 +113,7 @@ pub(crate) fn json_response<T: serde::Serialize>(
     status: axum::http::StatusCode,
     value: &T,
 ) -> Response {
-    (status, axum::Json(value)).into_response()
+    let mut response = (status, axum::Json(value)).into_response();
+    crate::error::add_status_headers(&mut response);
+    response
 }

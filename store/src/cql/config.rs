@@ -28,6 +28,9 @@ pub struct CqlConfig {
     pub events_ttl: Duration,
     /// How many previous specs are kept per resource.
     pub versions: usize,
+    /// How many times an unreachable cluster is tried at start (with growing pauses, about
+    /// 30 s in all for the default 8) before giving up.
+    pub connect_attempts: usize,
 }
 
 impl Default for CqlConfig {
@@ -43,6 +46,7 @@ impl Default for CqlConfig {
             changes_ttl: Duration::from_secs(3600),
             events_ttl: Duration::from_secs(7 * 86_400),
             versions: 50,
+            connect_attempts: 8,
         }
     }
 }

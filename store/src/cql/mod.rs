@@ -52,7 +52,7 @@ impl CqlStore {
                 .await
         };
         let session = connect
-            .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(500)).with_max_delay(Duration::from_secs(5)).with_max_times(8))
+            .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(500)).with_max_delay(Duration::from_secs(5)).with_max_times(config.connect_attempts.saturating_sub(1)))
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "the CQL cluster at {nodes} is unreachable; retrying"))
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot reach the CQL cluster at {nodes}: {e}")))?;
