@@ -711,7 +711,11 @@ pub(super) fn prune(conn: &Connection, retention: &Retention) -> Result<(), Stor
             .map_err(backend)?;
         Ok(())
     })();
-    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })
-        .map_err(backend)?;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    if let Err(e) = conn.execute_batch(end) {
+        // Never leave the writer's connection inside a transaction.
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(backend(e));
+    }
     result
 }
