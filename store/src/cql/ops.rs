@@ -515,6 +515,14 @@ impl Store for CqlStore {
                 Err(e) => return Err(e),
             };
             if applied {
+                let object = [
+                    text(&key.zone),
+                    text(&key.kind),
+                    text(&key.workspace),
+                    text(&key.name),
+                ];
+                self.write_idempotent(&self.inner.statements.delete_versions, &object)
+                    .await?;
                 self.append_change(key, ChangeOp::Delete, Columns::Spec, row.version)
                     .await?;
                 return Ok(row);

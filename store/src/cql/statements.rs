@@ -32,6 +32,7 @@ pub(super) struct Statements {
     pub tables: HashMap<Table, TableStatements>,
     pub insert_version: PreparedStatement,
     pub trim_versions: PreparedStatement,
+    pub delete_versions: PreparedStatement,
     pub versions: PreparedStatement,
     pub insert_change: PreparedStatement,
     pub changes: PreparedStatement,
@@ -175,6 +176,9 @@ impl Statements {
             insert_version: p.idempotent(format!("INSERT INTO {ks}.versions (zone, resource_kind, workspace, name, generation, scope, resource, spec_hash, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
                 .await?,
             trim_versions: p.idempotent(format!("DELETE FROM {ks}.versions WHERE {object} AND generation <= ?")).await?,
+            delete_versions: p
+                .idempotent(format!("DELETE FROM {ks}.versions WHERE {object}"))
+                .await?,
             versions: p.idempotent(format!("SELECT generation, resource, spec_hash, time FROM {ks}.versions WHERE {object}")).await?,
             insert_change: p.idempotent(format!("INSERT INTO {ks}.changes (zone, kind, bucket, id, scope, workspace, name, op, columns, version, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
                 .await?,

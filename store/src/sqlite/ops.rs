@@ -347,6 +347,12 @@ pub(super) fn delete(
         .map_err(backend)?
         .execute(params_from_iter(key_params(key)))
         .map_err(backend)?;
+    conn.prepare_cached(
+        "DELETE FROM versions WHERE zone = ?1 AND resource_kind = ?2 AND workspace = ?3 AND name = ?4",
+    )
+    .map_err(backend)?
+    .execute(params![key.zone, key.kind, key.workspace, key.name])
+    .map_err(backend)?;
     append_change(
         conn,
         key,
