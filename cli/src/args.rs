@@ -35,7 +35,7 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run Dora on this machine: API server and embedded store, in one process.
+    /// Run Dora on this machine: the API server on the embedded store (or a CQL cluster).
     Up(UpArgs),
     /// Create or update resources from YAML or JSON files.
     Apply(ApplyArgs),

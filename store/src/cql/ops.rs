@@ -78,6 +78,14 @@ fn bound_id(millis: i64, greatest: bool) -> String {
     format!("{:08x}-{:04x}-{tail}", millis >> 16, millis & 0xffff)
 }
 
+/// A cursor in the one text form ids are stored in (lowercase, hyphenated), so that text
+/// comparison is time order.
+fn normalized(cursor: &Cursor) -> Result<String, StoreError> {
+    let id =
+        uuid::Uuid::parse_str(&cursor.0).map_err(|_| StoreError::BadCursor(cursor.0.clone()))?;
+    Ok(id.hyphenated().to_string())
+}
+
 fn cursor_millis(cursor: &Cursor) -> Result<i64, StoreError> {
     let id =
         uuid::Uuid::parse_str(&cursor.0).map_err(|_| StoreError::BadCursor(cursor.0.clone()))?;
@@ -133,7 +141,9 @@ impl CqlStore {
         version: u64,
     ) -> Result<(), StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
-        let at = now_millis();
+        // Bucket and time come from the id itself, so an entry is always in the bucket its id
+        // sorts into, whatever the clock does between two reads of it.
+        let at = cursor_millis(&Cursor(id.clone()))?;
         let values = [
             text(&key.zone),
             text(&key.kind),
@@ -189,11 +199,16 @@ impl CqlStore {
         Ok(())
     }
 
-    async fn create(&self, write: &SpecWrite, now: i64) -> Result<Option<Row>, StoreError> {
+    async fn create(
+        &self,
+        write: &SpecWrite,
+        uid: &str,
+        now: i64,
+    ) -> Result<Option<Row>, StoreError> {
         let key = &write.key;
         let row = Row {
             key: key.clone(),
-            uid: uuid::Uuid::new_v4().to_string(),
+            uid: uid.to_string(),
             version: 1,
             generation: 1,
             spec_hash: write.spec_hash.clone(),
@@ -295,6 +310,20 @@ impl CqlStore {
         }))
     }
 
+    /// What follows a delete: the history goes, and the feed says so.
+    async fn after_delete(&self, key: &ObjectKey, row: &Row) -> Result<(), StoreError> {
+        let object = [
+            text(&key.zone),
+            text(&key.kind),
+            text(&key.workspace),
+            text(&key.name),
+        ];
+        self.write_idempotent(&self.inner.statements.delete_versions, &object)
+            .await?;
+        self.append_change(key, ChangeOp::Delete, Columns::Spec, row.version)
+            .await
+    }
+
     async fn check_fence(&self, fence: &Fence) -> Result<(), StoreError> {
         let rows = self
             .read(
@@ -375,12 +404,38 @@ impl Store for CqlStore {
 
     async fn put_spec(&self, write: SpecWrite) -> Result<SpecOutcome, StoreError> {
         let mut failures = 0;
+        let uid = uuid::Uuid::new_v4().to_string();
+        // The row an update of unknown outcome started from; a create of unknown outcome is
+        // recognised by its uid.
+        let mut lost_update: Option<Row> = None;
         for attempt in 0..CAS_ATTEMPTS {
             let existing = self.get_for_write(&write.key, attempt).await?;
-            write.precondition.check(existing.as_ref())?;
             let now = now_millis();
+            if let Some(row) = &existing {
+                let ours = row.resource == write.spec
+                    && row.labels == write.labels
+                    && row.desired == write.desired;
+                if failures > 0 && row.uid == uid {
+                    self.append_change(&write.key, ChangeOp::Put, Columns::Spec, row.version)
+                        .await?;
+                    return Ok(SpecOutcome::Created(row.clone()));
+                }
+                if let Some(from) = lost_update.take()
+                    && ours
+                    && row.uid == from.uid
+                    && row.version == from.version + 1
+                {
+                    if from.resource != write.spec {
+                        self.keep_version(&from, now).await?;
+                    }
+                    self.append_change(&write.key, ChangeOp::Put, Columns::Spec, row.version)
+                        .await?;
+                    return Ok(SpecOutcome::Configured(row.clone()));
+                }
+            }
+            write.precondition.check(existing.as_ref())?;
             let Some(row) = existing else {
-                let created = match self.create(&write, now).await {
+                let created = match self.create(&write, &uid, now).await {
                     Ok(created) => created,
                     Err(e) if may_retry(&e, &mut failures).await => continue,
                     Err(e) => return Err(e),
@@ -405,7 +460,10 @@ impl Store for CqlStore {
             }
             let updated = match self.update_spec(&write, &row, now).await {
                 Ok(updated) => updated,
-                Err(e) if may_retry(&e, &mut failures).await => continue,
+                Err(e) if may_retry(&e, &mut failures).await => {
+                    lost_update = Some(row);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             match updated {
@@ -416,8 +474,14 @@ impl Store for CqlStore {
                 }
                 None => {
                     if let Precondition::Version(expected) = write.precondition {
-                        let actual = self.get_serial(&write.key).await?.map_or(0, |r| r.version);
-                        return Err(StoreError::Conflict { expected, actual });
+                        let current = self
+                            .get_serial(&write.key)
+                            .await?
+                            .ok_or(StoreError::NotFound)?;
+                        return Err(StoreError::Conflict {
+                            expected,
+                            actual: current.version,
+                        });
                     }
                 }
             }
@@ -433,20 +497,31 @@ impl Store for CqlStore {
         value: Value,
         fence: Option<&Fence>,
     ) -> Result<Row, StoreError> {
-        if let Some(fence) = fence {
-            self.check_fence(fence).await?;
-        }
         let statements = self.table(key.table());
         let mut failures = 0;
+        // The version a status write of unknown outcome started from.
+        let mut lost_from: Option<u64> = None;
         for attempt in 0..CAS_ATTEMPTS {
+            // On every attempt: a leader deposed while this loop ran must not write.
+            if let Some(fence) = fence {
+                self.check_fence(fence).await?;
+            }
             let row = self
                 .get_for_write(key, attempt)
                 .await?
                 .ok_or(StoreError::NotFound)?;
-            let current = match column {
-                StatusColumn::Computed => row.computed_version,
-                StatusColumn::Observed => row.observed_version,
+            let (current, stored) = match column {
+                StatusColumn::Computed => (row.computed_version, &row.computed),
+                StatusColumn::Observed => (row.observed_version, &row.observed),
             };
+            if lost_from
+                .take()
+                .is_some_and(|from| current == from + 1 && *stored == value)
+            {
+                self.append_change(key, ChangeOp::Put, column.into(), current)
+                    .await?;
+                return Ok(row);
+            }
             if let Some(expected) = expected
                 && expected != current
             {
@@ -474,7 +549,10 @@ impl Store for CqlStore {
             values.push(big(current as i64));
             let applied = match self.lwt(statement, &values).await {
                 Ok(applied) => applied,
-                Err(e) if may_retry(&e, &mut failures).await => continue,
+                Err(e) if may_retry(&e, &mut failures).await => {
+                    lost_from = Some(current);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             if applied {
@@ -501,7 +579,9 @@ impl Store for CqlStore {
         let mut attempted: Option<Row> = None;
         for attempt in 0..CAS_ATTEMPTS {
             let Some(row) = self.get_for_write(key, attempt).await? else {
-                return attempted.ok_or(StoreError::NotFound);
+                let deleted = attempted.ok_or(StoreError::NotFound)?;
+                self.after_delete(key, &deleted).await?;
+                return Ok(deleted);
             };
             precondition.check(Some(&row))?;
             let mut values = key_values(key);
@@ -515,16 +595,7 @@ impl Store for CqlStore {
                 Err(e) => return Err(e),
             };
             if applied {
-                let object = [
-                    text(&key.zone),
-                    text(&key.kind),
-                    text(&key.workspace),
-                    text(&key.name),
-                ];
-                self.write_idempotent(&self.inner.statements.delete_versions, &object)
-                    .await?;
-                self.append_change(key, ChangeOp::Delete, Columns::Spec, row.version)
-                    .await?;
+                self.after_delete(key, &row).await?;
                 return Ok(row);
             }
         }
@@ -566,6 +637,7 @@ impl Store for CqlStore {
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
         let from = cursor_millis(after)?;
+        let after_id = normalized(after)?;
         let now = now_millis();
         if from < now - self.inner.config.changes_ttl.as_millis() as i64 {
             return Err(StoreError::Expired(after.0.clone()));
@@ -581,7 +653,7 @@ impl Store for CqlStore {
                 text(&filter.zone),
                 text(&filter.kind),
                 big(bucket),
-                text(&after.0),
+                text(&after_id),
                 text(&upper),
             ];
             let mut failure = None;
@@ -681,7 +753,7 @@ impl Store for CqlStore {
 
     async fn put_action(&self, action: ActionRecord) -> Result<(), StoreError> {
         let key = &action.key;
-        let ttl = ((action.expires - now_millis()) / 1000).clamp(1, i32::MAX as i64) as i32;
+        let ttl = ((action.expires - now_millis() + 999) / 1000).clamp(1, i32::MAX as i64) as i32;
         let values = [
             text(&key.zone),
             text(&key.kind),

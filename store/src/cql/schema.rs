@@ -100,7 +100,7 @@ pub(super) fn ddl(config: &CqlConfig) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.events (zone text, resource_kind text, id text, workspace text, name text, type text, \
              reason text, message text, component text, time bigint, PRIMARY KEY ((zone, resource_kind), id)) \
-             WITH default_time_to_live = {events_ttl}"
+             WITH default_time_to_live = {events_ttl} AND gc_grace_seconds = 0"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.actions (zone text, resource_kind text, id text, scope text, workspace text, name text, \
@@ -109,7 +109,7 @@ pub(super) fn ddl(config: &CqlConfig) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.changes (zone text, kind text, bucket bigint, id text, scope text, workspace text, \
              name text, op text, columns text, version bigint, at bigint, PRIMARY KEY ((zone, kind, bucket), id)) \
-             WITH default_time_to_live = {changes_ttl} AND compaction = {{'class': 'TimeWindowCompactionStrategy', \
+             WITH default_time_to_live = {changes_ttl} AND gc_grace_seconds = 0 AND compaction = {{'class': 'TimeWindowCompactionStrategy', \
              'compaction_window_unit': 'MINUTES', 'compaction_window_size': 10}}"
         ),
         format!(
