@@ -289,6 +289,7 @@ impl CqlStore {
         }
         values.extend(key_values(key));
         values.push(big(row.version as i64));
+        values.push(text(&row.uid));
         if !self
             .lwt(&self.table(key.table()).update_spec, &values)
             .await?
@@ -547,6 +548,7 @@ impl Store for CqlStore {
             };
             values.extend(key_values(key));
             values.push(big(current as i64));
+            values.push(text(&row.uid));
             let applied = match self.lwt(statement, &values).await {
                 Ok(applied) => applied,
                 Err(e) if may_retry(&e, &mut failures).await => {
@@ -586,6 +588,7 @@ impl Store for CqlStore {
             precondition.check(Some(&row))?;
             let mut values = key_values(key);
             values.push(big(row.version as i64));
+            values.push(text(&row.uid));
             let applied = match self.lwt(&self.table(key.table()).delete, &values).await {
                 Ok(applied) => applied,
                 Err(e) if may_retry(&e, &mut failures).await => {

@@ -14,6 +14,8 @@ use crate::{StoreError, Table};
 /// The statements of one resource table.
 pub(super) struct TableStatements {
     pub get: PreparedStatement,
+    // Every conditional write also names the row's uid, so that a row deleted and created
+    // again between our read and our write is never taken for the one we read.
     /// The same read at SERIAL consistency: sees every committed compare-and-set.
     pub get_serial: PreparedStatement,
     pub insert: PreparedStatement,
@@ -148,14 +150,14 @@ impl Preparer<'_> {
             get_serial: self.serial_read(format!("{select} WHERE {key_match}")).await?,
             insert: self.once(format!("INSERT INTO {ks}.{name} ({}) VALUES ({markers}) IF NOT EXISTS", insert_columns.join(", "))).await?,
             update_spec: self.once(format!(
-                    "UPDATE {ks}.{name} SET version = ?, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?{workload} WHERE {key_match} IF version = ?"
+                    "UPDATE {ks}.{name} SET version = ?, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?{workload} WHERE {key_match} IF version = ? AND uid = ?"
                 ))
                 .await?,
-            update_computed: self.once(format!("UPDATE {ks}.{name} SET computed = ?, computed_version = ?{node} WHERE {key_match} IF computed_version = ?"))
+            update_computed: self.once(format!("UPDATE {ks}.{name} SET computed = ?, computed_version = ?{node} WHERE {key_match} IF computed_version = ? AND uid = ?"))
                 .await?,
-            update_observed: self.once(format!("UPDATE {ks}.{name} SET observed = ?, observed_version = ? WHERE {key_match} IF observed_version = ?"))
+            update_observed: self.once(format!("UPDATE {ks}.{name} SET observed = ?, observed_version = ? WHERE {key_match} IF observed_version = ? AND uid = ?"))
                 .await?,
-            delete: self.once(format!("DELETE FROM {ks}.{name} WHERE {key_match} IF version = ?")).await?,
+            delete: self.once(format!("DELETE FROM {ks}.{name} WHERE {key_match} IF version = ? AND uid = ?")).await?,
             list: self.idempotent(list).await?,
             list_all_workspaces,
         })
