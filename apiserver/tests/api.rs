@@ -1,5 +1,7 @@
 //! The API over real HTTPS: a server on the embedded SQLite store, called with reqwest.
 
+mod common;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,20 +29,8 @@ struct Cluster {
 }
 
 fn client_for(ca: &str) -> reqwest::Client {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .use_preconfigured_tls(common::trusting(ca))
         .build()
         .unwrap()
 }

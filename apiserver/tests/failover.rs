@@ -7,6 +7,8 @@
 //! Needs the three-node cluster of `scripts/cassandra start 3` and `DORA_CQL_CLUSTER_URL`;
 //! `scripts/test` runs it on its own after the other suites and wipes the cluster after it.
 
+mod common;
+
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -31,20 +33,8 @@ fn cassandra(args: &[&str]) {
 }
 
 fn client_for(ca: &str) -> reqwest::Client {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .use_preconfigured_tls(common::trusting(ca))
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
