@@ -45,6 +45,14 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Delete resources named in files, or one resource by kind and name.
     Delete(DeleteArgs),
+    /// Run the scheduler of one zone (one is active per zone; others stand by).
+    Scheduler(SchedulerArgs),
+    /// Run the credit system of one zone (one is active per zone; others stand by).
+    Creditsys(CreditsysArgs),
+    /// Run hollow (simulated) nodes, for scale tests and demos.
+    Sim(SimArgs),
+    /// Show credit use, limit and next reset per zone.
+    Credits(CreditsArgs),
     /// Show the spec history of a resource.
     Versions(VersionsArgs),
     /// Show events, of one resource or of the zone.
@@ -71,6 +79,145 @@ pub struct UpArgs {
     /// `cql://HOST:PORT[,HOST:PORT]/KEYSPACE[?replication=DC:RF&consistency=quorum]`.
     #[arg(long, env = "DORA_STORE")]
     pub store: Option<String>,
+    /// Zone of the scheduler and credit system run here.
+    #[arg(long, default_value = "default")]
+    pub zone: String,
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub credits: CreditArgs,
+    #[command(flatten)]
+    pub sim: SimOptions,
+}
+
+/// How components log.
+#[derive(Debug, Args, Clone)]
+pub struct LogArgs {
+    /// `text` for people, `json` for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DORA_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where a component finds the store.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// `sqlite:PATH` or `cql://HOST:PORT[,HOST:PORT]/KEYSPACE[?...]`.
+    #[arg(long, env = "DORA_STORE")]
+    pub store: String,
+    /// The zone to serve.
+    #[arg(long, default_value = "default")]
+    pub zone: String,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Credit system settings.
+#[derive(Debug, Args, Clone)]
+pub struct CreditArgs {
+    /// Day of the weekly credit reset (00:00 UTC).
+    #[arg(long, default_value = "monday", value_parser = parse_weekday)]
+    pub credit_reset_day: time::Weekday,
+    /// How often container use is counted.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub credit_slice: std::time::Duration,
+    /// Length of a credit period (a week; shorter only for tests and demos).
+    #[arg(long, default_value = "7d", value_parser = parse_duration, hide = true)]
+    pub credit_period: std::time::Duration,
+}
+
+/// Hollow nodes.
+#[derive(Debug, Args, Clone)]
+pub struct SimOptions {
+    /// Also run this many hollow nodes (named sim-00000, sim-00001, ...).
+    #[arg(long, default_value_t = 0)]
+    pub sim_nodes: usize,
+    /// CPUs per hollow node.
+    #[arg(long, default_value_t = 32)]
+    pub sim_cpus: u32,
+    /// Memory per hollow node, e.g. 256Gi.
+    #[arg(long, default_value = "256Gi")]
+    pub sim_memory: String,
+    /// GPUs per hollow node, e.g. 8xA100 or 4xA100,2xH100.
+    #[arg(long, default_value = "")]
+    pub sim_gpus: String,
+    /// How often hollow nodes heartbeat.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub sim_heartbeat: std::time::Duration,
+    /// How long a hollow node takes to start a container.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub sim_start_delay: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A node without a heartbeat for this long is NotReady.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub node_grace: std::time::Duration,
+    /// Containers of a NotReady node move after this.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub reschedule_after: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CreditsysArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub credits: CreditArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub sim: SimOptions,
+    /// Node names start with this.
+    #[arg(long, default_value = "sim-")]
+    pub prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreditsArgs {
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// Parses `<n>ms`, `<n>s`, `<n>m`, `<n>h` or `<n>d`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms
+            .parse()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("expected <n>ms, got {text:?}"));
+    }
+    dora_crds::Duration::parse(text)
+        .map(|d| d.0)
+        .ok_or_else(|| format!("expected <n>ms, <n>s, <n>m, <n>h or <n>d, got {text:?}"))
+}
+
+fn parse_weekday(text: &str) -> Result<time::Weekday, String> {
+    use time::Weekday::*;
+    let day = match text.to_ascii_lowercase().as_str() {
+        "monday" | "mon" => Monday,
+        "tuesday" | "tue" => Tuesday,
+        "wednesday" | "wed" => Wednesday,
+        "thursday" | "thu" => Thursday,
+        "friday" | "fri" => Friday,
+        "saturday" | "sat" => Saturday,
+        "sunday" | "sun" => Sunday,
+        _ => return Err(format!("expected a weekday such as monday, got {text:?}")),
+    };
+    Ok(day)
 }
 
 #[derive(Debug, Args)]

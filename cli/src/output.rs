@@ -75,7 +75,7 @@ type Cells = fn(&Value) -> Vec<String>;
 /// Kind-specific columns: headers and how to fill them.
 fn kind_columns(kind: Kind) -> (Vec<&'static str>, Cells) {
     match kind {
-        Kind::Workload => (vec!["REPLICAS", "DRIVER", "IMAGE", "GEN"], |i| {
+        Kind::Workload => (vec!["READY", "DRIVER", "IMAGE", "GEN", "STATUS"], |i| {
             let spec = &i["spec"];
             let image = match spec["image"]["image"].as_str() {
                 Some(image) => image.to_string(),
@@ -84,29 +84,66 @@ fn kind_columns(kind: Kind) -> (Vec<&'static str>, Cells) {
                     other => text(other),
                 },
             };
+            let computed = &i["status"]["computed"];
+            let status = computed["paused"]
+                .as_str()
+                .map(|why| format!("Paused: {why}"))
+                .or_else(|| {
+                    computed["reason"]
+                        .as_str()
+                        .map(|why| format!("Pending: {why}"))
+                })
+                .unwrap_or_default();
             vec![
-                text(&spec["replica"]["count"]),
+                format!(
+                    "{}/{}",
+                    computed["ready"].as_u64().unwrap_or(0),
+                    text(&spec["replica"]["count"])
+                ),
                 text(&spec["driver"]),
                 image,
                 text(&i["metadata"]["generation"]),
+                status,
             ]
         }),
-        Kind::Container => (vec!["WORKLOAD", "NODE", "STATE"], |i| {
-            let status = &i["status"];
+        Kind::Container => (vec!["WORKLOAD", "NODE", "STATE", "RESTARTS", "GPUS"], |i| {
+            let computed = &i["status"]["computed"];
+            let observed = &i["status"]["observed"];
+            let current = observed["epoch"] == computed["epoch"] && computed["node"].is_string();
+            let state = if computed["node"].is_null() {
+                "Pending".to_string()
+            } else if current {
+                text(&observed["state"])
+            } else {
+                "Bound".to_string()
+            };
+            let gpus: Vec<String> = computed["gpus"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
             vec![
                 text(&i["spec"]["workload"]),
-                text(&status["computed"]["node"]),
-                text(&status["observed"]["state"]),
+                text(&computed["node"]),
+                state,
+                computed["restarts"].as_u64().unwrap_or(0).to_string(),
+                gpus.join(","),
             ]
         }),
         Kind::Node => (vec!["STATE", "SCHEDULING", "GPUS", "CPUS"], |i| {
             let observed = &i["status"]["observed"];
             let cordoned = i["spec"]["schedulingDisabled"].as_bool().unwrap_or(false);
+            let state = match i["status"]["computed"]["ready"].as_bool() {
+                Some(true) => "Ready",
+                Some(false) => "NotReady",
+                None => "Unknown",
+            };
             vec![
-                text(&observed["state"]),
+                state.into(),
                 if cordoned { "Disabled" } else { "Enabled" }.into(),
                 count(&observed["gpus"]),
-                count(&observed["cpus"]),
+                text(&observed["cpu"]["count"]),
             ]
         }),
         Kind::User => (vec!["ZONE", "WORKSPACE", "ROLES"], |i| {
@@ -147,7 +184,17 @@ fn kind_columns(kind: Kind) -> (Vec<&'static str>, Cells) {
                 text(&i["spec"]["credit"]["per"]["hour"]),
             ]
         }),
-        Kind::Usercredit => (vec!["USER"], |i| vec![text(&i["spec"]["user"])]),
+        Kind::Usercredit => (vec!["USER", "WEEKLY", "LIMIT", "OUT"], |i| {
+            let account = &i["status"]["computed"];
+            vec![
+                text(&i["spec"]["user"]),
+                format!("{:.2}", account["weekly"].as_f64().unwrap_or(0.0)),
+                account["limit"]
+                    .as_f64()
+                    .map_or("-".into(), |l| format!("{l:.2}")),
+                text(&account["outOfCredit"]),
+            ]
+        }),
         Kind::Gpu => (
             vec!["NODE", "MODEL", "MEMORY", "TEMP", "POWER", "BOOKED"],
             |i| {

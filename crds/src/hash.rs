@@ -40,13 +40,20 @@ pub fn canonical_json(value: &Value) -> String {
 }
 
 /// The hash that decides whether containers must be replaced: SHA-256 over the canonical JSON
-/// of the spec, leaving out fields that must not restart containers (the replica count).
+/// of the spec, leaving out fields that must not restart containers (the replica count, scheduling and
+/// update strategy).
 pub fn spec_hash(kind: Kind, spec: &Value) -> String {
     let mut spec = spec.clone();
     if kind == Kind::Workload
         && let Some(replica) = spec.get_mut("replica").and_then(Value::as_object_mut)
     {
         replica.remove("count");
+    }
+    if kind == Kind::Workload
+        && let Some(spec) = spec.as_object_mut()
+    {
+        spec.remove("scheduling");
+        spec.remove("strategy");
     }
     let digest = Sha256::digest(canonical_json(&spec).as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()

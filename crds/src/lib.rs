@@ -10,6 +10,7 @@ mod name;
 mod quantity;
 mod schema;
 pub mod spec;
+pub mod status;
 
 pub use document::{Document, parse_documents, parse_resource};
 pub use error::ValidationError;
@@ -17,7 +18,7 @@ pub use hash::{canonical_json, spec_hash};
 pub use kind::{Kind, Scope};
 pub use meta::{Metadata, Resource};
 pub use name::validate_name;
-pub use quantity::{Count, Duration, MilliCpu};
+pub use quantity::{Bytes, Count, Duration, MilliCpu};
 pub use schema::{kind_schema, validate_spec};
 
 /// The only `apiVersion` Dora accepts.

@@ -233,3 +233,81 @@ mod tests {
         }
     }
 }
+
+/// A size in bytes: a number, or a string with a unit (`512Mi`, `16Gi`, `1G`, `64k`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bytes(pub u64);
+
+impl Bytes {
+    fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().ok()?;
+        let scale: u64 = match unit {
+            "" => 1,
+            "k" | "K" => 1_000,
+            "M" => 1_000_000,
+            "G" => 1_000_000_000,
+            "T" => 1_000_000_000_000,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            "Ti" => 1 << 40,
+            _ => return None,
+        };
+        number.checked_mul(scale).map(Bytes)
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        let parsed = match &value {
+            serde_json::Value::Number(n) => n.as_u64().map(Bytes),
+            serde_json::Value::String(s) => Bytes::parse(s),
+            _ => None,
+        };
+        parsed.ok_or_else(|| {
+            de::Error::custom(format!(
+                "expected bytes as a number or with a unit (\"512Mi\", \"16Gi\", \"1G\"), got {value}"
+            ))
+        })
+    }
+}
+
+impl JsonSchema for Bytes {
+    fn schema_name() -> Cow<'static, str> {
+        "Bytes".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Bytes as a number, or a string with a unit: k, M, G, T, Ki, Mi, Gi, Ti.",
+            "type": ["integer", "string"],
+            "minimum": 0,
+            "pattern": "^[0-9]+([kKMGT]|[KMGT]i)?$"
+        })
+    }
+}
+
+#[cfg(test)]
+mod bytes_tests {
+    use super::Bytes;
+
+    #[test]
+    fn units_scale() {
+        assert_eq!(Bytes::parse("512Mi"), Some(Bytes(512 << 20)));
+        assert_eq!(Bytes::parse("2G"), Some(Bytes(2_000_000_000)));
+        assert_eq!(Bytes::parse("7"), Some(Bytes(7)));
+        assert_eq!(Bytes::parse("7 parsecs"), None);
+    }
+}

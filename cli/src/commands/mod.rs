@@ -1,7 +1,9 @@
 //! One module per command.
 
 mod apply;
+mod components;
 mod config;
+mod credits;
 mod delete;
 mod get;
 mod history;
@@ -27,6 +29,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Delete(args) => delete::run(&global, args).await,
+        Command::Scheduler(args) => components::scheduler(args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Creditsys(args) => components::creditsys(args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Sim(args) => components::sim(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Credits(args) => credits::run(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Versions(args) => history::versions(&global, args)
             .await
             .map(|()| ExitCode::SUCCESS),

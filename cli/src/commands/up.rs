@@ -1,4 +1,5 @@
-//! `dora up`: the API server on the embedded store (or a CQL cluster), in one process.
+//! `dora up`: the API server, the scheduler and credit system of one zone, and optionally
+//! hollow nodes, in one process on the embedded store (or a CQL cluster).
 
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,12 @@ use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey, w
 use dora_crds::Kind;
 use dora_store::ListQuery;
 
+use dora_controller::scheduler::SchedulerConfig;
+use dora_nodeagent::sim::SimHandle;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::components;
 use crate::args::UpArgs;
 use crate::config::{Config, Profile};
 
@@ -182,14 +189,8 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,scylla=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    components::init_logging(&args.log);
+    let sim = components::sim_config(&args.zone, &args.sim)?;
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -210,14 +211,38 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let store = dora_store::open(&store_url)
         .await
         .with_context(|| format!("cannot open the store {store_url}"))?;
-    let server = ApiServer::new(store, &secret, Options::default()).await?;
+    let server = ApiServer::new(store.clone(), &secret, Options::default()).await?;
     if needs_bootstrap(&server).await? {
         bootstrap(&server, &url, &pki, &data_dir).await?;
     } else {
         update_profile(&url, &data_dir)?;
     }
-    tracing::info!(%url, "serving");
-    server
+    tracing::info!(%url, zone = %args.zone, "serving; scheduler and credit system running");
+    let stop = CancellationToken::new();
+    let mut components = JoinSet::new();
+    components.spawn(dora_controller::scheduler::run(
+        store.clone(),
+        SchedulerConfig::new(&args.zone),
+        stop.clone(),
+    ));
+    components.spawn(dora_controller::creditsys::run(
+        store.clone(),
+        components::credit_config(&args.zone, &args.credits),
+        stop.clone(),
+    ));
+    if sim.nodes > 0 {
+        let store = store.clone();
+        let stop = stop.clone();
+        components.spawn(async move {
+            if let Err(e) = dora_nodeagent::sim::run(store, sim, SimHandle::default(), stop).await {
+                tracing::error!(error = %e, "hollow nodes stopped");
+            }
+        });
+    }
+    let served = server
         .serve(listener, pki.server_config()?, shutdown_signal())
-        .await
+        .await;
+    stop.cancel();
+    while components.join_next().await.is_some() {}
+    served
 }

@@ -1,7 +1,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Count, Duration, MilliCpu, ValidationError};
+use crate::{Bytes, Count, Duration, MilliCpu, ValidationError};
 
 /// How many replicas to run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -177,6 +177,49 @@ pub struct Selectors {
     pub gpu: Option<DeviceSelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeSelector>,
+    /// Memory each replica needs on its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Bytes>,
+}
+
+/// Queueing and placement.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scheduling {
+    /// Higher runs first when the zone is full (default 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// Place all replicas at once or none of them.
+    #[serde(default)]
+    pub gang: bool,
+}
+
+impl Scheduling {
+    fn is_default(&self) -> bool {
+        *self == Scheduling::default()
+    }
+}
+
+/// How a spec change replaces running containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Strategy {
+    /// How many replicas may be down at once during a rolling update (default 1).
+    pub max_unavailable: Count,
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy {
+            max_unavailable: Count(1),
+        }
+    }
+}
+
+impl Strategy {
+    fn is_default(&self) -> bool {
+        *self == Strategy::default()
+    }
 }
 
 /// A volume mounted into the containers.
@@ -265,6 +308,10 @@ pub struct WorkloadSpec {
     pub volumes: Vec<VolumeMount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    #[serde(default, skip_serializing_if = "Scheduling::is_default")]
+    pub scheduling: Scheduling,
+    #[serde(default, skip_serializing_if = "Strategy::is_default")]
+    pub strategy: Strategy,
 }
 
 impl WorkloadSpec {

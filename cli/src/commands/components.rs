@@ -1,0 +1,105 @@
+//! The server components run on their own: `dora scheduler`, `dora creditsys`, `dora sim`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use dora_controller::creditsys::CreditConfig;
+use dora_controller::scheduler::SchedulerConfig;
+use dora_nodeagent::sim::{SimConfig, SimHandle};
+use dora_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{
+    CreditArgs, CreditsysArgs, LogArgs, LogFormat, SchedulerArgs, SimArgs, SimOptions, StoreArgs,
+};
+
+/// Logs to stderr as text or JSON; `RUST_LOG` filters (default: info).
+pub fn init_logging(log: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,scylla=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// Cancels the returned token on Ctrl-C or SIGTERM.
+pub fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => drop(signal.recv().await),
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    stop
+}
+
+async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    init_logging(&args.log);
+    dora_store::open(&args.store)
+        .await
+        .with_context(|| format!("cannot open the store {}", args.store))
+}
+
+pub fn credit_config(zone: &str, args: &CreditArgs) -> CreditConfig {
+    let mut config = CreditConfig::new(zone);
+    config.reset_day = args.credit_reset_day;
+    config.slice = args.credit_slice;
+    config.period = args.credit_period;
+    config
+}
+
+/// Hollow-node settings from the command line.
+pub fn sim_config(zone: &str, args: &SimOptions) -> anyhow::Result<SimConfig> {
+    let mut config = SimConfig::new(zone, args.sim_nodes);
+    config.cpus = args.sim_cpus;
+    config.memory_bytes =
+        serde_json::from_value::<dora_crds::Bytes>(args.sim_memory.clone().into())
+            .map_err(|e| anyhow::anyhow!("--sim-memory: {e}"))?
+            .0;
+    config.gpus = SimConfig::parse_gpus(&args.sim_gpus)
+        .map_err(|e| anyhow::anyhow!("--sim-gpus: {e}; expected e.g. 8xA100"))?;
+    config.heartbeat = args.sim_heartbeat;
+    config.start_delay = args.sim_start_delay;
+    Ok(config)
+}
+
+pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let store = open(&args.store).await?;
+    let mut config = SchedulerConfig::new(&args.store.zone);
+    config.node_grace = args.node_grace;
+    config.reschedule_after = args.reschedule_after;
+    dora_controller::scheduler::run(store, config, stop_on_signal()).await;
+    Ok(())
+}
+
+pub async fn creditsys(args: CreditsysArgs) -> anyhow::Result<()> {
+    let store = open(&args.store).await?;
+    let config = credit_config(&args.store.zone, &args.credits);
+    dora_controller::creditsys::run(store, config, stop_on_signal()).await;
+    Ok(())
+}
+
+pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let store = open(&args.store).await?;
+    let mut config = sim_config(&args.store.zone, &args.sim)?;
+    config.prefix = args.prefix;
+    dora_nodeagent::sim::run(store, config, SimHandle::default(), stop_on_signal())
+        .await
+        .context("hollow nodes stopped")
+}

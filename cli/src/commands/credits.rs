@@ -1,0 +1,73 @@
+//! `dora credits`: credit use, limit and next reset per zone.
+
+use dora_apiserver::collection_path;
+use dora_crds::Kind;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::args::{CreditsArgs, Format, Global};
+use crate::client::Client;
+use crate::output;
+
+pub async fn run(global: &Global, args: CreditsArgs) -> anyhow::Result<()> {
+    let mut client = Client::new(global)?;
+    let place = client.place(Kind::Usercredit, false).await?;
+    let path = collection_path(Kind::Usercredit, &place.zone, None);
+    let page = client
+        .json(Method::GET, &path, &[("limit", "1000".into())], None)
+        .await?;
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    match args.output {
+        Format::Json => println!("{}", output::json_text(&output::list_object(items))),
+        Format::Yaml => print!("{}", output::yaml(&output::list_object(items))?),
+        Format::Table | Format::Wide => {
+            if items.is_empty() {
+                eprintln!("No credit accounts in zone {} yet.", place.zone);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = items.iter().map(|item| row(&place.zone, item)).collect();
+            println!(
+                "{}",
+                output::table(
+                    &[
+                        "USER",
+                        "ZONE",
+                        "USED THIS WEEK",
+                        "LIMIT",
+                        "TOTAL",
+                        "RESET",
+                        "STATE"
+                    ],
+                    &rows
+                )
+            );
+        }
+    }
+    Ok(())
+}
+
+fn row(zone: &str, item: &Value) -> Vec<String> {
+    let account = &item["status"]["computed"];
+    let number = |v: &Value| v.as_f64().map_or("-".to_string(), |n| format!("{n:.2}"));
+    let reset = account["reset"]
+        .as_i64()
+        .map(dora_apiserver::timestamp)
+        .unwrap_or_default();
+    let state = if account["outOfCredit"].as_bool() == Some(true) {
+        "OutOfCredit"
+    } else {
+        "Ok"
+    };
+    vec![
+        item["spec"]["user"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        zone.to_string(),
+        number(&account["weekly"]),
+        number(&account["limit"]),
+        number(&account["total"]),
+        reset,
+        state.into(),
+    ]
+}

@@ -1,0 +1,321 @@
+//! The credit system of one zone: every slice, integrates the use of the zone's containers
+//! (GPUs by model, CPU cores by model, at the `Resourcecredit` prices per hour) into one
+//! `Usercredit` row per user, made automatically. Each row remembers per container the
+//! instant up to which it was counted, written in the same compare-and-set as the sums, so
+//! a restart or a new leader neither loses nor counts twice. A user over the weekly limit of
+//! `User.spec.credits` is marked out of credit (the scheduler then pauses their workloads)
+//! until the weekly reset.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dora_crds::Kind;
+use dora_crds::spec::{ResourcecreditSpec, UserSpec, UsercreditSpec};
+use dora_crds::status::{ContainerState, CreditAccount};
+use dora_store::{
+    Event, EventType, Fence, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, Store,
+    StoreError, now_millis,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::scheduler::{placement, report};
+use crate::{Cache, LeaseConfig, Target, WatchConfig, reflect, run_elected};
+
+/// The component name in leases and events.
+pub const COMPONENT: &str = "creditsys";
+
+const HOUR_MILLIS: f64 = 3_600_000.0;
+const DAY_MILLIS: i64 = 86_400_000;
+/// 1970-01-05T00:00:00Z, a Monday.
+const FIRST_MONDAY: i64 = 4 * DAY_MILLIS;
+
+/// Credit system settings.
+#[derive(Debug, Clone)]
+pub struct CreditConfig {
+    pub zone: String,
+    pub lease: LeaseConfig,
+    /// How often use is counted (default 10 s).
+    pub slice: Duration,
+    /// The weekly reset, at 00:00 UTC of this day.
+    pub reset_day: time::Weekday,
+    /// The length of an accounting period: a week, except in tests.
+    pub period: Duration,
+    pub watch: WatchConfig,
+}
+
+impl CreditConfig {
+    /// Defaults for `zone`: 10 s slices, reset on Monday.
+    pub fn new(zone: &str) -> Self {
+        CreditConfig {
+            zone: zone.to_string(),
+            lease: LeaseConfig::new(crate::holder_name()),
+            slice: Duration::from_secs(10),
+            reset_day: time::Weekday::Monday,
+            period: Duration::from_secs(7 * 86_400),
+            watch: WatchConfig::default(),
+        }
+    }
+
+    /// The start of the period holding `now`.
+    pub fn period_start(&self, now: i64) -> i64 {
+        let anchor = FIRST_MONDAY + self.reset_day.number_days_from_monday() as i64 * DAY_MILLIS;
+        let period = self.period.as_millis() as i64;
+        anchor + (now - anchor).div_euclid(period) * period
+    }
+}
+
+/// Runs the credit system of `config.zone` until `stop` is cancelled (standby without the lease).
+pub async fn run(store: Arc<dyn Store>, config: CreditConfig, stop: CancellationToken) {
+    let zone = config.zone.clone();
+    run_elected(
+        store.clone(),
+        &zone,
+        COMPONENT,
+        config.lease.clone(),
+        stop,
+        |fence, lost| lead(store.clone(), config.clone(), fence, lost),
+    )
+    .await;
+}
+
+struct Caches {
+    containers: Cache,
+    accounts: Cache,
+    prices: Cache,
+    users: Cache,
+}
+
+async fn lead(store: Arc<dyn Store>, config: CreditConfig, fence: Fence, lost: CancellationToken) {
+    let zone = &config.zone;
+    let mut synced = Vec::new();
+    let mut open = |kind: Kind, zone: &str| {
+        let (cache, ready) = reflect(
+            store.clone(),
+            Target::new(kind, zone),
+            config.watch,
+            lost.clone(),
+        );
+        synced.push(ready);
+        cache
+    };
+    let caches = Caches {
+        containers: open(Kind::Container, zone),
+        accounts: open(Kind::Usercredit, zone),
+        prices: open(Kind::Resourcecredit, zone),
+        users: open(Kind::User, ""),
+    };
+    for mut ready in synced {
+        if ready.wait_for(|synced| *synced).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        match account(&*store, &config, &fence, &caches).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced { .. }) => return,
+            Err(e) => {
+                tracing::warn!(zone = %config.zone, error = %e, "accounting failed; retrying next slice")
+            }
+        }
+        tokio::select! {
+            () = lost.cancelled() => return,
+            () = tokio::time::sleep(config.slice) => {}
+        }
+    }
+}
+
+/// One container's use since it was last counted.
+struct Use {
+    uid: String,
+    /// Credits per millisecond.
+    rate: f64,
+    from: i64,
+    until: i64,
+}
+
+/// One accounting slice over every user of the zone.
+async fn account(
+    store: &dyn Store,
+    config: &CreditConfig,
+    fence: &Fence,
+    caches: &Caches,
+) -> Result<(), StoreError> {
+    let now = now_millis();
+    let week_start = config.period_start(now);
+    let reset = week_start + config.period.as_millis() as i64;
+    let prices: HashMap<String, f64> = caches
+        .prices
+        .list()
+        .iter()
+        .filter_map(|row| serde_json::from_value::<ResourcecreditSpec>(row.resource.clone()).ok())
+        .map(|spec| (spec.product_name, spec.credit.per.hour / HOUR_MILLIS))
+        .collect();
+    let mut uses: BTreeMap<String, Vec<Use>> = BTreeMap::new();
+    for row in caches.containers.list() {
+        let place = placement(&row);
+        let Some(report) = report(&row, &place) else {
+            continue;
+        };
+        let Some(started) = report.started_at else {
+            continue;
+        };
+        if !matches!(report.state, ContainerState::Running) && !report.state.is_final() {
+            continue;
+        }
+        let price = |product: &Option<String>| {
+            product
+                .as_ref()
+                .and_then(|p| prices.get(p))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let rate = place.gpus.len() as f64 * price(&place.gpu_product)
+            + place.millicpu as f64 / 1000.0 * price(&place.cpu_product);
+        let until = if report.state.is_final() {
+            report.finished_at.unwrap_or(now).min(now)
+        } else {
+            now
+        };
+        uses.entry(row.owner.clone()).or_default().push(Use {
+            uid: format!("{}#{}", row.uid, place.epoch),
+            rate,
+            from: started,
+            until,
+        });
+    }
+    let limits: HashMap<String, f64> = caches
+        .users
+        .list()
+        .iter()
+        .filter_map(|row| {
+            let spec: UserSpec = serde_json::from_value(row.resource.clone()).ok()?;
+            let limit = spec.credits.iter().find(|c| c.zone == config.zone)?.weekly;
+            Some((row.key.name.clone(), limit))
+        })
+        .collect();
+    let mut users: Vec<String> = uses.keys().cloned().collect();
+    users.extend(limits.keys().cloned());
+    users.extend(
+        caches
+            .accounts
+            .list()
+            .iter()
+            .map(|row| row.key.name.clone()),
+    );
+    users.sort();
+    users.dedup();
+    for user in users {
+        let key = ObjectKey::new(Kind::Usercredit, &config.zone, "", &user);
+        let row = match caches.accounts.get(&key) {
+            Some(row) => row,
+            None => Arc::new(create_account(store, &key, &user).await?),
+        };
+        let previous: Option<CreditAccount> = serde_json::from_value(row.computed.clone()).ok();
+        let mut next = previous.clone().unwrap_or(CreditAccount {
+            week_start,
+            reset,
+            ..CreditAccount::default()
+        });
+        if next.week_start < week_start {
+            next.weekly = 0.0;
+            next.week_start = week_start;
+        }
+        next.reset = reset;
+        next.limit = limits.get(&user).copied();
+        let mut accounted = BTreeMap::new();
+        for used in uses.get(&user).into_iter().flatten() {
+            let from = next
+                .accounted
+                .get(&used.uid)
+                .copied()
+                .unwrap_or(used.from)
+                .max(used.from);
+            if used.until > from {
+                let credits = used.rate * (used.until - from) as f64;
+                next.total += credits;
+                // Only the part inside this period counts against the weekly limit.
+                next.weekly += used.rate * (used.until - from.max(week_start)).max(0) as f64;
+            }
+            accounted.insert(used.uid.clone(), used.until.max(from));
+        }
+        next.accounted = accounted;
+        next.out_of_credit = next.limit.is_some_and(|limit| next.weekly >= limit);
+        if previous.as_ref() == Some(&next) {
+            continue;
+        }
+        store
+            .put_status(
+                &key,
+                StatusColumn::Computed,
+                Some(row.computed_version),
+                serde_json::to_value(&next).expect("accounts serialize"),
+                Some(fence),
+            )
+            .await?;
+        let was_out = previous.as_ref().is_some_and(|p| p.out_of_credit);
+        if next.out_of_credit != was_out {
+            let (kind, reason, message) = if next.out_of_credit {
+                (
+                    EventType::Warning,
+                    "OutOfCredit",
+                    format!(
+                        "{user} used {:.2} of {:.2} weekly credits in zone {}; workloads pause until {}",
+                        next.weekly,
+                        next.limit.unwrap_or_default(),
+                        config.zone,
+                        crate::time::rfc3339(reset)
+                    ),
+                )
+            } else {
+                (
+                    EventType::Normal,
+                    "CreditRestored",
+                    format!("{user} may run workloads again"),
+                )
+            };
+            let event = Event::new(&key, kind, reason, message, COMPONENT);
+            if let Err(e) = store.append_event(event).await {
+                tracing::warn!(error = %e, "could not record an event");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn create_account(store: &dyn Store, key: &ObjectKey, user: &str) -> Result<Row, StoreError> {
+    let spec = UsercreditSpec {
+        user: user.to_string(),
+    };
+    let spec = serde_json::to_value(&spec).expect("specs serialize");
+    let write = SpecWrite {
+        key: key.clone(),
+        precondition: Precondition::Absent,
+        owner: COMPONENT.into(),
+        labels: Default::default(),
+        spec_hash: dora_crds::spec_hash(Kind::Usercredit, &spec),
+        spec,
+        desired: serde_json::Value::Null,
+    };
+    match store.put_spec(write).await {
+        Ok(outcome) => Ok(outcome.row().clone()),
+        Err(StoreError::AlreadyExists) => store.get(key).await?.ok_or(StoreError::NotFound),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weeks_start_at_midnight_utc_of_the_reset_day() {
+        let mut config = CreditConfig::new("z");
+        // 2026-11-29T12:00:00Z is a Sunday.
+        let now = 1_795_953_600_000;
+        // The Monday before: 2026-11-23T00:00:00Z.
+        assert_eq!(config.period_start(now), 1_795_392_000_000);
+        config.reset_day = time::Weekday::Sunday;
+        assert_eq!(config.period_start(now), 1_795_910_400_000);
+    }
+}

@@ -1,0 +1,173 @@
+//! The reconcile queue: each key at most once, never two reconciles of one key at once, delayed
+//! re-queues, and per-key exponential backoff on errors that resets on success.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use dora_store::ObjectKey;
+use tokio::time::Instant;
+
+use crate::watcher::retry_delays;
+
+/// Why a key was reconciled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The object itself changed (or was listed).
+    Changed,
+    /// A related object changed (an owned or watched kind).
+    Related,
+    /// The previous reconcile asked to run again after a delay.
+    Requeue,
+    /// The previous reconcile failed.
+    Retry,
+    /// Asked for from outside the watchers (an action, a timer of the controller).
+    Signal,
+}
+
+impl Trigger {
+    /// The name logged in the reconcile span.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Changed => "changed",
+            Trigger::Related => "related",
+            Trigger::Requeue => "requeue",
+            Trigger::Retry => "retry",
+            Trigger::Signal => "signal",
+        }
+    }
+}
+
+type Backoff = Box<dyn Iterator<Item = Duration> + Send>;
+
+/// Queue state; owned by the controller's loop, not shared.
+#[derive(Default)]
+pub(crate) struct Queue {
+    ready: VecDeque<ObjectKey>,
+    triggers: HashMap<ObjectKey, Trigger>,
+    delayed: BTreeMap<(Instant, u64), (ObjectKey, Trigger)>,
+    sequence: u64,
+    running: HashSet<ObjectKey>,
+    /// Keys that were added while running; they run again when the current one ends.
+    dirty: HashMap<ObjectKey, Trigger>,
+    backoffs: HashMap<ObjectKey, Backoff>,
+}
+
+impl Queue {
+    /// Adds `key` unless it is already waiting.
+    pub fn add(&mut self, key: ObjectKey, trigger: Trigger) {
+        if self.running.contains(&key) {
+            self.dirty.entry(key).or_insert(trigger);
+        } else if !self.triggers.contains_key(&key) {
+            self.triggers.insert(key.clone(), trigger);
+            self.ready.push_back(key);
+        }
+    }
+
+    /// Adds `key` once `after` has passed.
+    pub fn add_after(&mut self, key: ObjectKey, trigger: Trigger, after: Duration) {
+        self.sequence += 1;
+        self.delayed
+            .insert((Instant::now() + after, self.sequence), (key, trigger));
+    }
+
+    /// When the next delayed key is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.delayed.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Moves due keys into the ready queue.
+    pub fn promote_due(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (key, trigger) = entry.remove();
+            self.add(key, trigger);
+        }
+    }
+
+    /// The next key to reconcile, marked running.
+    pub fn take(&mut self) -> Option<(ObjectKey, Trigger)> {
+        let key = self.ready.pop_front()?;
+        let trigger = self.triggers.remove(&key).unwrap_or(Trigger::Changed);
+        self.running.insert(key.clone());
+        Some((key, trigger))
+    }
+
+    /// Marks `key` done; re-adds it if it changed while running. On success the key's backoff
+    /// resets; on failure, returns the delay before the retry.
+    pub fn done(&mut self, key: &ObjectKey, failed: bool) -> Option<Duration> {
+        self.running.remove(key);
+        if let Some(trigger) = self.dirty.remove(key) {
+            self.add(key.clone(), trigger);
+        }
+        if !failed {
+            self.backoffs.remove(key);
+            return None;
+        }
+        let delays = self
+            .backoffs
+            .entry(key.clone())
+            .or_insert_with(|| Box::new(retry_delays()));
+        Some(delays.next().unwrap_or(Duration::from_secs(10)))
+    }
+
+    /// Keys waiting to run (ready or delayed).
+    pub fn depth(&self) -> usize {
+        self.ready.len() + self.delayed.len()
+    }
+
+    /// Keys running now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dora_crds::Kind;
+
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new(Kind::Workload, "z", "w", name)
+    }
+
+    #[test]
+    fn a_key_waits_once_and_never_runs_twice_at_once() {
+        let mut queue = Queue::default();
+        queue.add(key("a"), Trigger::Changed);
+        queue.add(key("a"), Trigger::Related);
+        assert_eq!(queue.depth(), 1);
+        let (a, _) = queue.take().unwrap();
+        queue.add(key("a"), Trigger::Related);
+        assert!(
+            queue.take().is_none(),
+            "a is running: it must not be handed out"
+        );
+        assert_eq!(queue.done(&a, false), None);
+        assert_eq!(queue.take(), Some((key("a"), Trigger::Related)));
+    }
+
+    #[test]
+    fn failures_back_off_and_success_resets() {
+        let mut queue = Queue::default();
+        queue.add(key("a"), Trigger::Changed);
+        let (a, _) = queue.take().unwrap();
+        let first = queue.done(&a, true).unwrap();
+        queue.add(key("a"), Trigger::Retry);
+        queue.take();
+        queue.done(&a, true).unwrap();
+        queue.add(key("a"), Trigger::Retry);
+        queue.take();
+        let third = queue.done(&a, true).unwrap();
+        assert!(third > first, "{third:?} should exceed {first:?}");
+        queue.add(key("a"), Trigger::Retry);
+        queue.take();
+        assert_eq!(queue.done(&a, false), None);
+        queue.add(key("a"), Trigger::Retry);
+        queue.take();
+        assert!(queue.done(&a, true).unwrap() <= first * 2);
+    }
+}

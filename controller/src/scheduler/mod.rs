@@ -1,0 +1,334 @@
+//! The scheduler of one zone: turns Workloads into Container rows (`<workload>.<i>`, indices
+//! from 0) and binds those to nodes. One is active per zone (lease); every binding carries
+//! the lease epoch, so a deposed scheduler's late write is refused.
+//!
+//! - [`workloads`]: replicas, rolling updates, restarts, run-time limits, pause, status.
+//! - [`placer`]: binds waiting containers in priority order, with gang placement and backfill.
+//! - [`nodes`]: readiness from heartbeats; containers of lost nodes move after a timeout.
+
+mod fit;
+mod ledger;
+mod nodes;
+mod placer;
+mod workloads;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dora_crds::Kind;
+use dora_crds::spec::{ContainerSpec, NodeSpec};
+use dora_crds::status::{ContainerReport, NodeReport, Placement};
+use dora_store::{Fence, ObjectKey, Row, Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use fit::{Booking, Demand, Misfit, NodeInfo, Usage, fit};
+pub use ledger::Ledger;
+
+use crate::{Cache, Controller, Handle, LeaseConfig, WatchConfig, WatchEvent, run_elected};
+
+/// The component name in leases and events.
+pub const COMPONENT: &str = "scheduler";
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub zone: String,
+    pub lease: LeaseConfig,
+    /// A node without a heartbeat for this long is NotReady (default 20 s).
+    pub node_grace: Duration,
+    /// Containers of a NotReady node move to other nodes after this (default 60 s).
+    pub reschedule_after: Duration,
+    /// First delay before a failed container is restarted; doubles per restart up to 5 min.
+    pub restart_backoff: Duration,
+    /// Workload reconciles at once.
+    pub concurrency: usize,
+    /// Bindings written at once.
+    pub writes: usize,
+    pub watch: WatchConfig,
+}
+
+impl SchedulerConfig {
+    /// Defaults for `zone`.
+    pub fn new(zone: &str) -> Self {
+        SchedulerConfig {
+            zone: zone.to_string(),
+            lease: LeaseConfig::new(crate::holder_name()),
+            node_grace: Duration::from_secs(20),
+            reschedule_after: Duration::from_secs(60),
+            restart_backoff: Duration::from_secs(10),
+            concurrency: 32,
+            writes: 128,
+            watch: WatchConfig::default(),
+        }
+    }
+}
+
+/// Why a scheduler's write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs the scheduler of `config.zone` until `stop` is cancelled: a standby until it holds the
+/// zone's lease, then active until it loses it.
+pub async fn run(store: Arc<dyn Store>, config: SchedulerConfig, stop: CancellationToken) {
+    let zone = config.zone.clone();
+    run_elected(
+        store.clone(),
+        &zone,
+        COMPONENT,
+        config.lease.clone(),
+        stop,
+        |fence, lost| run_leader(store.clone(), config.clone(), fence, lost),
+    )
+    .await;
+}
+
+/// What the parts of one active scheduler share.
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub config: SchedulerConfig,
+    pub fence: Fence,
+    pub workloads: Cache,
+    pub containers: Cache,
+    pub nodes: Cache,
+    pub credits: Cache,
+    pub state: Mutex<State>,
+    /// Wakes the placer.
+    pub wake: Notify,
+    pub handle: Handle,
+}
+
+/// Indexes over the caches, kept current by the controller's observers.
+#[derive(Default)]
+pub(crate) struct State {
+    pub ledger: Ledger,
+    /// Container keys per workload key.
+    pub members: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Containers waiting for a node, per workload key.
+    pub unbound: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Why a workload's containers wait, as the placer last found.
+    pub reasons: HashMap<ObjectKey, String>,
+}
+
+impl Shared {
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The workload a container row belongs to.
+pub fn owner_of(row: &Row) -> Option<ObjectKey> {
+    let workload = row.resource.get("workload")?.as_str()?;
+    Some(ObjectKey::new(
+        Kind::Workload,
+        &row.key.zone,
+        &row.key.workspace,
+        workload,
+    ))
+}
+
+/// The container spec of a row; `None` for a malformed one.
+pub fn container_spec(row: &Row) -> Option<ContainerSpec> {
+    serde_json::from_value(row.resource.clone()).ok()
+}
+
+/// The placement of a container row (default: unbound).
+pub fn placement(row: &Row) -> Placement {
+    serde_json::from_value(row.computed.clone()).unwrap_or_default()
+}
+
+/// What the node reports for the container's current binding, if anything.
+pub fn report(row: &Row, placement: &Placement) -> Option<ContainerReport> {
+    let report: ContainerReport = serde_json::from_value(row.observed.clone()).ok()?;
+    (report.epoch == placement.epoch && Some(&report.node) == placement.node.as_ref())
+        .then_some(report)
+}
+
+/// What a container row holds on its node: nothing once it has ended.
+pub fn booking_of(row: &Row) -> Option<Booking> {
+    let placement = placement(row);
+    let node = placement.node.clone()?;
+    if report(row, &placement).is_some_and(|r| r.state.is_final()) {
+        return None;
+    }
+    Some(Booking {
+        node,
+        gpus: placement.gpus,
+        gpu_product: placement.gpu_product,
+        cpus: placement.cpus,
+        millicpu: placement.millicpu,
+        cpu_product: placement.cpu_product,
+        memory: placement.memory_bytes,
+    })
+}
+
+/// A node row as the scheduler sees it; `None` when it has never reported.
+pub(crate) fn node_info(row: &Row, grace: Duration) -> Option<NodeInfo> {
+    let report: NodeReport = serde_json::from_value(row.observed.clone()).ok()?;
+    let spec: NodeSpec = serde_json::from_value(row.resource.clone()).unwrap_or_default();
+    let ready = dora_store::now_millis() - report.heartbeat <= grace.as_millis() as i64;
+    Some(NodeInfo {
+        name: row.key.name.clone(),
+        spec,
+        report,
+        ready,
+    })
+}
+
+impl State {
+    fn observe_container(&mut self, event: &WatchEvent) {
+        match event {
+            WatchEvent::Applied(row) => self.container_row(row),
+            WatchEvent::Deleted(key) => self.container_gone(key),
+            WatchEvent::Listed(rows) => {
+                self.ledger.clear_cached();
+                self.members.clear();
+                self.unbound.clear();
+                for row in rows {
+                    self.container_row(row);
+                }
+            }
+        }
+    }
+
+    fn container_row(&mut self, row: &Row) {
+        let booking = booking_of(row);
+        self.ledger
+            .set_cached(&row.key, &row.uid, row.computed_version, booking);
+        let Some(owner) = owner_of(row) else { return };
+        self.members
+            .entry(owner.clone())
+            .or_default()
+            .insert(row.key.clone());
+        let waiting = self.unbound.entry(owner).or_default();
+        if placement(row).node.is_none() {
+            waiting.insert(row.key.clone());
+        } else {
+            waiting.remove(&row.key);
+        }
+    }
+
+    fn container_gone(&mut self, key: &ObjectKey) {
+        self.ledger.remove_cached(key);
+        for set in self.members.values_mut().chain(self.unbound.values_mut()) {
+            set.remove(key);
+        }
+        self.members.retain(|_, set| !set.is_empty());
+        self.unbound.retain(|_, set| !set.is_empty());
+    }
+
+    fn observe_node(&mut self, event: &WatchEvent, grace: Duration) {
+        match event {
+            WatchEvent::Applied(row) => match node_info(row, grace) {
+                Some(info) => self.ledger.set_node(info),
+                None => self.ledger.remove_node(&row.key.name),
+            },
+            WatchEvent::Deleted(key) => self.ledger.remove_node(&key.name),
+            WatchEvent::Listed(rows) => {
+                let names: Vec<String> = self.ledger.nodes().map(|n| n.name.clone()).collect();
+                for name in names {
+                    self.ledger.remove_node(&name);
+                }
+                for row in rows {
+                    if let Some(info) = node_info(row, grace) {
+                        self.ledger.set_node(info);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run_leader(
+    store: Arc<dyn Store>,
+    config: SchedulerConfig,
+    fence: Fence,
+    lost: CancellationToken,
+) {
+    let zone = config.zone.clone();
+    let controller = Controller::new("scheduler", store.clone(), Kind::Workload, &zone)
+        .concurrency(config.concurrency)
+        .watch_config(config.watch);
+    let workloads = controller.cache(Kind::Workload);
+    let handle = controller.handle();
+    // Mappers and observers need the shared state, which needs the caches: build in two steps.
+    let shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::default();
+    let slot = shared_slot.clone();
+    let workloads_for_credits = workloads.clone();
+    let controller = controller
+        .owns(Kind::Container, owner_of)
+        .watches(Kind::Node, |_| Vec::new())
+        .watches(Kind::Usercredit, move |row| {
+            // A user's credit state changed: every workload of theirs in the zone.
+            let user = row
+                .resource
+                .get("user")
+                .and_then(|u| u.as_str())
+                .unwrap_or_default();
+            workloads_for_credits
+                .list()
+                .into_iter()
+                .filter(|w| w.owner == user)
+                .map(|w| w.key.clone())
+                .collect()
+        })
+        .observe_with(Kind::Container, {
+            let slot = slot.clone();
+            move |event| {
+                if let Some(shared) = slot.get() {
+                    shared.state().observe_container(event);
+                    shared.wake.notify_one();
+                }
+            }
+        })
+        .observe_with(Kind::Node, {
+            let slot = slot.clone();
+            move |event| {
+                if let Some(shared) = slot.get() {
+                    shared.state().observe_node(event, shared.config.node_grace);
+                    shared.wake.notify_one();
+                }
+            }
+        });
+    let shared = Arc::new(Shared {
+        store,
+        fence,
+        workloads,
+        containers: controller.cache(Kind::Container),
+        nodes: controller.cache(Kind::Node),
+        credits: controller.cache(Kind::Usercredit),
+        state: Mutex::default(),
+        wake: Notify::new(),
+        handle,
+        config,
+    });
+    let _ = shared_slot.set(shared.clone());
+    let reconciler = shared.clone();
+    let stopped = lost.child_token();
+    tokio::join!(
+        async {
+            controller
+                .run(
+                    move |request| workloads::reconcile(reconciler.clone(), request),
+                    stopped.clone(),
+                )
+                .await;
+        },
+        async {
+            if let Err(e) = placer::run(shared.clone(), stopped.clone()).await {
+                tracing::warn!(error = %e, "placement stopped");
+                stopped.cancel();
+            }
+        },
+        async {
+            if let Err(e) = nodes::run(shared.clone(), stopped.clone()).await {
+                tracing::warn!(error = %e, "node monitoring stopped");
+                stopped.cancel();
+            }
+        },
+    );
+}

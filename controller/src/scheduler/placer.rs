@@ -1,0 +1,298 @@
+//! Binding waiting containers to nodes. Each pass takes the waiting workloads in priority order
+//! (then age), decides every placement in memory under one lock, then writes the bindings
+//! concurrently. A workload that cannot be placed blocks the lower-priority ones of its class,
+//! except those that would end before it could start anyway (EASY backfill, by `maxRunTime`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dora_crds::spec::{WorkloadClass, WorkloadSpec};
+use dora_crds::status::Placement;
+use dora_store::{ObjectKey, Row, StoreError, now_millis};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::fit::{Booking, Demand, explain};
+use super::{Error, Shared, State, container_spec, placement, report};
+
+/// Placement passes happen at most this often under a stream of changes.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
+/// Passes run at least this often (restart backoffs ending, in-flight expiry).
+const MAX_PASS_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), Error> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(MAX_PASS_INTERVAL) => {}
+        }
+        let bindings = decide(&shared);
+        write(&shared, bindings).await?;
+        tokio::time::sleep(MIN_PASS_INTERVAL).await;
+    }
+}
+
+/// A binding decided in a pass.
+struct Binding {
+    row: Arc<Row>,
+    placement: Placement,
+}
+
+/// A workload with containers waiting.
+struct Group {
+    workload: ObjectKey,
+    priority: i32,
+    created: i64,
+    class: WorkloadClass,
+    gang: bool,
+    max_run_time: Option<i64>,
+    demand: Demand,
+    rows: Vec<Arc<Row>>,
+}
+
+fn decide(shared: &Shared) -> Vec<Binding> {
+    let now = now_millis();
+    let mut state = shared.state();
+    state.ledger.expire_in_flight();
+    let groups = waiting(shared, &state, now);
+    let mut bindings = Vec::new();
+    let mut reasons: HashMap<ObjectKey, Option<String>> = HashMap::new();
+    // Per class: when the head of the queue that could not be placed might start at the
+    // earliest (`None`: unknown, so nothing may pass it).
+    let mut blocked: HashMap<WorkloadClass, (ObjectKey, Option<i64>)> = HashMap::new();
+    let mut first_fit: HashMap<String, usize> = HashMap::new();
+    for group in groups {
+        if let Some((head, shadow)) = blocked.get(&group.class) {
+            let ends_before = matches!(
+                (shadow, group.max_run_time),
+                (Some(shadow), Some(run)) if now + run <= *shadow
+            );
+            if !ends_before {
+                reasons.insert(
+                    group.workload.clone(),
+                    Some(format!(
+                        "waiting behind {} (higher priority or older)",
+                        head.name
+                    )),
+                );
+                continue;
+            }
+        }
+        let spread = spread_of(&state, &group.workload);
+        let mut spread = spread;
+        let start = first_fit.entry(format!("{:?}", group.demand)).or_default();
+        let mut placed: Vec<(Arc<Row>, Booking)> = Vec::new();
+        let mut failure = None;
+        for row in &group.rows {
+            match state.ledger.choose(&group.demand, &spread, start) {
+                Ok(booking) => {
+                    *spread.entry(booking.node.clone()).or_default() += 1;
+                    state.ledger.set_in_flight(
+                        &row.key,
+                        &row.uid,
+                        row.computed_version + 1,
+                        Some(booking.clone()),
+                    );
+                    placed.push((row.clone(), booking));
+                }
+                Err(misfits) => {
+                    let nodes = state.ledger.nodes().count();
+                    failure = Some(explain(nodes, &misfits));
+                    break;
+                }
+            }
+        }
+        if failure.is_some() && group.gang {
+            for (row, _) in placed.drain(..) {
+                state.ledger.abandon(&row.key);
+            }
+        }
+        for (row, booking) in placed {
+            let old = placement(&row);
+            bindings.push(Binding {
+                placement: Placement {
+                    node: Some(booking.node),
+                    epoch: old.epoch + 1,
+                    restarts: old.restarts,
+                    gpus: booking.gpus,
+                    gpu_product: booking.gpu_product,
+                    cpus: booking.cpus,
+                    millicpu: booking.millicpu,
+                    cpu_product: booking.cpu_product,
+                    memory_bytes: booking.memory,
+                    bound_at: now,
+                    not_before: None,
+                    stop: None,
+                },
+                row,
+            });
+        }
+        match failure {
+            Some(why) => {
+                let why = if group.gang {
+                    format!("gang of {} cannot be placed whole: {why}", group.rows.len())
+                } else {
+                    why
+                };
+                reasons.insert(group.workload.clone(), Some(why));
+                let shadow = shadow_time(shared, &state, &group.demand);
+                blocked.insert(group.class, (group.workload, shadow));
+            }
+            None => {
+                reasons.insert(group.workload, None);
+            }
+        }
+    }
+    for (workload, reason) in reasons {
+        let changed = match reason {
+            Some(reason) => state.reasons.insert(workload.clone(), reason.clone()) != Some(reason),
+            None => state.reasons.remove(&workload).is_some(),
+        };
+        if changed {
+            shared.handle.enqueue(workload);
+        }
+    }
+    bindings
+}
+
+/// The waiting workloads, highest priority first, then oldest.
+fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
+    let mut groups = Vec::new();
+    for (workload_key, keys) in &state.unbound {
+        let Some(workload) = shared.workloads.get(workload_key) else {
+            continue;
+        };
+        let Ok(spec) = serde_json::from_value::<WorkloadSpec>(workload.resource.clone()) else {
+            continue;
+        };
+        let mut rows: Vec<(u32, Arc<Row>)> = Vec::new();
+        let mut template = None;
+        for key in keys {
+            if state.ledger.is_in_flight(key) {
+                continue;
+            }
+            let Some(row) = shared.containers.get(key) else {
+                continue;
+            };
+            let Some(container) = container_spec(&row) else {
+                continue;
+            };
+            let place = placement(&row);
+            if place.node.is_some() || place.not_before.is_some_and(|t| t > now) {
+                continue;
+            }
+            if container.hash != workload.spec_hash {
+                continue;
+            }
+            template.get_or_insert(container.template);
+            rows.push((container.index, row));
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        rows.sort_by_key(|(index, _)| *index);
+        let template = template.unwrap_or(spec);
+        let demand = Demand::of(&template);
+        groups.push(Group {
+            workload: workload_key.clone(),
+            priority: template.scheduling.priority,
+            created: workload.created,
+            class: demand.class,
+            gang: template.scheduling.gang,
+            max_run_time: template.config.max_run_time.map(|d| d.0.as_millis() as i64),
+            demand,
+            rows: rows.into_iter().map(|(_, row)| row).collect(),
+        });
+    }
+    groups.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.created.cmp(&b.created))
+            .then(a.workload.cmp(&b.workload))
+    });
+    groups
+}
+
+/// How many of the workload's containers each node holds (for `Distribute`).
+fn spread_of(state: &State, workload: &ObjectKey) -> HashMap<String, u32> {
+    let mut spread = HashMap::new();
+    for key in state.members.get(workload).into_iter().flatten() {
+        if let Some(booking) = state.ledger.booking(key) {
+            *spread.entry(booking.node.clone()).or_default() += 1;
+        }
+    }
+    spread
+}
+
+/// The earliest instant a blocked demand could start: the first end of a container on a node
+/// it could use, if every container there has a known end. `None` when unknown.
+fn shadow_time(shared: &Shared, state: &State, demand: &Demand) -> Option<i64> {
+    let usable: HashSet<&str> = state
+        .ledger
+        .nodes()
+        .filter(|node| {
+            node.ready
+                && !node.spec.scheduling_disabled
+                && node.spec.allow.contains(&demand.class)
+                && demand.node.as_ref().is_none_or(|pin| *pin == node.name)
+        })
+        .map(|node| node.name.as_str())
+        .collect();
+    let mut earliest: Option<i64> = None;
+    for keys in state.members.values() {
+        for key in keys {
+            let Some(booking) = state.ledger.booking(key) else {
+                continue;
+            };
+            if !usable.contains(booking.node.as_str()) {
+                continue;
+            }
+            let row = shared.containers.get(key)?;
+            let spec = container_spec(&row)?;
+            let limit = spec.template.config.max_run_time?;
+            let started = report(&row, &placement(&row))
+                .and_then(|r| r.started_at)
+                .unwrap_or_else(now_millis);
+            let end = started + limit.0.as_millis() as i64;
+            earliest = Some(earliest.map_or(end, |e: i64| e.min(end)));
+        }
+    }
+    earliest
+}
+
+async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
+    if bindings.is_empty() {
+        return Ok(());
+    }
+    let count = bindings.len();
+    let results: Vec<Result<(), StoreError>> = futures::stream::iter(bindings)
+        .map(|binding| async move {
+            let key = binding.row.key.clone();
+            let result = super::workloads::bind(shared, &binding.row, &binding.placement).await;
+            match result {
+                // The booking stays in flight until the watcher brings the row back.
+                Ok(_) => {
+                    metrics::counter!("dora_scheduler_bindings_total").increment(1);
+                    Ok(())
+                }
+                Err(Error::Store(e)) => {
+                    shared.state().ledger.abandon(&key);
+                    match e {
+                        StoreError::Fenced { .. } => Err(e),
+                        other => {
+                            tracing::debug!(%key, error = %other, "binding not written; retrying");
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        })
+        .buffer_unordered(shared.config.writes)
+        .collect()
+        .await;
+    tracing::debug!(count, "bindings written");
+    results.into_iter().collect::<Result<(), _>>()?;
+    Ok(())
+}

@@ -1,0 +1,419 @@
+//! The workload reconcile: keeps `<workload>.<i>` for every index below the replica count,
+//! replaces containers of an older spec a few at a time, restarts ended containers by their
+//! restart policy, stops those past `maxRunTime`, and writes the workload's status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dora_crds::Kind;
+use dora_crds::spec::{ContainerSpec, RestartPolicy, WorkloadSpec};
+use dora_crds::status::{ContainerState, CreditAccount, Placement, WorkloadStatus};
+use dora_store::{
+    Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, StoreError, now_millis,
+};
+use futures::StreamExt;
+
+use super::{COMPONENT, Error, Shared, container_spec, placement, report};
+use crate::{Action, Request};
+
+/// Container writes at once within one reconcile.
+const CONCURRENT_WRITES: usize = 32;
+/// The longest restart backoff.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
+
+pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<Action, Error> {
+    let key = request.key;
+    let members: Vec<Arc<Row>> = {
+        let state = shared.state();
+        state
+            .members
+            .get(&key)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| shared.containers.get(k))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let Some(workload) = request.object else {
+        // Deleted: its containers go (node agents stop what is no longer bound to them).
+        delete_all(&shared, members.iter().map(|row| row.key.clone()).collect()).await?;
+        shared.state().reasons.remove(&key);
+        return Ok(Action::await_change());
+    };
+    let spec: WorkloadSpec = match serde_json::from_value(workload.resource.clone()) {
+        Ok(spec) => spec,
+        Err(e) => {
+            malformed(&shared, &workload, &e.to_string()).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let now = now_millis();
+    let paused = pause_reason(&shared, &workload);
+    let target = if paused.is_some() {
+        0
+    } else {
+        spec.replica.count.0
+    };
+
+    let mut by_index: BTreeMap<u32, (Arc<Row>, ContainerSpec)> = BTreeMap::new();
+    for row in members {
+        match container_spec(&row) {
+            Some(container) => {
+                by_index.insert(container.index, (row, container));
+            }
+            None => malformed(&shared, &row, "the container spec does not decode").await,
+        }
+    }
+
+    // Scale down: the highest indices go first.
+    let excess: Vec<ObjectKey> = by_index
+        .range(target..)
+        .rev()
+        .map(|(_, (row, _))| row.key.clone())
+        .collect();
+    delete_all(&shared, excess).await?;
+    by_index.retain(|index, _| *index < target);
+
+    let mut requeue: Option<Duration> = None;
+    let mut soonest = |after: Duration| {
+        requeue = Some(requeue.map_or(after, |r: Duration| r.min(after)));
+    };
+
+    // Rolling update: stale containers that do not run are replaced at once; running ones
+    // only while at least `target - maxUnavailable` stay available.
+    let running = by_index
+        .values()
+        .filter(|(row, _)| state_of(row) == Some(ContainerState::Running))
+        .count() as u32;
+    let mut budget = running.saturating_sub(target.saturating_sub(spec.strategy.max_unavailable.0));
+    let mut replace = Vec::new();
+    for (index, (row, container)) in &by_index {
+        if container.hash == workload.spec_hash {
+            continue;
+        }
+        let is_running = state_of(row) == Some(ContainerState::Running);
+        if is_running {
+            if budget == 0 {
+                continue;
+            }
+            budget -= 1;
+        }
+        replace.push((*index, row.key.clone()));
+    }
+    if !replace.is_empty() {
+        delete_all(&shared, replace.iter().map(|(_, k)| k.clone()).collect()).await?;
+        for (index, _) in &replace {
+            by_index.remove(index);
+        }
+    }
+
+    // Ended containers, restarts and run-time limits.
+    let mut finished = 0;
+    let mut stops = Vec::new();
+    let mut restarts = Vec::new();
+    for (row, _) in by_index.values() {
+        let place = placement(row);
+        let Some(report) = report(row, &place) else {
+            continue;
+        };
+        if report.state.is_final() {
+            let restart = place.stop.is_none()
+                && match spec.config.restart_policy {
+                    RestartPolicy::Never => false,
+                    RestartPolicy::OnFailure => report.state == ContainerState::Failed,
+                    RestartPolicy::Always => true,
+                };
+            if restart {
+                let delay = restart_delay(shared.config.restart_backoff, place.restarts);
+                let ended = report.finished_at.unwrap_or(now);
+                restarts.push((row.clone(), place, ended + delay.as_millis() as i64));
+            } else {
+                finished += 1;
+            }
+        } else if report.state == ContainerState::Running
+            && place.stop.is_none()
+            && let (Some(limit), Some(started)) = (spec.config.max_run_time, report.started_at)
+        {
+            let deadline = started + limit.0.as_millis() as i64;
+            if deadline <= now {
+                stops.push((row.clone(), place));
+            } else {
+                soonest(Duration::from_millis((deadline - now) as u64));
+            }
+        }
+    }
+    for (row, mut place) in stops {
+        place.stop = Some("MaxRunTime".into());
+        bind(&shared, &row, &place).await?;
+        event(
+            &shared,
+            &row.key,
+            EventType::Normal,
+            "MaxRunTime",
+            "stopping: it ran for its maxRunTime".into(),
+        )
+        .await;
+    }
+    for (row, old, not_before) in restarts {
+        let place = Placement {
+            epoch: old.epoch,
+            restarts: old.restarts + 1,
+            not_before: Some(not_before),
+            ..Placement::default()
+        };
+        bind(&shared, &row, &place).await?;
+        event(
+            &shared,
+            &row.key,
+            EventType::Normal,
+            "Restarting",
+            format!(
+                "restart {} in {} s",
+                place.restarts,
+                (not_before - now).max(0) / 1000
+            ),
+        )
+        .await;
+    }
+
+    // Missing replicas.
+    let missing: Vec<u32> = (0..target).filter(|i| !by_index.contains_key(i)).collect();
+    create_all(&shared, &workload, &spec, &missing).await?;
+
+    let pending = by_index
+        .values()
+        .filter(|(row, _)| placement(row).node.is_none())
+        .count() as u32
+        + missing.len() as u32;
+    let reason = shared
+        .state()
+        .reasons
+        .get(&key)
+        .cloned()
+        .filter(|_| pending > 0);
+    let status = WorkloadStatus {
+        desired: target,
+        ready: by_index
+            .values()
+            .filter(|(row, _)| state_of(row) == Some(ContainerState::Running))
+            .count() as u32,
+        updated: by_index
+            .values()
+            .filter(|(_, c)| c.hash == workload.spec_hash)
+            .count() as u32
+            + missing.len() as u32,
+        pending,
+        finished,
+        reason,
+        paused,
+        observed_generation: workload.generation,
+    };
+    write_status(&shared, &workload, status).await?;
+    Ok(requeue.map_or(Action::await_change(), Action::requeue))
+}
+
+/// The state its node reports for the container's current binding.
+fn state_of(row: &Row) -> Option<ContainerState> {
+    report(row, &placement(row)).map(|r| r.state)
+}
+
+fn restart_delay(base: Duration, restarts: u32) -> Duration {
+    base.saturating_mul(1u32 << restarts.min(16))
+        .min(MAX_RESTART_BACKOFF)
+}
+
+/// Why the workload must not run now: its owner is out of credits in the zone.
+fn pause_reason(shared: &Shared, workload: &Row) -> Option<String> {
+    let key = ObjectKey::new(Kind::Usercredit, &workload.key.zone, "", &workload.owner);
+    let account: CreditAccount =
+        serde_json::from_value(shared.credits.get(&key)?.computed.clone()).ok()?;
+    account.out_of_credit.then(|| {
+        format!(
+            "{} is out of credits in zone {} until {}",
+            workload.owner,
+            workload.key.zone,
+            crate::time::rfc3339(account.reset)
+        )
+    })
+}
+
+/// Writes a container's placement, fenced by the lease.
+pub(crate) async fn bind(shared: &Shared, row: &Row, place: &Placement) -> Result<Row, Error> {
+    let value = serde_json::to_value(place).expect("placements serialize");
+    Ok(shared
+        .store
+        .put_status(
+            &row.key,
+            StatusColumn::Computed,
+            Some(row.computed_version),
+            value,
+            Some(&shared.fence),
+        )
+        .await?)
+}
+
+async fn delete_all(shared: &Shared, keys: Vec<ObjectKey>) -> Result<(), Error> {
+    let results: Vec<Result<(), StoreError>> = futures::stream::iter(keys)
+        .map(|key| async move {
+            match shared.store.delete(&key, Precondition::None).await {
+                Ok(_) | Err(StoreError::NotFound) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(CONCURRENT_WRITES)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), _>>()?;
+    Ok(())
+}
+
+async fn create_all(
+    shared: &Shared,
+    workload: &Row,
+    spec: &WorkloadSpec,
+    indices: &[u32],
+) -> Result<(), Error> {
+    let results: Vec<Result<(), StoreError>> = futures::stream::iter(indices.iter().copied())
+        .map(|index| {
+            let container = ContainerSpec {
+                workload: workload.key.name.clone(),
+                index,
+                hash: workload.spec_hash.clone(),
+                template: spec.clone(),
+            };
+            let write = SpecWrite {
+                key: ObjectKey::new(
+                    Kind::Container,
+                    &workload.key.zone,
+                    &workload.key.workspace,
+                    &format!("{}.{index}", workload.key.name),
+                ),
+                precondition: Precondition::Absent,
+                owner: workload.owner.clone(),
+                labels: workload.labels.clone(),
+                spec: serde_json::to_value(&container).expect("container specs serialize"),
+                spec_hash: workload.spec_hash.clone(),
+                desired: serde_json::Value::Null,
+            };
+            async move {
+                match shared.store.put_spec(write).await {
+                    Ok(_) | Err(StoreError::AlreadyExists) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENT_WRITES)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), _>>()?;
+    Ok(())
+}
+
+async fn write_status(
+    shared: &Shared,
+    workload: &Row,
+    status: WorkloadStatus,
+) -> Result<(), Error> {
+    let previous: Option<WorkloadStatus> = serde_json::from_value(workload.computed.clone()).ok();
+    if previous.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let old_reason = previous.as_ref().and_then(|p| p.reason.clone());
+    let old_paused = previous.as_ref().and_then(|p| p.paused.clone());
+    if status.reason.is_some() && status.reason != old_reason {
+        let message = status.reason.clone().unwrap_or_default();
+        event(
+            shared,
+            &workload.key,
+            EventType::Warning,
+            "FailedScheduling",
+            message,
+        )
+        .await;
+    }
+    match (&old_paused, &status.paused) {
+        (None, Some(why)) => {
+            event(
+                shared,
+                &workload.key,
+                EventType::Warning,
+                "Paused",
+                why.clone(),
+            )
+            .await
+        }
+        (Some(_), None) => {
+            event(
+                shared,
+                &workload.key,
+                EventType::Normal,
+                "Resumed",
+                "resumed".into(),
+            )
+            .await
+        }
+        _ => {}
+    }
+    let value = serde_json::to_value(&status).expect("statuses serialize");
+    match shared
+        .store
+        .put_status(
+            &workload.key,
+            StatusColumn::Computed,
+            Some(workload.computed_version),
+            value,
+            Some(&shared.fence),
+        )
+        .await
+    {
+        // The cache is behind our own previous write; its change reconciles again.
+        Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reports a row that does not decode, once per row version; the row is skipped.
+async fn malformed(shared: &Shared, row: &Row, why: &str) {
+    tracing::warn!(key = %row.key, error = why, "skipping a malformed row");
+    let reported = row.computed.get("malformed").and_then(|v| v.as_u64()) == Some(row.version);
+    if reported {
+        return;
+    }
+    event(
+        shared,
+        &row.key,
+        EventType::Warning,
+        "Malformed",
+        format!("skipped: {why}"),
+    )
+    .await;
+    let mark = serde_json::json!({ "malformed": row.version, "error": why });
+    if let Err(e) = shared
+        .store
+        .put_status(
+            &row.key,
+            StatusColumn::Computed,
+            Some(row.computed_version),
+            mark,
+            Some(&shared.fence),
+        )
+        .await
+    {
+        tracing::warn!(key = %row.key, error = %e, "could not mark a malformed row");
+    }
+}
+
+pub(crate) async fn event(
+    shared: &Shared,
+    key: &ObjectKey,
+    event_type: EventType,
+    reason: &str,
+    message: String,
+) {
+    let event = Event::new(key, event_type, reason, message, COMPONENT);
+    if let Err(e) = shared.store.append_event(event).await {
+        tracing::warn!(%key, error = %e, "could not record an event");
+    }
+}

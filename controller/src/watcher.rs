@@ -1,0 +1,226 @@
+//! A stream of changes to one kind in one zone: an initial list, then the change feed, then a
+//! periodic re-list that heals anything missed; reconnects with backoff.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use dora_crds::Kind;
+use dora_store::{ChangeFilter, ChangeOp, Cursor, ListQuery, ObjectKey, Row, Store, StoreError};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What a watcher follows: one kind in one zone (every workspace of it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub kind: Kind,
+    pub zone: String,
+}
+
+impl Target {
+    /// `kind` in `zone`.
+    pub fn new(kind: Kind, zone: &str) -> Self {
+        Target {
+            kind,
+            zone: zone.to_string(),
+        }
+    }
+}
+
+/// Something a watcher saw.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// A row was created or changed; this is its state now.
+    Applied(Arc<Row>),
+    /// A row was deleted.
+    Deleted(ObjectKey),
+    /// A full list: every row of the target, replacing whatever was known.
+    Listed(Vec<Arc<Row>>),
+}
+
+/// How a watcher polls.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    /// How often the feed is read when this process has not written: other processes' writes
+    /// are seen within this.
+    pub poll: Duration,
+    /// How often the whole partition is listed again.
+    pub relist: Duration,
+    /// Rows per page and changes per read.
+    pub page: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            poll: Duration::from_millis(250),
+            relist: Duration::from_secs(300),
+            page: 1000,
+        }
+    }
+}
+
+/// Rows fetched at once after a batch of changes.
+const CONCURRENT_GETS: usize = 32;
+
+/// Starts a watcher on `target`; events arrive on the returned channel until `stop` is
+/// cancelled or the receiver is dropped.
+pub fn watch(
+    store: Arc<dyn Store>,
+    target: Target,
+    config: WatchConfig,
+    stop: CancellationToken,
+) -> mpsc::Receiver<WatchEvent> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut watcher = Watcher {
+            store,
+            target,
+            config,
+            tx,
+            listed: false,
+        };
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = watcher.run() => {}
+        }
+    });
+    rx
+}
+
+struct Watcher {
+    store: Arc<dyn Store>,
+    target: Target,
+    config: WatchConfig,
+    tx: mpsc::Sender<WatchEvent>,
+    /// Whether a list succeeded since the last failure (which resets the backoff).
+    listed: bool,
+}
+
+impl Watcher {
+    async fn run(&mut self) {
+        let mut backoff = retry_delays();
+        loop {
+            match self.follow().await {
+                Ok(()) => return,
+                Err(e) => {
+                    if std::mem::take(&mut self.listed) {
+                        backoff = retry_delays();
+                    }
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(
+                        kind = %self.target.kind, zone = %self.target.zone, error = %e,
+                        "watch failed; listing again in {delay:?}"
+                    );
+                    metrics::counter!("dora_watch_errors_total", "kind" => self.target.kind.name())
+                        .increment(1);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Lists, then follows the feed until the next re-list is due; returns `Ok` only when the
+    /// receiver is gone.
+    async fn follow(&mut self) -> Result<(), StoreError> {
+        let mut wake = self.store.subscribe();
+        loop {
+            let mut cursor = self.store.head().await?;
+            let rows = self.list().await?;
+            self.listed = true;
+            if self.tx.send(WatchEvent::Listed(rows)).await.is_err() {
+                return Ok(());
+            }
+            let relist_at = Instant::now() + self.config.relist;
+            while Instant::now() < relist_at {
+                let changes = self.read(&mut cursor).await?;
+                if changes.is_empty() {
+                    tokio::select! {
+                        _ = wake.changed() => {}
+                        () = tokio::time::sleep(self.config.poll) => {}
+                    }
+                    continue;
+                }
+                for event in changes {
+                    if self.tx.send(event).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Arc<Row>>, StoreError> {
+        let mut query = ListQuery {
+            kind: self.target.kind.name().to_string(),
+            scope: self.target.kind.scope(),
+            zone: self.target.zone.clone(),
+            workspace: None,
+            after: None,
+            limit: self.config.page,
+        };
+        let mut rows = Vec::new();
+        loop {
+            let page = self.store.list(&query).await?;
+            rows.extend(page.rows.into_iter().map(Arc::new));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(rows),
+            }
+        }
+    }
+
+    /// The next batch of changes as events, each key once with its current state.
+    async fn read(&self, cursor: &mut Cursor) -> Result<Vec<WatchEvent>, StoreError> {
+        let filter = ChangeFilter {
+            kind: self.target.kind.name().to_string(),
+            zone: self.target.zone.clone(),
+            workspace: None,
+            name: None,
+        };
+        let changes = self
+            .store
+            .changes(&filter, cursor, self.config.page)
+            .await?;
+        let Some(last) = changes.last() else {
+            return Ok(Vec::new());
+        };
+        *cursor = last.cursor.clone();
+        let mut latest: HashMap<ObjectKey, (usize, ChangeOp)> = HashMap::new();
+        for (i, change) in changes.into_iter().enumerate() {
+            latest.insert(change.key, (i, change.op));
+        }
+        let mut keys: Vec<(usize, ObjectKey, ChangeOp)> =
+            latest.into_iter().map(|(k, (i, op))| (i, k, op)).collect();
+        keys.sort_by_key(|(i, _, _)| *i);
+        let store = &self.store;
+        futures::stream::iter(keys)
+            .map(|(_, key, op)| async move {
+                if op == ChangeOp::Delete {
+                    return Ok(WatchEvent::Deleted(key));
+                }
+                Ok(match store.get(&key).await? {
+                    Some(row) => WatchEvent::Applied(Arc::new(row)),
+                    None => WatchEvent::Deleted(key),
+                })
+            })
+            .buffered(CONCURRENT_GETS)
+            .collect::<Vec<Result<WatchEvent, StoreError>>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Delays between attempts after store errors: 100 ms doubling to 10 s, with jitter.
+pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}

@@ -1,0 +1,179 @@
+//! The status column groups of the built-in kinds: what node agents report (`observed`) and
+//! what the scheduler and credit system compute (`computed`). Times are Unix milliseconds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A GPU as its node reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuDevice {
+    pub minor: u32,
+    pub product_name: String,
+    #[serde(default)]
+    pub memory_bytes: u64,
+}
+
+/// The CPUs of a node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuInfo {
+    pub count: u32,
+    #[serde(default)]
+    pub product_name: String,
+}
+
+/// A node's `observed` columns: its hardware and its last heartbeat, reported by its agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    pub heartbeat: i64,
+    pub cpu: CpuInfo,
+    pub memory_bytes: u64,
+    #[serde(default)]
+    pub gpus: Vec<GpuDevice>,
+    #[serde(default)]
+    pub drivers: Vec<String>,
+    #[serde(default)]
+    pub version: String,
+}
+
+/// A node's `computed` columns, kept by the scheduler.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCondition {
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When `ready` last changed.
+    pub since: i64,
+}
+
+/// Where and with what a container runs: its `computed` columns, written by the scheduler.
+/// No `node` means it waits to be placed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Bumped at every binding; a node holding an older epoch must stop the container.
+    pub epoch: u64,
+    /// Restarts so far.
+    #[serde(default)]
+    pub restarts: u32,
+    /// GPU minor numbers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_product: Option<String>,
+    /// Whole cores pinned to the container (a CPU set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<u32>,
+    /// CPU in millicores (whole cores included).
+    #[serde(default)]
+    pub millicpu: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_product: Option<String>,
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// When it was bound.
+    #[serde(default)]
+    pub bound_at: i64,
+    /// Not to be placed before this instant (restart backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
+    /// Asks the node to stop the container, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+}
+
+/// A container's life as its node sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    #[default]
+    Pending,
+    Pulling,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl ContainerState {
+    /// Whether the container has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, ContainerState::Succeeded | ContainerState::Failed)
+    }
+
+    /// The name as shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Pending => "Pending",
+            ContainerState::Pulling => "Pulling",
+            ContainerState::Running => "Running",
+            ContainerState::Succeeded => "Succeeded",
+            ContainerState::Failed => "Failed",
+        }
+    }
+}
+
+/// A container's `observed` columns, reported by its node for one binding (`epoch`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerReport {
+    pub node: String,
+    pub epoch: u64,
+    pub state: ContainerState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A workload's `computed` columns, kept by the scheduler.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    pub desired: u32,
+    /// Running containers.
+    pub ready: u32,
+    /// Containers made from the current spec.
+    pub updated: u32,
+    /// Containers waiting for a node.
+    pub pending: u32,
+    /// Containers that ended and are not restarted.
+    pub finished: u32,
+    /// Why containers wait, when they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why the workload is paused, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
+    /// The generation of the spec this status describes.
+    pub observed_generation: u64,
+}
+
+/// A user's credit account in one zone: the `computed` columns of a Usercredit, kept by the
+/// credit system.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditAccount {
+    /// Credits used since `week_start`.
+    pub weekly: f64,
+    /// Credits used since the account was made.
+    pub total: f64,
+    /// The weekly limit from `User.spec.credits`; none means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+    pub week_start: i64,
+    /// The next weekly reset.
+    pub reset: i64,
+    pub out_of_credit: bool,
+    /// Per container uid: the instant up to which its use is counted.
+    #[serde(default)]
+    pub accounted: BTreeMap<String, i64>,
+}

@@ -1,0 +1,502 @@
+//! Hollow nodes for scale tests and demos: N simulated nodes with fake hardware that heartbeat
+//! and run the containers bound to them in memory. A container runs after `start_delay`; its
+//! command decides how it ends: `sleep N` ends it after N seconds, `exit C` ends it with code C
+//! (0 succeeds, anything else fails), e.g. `sh -c "sleep 2; exit 1"`; otherwise it runs until
+//! it is unbound or asked to stop.
+//!
+//! Hollow nodes write their rows straight to the store: they stand in for many agents at once
+//! where the real agent would report through the API.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dora_controller::scheduler::{container_spec, placement};
+use dora_controller::{Target, WatchConfig, WatchEvent, watch};
+use dora_crds::Kind;
+use dora_crds::spec::{ContainerSpec, NodeSpec};
+use dora_crds::status::{ContainerReport, ContainerState, CpuInfo, GpuDevice, NodeReport};
+use dora_store::{
+    Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, Store, StoreError,
+    now_millis,
+};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// Writes at once while registering and heartbeating.
+const CONCURRENT_WRITES: usize = 64;
+
+/// Hollow node settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub zone: String,
+    /// Node names are `<prefix><i>`, i from 0.
+    pub prefix: String,
+    pub nodes: usize,
+    pub cpus: u32,
+    pub cpu_model: String,
+    pub memory_bytes: u64,
+    /// GPUs per node: (count, model).
+    pub gpus: Vec<(u32, String)>,
+    pub heartbeat: Duration,
+    /// How long a bound container takes to run.
+    pub start_delay: Duration,
+    pub watch: WatchConfig,
+}
+
+impl SimConfig {
+    /// `nodes` nodes in `zone` with 32 CPUs, 256 GiB and no GPUs.
+    pub fn new(zone: &str, nodes: usize) -> Self {
+        SimConfig {
+            zone: zone.to_string(),
+            prefix: "sim-".into(),
+            nodes,
+            cpus: 32,
+            cpu_model: "Sim CPU".into(),
+            memory_bytes: 256 << 30,
+            gpus: Vec::new(),
+            heartbeat: Duration::from_secs(5),
+            start_delay: Duration::from_millis(100),
+            watch: WatchConfig::default(),
+        }
+    }
+
+    /// Parses GPUs as `8xA100` or `4xA100,2xH100`; a model without a count means one.
+    pub fn parse_gpus(text: &str) -> Result<Vec<(u32, String)>, String> {
+        text.split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(|part| {
+                let part = part.trim();
+                match part.split_once('x') {
+                    Some((count, model)) if count.chars().all(|c| c.is_ascii_digit()) => count
+                        .parse()
+                        .map(|n| (n, model.to_string()))
+                        .map_err(|_| format!("bad GPU count in {part:?}")),
+                    _ => Ok((1, part.to_string())),
+                }
+            })
+            .collect()
+    }
+
+    fn name(&self, i: usize) -> String {
+        format!("{}{i:05}", self.prefix)
+    }
+
+    fn report(&self) -> NodeReport {
+        let mut gpus = Vec::new();
+        for (count, model) in &self.gpus {
+            for _ in 0..*count {
+                gpus.push(GpuDevice {
+                    minor: gpus.len() as u32,
+                    product_name: model.clone(),
+                    memory_bytes: 80 << 30,
+                });
+            }
+        }
+        NodeReport {
+            heartbeat: now_millis(),
+            cpu: CpuInfo {
+                count: self.cpus,
+                product_name: self.cpu_model.clone(),
+            },
+            memory_bytes: self.memory_bytes,
+            gpus,
+            drivers: vec!["sim".into()],
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Where each container runs: (node, epoch) per copy.
+type Copies = HashMap<ObjectKey, Vec<(String, u64)>>;
+
+/// Controls running hollow nodes (for tests): a paused node neither heartbeats nor runs
+/// anything, like a machine that lost its network.
+#[derive(Clone, Default)]
+pub struct SimHandle {
+    paused: Arc<Mutex<HashSet<String>>>,
+    /// Nodes resumed since the last check for stale containers.
+    resumed: Arc<Mutex<HashSet<String>>>,
+    running: Arc<Mutex<Copies>>,
+}
+
+impl SimHandle {
+    /// Stops a node's heartbeats and work.
+    pub fn pause(&self, node: &str) {
+        self.paused.lock().unwrap().insert(node.to_string());
+    }
+
+    /// Lets a paused node carry on; it stops what it runs that is no longer bound to it.
+    pub fn resume(&self, node: &str) {
+        self.paused.lock().unwrap().remove(node);
+        self.resumed.lock().unwrap().insert(node.to_string());
+    }
+
+    /// The containers a node runs.
+    pub fn running_on(&self, node: &str) -> Vec<ObjectKey> {
+        let running = self.running.lock().unwrap();
+        let mut keys: Vec<ObjectKey> = running
+            .iter()
+            .filter(|(_, copies)| copies.iter().any(|(n, _)| n == node))
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn is_paused(&self, node: &str) -> bool {
+        self.paused.lock().unwrap().contains(node)
+    }
+}
+
+/// Registers the hollow nodes and runs them until `stop` is cancelled.
+pub async fn run(
+    store: Arc<dyn Store>,
+    config: SimConfig,
+    handle: SimHandle,
+    stop: CancellationToken,
+) -> Result<(), StoreError> {
+    register(&*store, &config).await?;
+    tracing::info!(nodes = config.nodes, zone = %config.zone, "hollow nodes registered");
+    let sim = Arc::new(Sim {
+        store,
+        config,
+        handle,
+    });
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = sim.clone().heartbeats() => {}
+        () = sim.clone().containers(stop.clone()) => {}
+    }
+    Ok(())
+}
+
+async fn register(store: &dyn Store, config: &SimConfig) -> Result<(), StoreError> {
+    let spec = serde_json::to_value(NodeSpec::default()).expect("node specs serialize");
+    let results: Vec<Result<(), StoreError>> = futures::stream::iter(0..config.nodes)
+        .map(|i| {
+            let key = ObjectKey::new(Kind::Node, &config.zone, "", &config.name(i));
+            let write = SpecWrite {
+                key: key.clone(),
+                precondition: Precondition::Absent,
+                owner: "sim".into(),
+                labels: Default::default(),
+                spec_hash: dora_crds::spec_hash(Kind::Node, &spec),
+                spec: spec.clone(),
+                desired: serde_json::Value::Null,
+            };
+            async move {
+                match store.put_spec(write).await {
+                    Ok(_) | Err(StoreError::AlreadyExists) => {}
+                    Err(e) => return Err(e),
+                }
+                let report = serde_json::to_value(config.report()).expect("reports serialize");
+                store
+                    .put_status(&key, StatusColumn::Observed, None, report, None)
+                    .await
+                    .map(drop)
+            }
+        })
+        .buffer_unordered(CONCURRENT_WRITES)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+struct Sim {
+    store: Arc<dyn Store>,
+    config: SimConfig,
+    handle: SimHandle,
+}
+
+impl Sim {
+    fn owns(&self, node: &str) -> bool {
+        node.strip_prefix(&self.config.prefix)
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i < self.config.nodes && self.config.name(i) == node)
+    }
+
+    /// Heartbeats every node once per interval, spread over the interval.
+    async fn heartbeats(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let report = serde_json::to_value(self.config.report()).expect("reports serialize");
+            let store = &self.store;
+            futures::stream::iter(0..self.config.nodes)
+                .filter(|i| std::future::ready(!self.handle.is_paused(&self.config.name(*i))))
+                .for_each_concurrent(CONCURRENT_WRITES, |i| {
+                    let key =
+                        ObjectKey::new(Kind::Node, &self.config.zone, "", &self.config.name(i));
+                    let report = report.clone();
+                    async move {
+                        if let Err(e) = store
+                            .put_status(&key, StatusColumn::Observed, None, report, None)
+                            .await
+                        {
+                            tracing::warn!(%key, error = %e, "heartbeat failed");
+                        }
+                    }
+                })
+                .await;
+        }
+    }
+
+    /// Follows the zone's containers and runs those bound to these nodes.
+    async fn containers(self: Arc<Self>, stop: CancellationToken) {
+        let mut events = watch(
+            self.store.clone(),
+            Target::new(Kind::Container, &self.config.zone),
+            self.config.watch,
+            stop.clone(),
+        );
+        let mut rows: HashMap<ObjectKey, Arc<Row>> = HashMap::new();
+        let mut resume_check = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(WatchEvent::Applied(row)) => {
+                        rows.insert(row.key.clone(), row.clone());
+                        self.clone().seen(row);
+                    }
+                    Some(WatchEvent::Deleted(key)) => {
+                        rows.remove(&key);
+                        self.drop_unbound(&key, None, 0);
+                    }
+                    Some(WatchEvent::Listed(listed)) => {
+                        rows = listed.iter().map(|r| (r.key.clone(), r.clone())).collect();
+                        for row in listed {
+                            self.clone().seen(row);
+                        }
+                    }
+                    None => return,
+                },
+                _ = resume_check.tick() => self.clone().stop_stale(&rows),
+            }
+        }
+    }
+
+    /// A container row changed: start it if it is newly bound here, stop it if asked to.
+    fn seen(self: Arc<Self>, row: Arc<Row>) {
+        let place = placement(&row);
+        self.drop_unbound(&row.key, place.node.as_deref(), place.epoch);
+        let Some(node) = place.node.clone().filter(|n| self.owns(n)) else {
+            return;
+        };
+        if self.handle.is_paused(&node) {
+            return;
+        }
+        let report: Option<ContainerReport> = serde_json::from_value(row.observed.clone()).ok();
+        let current = report
+            .as_ref()
+            .filter(|r| r.epoch == place.epoch && r.node == node);
+        if let Some(stop) = &place.stop {
+            if current.is_some_and(|r| !r.state.is_final()) {
+                let started = current.and_then(|r| r.started_at);
+                let ended = ContainerReport {
+                    node: node.clone(),
+                    epoch: place.epoch,
+                    state: ContainerState::Failed,
+                    exit_code: Some(137),
+                    started_at: started,
+                    finished_at: Some(now_millis()),
+                    reason: Some(stop.clone()),
+                };
+                self.forget(&row.key);
+                tokio::spawn(async move { self.report(&row.key, ended).await });
+            }
+            return;
+        }
+        if current.is_some() || self.is_running(&node, &row.key, place.epoch) {
+            return;
+        }
+        self.handle
+            .running
+            .lock()
+            .unwrap()
+            .entry(row.key.clone())
+            .or_default()
+            .push((node.clone(), place.epoch));
+        let Some(spec) = container_spec(&row) else {
+            return;
+        };
+        tokio::spawn(async move {
+            self.lifecycle(row.key.clone(), node, place.epoch, spec)
+                .await
+        });
+    }
+
+    fn is_running(&self, node: &str, key: &ObjectKey, epoch: u64) -> bool {
+        self.handle
+            .running
+            .lock()
+            .unwrap()
+            .get(key)
+            .is_some_and(|copies| copies.iter().any(|(n, e)| n == node && *e == epoch))
+    }
+
+    fn forget(&self, key: &ObjectKey) {
+        self.handle.running.lock().unwrap().remove(key);
+    }
+
+    /// Active nodes stop their copies of `key` that are not its binding (`node`, `epoch`);
+    /// paused nodes keep theirs until they resume.
+    fn drop_unbound(&self, key: &ObjectKey, node: Option<&str>, epoch: u64) {
+        let mut running = self.handle.running.lock().unwrap();
+        if let Some(copies) = running.get_mut(key) {
+            copies.retain(|(n, e)| {
+                (Some(n.as_str()) == node && *e == epoch) || self.handle.is_paused(n)
+            });
+            if copies.is_empty() {
+                running.remove(key);
+            }
+        }
+    }
+
+    /// Runs one container: Running after the start delay, then ended as its command says.
+    async fn lifecycle(
+        self: Arc<Self>,
+        key: ObjectKey,
+        node: String,
+        epoch: u64,
+        spec: ContainerSpec,
+    ) {
+        tokio::time::sleep(self.config.start_delay).await;
+        if !self.is_running(&node, &key, epoch) {
+            return;
+        }
+        let started = now_millis();
+        let running = ContainerReport {
+            node: node.clone(),
+            epoch,
+            state: ContainerState::Running,
+            started_at: Some(started),
+            ..ContainerReport::default()
+        };
+        self.report(&key, running.clone()).await;
+        let (sleep, exit) = script(&spec);
+        let Some(code) = exit.or(sleep.map(|_| 0)) else {
+            return;
+        };
+        tokio::time::sleep(sleep.unwrap_or_default()).await;
+        if !self.is_running(&node, &key, epoch) || self.handle.is_paused(&node) {
+            return;
+        }
+        self.forget(&key);
+        let ended = ContainerReport {
+            state: if code == 0 {
+                ContainerState::Succeeded
+            } else {
+                ContainerState::Failed
+            },
+            exit_code: Some(code),
+            finished_at: Some(now_millis()),
+            ..running
+        };
+        self.report(&key, ended).await;
+    }
+
+    async fn report(&self, key: &ObjectKey, report: ContainerReport) {
+        let value = serde_json::to_value(&report).expect("reports serialize");
+        match self
+            .store
+            .put_status(key, StatusColumn::Observed, None, value, None)
+            .await
+        {
+            Ok(_) | Err(StoreError::NotFound) => {}
+            Err(e) => tracing::warn!(%key, error = %e, "could not report a container"),
+        }
+    }
+
+    /// Stops what resumed nodes run that is no longer bound to them at the same epoch (their
+    /// containers moved away while they were gone).
+    fn stop_stale(self: Arc<Self>, rows: &HashMap<ObjectKey, Arc<Row>>) {
+        let resumed: HashSet<String> = std::mem::take(&mut *self.handle.resumed.lock().unwrap());
+        if resumed.is_empty() {
+            return;
+        }
+        let mut stale = Vec::new();
+        {
+            let mut running = self.handle.running.lock().unwrap();
+            for (key, copies) in running.iter_mut() {
+                let place = rows.get(key).map(|row| placement(row));
+                copies.retain(|(node, epoch)| {
+                    let bound = place.as_ref().is_some_and(|p| {
+                        p.node.as_deref() == Some(node.as_str()) && p.epoch == *epoch
+                    });
+                    if !bound && resumed.contains(node) {
+                        stale.push((key.clone(), node.clone(), *epoch));
+                        return false;
+                    }
+                    true
+                });
+            }
+            running.retain(|_, copies| !copies.is_empty());
+        }
+        if stale.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for (key, node, epoch) in stale {
+                tracing::info!(%key, %node, epoch, "stopped a stale container");
+                let event = Event::new(
+                    &key,
+                    EventType::Normal,
+                    "StaleStopped",
+                    format!(
+                        "node {node} stopped its copy of epoch {epoch}: the container is bound elsewhere or gone"
+                    ),
+                    "sim",
+                );
+                if let Err(e) = self.store.append_event(event).await {
+                    tracing::warn!(error = %e, "could not record an event");
+                }
+            }
+        });
+    }
+}
+
+/// How a hollow container ends: after `sleep N` seconds, with `exit C`'s code.
+fn script(spec: &ContainerSpec) -> (Option<Duration>, Option<i32>) {
+    let argv = spec
+        .template
+        .config
+        .cmd
+        .as_ref()
+        .map(|c| c.argv())
+        .unwrap_or_default();
+    let words: Vec<String> = argv
+        .iter()
+        .flat_map(|arg| {
+            arg.split([' ', ';'])
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut sleep = None;
+    let mut exit = None;
+    for pair in words.windows(2) {
+        match pair[0].as_str() {
+            "sleep" => sleep = pair[1].parse::<f64>().ok().map(Duration::from_secs_f64),
+            "exit" => exit = pair[1].parse().ok(),
+            _ => {}
+        }
+    }
+    (sleep, exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpus_parse() {
+        assert_eq!(
+            SimConfig::parse_gpus("8xA100,2xH100").unwrap(),
+            vec![(8, "A100".into()), (2, "H100".into())]
+        );
+        assert_eq!(SimConfig::parse_gpus("T4").unwrap(), vec![(1, "T4".into())]);
+    }
+}
