@@ -132,6 +132,8 @@ struct Use {
     rate: f64,
     from: i64,
     until: i64,
+    /// Whether `until` is the container's end.
+    ended: bool,
 }
 
 /// One accounting slice over every user of the zone.
@@ -182,6 +184,7 @@ async fn account(
             rate,
             from: started,
             until,
+            ended: report.state.is_final(),
         });
     }
     let limits: HashMap<String, f64> = caches
@@ -231,13 +234,17 @@ async fn account(
                 .copied()
                 .unwrap_or(used.from)
                 .max(used.from);
-            if used.until > from {
-                let credits = used.rate * (used.until - from) as f64;
-                next.total += credits;
+            // A running container is counted up to now; if it had in fact ended earlier (its
+            // report arrives a little late), the excess is given back once the end is known.
+            if used.until > from || (used.ended && used.until < from) {
+                next.total += used.rate * (used.until - from) as f64;
                 // Only the part inside this period counts against the weekly limit.
-                next.weekly += used.rate * (used.until - from.max(week_start)).max(0) as f64;
+                next.weekly +=
+                    used.rate * (used.until.max(week_start) - from.max(week_start)) as f64;
+                accounted.insert(used.uid.clone(), used.until);
+            } else {
+                accounted.insert(used.uid.clone(), from);
             }
-            accounted.insert(used.uid.clone(), used.until.max(from));
         }
         next.accounted = accounted;
         next.out_of_credit = next.limit.is_some_and(|limit| next.weekly >= limit);

@@ -220,6 +220,12 @@ pub fn fit(node: &NodeInfo, usage: &Usage, demand: &Demand) -> Result<Booking, M
     Ok(booking)
 }
 
+/// Whether `node` could ever take `demand` were it empty: the filters that do not depend on
+/// what runs there.
+pub fn could_fit(node: &NodeInfo, demand: &Demand) -> bool {
+    fit(node, &Usage::default(), demand).is_ok()
+}
+
 /// How full a node is, for `Fill` (higher is fuller).
 pub fn fullness(usage: &Usage, demand: &Demand) -> u64 {
     if demand.gpu.is_some() {

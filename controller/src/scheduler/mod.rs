@@ -112,6 +112,8 @@ pub(crate) struct State {
     pub unbound: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Why a workload's containers wait, as the placer last found.
     pub reasons: HashMap<ObjectKey, String>,
+    /// Containers this scheduler deleted (key → uid) that the cache may still show.
+    pub deleted: HashMap<ObjectKey, (String, std::time::Instant)>,
 }
 
 impl Shared {
@@ -179,12 +181,23 @@ pub(crate) fn node_info(row: &Row, grace: Duration) -> Option<NodeInfo> {
     })
 }
 
+/// How long a deletion is assumed not yet visible in the cache.
+const DELETE_VISIBLE_WITHIN: Duration = Duration::from_secs(60);
+
 impl State {
+    /// Whether the cache's `row` is one this scheduler already deleted.
+    pub fn is_deleted(&self, row: &Row) -> bool {
+        self.deleted
+            .get(&row.key)
+            .is_some_and(|(uid, at)| *uid == row.uid && at.elapsed() < DELETE_VISIBLE_WITHIN)
+    }
+
     fn observe_container(&mut self, event: &WatchEvent) {
         match event {
             WatchEvent::Applied(row) => self.container_row(row),
             WatchEvent::Deleted(key) => self.container_gone(key),
             WatchEvent::Listed(rows) => {
+                self.deleted.clear();
                 self.ledger.clear_cached();
                 self.members.clear();
                 self.unbound.clear();
@@ -196,6 +209,13 @@ impl State {
     }
 
     fn container_row(&mut self, row: &Row) {
+        if self
+            .deleted
+            .get(&row.key)
+            .is_some_and(|(uid, _)| *uid != row.uid)
+        {
+            self.deleted.remove(&row.key);
+        }
         let booking = booking_of(row);
         self.ledger
             .set_cached(&row.key, &row.uid, row.computed_version, booking);
@@ -213,6 +233,7 @@ impl State {
     }
 
     fn container_gone(&mut self, key: &ObjectKey) {
+        self.deleted.remove(key);
         self.ledger.remove_cached(key);
         for set in self.members.values_mut().chain(self.unbound.values_mut()) {
             set.remove(key);

@@ -1,19 +1,20 @@
 //! Binding waiting containers to nodes. Each pass takes the waiting workloads in priority order
 //! (then age), decides every placement in memory under one lock, then writes the bindings
-//! concurrently. A workload that cannot be placed blocks the lower-priority ones of its class,
-//! except those that would end before it could start anyway (EASY backfill, by `maxRunTime`).
+//! concurrently. A workload that cannot be placed blocks the lower-priority ones that compete
+//! for the same nodes, except those that would end before it could start anyway (EASY
+//! backfill, by `maxRunTime`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dora_crds::spec::{WorkloadClass, WorkloadSpec};
+use dora_crds::spec::WorkloadSpec;
 use dora_crds::status::Placement;
 use dora_store::{ObjectKey, Row, StoreError, now_millis};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::fit::{Booking, Demand, explain};
+use super::fit::{Booking, Demand, could_fit, explain};
 use super::{Error, Shared, State, container_spec, placement, report};
 
 /// Placement passes happen at most this often under a stream of changes.
@@ -45,7 +46,6 @@ struct Group {
     workload: ObjectKey,
     priority: i32,
     created: i64,
-    class: WorkloadClass,
     gang: bool,
     max_run_time: Option<i64>,
     demand: Demand,
@@ -59,17 +59,21 @@ fn decide(shared: &Shared) -> Vec<Binding> {
     let groups = waiting(shared, &state, now);
     let mut bindings = Vec::new();
     let mut reasons: HashMap<ObjectKey, Option<String>> = HashMap::new();
-    // Per class: when the head of the queue that could not be placed might start at the
-    // earliest (`None`: unknown, so nothing may pass it).
-    let mut blocked: HashMap<WorkloadClass, (ObjectKey, Option<i64>)> = HashMap::new();
+    // Workloads that could not be placed, the nodes they could use, and when they might start
+    // at the earliest (`None`: unknown, so nothing competing for those nodes may pass them).
+    let mut blocked: Vec<(ObjectKey, HashSet<String>, Option<i64>)> = Vec::new();
     let mut first_fit: HashMap<String, usize> = HashMap::new();
     for group in groups {
-        if let Some((head, shadow)) = blocked.get(&group.class) {
-            let ends_before = matches!(
-                (shadow, group.max_run_time),
-                (Some(shadow), Some(run)) if now + run <= *shadow
-            );
-            if !ends_before {
+        if !blocked.is_empty() {
+            let usable = usable_nodes(&state, &group.demand);
+            let head = blocked.iter().find(|(_, nodes, shadow)| {
+                let ends_before = matches!(
+                    (shadow, group.max_run_time),
+                    (Some(shadow), Some(run)) if now + run <= *shadow
+                );
+                !ends_before && !nodes.is_disjoint(&usable)
+            });
+            if let Some((head, _, _)) = head {
                 reasons.insert(
                     group.workload.clone(),
                     Some(format!(
@@ -137,8 +141,9 @@ fn decide(shared: &Shared) -> Vec<Binding> {
                     why
                 };
                 reasons.insert(group.workload.clone(), Some(why));
-                let shadow = shadow_time(shared, &state, &group.demand);
-                blocked.insert(group.class, (group.workload, shadow));
+                let usable = usable_nodes(&state, &group.demand);
+                let shadow = shadow_time(shared, &state, &usable);
+                blocked.push((group.workload, usable, shadow));
             }
             None => {
                 reasons.insert(group.workload, None);
@@ -199,7 +204,6 @@ fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
             workload: workload_key.clone(),
             priority: template.scheduling.priority,
             created: workload.created,
-            class: demand.class,
             gang: template.scheduling.gang,
             max_run_time: template.config.max_run_time.map(|d| d.0.as_millis() as i64),
             demand,
@@ -226,27 +230,26 @@ fn spread_of(state: &State, workload: &ObjectKey) -> HashMap<String, u32> {
     spread
 }
 
-/// The earliest instant a blocked demand could start: the first end of a container on a node
-/// it could use, if every container there has a known end. `None` when unknown.
-fn shadow_time(shared: &Shared, state: &State, demand: &Demand) -> Option<i64> {
-    let usable: HashSet<&str> = state
+/// The nodes that could take `demand` were they empty.
+fn usable_nodes(state: &State, demand: &Demand) -> HashSet<String> {
+    state
         .ledger
         .nodes()
-        .filter(|node| {
-            node.ready
-                && !node.spec.scheduling_disabled
-                && node.spec.allow.contains(&demand.class)
-                && demand.node.as_ref().is_none_or(|pin| *pin == node.name)
-        })
-        .map(|node| node.name.as_str())
-        .collect();
+        .filter(|node| could_fit(node, demand))
+        .map(|node| node.name.clone())
+        .collect()
+}
+
+/// The earliest instant a blocked workload could start: the first end of a container on a
+/// node it could use, if every container there has a known end. `None` when unknown.
+fn shadow_time(shared: &Shared, state: &State, usable: &HashSet<String>) -> Option<i64> {
     let mut earliest: Option<i64> = None;
     for keys in state.members.values() {
         for key in keys {
             let Some(booking) = state.ledger.booking(key) else {
                 continue;
             };
-            if !usable.contains(booking.node.as_str()) {
+            if !usable.contains(&booking.node) {
                 continue;
             }
             let row = shared.containers.get(key)?;

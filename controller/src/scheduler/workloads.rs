@@ -32,13 +32,14 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
             .map(|keys| {
                 keys.iter()
                     .filter_map(|k| shared.containers.get(k))
+                    .filter(|row| !state.is_deleted(row))
                     .collect()
             })
             .unwrap_or_default()
     };
     let Some(workload) = request.object else {
         // Deleted: its containers go (node agents stop what is no longer bound to them).
-        delete_all(&shared, members.iter().map(|row| row.key.clone()).collect()).await?;
+        delete_all(&shared, members).await?;
         shared.state().reasons.remove(&key);
         return Ok(Action::await_change());
     };
@@ -68,10 +69,10 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
     }
 
     // Scale down: the highest indices go first.
-    let excess: Vec<ObjectKey> = by_index
+    let excess: Vec<Arc<Row>> = by_index
         .range(target..)
         .rev()
-        .map(|(_, (row, _))| row.key.clone())
+        .map(|(_, (row, _))| row.clone())
         .collect();
     delete_all(&shared, excess).await?;
     by_index.retain(|index, _| *index < target);
@@ -81,29 +82,43 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         requeue = Some(requeue.map_or(after, |r: Duration| r.min(after)));
     };
 
-    // Rolling update: stale containers that do not run are replaced at once; running ones
-    // only while at least `target - maxUnavailable` stay available.
-    let running = by_index
+    // Rolling update: stale containers that are not up (waiting for a node, or ended) are
+    // replaced at once; those that are up only while `target - maxUnavailable` others stay
+    // up. Being conservative both ways with a cache that lags: a stale container counts as up
+    // while it is bound and not known to have ended, a new one only once it is reported
+    // running.
+    let is_up =
+        |row: &Row| placement(row).node.is_some() && !state_of(row).is_some_and(|s| s.is_final());
+    let up = by_index
         .values()
-        .filter(|(row, _)| state_of(row) == Some(ContainerState::Running))
+        .filter(|(row, container)| {
+            if container.hash == workload.spec_hash {
+                state_of(row) == Some(ContainerState::Running)
+            } else {
+                is_up(row)
+            }
+        })
         .count() as u32;
-    let mut budget = running.saturating_sub(target.saturating_sub(spec.strategy.max_unavailable.0));
+    let mut budget = up.saturating_sub(target.saturating_sub(spec.strategy.max_unavailable.0));
     let mut replace = Vec::new();
     for (index, (row, container)) in &by_index {
         if container.hash == workload.spec_hash {
             continue;
         }
-        let is_running = state_of(row) == Some(ContainerState::Running);
-        if is_running {
+        if is_up(row) {
             if budget == 0 {
                 continue;
             }
             budget -= 1;
         }
-        replace.push((*index, row.key.clone()));
+        replace.push((*index, row.clone()));
     }
     if !replace.is_empty() {
-        delete_all(&shared, replace.iter().map(|(_, k)| k.clone()).collect()).await?;
+        delete_all(
+            &shared,
+            replace.iter().map(|(_, row)| row.clone()).collect(),
+        )
+        .await?;
         for (index, _) in &replace {
             by_index.remove(index);
         }
@@ -254,11 +269,18 @@ pub(crate) async fn bind(shared: &Shared, row: &Row, place: &Placement) -> Resul
         .await?)
 }
 
-async fn delete_all(shared: &Shared, keys: Vec<ObjectKey>) -> Result<(), Error> {
-    let results: Vec<Result<(), StoreError>> = futures::stream::iter(keys)
-        .map(|key| async move {
-            match shared.store.delete(&key, Precondition::None).await {
-                Ok(_) | Err(StoreError::NotFound) => Ok(()),
+/// Deletes container rows; until the cache shows them gone, reconciles skip them.
+async fn delete_all(shared: &Shared, rows: Vec<Arc<Row>>) -> Result<(), Error> {
+    let results: Vec<Result<(), StoreError>> = futures::stream::iter(rows)
+        .map(|row| async move {
+            match shared.store.delete(&row.key, Precondition::None).await {
+                Ok(_) | Err(StoreError::NotFound) => {
+                    shared.state().deleted.insert(
+                        row.key.clone(),
+                        (row.uid.clone(), std::time::Instant::now()),
+                    );
+                    Ok(())
+                }
                 Err(e) => Err(e),
             }
         })
