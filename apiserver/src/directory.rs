@@ -459,6 +459,8 @@ mod tests {
             spec: json!({}),
             spec_hash: String::new(),
             desired: serde_json::Value::Null,
+            computed: None,
+            fence: None,
         };
         store.put_spec(write).await.unwrap();
         eventually("seeing eve", || directory.has_user("eve")).await;

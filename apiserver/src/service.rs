@@ -230,6 +230,8 @@ impl Service {
             spec_hash: spec_hash(kind, &document.spec),
             spec: document.spec,
             desired: Value::Null,
+            computed: None,
+            fence: None,
         };
         let outcome = self.store.put_spec(write).await?;
         let row = outcome.row();

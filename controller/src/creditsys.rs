@@ -150,7 +150,7 @@ async fn account(
         .prices
         .list()
         .iter()
-        .filter_map(|row| serde_json::from_value::<ResourcecreditSpec>(row.resource.clone()).ok())
+        .filter_map(|row| dora_crds::decode::<ResourcecreditSpec>(&row.resource).ok())
         .map(|spec| (spec.product_name, spec.credit.per.hour / HOUR_MILLIS))
         .collect();
     let mut uses: BTreeMap<String, Vec<Use>> = BTreeMap::new();
@@ -192,7 +192,7 @@ async fn account(
         .list()
         .iter()
         .filter_map(|row| {
-            let spec: UserSpec = serde_json::from_value(row.resource.clone()).ok()?;
+            let spec: UserSpec = dora_crds::decode(&row.resource).ok()?;
             let limit = spec.credits.iter().find(|c| c.zone == config.zone)?.weekly;
             Some((row.key.name.clone(), limit))
         })
@@ -214,7 +214,7 @@ async fn account(
             Some(row) => row,
             None => Arc::new(create_account(store, &key, &user).await?),
         };
-        let previous: Option<CreditAccount> = serde_json::from_value(row.computed.clone()).ok();
+        let previous: Option<CreditAccount> = dora_crds::decode(&row.computed).ok();
         let mut next = previous.clone().unwrap_or(CreditAccount {
             week_start,
             reset,
@@ -303,6 +303,8 @@ async fn create_account(store: &dyn Store, key: &ObjectKey, user: &str) -> Resul
         spec_hash: dora_crds::spec_hash(Kind::Usercredit, &spec),
         spec,
         desired: serde_json::Value::Null,
+        computed: None,
+        fence: None,
     };
     match store.put_spec(write).await {
         Ok(outcome) => Ok(outcome.row().clone()),

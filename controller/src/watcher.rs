@@ -51,6 +51,9 @@ pub struct WatchConfig {
     pub relist: Duration,
     /// Rows per page and changes per read.
     pub page: usize,
+    /// After being woken by a write, how long to wait for more before reading: under a
+    /// stream of writes, one read then takes many changes.
+    pub gather: Duration,
 }
 
 impl Default for WatchConfig {
@@ -59,6 +62,7 @@ impl Default for WatchConfig {
             poll: Duration::from_millis(250),
             relist: Duration::from_secs(300),
             page: 1000,
+            gather: Duration::from_millis(10),
         }
     }
 }
@@ -139,7 +143,7 @@ impl Watcher {
                 let changes = self.read(&mut cursor).await?;
                 if changes.is_empty() {
                     tokio::select! {
-                        _ = wake.changed() => {}
+                        _ = wake.changed() => tokio::time::sleep(self.config.gather).await,
                         () = tokio::time::sleep(self.config.poll) => {}
                     }
                     continue;

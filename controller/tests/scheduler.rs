@@ -425,6 +425,8 @@ async fn malformed_rows_are_reported_and_skipped(backend: Backend) {
             spec: serde_json::json!({"replica": "many", "workload": "fine", "index": "zero"}),
             spec_hash: "x".into(),
             desired: serde_json::Value::Null,
+            computed: None,
+            fence: None,
         };
         zone.store.put_spec(write).await.unwrap();
     }

@@ -23,3 +23,8 @@ pub use schema::{kind_schema, validate_spec};
 
 /// The only `apiVersion` Dora accepts.
 pub const API_VERSION: &str = "v1";
+
+/// Decodes a typed spec or status from a stored JSON value without copying it.
+pub fn decode<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> serde_json::Result<T> {
+    T::deserialize(value)
+}

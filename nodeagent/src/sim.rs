@@ -184,6 +184,8 @@ async fn register(store: &dyn Store, config: &SimConfig) -> Result<(), StoreErro
                 spec_hash: dora_crds::spec_hash(Kind::Node, &spec),
                 spec: spec.clone(),
                 desired: serde_json::Value::Null,
+                computed: None,
+                fence: None,
             };
             async move {
                 match store.put_spec(write).await {
@@ -287,7 +289,7 @@ impl Sim {
         if self.handle.is_paused(&node) {
             return;
         }
-        let report: Option<ContainerReport> = serde_json::from_value(row.observed.clone()).ok();
+        let report: Option<ContainerReport> = dora_crds::decode(&row.observed).ok();
         let current = report
             .as_ref()
             .filter(|r| r.epoch == place.epoch && r.node == node);

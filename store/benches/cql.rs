@@ -31,6 +31,8 @@ fn write(name: &str) -> SpecWrite {
         spec_hash: dora_crds::spec_hash(Kind::Workload, &spec),
         spec,
         desired: serde_json::Value::Null,
+        computed: None,
+        fence: None,
     }
 }
 

@@ -37,6 +37,7 @@ macro_rules! conformance_tests {
             change_feed_records_writes_in_order,
             subscribers_wake_on_writes,
             lease_has_one_holder_and_fences_the_old_one,
+            a_controller_creates_rows_placed_and_fenced,
             events_are_kept_in_order,
             actions_expire,
             hostile_names_and_values_round_trip,
@@ -70,6 +71,8 @@ fn write(key: &ObjectKey, spec: Value, precondition: Precondition) -> SpecWrite 
         spec_hash: dora_crds::spec_hash(Kind::Workload, &spec),
         spec,
         desired: Value::Null,
+        computed: None,
+        fence: None,
     }
 }
 
@@ -649,6 +652,56 @@ pub async fn lease_has_one_holder_and_fences_the_old_one(store: &dyn Store) {
         .unwrap()
         .expect("a released lease is free");
     assert!(c.epoch > b.epoch);
+}
+
+/// A controller may create a system row with its computed columns in the same write, fenced by
+/// its lease; the computed columns are ignored when the row exists.
+pub async fn a_controller_creates_rows_placed_and_fenced(store: &dyn Store) {
+    let lease = store
+        .acquire_lease("z1", "scheduler", "a", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let key = ObjectKey::new(Kind::Container, "z1", "ws", "train.0");
+    let mut create = write(
+        &key,
+        json!({"workload": "train", "index": 0}),
+        Precondition::Absent,
+    );
+    create.computed = Some(json!({"node": "n1", "epoch": 1}));
+    create.fence = Some(lease.fence());
+    let row = store.put_spec(create.clone()).await.unwrap().row().clone();
+    assert_eq!(row.computed, json!({"node": "n1", "epoch": 1}));
+    assert_eq!(row.computed_version, 1);
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.computed, stored.computed_version),
+        (row.computed, 1)
+    );
+    assert_eq!(
+        store.put_spec(create).await.unwrap_err(),
+        StoreError::AlreadyExists
+    );
+    let mut stale = write(
+        &ObjectKey::new(Kind::Container, "z1", "ws", "train.1"),
+        json!({"workload": "train", "index": 1}),
+        Precondition::Absent,
+    );
+    stale.fence = Some(crate::Fence {
+        epoch: lease.epoch + 1,
+        ..lease.fence()
+    });
+    assert!(matches!(
+        store.put_spec(stale).await.unwrap_err(),
+        StoreError::Fenced { .. }
+    ));
+    assert!(
+        store
+            .get(&ObjectKey::new(Kind::Container, "z1", "ws", "train.1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 pub async fn events_are_kept_in_order(store: &dyn Store) {

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use dora_crds::Scope;
 use serde_json::Value;
 
-use crate::{ObjectKey, StoreError, Table};
+use crate::{Fence, ObjectKey, StoreError, Table};
 
 /// The column groups of a resource row and who owns them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -80,6 +80,11 @@ pub struct SpecWrite {
     pub spec: Value,
     pub spec_hash: String,
     pub desired: Value,
+    /// `computed` columns to create the row with (a controller making a system row, such as
+    /// a container created already placed); ignored when the row exists.
+    pub computed: Option<Value>,
+    /// With a fence, the write is refused unless the lease epoch is still current.
+    pub fence: Option<Fence>,
 }
 
 /// What a spec write did.

@@ -110,8 +110,12 @@ pub(crate) struct State {
     pub members: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Containers waiting for a node, per workload key.
     pub unbound: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Replica indices a workload wants that have no row yet; the placer makes them.
+    pub wanted: HashMap<ObjectKey, BTreeSet<u32>>,
     /// Why a workload's containers wait, as the placer last found.
     pub reasons: HashMap<ObjectKey, String>,
+    /// When each workload's status was last written.
+    pub status_written: HashMap<ObjectKey, std::time::Instant>,
     /// Containers this scheduler deleted (key → uid) that the cache may still show.
     pub deleted: HashMap<ObjectKey, (String, std::time::Instant)>,
 }
@@ -135,17 +139,30 @@ pub fn owner_of(row: &Row) -> Option<ObjectKey> {
 
 /// The container spec of a row; `None` for a malformed one.
 pub fn container_spec(row: &Row) -> Option<ContainerSpec> {
-    serde_json::from_value(row.resource.clone()).ok()
+    dora_crds::decode(&row.resource).ok()
+}
+
+/// Which replica a container row is, without decoding its template.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ContainerHead {
+    pub workload: String,
+    pub index: u32,
+    pub hash: String,
+}
+
+/// The head of a container row; `None` for a malformed one.
+pub fn container_head(row: &Row) -> Option<ContainerHead> {
+    dora_crds::decode(&row.resource).ok()
 }
 
 /// The placement of a container row (default: unbound).
 pub fn placement(row: &Row) -> Placement {
-    serde_json::from_value(row.computed.clone()).unwrap_or_default()
+    dora_crds::decode(&row.computed).unwrap_or_default()
 }
 
 /// What the node reports for the container's current binding, if anything.
 pub fn report(row: &Row, placement: &Placement) -> Option<ContainerReport> {
-    let report: ContainerReport = serde_json::from_value(row.observed.clone()).ok()?;
+    let report: ContainerReport = dora_crds::decode(&row.observed).ok()?;
     (report.epoch == placement.epoch && Some(&report.node) == placement.node.as_ref())
         .then_some(report)
 }
@@ -170,8 +187,8 @@ pub fn booking_of(row: &Row) -> Option<Booking> {
 
 /// A node row as the scheduler sees it; `None` when it has never reported.
 pub(crate) fn node_info(row: &Row, grace: Duration) -> Option<NodeInfo> {
-    let report: NodeReport = serde_json::from_value(row.observed.clone()).ok()?;
-    let spec: NodeSpec = serde_json::from_value(row.resource.clone()).unwrap_or_default();
+    let report: NodeReport = dora_crds::decode(&row.observed).ok()?;
+    let spec: NodeSpec = dora_crds::decode(&row.resource).unwrap_or_default();
     let ready = dora_store::now_millis() - report.heartbeat <= grace.as_millis() as i64;
     Some(NodeInfo {
         name: row.key.name.clone(),

@@ -35,7 +35,7 @@ async fn check(shared: &Shared) -> Result<(), Error> {
         };
         let ready = info.ready;
         shared.state().ledger.set_node(info);
-        let condition: Option<NodeCondition> = serde_json::from_value(row.computed.clone()).ok();
+        let condition: Option<NodeCondition> = dora_crds::decode(&row.computed).ok();
         match condition {
             Some(condition) if condition.ready == ready => {
                 if !ready

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dora_crds::Kind;
 use dora_crds::spec::WorkloadSpec;
 use dora_crds::status::Placement;
 use dora_store::{ObjectKey, Row, StoreError, now_millis};
@@ -15,7 +16,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::fit::{Booking, Demand, could_fit, explain};
-use super::{Error, Shared, State, container_spec, placement, report};
+use super::{Error, Shared, State, container_head, container_spec, placement, report};
 
 /// Placement passes happen at most this often under a stream of changes.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
@@ -35,21 +36,41 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> Result<
     }
 }
 
-/// A binding decided in a pass.
+/// A container to place: an unbound row, or a replica the workload wants that has no row yet.
+#[derive(Clone)]
+enum Candidate {
+    Row(Arc<Row>),
+    New(ObjectKey, u32),
+}
+
+impl Candidate {
+    fn key(&self) -> &ObjectKey {
+        match self {
+            Candidate::Row(row) => &row.key,
+            Candidate::New(key, _) => key,
+        }
+    }
+}
+
+/// A write decided in a pass: a binding of an existing row, or a new row (bound or not).
 struct Binding {
-    row: Arc<Row>,
-    placement: Placement,
+    candidate: Candidate,
+    workload: Arc<Row>,
+    template: Arc<WorkloadSpec>,
+    placement: Option<Placement>,
 }
 
 /// A workload with containers waiting.
 struct Group {
     workload: ObjectKey,
+    row: Arc<Row>,
+    template: Arc<WorkloadSpec>,
     priority: i32,
     created: i64,
     gang: bool,
     max_run_time: Option<i64>,
     demand: Demand,
-    rows: Vec<Arc<Row>>,
+    candidates: Vec<Candidate>,
 }
 
 fn decide(shared: &Shared) -> Vec<Binding> {
@@ -74,6 +95,7 @@ fn decide(shared: &Shared) -> Vec<Binding> {
                 !ends_before && !nodes.is_disjoint(&usable)
             });
             if let Some((head, _, _)) = head {
+                unplaced_new(&group, &HashSet::new(), &mut bindings);
                 reasons.insert(
                     group.workload.clone(),
                     Some(format!(
@@ -87,19 +109,23 @@ fn decide(shared: &Shared) -> Vec<Binding> {
         let spread = spread_of(&state, &group.workload);
         let mut spread = spread;
         let start = first_fit.entry(format!("{:?}", group.demand)).or_default();
-        let mut placed: Vec<(Arc<Row>, Booking)> = Vec::new();
+        let mut placed: Vec<(Candidate, Booking)> = Vec::new();
         let mut failure = None;
-        for row in &group.rows {
+        for candidate in &group.candidates {
             match state.ledger.choose(&group.demand, &spread, start) {
                 Ok(booking) => {
                     *spread.entry(booking.node.clone()).or_default() += 1;
+                    let (uid, version) = match candidate {
+                        Candidate::Row(row) => (row.uid.as_str(), row.computed_version + 1),
+                        Candidate::New(..) => ("", 1),
+                    };
                     state.ledger.set_in_flight(
-                        &row.key,
-                        &row.uid,
-                        row.computed_version + 1,
+                        candidate.key(),
+                        uid,
+                        version,
                         Some(booking.clone()),
                     );
-                    placed.push((row.clone(), booking));
+                    placed.push((candidate.clone(), booking));
                 }
                 Err(misfits) => {
                     let nodes = state.ledger.nodes().count();
@@ -109,14 +135,21 @@ fn decide(shared: &Shared) -> Vec<Binding> {
             }
         }
         if failure.is_some() && group.gang {
-            for (row, _) in placed.drain(..) {
-                state.ledger.abandon(&row.key);
+            for (candidate, _) in placed.drain(..) {
+                state.ledger.abandon(candidate.key());
             }
         }
-        for (row, booking) in placed {
-            let old = placement(&row);
+        let placed_keys: HashSet<ObjectKey> = placed.iter().map(|(c, _)| c.key().clone()).collect();
+        unplaced_new(&group, &placed_keys, &mut bindings);
+        for (candidate, booking) in placed {
+            let old = match &candidate {
+                Candidate::Row(row) => placement(row),
+                Candidate::New(..) => Placement::default(),
+            };
             bindings.push(Binding {
-                placement: Placement {
+                workload: group.row.clone(),
+                template: group.template.clone(),
+                placement: Some(Placement {
                     node: Some(booking.node),
                     epoch: old.epoch + 1,
                     restarts: old.restarts,
@@ -129,14 +162,17 @@ fn decide(shared: &Shared) -> Vec<Binding> {
                     bound_at: now,
                     not_before: None,
                     stop: None,
-                },
-                row,
+                }),
+                candidate,
             });
         }
         match failure {
             Some(why) => {
                 let why = if group.gang {
-                    format!("gang of {} cannot be placed whole: {why}", group.rows.len())
+                    format!(
+                        "gang of {} cannot be placed whole: {why}",
+                        group.candidates.len()
+                    )
                 } else {
                     why
                 };
@@ -150,6 +186,16 @@ fn decide(shared: &Shared) -> Vec<Binding> {
             }
         }
     }
+    // Replicas that get a row in this pass are no longer wanted; a failed write is wanted
+    // again at the workload's next reconcile.
+    for binding in &bindings {
+        if let Candidate::New(_, index) = &binding.candidate
+            && let Some(wanted) = state.wanted.get_mut(&binding.workload.key)
+        {
+            wanted.remove(index);
+        }
+    }
+    state.wanted.retain(|_, indices| !indices.is_empty());
     for (workload, reason) in reasons {
         let changed = match reason {
             Some(reason) => state.reasons.insert(workload.clone(), reason.clone()) != Some(reason),
@@ -165,49 +211,61 @@ fn decide(shared: &Shared) -> Vec<Binding> {
 /// The waiting workloads, highest priority first, then oldest.
 fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
     let mut groups = Vec::new();
-    for (workload_key, keys) in &state.unbound {
+    let workloads: HashSet<&ObjectKey> = state.unbound.keys().chain(state.wanted.keys()).collect();
+    for workload_key in workloads {
         let Some(workload) = shared.workloads.get(workload_key) else {
             continue;
         };
-        let Ok(spec) = serde_json::from_value::<WorkloadSpec>(workload.resource.clone()) else {
+        let Ok(spec) = dora_crds::decode::<WorkloadSpec>(&workload.resource) else {
             continue;
         };
-        let mut rows: Vec<(u32, Arc<Row>)> = Vec::new();
-        let mut template = None;
-        for key in keys {
+        let mut candidates: Vec<(u32, Candidate)> = Vec::new();
+        for key in state.unbound.get(workload_key).into_iter().flatten() {
             if state.ledger.is_in_flight(key) {
                 continue;
             }
             let Some(row) = shared.containers.get(key) else {
                 continue;
             };
-            let Some(container) = container_spec(&row) else {
+            let Some(container) = container_head(&row) else {
                 continue;
             };
             let place = placement(&row);
-            if place.node.is_some() || place.not_before.is_some_and(|t| t > now) {
+            if place.node.is_some()
+                || place.not_before.is_some_and(|t| t > now)
+                || container.hash != workload.spec_hash
+            {
                 continue;
             }
-            if container.hash != workload.spec_hash {
-                continue;
-            }
-            template.get_or_insert(container.template);
-            rows.push((container.index, row));
+            candidates.push((container.index, Candidate::Row(row)));
         }
-        if rows.is_empty() {
+        for index in state.wanted.get(workload_key).into_iter().flatten() {
+            let key = ObjectKey::new(
+                Kind::Container,
+                &workload_key.zone,
+                &workload_key.workspace,
+                &format!("{}.{index}", workload_key.name),
+            );
+            if state.ledger.is_in_flight(&key) || shared.containers.get(&key).is_some() {
+                continue;
+            }
+            candidates.push((*index, Candidate::New(key, *index)));
+        }
+        if candidates.is_empty() {
             continue;
         }
-        rows.sort_by_key(|(index, _)| *index);
-        let template = template.unwrap_or(spec);
-        let demand = Demand::of(&template);
+        candidates.sort_by_key(|(index, _)| *index);
+        let demand = Demand::of(&spec);
         groups.push(Group {
             workload: workload_key.clone(),
-            priority: template.scheduling.priority,
+            priority: spec.scheduling.priority,
             created: workload.created,
-            gang: template.scheduling.gang,
-            max_run_time: template.config.max_run_time.map(|d| d.0.as_millis() as i64),
+            gang: spec.scheduling.gang,
+            max_run_time: spec.config.max_run_time.map(|d| d.0.as_millis() as i64),
             demand,
-            rows: rows.into_iter().map(|(_, row)| row).collect(),
+            row: workload,
+            template: Arc::new(spec),
+            candidates: candidates.into_iter().map(|(_, c)| c).collect(),
         });
     }
     groups.sort_by(|a, b| {
@@ -217,6 +275,20 @@ fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
             .then(a.workload.cmp(&b.workload))
     });
     groups
+}
+
+/// Rows for the replicas of `group` that have none and were not placed: they wait, visibly.
+fn unplaced_new(group: &Group, placed: &HashSet<ObjectKey>, bindings: &mut Vec<Binding>) {
+    for candidate in &group.candidates {
+        if matches!(candidate, Candidate::New(..)) && !placed.contains(candidate.key()) {
+            bindings.push(Binding {
+                candidate: candidate.clone(),
+                workload: group.row.clone(),
+                template: group.template.clone(),
+                placement: None,
+            });
+        }
+    }
 }
 
 /// How many of the workload's containers each node holds (for `Distribute`).
@@ -269,23 +341,57 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
     if bindings.is_empty() {
         return Ok(());
     }
-    let count = bindings.len();
     let results: Vec<Result<(), StoreError>> = futures::stream::iter(bindings)
         .map(|binding| async move {
-            let key = binding.row.key.clone();
-            let result = super::workloads::bind(shared, &binding.row, &binding.placement).await;
+            let key = binding.candidate.key().clone();
+            let bound = binding.placement.is_some();
+            let result = match (&binding.candidate, &binding.placement) {
+                (Candidate::Row(row), Some(place)) => {
+                    super::workloads::bind(shared, row, place).await.map(drop)
+                }
+                (Candidate::Row(_), None) => Ok(()),
+                (Candidate::New(_, index), place) => {
+                    let write = super::workloads::new_container(
+                        shared,
+                        &binding.workload,
+                        &binding.template,
+                        *index,
+                        place.as_ref(),
+                    );
+                    match shared.store.put_spec(write).await {
+                        Ok(outcome) => {
+                            // The row's uid is known only now: the in-flight booking can be
+                            // matched with what the watcher brings back.
+                            let row = outcome.row();
+                            if bound {
+                                shared.state().ledger.set_in_flight(
+                                    &key,
+                                    &row.uid,
+                                    row.computed_version,
+                                    super::booking_of(row),
+                                );
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(Error::Store(e)),
+                    }
+                }
+            };
             match result {
-                // The booking stays in flight until the watcher brings the row back.
-                Ok(_) => {
-                    metrics::counter!("dora_scheduler_bindings_total").increment(1);
+                Ok(()) => {
+                    if bound {
+                        metrics::counter!("dora_scheduler_bindings_total").increment(1);
+                    }
                     Ok(())
                 }
                 Err(Error::Store(e)) => {
-                    shared.state().ledger.abandon(&key);
+                    if bound {
+                        shared.state().ledger.abandon(&key);
+                    }
                     match e {
                         StoreError::Fenced { .. } => Err(e),
                         other => {
-                            tracing::debug!(%key, error = %other, "binding not written; retrying");
+                            tracing::debug!(%key, error = %other, "placement not written; retrying");
                             Ok(())
                         }
                     }
@@ -295,7 +401,6 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
         .buffer_unordered(shared.config.writes)
         .collect()
         .await;
-    tracing::debug!(count, "bindings written");
     results.into_iter().collect::<Result<(), _>>()?;
     Ok(())
 }

@@ -8,17 +8,21 @@ use std::time::Duration;
 
 use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, RestartPolicy, WorkloadSpec};
-use dora_crds::status::{ContainerState, CreditAccount, Placement, WorkloadStatus};
+use dora_crds::status::{
+    ContainerReport, ContainerState, CreditAccount, Placement, WorkloadStatus,
+};
 use dora_store::{
     Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, StoreError, now_millis,
 };
 use futures::StreamExt;
 
-use super::{COMPONENT, Error, Shared, container_spec, placement, report};
+use super::{COMPONENT, Error, Shared, container_head, placement, report};
 use crate::{Action, Request};
 
 /// Container writes at once within one reconcile.
 const CONCURRENT_WRITES: usize = 32;
+/// How often a workload's status is written when only its counts change.
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
 /// The longest restart backoff.
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -40,10 +44,13 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
     let Some(workload) = request.object else {
         // Deleted: its containers go (node agents stop what is no longer bound to them).
         delete_all(&shared, members).await?;
-        shared.state().reasons.remove(&key);
+        let mut state = shared.state();
+        state.reasons.remove(&key);
+        state.status_written.remove(&key);
+        state.wanted.remove(&key);
         return Ok(Action::await_change());
     };
-    let spec: WorkloadSpec = match serde_json::from_value(workload.resource.clone()) {
+    let spec: WorkloadSpec = match dora_crds::decode(&workload.resource) {
         Ok(spec) => spec,
         Err(e) => {
             malformed(&shared, &workload, &e.to_string()).await;
@@ -58,11 +65,22 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         spec.replica.count.0
     };
 
-    let mut by_index: BTreeMap<u32, (Arc<Row>, ContainerSpec)> = BTreeMap::new();
+    let mut by_index: BTreeMap<u32, Member> = BTreeMap::new();
     for row in members {
-        match container_spec(&row) {
+        match container_head(&row) {
             Some(container) => {
-                by_index.insert(container.index, (row, container));
+                let place = placement(&row);
+                let report = report(&row, &place);
+                by_index.insert(
+                    container.index,
+                    Member {
+                        current: container.hash == workload.spec_hash,
+                        row,
+                        place,
+                        state: report.as_ref().map(|r| r.state),
+                        report,
+                    },
+                );
             }
             None => malformed(&shared, &row, "the container spec does not decode").await,
         }
@@ -72,7 +90,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
     let excess: Vec<Arc<Row>> = by_index
         .range(target..)
         .rev()
-        .map(|(_, (row, _))| row.clone())
+        .map(|(_, member)| member.row.clone())
         .collect();
     delete_all(&shared, excess).await?;
     by_index.retain(|index, _| *index < target);
@@ -87,31 +105,23 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
     // up. Being conservative both ways with a cache that lags: a stale container counts as up
     // while it is bound and not known to have ended, a new one only once it is reported
     // running.
-    let is_up =
-        |row: &Row| placement(row).node.is_some() && !state_of(row).is_some_and(|s| s.is_final());
     let up = by_index
         .values()
-        .filter(|(row, container)| {
-            if container.hash == workload.spec_hash {
-                state_of(row) == Some(ContainerState::Running)
-            } else {
-                is_up(row)
-            }
-        })
+        .filter(|m| if m.current { m.is_running() } else { m.is_up() })
         .count() as u32;
     let mut budget = up.saturating_sub(target.saturating_sub(spec.strategy.max_unavailable.0));
     let mut replace = Vec::new();
-    for (index, (row, container)) in &by_index {
-        if container.hash == workload.spec_hash {
+    for (index, member) in &by_index {
+        if member.current {
             continue;
         }
-        if is_up(row) {
+        if member.is_up() {
             if budget == 0 {
                 continue;
             }
             budget -= 1;
         }
-        replace.push((*index, row.clone()));
+        replace.push((*index, member.row.clone()));
     }
     if !replace.is_empty() {
         delete_all(
@@ -128,11 +138,11 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
     let mut finished = 0;
     let mut stops = Vec::new();
     let mut restarts = Vec::new();
-    for (row, _) in by_index.values() {
-        let place = placement(row);
-        let Some(report) = report(row, &place) else {
+    for member in by_index.values() {
+        let Some(report) = &member.report else {
             continue;
         };
+        let place = &member.place;
         if report.state.is_final() {
             let restart = place.stop.is_none()
                 && match spec.config.restart_policy {
@@ -143,7 +153,11 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
             if restart {
                 let delay = restart_delay(shared.config.restart_backoff, place.restarts);
                 let ended = report.finished_at.unwrap_or(now);
-                restarts.push((row.clone(), place, ended + delay.as_millis() as i64));
+                restarts.push((
+                    member.row.clone(),
+                    place.clone(),
+                    ended + delay.as_millis() as i64,
+                ));
             } else {
                 finished += 1;
             }
@@ -153,7 +167,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         {
             let deadline = started + limit.0.as_millis() as i64;
             if deadline <= now {
-                stops.push((row.clone(), place));
+                stops.push((member.row.clone(), place.clone()));
             } else {
                 soonest(Duration::from_millis((deadline - now) as u64));
             }
@@ -195,13 +209,20 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
 
     // Missing replicas.
     let missing: Vec<u32> = (0..target).filter(|i| !by_index.contains_key(i)).collect();
-    create_all(&shared, &workload, &spec, &missing).await?;
+    {
+        let mut state = shared.state();
+        if missing.is_empty() {
+            state.wanted.remove(&key);
+        } else {
+            state
+                .wanted
+                .insert(key.clone(), missing.iter().copied().collect());
+        }
+    }
+    shared.wake.notify_one();
 
-    let pending = by_index
-        .values()
-        .filter(|(row, _)| placement(row).node.is_none())
-        .count() as u32
-        + missing.len() as u32;
+    let pending =
+        by_index.values().filter(|m| m.place.node.is_none()).count() as u32 + missing.len() as u32;
     let reason = shared
         .state()
         .reasons
@@ -210,28 +231,40 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         .filter(|_| pending > 0);
     let status = WorkloadStatus {
         desired: target,
-        ready: by_index
-            .values()
-            .filter(|(row, _)| state_of(row) == Some(ContainerState::Running))
-            .count() as u32,
-        updated: by_index
-            .values()
-            .filter(|(_, c)| c.hash == workload.spec_hash)
-            .count() as u32
-            + missing.len() as u32,
+        ready: by_index.values().filter(|m| m.is_running()).count() as u32,
+        updated: by_index.values().filter(|m| m.current).count() as u32 + missing.len() as u32,
         pending,
         finished,
         reason,
         paused,
         observed_generation: workload.generation,
     };
-    write_status(&shared, &workload, status).await?;
+    if let Some(wait) = write_status(&shared, &workload, status).await? {
+        soonest(wait);
+    }
     Ok(requeue.map_or(Action::await_change(), Action::requeue))
 }
 
-/// The state its node reports for the container's current binding.
-fn state_of(row: &Row) -> Option<ContainerState> {
-    report(row, &placement(row)).map(|r| r.state)
+/// A container of the workload, decoded once per reconcile.
+struct Member {
+    row: Arc<Row>,
+    /// Made from the workload's current spec.
+    current: bool,
+    place: Placement,
+    report: Option<ContainerReport>,
+    /// What its node reports for its current binding.
+    state: Option<ContainerState>,
+}
+
+impl Member {
+    fn is_running(&self) -> bool {
+        self.state == Some(ContainerState::Running)
+    }
+
+    /// Bound and not known to have ended.
+    fn is_up(&self) -> bool {
+        self.place.node.is_some() && !self.state.is_some_and(|s| s.is_final())
+    }
 }
 
 fn restart_delay(base: Duration, restarts: u32) -> Duration {
@@ -242,8 +275,7 @@ fn restart_delay(base: Duration, restarts: u32) -> Duration {
 /// Why the workload must not run now: its owner is out of credits in the zone.
 fn pause_reason(shared: &Shared, workload: &Row) -> Option<String> {
     let key = ObjectKey::new(Kind::Usercredit, &workload.key.zone, "", &workload.owner);
-    let account: CreditAccount =
-        serde_json::from_value(shared.credits.get(&key)?.computed.clone()).ok()?;
+    let account: CreditAccount = dora_crds::decode(&shared.credits.get(&key)?.computed).ok()?;
     account.out_of_credit.then(|| {
         format!(
             "{} is out of credits in zone {} until {}",
@@ -291,56 +323,68 @@ async fn delete_all(shared: &Shared, rows: Vec<Arc<Row>>) -> Result<(), Error> {
     Ok(())
 }
 
-async fn create_all(
+/// The row of replica `index` of `workload`, placed or not.
+pub(crate) fn new_container(
     shared: &Shared,
     workload: &Row,
     spec: &WorkloadSpec,
-    indices: &[u32],
-) -> Result<(), Error> {
-    let results: Vec<Result<(), StoreError>> = futures::stream::iter(indices.iter().copied())
-        .map(|index| {
-            let container = ContainerSpec {
-                workload: workload.key.name.clone(),
-                index,
-                hash: workload.spec_hash.clone(),
-                template: spec.clone(),
-            };
-            let write = SpecWrite {
-                key: ObjectKey::new(
-                    Kind::Container,
-                    &workload.key.zone,
-                    &workload.key.workspace,
-                    &format!("{}.{index}", workload.key.name),
-                ),
-                precondition: Precondition::Absent,
-                owner: workload.owner.clone(),
-                labels: workload.labels.clone(),
-                spec: serde_json::to_value(&container).expect("container specs serialize"),
-                spec_hash: workload.spec_hash.clone(),
-                desired: serde_json::Value::Null,
-            };
-            async move {
-                match shared.store.put_spec(write).await {
-                    Ok(_) | Err(StoreError::AlreadyExists) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-        })
-        .buffer_unordered(CONCURRENT_WRITES)
-        .collect()
-        .await;
-    results.into_iter().collect::<Result<(), _>>()?;
-    Ok(())
+    index: u32,
+    place: Option<&Placement>,
+) -> SpecWrite {
+    let container = ContainerSpec {
+        workload: workload.key.name.clone(),
+        index,
+        hash: workload.spec_hash.clone(),
+        template: spec.clone(),
+    };
+    SpecWrite {
+        key: ObjectKey::new(
+            Kind::Container,
+            &workload.key.zone,
+            &workload.key.workspace,
+            &format!("{}.{index}", workload.key.name),
+        ),
+        precondition: Precondition::Absent,
+        owner: workload.owner.clone(),
+        labels: workload.labels.clone(),
+        spec: serde_json::to_value(&container).expect("container specs serialize"),
+        spec_hash: workload.spec_hash.clone(),
+        desired: serde_json::Value::Null,
+        computed: place.map(|p| serde_json::to_value(p).expect("placements serialize")),
+        fence: Some(shared.fence.clone()),
+    }
 }
 
+/// Writes the workload's status if it changed. A change of counts only is written at most
+/// once per [`COUNTS_EVERY`] (a workload of many replicas would otherwise write once per
+/// container event); returns how long to wait before writing it then.
 async fn write_status(
     shared: &Shared,
     workload: &Row,
     status: WorkloadStatus,
-) -> Result<(), Error> {
-    let previous: Option<WorkloadStatus> = serde_json::from_value(workload.computed.clone()).ok();
+) -> Result<Option<Duration>, Error> {
+    let previous: Option<WorkloadStatus> = dora_crds::decode(&workload.computed).ok();
     if previous.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(None);
+    }
+    let counts_only = previous.as_ref().is_some_and(|p| {
+        p.reason == status.reason
+            && p.paused == status.paused
+            && p.observed_generation == status.observed_generation
+            && p.ready != status.desired
+            && status.ready != status.desired
+    });
+    {
+        let mut state = shared.state();
+        let last = state.status_written.get(&workload.key).copied();
+        if counts_only
+            && let Some(wait) = last.and_then(|at| COUNTS_EVERY.checked_sub(at.elapsed()))
+        {
+            return Ok(Some(wait));
+        }
+        state
+            .status_written
+            .insert(workload.key.clone(), std::time::Instant::now());
     }
     let old_reason = previous.as_ref().and_then(|p| p.reason.clone());
     let old_paused = previous.as_ref().and_then(|p| p.paused.clone());
@@ -391,7 +435,7 @@ async fn write_status(
         .await
     {
         // The cache is behind our own previous write; its change reconciles again.
-        Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+        Ok(_) | Err(StoreError::Conflict { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

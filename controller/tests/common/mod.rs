@@ -39,6 +39,7 @@ pub fn watch_config() -> WatchConfig {
         poll: Duration::from_millis(50),
         relist: Duration::from_secs(30),
         page: 500,
+        gather: Duration::from_millis(5),
     }
 }
 
@@ -163,6 +164,8 @@ impl Zone {
                 spec_hash: dora_crds::spec_hash(document.kind, &document.spec),
                 spec: document.spec,
                 desired: serde_json::Value::Null,
+                computed: None,
+                fence: None,
             };
             self.store.put_spec(write).await.unwrap();
         }

@@ -218,8 +218,8 @@ impl CqlStore {
             updated: now,
             resource: write.spec.clone(),
             desired: write.desired.clone(),
-            computed: Value::Null,
-            computed_version: 0,
+            computed: write.computed.clone().unwrap_or(Value::Null),
+            computed_version: u64::from(write.computed.is_some()),
             observed: Value::Null,
             observed_version: 0,
         };
@@ -235,8 +235,8 @@ impl CqlStore {
             big(now),
             text(&to_json(&row.resource)?),
             text(&to_json(&row.desired)?),
-            text("null"),
-            big(0),
+            text(&to_json(&row.computed)?),
+            big(row.computed_version as i64),
             text("null"),
             big(0),
         ]);
@@ -246,6 +246,12 @@ impl CqlStore {
                 write
                     .spec
                     .get("workload")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            ));
+            values.push(text(
+                row.computed
+                    .get("node")
                     .and_then(Value::as_str)
                     .unwrap_or_default(),
             ));
@@ -410,6 +416,9 @@ impl Store for CqlStore {
         // recognised by its uid.
         let mut lost_update: Option<Row> = None;
         for attempt in 0..CAS_ATTEMPTS {
+            if let Some(fence) = &write.fence {
+                self.check_fence(fence).await?;
+            }
             let existing = self.get_for_write(&write.key, attempt).await?;
             let now = now_millis();
             if let Some(row) = &existing {

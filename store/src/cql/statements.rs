@@ -109,7 +109,7 @@ impl Preparer<'_> {
             keys,
             &COMMON_COLUMNS[..],
             if containers {
-                &["workload"][..]
+                &["workload", "node"][..]
             } else {
                 &[][..]
             },

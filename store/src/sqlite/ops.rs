@@ -136,6 +136,9 @@ pub(super) fn put_spec(
 ) -> Result<SpecOutcome, StoreError> {
     let key = &write.key;
     let table = key.table();
+    if let Some(fence) = &write.fence {
+        check_fence(conn, fence)?;
+    }
     let existing = get(conn, key)?;
     write.precondition.check(existing.as_ref())?;
     let now = now_millis();
@@ -151,14 +154,14 @@ pub(super) fn put_spec(
     let Some(row) = existing else {
         let uid = uuid::Uuid::new_v4().to_string();
         let (extra_columns, extra_values) = if table == Table::Containers {
-            (", workload", ", ?")
+            (", workload, node", ", ?, ?")
         } else {
             ("", "")
         };
         let keys = table.key_columns();
-        let placeholders = vec!["?"; keys.len() + 10].join(", ");
+        let placeholders = vec!["?"; keys.len() + 12].join(", ");
         let sql = format!(
-            "INSERT INTO {} ({}, uid, version, generation, spec_hash, owner, labels, created, updated, resource, desired{extra_columns}) VALUES ({placeholders}{extra_values})",
+            "INSERT INTO {} ({}, uid, version, generation, spec_hash, owner, labels, created, updated, resource, desired, computed, computed_version{extra_columns}) VALUES ({placeholders}{extra_values})",
             table.name(),
             keys.join(", "),
         );
@@ -174,9 +177,18 @@ pub(super) fn put_spec(
             Sql::Integer(now),
             Sql::Text(spec),
             Sql::Text(desired),
+            Sql::Text(to_json(write.computed.as_ref().unwrap_or(&Value::Null))?),
+            Sql::Integer(i64::from(write.computed.is_some())),
         ]);
         if table == Table::Containers {
             values.push(Sql::Text(workload));
+            let node = write
+                .computed
+                .as_ref()
+                .and_then(|c| c.get("node"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            values.push(Sql::Text(node.to_string()));
         }
         conn.prepare_cached(&sql)
             .map_err(backend)?

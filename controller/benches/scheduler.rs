@@ -1,0 +1,239 @@
+//! Scheduler throughput and latency against hollow nodes, in one process:
+//! `cargo bench -p dora-controller --bench scheduler -- NODES CONTAINERS [STORE_URL]`.
+//!
+//! Registers NODES hollow nodes (32 CPUs each), applies workloads of 100 one-core replicas
+//! totalling CONTAINERS, waits until every container is bound and running, and prints
+//! placements per second and the apply→bound and apply→running latencies (p50, p99), each
+//! measured when a watcher of the store reads the bound (running) row back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::collections::HashMap;
+
+use dora_controller::scheduler::{self, SchedulerConfig};
+use dora_controller::{Target, WatchConfig, WatchEvent, watch};
+use dora_crds::Kind;
+use dora_crds::status::{ContainerReport, ContainerState, Placement};
+use dora_nodeagent::sim::{self, SimConfig, SimHandle};
+use dora_store::{ListQuery, ObjectKey, Precondition, SpecWrite, Store, now_millis};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+const ZONE: &str = "bench";
+const REPLICAS: usize = 100;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let nodes: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let containers: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let url = args.get(2).cloned();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(nodes, containers, url));
+}
+
+async fn run(nodes: usize, containers: usize, url: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, label) = match url {
+        Some(url) => (dora_store::open(&url).await.unwrap(), "cassandra"),
+        None => {
+            let url = format!("sqlite:{}", dir.path().join("bench.db").display());
+            (dora_store::open(&url).await.unwrap(), "sqlite")
+        }
+    };
+    let stop = CancellationToken::new();
+    let watch_config = WatchConfig {
+        poll: Duration::from_millis(100),
+        relist: Duration::from_secs(600),
+        page: 1000,
+        gather: Duration::from_millis(10),
+    };
+    let mut hollow = SimConfig::new(ZONE, nodes);
+    hollow.heartbeat = Duration::from_secs(10);
+    hollow.start_delay = Duration::from_millis(50);
+    hollow.watch = watch_config;
+    let registered = Instant::now();
+    let agents = tokio::spawn(sim::run(
+        store.clone(),
+        hollow,
+        SimHandle::default(),
+        stop.clone(),
+    ));
+    wait_for_nodes(&*store, nodes).await;
+    eprintln!(
+        "{nodes} hollow nodes registered in {:.1} s",
+        registered.elapsed().as_secs_f64()
+    );
+    let mut config = SchedulerConfig::new(ZONE);
+    config.node_grace = Duration::from_secs(60);
+    config.watch = watch_config;
+    tokio::spawn(scheduler::run(store.clone(), config, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut events = watch(
+        store.clone(),
+        Target::new(Kind::Container, ZONE),
+        watch_config,
+        stop.clone(),
+    );
+    let workloads = containers.div_ceil(REPLICAS);
+    let started = Instant::now();
+    let applied_at = now_millis();
+    let spec = serde_json::json!({
+        "replica": {"count": REPLICAS},
+        "driver": "Process",
+        "config": {"cmd": ["sleep", "3600"]},
+        "selectors": {"cpu": {"product_name": "All", "count": 1}},
+    });
+    let hash = dora_crds::spec_hash(Kind::Workload, &spec);
+    futures::stream::iter(0..workloads)
+        .for_each_concurrent(16, |i| {
+            let write = SpecWrite {
+                key: ObjectKey::new(Kind::Workload, ZONE, "bench", &format!("w{i:05}")),
+                precondition: Precondition::None,
+                owner: "bench".into(),
+                labels: Default::default(),
+                spec: spec.clone(),
+                spec_hash: hash.clone(),
+                desired: serde_json::Value::Null,
+                computed: None,
+                fence: None,
+            };
+            let store = store.clone();
+            async move {
+                store.put_spec(write).await.unwrap();
+            }
+        })
+        .await;
+    let applied = started.elapsed();
+    let total = workloads * REPLICAS;
+    let (bound, running) = wait_until_running(&mut events, total).await;
+    let elapsed = started.elapsed();
+    let mut bound: Vec<i64> = bound.into_iter().map(|t| t - applied_at).collect();
+    let mut running: Vec<i64> = running.into_iter().map(|t| t - applied_at).collect();
+    bound.sort_unstable();
+    running.sort_unstable();
+    let last_bound = *bound.last().unwrap_or(&0) as f64 / 1000.0;
+    println!(
+        "{label}: {nodes} nodes, {total} containers in {workloads} workloads: applied in {:.2} s, all running after {:.2} s",
+        applied.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  placements/s {:.0} (all {total} bound {last_bound:.2} s after the first apply)",
+        total as f64 / last_bound.max(0.001)
+    );
+    println!(
+        "  apply→bound   p50 {} ms  p99 {} ms",
+        percentile(&bound, 0.50),
+        percentile(&bound, 0.99)
+    );
+    println!(
+        "  apply→running p50 {} ms  p99 {} ms",
+        percentile(&running, 0.50),
+        percentile(&running, 0.99)
+    );
+    stop.cancel();
+    let _ = agents.await;
+}
+
+fn percentile(sorted: &[i64], q: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+async fn wait_for_nodes(store: &dyn Store, nodes: usize) {
+    loop {
+        let rows = list(store, Kind::Node).await;
+        if rows.iter().filter(|r| !r.observed.is_null()).count() >= nodes {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Follows the containers until `total` run; returns their bind and start instants.
+async fn wait_until_running(
+    events: &mut tokio::sync::mpsc::Receiver<WatchEvent>,
+    total: usize,
+) -> (Vec<i64>, Vec<i64>) {
+    let mut progress = Progress::default();
+    let mut last_print = Instant::now();
+    while let Some(event) = events.recv().await {
+        match event {
+            WatchEvent::Applied(row) => progress.record(&row),
+            WatchEvent::Listed(rows) => rows.iter().for_each(|row| progress.record(row)),
+            WatchEvent::Deleted(_) => {}
+        }
+        if last_print.elapsed() > Duration::from_secs(1) {
+            eprint!(
+                "\r  {} bound, {} running of {total}   ",
+                progress.seen.len(),
+                progress.running
+            );
+            last_print = Instant::now();
+        }
+        if progress.running >= total {
+            eprintln!();
+            let bound = progress.seen.values().filter_map(|(b, _)| *b).collect();
+            let running = progress.seen.values().filter_map(|(_, s)| *s).collect();
+            return (bound, running);
+        }
+    }
+    panic!("the watch ended");
+}
+
+/// When each container was bound and started.
+#[derive(Default)]
+struct Progress {
+    seen: HashMap<ObjectKey, (Option<i64>, Option<i64>)>,
+    running: usize,
+}
+
+impl Progress {
+    fn record(&mut self, row: &dora_store::Row) {
+        let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
+        if placement.node.is_none() {
+            return;
+        }
+        let report: Option<ContainerReport> = dora_crds::decode(&row.observed).ok();
+        let started = report
+            .is_some_and(|r| r.epoch == placement.epoch && r.state == ContainerState::Running);
+        // Both instants are when the row was read back: a binding counts once it is stored.
+        let now = now_millis();
+        let entry = self.seen.entry(row.key.clone()).or_default();
+        entry.0.get_or_insert(now);
+        if entry.1.is_none() && started {
+            entry.1 = Some(now);
+            self.running += 1;
+        }
+    }
+}
+
+async fn list(store: &dyn Store, kind: Kind) -> Vec<Arc<dora_store::Row>> {
+    let mut query = ListQuery {
+        kind: kind.name().into(),
+        scope: kind.scope(),
+        zone: ZONE.into(),
+        workspace: None,
+        after: None,
+        limit: 5000,
+    };
+    let mut rows = Vec::new();
+    loop {
+        let page = store.list(&query).await.unwrap();
+        rows.extend(page.rows.into_iter().map(Arc::new));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return rows,
+        }
+    }
+}
