@@ -68,13 +68,19 @@ impl Dora {
     }
 
     fn up(home: &Path) -> Dora {
+        Self::up_with(home, &[], "warn", Stdio::inherit())
+    }
+
+    /// `dora up` with more arguments, a log filter and where its log goes.
+    fn up_with(home: &Path, extra: &[&str], log: &str, stderr: Stdio) -> Dora {
         let mut child = Process::new(DORA)
             .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(home.join("data"))
+            .args(extra)
             .env("DORA_CONFIG", Self::config(home))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("dora up starts");
         let lines = line_reader(child.stdout.take().unwrap());
@@ -505,4 +511,95 @@ fn delete_by_file_needs_no_defaults_for_what_the_file_names() {
     ]);
     assert!(error.contains("use-workspace"), "{error}");
     dora.stop();
+}
+
+/// Polls `dora ARGS -o json` until `check` accepts it.
+fn wait_for(dora: &Dora, args: &[&str], what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = dora.json(args);
+        if check(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {value}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn up_with_hollow_nodes_places_gpu_work_logs_reconciles_as_json_and_shows_credits() {
+    let home = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(home.path().join("up.log")).unwrap();
+    let dora = Dora::up_with(
+        home.path(),
+        &[
+            "--sim-nodes",
+            "2",
+            "--sim-gpus",
+            "2xA100",
+            "--log-format",
+            "json",
+            "--credit-slice",
+            "1s",
+        ],
+        "info,dora_store=warn",
+        Stdio::from(log),
+    );
+    let manifest = home.path().join("gpu.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Resourcecredit\nmetadata: {name: a100}\nspec:\n  product_name: A100\n  credit: {per: {hour: 3600}}\n---\napiVersion: v1\nkind: Workload\nmetadata: {name: train}\nspec:\n  replica: {count: 3}\n  driver: Process\n  config: {cmd: sleep 1000}\n  selectors:\n    gpu: {product_name: A100, count: 2}\n",
+    )
+    .unwrap();
+    dora.run(&["apply", "-f", manifest.to_str().unwrap()]);
+    // Two nodes of two A100s: two replicas run, the third waits with the reason.
+    let workload = wait_for(
+        &dora,
+        &["get", "wk", "train", "-o", "json"],
+        "2 of 3 ready",
+        |w| w["status"]["computed"]["ready"] == 2 && w["status"]["computed"]["pending"] == 1,
+    );
+    let reason = workload["status"]["computed"]["reason"].as_str().unwrap();
+    assert!(reason.contains("0/2 nodes fit"), "{reason}");
+    let containers = dora.run(&["get", "c"]);
+    assert!(
+        containers.contains("Running") && containers.contains("sim-0000"),
+        "{containers}"
+    );
+    assert!(containers.contains("Pending"), "{containers}");
+    assert!(dora.run(&["get", "wk"]).contains("2/3"));
+    assert!(dora.run(&["get", "node"]).contains("Ready"));
+    assert!(dora.run(&["events"]).contains("FailedScheduling"));
+    wait_for(
+        &dora,
+        &["credits", "-o", "json"],
+        "credits counted",
+        |list| {
+            list["items"][0]["status"]["computed"]["total"]
+                .as_f64()
+                .unwrap_or(0.0)
+                > 0.0
+        },
+    );
+    let credits = dora.run(&["credits"]);
+    assert!(
+        credits.contains("admin") && credits.contains("USED THIS WEEK"),
+        "{credits}"
+    );
+    dora.stop();
+    let log = std::fs::read_to_string(home.path().join("up.log")).unwrap();
+    let reconcile = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "reconciled")
+        .expect("JSON reconcile lines in the log");
+    assert_eq!(reconcile["span"]["name"], "reconcile", "{reconcile}");
+    assert_eq!(reconcile["span"]["controller"], "scheduler", "{reconcile}");
+    assert!(
+        reconcile["fields"]["duration_ms"].is_number(),
+        "{reconcile}"
+    );
 }

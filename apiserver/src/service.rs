@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use dora_crds::spec::Verb;
+use dora_crds::status::CreditAccount;
 use dora_crds::{Document, Kind, Resource, Scope, parse_documents, spec_hash};
 use dora_store::{
     Event, EventType, ObjectKey, Precondition, SpecOutcome, SpecWrite, Store, StoreError,
@@ -220,6 +221,9 @@ impl Service {
         )?;
         self.authorize(identity, Verb::Apply, kind, &place.zone, &place.workspace)?;
         let key = ObjectKey::new(kind, &place.zone, &place.workspace, &metadata.name);
+        if kind == Kind::Workload {
+            self.check_credits(identity, &key, &document.spec).await?;
+        }
         let write = SpecWrite {
             key: key.clone(),
             precondition: metadata
@@ -307,6 +311,48 @@ impl Service {
         ))
         .await;
         Ok(render::resource(&row))
+    }
+
+    /// Refuses a workload apply that would start more replicas while its user is out of
+    /// credits in the zone (until the credit system's weekly reset).
+    async fn check_credits(
+        &self,
+        identity: &Identity,
+        key: &ObjectKey,
+        spec: &Value,
+    ) -> Result<(), ApiError> {
+        let replicas = |spec: &Value| spec["replica"]["count"].as_u64().unwrap_or(0);
+        let wanted = replicas(spec);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let account_key = ObjectKey::new(Kind::Usercredit, &key.zone, "", &identity.user);
+        let Some(account) = self.store.get(&account_key).await? else {
+            return Ok(());
+        };
+        let account: CreditAccount = match dora_crds::decode(&account.computed) {
+            Ok(account) => account,
+            Err(_) => return Ok(()),
+        };
+        if !account.out_of_credit {
+            return Ok(());
+        }
+        let running = self
+            .store
+            .get(key)
+            .await?
+            .map_or(0, |row| replicas(&row.resource));
+        if wanted <= running {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "{} is out of credits in zone {} (used {:.2} of {:.2} this week) until {}; this apply would start more replicas. Lower spec.replica.count, wait for the reset, or ask an administrator to raise spec.credits of the user",
+            identity.user,
+            key.zone,
+            account.weekly,
+            account.limit.unwrap_or_default(),
+            render::timestamp(account.reset),
+        )))
     }
 
     async fn record(&self, event: Event) {

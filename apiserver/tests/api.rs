@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey};
-use dora_store::Store;
+use dora_crds::Kind;
 use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::sqlite::SqliteStore;
+use dora_store::{ObjectKey, Precondition, SpecWrite, Store};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -25,6 +26,7 @@ struct Cluster {
     tokens: TokenKey,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
     cql: Option<CqlStore>,
 }
 
@@ -81,7 +83,9 @@ async fn start(backend: Backend) -> Cluster {
         max_body_bytes: BODY_LIMIT,
         ..Options::default()
     };
-    let server = ApiServer::new(store, &secret, options).await.unwrap();
+    let server = ApiServer::new(store.clone(), &secret, options)
+        .await
+        .unwrap();
     for result in server
         .service()
         .apply_manifest(&Identity::system(), BOOTSTRAP)
@@ -111,6 +115,7 @@ async fn start(backend: Backend) -> Cluster {
         tokens,
         http,
         _dir: dir,
+        store,
         cql,
     }
 }
@@ -484,6 +489,43 @@ async fn bad_documents_are_refused_with_their_field_and_nothing_is_stored(c: &Cl
     assert_eq!(body["error"]["reason"], "TooLarge");
     // The server keeps serving.
     assert_eq!(c.apply(&c.admin, &ok).await.0, StatusCode::OK);
+}
+
+async fn applies_that_would_start_more_are_refused_out_of_credit(c: &Cluster) {
+    let (status, _) = c.apply(&c.admin, &workload("train", "a")).await;
+    assert_eq!(status, StatusCode::OK);
+    // What the credit system writes when the admin's weekly limit is used up.
+    let key = ObjectKey::new(Kind::Usercredit, "default", "", "admin");
+    let spec = serde_json::json!({"user": "admin"});
+    c.store
+        .put_spec(SpecWrite {
+            key: key.clone(),
+            precondition: Precondition::Absent,
+            owner: "creditsys".into(),
+            labels: Default::default(),
+            spec_hash: dora_crds::spec_hash(Kind::Usercredit, &spec),
+            spec,
+            desired: Value::Null,
+            computed: Some(serde_json::json!({
+                "weekly": 12.5, "total": 40.0, "limit": 10.0, "weekStart": 0,
+                "reset": 1_800_000_000_000i64, "outOfCredit": true, "accounted": {}
+            })),
+            fence: None,
+        })
+        .await
+        .unwrap();
+    let more = workload("train", "a").replace("count: 1", "count: 3");
+    let body = expect_rejected(c, &more, StatusCode::FORBIDDEN, 0, None).await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("out of credits in zone default") && message.contains("2027-01-15"),
+        "{message}"
+    );
+    let (_, object) = c.get(&c.admin, &format!("{WORKLOADS}/train")).await;
+    assert_eq!(object["spec"]["replica"]["count"], 1, "nothing was stored");
+    // Scaling down, or changing nothing that starts more, still applies.
+    let fewer = workload("train", "b").replace("count: 1", "count: 0");
+    assert_eq!(c.apply(&c.admin, &fewer).await.0, StatusCode::OK);
 }
 
 async fn stale_versions_conflict_and_specs_are_kept_as_versions(c: &Cluster) {
@@ -990,6 +1032,7 @@ on_every_store!(
     roles_limit_users_to_their_workspace,
     bad_documents_are_refused_with_their_field_and_nothing_is_stored,
     stale_versions_conflict_and_specs_are_kept_as_versions,
+    applies_that_would_start_more_are_refused_out_of_credit,
     lists_page_and_put_get_delete_work_by_path,
     watch_streams_changes_and_resumes,
     a_workspace_scoped_admin_stays_in_the_workspace,

@@ -454,6 +454,65 @@ async fn malformed_rows_are_reported_and_skipped(backend: Backend) {
     zone.finish().await;
 }
 
+async fn concurrent_random_applies_never_double_book(backend: Backend) {
+    use rand::Rng;
+    let zone = Zone::new(backend).await;
+    zone.sim("a-", 3, "4xA100");
+    zone.sim("m-", 2, "2xA100,2xH100");
+    zone.scheduler(zone.scheduler_config("s1"));
+    let mut rng = rand::rng();
+    let manifests: Vec<(String, u32)> = (0..12)
+        .map(|i| {
+            let replicas = rng.random_range(1..4u32);
+            let gpus = rng.random_range(1..3u32);
+            let model = ["A100", "H100", "All", "[A100, H100]"][rng.random_range(0..4)];
+            let affinity = ["First", "Fill", "Distribute", "Random"][rng.random_range(0..4)];
+            let spec = format!(
+                "  config: {{cmd: sleep 1000, affinity: {affinity}}}\n  selectors:\n    gpu: {{product_name: {model}, count: {gpus}}}\n    cpu: {{count: 500m}}\n"
+            );
+            (workload(&format!("w{i}"), replicas, &spec), replicas)
+        })
+        .collect();
+    futures::future::join_all(manifests.iter().map(|(m, _)| zone.apply("alice", m))).await;
+    let expected: u32 = manifests.iter().map(|(_, r)| r).sum();
+    // Settled: every replica has a row, and no placement changed over the last poll.
+    let mut last: Option<Vec<(String, Option<String>)>> = None;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let all = loop {
+        let mut all = Vec::new();
+        for i in 0..12 {
+            all.extend(zone.containers(&format!("w{i}")).await);
+        }
+        let bound: Vec<(String, Option<String>)> = all
+            .iter()
+            .map(|c| (c.name.clone(), c.node().map(str::to_string)))
+            .collect();
+        if all.len() as u32 == expected && last.as_ref() == Some(&bound) {
+            break all;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "placements did not settle"
+        );
+        last = Some(bound);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_no_double_booking(&all);
+    let gpus_per_node: HashMap<&str, usize> = all
+        .iter()
+        .filter_map(|c| c.node().map(|n| (n, c.placement.gpus.len())))
+        .fold(HashMap::new(), |mut m, (n, g)| {
+            *m.entry(n).or_default() += g;
+            m
+        });
+    assert!(gpus_per_node.values().all(|g| *g <= 4), "{gpus_per_node:?}");
+    assert!(
+        all.iter().any(|c| c.node().is_some()),
+        "something was placed"
+    );
+    zone.finish().await;
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -486,4 +545,5 @@ on_every_store!(
     credits_pause_a_user_and_resume_at_the_reset,
     accounting_stays_exact_when_the_credit_system_restarts,
     malformed_rows_are_reported_and_skipped,
+    concurrent_random_applies_never_double_book,
 );

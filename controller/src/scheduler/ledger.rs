@@ -225,3 +225,175 @@ impl Ledger {
         best.map(|(booking, _)| booking).ok_or(misfits)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use dora_crds::Kind;
+    use dora_crds::spec::{NodeSpec, ProductName, WorkloadClass};
+    use dora_crds::status::{CpuInfo, GpuDevice, NodeReport};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const MODELS: [&str; 2] = ["A100", "H100"];
+
+    fn node(i: usize, gpus: &[(u8, u8)], cpus: u32, memory: u64) -> NodeInfo {
+        let mut devices = Vec::new();
+        for (count, model) in gpus {
+            for _ in 0..*count {
+                devices.push(GpuDevice {
+                    minor: devices.len() as u32,
+                    product_name: MODELS[*model as usize % 2].into(),
+                    memory_bytes: 0,
+                });
+            }
+        }
+        NodeInfo {
+            name: format!("n{i}"),
+            spec: NodeSpec::default(),
+            report: NodeReport {
+                heartbeat: 0,
+                cpu: CpuInfo {
+                    count: cpus,
+                    product_name: "cpu".into(),
+                },
+                memory_bytes: memory,
+                gpus: devices,
+                drivers: Vec::new(),
+                version: String::new(),
+            },
+            ready: true,
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Place a container: GPUs (count, model or any), millicores, memory, affinity.
+        Place(u32, Option<u8>, u64, u64, u8),
+        /// The cache confirms the n-th placed container.
+        Confirm(usize),
+        /// The n-th placed container ends (its row reports it) or is deleted.
+        End(usize, bool),
+        /// The write of the n-th placed container failed.
+        Abandon(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u32..3, proptest::option::of(0u8..2), prop_oneof![Just(0u64), 500u64..3000, Just(2000)], 0u64..4, 0u8..4)
+                .prop_map(|(g, m, c, mem, a)| Op::Place(g, m, c, mem << 30, a)),
+            2 => (0usize..64).prop_map(Op::Confirm),
+            1 => (0usize..64, any::<bool>()).prop_map(|(i, d)| Op::End(i, d)),
+            1 => (0usize..64).prop_map(Op::Abandon),
+        ]
+    }
+
+    fn nodes() -> impl Strategy<Value = Vec<NodeInfo>> {
+        proptest::collection::vec(
+            (
+                proptest::collection::vec((0u8..4, 0u8..2), 0..3),
+                1u32..8,
+                1u64..8,
+            ),
+            1..6,
+        )
+        .prop_map(|specs| {
+            specs
+                .iter()
+                .enumerate()
+                .map(|(i, (gpus, cpus, memory))| node(i, gpus, *cpus, memory << 30))
+                .collect()
+        })
+    }
+
+    /// Nothing is booked twice and no node holds more than it has; per-node usage is exactly
+    /// what the bookings add up to.
+    fn check(ledger: &Ledger) {
+        let mut recomputed: HashMap<String, Usage> = HashMap::new();
+        let mut gpus = HashSet::new();
+        let mut cpus = HashSet::new();
+        for booking in ledger.effective.values() {
+            for gpu in &booking.gpus {
+                assert!(
+                    gpus.insert((booking.node.clone(), *gpu)),
+                    "GPU {gpu} on {} twice",
+                    booking.node
+                );
+            }
+            for cpu in &booking.cpus {
+                assert!(
+                    cpus.insert((booking.node.clone(), *cpu)),
+                    "CPU {cpu} on {} twice",
+                    booking.node
+                );
+            }
+            recomputed
+                .entry(booking.node.clone())
+                .or_default()
+                .add(booking);
+        }
+        for node in ledger.nodes() {
+            let usage = recomputed.remove(&node.name).unwrap_or_default();
+            let indexed = ledger.usage(&node.name).cloned().unwrap_or_default();
+            assert_eq!(usage, indexed, "usage index drifted on {}", node.name);
+            let report = &node.report;
+            assert!(usage.memory <= report.memory_bytes);
+            assert!(
+                usage.cpus.len() as u64 * 1000 + usage.shared_millicpu
+                    <= report.cpu.count as u64 * 1000
+            );
+            assert!(usage.gpus.iter().all(|g| (*g as usize) < report.gpus.len()));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn placements_never_double_book(nodes in nodes(), ops in proptest::collection::vec(op(), 1..120)) {
+            let mut ledger = Ledger::default();
+            for node in nodes {
+                ledger.set_node(node);
+            }
+            // Each placement: its key, booking, and whether its write is still in flight
+            // (`Some(true)`), stored (`Some(false)`) or failed / ended (`None`).
+            let mut placed: Vec<(ObjectKey, Booking, Option<bool>)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Place(gpus, model, millicpu, memory, affinity) => {
+                        let demand = Demand {
+                            class: if gpus > 0 { WorkloadClass::Gpu } else { WorkloadClass::Cpu },
+                            gpu: (gpus > 0).then(|| (
+                                model.map_or(ProductName::default(), |m| ProductName::One(MODELS[m as usize].into())),
+                                gpus,
+                            )),
+                            cpu: (millicpu > 0).then(|| (ProductName::default(), millicpu)),
+                            memory,
+                            node: None,
+                            affinity: [Affinity::First, Affinity::Fill, Affinity::Distribute, Affinity::Random][affinity as usize],
+                        };
+                        let mut start = 0;
+                        if let Ok(booking) = ledger.choose(&demand, &HashMap::new(), &mut start) {
+                            let key = ObjectKey::new(Kind::Container, "z", "w", &format!("c{}", placed.len()));
+                            ledger.set_in_flight(&key, "uid", 1, Some(booking.clone()));
+                            placed.push((key, booking, Some(true)));
+                        }
+                    }
+                    Op::Confirm(i) => if let Some((key, booking, state @ Some(true))) = placed.get_mut(i) {
+                        ledger.set_cached(key, "uid", 1, Some(booking.clone()));
+                        *state = Some(false);
+                    },
+                    Op::End(i, deleted) => if let Some((key, _, state @ Some(false))) = placed.get_mut(i) {
+                        if deleted { ledger.remove_cached(key) } else { ledger.set_cached(key, "uid", 2, None) }
+                        *state = None;
+                    },
+                    Op::Abandon(i) => if let Some((key, _, state @ Some(true))) = placed.get_mut(i) {
+                        ledger.abandon(key);
+                        *state = None;
+                    },
+                }
+                check(&ledger);
+            }
+        }
+    }
+}
