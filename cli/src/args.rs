@@ -53,6 +53,14 @@ pub enum Command {
     Sim(SimArgs),
     /// Show credit use, limit and next reset per zone.
     Credits(CreditsArgs),
+    /// Pause a workload: its containers stop until `dora resume`.
+    Pause(ActionArgs),
+    /// Resume a paused workload.
+    Resume(ActionArgs),
+    /// Drain a node: nothing new lands there and its containers move to other nodes.
+    Drain(ActionArgs),
+    /// Let a drained node take containers again.
+    Uncordon(ActionArgs),
     /// Show the spec history of a resource.
     Versions(VersionsArgs),
     /// Show events, of one resource or of the zone.
@@ -184,6 +192,13 @@ pub struct SimArgs {
     /// Node names start with this.
     #[arg(long, default_value = "sim-")]
     pub prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// `workload` (wk) for pause and resume, `node` for drain and uncordon.
+    pub kind: String,
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -513,6 +513,62 @@ async fn concurrent_random_applies_never_double_book(backend: Backend) {
     zone.finish().await;
 }
 
+async fn pause_resume_drain_and_uncordon(backend: Backend) {
+    let zone = Zone::new(backend).await;
+    zone.sim("n-", 2, "2xA100");
+    zone.scheduler(zone.scheduler_config("s1"));
+    let spec = "  config: {cmd: sleep 1000, affinity: Distribute}\n  selectors:\n    gpu: {product_name: A100, count: 1}\n";
+    zone.apply("alice", &workload("w", 2, spec)).await;
+    let running = |n: usize| {
+        let zone = &zone;
+        async move {
+            let c = zone.containers("w").await;
+            (c.iter().filter(|c| c.running()).count() == n).then_some(c)
+        }
+    };
+    eventually("two replicas running", WAIT, || running(2)).await;
+    let workload_key = ObjectKey::new(Kind::Workload, common::ZONE, common::WS, "w");
+    zone.action(&workload_key, "pause").await;
+    eventually("paused: no containers", WAIT, || async {
+        let row = zone.workload("w").await?;
+        let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
+        let gone = zone.containers("w").await.is_empty();
+        (gone && status.paused.as_deref() == Some("paused by alice")).then_some(())
+    })
+    .await;
+    zone.action(&workload_key, "resume").await;
+    eventually("resumed", WAIT, || running(2)).await;
+    let node_key = ObjectKey::new(Kind::Node, common::ZONE, "", "n-00000");
+    zone.action(&node_key, "drain").await;
+    let moved = eventually("everything left the drained node", WAIT, || async {
+        let c = running(2).await?;
+        c.iter().all(|c| c.node() == Some("n-00001")).then_some(c)
+    })
+    .await;
+    assert_no_double_booking(&moved);
+    zone.apply("alice", &workload("later", 1, spec)).await;
+    let status = eventually(
+        "later waits: the drained node takes nothing",
+        WAIT,
+        || async {
+            let row = zone.workload("later").await?;
+            let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
+            status.reason.is_some().then_some(status)
+        },
+    )
+    .await;
+    assert!(status.reason.unwrap().contains("cordoned"));
+    zone.action(&node_key, "uncordon").await;
+    eventually("later runs on the uncordoned node", WAIT, || async {
+        let c = zone.containers("later").await;
+        c.iter()
+            .any(|c| c.running() && c.node() == Some("n-00000"))
+            .then_some(())
+    })
+    .await;
+    zone.finish().await;
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -546,4 +602,5 @@ on_every_store!(
     accounting_stays_exact_when_the_credit_system_restarts,
     malformed_rows_are_reported_and_skipped,
     concurrent_random_applies_never_double_book,
+    pause_resume_drain_and_uncordon,
 );

@@ -48,6 +48,10 @@ pub struct NodeCondition {
     pub reason: Option<String>,
     /// When `ready` last changed.
     pub since: i64,
+    /// Drained (`dora drain node`): nothing new is placed here and what runs moves away,
+    /// until `dora uncordon node`.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// Where and with what a container runs: its `computed` columns, written by the scheduler.
@@ -153,6 +157,9 @@ pub struct WorkloadStatus {
     /// Why the workload is paused, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<String>,
+    /// Who paused it with `dora pause`, until `dora resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
     /// The generation of the spec this status describes.
     pub observed_generation: u64,
 }

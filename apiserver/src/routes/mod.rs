@@ -1,5 +1,6 @@
 //! HTTP routes.
 
+mod actions;
 mod apply;
 mod events;
 mod resources;
@@ -33,6 +34,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/{*path}",
             get(resources::get)
                 .put(resources::put)
+                .post(actions::post)
                 .delete(resources::delete),
         )
         .fallback(|| async { ApiError::not_found("no such path; see /openapi.json") })

@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod actions;
 mod apply;
 mod components;
 mod config;
@@ -39,6 +40,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credits(args) => credits::run(&global, args)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Pause(args) => actions::run(&global, "pause", args).await,
+        Command::Resume(args) => actions::run(&global, "resume", args).await,
+        Command::Drain(args) => actions::run(&global, "drain", args).await,
+        Command::Uncordon(args) => actions::run(&global, "uncordon", args).await,
         Command::Versions(args) => history::versions(&global, args)
             .await
             .map(|()| ExitCode::SUCCESS),

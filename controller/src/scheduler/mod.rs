@@ -5,7 +5,9 @@
 //! - [`workloads`]: replicas, rolling updates, restarts, run-time limits, pause, status.
 //! - [`placer`]: binds waiting containers in priority order, with gang placement and backfill.
 //! - [`nodes`]: readiness from heartbeats; containers of lost nodes move after a timeout.
+//! - [`actions`]: pause and resume of workloads, drain and uncordon of nodes.
 
+mod actions;
 mod fit;
 mod ledger;
 mod nodes;
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, NodeSpec};
-use dora_crds::status::{ContainerReport, NodeReport, Placement};
+use dora_crds::status::{ContainerReport, NodeCondition, NodeReport, Placement};
 use dora_store::{Fence, ObjectKey, Row, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -188,7 +190,10 @@ pub fn booking_of(row: &Row) -> Option<Booking> {
 /// A node row as the scheduler sees it; `None` when it has never reported.
 pub(crate) fn node_info(row: &Row, grace: Duration) -> Option<NodeInfo> {
     let report: NodeReport = dora_crds::decode(&row.observed).ok()?;
-    let spec: NodeSpec = dora_crds::decode(&row.resource).unwrap_or_default();
+    let mut spec: NodeSpec = dora_crds::decode(&row.resource).unwrap_or_default();
+    // A drained node takes nothing new, like a cordoned one.
+    let condition: Option<NodeCondition> = dora_crds::decode(&row.computed).ok();
+    spec.scheduling_disabled |= condition.is_some_and(|c| c.drained);
     let ready = dora_store::now_millis() - report.heartbeat <= grace.as_millis() as i64;
     Some(NodeInfo {
         name: row.key.name.clone(),
@@ -365,6 +370,12 @@ async fn run_leader(
         async {
             if let Err(e) = nodes::run(shared.clone(), stopped.clone()).await {
                 tracing::warn!(error = %e, "node monitoring stopped");
+                stopped.cancel();
+            }
+        },
+        async {
+            if let Err(e) = actions::run(shared.clone(), stopped.clone()).await {
+                tracing::warn!(error = %e, "action handling stopped");
                 stopped.cancel();
             }
         },

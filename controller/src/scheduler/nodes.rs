@@ -1,6 +1,7 @@
 //! Node readiness: a node whose heartbeat is older than the grace period is marked NotReady;
-//! once it has been NotReady for `reschedule_after`, its containers are unbound so the placer
-//! moves them, each with a new epoch that the returning node cannot match.
+//! once it has been NotReady for `reschedule_after` (or at once when it is drained), its
+//! containers are unbound so the placer moves them, each with a new epoch that the returning
+//! node cannot match.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,18 +39,19 @@ async fn check(shared: &Shared) -> Result<(), Error> {
         let condition: Option<NodeCondition> = dora_crds::decode(&row.computed).ok();
         match condition {
             Some(condition) if condition.ready == ready => {
-                if !ready
-                    && now - condition.since >= shared.config.reschedule_after.as_millis() as i64
-                {
+                let lost_long = !ready
+                    && now - condition.since >= shared.config.reschedule_after.as_millis() as i64;
+                if lost_long || condition.drained {
                     lost.insert(row.key.name.clone());
                 }
             }
-            _ => {
+            previous => {
                 let condition = NodeCondition {
                     ready,
                     reason: (!ready)
                         .then(|| format!("NodeLost: no heartbeat for {} s", grace.as_secs())),
                     since: now,
+                    drained: previous.is_some_and(|c| c.drained),
                 };
                 shared
                     .store
@@ -101,7 +103,7 @@ async fn check(shared: &Shared) -> Result<(), Error> {
                 &row.key,
                 EventType::Warning,
                 "Rescheduled",
-                format!("node {node} is lost; placing it elsewhere"),
+                format!("node {node} is lost or drained; placing it elsewhere"),
             )
             .await;
         }

@@ -58,7 +58,10 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         }
     };
     let now = now_millis();
-    let paused = pause_reason(&shared, &workload);
+    let previous: Option<WorkloadStatus> = dora_crds::decode(&workload.computed).ok();
+    let paused_by = previous.as_ref().and_then(|p| p.paused_by.clone());
+    let paused = pause_reason(&shared, &workload)
+        .or_else(|| paused_by.as_ref().map(|who| format!("paused by {who}")));
     let target = if paused.is_some() {
         0
     } else {
@@ -237,6 +240,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         finished,
         reason,
         paused,
+        paused_by,
         observed_generation: workload.generation,
     };
     if let Some(wait) = write_status(&shared, &workload, status).await? {

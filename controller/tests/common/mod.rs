@@ -14,7 +14,9 @@ use dora_crds::status::{ContainerReport, Placement};
 use dora_nodeagent::sim::{self, SimConfig, SimHandle};
 use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::sqlite::SqliteStore;
-use dora_store::{Event, EventQuery, ListQuery, ObjectKey, Precondition, Row, SpecWrite, Store};
+use dora_store::{
+    ActionRecord, Event, EventQuery, ListQuery, ObjectKey, Precondition, Row, SpecWrite, Store,
+};
 use tokio_util::sync::CancellationToken;
 
 pub const ZONE: &str = "z1";
@@ -169,6 +171,21 @@ impl Zone {
             };
             self.store.put_spec(write).await.unwrap();
         }
+    }
+
+    /// Asks the scheduler for `action` on `key`, as `dora pause` and friends do.
+    pub async fn action(&self, key: &ObjectKey, action: &str) {
+        let now = dora_store::now_millis();
+        let record = ActionRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            key: key.clone(),
+            destination: "scheduler".into(),
+            action: action.into(),
+            payload: serde_json::json!({"by": "alice"}),
+            created: now,
+            expires: now + 60_000,
+        };
+        self.store.put_action(record).await.unwrap();
     }
 
     pub async fn list(&self, kind: Kind) -> Vec<Row> {

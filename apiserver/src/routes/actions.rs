@@ -1,0 +1,94 @@
+//! `POST /v1/.../{name}/{action}`: imperative requests to the scheduler (pause and resume a
+//! workload, drain and uncordon a node), kept in the `actions` table until they expire.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use dora_crds::Kind;
+use dora_crds::spec::Verb;
+use dora_store::{ActionRecord, Event, EventType, ObjectKey, now_millis};
+use serde_json::json;
+
+use super::{json_response, path_rejection};
+use crate::path;
+use crate::state::AppState;
+use crate::{ApiError, render};
+
+/// How long an action waits for its component.
+const ACTION_TTL_MS: i64 = 24 * 3_600_000;
+
+/// The verb an action needs, for the kinds that have actions.
+fn verb_of(kind: Kind, action: &str) -> Option<Verb> {
+    match (kind, action) {
+        (Kind::Workload, "pause") => Some(Verb::Pause),
+        (Kind::Workload, "resume") => Some(Verb::Resume),
+        (Kind::Node, "drain" | "uncordon") => Some(Verb::Apply),
+        _ => None,
+    }
+}
+
+pub(super) async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let identity = state.authenticate(&headers)?;
+    let Path(path) = path.map_err(path_rejection)?;
+    let not_found = || {
+        ApiError::not_found(
+            "no such action; POST .../workloads/NAME/pause|resume or .../nodes/NAME/drain|uncordon",
+        )
+    };
+    let (resource, action) = path
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .ok_or_else(not_found)?;
+    let target = path::parse(resource)?;
+    let (Some(name), false) = (&target.name, target.versions) else {
+        return Err(not_found());
+    };
+    let verb = verb_of(target.kind, action).ok_or_else(not_found)?;
+    let key = ObjectKey::new(
+        target.kind,
+        &target.zone,
+        target.workspace.as_deref().unwrap_or_default(),
+        name,
+    );
+    let service = &state.service;
+    service.authorize(&identity, verb, target.kind, &key.zone, &key.workspace)?;
+    if service.store.get(&key).await?.is_none() {
+        return Err(ApiError::not_found(format!("{key} not found")));
+    }
+    let now = now_millis();
+    let record = ActionRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        key: key.clone(),
+        destination: "scheduler".into(),
+        action: action.to_string(),
+        payload: json!({ "by": identity.user }),
+        created: now,
+        expires: now + ACTION_TTL_MS,
+    };
+    service.store.put_action(record.clone()).await?;
+    let event = Event::new(
+        &key,
+        EventType::Normal,
+        "ActionRequested",
+        format!("{action} requested by {}", identity.user),
+        "apiserver",
+    );
+    if let Err(e) = service.store.append_event(event).await {
+        tracing::warn!(error = %e, "could not record an event");
+    }
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({
+            "action": action,
+            "id": record.id,
+            "kind": key.kind,
+            "name": key.name,
+            "expires": render::timestamp(record.expires),
+        }),
+    ))
+}
