@@ -199,7 +199,7 @@ fn up_apply_get_describe_version_watch_delete_restart() {
     let table = dora.run(&["get", "workloads"]);
     let header = table.lines().next().unwrap();
     assert!(
-        header.starts_with("NAME") && header.contains("REPLICAS") && header.ends_with("AGE"),
+        header.starts_with("NAME") && header.contains("READY") && header.ends_with("AGE"),
         "{table}"
     );
     assert!(

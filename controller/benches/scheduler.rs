@@ -91,29 +91,15 @@ async fn run(nodes: usize, containers: usize, url: Option<String>) {
         "config": {"cmd": ["sleep", "3600"]},
         "selectors": {"cpu": {"product_name": "All", "count": 1}},
     });
-    let hash = dora_crds::spec_hash(Kind::Workload, &spec);
     futures::stream::iter(0..workloads)
-        .for_each_concurrent(16, |i| {
-            let write = SpecWrite {
-                key: ObjectKey::new(Kind::Workload, ZONE, "bench", &format!("w{i:05}")),
-                precondition: Precondition::None,
-                owner: "bench".into(),
-                labels: Default::default(),
-                spec: spec.clone(),
-                spec_hash: hash.clone(),
-                desired: serde_json::Value::Null,
-                computed: None,
-                fence: None,
-            };
-            let store = store.clone();
-            async move {
-                store.put_spec(write).await.unwrap();
-            }
-        })
+        .for_each_concurrent(16, |i| apply(&*store, format!("w{i:05}"), &spec))
         .await;
     let applied = started.elapsed();
     let total = workloads * REPLICAS;
-    let (bound, running) = wait_until_running(&mut events, total).await;
+    let mut progress = Progress::default();
+    wait_until_running(&mut events, &mut progress, total).await;
+    let bound: Vec<i64> = progress.seen.values().filter_map(|(b, _)| *b).collect();
+    let running: Vec<i64> = progress.seen.values().filter_map(|(_, s)| *s).collect();
     let elapsed = started.elapsed();
     let mut bound: Vec<i64> = bound.into_iter().map(|t| t - applied_at).collect();
     let mut running: Vec<i64> = running.into_iter().map(|t| t - applied_at).collect();
@@ -139,8 +125,72 @@ async fn run(nodes: usize, containers: usize, url: Option<String>) {
         percentile(&running, 0.50),
         percentile(&running, 0.99)
     );
+    paced(&*store, &mut events, &mut progress, total).await;
     stop.cancel();
     let _ = agents.await;
+}
+
+/// Steady load after the burst: small workloads applied one at a time into the full cluster,
+/// each measured from its own apply.
+async fn paced(
+    store: &dyn Store,
+    events: &mut tokio::sync::mpsc::Receiver<WatchEvent>,
+    progress: &mut Progress,
+    before: usize,
+) {
+    const WORKLOADS: usize = 20;
+    const REPLICAS: usize = 5;
+    const EVERY: Duration = Duration::from_millis(200);
+    let spec = serde_json::json!({
+        "replica": {"count": REPLICAS},
+        "driver": "Process",
+        "config": {"cmd": ["sleep", "3600"]},
+        "selectors": {"cpu": {"product_name": "All", "count": "100m"}},
+    });
+    let applying = async {
+        let mut applied = HashMap::new();
+        for i in 0..WORKLOADS {
+            let name = format!("paced{i:03}");
+            applied.insert(name.clone(), now_millis());
+            apply(store, name, &spec).await;
+            tokio::time::sleep(EVERY).await;
+        }
+        applied
+    };
+    let (applied, ()) = tokio::join!(
+        applying,
+        wait_until_running(events, progress, before + WORKLOADS * REPLICAS)
+    );
+    let mut latencies: Vec<i64> = progress
+        .seen
+        .iter()
+        .filter_map(|(key, (_, running))| {
+            let (workload, _) = key.name.rsplit_once('.')?;
+            Some(running.as_ref()? - applied.get(workload)?)
+        })
+        .collect();
+    latencies.sort_unstable();
+    println!(
+        "  steady: {WORKLOADS} workloads of {REPLICAS} applied one per {} ms: apply→running p50 {} ms  p99 {} ms",
+        EVERY.as_millis(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+}
+
+async fn apply(store: &dyn Store, name: String, spec: &serde_json::Value) {
+    let write = SpecWrite {
+        key: ObjectKey::new(Kind::Workload, ZONE, "bench", &name),
+        precondition: Precondition::None,
+        owner: "bench".into(),
+        labels: Default::default(),
+        spec_hash: dora_crds::spec_hash(Kind::Workload, spec),
+        spec: spec.clone(),
+        desired: serde_json::Value::Null,
+        computed: None,
+        fence: None,
+    };
+    store.put_spec(write).await.unwrap();
 }
 
 fn percentile(sorted: &[i64], q: f64) -> i64 {
@@ -160,12 +210,12 @@ async fn wait_for_nodes(store: &dyn Store, nodes: usize) {
     }
 }
 
-/// Follows the containers until `total` run; returns their bind and start instants.
+/// Follows the containers until `total` run; returns when each was bound and started.
 async fn wait_until_running(
     events: &mut tokio::sync::mpsc::Receiver<WatchEvent>,
+    progress: &mut Progress,
     total: usize,
-) -> (Vec<i64>, Vec<i64>) {
-    let mut progress = Progress::default();
+) {
     let mut last_print = Instant::now();
     while let Some(event) = events.recv().await {
         match event {
@@ -183,9 +233,7 @@ async fn wait_until_running(
         }
         if progress.running >= total {
             eprintln!();
-            let bound = progress.seen.values().filter_map(|(b, _)| *b).collect();
-            let running = progress.seen.values().filter_map(|(_, s)| *s).collect();
-            return (bound, running);
+            return;
         }
     }
     panic!("the watch ended");
