@@ -18,6 +18,8 @@ use crate::{ApiError, render};
 /// How long an action waits for its component.
 const ACTION_TTL_MS: i64 = 24 * 3_600_000;
 
+const ACTIONS: [&str; 4] = ["pause", "resume", "drain", "uncordon"];
+
 /// The verb an action needs, for the kinds that have actions.
 fn verb_of(kind: Kind, action: &str) -> Option<Verb> {
     match (kind, action) {
@@ -40,10 +42,16 @@ pub(super) async fn post(
             "no such action; POST .../workloads/NAME/pause|resume or .../nodes/NAME/drain|uncordon",
         )
     };
-    let (resource, action) = path
-        .trim_end_matches('/')
-        .rsplit_once('/')
-        .ok_or_else(not_found)?;
+    let (resource, action) = match path.trim_end_matches('/').rsplit_once('/') {
+        Some((resource, action)) if ACTIONS.contains(&action) => (resource, action),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "POST here is only for actions (.../NAME/pause|resume|drain|uncordon); apply with PUT or POST /v1/apply",
+            ));
+        }
+    };
     let target = path::parse(resource)?;
     let (Some(name), false) = (&target.name, target.versions) else {
         return Err(not_found());

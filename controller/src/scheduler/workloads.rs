@@ -403,7 +403,11 @@ async fn write_status(
         )
         .await;
     }
+    // Pauses asked for with `dora pause` have their own events, from the action.
+    let by_action =
+        status.paused_by.is_some() || previous.as_ref().is_some_and(|p| p.paused_by.is_some());
     match (&old_paused, &status.paused) {
+        _ if by_action => {}
         (None, Some(why)) => {
             event(
                 shared,
