@@ -52,10 +52,9 @@ async fn gpu_workloads_land_only_where_model_and_count_fit(backend: Backend) {
     let status = eventually("a pending reason", WAIT, || async {
         let row = zone.workload("h").await?;
         let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
-        status.reason.is_some().then_some(status)
+        (status.reason.is_some() && status.pending == 1).then_some(status)
     })
     .await;
-    assert_eq!(status.pending, 1);
     assert!(
         status.reason.unwrap().contains("nodes fit"),
         "the reason names the misfits"
@@ -569,6 +568,50 @@ async fn pause_resume_drain_and_uncordon(backend: Backend) {
     zone.finish().await;
 }
 
+async fn a_gang_is_placed_whole_or_not_at_all(backend: Backend) {
+    let zone = Zone::new(backend).await;
+    zone.sim("n-", 2, "2xA100");
+    zone.scheduler(zone.scheduler_config("s1"));
+    let spec = |priority: i32| {
+        format!(
+            "  config: {{cmd: sleep 1000}}\n  selectors:\n    gpu: {{product_name: A100, count: 2}}\n  scheduling: {{gang: true, priority: {priority}}}\n"
+        )
+    };
+    // Three replicas of two GPUs on two nodes of two: never all at once, so none runs.
+    zone.apply("alice", &workload("big", 3, &spec(0))).await;
+    let status = eventually("the gang waits whole", WAIT, || async {
+        let row = zone.workload("big").await?;
+        let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
+        (status.pending == 3).then_some(status)
+    })
+    .await;
+    let reason = status.reason.unwrap_or_default();
+    assert!(
+        reason.contains("gang of 3 cannot be placed whole"),
+        "{reason}"
+    );
+    assert!(
+        zone.containers("big")
+            .await
+            .iter()
+            .all(|c| c.node().is_none())
+    );
+    // A gang that fits, and comes first by priority, is placed whole.
+    zone.apply("alice", &workload("pair", 2, &spec(10))).await;
+    eventually("the pair runs", WAIT, || async {
+        let c = zone.containers("pair").await;
+        (c.iter().filter(|c| c.running()).count() == 2).then_some(())
+    })
+    .await;
+    assert!(
+        zone.containers("big")
+            .await
+            .iter()
+            .all(|c| c.node().is_none())
+    );
+    zone.finish().await;
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -603,4 +646,5 @@ on_every_store!(
     malformed_rows_are_reported_and_skipped,
     concurrent_random_applies_never_double_book,
     pause_resume_drain_and_uncordon,
+    a_gang_is_placed_whole_or_not_at_all,
 );
