@@ -582,14 +582,12 @@ async fn a_gang_is_placed_whole_or_not_at_all(backend: Backend) {
     let status = eventually("the gang waits whole", WAIT, || async {
         let row = zone.workload("big").await?;
         let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
-        (status.pending == 3).then_some(status)
+        let reason = status.reason.clone().unwrap_or_default();
+        (status.pending == 3 && reason.contains("gang of 3 cannot be placed whole"))
+            .then_some(status)
     })
     .await;
-    let reason = status.reason.unwrap_or_default();
-    assert!(
-        reason.contains("gang of 3 cannot be placed whole"),
-        "{reason}"
-    );
+    assert_eq!(status.ready, 0);
     assert!(
         zone.containers("big")
             .await

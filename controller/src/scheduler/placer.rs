@@ -388,10 +388,14 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
                     if bound {
                         shared.state().ledger.abandon(&key);
                     }
+                    if matches!(binding.candidate, Candidate::New(..)) {
+                        // No longer wanted by the placer: the workload's reconcile wants it again.
+                        shared.handle.enqueue(binding.workload.key.clone());
+                    }
                     match e {
                         StoreError::Fenced { .. } => Err(e),
                         other => {
-                            tracing::debug!(%key, error = %other, "placement not written; retrying");
+                            tracing::info!(%key, error = %other, "placement not written; retrying");
                             Ok(())
                         }
                     }
