@@ -20,6 +20,9 @@ use dora_store::{ListQuery, ObjectKey, Precondition, SpecWrite, Store, now_milli
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ZONE: &str = "bench";
 const REPLICAS: usize = 100;
 
