@@ -202,6 +202,35 @@ fn build() -> Value {
         }}}}},
         "responses": with_ok("The token", json!({"type": "object"})),
     }}));
+    for (path, actions, verb) in [
+        (
+            "/v1/zones/{zone}/workspaces/{workspace}/workloads/{name}/{action}",
+            ["pause", "resume"],
+            "Pause or Resume",
+        ),
+        (
+            "/v1/zones/{zone}/nodes/{name}/{action}",
+            ["drain", "uncordon"],
+            "Apply on Node",
+        ),
+    ] {
+        let parameters: Vec<Value> = path
+            .split('/')
+            .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| {
+                let mut schema = json!({"type": "string"});
+                if name == "action" {
+                    schema["enum"] = json!(actions);
+                }
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
+            .collect();
+        paths.insert(path.into(), json!({"post": {
+            "summary": format!("Ask the scheduler to {} (needs {verb}); it is carried out asynchronously", actions.join(" or ")),
+            "parameters": parameters,
+            "responses": {"202": {"description": "Accepted: the action is recorded", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        }}));
+    }
     paths.insert("/v1/whoami".into(), json!({"get": {"summary": "The caller's identity", "responses": with_ok("Identity", json!({"type": "object"}))}}));
     for (path, summary) in [
         ("/healthz", "Liveness"),

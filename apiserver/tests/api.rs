@@ -191,6 +191,11 @@ async fn health_readiness_metrics_and_openapi(c: &Cluster) {
         .is_object()
     );
     assert!(doc["components"]["schemas"]["WorkloadSpec"]["properties"]["replica"].is_object());
+    let pause = &doc["paths"]["/v1/zones/{zone}/workspaces/{workspace}/workloads/{name}/{action}"];
+    assert_eq!(
+        pause["post"]["parameters"][3]["schema"]["enum"],
+        json!(["pause", "resume"])
+    );
     c.get(&c.admin, WORKLOADS).await;
     let (status, metrics) = c.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(status, StatusCode::OK);
