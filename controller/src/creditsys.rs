@@ -256,7 +256,7 @@ async fn account(
                 &key,
                 StatusColumn::Computed,
                 Some(row.computed_version),
-                serde_json::to_value(&next).expect("accounts serialize"),
+                dora_crds::encode(&next).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 Some(fence),
             )
             .await?;
@@ -294,7 +294,7 @@ async fn create_account(store: &dyn Store, key: &ObjectKey, user: &str) -> Resul
     let spec = UsercreditSpec {
         user: user.to_string(),
     };
-    let spec = serde_json::to_value(&spec).expect("specs serialize");
+    let spec = dora_crds::encode(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let write = SpecWrite {
         key: key.clone(),
         precondition: Precondition::Absent,

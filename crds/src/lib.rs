@@ -24,6 +24,11 @@ pub use schema::{kind_schema, validate_spec};
 /// The only `apiVersion` Dora accepts.
 pub const API_VERSION: &str = "v1";
 
+/// Encodes a typed spec or status as the JSON value stored.
+pub fn encode<T: serde::Serialize>(value: &T) -> serde_json::Result<serde_json::Value> {
+    serde_json::to_value(value)
+}
+
 /// Decodes a typed spec or status from a stored JSON value without copying it.
 pub fn decode<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> serde_json::Result<T> {
     T::deserialize(value)

@@ -8,7 +8,7 @@
 //! where the real agent would report through the API.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use dora_controller::scheduler::{container_spec, placement};
@@ -107,6 +107,15 @@ impl SimConfig {
     }
 }
 
+/// Locks `mutex`; a panic while it was held leaves plain data that is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, StoreError> {
+    dora_crds::encode(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 /// Where each container runs: (node, epoch) per copy.
 type Copies = HashMap<ObjectKey, Vec<(String, u64)>>;
 
@@ -123,18 +132,18 @@ pub struct SimHandle {
 impl SimHandle {
     /// Stops a node's heartbeats and work.
     pub fn pause(&self, node: &str) {
-        self.paused.lock().unwrap().insert(node.to_string());
+        lock(&self.paused).insert(node.to_string());
     }
 
     /// Lets a paused node carry on; it stops what it runs that is no longer bound to it.
     pub fn resume(&self, node: &str) {
-        self.paused.lock().unwrap().remove(node);
-        self.resumed.lock().unwrap().insert(node.to_string());
+        lock(&self.paused).remove(node);
+        lock(&self.resumed).insert(node.to_string());
     }
 
     /// The containers a node runs.
     pub fn running_on(&self, node: &str) -> Vec<ObjectKey> {
-        let running = self.running.lock().unwrap();
+        let running = lock(&self.running);
         let mut keys: Vec<ObjectKey> = running
             .iter()
             .filter(|(_, copies)| copies.iter().any(|(n, _)| n == node))
@@ -145,7 +154,7 @@ impl SimHandle {
     }
 
     fn is_paused(&self, node: &str) -> bool {
-        self.paused.lock().unwrap().contains(node)
+        lock(&self.paused).contains(node)
     }
 }
 
@@ -172,7 +181,7 @@ pub async fn run(
 }
 
 async fn register(store: &dyn Store, config: &SimConfig) -> Result<(), StoreError> {
-    let spec = serde_json::to_value(NodeSpec::default()).expect("node specs serialize");
+    let spec = encode(&NodeSpec::default())?;
     let results: Vec<Result<(), StoreError>> = futures::stream::iter(0..config.nodes)
         .map(|i| {
             let key = ObjectKey::new(Kind::Node, &config.zone, "", &config.name(i));
@@ -192,7 +201,7 @@ async fn register(store: &dyn Store, config: &SimConfig) -> Result<(), StoreErro
                     Ok(_) | Err(StoreError::AlreadyExists) => {}
                     Err(e) => return Err(e),
                 }
-                let report = serde_json::to_value(config.report()).expect("reports serialize");
+                let report = encode(&config.report())?;
                 store
                     .put_status(&key, StatusColumn::Observed, None, report, None)
                     .await
@@ -224,7 +233,13 @@ impl Sim {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let report = serde_json::to_value(self.config.report()).expect("reports serialize");
+            let report = match encode(&self.config.report()) {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot encode the heartbeat");
+                    continue;
+                }
+            };
             let store = &self.store;
             futures::stream::iter(0..self.config.nodes)
                 .filter(|i| std::future::ready(!self.handle.is_paused(&self.config.name(*i))))
@@ -313,10 +328,7 @@ impl Sim {
         if current.is_some() || self.is_running(&node, &row.key, place.epoch) {
             return;
         }
-        self.handle
-            .running
-            .lock()
-            .unwrap()
+        lock(&self.handle.running)
             .entry(row.key.clone())
             .or_default()
             .push((node.clone(), place.epoch));
@@ -330,22 +342,19 @@ impl Sim {
     }
 
     fn is_running(&self, node: &str, key: &ObjectKey, epoch: u64) -> bool {
-        self.handle
-            .running
-            .lock()
-            .unwrap()
+        lock(&self.handle.running)
             .get(key)
             .is_some_and(|copies| copies.iter().any(|(n, e)| n == node && *e == epoch))
     }
 
     fn forget(&self, key: &ObjectKey) {
-        self.handle.running.lock().unwrap().remove(key);
+        lock(&self.handle.running).remove(key);
     }
 
     /// Active nodes stop their copies of `key` that are not its binding (`node`, `epoch`);
     /// paused nodes keep theirs until they resume.
     fn drop_unbound(&self, key: &ObjectKey, node: Option<&str>, epoch: u64) {
-        let mut running = self.handle.running.lock().unwrap();
+        let mut running = lock(&self.handle.running);
         if let Some(copies) = running.get_mut(key) {
             copies.retain(|(n, e)| {
                 (Some(n.as_str()) == node && *e == epoch) || self.handle.is_paused(n)
@@ -400,12 +409,15 @@ impl Sim {
     }
 
     async fn report(&self, key: &ObjectKey, report: ContainerReport) {
-        let value = serde_json::to_value(&report).expect("reports serialize");
-        match self
-            .store
-            .put_status(key, StatusColumn::Observed, None, value, None)
-            .await
-        {
+        let written = match encode(&report) {
+            Ok(value) => {
+                self.store
+                    .put_status(key, StatusColumn::Observed, None, value, None)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(_) | Err(StoreError::NotFound) => {}
             Err(e) => tracing::warn!(%key, error = %e, "could not report a container"),
         }
@@ -414,13 +426,13 @@ impl Sim {
     /// Stops what resumed nodes run that is no longer bound to them at the same epoch (their
     /// containers moved away while they were gone).
     fn stop_stale(self: Arc<Self>, rows: &HashMap<ObjectKey, Arc<Row>>) {
-        let resumed: HashSet<String> = std::mem::take(&mut *self.handle.resumed.lock().unwrap());
+        let resumed: HashSet<String> = std::mem::take(&mut *lock(&self.handle.resumed));
         if resumed.is_empty() {
             return;
         }
         let mut stale = Vec::new();
         {
-            let mut running = self.handle.running.lock().unwrap();
+            let mut running = lock(&self.handle.running);
             for (key, copies) in running.iter_mut() {
                 let place = rows.get(key).map(|row| placement(row));
                 copies.retain(|(node, epoch)| {

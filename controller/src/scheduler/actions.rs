@@ -57,7 +57,7 @@ async fn apply(shared: &Shared, action: &ActionRecord) -> Result<(), Error> {
                     return Ok(());
                 }
                 status.paused_by = paused_by;
-                serde_json::to_value(status).expect("statuses serialize")
+                dora_crds::encode(&status)?
             }
             "drain" | "uncordon" => {
                 let mut condition: NodeCondition =
@@ -67,7 +67,7 @@ async fn apply(shared: &Shared, action: &ActionRecord) -> Result<(), Error> {
                     return Ok(());
                 }
                 condition.drained = drained;
-                serde_json::to_value(condition).expect("conditions serialize")
+                dora_crds::encode(&condition)?
             }
             other => {
                 tracing::warn!(action = other, key = %action.key, "unknown action; ignored");

@@ -72,6 +72,8 @@ impl SchedulerConfig {
 pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot encode a status: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// Runs the scheduler of `config.zone` until `stop` is cancelled: a standby until it holds the

@@ -59,7 +59,7 @@ async fn check(shared: &Shared) -> Result<(), Error> {
                         &row.key,
                         StatusColumn::Computed,
                         Some(row.computed_version),
-                        serde_json::to_value(&condition).expect("conditions serialize"),
+                        dora_crds::encode(&condition)?,
                         Some(&shared.fence),
                     )
                     .await?;

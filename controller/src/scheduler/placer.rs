@@ -341,7 +341,7 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
     if bindings.is_empty() {
         return Ok(());
     }
-    let results: Vec<Result<(), StoreError>> = futures::stream::iter(bindings)
+    let results: Vec<Result<(), Error>> = futures::stream::iter(bindings)
         .map(|binding| async move {
             let key = binding.candidate.key().clone();
             let bound = binding.placement.is_some();
@@ -351,14 +351,17 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
                 }
                 (Candidate::Row(_), None) => Ok(()),
                 (Candidate::New(_, index), place) => {
-                    let write = super::workloads::new_container(
+                    let written = match super::workloads::new_container(
                         shared,
                         &binding.workload,
                         &binding.template,
                         *index,
                         place.as_ref(),
-                    );
-                    match shared.store.put_spec(write).await {
+                    ) {
+                        Ok(write) => shared.store.put_spec(write).await.map_err(Error::from),
+                        Err(e) => Err(e),
+                    };
+                    match written {
                         Ok(outcome) => {
                             // The row's uid is known only now: the in-flight booking can be
                             // matched with what the watcher brings back.
@@ -373,7 +376,7 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
                             }
                             Ok(())
                         }
-                        Err(e) => Err(Error::Store(e)),
+                        Err(e) => Err(e),
                     }
                 }
             };
@@ -384,7 +387,7 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
                     }
                     Ok(())
                 }
-                Err(Error::Store(e)) => {
+                Err(e) => {
                     if bound {
                         shared.state().ledger.abandon(&key);
                     }
@@ -392,13 +395,11 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
                         // No longer wanted by the placer: the workload's reconcile wants it again.
                         shared.handle.enqueue(binding.workload.key.clone());
                     }
-                    match e {
-                        StoreError::Fenced { .. } => Err(e),
-                        other => {
-                            tracing::info!(%key, error = %other, "placement not written; retrying");
-                            Ok(())
-                        }
+                    if matches!(e, Error::Store(StoreError::Fenced { .. })) {
+                        return Err(e);
                     }
+                    tracing::info!(%key, error = %e, "placement not written; retrying");
+                    Ok(())
                 }
             }
         })

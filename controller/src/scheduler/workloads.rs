@@ -292,7 +292,7 @@ fn pause_reason(shared: &Shared, workload: &Row) -> Option<String> {
 
 /// Writes a container's placement, fenced by the lease.
 pub(crate) async fn bind(shared: &Shared, row: &Row, place: &Placement) -> Result<Row, Error> {
-    let value = serde_json::to_value(place).expect("placements serialize");
+    let value = dora_crds::encode(place)?;
     Ok(shared
         .store
         .put_status(
@@ -334,14 +334,14 @@ pub(crate) fn new_container(
     spec: &WorkloadSpec,
     index: u32,
     place: Option<&Placement>,
-) -> SpecWrite {
+) -> Result<SpecWrite, Error> {
     let container = ContainerSpec {
         workload: workload.key.name.clone(),
         index,
         hash: workload.spec_hash.clone(),
         template: spec.clone(),
     };
-    SpecWrite {
+    Ok(SpecWrite {
         key: ObjectKey::new(
             Kind::Container,
             &workload.key.zone,
@@ -351,12 +351,12 @@ pub(crate) fn new_container(
         precondition: Precondition::Absent,
         owner: workload.owner.clone(),
         labels: workload.labels.clone(),
-        spec: serde_json::to_value(&container).expect("container specs serialize"),
+        spec: dora_crds::encode(&container)?,
         spec_hash: workload.spec_hash.clone(),
         desired: serde_json::Value::Null,
-        computed: place.map(|p| serde_json::to_value(p).expect("placements serialize")),
+        computed: place.map(dora_crds::encode).transpose()?,
         fence: Some(shared.fence.clone()),
-    }
+    })
 }
 
 /// Writes the workload's status if it changed. A change of counts only is written at most
@@ -430,7 +430,7 @@ async fn write_status(
         }
         _ => {}
     }
-    let value = serde_json::to_value(&status).expect("statuses serialize");
+    let value = dora_crds::encode(&status)?;
     match shared
         .store
         .put_status(
