@@ -18,5 +18,5 @@ pub use path::{Target, collection_path};
 pub use render::timestamp;
 pub use service::{Applied, Identity, Service};
 pub use state::{ApiServer, Options};
-pub use tls::{Pki, write_private};
+pub use tls::{NodeCertificate, Pki, write_private};
 pub use token::{IssuedToken, TokenClaims, TokenKey, VerifiedToken};

@@ -16,8 +16,40 @@ pub struct Target {
     pub workspace: Option<String>,
     /// `None` for the collection.
     pub name: Option<String>,
-    /// `/versions` of one resource.
-    pub versions: bool,
+    /// What of the resource the path addresses.
+    pub part: Part,
+}
+
+/// The resource itself, or something under it: `/v1/.../{name}/{part}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Object,
+    /// Spec history (`GET`).
+    Versions,
+    /// A node agent's report of a node or container (`PUT`).
+    Report,
+    /// A node's serving certificate from the cluster CA (`POST`).
+    Certificate,
+    /// A container's output (`GET`, proxied to its node).
+    Logs,
+    /// A command in a container (`POST`, or a WebSocket `GET` for a terminal).
+    Exec,
+    /// CPU and memory use of a container or node (`GET`).
+    Top,
+}
+
+impl Part {
+    fn parse(text: &str) -> Option<Part> {
+        Some(match text {
+            "versions" => Part::Versions,
+            "report" => Part::Report,
+            "certificate" => Part::Certificate,
+            "logs" => Part::Logs,
+            "exec" => Part::Exec,
+            "top" => Part::Top,
+            _ => return None,
+        })
+    }
 }
 
 fn segments(path: &str) -> Vec<&str> {
@@ -58,16 +90,16 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
         }
         rest => ("", None, rest),
     };
-    let (plural, name, versions) = match rest {
-        [plural] => (*plural, None, false),
-        [plural, name] => (*plural, Some(*name), false),
-        [plural, name, "versions"] => (*plural, Some(*name), true),
-        _ => {
-            return Err(ApiError::not_found(format!(
-                "no such path /v1/{}",
-                parts.join("/")
-            )));
-        }
+    let no_such_path = || ApiError::not_found(format!("no such path /v1/{}", parts.join("/")));
+    let (plural, name, part) = match rest {
+        [plural] => (*plural, None, Part::Object),
+        [plural, name] => (*plural, Some(*name), Part::Object),
+        [plural, name, part] => (
+            *plural,
+            Some(*name),
+            Part::parse(part).ok_or_else(no_such_path)?,
+        ),
+        _ => return Err(no_such_path()),
     };
     let kind = kind_of(plural)?;
     let scope = kind.scope();
@@ -92,7 +124,7 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
         zone: zone.to_string(),
         workspace: workspace.map(str::to_string),
         name: name.map(str::to_string),
-        versions,
+        part,
     })
 }
 
@@ -110,18 +142,13 @@ mod tests {
             (Kind::Zone, Some("z1"), "")
         );
         let t = parse("/zones/z1/versions").unwrap();
-        assert!(t.versions && t.kind == Kind::Zone);
+        assert!(t.part == Part::Versions && t.kind == Kind::Zone);
         let t = parse("/zones/z1/nodes").unwrap();
         assert_eq!((t.kind, t.zone.as_str(), t.name), (Kind::Node, "z1", None));
         let t = parse("/zones/z1/workspaces/ws/workloads/train/versions").unwrap();
         assert_eq!(
-            (
-                t.kind,
-                t.workspace.as_deref(),
-                t.name.as_deref(),
-                t.versions
-            ),
-            (Kind::Workload, Some("ws"), Some("train"), true)
+            (t.kind, t.workspace.as_deref(), t.name.as_deref(), t.part),
+            (Kind::Workload, Some("ws"), Some("train"), Part::Versions)
         );
         let t = parse("/zones/z1/workloads").unwrap();
         assert_eq!((t.kind, t.workspace), (Kind::Workload, None));

@@ -30,6 +30,8 @@ pub struct Identity {
     pub expires: Option<u64>,
     /// Dora itself (bootstrap): not subject to role checks.
     pub system: bool,
+    /// The node of a node credential (in `zone`): it may act only for that node.
+    pub node: Option<String>,
 }
 
 impl Identity {
@@ -41,6 +43,7 @@ impl Identity {
             workspace: None,
             expires: None,
             system: true,
+            node: None,
         }
     }
 }
@@ -75,6 +78,23 @@ pub struct Place {
 }
 
 impl Service {
+    /// Checks that `identity` is the agent of node `name` in `zone`, or Dora itself, or a user
+    /// who may `Report` for nodes there.
+    pub fn authorize_node(
+        &self,
+        identity: &Identity,
+        zone: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        match &identity.node {
+            Some(node) if node == name && identity.zone.as_deref() == Some(zone) => Ok(()),
+            Some(node) => Err(ApiError::forbidden(format!(
+                "this credential is node {node}'s; it may not act for node {name} in zone {zone}"
+            ))),
+            None => self.authorize(identity, Verb::Report, Kind::Node, zone, ""),
+        }
+    }
+
     /// Checks that `identity` may do `verb` on `kind` in the given zone and workspace.
     pub fn authorize(
         &self,

@@ -19,6 +19,9 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// Longest lifetime a token may be given.
     pub max_token_lifetime: Duration,
+    /// The cluster PKI: issues node certificates and authenticates the API to nodes. Without
+    /// it nodes cannot get certificates and container operations are unavailable.
+    pub pki: Option<crate::Pki>,
 }
 
 impl Default for Options {
@@ -26,6 +29,7 @@ impl Default for Options {
         Options {
             max_body_bytes: 8 << 20,
             max_token_lifetime: Duration::from_secs(366 * 86_400),
+            pki: None,
         }
     }
 }
@@ -37,6 +41,8 @@ pub(crate) struct State {
     pub verified: VerifiedTokens,
     pub options: Options,
     pub metrics: PrometheusHandle,
+    /// The mutual-TLS client for node agents, made on first use.
+    node_client: OnceLock<Result<reqwest::Client, String>>,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -71,6 +77,20 @@ impl State {
             .verified
             .verify(&self.tokens, token.trim())
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        if let Some(node) = verified.claims.node {
+            let zone = verified
+                .claims
+                .zone
+                .ok_or_else(|| ApiError::unauthorized("a node credential must name its zone"))?;
+            return Ok(Identity {
+                user: format!("node:{node}"),
+                zone: Some(zone),
+                workspace: None,
+                expires: Some(verified.expires),
+                system: false,
+                node: Some(node),
+            });
+        }
         let directory = &self.service.directory;
         let (zone, workspace) = directory
             .defaults(&verified.subject)
@@ -89,6 +109,28 @@ impl State {
             workspace: verified.claims.workspace.or(workspace),
             expires: Some(verified.expires),
             system: false,
+            node: None,
+        })
+    }
+
+    /// The client that calls node agents: it trusts the cluster CA only and presents the API
+    /// server's client certificate.
+    pub fn node_client(&self) -> Result<&reqwest::Client, ApiError> {
+        let built = self.node_client.get_or_init(|| {
+            let pki = self
+                .options
+                .pki
+                .as_ref()
+                .ok_or("this API server holds no cluster PKI; start it with --pki DIR")?;
+            pki.node_client()
+                .map_err(|e| format!("cannot set up the client for nodes: {e:#}"))
+        });
+        built.as_ref().map_err(|message| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "NoAuthority",
+                message.clone(),
+            )
         })
     }
 
@@ -105,7 +147,7 @@ impl State {
                 "the token has expired; get a new one with `dora token create` and watch again",
             ));
         }
-        if !self.service.directory.has_user(&identity.user) {
+        if identity.node.is_none() && !self.service.directory.has_user(&identity.user) {
             return Err(ApiError::unauthorized("the token's user no longer exists"));
         }
         Ok(())
@@ -139,6 +181,7 @@ impl ApiServer {
             verified: VerifiedTokens::default(),
             options,
             metrics: metrics_handle(),
+            node_client: OnceLock::new(),
         };
         Ok(ApiServer {
             state: Arc::new(state),

@@ -28,6 +28,10 @@ pub struct TokenClaims {
     /// Workspace used when a request names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// A node credential: it may only register and report for this node of `zone`, and read
+    /// the containers bound to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A verified token.
@@ -166,6 +170,7 @@ mod tests {
         let claims = TokenClaims {
             zone: Some("z1".into()),
             workspace: Some("ws".into()),
+            node: None,
         };
         let issued = key(1)
             .issue("alice", std::time::Duration::from_secs(60), claims.clone())

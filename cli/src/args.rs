@@ -51,6 +51,14 @@ pub enum Command {
     Creditsys(CreditsysArgs),
     /// Run hollow (simulated) nodes, for scale tests and demos.
     Sim(SimArgs),
+    /// Run the node agent of this machine: it registers the node and runs what is bound to it.
+    Node(NodeArgs),
+    /// Print a container's output.
+    Logs(LogsArgs),
+    /// Run a command in a container.
+    Shell(ShellArgs),
+    /// Show CPU and memory use of a container, or of every container on a node.
+    Top(TopArgs),
     /// Show credit use, limit and next reset per zone.
     Credits(CreditsArgs),
     /// Pause a workload: its containers stop until `dora resume`.
@@ -96,6 +104,101 @@ pub struct UpArgs {
     pub credits: CreditArgs,
     #[command(flatten)]
     pub sim: SimOptions,
+    /// Run no node agent here (only hollow nodes, or nodes elsewhere).
+    #[arg(long)]
+    pub no_node: bool,
+    #[command(flatten)]
+    pub node: NodeOptions,
+}
+
+/// The node agent's settings, for `dora node` and the agent inside `dora up`.
+#[derive(Debug, Args, Clone)]
+pub struct NodeOptions {
+    /// Name of the node (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Pretend to have these GPUs, e.g. 2xA100 (for tests).
+    #[arg(long)]
+    pub fake_gpus: Option<String>,
+    /// The Docker driver: `auto` when a Docker Engine answers, `on` to require one, `off`.
+    #[arg(long, value_enum, default_value_t = DockerChoice::Auto)]
+    pub docker: DockerChoice,
+    /// Do not offer the process driver.
+    #[arg(long)]
+    pub no_process: bool,
+    /// How often the node heartbeats.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat: std::time::Duration,
+    /// Where the node API (logs, shell, top) listens; `dora up` picks a free loopback port.
+    #[arg(long)]
+    pub node_listen: Option<SocketAddr>,
+    /// The host name or address the API server reaches this node at (default: the listen
+    /// address, or 127.0.0.1 when it listens on all addresses).
+    #[arg(long)]
+    pub advertise: Option<String>,
+}
+
+/// Whether the agent uses Docker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DockerChoice {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The API server's URL.
+    #[arg(long, env = "DORA_API_SERVER")]
+    pub api_server: String,
+    /// A node credential from `dora token create --node NAME`.
+    #[arg(long, env = "DORA_NODE_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// PEM file of the cluster CA.
+    #[arg(long, env = "DORA_CA")]
+    pub ca: PathBuf,
+    /// The node's zone.
+    #[arg(long, default_value = "default")]
+    pub zone: String,
+    /// Where the agent keeps the process driver's containers.
+    #[arg(long, env = "DORA_NODE_STATE")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeOptions,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// `container` (c), or `workload` (wk) for its replica 0.
+    pub kind: String,
+    pub name: String,
+    /// Keep printing output as it comes, until the container ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// `container` (c), or `workload` (wk) for its replica 0.
+    pub kind: String,
+    pub name: String,
+    /// The command to run (after --); default: an interactive sh.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// `container` (c) or `node`.
+    pub kind: String,
+    pub name: String,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Format,
 }
 
 /// How components log.
@@ -323,6 +426,10 @@ pub enum TokenCommand {
         /// Lifetime: <n>s, <n>m, <n>h or <n>d.
         #[arg(long, default_value = "30d")]
         expires_in: String,
+        /// Create a node credential for this node of the zone (-z) instead: it may only
+        /// register and report for that node.
+        #[arg(long, conflicts_with = "user")]
+        node: Option<String>,
     },
 }
 

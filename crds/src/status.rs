@@ -6,13 +6,25 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A GPU as its node reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuDevice {
     pub minor: u32,
     pub product_name: String,
     #[serde(default)]
     pub memory_bytes: u64,
+    /// Memory in use, when the node can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    /// Degrees Celsius.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<u32>,
+    /// Watts drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_watts: Option<f64>,
+    /// Percent of the time a kernel ran over the last sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<u32>,
 }
 
 /// The CPUs of a node.
@@ -37,6 +49,9 @@ pub struct NodeReport {
     pub drivers: Vec<String>,
     #[serde(default)]
     pub version: String,
+    /// The agent's HTTPS URL, through which the API server reaches logs, shells and volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// A node's `computed` columns, kept by the scheduler.
@@ -136,6 +151,9 @@ pub struct ContainerReport {
     pub finished_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The placement's restart count this report belongs to.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// A workload's `computed` columns, kept by the scheduler.

@@ -1,5 +1,13 @@
-//! The node agent: hardware discovery, drivers (docker, process, sim), reconciliation of the
-//! containers bound to a node, and the node API. The real agent comes with the node-agent
-//! issue; [`sim`] runs hollow nodes for scale tests.
+//! The node agent: hardware discovery, drivers (docker, process), reconciliation of the
+//! containers bound to a node through the API, and the node API that the API server calls
+//! for logs, shells and usage. [`sim`] runs hollow nodes for scale tests.
 
+pub mod agent;
+pub mod api;
+pub mod driver;
+pub mod hardware;
+pub mod server;
 pub mod sim;
+
+pub use agent::{AgentConfig, DockerUse, run};
+pub use api::ApiConfig;

@@ -15,7 +15,7 @@ use dora_controller::scheduler::{container_spec, placement};
 use dora_controller::{Target, WatchConfig, WatchEvent, watch};
 use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, NodeSpec};
-use dora_crds::status::{ContainerReport, ContainerState, CpuInfo, GpuDevice, NodeReport};
+use dora_crds::status::{ContainerReport, ContainerState, CpuInfo, NodeReport};
 use dora_store::{
     Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, Store, StoreError,
     now_millis,
@@ -61,38 +61,11 @@ impl SimConfig {
         }
     }
 
-    /// Parses GPUs as `8xA100` or `4xA100,2xH100`; a model without a count means one.
-    pub fn parse_gpus(text: &str) -> Result<Vec<(u32, String)>, String> {
-        text.split(',')
-            .filter(|part| !part.trim().is_empty())
-            .map(|part| {
-                let part = part.trim();
-                match part.split_once('x') {
-                    Some((count, model)) if count.chars().all(|c| c.is_ascii_digit()) => count
-                        .parse()
-                        .map(|n| (n, model.to_string()))
-                        .map_err(|_| format!("bad GPU count in {part:?}")),
-                    _ => Ok((1, part.to_string())),
-                }
-            })
-            .collect()
-    }
-
     fn name(&self, i: usize) -> String {
         format!("{}{i:05}", self.prefix)
     }
 
     fn report(&self) -> NodeReport {
-        let mut gpus = Vec::new();
-        for (count, model) in &self.gpus {
-            for _ in 0..*count {
-                gpus.push(GpuDevice {
-                    minor: gpus.len() as u32,
-                    product_name: model.clone(),
-                    memory_bytes: 80 << 30,
-                });
-            }
-        }
         NodeReport {
             heartbeat: now_millis(),
             cpu: CpuInfo {
@@ -100,9 +73,10 @@ impl SimConfig {
                 product_name: self.cpu_model.clone(),
             },
             memory_bytes: self.memory_bytes,
-            gpus,
+            gpus: crate::hardware::fake_gpus(&self.gpus),
             drivers: vec!["sim".into()],
             version: env!("CARGO_PKG_VERSION").into(),
+            endpoint: None,
         }
     }
 }
@@ -319,6 +293,7 @@ impl Sim {
                     started_at: started,
                     finished_at: Some(now_millis()),
                     reason: Some(stop.clone()),
+                    restarts: place.restarts,
                 };
                 self.forget(&row.key);
                 tokio::spawn(async move { self.report(&row.key, ended).await });
@@ -336,7 +311,7 @@ impl Sim {
             return;
         };
         tokio::spawn(async move {
-            self.lifecycle(row.key.clone(), node, place.epoch, spec)
+            self.lifecycle(row.key.clone(), node, (place.epoch, place.restarts), spec)
                 .await
         });
     }
@@ -370,7 +345,7 @@ impl Sim {
         self: Arc<Self>,
         key: ObjectKey,
         node: String,
-        epoch: u64,
+        (epoch, restarts): (u64, u32),
         spec: ContainerSpec,
     ) {
         tokio::time::sleep(self.config.start_delay).await;
@@ -383,6 +358,7 @@ impl Sim {
             epoch,
             state: ContainerState::Running,
             started_at: Some(started),
+            restarts,
             ..ContainerReport::default()
         };
         self.report(&key, running.clone()).await;
@@ -499,18 +475,4 @@ fn script(spec: &ContainerSpec) -> (Option<Duration>, Option<i32>) {
         }
     }
     (sleep, exit)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gpus_parse() {
-        assert_eq!(
-            SimConfig::parse_gpus("8xA100,2xH100").unwrap(),
-            vec![(8, "A100".into()), (2, "H100".into())]
-        );
-        assert_eq!(SimConfig::parse_gpus("T4").unwrap(), vec![(1, "T4".into())]);
-    }
 }

@@ -1,6 +1,8 @@
 //! `POST /v1/.../{name}/{action}`: imperative requests to the scheduler (pause and resume a
-//! workload, drain and uncordon a node), kept in the `actions` table until they expire.
+//! workload, drain and uncordon a node), kept in the `actions` table until they expire; and
+//! the POSTs of node agents (certificate) and of container commands (exec).
 
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,8 +12,8 @@ use dora_crds::spec::Verb;
 use dora_store::{ActionRecord, Event, EventType, ObjectKey, now_millis};
 use serde_json::json;
 
-use super::{json_response, path_rejection};
-use crate::path;
+use super::{agents, json_response, path_rejection, proxy};
+use crate::path::{self, Part};
 use crate::state::AppState;
 use crate::{ApiError, render};
 
@@ -34,9 +36,17 @@ pub(super) async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
     let Path(path) = path.map_err(path_rejection)?;
+    if let Ok(target) = path::parse(&path) {
+        match target.part {
+            Part::Certificate => return agents::certificate(state, identity, target, body).await,
+            Part::Exec => return proxy::exec(state, identity, target, body).await,
+            _ => {}
+        }
+    }
     let not_found = || {
         ApiError::not_found(
             "no such action; POST .../workloads/NAME/pause|resume or .../nodes/NAME/drain|uncordon",
@@ -53,7 +63,7 @@ pub(super) async fn post(
         }
     };
     let target = path::parse(resource)?;
-    let (Some(name), false) = (&target.name, target.versions) else {
+    let (Some(name), Part::Object) = (&target.name, target.part) else {
         return Err(not_found());
     };
     let verb = verb_of(target.kind, action).ok_or_else(not_found)?;

@@ -1,8 +1,10 @@
 //! HTTP routes.
 
 mod actions;
+mod agents;
 mod apply;
 mod events;
+mod proxy;
 mod resources;
 mod system;
 mod tokens;

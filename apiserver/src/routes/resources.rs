@@ -11,8 +11,11 @@ use dora_store::{ListQuery, ObjectKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{flag, json_response, parse_limit, path_rejection, query_rejection, read_text, watch};
-use crate::path::{self, Target};
+use super::{
+    agents, flag, json_response, parse_limit, path_rejection, proxy, query_rejection, read_text,
+    watch,
+};
+use crate::path::{self, Part, Target};
 use crate::state::AppState;
 use crate::{ApiError, Identity, render};
 
@@ -27,6 +30,10 @@ pub(super) struct GetParams {
     watch: Option<String>,
     #[serde(rename = "resourceVersion")]
     resource_version: Option<String>,
+    /// Only the containers bound to this node.
+    node: Option<String>,
+    follow: Option<String>,
+    tail: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -51,6 +58,15 @@ fn key_of(target: &Target, name: &str) -> ObjectKey {
         &target.zone,
         target.workspace.as_deref().unwrap_or_default(),
         name,
+    )
+}
+
+/// 405 for a part of a resource that does not take `method`.
+pub(super) fn not_allowed(method: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("{method} is not allowed on this path; see /openapi.json"),
     )
 }
 
@@ -94,12 +110,45 @@ pub(super) fn authorize_read(
         .authorize(identity, verb, target.kind, &target.zone, workspace)
 }
 
-/// Whether a row of a cross-workspace read may be shown.
+/// Authorizes listing or watching a collection, optionally only the containers bound to
+/// `node`. A node credential may read only that: its own node's containers.
+fn authorize_list(
+    state: &AppState,
+    identity: &Identity,
+    target: &Target,
+    node: Option<&str>,
+) -> Result<(), ApiError> {
+    if node.is_some() && target.kind != Kind::Container {
+        return Err(ApiError::bad_request(
+            "node= filters containers only: GET /v1/zones/ZONE/containers?node=NAME",
+        ));
+    }
+    if let Some(own) = &identity.node {
+        let own_zone = identity.zone.as_deref() == Some(target.zone.as_str());
+        if node == Some(own.as_str()) && own_zone && target.workspace.is_none() {
+            return Ok(());
+        }
+        return Err(ApiError::forbidden(format!(
+            "node {own}'s credential reads only its containers: GET /v1/zones/{}/containers?node={own}",
+            identity.zone.as_deref().unwrap_or_default()
+        )));
+    }
+    authorize_read(state, identity, Verb::Get, target)
+}
+
+/// Whether a container row is bound to `node`.
+pub(super) fn bound_to(row: &dora_store::Row, node: &str) -> bool {
+    row.computed.get("node").and_then(Value::as_str) == Some(node)
+}
+
+/// Whether a row of a cross-workspace read may be shown: a node credential has been limited
+/// to its own containers before it gets here.
 pub(super) fn visible(state: &AppState, identity: &Identity, verb: Verb, key: &ObjectKey) -> bool {
     let Some(kind) = Kind::parse(&key.kind) else {
         return false;
     };
     identity.system
+        || identity.node.is_some()
         || state
             .service
             .directory
@@ -120,12 +169,24 @@ pub(super) async fn get(
     if target.kind.is_view() {
         return view(&state, &identity, &target).await;
     }
-    if target.versions {
-        return versions(&state, &identity, &target).await;
+    match target.part {
+        Part::Object => {}
+        Part::Versions => return versions(&state, &identity, &target).await,
+        Part::Logs | Part::Top => {
+            let follow = flag(params.follow.as_deref())?;
+            return proxy::get(state, identity, target, follow, params.tail.as_deref()).await;
+        }
+        Part::Report | Part::Certificate | Part::Exec => return Err(not_allowed("GET")),
+    }
+    if target.name.is_none() {
+        authorize_list(&state, &identity, &target, params.node.as_deref())?;
     }
     if flag(params.watch.as_deref())? {
-        authorize_read(&state, &identity, Verb::Get, &target)?;
-        return watch::resources(state, identity, target, params.resource_version).await;
+        if target.name.is_some() {
+            authorize_read(&state, &identity, Verb::Get, &target)?;
+        }
+        let node = params.node.clone();
+        return watch::resources(state, identity, target, params.resource_version, node).await;
     }
     match &target.name {
         Some(name) => {
@@ -160,7 +221,6 @@ async fn list(
     target: &Target,
     params: &GetParams,
 ) -> Result<Response, ApiError> {
-    authorize_read(state, identity, Verb::Get, target)?;
     let store = &state.service.store;
     let head = store.head().await?;
     let query = ListQuery {
@@ -176,6 +236,12 @@ async fn list(
         .rows
         .iter()
         .filter(|row| visible(state, identity, Verb::Get, &row.key))
+        .filter(|row| {
+            params
+                .node
+                .as_deref()
+                .is_none_or(|node| bound_to(row, node))
+        })
         .map(|row| json!(render::resource(row)))
         .collect();
     Ok(json_response(
@@ -308,12 +374,10 @@ pub(super) async fn put(
             "PUT needs a resource path ending in its name; use POST /v1/apply for manifests",
         )
     })?;
-    if target.versions {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "versions are read-only",
-        ));
+    match target.part {
+        Part::Object => {}
+        Part::Report => return agents::put(state, identity, target, body).await,
+        _ => return Err(not_allowed("PUT")),
     }
     let text = read_text(body, state.options.max_body_bytes).await?;
     let mut documents = parse_documents(&text);
@@ -379,7 +443,7 @@ pub(super) async fn delete(
         .name
         .clone()
         .ok_or_else(|| ApiError::bad_request("DELETE needs a resource path ending in its name"))?;
-    if target.kind.is_view() || target.versions {
+    if target.kind.is_view() || target.part != Part::Object {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",

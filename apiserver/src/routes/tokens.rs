@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{json_response, read_text};
 use crate::state::AppState;
-use crate::{ApiError, TokenClaims};
+use crate::{ApiError, Identity, TokenClaims};
 
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
@@ -24,6 +24,8 @@ struct TokenRequest {
     expires_in: Option<String>,
     zone: Option<String>,
     workspace: Option<String>,
+    /// Mints a node credential for this node of `zone` instead of a user token.
+    node: Option<String>,
 }
 
 pub(super) async fn create(
@@ -39,6 +41,9 @@ pub(super) async fn create(
         serde_json::from_str(&text)
             .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?
     };
+    if request.node.is_some() {
+        return node_token(&state, &identity, request);
+    }
     let user = request.user.unwrap_or_else(|| identity.user.clone());
     // Minting for someone else, or for longer than one's own token lasts, is an
     // administrator's act: it needs Token on User through a binding with zone and workspace All.
@@ -73,10 +78,48 @@ pub(super) async fn create(
     let claims = TokenClaims {
         zone: request.zone,
         workspace: request.workspace,
+        node: None,
     };
     let issued = state
         .tokens
         .issue(&user, lifetime, claims)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
+    Ok(json_response(StatusCode::CREATED, &issued))
+}
+
+/// A credential for one node's agent; minting it needs `Token` on Node in its zone.
+fn node_token(
+    state: &AppState,
+    identity: &Identity,
+    request: TokenRequest,
+) -> Result<Response, ApiError> {
+    let node = request.node.unwrap_or_default();
+    if request.user.is_some() || request.workspace.is_some() {
+        return Err(ApiError::invalid(
+            "node",
+            "a node credential belongs to no user or workspace; leave out user and workspace",
+        ));
+    }
+    dora_crds::validate_name("node", &node)?;
+    let zone = request
+        .zone
+        .or_else(|| identity.zone.clone())
+        .ok_or_else(|| ApiError::invalid("zone", "name the node's zone"))?;
+    if !state.service.directory.has_zone(&zone) {
+        return Err(ApiError::invalid("zone", format!("unknown zone {zone:?}")));
+    }
+    state
+        .service
+        .authorize(identity, Verb::Token, Kind::Node, &zone, "")?;
+    let lifetime = lifetime(request.expires_in.as_deref(), state)?;
+    let claims = TokenClaims {
+        zone: Some(zone),
+        workspace: None,
+        node: Some(node.clone()),
+    };
+    let issued = state
+        .tokens
+        .issue(&format!("node:{node}"), lifetime, claims)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
     Ok(json_response(StatusCode::CREATED, &issued))
 }

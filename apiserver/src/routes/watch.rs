@@ -1,6 +1,6 @@
 //! Streams of changes as NDJSON: one JSON object per line, as long as the client listens.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use dora_store::{ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, ObjectKey};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::resources::visible;
+use super::resources::{bound_to, visible};
 use crate::path::Target;
 use crate::state::AppState;
 use crate::{ApiError, Identity, render};
@@ -119,6 +119,10 @@ struct ResourceFeed {
     identity: Identity,
     filter: ChangeFilter,
     cursor: Cursor,
+    /// Only containers bound to this node; a row that stops matching is sent as DELETED.
+    node: Option<String>,
+    /// Rows sent that matched `node`.
+    matched: HashSet<ObjectKey>,
     /// Column versions of the rows the initial list sent. A backend's head may lag a little
     /// behind what a list sees, so the feed can replay writes the list already showed; those
     /// are skipped.
@@ -159,14 +163,31 @@ impl Feed for ResourceFeed {
                 continue;
             }
             let (kind, object) = match change.op {
-                ChangeOp::Delete => ("DELETED", render::tombstone(&change.key)),
+                ChangeOp::Delete => {
+                    if self.node.is_some() && !self.matched.remove(&change.key) {
+                        continue;
+                    }
+                    ("DELETED", render::tombstone(&change.key))
+                }
                 ChangeOp::Put => match store.get(&change.key).await? {
                     // Deleted since: its own DELETED change follows.
                     None => continue,
-                    Some(row) if change.columns == Columns::Spec && change.version == 1 => {
-                        ("ADDED", render::resource(&row))
-                    }
-                    Some(row) => ("MODIFIED", render::resource(&row)),
+                    Some(row) => match &self.node {
+                        Some(node) if !bound_to(&row, node) => {
+                            if !self.matched.remove(&change.key) {
+                                continue;
+                            }
+                            ("DELETED", render::resource(&row))
+                        }
+                        Some(_) if self.matched.insert(change.key.clone()) => {
+                            ("ADDED", render::resource(&row))
+                        }
+                        Some(_) => ("MODIFIED", render::resource(&row)),
+                        None if change.columns == Columns::Spec && change.version == 1 => {
+                            ("ADDED", render::resource(&row))
+                        }
+                        None => ("MODIFIED", render::resource(&row)),
+                    },
                 },
             };
             out.extend(line(
@@ -188,6 +209,7 @@ pub(super) async fn resources(
     identity: Identity,
     target: Target,
     resource_version: Option<String>,
+    node: Option<String>,
 ) -> Result<Response, ApiError> {
     let store = state.service.store.clone();
     let filter = ChangeFilter {
@@ -198,51 +220,60 @@ pub(super) async fn resources(
     };
     let mut initial = Vec::new();
     let mut listed = HashMap::new();
-    let cursor = match resource_version {
-        Some(version) => {
-            let cursor = Cursor(version);
-            // Refuse an expired or foreign cursor before the stream starts.
-            store.changes(&filter, &cursor, 1).await?;
-            cursor
-        }
-        None => {
-            let head = store.head().await?;
-            let mut query = ListQuery {
-                kind: target.kind.name().into(),
-                scope: target.kind.scope(),
-                zone: target.zone.clone(),
-                workspace: target.workspace.clone(),
-                after: None,
-                limit: 1000,
-            };
-            loop {
-                let page = store.list(&query).await?;
-                for row in &page.rows {
-                    let wanted = target
-                        .name
-                        .as_ref()
-                        .is_none_or(|name| *name == row.key.name);
-                    if wanted && visible(&state, &identity, Verb::Get, &row.key) {
-                        listed.insert(
-                            row.key.clone(),
-                            [row.version, row.computed_version, row.observed_version],
-                        );
-                        initial.extend(line(&json!({"type": "ADDED", "object": render::resource(row), "resourceVersion": head})));
-                    }
+    let mut matched = HashSet::new();
+    let resume = resource_version.map(Cursor);
+    if let Some(cursor) = &resume {
+        // Refuse an expired or foreign cursor before the stream starts.
+        store.changes(&filter, cursor, 1).await?;
+    }
+    let head = store.head().await?;
+    // A watch from a version lists nothing, except that a node filter must know which rows
+    // match now, to tell when one stops matching.
+    if resume.is_none() || node.is_some() {
+        let mut query = ListQuery {
+            kind: target.kind.name().into(),
+            scope: target.kind.scope(),
+            zone: target.zone.clone(),
+            workspace: target.workspace.clone(),
+            after: None,
+            limit: 1000,
+        };
+        loop {
+            let page = store.list(&query).await?;
+            for row in &page.rows {
+                let wanted = target
+                    .name
+                    .as_ref()
+                    .is_none_or(|name| *name == row.key.name)
+                    && node.as_deref().is_none_or(|node| bound_to(row, node));
+                if !wanted || !visible(&state, &identity, Verb::Get, &row.key) {
+                    continue;
                 }
-                match page.next {
-                    Some(next) => query.after = Some(next),
-                    None => break,
+                if node.is_some() {
+                    matched.insert(row.key.clone());
+                }
+                if resume.is_none() {
+                    listed.insert(
+                        row.key.clone(),
+                        [row.version, row.computed_version, row.observed_version],
+                    );
+                    initial.extend(line(&json!({"type": "ADDED", "object": render::resource(row), "resourceVersion": head})));
                 }
             }
-            head
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
         }
-    };
+    }
+    let cursor = resume.unwrap_or(head);
     let feed = ResourceFeed {
         state: state.clone(),
         identity: identity.clone(),
         filter,
         cursor,
+        node,
+        matched,
         listed,
     };
     Ok(ndjson(state, identity, initial, feed))
@@ -282,6 +313,8 @@ mod tests {
                 name: None,
             },
             cursor: start.clone(),
+            node: None,
+            matched: HashSet::new(),
             listed: HashMap::new(),
         };
         // Writes the watch does not want move it along all the same.

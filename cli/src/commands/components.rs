@@ -72,7 +72,7 @@ pub fn sim_config(zone: &str, args: &SimOptions) -> anyhow::Result<SimConfig> {
         serde_json::from_value::<dora_crds::Bytes>(args.sim_memory.clone().into())
             .map_err(|e| anyhow::anyhow!("--sim-memory: {e}"))?
             .0;
-    config.gpus = SimConfig::parse_gpus(&args.sim_gpus)
+    config.gpus = dora_nodeagent::hardware::parse_gpus(&args.sim_gpus)
         .map_err(|e| anyhow::anyhow!("--sim-gpus: {e}; expected e.g. 8xA100"))?;
     config.heartbeat = args.sim_heartbeat;
     config.start_delay = args.sim_start_delay;

@@ -8,6 +8,8 @@ mod credits;
 mod delete;
 mod get;
 mod history;
+mod node;
+mod proxy;
 mod token;
 mod up;
 
@@ -37,6 +39,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Sim(args) => components::sim(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Node(args) => node::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Logs(args) => proxy::logs(&global, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Shell(args) => proxy::shell(&global, args).await,
+        Command::Top(args) => proxy::top(&global, args).await.map(|()| ExitCode::SUCCESS),
         Command::Credits(args) => credits::run(&global, args)
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -7,9 +7,18 @@ use crate::args::{Global, TokenCommand};
 use crate::client::Client;
 
 pub async fn run(global: &Global, command: TokenCommand) -> anyhow::Result<()> {
-    let TokenCommand::Create { user, expires_in } = command;
+    let TokenCommand::Create {
+        user,
+        expires_in,
+        node,
+    } = command;
     let client = Client::new(global)?;
-    let body = json!({"user": user, "expiresIn": expires_in, "zone": global.zone, "workspace": global.workspace});
+    let body = match &node {
+        Some(node) => json!({"node": node, "expiresIn": expires_in, "zone": global.zone}),
+        None => {
+            json!({"user": user, "expiresIn": expires_in, "zone": global.zone, "workspace": global.workspace})
+        }
+    };
     let issued = client
         .json(Method::POST, "/v1/tokens", &[], Some(body.to_string()))
         .await?;

@@ -1,7 +1,8 @@
-//! `dora up`: the API server, the scheduler and credit system of one zone, and optionally
-//! hollow nodes, in one process on the embedded store (or a CQL cluster).
+//! `dora up`: the API server, the scheduler and credit system of one zone, a node agent for
+//! this machine and optionally hollow nodes, in one process on the embedded store (or a CQL
+//! cluster).
 
-use std::net::{IpAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,19 +12,22 @@ use dora_crds::Kind;
 use dora_store::ListQuery;
 
 use dora_controller::scheduler::SchedulerConfig;
+use dora_nodeagent::ApiConfig;
 use dora_nodeagent::sim::SimHandle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::components;
+use super::{components, node};
 use crate::args::UpArgs;
 use crate::config::{Config, Profile};
 
 /// Applied on first start: roles, the default zone and workspace, the admin user.
 const BOOTSTRAP: &str = include_str!("../../../manifests/bootstrap.yaml");
 const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+/// The built-in agent's credential is minted afresh at every start.
+const NODE_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
-fn default_data_dir() -> PathBuf {
+pub(super) fn default_data_dir() -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -211,7 +215,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let store = dora_store::open(&store_url)
         .await
         .with_context(|| format!("cannot open the store {store_url}"))?;
-    let server = ApiServer::new(store.clone(), &secret, Options::default()).await?;
+    let options = Options {
+        pki: Some(pki.clone()),
+        ..Options::default()
+    };
+    let server = ApiServer::new(store.clone(), &secret, options).await?;
     if needs_bootstrap(&server).await? {
         bootstrap(&server, &url, &pki, &data_dir).await?;
     } else {
@@ -236,6 +244,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         components.spawn(async move {
             if let Err(e) = dora_nodeagent::sim::run(store, sim, SimHandle::default(), stop).await {
                 tracing::error!(error = %e, "hollow nodes stopped");
+            }
+        });
+    }
+    if !args.no_node {
+        let api = ApiConfig {
+            url: url.clone(),
+            ca: std::fs::read_to_string(pki.ca_path())?,
+            token: String::new(),
+        };
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config =
+            node::agent_config(&args.zone, &args.node, api, data_dir.join("node"), listen)?;
+        let claims = TokenClaims {
+            zone: Some(args.zone.clone()),
+            workspace: None,
+            node: Some(config.name.clone()),
+        };
+        config.api.token = server
+            .tokens()
+            .issue(
+                &format!("node:{}", config.name),
+                NODE_TOKEN_LIFETIME,
+                claims,
+            )?
+            .token;
+        let stop = stop.clone();
+        components.spawn(async move {
+            if let Err(e) = dora_nodeagent::run(config, stop).await {
+                tracing::error!(error = %format!("{e:#}"), "the node agent stopped");
             }
         });
     }

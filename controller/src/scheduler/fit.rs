@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use dora_crds::spec::{Affinity, NodeSpec, ProductName, WorkloadClass, WorkloadSpec};
+use dora_crds::spec::{Affinity, Driver, NodeSpec, ProductName, WorkloadClass, WorkloadSpec};
 use dora_crds::status::NodeReport;
 
 /// What one container needs, from its workload's spec.
@@ -17,6 +17,7 @@ pub struct Demand {
     /// Pinned to this node.
     pub node: Option<String>,
     pub affinity: Affinity,
+    pub driver: Driver,
 }
 
 impl Demand {
@@ -46,6 +47,7 @@ impl Demand {
                 .map(|n| n.name.clone())
                 .filter(|name| name != dora_crds::spec::ALL),
             affinity: spec.config.affinity,
+            driver: spec.driver,
         }
     }
 }
@@ -57,6 +59,19 @@ pub struct NodeInfo {
     pub spec: NodeSpec,
     pub report: NodeReport,
     pub ready: bool,
+}
+
+impl NodeInfo {
+    /// Whether the node has `driver`: hollow nodes (driver `sim`) run everything, and a node
+    /// that names no drivers is taken at its word.
+    pub fn runs(&self, driver: Driver) -> bool {
+        let name = match driver {
+            Driver::Docker => "docker",
+            Driver::Process => "process",
+        };
+        let drivers = &self.report.drivers;
+        drivers.is_empty() || drivers.iter().any(|d| d == "sim" || d == name)
+    }
 }
 
 /// What is taken on a node, derived from the containers bound to it.
@@ -121,6 +136,7 @@ pub enum Misfit {
     Cordoned,
     NotAllowed,
     Pinned,
+    NoDriver,
     GpuModel,
     GpuCount,
     CpuModel,
@@ -135,6 +151,7 @@ impl fmt::Display for Misfit {
             Misfit::Cordoned => "cordoned",
             Misfit::NotAllowed => "not allowing this workload class",
             Misfit::Pinned => "not the pinned node",
+            Misfit::NoDriver => "without the workload's driver",
             Misfit::GpuModel => "without a GPU of the requested model",
             Misfit::GpuCount => "without enough free GPUs",
             Misfit::CpuModel => "without the requested CPU model",
@@ -157,6 +174,9 @@ pub fn fit(node: &NodeInfo, usage: &Usage, demand: &Demand) -> Result<Booking, M
     }
     if demand.node.as_ref().is_some_and(|pin| *pin != node.name) {
         return Err(Misfit::Pinned);
+    }
+    if !node.runs(demand.driver) {
+        return Err(Misfit::NoDriver);
     }
     let mut booking = Booking {
         node: node.name.clone(),

@@ -246,7 +246,7 @@ mod tests {
                 devices.push(GpuDevice {
                     minor: devices.len() as u32,
                     product_name: MODELS[*model as usize % 2].into(),
-                    memory_bytes: 0,
+                    ..GpuDevice::default()
                 });
             }
         }
@@ -263,6 +263,7 @@ mod tests {
                 gpus: devices,
                 drivers: Vec::new(),
                 version: String::new(),
+                endpoint: None,
             },
             ready: true,
         }
@@ -371,6 +372,7 @@ mod tests {
                             memory,
                             node: None,
                             affinity: [Affinity::First, Affinity::Fill, Affinity::Distribute, Affinity::Random][affinity as usize],
+                            driver: Default::default(),
                         };
                         let mut start = 0;
                         if let Ok(booking) = ledger.choose(&demand, &HashMap::new(), &mut start) {

@@ -133,7 +133,7 @@ impl Zone {
     pub fn sim(&self, prefix: &str, nodes: usize, gpus: &str) -> SimHandle {
         let mut config = SimConfig::new(ZONE, nodes);
         config.prefix = prefix.into();
-        config.gpus = SimConfig::parse_gpus(gpus).unwrap();
+        config.gpus = dora_nodeagent::hardware::parse_gpus(gpus).unwrap();
         config.cpus = 8;
         config.heartbeat = Duration::from_millis(500);
         config.start_delay = Duration::from_millis(200);

@@ -24,6 +24,8 @@ pub enum PullPolicy {
     #[default]
     IfNotPresent,
     Always,
+    /// Use only an image already on the node.
+    Never,
 }
 
 /// Container image.

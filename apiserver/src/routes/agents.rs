@@ -1,0 +1,208 @@
+//! What node agents call: `PUT .../nodes/NAME/report` registers a node and heartbeats it,
+//! `PUT .../containers/NAME/report` reports a container's state, and
+//! `POST .../nodes/NAME/certificate` issues the node's serving certificate. A node credential
+//! acts only for its own node, and only for containers bound to it at the epoch it reports.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::Response;
+use dora_crds::Kind;
+use dora_crds::spec::{NodeSpec, Verb};
+use dora_crds::status::{ContainerReport, NodeReport, Placement};
+use dora_store::{ObjectKey, Precondition, SpecWrite, StatusColumn, StoreError, now_millis};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::resources::not_allowed;
+use super::{json_response, read_text};
+use crate::path::Target;
+use crate::state::AppState;
+use crate::{ApiError, Identity};
+
+/// Reports are small; a larger body is a mistake.
+const MAX_REPORT_BYTES: usize = 256 << 10;
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, ApiError> {
+    serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+}
+
+fn key_of(target: &Target) -> ObjectKey {
+    ObjectKey::new(
+        target.kind,
+        &target.zone,
+        target.workspace.as_deref().unwrap_or_default(),
+        target.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// `PUT .../report`.
+pub(super) async fn put(
+    state: AppState,
+    identity: Identity,
+    target: Target,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let text = read_text(body, MAX_REPORT_BYTES).await?;
+    match target.kind {
+        Kind::Node => node(&state, &identity, &target, &text).await,
+        Kind::Container => container(&state, &identity, &target, &text).await,
+        _ => Err(not_allowed("PUT")),
+    }
+}
+
+/// Registers the node when it is new (cluster defaults: both workload classes, not cordoned)
+/// and records its report. The heartbeat is the API server's clock, not the node's.
+async fn node(
+    state: &AppState,
+    identity: &Identity,
+    target: &Target,
+    text: &str,
+) -> Result<Response, ApiError> {
+    let key = key_of(target);
+    state
+        .service
+        .authorize_node(identity, &key.zone, &key.name)?;
+    let mut report: NodeReport = parse(text, "node report")?;
+    report.heartbeat = now_millis();
+    let store = &state.service.store;
+    if store.get(&key).await?.is_none() {
+        let spec = dora_crds::encode(&NodeSpec::default()).map_err(internal)?;
+        let write = SpecWrite {
+            key: key.clone(),
+            precondition: Precondition::Absent,
+            owner: identity.user.clone(),
+            labels: Default::default(),
+            spec_hash: dora_crds::spec_hash(Kind::Node, &spec),
+            spec,
+            desired: serde_json::Value::Null,
+            computed: None,
+            fence: None,
+        };
+        match store.put_spec(write).await {
+            Ok(_) => tracing::info!(node = %key.name, zone = %key.zone, "node registered"),
+            Err(StoreError::AlreadyExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let value = dora_crds::encode(&report).map_err(internal)?;
+    store
+        .put_status(&key, StatusColumn::Observed, None, value, None)
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"heartbeat": crate::render::timestamp(report.heartbeat)}),
+    ))
+}
+
+/// Records a container's state, for the binding it names; a report for a binding the
+/// container no longer has is refused with 409, which tells the node to stop its copy.
+async fn container(
+    state: &AppState,
+    identity: &Identity,
+    target: &Target,
+    text: &str,
+) -> Result<Response, ApiError> {
+    let key = key_of(target);
+    let report: ContainerReport = parse(text, "container report")?;
+    match &identity.node {
+        Some(_) => state
+            .service
+            .authorize_node(identity, &key.zone, &report.node)?,
+        None => state.service.authorize(
+            identity,
+            Verb::Report,
+            Kind::Container,
+            &key.zone,
+            &key.workspace,
+        )?,
+    }
+    let store = &state.service.store;
+    let row = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{key} not found; stop this copy")))?;
+    let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
+    if placement.node.as_deref() != Some(report.node.as_str()) || placement.epoch != report.epoch {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "StaleBinding",
+            format!(
+                "{key} is bound to {} at epoch {}, not to {} at epoch {}; stop this copy",
+                placement.node.as_deref().unwrap_or("no node"),
+                placement.epoch,
+                report.node,
+                report.epoch
+            ),
+        ));
+    }
+    let value = dora_crds::encode(&report).map_err(internal)?;
+    let row = store
+        .put_status(&key, StatusColumn::Observed, None, value, None)
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"observedVersion": row.observed_version}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateRequest {
+    /// Host names and addresses the node serves on.
+    names: Vec<String>,
+}
+
+/// `POST .../nodes/NAME/certificate`: a serving certificate from the cluster CA for the
+/// names the node serves on, and the CA of the API server's client certificate.
+pub(super) async fn certificate(
+    state: AppState,
+    identity: Identity,
+    target: Target,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if target.kind != Kind::Node {
+        return Err(not_allowed("POST"));
+    }
+    let key = key_of(&target);
+    state
+        .service
+        .authorize_node(&identity, &key.zone, &key.name)?;
+    let request: CertificateRequest = parse(
+        &read_text(body, MAX_REPORT_BYTES).await?,
+        "certificate request",
+    )?;
+    if request.names.is_empty() || request.names.len() > 16 {
+        return Err(ApiError::invalid(
+            "names",
+            "give the 1 to 16 host names or addresses the node serves on",
+        ));
+    }
+    if let Some(bad) = request.names.iter().find(|name| {
+        name.is_empty()
+            || name.len() > 253
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+    }) {
+        return Err(ApiError::invalid(
+            "names",
+            format!("{bad:?} is not a host name or IP address"),
+        ));
+    }
+    let pki = state.options.pki.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NoAuthority",
+            "this API server holds no cluster CA; start it with --pki DIR",
+        )
+    })?;
+    let issued = pki
+        .issue_node(&key.name, &request.names)
+        .map_err(internal)?;
+    tracing::info!(node = %key.name, zone = %key.zone, names = ?request.names, "node certificate issued");
+    Ok(json_response(StatusCode::CREATED, &issued))
+}

@@ -1,0 +1,91 @@
+//! `dora node`: the node agent of this machine, and its settings for `dora up`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use dora_nodeagent::{AgentConfig, ApiConfig, DockerUse};
+
+use super::components;
+use crate::args::{DockerChoice, NodeArgs, NodeOptions};
+
+/// The host name, as a node name: lowercase, with characters Dora names do not allow
+/// replaced by `-`.
+pub fn default_name() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let name: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if name.is_empty() {
+        "node".into()
+    } else {
+        name.into()
+    }
+}
+
+/// The agent's settings from the command line; `listen` is where the node API listens
+/// unless `--node-listen` says otherwise.
+pub fn agent_config(
+    zone: &str,
+    options: &NodeOptions,
+    api: ApiConfig,
+    state_dir: PathBuf,
+    listen: SocketAddr,
+) -> anyhow::Result<AgentConfig> {
+    let name = options.node_name.clone().unwrap_or_else(default_name);
+    dora_crds::validate_name("--node-name", &name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = AgentConfig::new(zone, &name, api, state_dir);
+    config.docker = match options.docker {
+        DockerChoice::Auto => DockerUse::IfAvailable,
+        DockerChoice::On => DockerUse::Required,
+        DockerChoice::Off => DockerUse::Off,
+    };
+    config.process = !options.no_process;
+    config.heartbeat = options.heartbeat;
+    config.fake_gpus = options
+        .fake_gpus
+        .as_deref()
+        .map(dora_nodeagent::hardware::parse_gpus)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--fake-gpus: {e}; write it like 2xA100"))?;
+    let listen = options.node_listen.unwrap_or(listen);
+    config.listen = Some(listen);
+    config.advertise = options.advertise.clone().unwrap_or_else(|| {
+        if listen.ip().is_unspecified() {
+            "127.0.0.1".into()
+        } else {
+            listen.ip().to_string()
+        }
+    });
+    Ok(config)
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    components::init_logging(&args.log);
+    let ca = std::fs::read_to_string(&args.ca)
+        .with_context(|| format!("cannot read the cluster CA {}", args.ca.display()))?;
+    let api = ApiConfig {
+        url: args.api_server.clone(),
+        ca,
+        token: args.token.trim().to_string(),
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| super::up::default_data_dir().join("node"));
+    let listen = SocketAddr::from(([0, 0, 0, 0], 7444));
+    let config = agent_config(&args.zone, &args.node, api, state_dir, listen)?;
+    dora_nodeagent::run(config, components::stop_on_signal()).await
+}

@@ -1,0 +1,594 @@
+//! The node agent's reconcile loop. It lists the containers bound to its node through the API,
+//! then follows the API's watch stream; for each container it makes the driver run exactly
+//! the binding the scheduler chose (the epoch), stops what is asked to stop, removes copies
+//! nobody wants, and reports every change of state. After a restart it adopts the containers
+//! its drivers already run instead of starting them again.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use dora_crds::Resource;
+use dora_crds::spec::{ContainerSpec, Driver as DriverKind};
+use dora_crds::status::{ContainerReport, ContainerState, NodeReport, Placement};
+use dora_store::{ObjectKey, now_millis};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, ApiConfig, Change, Reported, key_of};
+use crate::driver::docker::DockerDriver;
+use crate::driver::process::ProcessDriver;
+use crate::driver::{Driver, Exit, Instance, Run};
+use crate::hardware::{self, Gpus};
+
+/// The watch starts over with a fresh list this often, so that a missed change heals.
+const RELIST: Duration = Duration::from_secs(300);
+
+/// Whether to use Docker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerUse {
+    Off,
+    /// When a Docker Engine answers at start.
+    IfAvailable,
+    /// Fail to start without one.
+    Required,
+}
+
+/// Settings of a node agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub zone: String,
+    pub name: String,
+    pub api: ApiConfig,
+    /// Where the process driver keeps its containers.
+    pub state_dir: PathBuf,
+    pub docker: DockerUse,
+    pub process: bool,
+    pub fake_gpus: Option<Vec<(u32, String)>>,
+    pub heartbeat: Duration,
+    /// How often the drivers' containers are compared with what the agent believes.
+    pub resync: Duration,
+    /// Where the node API listens; `None` serves none (no logs or shells).
+    pub listen: Option<SocketAddr>,
+    /// The host name or address the API server reaches the node API at.
+    pub advertise: String,
+}
+
+impl AgentConfig {
+    /// An agent for `name` in `zone` with the process driver, Docker when it answers,
+    /// a 5 s heartbeat and no node API.
+    pub fn new(zone: &str, name: &str, api: ApiConfig, state_dir: PathBuf) -> Self {
+        AgentConfig {
+            zone: zone.to_string(),
+            name: name.to_string(),
+            api,
+            state_dir,
+            docker: DockerUse::IfAvailable,
+            process: true,
+            fake_gpus: None,
+            heartbeat: Duration::from_secs(5),
+            resync: Duration::from_secs(30),
+            listen: None,
+            advertise: "127.0.0.1".into(),
+        }
+    }
+}
+
+/// What the scheduler bound to this node, as last seen.
+#[derive(Debug, Clone)]
+struct Wanted {
+    run: Run,
+    report: Option<ContainerReport>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running agent, shared by its tasks and its node API.
+pub struct Agent {
+    config: AgentConfig,
+    api: ApiClient,
+    drivers: Vec<Arc<dyn Driver>>,
+    wanted: Mutex<HashMap<ObjectKey, Wanted>>,
+    instances: Mutex<HashMap<ObjectKey, (Instance, DriverKind)>>,
+    /// Bindings whose start failed: not tried again.
+    failed: Mutex<HashSet<(ObjectKey, u64)>>,
+    locks: Mutex<HashMap<ObjectKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Agent {
+    /// The agent's settings.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The agent's client of the API.
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    /// The container `name` of `workspace` and the driver that runs it.
+    pub fn find(&self, workspace: &str, name: &str) -> Option<(Instance, Arc<dyn Driver>)> {
+        let key = ObjectKey::new(
+            dora_crds::Kind::Container,
+            &self.config.zone,
+            workspace,
+            name,
+        );
+        let (instance, kind) = lock(&self.instances).get(&key).cloned()?;
+        Some((instance, self.driver(kind)?))
+    }
+
+    /// Every container the agent runs or ran, with its driver.
+    pub fn all(&self) -> Vec<(Instance, Arc<dyn Driver>)> {
+        let instances: Vec<_> = lock(&self.instances).values().cloned().collect();
+        instances
+            .into_iter()
+            .filter_map(|(instance, kind)| Some((instance, self.driver(kind)?)))
+            .collect()
+    }
+
+    fn driver(&self, kind: DriverKind) -> Option<Arc<dyn Driver>> {
+        self.drivers.iter().find(|d| d.kind() == kind).cloned()
+    }
+
+    fn key_lock(&self, key: &ObjectKey) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.locks).entry(key.clone()).or_default().clone()
+    }
+
+    fn report_of(&self, instance: &Instance) -> ContainerReport {
+        ContainerReport {
+            node: self.config.name.clone(),
+            epoch: instance.epoch,
+            state: instance.state,
+            exit_code: instance.exit_code,
+            started_at: instance.started_at,
+            finished_at: instance.finished_at,
+            reason: instance.reason.clone(),
+            restarts: instance.restarts,
+        }
+    }
+
+    async fn report(&self, key: &ObjectKey, report: ContainerReport) {
+        let state = report.state;
+        match self.api.report_container(key, &report).await {
+            Ok(Reported::Recorded) => {
+                tracing::debug!(%key, state = state.as_str(), epoch = report.epoch, "reported");
+                if let Some(wanted) = lock(&self.wanted).get_mut(key) {
+                    wanted.report = Some(report);
+                }
+            }
+            Ok(Reported::Stale) => {
+                tracing::info!(%key, epoch = report.epoch, "the binding moved on; the watch will say where");
+            }
+            Err(e) => tracing::warn!(%key, error = %format!("{e:#}"), "could not report"),
+        }
+    }
+
+    /// Makes the driver's copy of `key` match its binding.
+    async fn reconcile(self: Arc<Self>, key: ObjectKey) {
+        let key_lock = self.key_lock(&key);
+        let _guard = key_lock.lock().await;
+        let wanted = lock(&self.wanted).get(&key).cloned();
+        let mut have = lock(&self.instances).get(&key).cloned();
+        if let Some((instance, kind)) = &have
+            && wanted
+                .as_ref()
+                .is_none_or(|w| w.run.epoch != instance.epoch)
+        {
+            let Some(driver) = self.driver(*kind) else {
+                return;
+            };
+            match driver.remove(instance).await {
+                Ok(()) => {
+                    tracing::info!(%key, epoch = instance.epoch, "removed a copy nobody wants");
+                    lock(&self.instances).remove(&key);
+                    have = None;
+                }
+                Err(e) => {
+                    tracing::warn!(%key, error = %format!("{e:#}"), "could not remove; trying again at the next resync");
+                    return;
+                }
+            }
+        }
+        let Some(wanted) = wanted else {
+            return;
+        };
+        let run = &wanted.run;
+        let current = wanted
+            .report
+            .as_ref()
+            .filter(|r| r.epoch == run.epoch && r.node == self.config.name);
+        if let Some(reason) = &run.placement.stop {
+            self.stop(&key, have, current, reason).await;
+            return;
+        }
+        if let Some((instance, _)) = have {
+            let report = self.report_of(&instance);
+            if current != Some(&report) {
+                self.report(&key, report).await;
+            }
+            return;
+        }
+        let ended = current.is_some_and(|r| r.state.is_final());
+        if ended || lock(&self.failed).contains(&(key.clone(), run.epoch)) {
+            return;
+        }
+        self.start(&key, run).await;
+    }
+
+    async fn start(self: &Arc<Self>, key: &ObjectKey, run: &Run) {
+        let kind = run.spec.template.driver;
+        let mut failure = ContainerReport {
+            node: self.config.name.clone(),
+            epoch: run.epoch,
+            state: ContainerState::Failed,
+            finished_at: Some(now_millis()),
+            restarts: run.placement.restarts,
+            ..ContainerReport::default()
+        };
+        let Some(driver) = self.driver(kind) else {
+            failure.reason = Some(format!(
+                "node {} has no {kind:?} driver; it offers {}",
+                self.config.name,
+                self.driver_names().join(", ")
+            ));
+            lock(&self.failed).insert((key.clone(), run.epoch));
+            self.report(key, failure).await;
+            return;
+        };
+        let pulling = {
+            let agent = self.clone();
+            let key = key.clone();
+            let report = ContainerReport {
+                state: ContainerState::Pulling,
+                exit_code: None,
+                finished_at: None,
+                ..failure.clone()
+            };
+            move || {
+                let agent = agent.clone();
+                let key = key.clone();
+                let report = report.clone();
+                tokio::spawn(async move { agent.report(&key, report).await });
+            }
+        };
+        match driver.start(run, &pulling).await {
+            Ok(instance) => {
+                tracing::info!(%key, epoch = run.epoch, id = %instance.id, "started");
+                let report = self.report_of(&instance);
+                lock(&self.instances).insert(key.clone(), (instance, kind));
+                self.report(key, report).await;
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %format!("{e:#}"), "could not start");
+                failure.reason = Some(format!("{e:#}"));
+                lock(&self.failed).insert((key.clone(), run.epoch));
+                self.report(key, failure).await;
+            }
+        }
+    }
+
+    /// Stops the container as its binding asks (maxRunTime, drain) and reports why.
+    async fn stop(
+        &self,
+        key: &ObjectKey,
+        have: Option<(Instance, DriverKind)>,
+        current: Option<&ContainerReport>,
+        reason: &str,
+    ) {
+        let Some((mut instance, kind)) = have else {
+            if let Some(current) = current.filter(|r| !r.state.is_final()) {
+                let report = ContainerReport {
+                    state: ContainerState::Failed,
+                    finished_at: Some(now_millis()),
+                    reason: Some(reason.to_string()),
+                    ..current.clone()
+                };
+                self.report(key, report).await;
+            }
+            return;
+        };
+        if instance.state == ContainerState::Running
+            && let Some(driver) = self.driver(kind)
+        {
+            match driver.stop(&instance).await {
+                Ok(exit) => instance.ended(&exit.unwrap_or(Exit {
+                    id: instance.id.clone(),
+                    code: Some(137),
+                    finished_at: now_millis(),
+                    reason: None,
+                })),
+                Err(e) => {
+                    tracing::warn!(%key, error = %format!("{e:#}"), "could not stop");
+                    return;
+                }
+            }
+            instance.state = ContainerState::Failed;
+            instance.reason = Some(reason.to_string());
+            lock(&self.instances).insert(key.clone(), (instance.clone(), kind));
+        }
+        let report = self.report_of(&instance);
+        if current != Some(&report) {
+            self.report(key, report).await;
+        }
+    }
+
+    /// A container ended by itself.
+    async fn exited(self: Arc<Self>, exit: Exit) {
+        let key = lock(&self.instances)
+            .iter()
+            .find(|(_, (instance, _))| instance.id == exit.id)
+            .map(|(key, _)| key.clone());
+        let Some(key) = key else {
+            return;
+        };
+        let key_lock = self.key_lock(&key);
+        let _guard = key_lock.lock().await;
+        let report = {
+            let mut instances = lock(&self.instances);
+            let Some((instance, _)) = instances.get_mut(&key) else {
+                return;
+            };
+            if instance.id != exit.id || instance.state.is_final() {
+                return;
+            }
+            instance.ended(&exit);
+            tracing::info!(%key, epoch = instance.epoch, code = ?exit.code, "ended");
+            self.report_of(instance)
+        };
+        self.report(&key, report).await;
+    }
+
+    fn driver_names(&self) -> Vec<String> {
+        self.drivers
+            .iter()
+            .map(|d| format!("{:?}", d.kind()).to_lowercase())
+            .collect()
+    }
+
+    /// Reads what the drivers run: new copies are adopted, ends missed are recorded, and each
+    /// key gets at most one copy (the newest epoch).
+    async fn adopt(self: &Arc<Self>) {
+        for driver in &self.drivers {
+            let listed = match driver.list().await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    tracing::warn!(driver = ?driver.kind(), error = %format!("{e:#}"), "cannot list containers");
+                    continue;
+                }
+            };
+            let mut extra = Vec::new();
+            {
+                let mut instances = lock(&self.instances);
+                for found in listed {
+                    match instances.get_mut(&found.key) {
+                        Some((known, _)) if known.id == found.id => {
+                            if found.state.is_final() && !known.state.is_final() {
+                                *known = found;
+                            }
+                        }
+                        Some((known, _)) if known.epoch >= found.epoch => extra.push(found),
+                        Some(_) | None => {
+                            if let Some((older, _)) =
+                                instances.insert(found.key.clone(), (found, driver.kind()))
+                            {
+                                extra.push(older);
+                            }
+                        }
+                    }
+                }
+            }
+            for duplicate in extra {
+                tracing::info!(key = %duplicate.key, epoch = duplicate.epoch, "removing a duplicate copy");
+                if let Err(e) = driver.remove(&duplicate).await {
+                    tracing::warn!(error = %format!("{e:#}"), "could not remove a duplicate");
+                }
+            }
+        }
+    }
+
+    fn set_wanted(&self, resource: &Resource) -> ObjectKey {
+        let key = key_of(resource);
+        let status = resource.status.clone().unwrap_or_default();
+        let placement: Placement = dora_crds::decode(&status["computed"]).unwrap_or_default();
+        let spec: Option<ContainerSpec> = dora_crds::decode(&resource.spec).ok();
+        let mut wanted = lock(&self.wanted);
+        match spec {
+            Some(spec) if placement.node.as_deref() == Some(self.config.name.as_str()) => {
+                let report = dora_crds::decode(&status["observed"]).ok();
+                wanted.insert(
+                    key.clone(),
+                    Wanted {
+                        run: Run {
+                            key: key.clone(),
+                            epoch: placement.epoch,
+                            spec,
+                            placement,
+                        },
+                        report,
+                    },
+                );
+            }
+            _ => {
+                wanted.remove(&key);
+            }
+        }
+        key
+    }
+
+    /// Reconciles every key the agent wants or runs.
+    fn reconcile_all(self: &Arc<Self>) {
+        let mut keys: HashSet<ObjectKey> = lock(&self.wanted).keys().cloned().collect();
+        keys.extend(lock(&self.instances).keys().cloned());
+        for key in keys {
+            tokio::spawn(self.clone().reconcile(key));
+        }
+    }
+
+    /// Lists, then watches, the node's containers until `stop`; starts over when the watch
+    /// breaks, and every few minutes.
+    async fn follow(self: Arc<Self>, stop: CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.clone().list_and_watch(&stop).await {
+                Ok(()) if stop.is_cancelled() => return,
+                Ok(()) => {
+                    delay = Duration::from_millis(200);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "watching containers failed; starting over");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn list_and_watch(self: Arc<Self>, stop: &CancellationToken) -> anyhow::Result<()> {
+        let (items, version) = self.api.list().await?;
+        {
+            lock(&self.wanted).clear();
+        }
+        for item in &items {
+            self.set_wanted(item);
+        }
+        self.reconcile_all();
+        let mut changes = Box::pin(self.api.watch(&version).await?);
+        let relist = tokio::time::sleep(RELIST);
+        tokio::pin!(relist);
+        loop {
+            let change = tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = &mut relist => return Ok(()),
+                change = changes.next() => change,
+            };
+            match change {
+                Some(Ok(Change::Applied(resource))) => {
+                    let key = self.set_wanted(&resource);
+                    tokio::spawn(self.clone().reconcile(key));
+                }
+                Some(Ok(Change::Gone(key))) => {
+                    lock(&self.wanted).remove(&key);
+                    tokio::spawn(self.clone().reconcile(key));
+                }
+                Some(Ok(Change::Bookmark(_))) => {}
+                Some(Err(e)) => return Err(e),
+                None => anyhow::bail!("the watch ended"),
+            }
+        }
+    }
+
+    fn node_report(&self, gpus: &Gpus, endpoint: Option<&str>) -> NodeReport {
+        NodeReport {
+            heartbeat: now_millis(),
+            cpu: hardware::cpus(),
+            memory_bytes: hardware::memory_bytes(),
+            gpus: gpus.devices(),
+            drivers: self.driver_names(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            endpoint: endpoint.map(str::to_string),
+        }
+    }
+}
+
+/// Runs a node agent until `stop` is cancelled.
+pub async fn run(config: AgentConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let api = ApiClient::new(config.api.clone(), &config.zone, &config.name)?;
+    let (exits, mut ended) = mpsc::unbounded_channel();
+    let mut drivers: Vec<Arc<dyn Driver>> = Vec::new();
+    if config.process {
+        let root = config.state_dir.join("process");
+        drivers.push(Arc::new(ProcessDriver::new(root, exits.clone())?));
+    }
+    match config.docker {
+        DockerUse::Off => {}
+        use_docker => {
+            match DockerDriver::connect(&config.api.cluster_id(), &config.name, exits.clone()).await
+            {
+                Ok(docker) => drivers.push(Arc::new(docker)),
+                Err(e) if use_docker == DockerUse::IfAvailable => {
+                    tracing::info!(error = %format!("{e:#}"), "running without the Docker driver");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let fake = config.fake_gpus.clone();
+    let gpus = tokio::task::spawn_blocking(move || Gpus::discover(fake)).await?;
+    let agent = Arc::new(Agent {
+        config,
+        api,
+        drivers,
+        wanted: Mutex::default(),
+        instances: Mutex::default(),
+        failed: Mutex::default(),
+        locks: Mutex::default(),
+    });
+    let endpoint = match agent.config.listen {
+        Some(listen) => Some(crate::server::start(agent.clone(), listen, stop.clone()).await?),
+        None => None,
+    };
+    register(&agent, &gpus, endpoint.as_deref(), &stop).await;
+    tracing::info!(
+        node = %agent.config.name,
+        zone = %agent.config.zone,
+        drivers = ?agent.driver_names(),
+        gpus = gpus.source(),
+        endpoint = ?endpoint,
+        "node agent running"
+    );
+    agent.adopt().await;
+    tokio::spawn(agent.clone().follow(stop.clone()));
+    let mut heartbeat = tokio::time::interval(agent.config.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resync = tokio::time::interval(agent.config.resync);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            Some(exit) = ended.recv() => {
+                tokio::spawn(agent.clone().exited(exit));
+            }
+            _ = heartbeat.tick() => {
+                let report = agent.node_report(&gpus, endpoint.as_deref());
+                if let Err(e) = agent.api.report_node(&report).await {
+                    tracing::warn!(error = %format!("{e:#}"), "heartbeat failed");
+                }
+            }
+            _ = resync.tick() => {
+                agent.adopt().await;
+                agent.reconcile_all();
+            }
+        }
+    }
+}
+
+/// Registers the node, trying again until the API answers or `stop`.
+async fn register(agent: &Agent, gpus: &Gpus, endpoint: Option<&str>, stop: &CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match agent
+            .api
+            .report_node(&agent.node_report(gpus, endpoint))
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot register the node yet"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,220 @@
+//! Drivers make bound containers real: [`docker`] through the Docker Engine API, [`process`]
+//! as child processes. The agent decides what runs; a driver only starts, finds, stops and
+//! inspects what it was asked to run, and tells the agent when something ends.
+
+pub mod docker;
+pub mod process;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use dora_crds::spec::ContainerSpec;
+use dora_crds::status::{ContainerState, Placement};
+use dora_store::ObjectKey;
+use futures::stream::BoxStream;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Labels (Docker) and metadata (process) that mark a container as Dora's.
+pub mod label {
+    /// Tells clusters sharing a Docker Engine apart (a hash of the cluster CA).
+    pub const CLUSTER: &str = "dora.cluster";
+    pub const NODE: &str = "dora.node";
+    pub const ZONE: &str = "dora.zone";
+    pub const WORKSPACE: &str = "dora.workspace";
+    pub const NAME: &str = "dora.name";
+    pub const EPOCH: &str = "dora.epoch";
+    pub const RESTARTS: &str = "dora.restarts";
+}
+
+/// A binding to make real: the container, its binding's epoch and what it runs with.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub key: ObjectKey,
+    pub epoch: u64,
+    pub spec: ContainerSpec,
+    pub placement: Placement,
+}
+
+impl Run {
+    /// The environment a container gets: the workload's, then Dora's own variables.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .spec
+            .template
+            .config
+            .env
+            .iter()
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value)) => (name.to_string(), value.to_string()),
+                None => (pair.clone(), String::new()),
+            })
+            .collect();
+        env.push(("DORA_CONTAINER".into(), self.key.name.clone()));
+        env.push(("DORA_WORKLOAD".into(), self.spec.workload.clone()));
+        env.push(("DORA_REPLICA".into(), self.spec.index.to_string()));
+        env.push(("DORA_WORKSPACE".into(), self.key.workspace.clone()));
+        env.push(("DORA_ZONE".into(), self.key.zone.clone()));
+        if !self.placement.gpus.is_empty() {
+            let gpus = join(&self.placement.gpus);
+            env.push(("CUDA_VISIBLE_DEVICES".into(), gpus.clone()));
+            env.push(("NVIDIA_VISIBLE_DEVICES".into(), gpus));
+        }
+        if !self.placement.cpus.is_empty() {
+            env.push(("DORA_CPUS".into(), join(&self.placement.cpus)));
+        }
+        env
+    }
+
+    /// The command, as argv.
+    pub fn argv(&self) -> Vec<String> {
+        self.spec
+            .template
+            .config
+            .cmd
+            .as_ref()
+            .map(|cmd| cmd.argv())
+            .unwrap_or_default()
+    }
+
+    /// Labels marking the container as this binding's, on `node` of `cluster`.
+    pub fn labels(&self, cluster: &str, node: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (label::CLUSTER.into(), cluster.to_string()),
+            (label::NODE.into(), node.to_string()),
+            (label::ZONE.into(), self.key.zone.clone()),
+            (label::WORKSPACE.into(), self.key.workspace.clone()),
+            (label::NAME.into(), self.key.name.clone()),
+            (label::EPOCH.into(), self.epoch.to_string()),
+            (label::RESTARTS.into(), self.placement.restarts.to_string()),
+        ])
+    }
+}
+
+/// Comma-separated numbers, as CUDA_VISIBLE_DEVICES and cpusets want them.
+pub fn join(numbers: &[u32]) -> String {
+    numbers
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A container a driver runs or ran, as found by its labels or files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The driver's own id (Docker container id, process folder).
+    pub id: String,
+    pub key: ObjectKey,
+    pub epoch: u64,
+    pub restarts: u32,
+    pub state: ContainerState,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl Instance {
+    /// A container that has just started.
+    pub fn started(id: String, run: &Run, started_at: i64) -> Self {
+        Instance {
+            id,
+            key: run.key.clone(),
+            epoch: run.epoch,
+            restarts: run.placement.restarts,
+            state: ContainerState::Running,
+            exit_code: None,
+            started_at: Some(started_at),
+            finished_at: None,
+            reason: None,
+        }
+    }
+
+    /// Records how it ended: exit code 0 succeeds, anything else fails.
+    pub fn ended(&mut self, exit: &Exit) {
+        self.state = if exit.code == Some(0) {
+            ContainerState::Succeeded
+        } else {
+            ContainerState::Failed
+        };
+        self.exit_code = exit.code;
+        self.finished_at = Some(exit.finished_at);
+        if exit.reason.is_some() {
+            self.reason = exit.reason.clone();
+        }
+    }
+}
+
+/// A container that ended by itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    pub id: String,
+    /// `None` when the code could not be learned (it ended while the agent was away).
+    pub code: Option<i32>,
+    /// Unix milliseconds.
+    pub finished_at: i64,
+    pub reason: Option<String>,
+}
+
+/// Where a driver sends the ends of its containers.
+pub type Exits = mpsc::UnboundedSender<Exit>;
+
+/// What a container uses now.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Percent of one core.
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub processes: u32,
+}
+
+/// The output of a command run in a container.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    /// Standard output then standard error, as text (invalid UTF-8 replaced).
+    pub output: String,
+}
+
+/// Output of a container: chunks of bytes, ending when the container does (when followed).
+pub type LogStream = BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// What the agent needs of a driver.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// The workload driver this one serves.
+    fn kind(&self) -> dora_crds::spec::Driver;
+
+    /// Dora's containers of this node, ended ones included.
+    async fn list(&self) -> anyhow::Result<Vec<Instance>>;
+
+    /// Starts `run`; `pulling` is called before a long image pull.
+    async fn start(
+        &self,
+        run: &Run,
+        pulling: &(dyn Fn() + Send + Sync),
+    ) -> anyhow::Result<Instance>;
+
+    /// Stops a container (TERM, then KILL after a grace period); how it ended, if it ran.
+    async fn stop(&self, instance: &Instance) -> anyhow::Result<Option<Exit>>;
+
+    /// Stops and deletes a container and what it leaves behind.
+    async fn remove(&self, instance: &Instance) -> anyhow::Result<()>;
+
+    /// The container's output: the last `tail` lines, then what follows when `follow`.
+    async fn logs(
+        &self,
+        instance: &Instance,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> anyhow::Result<LogStream>;
+
+    /// Runs `command` inside the container to its end.
+    async fn exec(&self, instance: &Instance, command: &[String]) -> anyhow::Result<ExecOutput>;
+
+    /// CPU and memory the container uses now.
+    async fn top(&self, instance: &Instance) -> anyhow::Result<Usage>;
+}

@@ -1,0 +1,571 @@
+//! The process driver: a container is the workload's command run as a child process in its
+//! own process group, in a folder of its own under the driver's root:
+//!
+//! ```text
+//! <root>/<zone>/<workspace>/<name>/<epoch>/
+//!     meta.json     what runs: key, epoch, pid, start time, environment
+//!     output.log    standard output and standard error
+//!     exit.json     how it ended
+//!     work/         its working directory
+//! ```
+//!
+//! The files let a restarted agent find what it runs (the processes outlive it) and read how
+//! they ended. Stopping signals the whole process group.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+use dora_crds::status::ContainerState;
+use dora_store::{ObjectKey, now_millis};
+use rustix::process::{Pid, Signal};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{Driver, ExecOutput, Exit, Exits, Instance, LogStream, Run, Usage};
+
+/// How long a stopped container has between TERM and KILL.
+const GRACE: Duration = Duration::from_secs(10);
+/// How often an adopted process (not our child) is checked for its end.
+const ADOPTED_POLL: Duration = Duration::from_millis(500);
+/// How often a followed log is read for more.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// The most of a log read to find its last lines.
+const TAIL_WINDOW: u64 = 8 << 20;
+/// The most output a one-off command returns.
+const EXEC_OUTPUT: usize = 1 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    zone: String,
+    workspace: String,
+    name: String,
+    epoch: u64,
+    restarts: u32,
+    pid: i32,
+    /// The process's start time in clock ticks since boot, so that a reused pid is not
+    /// mistaken for it.
+    start_ticks: u64,
+    started_at: i64,
+    env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExitFile {
+    code: Option<i32>,
+    finished_at: i64,
+    reason: Option<String>,
+}
+
+/// Runs containers as process groups under `root`.
+pub struct ProcessDriver {
+    root: PathBuf,
+    exits: Exits,
+}
+
+/// One process's line of /proc/PID/stat, the fields we use.
+struct Stat {
+    pgrp: i32,
+    ticks: u64,
+    start_ticks: u64,
+    rss_pages: u64,
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let fields: Vec<&str> = text.get(text.rfind(')')? + 2..)?.split(' ').collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    Some(Stat {
+        pgrp: fields.get(2)?.parse().ok()?,
+        ticks: field(14)? + field(15)?,
+        start_ticks: field(22)?,
+        rss_pages: field(24)?,
+    })
+}
+
+/// Whether `meta`'s process still runs (and is not a zombie, nor another process that got
+/// its pid).
+fn alive(meta: &Meta) -> bool {
+    let Some(stat) = read_stat(meta.pid) else {
+        return false;
+    };
+    let zombie = std::fs::read_to_string(format!("/proc/{}/stat", meta.pid))
+        .ok()
+        .and_then(|t| t.rfind(')').map(|i| t[i + 2..].starts_with('Z')))
+        .unwrap_or(true);
+    stat.start_ticks == meta.start_ticks && !zombie
+}
+
+fn signal_group(pid: i32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        // It may have ended already; nothing to do then.
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
+}
+
+async fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec(value)?;
+    let temporary = path.with_extension("tmp");
+    tokio::fs::write(&temporary, bytes)
+        .await
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    tokio::fs::rename(&temporary, path).await?;
+    Ok(())
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let bytes = tokio::fs::read(path).await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+impl ProcessDriver {
+    /// A driver keeping its containers under `root`; ends are sent to `exits`.
+    pub fn new(root: impl Into<PathBuf>, exits: Exits) -> anyhow::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
+        Ok(ProcessDriver { root, exits })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    fn id_of(key: &ObjectKey, epoch: u64) -> String {
+        format!("{}/{}/{}/{epoch}", key.zone, key.workspace, key.name)
+    }
+
+    async fn meta(&self, id: &str) -> anyhow::Result<Meta> {
+        read_json(&self.dir(id).join("meta.json"))
+            .await
+            .with_context(|| format!("container {id} has no readable meta.json"))
+    }
+
+    /// Waits for our own child to end, records how and tells the agent.
+    fn watch_child(&self, id: String, mut child: tokio::process::Child) {
+        let dir = self.dir(&id);
+        let exits = self.exits.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let code = match status {
+                Ok(status) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    status.code().or(status.signal().map(|s| 128 + s))
+                }
+                Err(_) => None,
+            };
+            let exit = ExitFile {
+                code,
+                finished_at: now_millis(),
+                reason: None,
+            };
+            record_exit(&dir, &id, exit, &exits).await;
+        });
+    }
+
+    /// Waits for an adopted process (not our child) to end; its exit code is lost.
+    fn watch_adopted(&self, id: String, meta: Meta) {
+        let dir = self.dir(&id);
+        let exits = self.exits.clone();
+        tokio::spawn(async move {
+            while alive(&meta) {
+                tokio::time::sleep(ADOPTED_POLL).await;
+            }
+            if dir.join("exit.json").exists() {
+                return;
+            }
+            let exit = ExitFile {
+                code: None,
+                finished_at: now_millis(),
+                reason: Some("ended while the agent was restarting; exit code unknown".into()),
+            };
+            record_exit(&dir, &id, exit, &exits).await;
+        });
+    }
+
+    /// Every container folder under the root: `<zone>/<ws>/<name>/<epoch>`.
+    async fn ids(&self) -> anyhow::Result<Vec<String>> {
+        let mut ids = vec![String::new()];
+        for _ in 0..4 {
+            let mut deeper = Vec::new();
+            for id in ids {
+                let Ok(mut entries) = tokio::fs::read_dir(self.root.join(&id)).await else {
+                    continue;
+                };
+                while let Some(entry) = entries.next_entry().await? {
+                    if entry.file_type().await?.is_dir() {
+                        let name = entry.file_name().to_string_lossy().into_owned();
+                        deeper.push(if id.is_empty() {
+                            name
+                        } else {
+                            format!("{id}/{name}")
+                        });
+                    }
+                }
+            }
+            ids = deeper;
+        }
+        Ok(ids)
+    }
+}
+
+async fn record_exit(dir: &Path, id: &str, exit: ExitFile, exits: &Exits) {
+    if !dir.exists() {
+        // Removed while it ran: nobody wants to know how it ended.
+        return;
+    }
+    if let Err(e) = write_json(&dir.join("exit.json"), &exit).await {
+        tracing::warn!(container = id, error = %e, "cannot record how a process ended");
+    }
+    let _ = exits.send(Exit {
+        id: id.to_string(),
+        code: exit.code,
+        finished_at: exit.finished_at,
+        reason: exit.reason,
+    });
+}
+
+#[async_trait]
+impl Driver for ProcessDriver {
+    fn kind(&self) -> dora_crds::spec::Driver {
+        dora_crds::spec::Driver::Process
+    }
+
+    async fn list(&self) -> anyhow::Result<Vec<Instance>> {
+        let mut instances = Vec::new();
+        for id in self.ids().await? {
+            let Ok(meta) = self.meta(&id).await else {
+                // A start that failed half-way: nothing runs there.
+                let _ = tokio::fs::remove_dir_all(self.dir(&id)).await;
+                continue;
+            };
+            let ended: Option<ExitFile> = read_json(&self.dir(&id).join("exit.json")).await;
+            let mut instance = Instance {
+                id: id.clone(),
+                key: ObjectKey::new(
+                    dora_crds::Kind::Container,
+                    &meta.zone,
+                    &meta.workspace,
+                    &meta.name,
+                ),
+                epoch: meta.epoch,
+                restarts: meta.restarts,
+                state: ContainerState::Running,
+                exit_code: None,
+                started_at: Some(meta.started_at),
+                finished_at: None,
+                reason: None,
+            };
+            match ended {
+                Some(exit) => instance.ended(&Exit {
+                    id: id.clone(),
+                    code: exit.code,
+                    finished_at: exit.finished_at,
+                    reason: exit.reason,
+                }),
+                None if alive(&meta) => self.watch_adopted(id.clone(), meta),
+                None => {
+                    let exit = ExitFile {
+                        code: None,
+                        finished_at: now_millis(),
+                        reason: Some("ended while the agent was away; exit code unknown".into()),
+                    };
+                    instance.ended(&Exit {
+                        id: id.clone(),
+                        code: None,
+                        finished_at: exit.finished_at,
+                        reason: exit.reason.clone(),
+                    });
+                    write_json(&self.dir(&id).join("exit.json"), &exit).await?;
+                }
+            }
+            instances.push(instance);
+        }
+        Ok(instances)
+    }
+
+    async fn start(
+        &self,
+        run: &Run,
+        _pulling: &(dyn Fn() + Send + Sync),
+    ) -> anyhow::Result<Instance> {
+        let argv = run.argv();
+        let Some((program, args)) = argv.split_first() else {
+            bail!("the Process driver needs a command: set spec.config.cmd");
+        };
+        let id = Self::id_of(&run.key, run.epoch);
+        let dir = self.dir(&id);
+        if dir.exists() {
+            // A start that failed half-way, or a copy nobody wants any more.
+            tokio::fs::remove_dir_all(&dir).await?;
+        }
+        let work = dir.join("work");
+        tokio::fs::create_dir_all(&work).await?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("output.log"))?;
+        let env = run.env();
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .current_dir(&work)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot run {program:?}"))?;
+        let pid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .context("the process ended before it could be watched")?;
+        let started_at = now_millis();
+        let meta = Meta {
+            zone: run.key.zone.clone(),
+            workspace: run.key.workspace.clone(),
+            name: run.key.name.clone(),
+            epoch: run.epoch,
+            restarts: run.placement.restarts,
+            pid,
+            start_ticks: read_stat(pid).map(|s| s.start_ticks).unwrap_or_default(),
+            started_at,
+            env,
+        };
+        write_json(&dir.join("meta.json"), &meta).await?;
+        self.watch_child(id.clone(), child);
+        Ok(Instance::started(id, run, started_at))
+    }
+
+    async fn stop(&self, instance: &Instance) -> anyhow::Result<Option<Exit>> {
+        let meta = self.meta(&instance.id).await?;
+        let exit_path = self.dir(&instance.id).join("exit.json");
+        if alive(&meta) {
+            signal_group(meta.pid, Signal::TERM);
+            let deadline = tokio::time::Instant::now() + GRACE;
+            while alive(&meta) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            signal_group(meta.pid, Signal::KILL);
+        }
+        // Our child's waiter records the end; give it a moment.
+        for _ in 0..40 {
+            if let Some(exit) = read_json::<ExitFile>(&exit_path).await {
+                return Ok(Some(Exit {
+                    id: instance.id.clone(),
+                    code: exit.code,
+                    finished_at: exit.finished_at,
+                    reason: exit.reason,
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(None)
+    }
+
+    async fn remove(&self, instance: &Instance) -> anyhow::Result<()> {
+        if let Ok(meta) = self.meta(&instance.id).await
+            && alive(&meta)
+        {
+            self.stop(instance).await?;
+        }
+        let dir = self.dir(&instance.id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+        }
+        // The container's folder goes with its last epoch (remove_dir keeps a non-empty one).
+        if let Some(parent) = dir.parent() {
+            let _ = tokio::fs::remove_dir(parent).await;
+        }
+        Ok(())
+    }
+
+    async fn logs(
+        &self,
+        instance: &Instance,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> anyhow::Result<LogStream> {
+        let dir = self.dir(&instance.id);
+        let mut file = tokio::fs::File::open(dir.join("output.log"))
+            .await
+            .context("the container has no output yet")?;
+        let length = file.metadata().await?.len();
+        let mut first = Vec::new();
+        match tail {
+            Some(lines) => {
+                let from = length.saturating_sub(TAIL_WINDOW);
+                file.seek(std::io::SeekFrom::Start(from)).await?;
+                file.read_to_end(&mut first).await?;
+                first = last_lines(&first, lines).to_vec();
+            }
+            None => {
+                file.read_to_end(&mut first).await?;
+            }
+        }
+        let exit_path = dir.join("exit.json");
+        let stream = futures::stream::unfold(
+            (file, Some(first), follow),
+            move |(mut file, first, follow)| {
+                let exit_path = exit_path.clone();
+                async move {
+                    if let Some(first) = first.filter(|f| !f.is_empty()) {
+                        return Some((Ok(Bytes::from(first)), (file, None, follow)));
+                    }
+                    if !follow {
+                        return None;
+                    }
+                    loop {
+                        // Look for the end first: output written before it is still read.
+                        let ended = exit_path.exists();
+                        let mut more = Vec::new();
+                        if let Err(e) = file.read_to_end(&mut more).await {
+                            return Some((Err(e), (file, None, false)));
+                        }
+                        if !more.is_empty() {
+                            return Some((Ok(Bytes::from(more)), (file, None, true)));
+                        }
+                        if ended {
+                            return None;
+                        }
+                        tokio::time::sleep(FOLLOW_POLL).await;
+                    }
+                }
+            },
+        );
+        Ok(Box::pin(stream))
+    }
+
+    async fn exec(&self, instance: &Instance, command: &[String]) -> anyhow::Result<ExecOutput> {
+        let Some((program, args)) = command.split_first() else {
+            bail!("give a command to run");
+        };
+        let meta = self.meta(&instance.id).await?;
+        let output = tokio::process::Command::new(program)
+            .args(args)
+            .current_dir(self.dir(&instance.id).join("work"))
+            .envs(meta.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .with_context(|| format!("cannot run {program:?}"))?;
+        let mut bytes = output.stdout;
+        bytes.extend(output.stderr);
+        bytes.truncate(EXEC_OUTPUT);
+        use std::os::unix::process::ExitStatusExt;
+        Ok(ExecOutput {
+            exit_code: output
+                .status
+                .code()
+                .or(output.status.signal().map(|s| 128 + s))
+                .unwrap_or(-1),
+            output: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
+    async fn top(&self, instance: &Instance) -> anyhow::Result<Usage> {
+        let meta = self.meta(&instance.id).await?;
+        if !alive(&meta) {
+            return Ok(Usage::default());
+        }
+        let window = Duration::from_millis(250);
+        let before = group_stats(meta.pid);
+        tokio::time::sleep(window).await;
+        let after = group_stats(meta.pid);
+        let ticks_per_second = rustix::param::clock_ticks_per_second() as f64;
+        let used = after.0.saturating_sub(before.0) as f64 / ticks_per_second;
+        Ok(Usage {
+            cpu_percent: (used / window.as_secs_f64() * 100.0 * 10.0).round() / 10.0,
+            memory_bytes: after.1 * rustix::param::page_size() as u64,
+            processes: after.2,
+        })
+    }
+}
+
+/// CPU ticks, resident pages and process count of process group `pgrp`.
+fn group_stats(pgrp: i32) -> (u64, u64, u32) {
+    let mut total = (0, 0, 0);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return total;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(stat) = read_stat(pid).filter(|s| s.pgrp == pgrp) {
+            total.0 += stat.ticks;
+            total.1 += stat.rss_pages;
+            total.2 += 1;
+        }
+    }
+    total
+}
+
+/// The last `lines` lines of `text`.
+fn last_lines(text: &[u8], lines: usize) -> &[u8] {
+    if lines == 0 {
+        return &[];
+    }
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    let start = body
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(lines - 1)
+        .map(|(i, _)| i + 1)
+        .unwrap_or(0);
+    &text[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_lines_counts_from_the_end() {
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(last_lines(b"a\nb\nc", 2), b"b\nc");
+        assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(last_lines(b"a\n", 0), b"");
+    }
+
+    #[test]
+    fn our_own_process_reads_as_alive() {
+        let pid = std::process::id() as i32;
+        let stat = read_stat(pid).unwrap();
+        let meta = Meta {
+            zone: "z".into(),
+            workspace: "w".into(),
+            name: "n".into(),
+            epoch: 1,
+            restarts: 0,
+            pid,
+            start_ticks: stat.start_ticks,
+            started_at: 0,
+            env: Vec::new(),
+        };
+        assert!(alive(&meta));
+        assert!(!alive(&Meta {
+            start_ticks: stat.start_ticks + 1,
+            ..meta
+        }));
+    }
+}

@@ -1,0 +1,204 @@
+//! The node API, served over HTTPS to the API server only: the node's certificate comes from
+//! the cluster CA, and a caller must present a client certificate from the API server's own
+//! CA, which signs nothing else (so one node cannot call another).
+//!
+//! - `GET  /v1/containers/{workspace}/{name}/logs?follow=true&tail=N`
+//! - `POST /v1/containers/{workspace}/{name}/exec` with `{"command": [...]}`
+//! - `GET  /v1/containers/{workspace}/{name}/top`
+//! - `GET  /v1/top`: every container's use
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::tls_rustls::RustlsConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::server::WebPkiClientVerifier;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Agent;
+
+/// An error as the API server shapes them, so that it can relay it unchanged.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let reason = if self.0 == StatusCode::NOT_FOUND {
+            "NotFound"
+        } else {
+            "NodeError"
+        };
+        (
+            self.0,
+            axum::Json(json!({"error": {"reason": reason, "message": self.1}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+type Found = (crate::driver::Instance, Arc<dyn crate::driver::Driver>);
+
+fn find(agent: &Agent, workspace: &str, name: &str) -> Result<Found, Failure> {
+    agent.find(workspace, name).ok_or_else(|| {
+        Failure(
+            StatusCode::NOT_FOUND,
+            format!("container {workspace}/{name} does not run on this node (yet)"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct LogParams {
+    #[serde(default)]
+    follow: bool,
+    tail: Option<usize>,
+}
+
+async fn logs(
+    State(agent): State<Arc<Agent>>,
+    Path((workspace, name)): Path<(String, String)>,
+    Query(params): Query<LogParams>,
+) -> Result<Response, Failure> {
+    let (instance, driver) = find(&agent, &workspace, &name)?;
+    let stream = driver.logs(&instance, params.follow, params.tail).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecRequest {
+    command: Vec<String>,
+}
+
+async fn exec(
+    State(agent): State<Arc<Agent>>,
+    Path((workspace, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, Failure> {
+    let request: ExecRequest = serde_json::from_slice(&body).map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"command\": [...]}}: {e}"),
+        )
+    })?;
+    let (instance, driver) = find(&agent, &workspace, &name)?;
+    if instance.state != dora_crds::status::ContainerState::Running {
+        return Err(Failure(
+            StatusCode::CONFLICT,
+            format!(
+                "container {name} is {}, not Running",
+                instance.state.as_str()
+            ),
+        ));
+    }
+    let output = driver.exec(&instance, &request.command).await?;
+    Ok(axum::Json(output).into_response())
+}
+
+async fn top(
+    State(agent): State<Arc<Agent>>,
+    Path((workspace, name)): Path<(String, String)>,
+) -> Result<Response, Failure> {
+    let (instance, driver) = find(&agent, &workspace, &name)?;
+    let usage = driver.top(&instance).await?;
+    Ok(axum::Json(json!({"name": name, "workspace": workspace, "usage": usage})).into_response())
+}
+
+async fn top_all(State(agent): State<Arc<Agent>>) -> Result<Response, Failure> {
+    let running = agent
+        .all()
+        .into_iter()
+        .filter(|(instance, _)| instance.state == dora_crds::status::ContainerState::Running);
+    let samples = running.map(|(instance, driver)| async move {
+        let usage = driver.top(&instance).await.unwrap_or_default();
+        json!({"name": instance.key.name, "workspace": instance.key.workspace, "usage": usage})
+    });
+    let items = futures::future::join_all(samples).await;
+    Ok(axum::Json(json!({"items": items})).into_response())
+}
+
+/// Gets the node's certificate from the API, serves the node API on `listen` until `stop`,
+/// and returns the endpoint to advertise.
+pub async fn start(
+    agent: Arc<Agent>,
+    listen: SocketAddr,
+    stop: CancellationToken,
+) -> anyhow::Result<String> {
+    let config = agent.config();
+    let host = config.advertise.clone();
+    let issued = agent
+        .api()
+        .certificate(std::slice::from_ref(&host))
+        .await
+        .context("cannot get the node's certificate")?;
+    let tls = server_config(&issued).context("cannot set up the node's TLS")?;
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/top", get(top_all))
+        .route("/v1/containers/{workspace}/{name}/logs", get(logs))
+        .route("/v1/containers/{workspace}/{name}/exec", post(exec))
+        .route("/v1/containers/{workspace}/{name}/top", get(top))
+        .with_state(agent.clone());
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+    });
+    let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
+        .handle(handle)
+        .serve(app.into_make_service());
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "the node API stopped");
+        }
+    });
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Ok(format!("https://{host}:{port}"))
+}
+
+fn server_config(
+    issued: &crate::api::NodeCertificate,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut callers = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(issued.proxy_ca.as_bytes()) {
+        callers.add(cert?)?;
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(callers), provider.clone()).build()?;
+    let certs = CertificateDer::pem_slice_iter(issued.certificate.as_bytes())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(issued.key.as_bytes())?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}

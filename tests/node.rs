@@ -1,0 +1,489 @@
+//! End to end: the node agent inside `dora up` runs containers with the process driver and on
+//! a real Docker Engine, and the CLI reaches their logs, shells and usage through the API.
+//! Docker tests need dockerd and the dora/busybox image (`scripts/docker start`); under
+//! CI=true their absence fails the run.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::Dora;
+
+const NODE: &str = "n1";
+
+fn up(home: &Path) -> Dora {
+    let log = std::fs::File::create(home.join("up.log")).unwrap();
+    Dora::up_with(
+        home,
+        &["--node-name", NODE, "--heartbeat", "1s"],
+        "warn,dora_nodeagent=info",
+        Stdio::from(log),
+    )
+}
+
+/// Whether dockerd answers and has the test image; under CI=true it must.
+fn docker_ready() -> bool {
+    let ready = Process::new("docker")
+        .args(["image", "inspect", "dora/busybox"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        assert!(
+            std::env::var("CI").is_err(),
+            "Docker or the dora/busybox image is missing; run scripts/docker start"
+        );
+        eprintln!("skipped: no Docker (run scripts/docker start)");
+    }
+    ready
+}
+
+/// Docker containers of one Dora container, by label.
+fn docker_ids(container: &str) -> Vec<String> {
+    let output = Process::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=dora.name={container}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes a test's Docker containers even when it fails.
+struct DockerCleanup(&'static str);
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        for id in docker_ids(self.0) {
+            let _ = Process::new("docker").args(["rm", "-f", &id]).output();
+        }
+    }
+}
+
+/// Processes whose command line contains `marker`.
+fn processes(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|cmd| {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                cmd.trim() == marker
+            })
+        })
+        .count()
+}
+
+fn workload(name: &str, driver: &str, command: &str, restart: &str) -> String {
+    let image = if driver == "Docker" {
+        "  image: {image: dora/busybox, pullPolicy: Never}\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Workload\nmetadata: {{name: {name}}}\nspec:\n  replica: {{count: 1}}\n  driver: {driver}\n{image}  config:\n    cmd: [sh, -c, {command:?}]\n    restartPolicy: {restart}\n  selectors:\n    cpu: {{product_name: All, count: 100m}}\n"
+    )
+}
+
+fn apply(dora: &Dora, home: &Path, file: &str, yaml: &str) {
+    let path = home.join(file);
+    std::fs::write(&path, yaml).unwrap();
+    dora.run(&["apply", "-f", path.to_str().unwrap()]);
+}
+
+fn container(dora: &Dora, name: &str) -> Value {
+    let list = dora.json(&["get", "c", "-o", "json"]);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["metadata"]["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn state(container: &Value) -> &str {
+    container["status"]["observed"]["state"]
+        .as_str()
+        .unwrap_or("")
+}
+
+fn wait_state(dora: &Dora, name: &str, wanted: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = container(dora, name);
+        if state(&found) == wanted {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {wanted}: {found}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `check` every 100 ms for up to 30 s.
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Apply → Running → logs → one-off shell → top → delete → gone, for one driver.
+fn lifecycle(driver: &str, name: &'static str, marker: &str) {
+    let home = tempfile::tempdir().unwrap();
+    let dora = up(home.path());
+    let replica = format!("{name}.0");
+    let command = format!("echo hello from $DORA_WORKLOAD; exec {marker}");
+    apply(
+        &dora,
+        home.path(),
+        "w.yaml",
+        &workload(name, driver, &command, "Never"),
+    );
+    let running = wait_state(&dora, &replica, "Running");
+    assert_eq!(running["status"]["observed"]["node"], NODE);
+    assert_eq!(running["status"]["computed"]["node"], NODE);
+    eventually("the greeting in the logs", || {
+        dora.run(&["logs", "c", &replica])
+            .contains(&format!("hello from {name}"))
+    });
+    assert!(
+        dora.run(&["logs", "wk", name, "--tail", "1"])
+            .starts_with("hello")
+    );
+
+    let output = dora
+        .cli()
+        .args([
+            "shell",
+            "c",
+            &replica,
+            "--",
+            "sh",
+            "-c",
+            "echo inside $DORA_CONTAINER; exit 4",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("inside {replica}")));
+
+    let top = dora.json(&["top", "c", &replica, "-o", "json"]);
+    assert!(
+        top["items"][0]["usage"]["memoryBytes"].as_u64().unwrap() > 0,
+        "{top}"
+    );
+    assert!(dora.run(&["top", "node", NODE]).contains(&replica));
+
+    // Logs of a container that is not placed, and of one that does not exist, say so.
+    assert!(
+        dora.fails(&["logs", "c", "nothing.0"])
+            .contains("not found")
+    );
+
+    dora.run(&["delete", "wk", name]);
+    eventually("the container row to go", || {
+        container(&dora, &replica).is_null()
+    });
+    if driver == "Docker" {
+        eventually("the Docker container to go", || {
+            docker_ids(&replica).is_empty()
+        });
+    } else {
+        eventually("the process to end", || processes(marker) == 0);
+        let folder = home
+            .path()
+            .join("data/node/process/default/default")
+            .join(&replica);
+        eventually("the process folder to go", || !folder.exists());
+    }
+    dora.stop();
+}
+
+#[test]
+fn process_containers_run_log_shell_and_are_removed() {
+    lifecycle("Process", "hello.process", "sleep 1001");
+}
+
+#[test]
+fn docker_containers_run_log_shell_and_are_removed() {
+    if !docker_ready() {
+        return;
+    }
+    let _cleanup = DockerCleanup("hello.docker.0");
+    lifecycle("Docker", "hello.docker", "sleep 1002");
+}
+
+/// Restarts as the node reports them: the restart count of the run it reported last.
+fn restarts(container: &Value) -> u64 {
+    container["status"]["observed"]["restarts"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn failing_commands_follow_each_restart_policy() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = up(home.path());
+    let mut drivers = vec![("Process", "p")];
+    let _cleanup: Vec<DockerCleanup> = if docker_ready() {
+        drivers.push(("Docker", "d"));
+        ["d.never.0", "d.onfailure.0", "d.always.0", "d.done.0"]
+            .into_iter()
+            .map(DockerCleanup)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut yaml = String::new();
+    for (driver, prefix) in &drivers {
+        for (name, command, policy) in [
+            ("never", "echo run; exit 3", "Never"),
+            ("onfailure", "echo run; exit 3", "OnFailure"),
+            ("always", "echo run; exit 0", "Always"),
+            ("done", "echo run; exit 0", "OnFailure"),
+        ] {
+            yaml.push_str(&workload(
+                &format!("{prefix}.{name}"),
+                driver,
+                command,
+                policy,
+            ));
+            yaml.push_str("---\n");
+        }
+    }
+    apply(&dora, home.path(), "policies.yaml", &yaml);
+
+    for (_, prefix) in &drivers {
+        let never = wait_state(&dora, &format!("{prefix}.never.0"), "Failed");
+        assert_eq!(never["status"]["observed"]["exitCode"], 3, "{never}");
+        let done = wait_state(&dora, &format!("{prefix}.done.0"), "Succeeded");
+        assert_eq!(done["status"]["observed"]["exitCode"], 0, "{done}");
+    }
+    // The restart backoff starts at 10 s.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for (_, prefix) in &drivers {
+        loop {
+            let onfailure = container(&dora, &format!("{prefix}.onfailure.0"));
+            let always = container(&dora, &format!("{prefix}.always.0"));
+            if restarts(&onfailure) >= 1 && restarts(&always) >= 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no restarts: {onfailure} {always}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    for (_, prefix) in &drivers {
+        let never = container(&dora, &format!("{prefix}.never.0"));
+        let done = container(&dora, &format!("{prefix}.done.0"));
+        assert_eq!((restarts(&never), state(&never)), (0, "Failed"), "{never}");
+        assert_eq!((restarts(&done), state(&done)), (0, "Succeeded"), "{done}");
+        // The logs of an ended container stay readable.
+        assert!(
+            dora.run(&["logs", "c", &format!("{prefix}.never.0")])
+                .contains("run")
+        );
+        for name in ["never", "onfailure", "always", "done"] {
+            dora.run(&["delete", "wk", &format!("{prefix}.{name}")]);
+        }
+    }
+    if drivers.len() > 1 {
+        eventually("the Docker containers to go", || {
+            ["d.never.0", "d.onfailure.0", "d.always.0", "d.done.0"]
+                .iter()
+                .all(|c| docker_ids(c).is_empty())
+        });
+    }
+    dora.stop();
+}
+
+#[test]
+fn a_killed_agent_adopts_what_it_ran_without_duplicates() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = up(home.path());
+    let marker = "sleep 1003";
+    apply(
+        &dora,
+        home.path(),
+        "p.yaml",
+        &workload(
+            "kept.process",
+            "Process",
+            &format!("exec {marker}"),
+            "Never",
+        ),
+    );
+    let docker = docker_ready();
+    let _cleanup = DockerCleanup("kept.docker.0");
+    if docker {
+        apply(
+            &dora,
+            home.path(),
+            "d.yaml",
+            &workload("kept.docker", "Docker", "exec sleep 1004", "Never"),
+        );
+        wait_state(&dora, "kept.docker.0", "Running");
+    }
+    let before = wait_state(&dora, "kept.process.0", "Running");
+    eventually("the process", || processes(marker) == 1);
+    let docker_before = docker_ids("kept.docker.0");
+
+    // Killed without a chance to clean up; its containers keep running.
+    drop(dora);
+    assert_eq!(processes(marker), 1);
+    let dora = up(home.path());
+    // Heartbeats and a resync later, nothing was started twice.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = wait_state(&dora, "kept.process.0", "Running");
+    assert_eq!(processes(marker), 1);
+    assert_eq!(
+        after["status"]["observed"]["startedAt"],
+        before["status"]["observed"]["startedAt"]
+    );
+    assert_eq!(docker_ids("kept.docker.0"), docker_before);
+    if docker {
+        assert_eq!(docker_before.len(), 1);
+    }
+    dora.run(&["delete", "wk", "kept.process"]);
+    eventually("the process to end", || processes(marker) == 0);
+    if docker {
+        dora.run(&["delete", "wk", "kept.docker"]);
+        eventually("the Docker container to go", || {
+            docker_ids("kept.docker.0").is_empty()
+        });
+    }
+    dora.stop();
+}
+
+#[test]
+fn node_credentials_act_only_for_their_node() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = up(home.path());
+    apply(
+        &dora,
+        home.path(),
+        "w.yaml",
+        &workload("guarded", "Process", "exec sleep 1005", "Never"),
+    );
+    let running = wait_state(&dora, "guarded.0", "Running");
+    let epoch = running["status"]["computed"]["epoch"].as_u64().unwrap();
+    let other = dora
+        .run(&["token", "create", "--node", "n2"])
+        .trim()
+        .to_string();
+    let own = dora
+        .run(&["token", "create", "--node", NODE])
+        .trim()
+        .to_string();
+    let config: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(Dora::config(home.path())).unwrap())
+            .unwrap();
+    let profile = &config["profiles"]["local"];
+    let base = profile["apiServer"].as_str().unwrap().to_string();
+    let api = Api::new(&base, profile["ca"].as_str().unwrap());
+    let node_report = serde_json::json!({"heartbeat": 0, "cpu": {"count": 1}, "memoryBytes": 1});
+    let n1 = "/v1/zones/default/nodes/n1/report";
+    let n2 = "/v1/zones/default/nodes/n2/report";
+    assert_eq!(api.put(&other, n1, &node_report), 403);
+    assert_eq!(api.put(&other, n2, &node_report), 200);
+    let report = "/v1/zones/default/workspaces/default/containers/guarded.0/report";
+    let failed = |node: &str, epoch: u64| serde_json::json!({"node": node, "epoch": epoch, "state": "Failed"});
+    // Another node's credential cannot speak for n1, nor report for itself what is not bound
+    // to it; n1's own credential cannot report a binding the container does not have.
+    assert_eq!(api.put(&other, report, &failed(NODE, epoch)), 403);
+    assert_eq!(api.put(&other, report, &failed("n2", epoch)), 409);
+    assert_eq!(api.put(&own, report, &failed(NODE, epoch + 1)), 409);
+    let containers = "/v1/zones/default/containers";
+    assert_eq!(api.get(&other, containers), 403);
+    assert_eq!(api.get(&other, &format!("{containers}?node=n1")), 403);
+    assert_eq!(api.get(&other, &format!("{containers}?node=n2")), 200);
+    assert_eq!(
+        api.get(&other, "/v1/zones/default/workspaces/default/workloads"),
+        403
+    );
+    assert_eq!(state(&container(&dora, "guarded.0")), "Running");
+    dora.run(&["delete", "wk", "guarded"]);
+    eventually("the process to end", || processes("sleep 1005") == 0);
+    dora.stop();
+}
+
+/// Raw HTTPS calls to the API, for what the CLI does not do.
+struct Api {
+    runtime: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(base: &str, ca: &str) -> Api {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Api {
+            runtime: tokio::runtime::Runtime::new().unwrap(),
+            http: reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+        }
+    }
+
+    fn put(&self, token: &str, path: &str, body: &Value) -> u16 {
+        let request = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body);
+        self.runtime
+            .block_on(request.send())
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    fn get(&self, token: &str, path: &str) -> u16 {
+        let request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token);
+        self.runtime
+            .block_on(request.send())
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}

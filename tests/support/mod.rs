@@ -1,0 +1,185 @@
+//! What the end-to-end tests share: `dora up` as a child process on a temporary data folder
+//! and config, and the CLI run against it over HTTPS.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command as Process, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+pub const DORA: &str = env!("CARGO_BIN_EXE_dora");
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Lines of a child's stdout, read on a thread.
+pub fn line_reader(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line matching `wanted`, returning every line read up to it.
+pub fn read_until(
+    lines: &mpsc::Receiver<String>,
+    wanted: impl Fn(&str) -> bool,
+    what: &str,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let done = wanted(&line);
+                seen.push(line);
+                if done {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no {what} within 30 s; got {seen:#?}");
+}
+
+pub struct Dora {
+    pub child: Child,
+    /// Everything `dora up` printed before it was up.
+    pub banner: Vec<String>,
+    pub home: PathBuf,
+}
+
+impl Dora {
+    pub fn config(home: &Path) -> PathBuf {
+        home.join("config.yaml")
+    }
+
+    pub fn up(home: &Path) -> Dora {
+        Self::up_with(home, &[], "warn", Stdio::inherit())
+    }
+
+    /// `dora up` with more arguments, a log filter and where its log goes.
+    pub fn up_with(home: &Path, extra: &[&str], log: &str, stderr: Stdio) -> Dora {
+        let mut child = Process::new(DORA)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(home.join("data"))
+            .args(extra)
+            .env("DORA_CONFIG", Self::config(home))
+            .env("RUST_LOG", log)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("dora up starts");
+        let lines = line_reader(child.stdout.take().unwrap());
+        let banner = read_until(
+            &lines,
+            |l| l.starts_with("Dora is up at"),
+            "`Dora is up` line",
+        );
+        let first_start = banner
+            .last()
+            .is_some_and(|l| !l.contains("profile \"local\""));
+        let mut banner = banner;
+        if first_start {
+            banner.extend(read_until(
+                &lines,
+                |l| l.contains("dora events -w"),
+                "hints",
+            ));
+        }
+        Dora {
+            child,
+            banner,
+            home: home.to_path_buf(),
+        }
+    }
+
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new(DORA);
+        command
+            .env("DORA_CONFIG", Self::config(&self.home))
+            .current_dir(repo());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let output = self.cli().args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "dora {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
+        let output = self.cli().args(args).output().unwrap();
+        assert!(!output.status.success(), "dora {args:?} should fail");
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.run(args)).expect("valid JSON")
+    }
+
+    pub fn stop(mut self) {
+        let _ = Process::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Dora {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Polls `dora ARGS -o json` until `check` accepts it.
+pub fn wait_for(dora: &Dora, args: &[&str], what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = dora.json(args);
+        if check(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {value}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
