@@ -487,3 +487,130 @@ impl Api {
             .as_u16()
     }
 }
+
+fn sha256(path: &Path) -> String {
+    let output = Process::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn volume_files_round_trip_stay_confined_and_mount_into_containers() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = up(home.path());
+    let storage = home.path().join("storage");
+    apply(
+        &dora,
+        home.path(),
+        "volume.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Storage\nmetadata: {{name: local}}\nspec: {{kind: Local, mountpath: {}}}\n---\napiVersion: v1\nkind: Volume\nmetadata: {{name: data}}\nspec: {{storage: local}}\n",
+            storage.display()
+        ),
+    );
+    // 50 MB of varied bytes.
+    let big = home.path().join("big.bin");
+    let chunk: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut bytes = Vec::with_capacity(50_000_000);
+    for round in 0..50u8 {
+        bytes.extend(chunk.iter().map(|b| b.wrapping_add(round)));
+    }
+    std::fs::write(&big, &bytes).unwrap();
+
+    // An interrupted upload left its first 10 MB; the upload resumes there.
+    let folder = storage.join("default/data/sets");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join(".big.bin.dora-upload"), &bytes[..10_000_000]).unwrap();
+    let output = dora
+        .cli()
+        .args(["upload", big.to_str().unwrap(), "data", "sets/"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("resuming at byte 10000000"),
+        "{output:?}"
+    );
+    assert_eq!(sha256(&folder.join("big.bin")), sha256(&big));
+
+    let listing = dora.json(&["ls", "data", "sets", "-o", "json"]);
+    let items = listing["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listing}");
+    assert_eq!(items[0]["name"], "big.bin");
+    assert_eq!(items[0]["size"], 50_000_000);
+    assert!(dora.run(&["ls", "data"]).contains("sets/"));
+
+    let back = home.path().join("back.bin");
+    dora.run(&["download", "data", "sets/big.bin", back.to_str().unwrap()]);
+    assert_eq!(sha256(&back), sha256(&big));
+
+    // Nothing leads out of the volume: not `..`, not a symlink.
+    std::fs::write(home.path().join("secret"), "outside").unwrap();
+    std::os::unix::fs::symlink(home.path().join("secret"), folder.join("link")).unwrap();
+    for escape in ["../../../secret", "sets/../../secret", "sets/link"] {
+        let error = dora.fails(&["download", "data", escape, home.path().to_str().unwrap()]);
+        assert!(
+            error.contains("out of the volume") || error.contains("leaves the volume"),
+            "{escape}: {error}"
+        );
+    }
+    let outside = home.path().join("evil.txt");
+    std::fs::write(&outside, "x").unwrap();
+    let error = dora.fails(&[
+        "upload",
+        outside.to_str().unwrap(),
+        "data",
+        "../../evil.txt",
+    ]);
+    assert!(error.contains("volume"), "{error}");
+    assert!(!storage.join("evil.txt").exists() && !home.path().join("evil.txt.x").exists());
+
+    // A container sees the volume: the process driver through DORA_VOLUME_DATA.
+    apply(
+        &dora,
+        home.path(),
+        "reader.yaml",
+        &format!(
+            "{}  volumes:\n    - name: data\n",
+            workload(
+                "reader",
+                "Process",
+                "wc -c < $DORA_VOLUME_DATA/sets/big.bin",
+                "Never"
+            )
+        ),
+    );
+    wait_state(&dora, "reader.0", "Succeeded");
+    assert!(dora.run(&["logs", "c", "reader.0"]).contains("50000000"));
+    if docker_ready() {
+        let _cleanup = DockerCleanup("docker.reader.0");
+        apply(
+            &dora,
+            home.path(),
+            "docker-reader.yaml",
+            &format!(
+                "{}  volumes:\n    - name: data\n      target: /mnt/data\n",
+                workload(
+                    "docker.reader",
+                    "Docker",
+                    "wc -c < /mnt/data/sets/big.bin",
+                    "Never"
+                )
+            ),
+        );
+        wait_state(&dora, "docker.reader.0", "Succeeded");
+        assert!(
+            dora.run(&["logs", "c", "docker.reader.0"])
+                .contains("50000000")
+        );
+        dora.run(&["delete", "wk", "docker.reader"]);
+        eventually("the Docker container to go", || {
+            docker_ids("docker.reader.0").is_empty()
+        });
+    }
+    dora.stop();
+}

@@ -18,6 +18,8 @@ pub struct Target {
     pub name: Option<String>,
     /// What of the resource the path addresses.
     pub part: Part,
+    /// The path inside a volume, for [`Part::Files`].
+    pub file: String,
 }
 
 /// The resource itself, or something under it: `/v1/.../{name}/{part}`.
@@ -36,6 +38,10 @@ pub enum Part {
     Exec,
     /// CPU and memory use of a container or node (`GET`).
     Top,
+    /// The volumes a container mounts, resolved to where they live (`GET`, for its node).
+    Mounts,
+    /// A file or folder inside a volume: `.../volumes/NAME/files/PATH` (`GET`, `PUT`).
+    Files,
 }
 
 impl Part {
@@ -47,6 +53,8 @@ impl Part {
             "logs" => Part::Logs,
             "exec" => Part::Exec,
             "top" => Part::Top,
+            "mounts" => Part::Mounts,
+            "files" => Part::Files,
             _ => return None,
         })
     }
@@ -91,9 +99,14 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
         rest => ("", None, rest),
     };
     let no_such_path = || ApiError::not_found(format!("no such path /v1/{}", parts.join("/")));
+    let mut file = String::new();
     let (plural, name, part) = match rest {
         [plural] => (*plural, None, Part::Object),
         [plural, name] => (*plural, Some(*name), Part::Object),
+        [plural, name, "files", tail @ ..] => {
+            file = tail.join("/");
+            (*plural, Some(*name), Part::Files)
+        }
         [plural, name, part] => (
             *plural,
             Some(*name),
@@ -125,6 +138,7 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
         workspace: workspace.map(str::to_string),
         name: name.map(str::to_string),
         part,
+        file,
     })
 }
 

@@ -59,6 +59,12 @@ pub enum Command {
     Shell(ShellArgs),
     /// Show CPU and memory use of a container, or of every container on a node.
     Top(TopArgs),
+    /// List a folder of a volume.
+    Ls(LsArgs),
+    /// Upload a file to a volume (resumes an interrupted upload).
+    Upload(UploadArgs),
+    /// Download a file from a volume.
+    Download(DownloadArgs),
     /// Show credit use, limit and next reset per zone.
     Credits(CreditsArgs),
     /// Pause a workload: its containers stop until `dora resume`.
@@ -199,6 +205,40 @@ pub struct TopArgs {
     pub name: String,
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    pub volume: String,
+    /// A folder inside the volume (default: its top).
+    #[arg(default_value = "")]
+    pub path: String,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The local file.
+    pub source: PathBuf,
+    pub volume: String,
+    /// Where in the volume (default: the file's name at the top; a path ending in / is a
+    /// folder to put it in).
+    #[arg(default_value = "")]
+    pub path: String,
+    /// Start over instead of resuming an interrupted upload.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    pub volume: String,
+    /// The file inside the volume.
+    pub path: String,
+    /// The local file or folder (default: the current folder).
+    #[arg(default_value = ".")]
+    pub destination: PathBuf,
 }
 
 /// How components log.

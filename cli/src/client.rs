@@ -142,6 +142,24 @@ impl Client {
         (self.zone.as_deref(), self.workspace.as_deref())
     }
 
+    /// A request to `path` with the caller's credentials, to finish and send with
+    /// [`Client::send_request`].
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends a request built with [`Client::request`], whatever the answer's status.
+    pub async fn send_request(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Response> {
+        request.send().await.with_context(|| {
+            format!(
+                "cannot reach the API server at {}; is `dora up` running?",
+                self.base
+            )
+        })
+    }
+
     /// Sends a request and returns the raw response, whatever its status.
     pub async fn send(
         &self,
@@ -150,22 +168,13 @@ impl Client {
         query: &[(&str, String)],
         body: Option<String>,
     ) -> anyhow::Result<Response> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .query(query);
+        let mut request = self.request(method, path).query(query);
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/yaml")
                 .body(body);
         }
-        request.send().await.with_context(|| {
-            format!(
-                "cannot reach the API server at {}; is `dora up` running?",
-                self.base
-            )
-        })
+        self.send_request(request).await
     }
 
     /// Sends a request and decodes a successful JSON answer; errors carry the API's message.

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use anyhow::Context;
 use dora_crds::Resource;
 use dora_crds::spec::{ContainerSpec, Driver as DriverKind};
 use dora_crds::status::{ContainerReport, ContainerState, NodeReport, Placement};
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiConfig, Change, Reported, key_of};
 use crate::driver::docker::DockerDriver;
 use crate::driver::process::ProcessDriver;
-use crate::driver::{Driver, Exit, Instance, Run};
+use crate::driver::{Driver, Exit, Instance, Mount, Run};
 use crate::hardware::{self, Gpus};
 
 /// The watch starts over with a fresh list this often, so that a missed change heals.
@@ -257,7 +258,19 @@ impl Agent {
                 tokio::spawn(async move { agent.report(&key, report).await });
             }
         };
-        match driver.start(run, &pulling).await {
+        let mut run = run.clone();
+        if !run.spec.template.volumes.is_empty() {
+            match self.mounts(key).await {
+                Ok(mounts) => run.mounts = mounts,
+                Err(e) => {
+                    failure.reason = Some(format!("cannot mount its volumes: {e:#}"));
+                    lock(&self.failed).insert((key.clone(), run.epoch));
+                    self.report(key, failure).await;
+                    return;
+                }
+            }
+        }
+        match driver.start(&run, &pulling).await {
             Ok(instance) => {
                 tracing::info!(%key, epoch = run.epoch, id = %instance.id, "started");
                 let report = self.report_of(&instance);
@@ -271,6 +284,17 @@ impl Agent {
                 self.report(key, failure).await;
             }
         }
+    }
+
+    /// The container's volumes from the API, with their local folders made.
+    async fn mounts(&self, key: &ObjectKey) -> anyhow::Result<Vec<Mount>> {
+        let mounts = self.api.mounts(key).await?;
+        for mount in mounts.iter().filter(|m| m.kind == "Local") {
+            tokio::fs::create_dir_all(&mount.source)
+                .await
+                .with_context(|| format!("cannot create {}", mount.source))?;
+        }
+        Ok(mounts)
     }
 
     /// Stops the container as its binding asks (maxRunTime, drain) and reports why.
@@ -409,6 +433,7 @@ impl Agent {
                             epoch: placement.epoch,
                             spec,
                             placement,
+                            mounts: Vec::new(),
                         },
                         report,
                     },

@@ -176,6 +176,23 @@ impl ApiClient {
         }
     }
 
+    /// The volumes a container bound here mounts, resolved.
+    pub async fn mounts(&self, key: &ObjectKey) -> anyhow::Result<Vec<crate::driver::Mount>> {
+        let path = format!(
+            "/v1/zones/{}/workspaces/{}/containers/{}/mounts",
+            key.zone, key.workspace, key.name
+        );
+        let response = self
+            .request(Method::GET, &path)
+            .send()
+            .await
+            .context("cannot reach the API server")?;
+        if !response.status().is_success() {
+            return Err(error_of(response).await);
+        }
+        response.json().await.context("unreadable mounts")
+    }
+
     /// A serving certificate for the names the node's API answers on.
     pub async fn certificate(&self, names: &[String]) -> anyhow::Result<NodeCertificate> {
         let response = self

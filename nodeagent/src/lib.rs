@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod driver;
+pub mod files;
 pub mod hardware;
 pub mod server;
 pub mod sim;

@@ -6,6 +6,8 @@
 //! - `POST /v1/containers/{workspace}/{name}/exec` with `{"command": [...]}`
 //! - `GET  /v1/containers/{workspace}/{name}/top`
 //! - `GET  /v1/top`: every container's use
+//! - `GET  /v1/files/PATH?root=FOLDER`: a folder's entries, or a file's contents
+//! - `PUT  /v1/files/PATH?root=FOLDER&size=N&offset=M`: an upload, resumable from `offset`
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
+use crate::files::Volume;
 
 /// An error as the API server shapes them, so that it can relay it unchanged.
 struct Failure(StatusCode, String);
@@ -135,6 +138,136 @@ async fn top_all(State(agent): State<Arc<Agent>>) -> Result<Response, Failure> {
     Ok(axum::Json(json!({"items": items})).into_response())
 }
 
+#[derive(Deserialize)]
+struct FileParams {
+    /// The volume's folder on this node.
+    root: String,
+    #[serde(default)]
+    stat: bool,
+    #[serde(default)]
+    upload: bool,
+    /// The caller may list folders but not read files.
+    #[serde(default)]
+    list_only: bool,
+    offset: Option<u64>,
+    size: Option<u64>,
+}
+
+fn file_failure(path: &str, e: std::io::Error) -> Failure {
+    use std::io::ErrorKind;
+    let escape = matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::XDEV.raw_os_error() || code == rustix::io::Errno::LOOP.raw_os_error());
+    match e.kind() {
+        _ if escape => Failure(
+            StatusCode::FORBIDDEN,
+            format!("{path:?} leads out of the volume"),
+        ),
+        ErrorKind::PermissionDenied => Failure(StatusCode::FORBIDDEN, e.to_string()),
+        ErrorKind::NotFound => Failure(
+            StatusCode::NOT_FOUND,
+            format!("{path:?} does not exist in the volume"),
+        ),
+        ErrorKind::InvalidInput => Failure(StatusCode::CONFLICT, e.to_string()),
+        _ => Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn volume(params: &FileParams) -> Result<Volume, Failure> {
+    if !params.root.starts_with('/') {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "root must be an absolute folder".into(),
+        ));
+    }
+    Volume::open(std::path::Path::new(&params.root), true)
+        .map_err(|e| file_failure(&params.root, e))
+}
+
+async fn root_files(params: Query<FileParams>) -> Result<Response, Failure> {
+    read_files(Path(String::new()), params).await
+}
+
+async fn read_files(
+    Path(path): Path<String>,
+    Query(params): Query<FileParams>,
+) -> Result<Response, Failure> {
+    let volume = volume(&params)?;
+    let failure = |e| file_failure(&path, e);
+    if params.upload {
+        let uploaded = volume.uploaded(&path).map_err(failure)?;
+        return Ok(axum::Json(json!({"uploaded": uploaded})).into_response());
+    }
+    let entry = volume.stat(&path).map_err(failure)?;
+    if params.stat {
+        return Ok(axum::Json(entry).into_response());
+    }
+    if entry.kind == "dir" {
+        let items = volume.list(&path).map_err(failure)?;
+        return Ok(axum::Json(json!({"path": path, "items": items})).into_response());
+    }
+    if params.list_only {
+        return Err(Failure(
+            StatusCode::FORBIDDEN,
+            "reading files of this volume needs the Download permission".into(),
+        ));
+    }
+    let file = tokio::fs::File::from_std(volume.read(&path).map_err(failure)?);
+    let stream = tokio_util::io::ReaderStream::new(file);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, entry.size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn write_file(
+    Path(path): Path<String>,
+    Query(params): Query<FileParams>,
+    body: Body,
+) -> Result<Response, Failure> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let size = params.size.ok_or_else(|| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            "name the file's size: ?size=BYTES".into(),
+        )
+    })?;
+    let offset = params.offset.unwrap_or(0);
+    let volume = volume(&params)?;
+    let (file, upload) = volume
+        .upload(&path, offset)
+        .map_err(|e| file_failure(&path, e))?;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut written = offset;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+        written += chunk.len() as u64;
+        if written > size {
+            return Err(Failure(
+                StatusCode::BAD_REQUEST,
+                format!("more than the announced {size} bytes arrived"),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| file_failure(&path, e))?;
+    }
+    file.sync_all().await.map_err(|e| file_failure(&path, e))?;
+    if written < size {
+        return Ok(axum::Json(json!({"uploaded": written, "complete": false})).into_response());
+    }
+    upload.complete().map_err(|e| file_failure(&path, e))?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"uploaded": written, "complete": true})),
+    )
+        .into_response())
+}
+
 /// Gets the node's certificate from the API, serves the node API on `listen` until `stop`,
 /// and returns the endpoint to advertise.
 pub async fn start(
@@ -160,6 +293,9 @@ pub async fn start(
         .route("/v1/containers/{workspace}/{name}/logs", get(logs))
         .route("/v1/containers/{workspace}/{name}/exec", post(exec))
         .route("/v1/containers/{workspace}/{name}/top", get(top))
+        .route("/v1/files", get(root_files))
+        .route("/v1/files/", get(root_files))
+        .route("/v1/files/{*path}", get(read_files).put(write_file))
         .with_state(agent.clone());
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();

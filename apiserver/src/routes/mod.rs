@@ -8,6 +8,7 @@ mod proxy;
 mod resources;
 mod system;
 mod tokens;
+mod volumes;
 mod watch;
 
 use std::time::Instant;

@@ -88,7 +88,10 @@ fn relay(response: reqwest::Response) -> Response {
         .into_response()
 }
 
-async fn call(request: reqwest::RequestBuilder, endpoint: &str) -> Result<Response, ApiError> {
+pub(super) async fn call(
+    request: reqwest::RequestBuilder,
+    endpoint: &str,
+) -> Result<Response, ApiError> {
     let response = request.send().await.map_err(|e| {
         unavailable(format!(
             "cannot reach the node at {endpoint}: {e}; is its agent running?"

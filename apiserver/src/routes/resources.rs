@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{
     agents, flag, json_response, parse_limit, path_rejection, proxy, query_rejection, read_text,
-    watch,
+    volumes, watch,
 };
 use crate::path::{self, Part, Target};
 use crate::state::AppState;
@@ -34,6 +34,14 @@ pub(super) struct GetParams {
     node: Option<String>,
     follow: Option<String>,
     tail: Option<String>,
+    stat: Option<String>,
+    upload: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct PutParams {
+    offset: Option<u64>,
+    size: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -175,6 +183,15 @@ pub(super) async fn get(
         Part::Logs | Part::Top => {
             let follow = flag(params.follow.as_deref())?;
             return proxy::get(state, identity, target, follow, params.tail.as_deref()).await;
+        }
+        Part::Mounts => return volumes::mounts(state, identity, target).await,
+        Part::Files => {
+            let params = volumes::FileParams {
+                stat: params.stat,
+                upload: params.upload,
+                ..Default::default()
+            };
+            return volumes::files(state, identity, target, params, None).await;
         }
         Part::Report | Part::Certificate | Part::Exec => return Err(not_allowed("GET")),
     }
@@ -364,6 +381,7 @@ pub(super) async fn put(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
+    put: Result<Query<PutParams>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
@@ -377,6 +395,15 @@ pub(super) async fn put(
     match target.part {
         Part::Object => {}
         Part::Report => return agents::put(state, identity, target, body).await,
+        Part::Files => {
+            let Query(put) = put.map_err(query_rejection)?;
+            let params = volumes::FileParams {
+                offset: put.offset,
+                size: put.size,
+                ..Default::default()
+            };
+            return volumes::files(state, identity, target, params, Some(body)).await;
+        }
         _ => return Err(not_allowed("PUT")),
     }
     let text = read_text(body, state.options.max_body_bytes).await?;

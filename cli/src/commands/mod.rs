@@ -12,6 +12,7 @@ mod node;
 mod proxy;
 mod token;
 mod up;
+mod volumes;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => proxy::logs(&global, args).await.map(|()| ExitCode::SUCCESS),
         Command::Shell(args) => proxy::shell(&global, args).await,
         Command::Top(args) => proxy::top(&global, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Ls(args) => volumes::ls(&global, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Upload(args) => volumes::upload(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Download(args) => volumes::download(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Credits(args) => credits::run(&global, args)
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, DeviceRequest,
-    HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HostConfig, MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
@@ -21,7 +22,7 @@ use dora_crds::status::ContainerState;
 use dora_store::{ObjectKey, now_millis};
 use futures::StreamExt;
 
-use super::{Driver, ExecOutput, Exit, Exits, Instance, LogStream, Run, Usage, join, label};
+use super::{Driver, ExecOutput, Exit, Exits, Instance, LogStream, Mount, Run, Usage, join, label};
 
 /// Seconds a stopped container has between TERM and KILL.
 const GRACE_SECS: i32 = 10;
@@ -231,6 +232,9 @@ impl DockerDriver {
                 ..Default::default()
             }]);
         }
+        if !run.mounts.is_empty() {
+            host.mounts = Some(run.mounts.iter().map(docker_mount).collect());
+        }
         if let Some(network) = &template.network {
             host.network_mode = Some(
                 match network.mode {
@@ -260,6 +264,38 @@ impl DockerDriver {
         }
         host
     }
+}
+
+/// A Local volume is a bind mount of its folder; an NFS volume a Docker local volume with
+/// NFS options, so that the node needs no NFS mount of its own.
+fn docker_mount(mount: &Mount) -> bollard::models::Mount {
+    let mut docker = bollard::models::Mount {
+        target: Some(mount.target.clone()),
+        read_only: Some(mount.read_only),
+        ..Default::default()
+    };
+    match (mount.server.as_deref(), mount.export.as_deref()) {
+        (Some(server), Some(export)) if mount.kind == "NFS" => {
+            let access = if mount.read_only { "ro" } else { "rw" };
+            docker.typ = Some(MountType::VOLUME);
+            docker.volume_options = Some(MountVolumeOptions {
+                driver_config: Some(MountVolumeOptionsDriverConfig {
+                    name: Some("local".into()),
+                    options: Some(HashMap::from([
+                        ("type".to_string(), "nfs".to_string()),
+                        ("o".to_string(), format!("addr={server},{access},nfsvers=4")),
+                        ("device".to_string(), format!(":{export}")),
+                    ])),
+                }),
+                ..Default::default()
+            });
+        }
+        _ => {
+            docker.typ = Some(MountType::BIND);
+            docker.source = Some(mount.source.clone());
+        }
+    }
+    docker
 }
 
 fn port_key(port: u16, protocol: Protocol) -> String {

@@ -12,7 +12,7 @@ use dora_crds::spec::ContainerSpec;
 use dora_crds::status::{ContainerState, Placement};
 use dora_store::ObjectKey;
 use futures::stream::BoxStream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// Labels (Docker) and metadata (process) that mark a container as Dora's.
@@ -34,6 +34,29 @@ pub struct Run {
     pub epoch: u64,
     pub spec: ContainerSpec,
     pub placement: Placement,
+    /// Its volumes, resolved by the API.
+    pub mounts: Vec<Mount>,
+}
+
+/// A volume resolved to where it lives, as the API tells the node.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mount {
+    pub name: String,
+    /// The folder on the node.
+    pub source: String,
+    /// Where the container sees it.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// `Local` or `NFS`.
+    pub kind: String,
+    /// The NFS server.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// The folder on the NFS server.
+    #[serde(default)]
+    pub export: Option<String>,
 }
 
 impl Run {
@@ -62,6 +85,20 @@ impl Run {
         }
         if !self.placement.cpus.is_empty() {
             env.push(("DORA_CPUS".into(), join(&self.placement.cpus)));
+        }
+        for mount in &self.mounts {
+            let name: String = mount
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            env.push((format!("DORA_VOLUME_{name}"), mount.source.clone()));
         }
         env
     }

@@ -1,0 +1,273 @@
+//! Volumes: where they live, for the nodes that mount them (`GET .../containers/NAME/mounts`),
+//! and their files for people (`GET|PUT .../volumes/NAME/files/PATH`), served by a node of
+//! the zone. The API resolves a volume to its folder from the Volume and Storage rows; the
+//! node confines every path to that folder.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::Response;
+use dora_crds::Kind;
+use dora_crds::spec::{ContainerSpec, StorageKind, StorageSpec, Verb, VolumePolicy, VolumeSpec};
+use dora_crds::status::{NodeCondition, NodeReport, Placement};
+use dora_store::{ListQuery, ObjectKey};
+use serde::Serialize;
+
+use super::json_response;
+use super::resources::not_allowed;
+use crate::path::Target;
+use crate::state::AppState;
+use crate::{ApiError, Identity};
+
+/// A volume resolved to where its data lives.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Mount {
+    pub name: String,
+    /// The folder on the node (or on the NFS server's export, for NFS).
+    pub source: String,
+    /// Where the container sees it.
+    pub target: String,
+    pub read_only: bool,
+    /// `Local` or `NFS`.
+    pub kind: &'static str,
+    /// The NFS server, for NFS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The folder on the NFS server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
+}
+
+fn invalid_row(key: &ObjectKey, e: serde_json::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "Malformed",
+        format!("{key} cannot be read: {e}; apply it again"),
+    )
+}
+
+/// A subpath inside a volume: relative, without `..`.
+fn check_subpath(subpath: &str) -> Result<&str, ApiError> {
+    let trimmed = subpath.trim_matches('/');
+    if trimmed.split('/').any(|part| part == "..") || trimmed.contains('\0') {
+        return Err(ApiError::invalid(
+            "spec.volumes[].subpath",
+            format!("{subpath:?} leaves the volume; use a folder inside it"),
+        ));
+    }
+    Ok(trimmed)
+}
+
+/// Where volume `name` of `workspace` lives, from its Volume and Storage rows.
+async fn resolve(
+    state: &AppState,
+    zone: &str,
+    workspace: &str,
+    name: &str,
+) -> Result<(VolumeSpec, StorageSpec, String), ApiError> {
+    let store = &state.service.store;
+    let key = ObjectKey::new(Kind::Volume, zone, workspace, name);
+    let row = store.get(&key).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no volume {name:?} in workspace {workspace} of zone {zone}; apply a Volume first"
+        ))
+    })?;
+    let volume: VolumeSpec = dora_crds::decode(&row.resource).map_err(|e| invalid_row(&key, e))?;
+    let storage_key = ObjectKey::new(Kind::Storage, zone, "", &volume.storage);
+    let storage_row = store.get(&storage_key).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "volume {name} names storage {:?}, which does not exist in zone {zone}",
+            volume.storage
+        ))
+    })?;
+    let storage: StorageSpec =
+        dora_crds::decode(&storage_row.resource).map_err(|e| invalid_row(&storage_key, e))?;
+    let mountpath = storage.mountpath.trim_end_matches('/');
+    let folder = match &volume.local_path {
+        Some(path) if path.starts_with('/') => path.trim_end_matches('/').to_string(),
+        Some(path) => format!("{mountpath}/{}", check_subpath(path)?),
+        None => format!("{mountpath}/{workspace}/{name}"),
+    };
+    Ok((volume, storage, folder))
+}
+
+/// `GET .../containers/NAME/mounts`: for the node the container is bound to.
+pub(super) async fn mounts(
+    state: AppState,
+    identity: Identity,
+    target: Target,
+) -> Result<Response, ApiError> {
+    if target.kind != Kind::Container {
+        return Err(not_allowed("GET"));
+    }
+    let key = ObjectKey::new(
+        Kind::Container,
+        &target.zone,
+        target.workspace.as_deref().unwrap_or_default(),
+        target.name.as_deref().unwrap_or_default(),
+    );
+    let row = state
+        .service
+        .store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{key} not found")))?;
+    let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
+    let node = placement.node.unwrap_or_default();
+    state.service.authorize_node(&identity, &key.zone, &node)?;
+    let spec: ContainerSpec = dora_crds::decode(&row.resource).map_err(|e| invalid_row(&key, e))?;
+    let mut mounts = Vec::new();
+    for volume in &spec.template.volumes {
+        let workspace = volume.workspace.as_deref().unwrap_or(&key.workspace);
+        let (resolved, storage, folder) =
+            resolve(&state, &key.zone, workspace, &volume.name).await?;
+        let source = match volume.subpath.as_deref().map(check_subpath).transpose()? {
+            Some(sub) if !sub.is_empty() => format!("{folder}/{sub}"),
+            _ => folder,
+        };
+        let (kind, server, export) = match storage.kind {
+            StorageKind::Local => ("Local", None, None),
+            StorageKind::Nfs => {
+                let endpoint = storage.endpoint.clone().unwrap_or_default();
+                let (host, base) = endpoint.split_once(':').unwrap_or((&endpoint, "/"));
+                let relative = source
+                    .strip_prefix(storage.mountpath.trim_end_matches('/'))
+                    .unwrap_or(&source);
+                let export = format!("{}{relative}", base.trim_end_matches('/'));
+                ("NFS", Some(host.to_string()), Some(export))
+            }
+        };
+        mounts.push(Mount {
+            name: volume.name.clone(),
+            source,
+            target: volume
+                .target
+                .clone()
+                .unwrap_or_else(|| format!("/{}", volume.name)),
+            read_only: resolved.policy == VolumePolicy::Readonly,
+            kind,
+            server,
+            export,
+        });
+    }
+    Ok(json_response(StatusCode::OK, &mounts))
+}
+
+#[derive(Default)]
+pub(super) struct FileParams {
+    /// `true`: the file's details only.
+    pub stat: Option<String>,
+    /// `true`: how much of an interrupted upload arrived.
+    pub upload: Option<String>,
+    /// Where the body goes in the file (resuming an upload).
+    pub offset: Option<u64>,
+    /// The whole file's size; the upload completes when it is reached.
+    pub size: Option<u64>,
+}
+
+/// A node without a heartbeat for this long is not asked to serve files.
+const HEARTBEAT_GRACE_MS: i64 = 20_000;
+
+/// A Ready node of the zone with a node API, to serve a volume's files.
+async fn file_server(state: &AppState, zone: &str) -> Result<String, ApiError> {
+    let query = ListQuery {
+        kind: Kind::Node.name().into(),
+        scope: Kind::Node.scope(),
+        zone: zone.to_string(),
+        workspace: None,
+        after: None,
+        limit: 1000,
+    };
+    let page = state.service.store.list(&query).await?;
+    let now = dora_store::now_millis();
+    page.rows
+        .iter()
+        .find_map(|row| {
+            let report: NodeReport = dora_crds::decode(&row.observed).unwrap_or_default();
+            let condition: NodeCondition = dora_crds::decode(&row.computed).unwrap_or_default();
+            // Ready, or heartbeating before the scheduler has said so.
+            let fresh = now - report.heartbeat < HEARTBEAT_GRACE_MS;
+            if !(condition.ready || fresh) {
+                return None;
+            }
+            let from_spec = row.resource.get("endpoint").and_then(|e| e.as_str());
+            from_spec.map(str::to_string).or(report.endpoint)
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NodeUnavailable",
+                format!("no Ready node with a node API in zone {zone} to serve the volume"),
+            )
+        })
+}
+
+/// `GET` and `PUT .../volumes/NAME/files/PATH`.
+pub(super) async fn files(
+    state: AppState,
+    identity: Identity,
+    target: Target,
+    params: FileParams,
+    upload: Option<Body>,
+) -> Result<Response, ApiError> {
+    if target.kind != Kind::Volume {
+        return Err(not_allowed(if upload.is_some() { "PUT" } else { "GET" }));
+    }
+    let workspace = target.workspace.as_deref().unwrap_or_default();
+    let name = target.name.as_deref().unwrap_or_default();
+    let stat = super::flag(params.stat.as_deref())?;
+    let partial = super::flag(params.upload.as_deref())?;
+    let allowed = |verb| {
+        state
+            .service
+            .authorize(&identity, verb, Kind::Volume, &target.zone, workspace)
+    };
+    // A folder is listed (Ls), a file downloaded (Download); only the node knows which the
+    // path is, so a caller with Ls alone is served listings only.
+    let list_only = match &upload {
+        Some(_) => {
+            allowed(Verb::Upload)?;
+            false
+        }
+        None if stat || partial || target.file.is_empty() => {
+            allowed(Verb::Ls)?;
+            false
+        }
+        None => match allowed(Verb::Download) {
+            Ok(()) => false,
+            Err(refused) => {
+                allowed(Verb::Ls).map_err(|_| refused)?;
+                true
+            }
+        },
+    };
+    let (_, _, folder) = resolve(&state, &target.zone, workspace, name).await?;
+    let endpoint = file_server(&state, &target.zone).await?;
+    let client = state.node_client()?;
+    let url = format!("{endpoint}/v1/files/{}", target.file);
+    let mut query = vec![("root", folder)];
+    for (key, on) in [
+        ("stat", stat),
+        ("upload", partial),
+        ("list_only", list_only),
+    ] {
+        if on {
+            query.push((key, "true".into()));
+        }
+    }
+    let request = match upload {
+        Some(body) => {
+            let size = params.size.ok_or_else(|| {
+                ApiError::invalid("size", "an upload names the whole file's size: ?size=BYTES")
+            })?;
+            query.push(("size", size.to_string()));
+            query.push(("offset", params.offset.unwrap_or(0).to_string()));
+            client
+                .put(url)
+                .query(&query)
+                .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        }
+        None => client.get(url).query(&query),
+    };
+    super::proxy::call(request, &endpoint).await
+}
