@@ -189,6 +189,19 @@ fn lifecycle(driver: &str, name: &'static str, marker: &str) {
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("inside {replica}")));
 
+    // A session fed from a pipe, and one on a terminal (`script` gives the CLI one).
+    let typed = session(
+        &dora,
+        &replica,
+        false,
+        "echo typed $DORA_CONTAINER\nexit 6\n",
+    );
+    assert_eq!(typed.0, Some(6), "{typed:?}");
+    assert!(typed.1.contains(&format!("typed {replica}")), "{typed:?}");
+    let terminal = session(&dora, &replica, true, "tty\nexit 3\n");
+    assert_eq!(terminal.0, Some(3), "{terminal:?}");
+    assert!(terminal.1.contains("/dev/pts/"), "{terminal:?}");
+
     let top = dora.json(&["top", "c", &replica, "-o", "json"]);
     assert!(
         top["items"][0]["usage"]["memoryBytes"].as_u64().unwrap() > 0,
@@ -219,6 +232,41 @@ fn lifecycle(driver: &str, name: &'static str, marker: &str) {
         eventually("the process folder to go", || !folder.exists());
     }
     dora.stop();
+}
+
+/// `dora shell c NAME` with `input` typed, on a terminal when `tty`: exit code and output.
+fn session(dora: &Dora, replica: &str, tty: bool, input: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let dora_cmd = format!("{} shell c {replica}", support::DORA);
+    let mut command = if tty {
+        let mut script = Process::new("script");
+        script.args(["-qfec", &dora_cmd, "/dev/null"]);
+        script
+    } else {
+        let mut plain = Process::new(support::DORA);
+        plain.args(["shell", "c", replica]);
+        plain
+    };
+    let mut child = command
+        .env("DORA_CONFIG", Dora::config(&dora.home))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    // A terminal session ends with its `exit`; its input stays open until then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the shell session did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
 }
 
 #[test]

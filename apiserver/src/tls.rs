@@ -195,6 +195,15 @@ impl Pki {
     /// The HTTPS client for node agents: it trusts the cluster CA only and presents the API
     /// server's client certificate.
     pub fn node_client(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .use_preconfigured_tls(self.node_tls()?)
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()?)
+    }
+
+    /// TLS towards node agents: the cluster CA as the only root, the API server's client
+    /// certificate as identity.
+    pub fn node_tls(&self) -> anyhow::Result<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(self.ca_path()).context("cannot read ca.pem")? {
             roots.add(cert?)?;
@@ -210,10 +219,7 @@ impl Pki {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)?;
-        Ok(reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()?)
+        Ok(tls)
     }
 
     /// The rustls configuration serving the server certificate (HTTP/2 and HTTP/1.1).

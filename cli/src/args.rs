@@ -196,6 +196,9 @@ pub struct ShellArgs {
     /// The command to run (after --); default: an interactive sh.
     #[arg(last = true)]
     pub command: Vec<String>,
+    /// Attach your terminal to the command (the default without a command).
+    #[arg(short, long)]
+    pub interactive: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,11 +14,17 @@ use crate::config::{Config, Profile};
 /// A connection to one API server as one user.
 pub struct Client {
     http: reqwest::Client,
+    /// The TLS settings of `http`, for WebSocket connections.
+    tls: Arc<rustls::ClientConfig>,
     base: String,
     token: String,
     zone: Option<String>,
     workspace: Option<String>,
 }
+
+/// A WebSocket to the API server.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// Where a command acts.
 pub struct Place {
@@ -75,16 +81,18 @@ impl Client {
     }
 
     fn for_profile(profile: &Profile, global: &Global) -> anyhow::Result<Client> {
-        let mut builder =
-            reqwest::Client::builder().user_agent(concat!("dora/", env!("CARGO_PKG_VERSION")));
-        match &profile.ca {
-            Some(ca) => builder = builder.use_preconfigured_tls(tls_config(ca)?),
+        let tls = match &profile.ca {
+            Some(ca) => tls_config(ca)?,
             None => bail!(
                 "the profile has no CA certificate; recreate it with `dora config profile init ... --ca CA.pem`"
             ),
-        }
+        };
+        let builder = reqwest::Client::builder()
+            .user_agent(concat!("dora/", env!("CARGO_PKG_VERSION")))
+            .use_preconfigured_tls(tls.clone());
         Ok(Client {
             http: builder.build().context("cannot build the HTTPS client")?,
+            tls: Arc::new(tls),
             base: profile.api_server.trim_end_matches('/').to_string(),
             token: profile.token.clone(),
             zone: global.zone.clone().or(profile.zone.clone()),
@@ -175,6 +183,59 @@ impl Client {
                 .body(body);
         }
         self.send_request(request).await
+    }
+
+    /// Opens a WebSocket to `path` with `query`, over TLS trusting the profile's CA.
+    pub async fn websocket(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<WebSocket> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), query)?;
+        let host = url
+            .host_str()
+            .context("the API server URL names no host")?
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let mut request = url
+            .as_str()
+            .replacen("https://", "wss://", 1)
+            .into_client_request()?;
+        request.headers_mut().insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.token).parse()?,
+        );
+        let unreachable = || {
+            format!(
+                "cannot reach the API server at {}; is `dora up` running?",
+                self.base
+            )
+        };
+        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+            .await
+            .with_context(unreachable)?;
+        let name =
+            rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .with_context(unreachable)?;
+        match tokio_tungstenite::client_async(request, tls).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status();
+                let body: Value = response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                let status = reqwest::StatusCode::from_u16(status.as_u16())
+                    .unwrap_or(reqwest::StatusCode::BAD_GATEWAY);
+                bail!("{}", describe_error(status, &body))
+            }
+            Err(e) => Err(e).context("the API server refused the session"),
+        }
     }
 
     /// Sends a request and decodes a successful JSON answer; errors carry the API's message.

@@ -4,6 +4,8 @@
 //!
 //! - `GET  /v1/containers/{workspace}/{name}/logs?follow=true&tail=N`
 //! - `POST /v1/containers/{workspace}/{name}/exec` with `{"command": [...]}`
+//! - `GET  /v1/containers/{workspace}/{name}/attach?tty=true&command=["sh"]`: a WebSocket
+//!   session (a shell)
 //! - `GET  /v1/containers/{workspace}/{name}/top`
 //! - `GET  /v1/top`: every container's use
 //! - `GET  /v1/files/PATH?root=FOLDER`: a folder's entries, or a file's contents
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +30,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
+use crate::driver::{Session, SessionControl};
 use crate::files::Volume;
 
 /// An error as the API server shapes them, so that it can relay it unchanged.
@@ -114,6 +118,106 @@ async fn exec(
     }
     let output = driver.exec(&instance, &request.command).await?;
     Ok(axum::Json(output).into_response())
+}
+
+#[derive(Deserialize)]
+struct AttachParams {
+    #[serde(default)]
+    tty: bool,
+    /// The command as a JSON list.
+    command: String,
+}
+
+/// A control message from the caller: a new terminal size, or the end of its input.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Control {
+    Resize { cols: u16, rows: u16 },
+    Eof,
+}
+
+async fn attach(
+    State(agent): State<Arc<Agent>>,
+    Path((workspace, name)): Path<(String, String)>,
+    Query(params): Query<AttachParams>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Failure> {
+    let command: Vec<String> = serde_json::from_str(&params.command).map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("command must be a JSON list of strings: {e}"),
+        )
+    })?;
+    let (instance, driver) = find(&agent, &workspace, &name)?;
+    if instance.state != dora_crds::status::ContainerState::Running {
+        return Err(Failure(
+            StatusCode::CONFLICT,
+            format!(
+                "container {name} is {}, not Running",
+                instance.state.as_str()
+            ),
+        ));
+    }
+    let session = driver.attach(&instance, &command, params.tty).await?;
+    Ok(upgrade.on_upgrade(move |socket| relay_session(socket, session)))
+}
+
+/// Binary messages carry the terminal's bytes both ways; text messages carry control
+/// (`{"resize": {"cols", "rows"}}`, `"eof"`) in, and `{"exitCode": N}` out at the end.
+async fn relay_session(socket: WebSocket, session: Session) {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    let (mut sink, mut incoming) = socket.split();
+    let Session {
+        input,
+        mut output,
+        control,
+    } = session;
+    let mut input = Some(input);
+    let control: Arc<dyn SessionControl> = Arc::from(control);
+    let resizer = control.clone();
+    let typing = tokio::spawn(async move {
+        while let Some(Ok(message)) = incoming.next().await {
+            match message {
+                Message::Binary(bytes) => {
+                    let Some(writer) = input.as_mut() else {
+                        continue;
+                    };
+                    if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                        return;
+                    }
+                }
+                Message::Text(text) => match serde_json::from_str::<Control>(&text) {
+                    Ok(Control::Resize { cols, rows }) => {
+                        if let Err(e) = resizer.resize(cols, rows).await {
+                            tracing::debug!(error = %format!("{e:#}"), "resize failed");
+                        }
+                    }
+                    // Closing its input is how the command learns the input ended.
+                    Ok(Control::Eof) => {
+                        if let Some(mut writer) = input.take() {
+                            let _ = writer.shutdown().await;
+                        }
+                    }
+                    Err(_) => {}
+                },
+                Message::Close(_) => return,
+                _ => {}
+            }
+        }
+    });
+    while let Some(chunk) = output.next().await {
+        let Ok(chunk) = chunk else { break };
+        if sink.send(Message::Binary(chunk)).await.is_err() {
+            typing.abort();
+            return;
+        }
+    }
+    let code = control.exit_code().await.unwrap_or(-1);
+    let end = json!({ "exitCode": code }).to_string();
+    let _ = sink.send(Message::Text(end.into())).await;
+    let _ = sink.close().await;
+    typing.abort();
 }
 
 async fn top(
@@ -292,6 +396,7 @@ pub async fn start(
         .route("/v1/top", get(top_all))
         .route("/v1/containers/{workspace}/{name}/logs", get(logs))
         .route("/v1/containers/{workspace}/{name}/exec", post(exec))
+        .route("/v1/containers/{workspace}/{name}/attach", get(attach))
         .route("/v1/containers/{workspace}/{name}/top", get(top))
         .route("/v1/files", get(root_files))
         .route("/v1/files/", get(root_files))

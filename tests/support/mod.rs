@@ -68,8 +68,9 @@ impl Dora {
         home.join("config.yaml")
     }
 
+    /// `dora up` without a node agent: the API, scheduler and credit system only.
     pub fn up(home: &Path) -> Dora {
-        Self::up_with(home, &[], "warn", Stdio::inherit())
+        Self::up_with(home, &["--no-node"], "warn", Stdio::inherit())
     }
 
     /// `dora up` with more arguments, a log filter and where its log goes.

@@ -1,9 +1,10 @@
-//! Container operations proxied to the node that runs the container: logs, top and one-off
-//! commands. The API finds the node from the container's binding and the node's endpoint from
+//! Container operations proxied to the node that runs the container: logs, top, one-off
+//! commands and shell sessions (WebSocket). The API finds the node from the container's binding and the node's endpoint from
 //! its row, never from anything the client sends, and calls it over mutual TLS: the node's
 //! certificate must chain to the cluster CA, and the API presents its client certificate.
 
 use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dora_crds::Kind;
@@ -188,4 +189,143 @@ pub(super) async fn exec(
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(text);
     call(request, &endpoint).await
+}
+
+/// `GET .../containers/NAME/exec` as a WebSocket: a session with `command` (a JSON list) in
+/// the container, relayed to and from its node.
+pub(super) async fn terminal(
+    state: AppState,
+    identity: Identity,
+    target: Target,
+    upgrade: WebSocketUpgrade,
+    tty: bool,
+    command: String,
+) -> Result<Response, ApiError> {
+    if target.kind != Kind::Container {
+        return Err(not_allowed("GET"));
+    }
+    let key = container_key(&target);
+    state.service.authorize(
+        &identity,
+        Verb::Shell,
+        Kind::Container,
+        &key.zone,
+        &key.workspace,
+    )?;
+    let parsed: Vec<String> = serde_json::from_str(&command).map_err(|_| {
+        ApiError::invalid(
+            "command",
+            "a JSON list of strings, like [\"sh\",\"-c\",\"ls\"]",
+        )
+    })?;
+    if parsed.is_empty() {
+        return Err(ApiError::invalid("command", "give a command to run"));
+    }
+    let (endpoint, path) = locate(&state, &key).await?;
+    let upstream = connect_node(&state, &endpoint, &path, tty, &command).await?;
+    Ok(upgrade.on_upgrade(move |socket| relay_socket(socket, upstream)))
+}
+
+type NodeSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Opens the node's side of a session, over mutual TLS.
+async fn connect_node(
+    state: &AppState,
+    endpoint: &str,
+    path: &str,
+    tty: bool,
+    command: &str,
+) -> Result<NodeSocket, ApiError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let pki = state.options.pki.as_ref().ok_or_else(|| {
+        unavailable("this API server holds no cluster PKI; start it with --pki DIR")
+    })?;
+    let tls = pki
+        .node_tls()
+        .map_err(|e| unavailable(format!("cannot set up TLS to nodes: {e:#}")))?;
+    let url = reqwest::Url::parse_with_params(
+        &format!("{endpoint}{path}/attach"),
+        &[("tty", tty.to_string()), ("command", command.to_string())],
+    )
+    .map_err(|e| unavailable(format!("bad node endpoint {endpoint}: {e}")))?;
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let unreachable = |e: &dyn std::fmt::Display| {
+        unavailable(format!("cannot reach the node at {endpoint}: {e}"))
+    };
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| unreachable(&e))?;
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let request = url
+        .as_str()
+        .replacen("https://", "wss://", 1)
+        .into_client_request()
+        .map_err(|e| unreachable(&e))?;
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status =
+                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let message = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("the node answered {status}"));
+            Err(ApiError::new(status, "NodeError", message))
+        }
+        Err(e) => Err(unreachable(&e)),
+    }
+}
+
+/// Relays messages both ways until either side closes.
+async fn relay_socket(client: WebSocket, node: NodeSocket) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as NodeMessage;
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_node, mut from_node) = node.split();
+    let upstream = async {
+        while let Some(Ok(message)) = from_client.next().await {
+            let message = match message {
+                Message::Binary(bytes) => NodeMessage::Binary(bytes),
+                Message::Text(text) => NodeMessage::Text(text.as_str().into()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if to_node.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_node.close().await;
+    };
+    let downstream = async {
+        while let Some(Ok(message)) = from_node.next().await {
+            let message = match message {
+                NodeMessage::Binary(bytes) => Message::Binary(bytes),
+                NodeMessage::Text(text) => Message::Text(text.as_str().into()),
+                NodeMessage::Close(_) => break,
+                _ => continue,
+            };
+            if to_client.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_client.close().await;
+    };
+    // The session ends when the node's side does; what the client still sends is moot.
+    tokio::select! {
+        () = downstream => {}
+        () = async { upstream.await; std::future::pending::<()>().await } => {}
+    }
 }

@@ -2,6 +2,8 @@
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -36,6 +38,9 @@ pub(super) struct GetParams {
     tail: Option<String>,
     stat: Option<String>,
     upload: Option<String>,
+    tty: Option<String>,
+    /// A command as a JSON list, for a shell session.
+    command: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -168,6 +173,7 @@ pub(super) async fn get(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     params: Result<Query<GetParams>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
     let Path(path) = path.map_err(path_rejection)?;
@@ -193,7 +199,17 @@ pub(super) async fn get(
             };
             return volumes::files(state, identity, target, params, None).await;
         }
-        Part::Report | Part::Certificate | Part::Exec => return Err(not_allowed("GET")),
+        Part::Exec => {
+            let upgrade = upgrade.map_err(|_| {
+                ApiError::bad_request(
+                    "GET .../exec opens a WebSocket session; POST runs one command to its end",
+                )
+            })?;
+            let tty = flag(params.tty.as_deref())?;
+            let command = params.command.unwrap_or_else(|| r#"["sh"]"#.into());
+            return proxy::terminal(state, identity, target, upgrade, tty, command).await;
+        }
+        Part::Report | Part::Certificate => return Err(not_allowed("GET")),
     }
     if target.name.is_none() {
         authorize_list(&state, &identity, &target, params.node.as_deref())?;

@@ -10,6 +10,7 @@ mod get;
 mod history;
 mod node;
 mod proxy;
+mod terminal;
 mod token;
 mod up;
 mod volumes;

@@ -64,15 +64,16 @@ pub async fn logs(global: &Global, args: LogsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn shell(global: &Global, args: ShellArgs) -> anyhow::Result<ExitCode> {
-    if args.command.is_empty() {
-        bail!(
-            "an interactive terminal is not available yet; run one command instead: dora shell {} {} -- COMMAND [ARGS...]",
-            args.kind,
-            args.name
-        );
-    }
     let mut client = Client::new(global)?;
     let path = container_path(&mut client, &args.kind, &args.name).await?;
+    if args.command.is_empty() || args.interactive {
+        let command = if args.command.is_empty() {
+            vec!["sh".to_string()]
+        } else {
+            args.command
+        };
+        return super::terminal::attach(&client, &format!("{path}/exec"), &command).await;
+    }
     let body = json!({"command": args.command}).to_string();
     let answer = client
         .json(Method::POST, &format!("{path}/exec"), &[], Some(body))

@@ -298,6 +298,32 @@ fn docker_mount(mount: &Mount) -> bollard::models::Mount {
     docker
 }
 
+/// A command attached through Docker's exec API.
+struct DockerSession {
+    docker: Docker,
+    exec: String,
+}
+
+#[async_trait]
+impl super::SessionControl for DockerSession {
+    async fn resize(&self, cols: u16, rows: u16) -> anyhow::Result<()> {
+        let size = bollard::exec::ResizeExecOptions {
+            height: rows,
+            width: cols,
+        };
+        self.docker.resize_exec(&self.exec, size).await?;
+        Ok(())
+    }
+
+    async fn exit_code(&self) -> anyhow::Result<i32> {
+        let inspect = self.docker.inspect_exec(&self.exec).await?;
+        Ok(inspect
+            .exit_code
+            .and_then(|c| i32::try_from(c).ok())
+            .unwrap_or(-1))
+    }
+}
+
 fn port_key(port: u16, protocol: Protocol) -> String {
     match protocol {
         Protocol::Tcp => format!("{port}/tcp"),
@@ -512,6 +538,58 @@ impl Driver for DockerDriver {
                 .and_then(|c| i32::try_from(c).ok())
                 .unwrap_or(-1),
             output: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
+    async fn attach(
+        &self,
+        instance: &Instance,
+        command: &[String],
+        tty: bool,
+    ) -> anyhow::Result<super::Session> {
+        if command.is_empty() {
+            bail!("give a command to run");
+        }
+        let mut env = Vec::new();
+        if tty {
+            env.push("TERM=xterm-256color".to_string());
+        }
+        let created = self
+            .docker
+            .create_exec(
+                &instance.id,
+                bollard::exec::CreateExecOptions {
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(tty),
+                    env: Some(env),
+                    cmd: Some(command.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("Docker could not run the command")?;
+        let options = bollard::exec::StartExecOptions {
+            detach: false,
+            tty,
+            output_capacity: None,
+        };
+        let bollard::exec::StartExecResults::Attached { output, input } =
+            self.docker.start_exec(&created.id, Some(options)).await?
+        else {
+            bail!("Docker started the command detached");
+        };
+        let output: LogStream = Box::pin(
+            output.map(|chunk| chunk.map(|c| c.into_bytes()).map_err(std::io::Error::other)),
+        );
+        Ok(super::Session {
+            input,
+            output,
+            control: Box::new(DockerSession {
+                docker: self.docker.clone(),
+                exec: created.id,
+            }),
         })
     }
 

@@ -219,6 +219,25 @@ pub struct ExecOutput {
 /// Output of a container: chunks of bytes, ending when the container does (when followed).
 pub type LogStream = BoxStream<'static, std::io::Result<bytes::Bytes>>;
 
+/// A command running in a container with its input and output attached: a shell.
+pub struct Session {
+    /// What the caller types.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// What the command prints (standard output and error together).
+    pub output: LogStream,
+    pub control: Box<dyn SessionControl>,
+}
+
+/// What can be done to a running session besides typing.
+#[async_trait]
+pub trait SessionControl: Send + Sync {
+    /// The terminal's new size.
+    async fn resize(&self, cols: u16, rows: u16) -> anyhow::Result<()>;
+
+    /// The command's exit code, once its output has ended.
+    async fn exit_code(&self) -> anyhow::Result<i32>;
+}
+
 /// What the agent needs of a driver.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
@@ -254,4 +273,13 @@ pub trait Driver: Send + Sync + 'static {
 
     /// CPU and memory the container uses now.
     async fn top(&self, instance: &Instance) -> anyhow::Result<Usage>;
+
+    /// Starts `command` in the container with its input and output attached, on a terminal
+    /// when `tty`.
+    async fn attach(
+        &self,
+        instance: &Instance,
+        command: &[String],
+        tty: bool,
+    ) -> anyhow::Result<Session>;
 }

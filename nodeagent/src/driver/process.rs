@@ -12,6 +12,7 @@
 //! The files let a restarted agent find what it runs (the processes outlive it) and read how
 //! they ended. Stopping signals the whole process group.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -476,6 +477,80 @@ impl Driver for ProcessDriver {
         })
     }
 
+    async fn attach(
+        &self,
+        instance: &Instance,
+        command: &[String],
+        tty: bool,
+    ) -> anyhow::Result<super::Session> {
+        let Some((program, args)) = command.split_first() else {
+            bail!("give a command to run");
+        };
+        let meta = self.meta(&instance.id).await?;
+        let mut process = tokio::process::Command::new(program);
+        process
+            .args(args)
+            .current_dir(self.dir(&instance.id).join("work"))
+            .envs(meta.env.iter().map(|(k, v)| (k, v)))
+            .kill_on_drop(true);
+        let (input, output, terminal): (
+            std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+            LogStream,
+            _,
+        ) = if tty {
+            let (master, subsidiary) = open_pty()?;
+            process
+                .env("TERM", "xterm-256color")
+                .stdin(subsidiary.try_clone()?)
+                .stdout(subsidiary.try_clone()?)
+                .stderr(subsidiary);
+            let reader = std::fs::File::from(master.try_clone()?);
+            let writer = tokio::fs::File::from_std(std::fs::File::from(master.try_clone()?));
+            (Box::pin(writer), blocking_stream(reader), Some(master))
+        } else {
+            process
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            (
+                Box::pin(tokio::io::sink()),
+                Box::pin(futures::stream::empty()) as LogStream,
+                None,
+            )
+        };
+        let mut child = process
+            .spawn()
+            .with_context(|| format!("cannot run {program:?}"))?;
+        // The command holds the terminal now; our copies of its end would keep it open.
+        drop(process);
+        let (input, output) = match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+            (Some(stdin), Some(stdout), Some(stderr)) => {
+                let stdout = tokio_util::io::ReaderStream::new(stdout);
+                let stderr = tokio_util::io::ReaderStream::new(stderr);
+                let merged: LogStream = Box::pin(futures::stream::select(stdout, stderr));
+                (
+                    Box::pin(stdin) as std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+                    merged,
+                )
+            }
+            _ => (input, output),
+        };
+        let (done, exit) = tokio::sync::watch::channel(None);
+        tokio::spawn(async move {
+            use std::os::unix::process::ExitStatusExt;
+            let code = match child.wait().await {
+                Ok(status) => status.code().or(status.signal().map(|s| 128 + s)),
+                Err(_) => None,
+            };
+            let _ = done.send(Some(code.unwrap_or(-1)));
+        });
+        Ok(super::Session {
+            input,
+            output,
+            control: Box::new(ProcessSession { terminal, exit }),
+        })
+    }
+
     async fn top(&self, instance: &Instance) -> anyhow::Result<Usage> {
         let meta = self.meta(&instance.id).await?;
         if !alive(&meta) {
@@ -492,6 +567,75 @@ impl Driver for ProcessDriver {
             memory_bytes: after.1 * rustix::param::page_size() as u64,
             processes: after.2,
         })
+    }
+}
+
+/// A terminal: the master side of a new pseudo-terminal, and its subsidiary opened for the
+/// child.
+fn open_pty() -> anyhow::Result<(std::os::fd::OwnedFd, std::fs::File)> {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let subsidiary = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(std::ffi::OsStr::from_bytes(name.as_bytes()))
+        .context("cannot open the terminal")?;
+    Ok((master, subsidiary))
+}
+
+/// Reads `reader` on a blocking thread into a stream; a terminal whose every writer has gone
+/// reads as an error (EIO), which ends the stream like the end of a pipe.
+fn blocking_stream(mut reader: impl std::io::Read + Send + 'static) -> LogStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
+    std::thread::spawn(move || {
+        let mut buffer = vec![0u8; 16 << 10];
+        loop {
+            match reader.read(&mut buffer) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buffer[..n])))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// A command attached to a caller: its terminal (if any) and how it ends.
+struct ProcessSession {
+    terminal: Option<std::os::fd::OwnedFd>,
+    exit: tokio::sync::watch::Receiver<Option<i32>>,
+}
+
+#[async_trait]
+impl super::SessionControl for ProcessSession {
+    async fn resize(&self, cols: u16, rows: u16) -> anyhow::Result<()> {
+        if let Some(terminal) = &self.terminal {
+            let size = rustix::termios::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            rustix::termios::tcsetwinsize(terminal, size)?;
+        }
+        Ok(())
+    }
+
+    async fn exit_code(&self) -> anyhow::Result<i32> {
+        let mut exit = self.exit.clone();
+        let code = exit.wait_for(Option::is_some).await?;
+        Ok(code.unwrap_or(-1))
     }
 }
 
