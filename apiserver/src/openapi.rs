@@ -199,6 +199,7 @@ fn build() -> Value {
         "summary": "Create a token (for yourself, or as an administrator for any user)",
         "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
             "user": {"type": "string"}, "expiresIn": {"type": "string"}, "zone": {"type": "string"}, "workspace": {"type": "string"},
+            "node": {"type": "string", "description": "mint a node credential for this node of the zone"},
         }}}}},
         "responses": with_ok("The token", json!({"type": "object"})),
     }}));
@@ -230,6 +231,81 @@ fn build() -> Value {
             "parameters": parameters,
             "responses": {"202": {"description": "Accepted: the action is recorded", "content": {"application/json": {"schema": {"type": "object"}}}}},
         }}));
+    }
+    let base = "/v1/zones/{zone}/workspaces/{workspace}";
+    for (path, method, summary, verb) in [
+        (
+            format!("{base}/containers/{{name}}/logs"),
+            "get",
+            "The container's output; follow=true keeps it coming, tail=N starts with the last N lines",
+            "Log",
+        ),
+        (
+            format!("{base}/containers/{{name}}/top"),
+            "get",
+            "CPU and memory use of the container",
+            "GetOne",
+        ),
+        (
+            format!("{base}/containers/{{name}}/exec"),
+            "post",
+            "Run {\"command\": [...]} in the container to its end; a WebSocket GET (tty, command) opens a session instead",
+            "Shell",
+        ),
+        (
+            "/v1/zones/{zone}/nodes/{name}/top".to_string(),
+            "get",
+            "CPU and memory use of every container on the node",
+            "GetOne on Node",
+        ),
+        (
+            format!("{base}/volumes/{{name}}/files/{{path}}"),
+            "get",
+            "A folder's entries or a file's contents (stat=true: details; upload=true: bytes of an interrupted upload)",
+            "Ls, Download",
+        ),
+        (
+            format!("{base}/volumes/{{name}}/files/{{path}}"),
+            "put",
+            "Upload a file: size=N, offset=M resumes",
+            "Upload",
+        ),
+        (
+            "/v1/zones/{zone}/nodes/{name}/report".to_string(),
+            "put",
+            "A node agent registers and heartbeats its node",
+            "a node credential",
+        ),
+        (
+            format!("{base}/containers/{{name}}/report"),
+            "put",
+            "A node agent reports a container's state for its binding (409 when the binding moved on)",
+            "a node credential",
+        ),
+        (
+            "/v1/zones/{zone}/nodes/{name}/certificate".to_string(),
+            "post",
+            "A node's serving certificate from the cluster CA",
+            "a node credential",
+        ),
+        (
+            format!("{base}/containers/{{name}}/mounts"),
+            "get",
+            "The container's volumes resolved to where they live",
+            "a node credential",
+        ),
+    ] {
+        let parameters: Vec<Value> = path
+            .split('/')
+            .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let entry = paths.entry(path).or_insert_with(|| json!({}));
+        entry[method] = json!({
+            "summary": format!("{summary} (needs {verb})"),
+            "parameters": parameters,
+            "responses": with_ok("See the summary", json!({})),
+        });
     }
     paths.insert("/v1/whoami".into(), json!({"get": {"summary": "The caller's identity", "responses": with_ok("Identity", json!({"type": "object"}))}}));
     for (path, summary) in [

@@ -51,6 +51,13 @@ pub fn tls_config(ca: &str) -> anyhow::Result<rustls::ClientConfig> {
     .with_no_client_auth())
 }
 
+/// The error an unsuccessful answer carries, as one line.
+pub async fn failure(response: Response) -> anyhow::Error {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    anyhow::anyhow!("{}", describe_error(status, &body))
+}
+
 /// Turns an API error body into one line a person can act on.
 pub fn describe_error(status: reqwest::StatusCode, body: &Value) -> String {
     let error = &body["error"];

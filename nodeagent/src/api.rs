@@ -135,21 +135,28 @@ impl ApiClient {
             .bearer_auth(&self.config.token)
     }
 
-    fn node_path(&self) -> String {
-        format!("/v1/zones/{}/nodes/{}", self.zone, self.node)
-    }
-
-    /// Registers the node (when new) and heartbeats it.
-    pub async fn report_node(&self, report: &NodeReport) -> anyhow::Result<()> {
-        let response = self
-            .request(Method::PUT, &format!("{}/report", self.node_path()))
-            .json(report)
+    /// Sends `request`; an answer other than success is an error carrying the API's message.
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = request
             .send()
             .await
             .context("cannot reach the API server")?;
         if !response.status().is_success() {
             return Err(error_of(response).await);
         }
+        Ok(response)
+    }
+
+    fn node_path(&self) -> String {
+        format!("/v1/zones/{}/nodes/{}", self.zone, self.node)
+    }
+
+    /// Registers the node (when new) and heartbeats it.
+    pub async fn report_node(&self, report: &NodeReport) -> anyhow::Result<()> {
+        let request = self
+            .request(Method::PUT, &format!("{}/report", self.node_path()))
+            .json(report);
+        self.send(request).await?;
         Ok(())
     }
 
@@ -182,28 +189,18 @@ impl ApiClient {
             "/v1/zones/{}/workspaces/{}/containers/{}/mounts",
             key.zone, key.workspace, key.name
         );
-        let response = self
-            .request(Method::GET, &path)
-            .send()
-            .await
-            .context("cannot reach the API server")?;
-        if !response.status().is_success() {
-            return Err(error_of(response).await);
-        }
+        let response = self.send(self.request(Method::GET, &path)).await?;
         response.json().await.context("unreadable mounts")
     }
 
     /// A serving certificate for the names the node's API answers on.
     pub async fn certificate(&self, names: &[String]) -> anyhow::Result<NodeCertificate> {
         let response = self
-            .request(Method::POST, &format!("{}/certificate", self.node_path()))
-            .json(&serde_json::json!({ "names": names }))
-            .send()
-            .await
-            .context("cannot reach the API server")?;
-        if !response.status().is_success() {
-            return Err(error_of(response).await);
-        }
+            .send(
+                self.request(Method::POST, &format!("{}/certificate", self.node_path()))
+                    .json(&serde_json::json!({ "names": names })),
+            )
+            .await?;
         response
             .json()
             .await
@@ -224,14 +221,11 @@ impl ApiClient {
                 query.push(("continue", after.clone()));
             }
             let response = self
-                .request(Method::GET, &self.containers_path())
-                .query(&query)
-                .send()
-                .await
-                .context("cannot reach the API server")?;
-            if !response.status().is_success() {
-                return Err(error_of(response).await);
-            }
+                .send(
+                    self.request(Method::GET, &self.containers_path())
+                        .query(&query),
+                )
+                .await?;
             let page: List = response.json().await.context("unreadable container list")?;
             items.extend(page.items);
             match page.metadata.next {
@@ -252,14 +246,11 @@ impl ApiClient {
             ("resourceVersion", version),
         ];
         let response = self
-            .request(Method::GET, &self.containers_path())
-            .query(&query)
-            .send()
-            .await
-            .context("cannot reach the API server")?;
-        if !response.status().is_success() {
-            return Err(error_of(response).await);
-        }
+            .send(
+                self.request(Method::GET, &self.containers_path())
+                    .query(&query),
+            )
+            .await?;
         let lines = ndjson_lines(response.bytes_stream());
         Ok(lines.map(|line| line.and_then(|line| parse_change(&line))))
     }

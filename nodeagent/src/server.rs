@@ -68,6 +68,21 @@ fn find(agent: &Agent, workspace: &str, name: &str) -> Result<Found, Failure> {
     })
 }
 
+/// A container that runs now, to run a command in.
+fn find_running(agent: &Agent, workspace: &str, name: &str) -> Result<Found, Failure> {
+    let found = find(agent, workspace, name)?;
+    if found.0.state != dora_crds::status::ContainerState::Running {
+        return Err(Failure(
+            StatusCode::CONFLICT,
+            format!(
+                "container {name} is {}, not Running",
+                found.0.state.as_str()
+            ),
+        ));
+    }
+    Ok(found)
+}
+
 #[derive(Deserialize)]
 struct LogParams {
     #[serde(default)]
@@ -106,16 +121,7 @@ async fn exec(
             format!("expected {{\"command\": [...]}}: {e}"),
         )
     })?;
-    let (instance, driver) = find(&agent, &workspace, &name)?;
-    if instance.state != dora_crds::status::ContainerState::Running {
-        return Err(Failure(
-            StatusCode::CONFLICT,
-            format!(
-                "container {name} is {}, not Running",
-                instance.state.as_str()
-            ),
-        ));
-    }
+    let (instance, driver) = find_running(&agent, &workspace, &name)?;
     let output = driver.exec(&instance, &request.command).await?;
     Ok(axum::Json(output).into_response())
 }
@@ -148,16 +154,7 @@ async fn attach(
             format!("command must be a JSON list of strings: {e}"),
         )
     })?;
-    let (instance, driver) = find(&agent, &workspace, &name)?;
-    if instance.state != dora_crds::status::ContainerState::Running {
-        return Err(Failure(
-            StatusCode::CONFLICT,
-            format!(
-                "container {name} is {}, not Running",
-                instance.state.as_str()
-            ),
-        ));
-    }
+    let (instance, driver) = find_running(&agent, &workspace, &name)?;
     let session = driver.attach(&instance, &command, params.tty).await?;
     Ok(upgrade.on_upgrade(move |socket| relay_session(socket, session)))
 }
@@ -379,13 +376,8 @@ pub async fn start(
     listen: SocketAddr,
     stop: CancellationToken,
 ) -> anyhow::Result<String> {
-    let config = agent.config();
-    let host = config.advertise.clone();
-    let issued = agent
-        .api()
-        .certificate(std::slice::from_ref(&host))
-        .await
-        .context("cannot get the node's certificate")?;
+    let host = agent.config().advertise.clone();
+    let issued = certificate(&agent, &host, &stop).await?;
     let tls = server_config(&issued).context("cannot set up the node's TLS")?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -422,6 +414,28 @@ pub async fn start(
         host
     };
     Ok(format!("https://{host}:{port}"))
+}
+
+/// The node's certificate, asked for until the API answers (it may start after the node).
+async fn certificate(
+    agent: &Agent,
+    host: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<crate::api::NodeCertificate> {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match agent.api().certificate(&[host.to_string()]).await {
+            Ok(issued) => return Ok(issued),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot get the node's certificate yet")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => anyhow::bail!("stopped before the node got its certificate"),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 fn server_config(

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::args::{Format, Global, LogsArgs, ShellArgs, TopArgs};
-use crate::client::{Client, describe_error};
+use crate::client::{Client, failure};
 use crate::output;
 
 /// The API path of a container named directly (`c NAME`) or by its workload (`wk NAME`, its
@@ -30,12 +30,6 @@ async fn container_path(client: &mut Client, kind: &str, name: &str) -> anyhow::
         place.zone,
         place.workspace.unwrap_or_default()
     ))
-}
-
-async fn failure(response: reqwest::Response) -> anyhow::Error {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    anyhow::anyhow!("{}", describe_error(status, &body))
 }
 
 pub async fn logs(global: &Global, args: LogsArgs) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::args::{DownloadArgs, Format, Global, LsArgs, UploadArgs};
-use crate::client::{Client, describe_error};
+use crate::client::{Client, failure};
 use crate::output;
 
 /// `/v1/.../volumes/NAME/files/PATH`, each segment percent-encoded.
@@ -42,12 +42,6 @@ async fn files_path(client: &mut Client, volume: &str, path: &str) -> anyhow::Re
         place.workspace.unwrap_or_default(),
         encoded.join("/")
     ))
-}
-
-async fn failure(response: reqwest::Response) -> anyhow::Error {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    anyhow::anyhow!("{}", describe_error(status, &body))
 }
 
 fn progress(size: u64, message: &str) -> ProgressBar {
