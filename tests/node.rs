@@ -155,13 +155,23 @@ fn lifecycle(driver: &str, name: &'static str, marker: &str) {
     let dora = up(home.path());
     let replica = format!("{name}.0");
     let command = format!("echo hello from $DORA_WORKLOAD; exec {marker}");
-    apply(
-        &dora,
-        home.path(),
-        "w.yaml",
-        &workload(name, driver, &command, "Never"),
-    );
+    // Docker publishes the port at nodePort + replica index.
+    let ports = "  network:\n    ports: [{name: web, port: 8080, nodePort: 39180}]\n";
+    let mut yaml = workload(name, driver, &command, "Never");
+    if driver == "Docker" {
+        yaml.push_str(ports);
+    }
+    apply(&dora, home.path(), "w.yaml", &yaml);
     let running = wait_state(&dora, &replica, "Running");
+    if driver == "Docker" {
+        let id = docker_ids(&replica).pop().unwrap();
+        let output = Process::new("docker")
+            .args(["port", &id, "8080/tcp"])
+            .output()
+            .unwrap();
+        let published = String::from_utf8_lossy(&output.stdout);
+        assert!(published.contains(":39180"), "{published}");
+    }
     assert_eq!(running["status"]["observed"]["node"], NODE);
     assert_eq!(running["status"]["computed"]["node"], NODE);
     eventually("the greeting in the logs", || {
@@ -473,6 +483,24 @@ fn node_credentials_act_only_for_their_node() {
         api.get(&other, "/v1/zones/default/workspaces/default/workloads"),
         403
     );
+
+    // A join token claims a new node's name once and gets that node's credential; it can do
+    // nothing else itself.
+    let join = dora.run(&["token", "create", "--join"]).trim().to_string();
+    let claim = |token: &str, node: &str| {
+        api.post(token, &format!("/v1/zones/default/nodes/{node}/credential"))
+    };
+    let (status, issued) = claim(&join, "n9");
+    assert_eq!(status, 201, "{issued}");
+    let n9 = issued["token"].as_str().unwrap().to_string();
+    assert_eq!(claim(&join, "n9").0, 409);
+    assert_eq!(claim(&join, NODE).0, 409);
+    assert_eq!(claim(&other, "n10").0, 403);
+    let n9_report = "/v1/zones/default/nodes/n9/report";
+    assert_eq!(api.put(&n9, n9_report, &node_report), 200);
+    assert_eq!(api.put(&n9, n1, &node_report), 403);
+    assert_eq!(api.put(&join, n9_report, &node_report), 403);
+    assert_eq!(api.get(&join, &format!("{containers}?node=n9")), 403);
     assert_eq!(state(&container(&dora, "guarded.0")), "Running");
     dora.run(&["delete", "wk", "guarded"]);
     eventually("the process to end", || processes("sleep 1005") == 0);
@@ -521,6 +549,18 @@ impl Api {
             .unwrap()
             .status()
             .as_u16()
+    }
+
+    fn post(&self, token: &str, path: &str) -> (u16, Value) {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token);
+        self.runtime.block_on(async {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        })
     }
 
     fn get(&self, token: &str, path: &str) -> u16 {

@@ -200,6 +200,7 @@ fn build() -> Value {
         "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
             "user": {"type": "string"}, "expiresIn": {"type": "string"}, "zone": {"type": "string"}, "workspace": {"type": "string"},
             "node": {"type": "string", "description": "mint a node credential for this node of the zone"},
+            "join": {"type": "boolean", "description": "mint a join token for the zone"},
         }}}}},
         "responses": with_ok("The token", json!({"type": "object"})),
     }}));
@@ -287,6 +288,12 @@ fn build() -> Value {
             "post",
             "A node's serving certificate from the cluster CA",
             "a node credential",
+        ),
+        (
+            "/v1/zones/{zone}/nodes/{name}/credential".to_string(),
+            "post",
+            "A new node claims its name and gets its credential",
+            "a join token, or Token on Node",
         ),
         (
             format!("{base}/containers/{{name}}/mounts"),

@@ -32,6 +32,8 @@ pub enum Part {
     Report,
     /// A node's serving certificate from the cluster CA (`POST`).
     Certificate,
+    /// A new node's credential, for a join token (`POST`).
+    Credential,
     /// A container's output (`GET`, proxied to its node).
     Logs,
     /// A command in a container (`POST`, or a WebSocket `GET` for a terminal).
@@ -50,6 +52,7 @@ impl Part {
             "versions" => Part::Versions,
             "report" => Part::Report,
             "certificate" => Part::Certificate,
+            "credential" => Part::Credential,
             "logs" => Part::Logs,
             "exec" => Part::Exec,
             "top" => Part::Top,

@@ -32,6 +32,8 @@ pub struct Identity {
     pub system: bool,
     /// The node of a node credential (in `zone`): it may act only for that node.
     pub node: Option<String>,
+    /// A join token of `zone`: it may only obtain the credential of a new node.
+    pub joining: bool,
 }
 
 impl Identity {
@@ -44,6 +46,7 @@ impl Identity {
             expires: None,
             system: true,
             node: None,
+            joining: false,
         }
     }
 }

@@ -77,18 +77,18 @@ impl State {
             .verified
             .verify(&self.tokens, token.trim())
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
-        if let Some(node) = verified.claims.node {
-            let zone = verified
-                .claims
-                .zone
-                .ok_or_else(|| ApiError::unauthorized("a node credential must name its zone"))?;
+        if verified.claims.node.is_some() || verified.claims.join {
+            let zone = verified.claims.zone.ok_or_else(|| {
+                ApiError::unauthorized("a node credential or join token must name its zone")
+            })?;
             return Ok(Identity {
-                user: format!("node:{node}"),
+                user: verified.subject,
                 zone: Some(zone),
                 workspace: None,
                 expires: Some(verified.expires),
                 system: false,
-                node: Some(node),
+                node: verified.claims.node,
+                joining: verified.claims.join,
             });
         }
         let directory = &self.service.directory;
@@ -110,6 +110,7 @@ impl State {
             expires: Some(verified.expires),
             system: false,
             node: None,
+            joining: false,
         })
     }
 
@@ -147,7 +148,8 @@ impl State {
                 "the token has expired; get a new one with `dora token create` and watch again",
             ));
         }
-        if identity.node.is_none() && !self.service.directory.has_user(&identity.user) {
+        let agent = identity.node.is_some() || identity.joining;
+        if !agent && !self.service.directory.has_user(&identity.user) {
             return Err(ApiError::unauthorized("the token's user no longer exists"));
         }
         Ok(())

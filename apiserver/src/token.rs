@@ -32,6 +32,9 @@ pub struct TokenClaims {
     /// the containers bound to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// A join token: it may only obtain a node credential for a new node of `zone`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub join: bool,
 }
 
 /// A verified token.
@@ -171,6 +174,7 @@ mod tests {
             zone: Some("z1".into()),
             workspace: Some("ws".into()),
             node: None,
+            join: false,
         };
         let issued = key(1)
             .issue("alice", std::time::Duration::from_secs(60), claims.clone())

@@ -159,7 +159,16 @@ pub struct NodeArgs {
     pub api_server: String,
     /// A node credential from `dora token create --node NAME`.
     #[arg(long, env = "DORA_NODE_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// A join token from `dora token create --join`: exchanged once for this node's own
+    /// credential, which is kept in the state folder.
+    #[arg(
+        long,
+        env = "DORA_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token"
+    )]
+    pub join_token: Option<String>,
     /// PEM file of the cluster CA.
     #[arg(long, env = "DORA_CA")]
     pub ca: PathBuf,
@@ -473,6 +482,10 @@ pub enum TokenCommand {
         /// register and report for that node.
         #[arg(long, conflicts_with = "user")]
         node: Option<String>,
+        /// Create a join token for the zone (-z) instead: each new node exchanges it once
+        /// for a credential of its own (`dora node --join-token`).
+        #[arg(long, conflicts_with_all = ["user", "node"])]
+        join: bool,
     },
 }
 

@@ -193,6 +193,21 @@ impl ApiClient {
         response.json().await.context("unreadable mounts")
     }
 
+    /// Exchanges a join token (this client's token) for the node's own credential.
+    pub async fn join(&self) -> anyhow::Result<String> {
+        let request = self.request(Method::POST, &format!("{}/credential", self.node_path()));
+        let issued: Value = self
+            .send(request)
+            .await?
+            .json()
+            .await
+            .context("unreadable credential")?;
+        issued["token"]
+            .as_str()
+            .map(str::to_string)
+            .context("the API sent no credential")
+    }
+
     /// A serving certificate for the names the node's API answers on.
     pub async fn certificate(&self, names: &[String]) -> anyhow::Result<NodeCertificate> {
         let response = self

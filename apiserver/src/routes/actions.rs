@@ -43,6 +43,7 @@ pub(super) async fn post(
     if let Ok(target) = path::parse(&path) {
         match target.part {
             Part::Certificate => return agents::certificate(state, identity, target, body).await,
+            Part::Credential => return agents::credential(state, identity, target).await,
             Part::Exec => return proxy::exec(state, identity, target, body).await,
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! What node agents call: `PUT .../nodes/NAME/report` registers a node and heartbeats it,
-//! `PUT .../containers/NAME/report` reports a container's state, and
-//! `POST .../nodes/NAME/certificate` issues the node's serving certificate. A node credential
+//! `PUT .../containers/NAME/report` reports a container's state,
+//! `POST .../nodes/NAME/certificate` issues the node's serving certificate, and
+//! `POST .../nodes/NAME/credential` exchanges a join token for a new node's credential. A node credential
 //! acts only for its own node, and only for containers bound to it at the epoch it reports.
 
 use axum::body::Body;
@@ -54,6 +55,22 @@ pub(super) async fn put(
     }
 }
 
+/// The spec of a node that registers itself: both workload classes, not cordoned.
+fn new_node(key: &ObjectKey, owner: &str) -> Result<SpecWrite, ApiError> {
+    let spec = dora_crds::encode(&NodeSpec::default()).map_err(internal)?;
+    Ok(SpecWrite {
+        key: key.clone(),
+        precondition: Precondition::Absent,
+        owner: owner.to_string(),
+        labels: Default::default(),
+        spec_hash: dora_crds::spec_hash(Kind::Node, &spec),
+        spec,
+        desired: serde_json::Value::Null,
+        computed: None,
+        fence: None,
+    })
+}
+
 /// Registers the node when it is new (cluster defaults: both workload classes, not cordoned)
 /// and records its report. The heartbeat is the API server's clock, not the node's.
 async fn node(
@@ -70,19 +87,7 @@ async fn node(
     report.heartbeat = now_millis();
     let store = &state.service.store;
     if store.get(&key).await?.is_none() {
-        let spec = dora_crds::encode(&NodeSpec::default()).map_err(internal)?;
-        let write = SpecWrite {
-            key: key.clone(),
-            precondition: Precondition::Absent,
-            owner: identity.user.clone(),
-            labels: Default::default(),
-            spec_hash: dora_crds::spec_hash(Kind::Node, &spec),
-            spec,
-            desired: serde_json::Value::Null,
-            computed: None,
-            fence: None,
-        };
-        match store.put_spec(write).await {
+        match store.put_spec(new_node(&key, &identity.user)?).await {
             Ok(_) => tracing::info!(node = %key.name, zone = %key.zone, "node registered"),
             Err(StoreError::AlreadyExists) => {}
             Err(e) => return Err(e.into()),
@@ -204,5 +209,59 @@ pub(super) async fn certificate(
         .issue_node(&key.name, &request.names)
         .map_err(internal)?;
     tracing::info!(node = %key.name, zone = %key.zone, names = ?request.names, "node certificate issued");
+    Ok(json_response(StatusCode::CREATED, &issued))
+}
+
+/// How long a node credential obtained with a join token lasts.
+const JOINED_LIFETIME: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
+/// `POST .../nodes/NAME/credential`: a join token of the zone (or anyone who may mint node
+/// credentials there) claims the name of a new node and gets its credential. The Node row is
+/// created at once, so a name is claimed only once.
+pub(super) async fn credential(
+    state: AppState,
+    identity: Identity,
+    target: Target,
+) -> Result<Response, ApiError> {
+    if target.kind != Kind::Node {
+        return Err(not_allowed("POST"));
+    }
+    let key = key_of(&target);
+    dora_crds::validate_name("node", &key.name)?;
+    if identity.joining {
+        if identity.zone.as_deref() != Some(key.zone.as_str()) {
+            return Err(ApiError::forbidden(format!(
+                "this join token is for zone {}, not {}",
+                identity.zone.as_deref().unwrap_or_default(),
+                key.zone
+            )));
+        }
+    } else {
+        state
+            .service
+            .authorize(&identity, Verb::Token, Kind::Node, &key.zone, "")?;
+    }
+    match state
+        .service
+        .store
+        .put_spec(new_node(&key, &identity.user)?)
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::AlreadyExists) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!(
+                    "node {} is registered already; its agent keeps its credential in its state folder, or delete the Node to join it anew",
+                    key.name
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let lifetime = state.options.max_token_lifetime.min(JOINED_LIFETIME);
+    let issued = super::tokens::node_credential(&state, &key.zone, &key.name, lifetime)?;
+    tracing::info!(node = %key.name, zone = %key.zone, "node joined");
     Ok(json_response(StatusCode::CREATED, &issued))
 }

@@ -209,7 +209,7 @@ pub(super) async fn get(
             let command = params.command.unwrap_or_else(|| r#"["sh"]"#.into());
             return proxy::terminal(state, identity, target, upgrade, tty, command).await;
         }
-        Part::Report | Part::Certificate => return Err(not_allowed("GET")),
+        Part::Report | Part::Certificate | Part::Credential => return Err(not_allowed("GET")),
     }
     if target.name.is_none() {
         authorize_list(&state, &identity, &target, params.node.as_deref())?;

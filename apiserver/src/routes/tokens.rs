@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{json_response, read_text};
 use crate::state::AppState;
-use crate::{ApiError, Identity, TokenClaims};
+use crate::{ApiError, Identity, IssuedToken, TokenClaims};
 
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
@@ -26,6 +26,8 @@ struct TokenRequest {
     workspace: Option<String>,
     /// Mints a node credential for this node of `zone` instead of a user token.
     node: Option<String>,
+    /// Mints a join token for `zone`: new nodes exchange it for their own credential.
+    join: Option<bool>,
 }
 
 pub(super) async fn create(
@@ -41,8 +43,8 @@ pub(super) async fn create(
         serde_json::from_str(&text)
             .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?
     };
-    if request.node.is_some() {
-        return node_token(&state, &identity, request);
+    if request.node.is_some() || request.join == Some(true) {
+        return agent_token(&state, &identity, request);
     }
     let user = request.user.unwrap_or_else(|| identity.user.clone());
     // Minting for someone else, or for longer than one's own token lasts, is an
@@ -78,7 +80,7 @@ pub(super) async fn create(
     let claims = TokenClaims {
         zone: request.zone,
         workspace: request.workspace,
-        node: None,
+        ..TokenClaims::default()
     };
     let issued = state
         .tokens
@@ -87,20 +89,20 @@ pub(super) async fn create(
     Ok(json_response(StatusCode::CREATED, &issued))
 }
 
-/// A credential for one node's agent; minting it needs `Token` on Node in its zone.
-fn node_token(
+/// A credential for one node's agent, or a join token that new nodes exchange for theirs;
+/// minting either needs `Token` on Node in its zone.
+fn agent_token(
     state: &AppState,
     identity: &Identity,
     request: TokenRequest,
 ) -> Result<Response, ApiError> {
-    let node = request.node.unwrap_or_default();
-    if request.user.is_some() || request.workspace.is_some() {
+    let join = request.join == Some(true);
+    if request.user.is_some() || request.workspace.is_some() || (join && request.node.is_some()) {
         return Err(ApiError::invalid(
             "node",
-            "a node credential belongs to no user or workspace; leave out user and workspace",
+            "a node credential or join token belongs to no user or workspace, and a join token to no node; leave those out",
         ));
     }
-    dora_crds::validate_name("node", &node)?;
     let zone = request
         .zone
         .or_else(|| identity.zone.clone())
@@ -112,16 +114,44 @@ fn node_token(
         .service
         .authorize(identity, Verb::Token, Kind::Node, &zone, "")?;
     let lifetime = lifetime(request.expires_in.as_deref(), state)?;
-    let claims = TokenClaims {
-        zone: Some(zone),
-        workspace: None,
-        node: Some(node.clone()),
+    let issued = match request.node {
+        Some(node) => node_credential(state, &zone, &node, lifetime)?,
+        None => {
+            let claims = TokenClaims {
+                zone: Some(zone.clone()),
+                join: true,
+                ..TokenClaims::default()
+            };
+            state
+                .tokens
+                .issue(&format!("join:{zone}"), lifetime, claims)
+                .map_err(internal)?
+        }
     };
-    let issued = state
+    Ok(json_response(StatusCode::CREATED, &issued))
+}
+
+fn internal(e: anyhow::Error) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
+}
+
+/// A credential for node `node` of `zone`.
+pub(super) fn node_credential(
+    state: &AppState,
+    zone: &str,
+    node: &str,
+    lifetime: Duration,
+) -> Result<IssuedToken, ApiError> {
+    dora_crds::validate_name("node", node)?;
+    let claims = TokenClaims {
+        zone: Some(zone.to_string()),
+        node: Some(node.to_string()),
+        ..TokenClaims::default()
+    };
+    state
         .tokens
         .issue(&format!("node:{node}"), lifetime, claims)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
-    Ok(json_response(StatusCode::CREATED, &issued))
+        .map_err(internal)
 }
 
 /// The requested lifetime (`expiresIn`), or the default; at most the configured maximum.

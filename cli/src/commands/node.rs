@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use dora_nodeagent::api::ApiClient;
 use dora_nodeagent::{AgentConfig, ApiConfig, DockerUse};
 
 use super::components;
@@ -79,13 +80,42 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let api = ApiConfig {
         url: args.api_server.clone(),
         ca,
-        token: args.token.trim().to_string(),
+        token: args.token.clone().unwrap_or_default().trim().to_string(),
     };
     let state_dir = args
         .state_dir
         .clone()
         .unwrap_or_else(|| super::up::default_data_dir().join("node"));
     let listen = SocketAddr::from(([0, 0, 0, 0], 7444));
-    let config = agent_config(&args.zone, &args.node, api, state_dir, listen)?;
+    let mut config = agent_config(&args.zone, &args.node, api, state_dir, listen)?;
+    if args.token.is_none() {
+        let join = args.join_token.as_deref().context(
+            "pass --token (from `dora token create --node NAME`) or --join-token (from `dora token create --join`)",
+        )?;
+        config.api.token = joined_credential(&config, join.trim()).await?;
+    }
     dora_nodeagent::run(config, components::stop_on_signal()).await
+}
+
+/// The node's own credential: the one kept from an earlier join, else one obtained now with
+/// the join token and kept (mode 0600) in the state folder.
+async fn joined_credential(config: &AgentConfig, join: &str) -> anyhow::Result<String> {
+    let kept = config.state_dir.join("credential");
+    match std::fs::read_to_string(&kept) {
+        Ok(token) => return Ok(token.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", kept.display())),
+    }
+    let mut api = config.api.clone();
+    api.token = join.to_string();
+    let client = ApiClient::new(api, &config.zone, &config.name)?;
+    let token = client
+        .join()
+        .await
+        .context("cannot join the cluster with the join token")?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create {}", config.state_dir.display()))?;
+    dora_apiserver::write_private(&kept, token.as_bytes())?;
+    tracing::info!(node = %config.name, "joined; the node's credential is kept in {}", kept.display());
+    Ok(token)
 }

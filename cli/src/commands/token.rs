@@ -11,10 +11,12 @@ pub async fn run(global: &Global, command: TokenCommand) -> anyhow::Result<()> {
         user,
         expires_in,
         node,
+        join,
     } = command;
     let client = Client::new(global)?;
     let body = match &node {
         Some(node) => json!({"node": node, "expiresIn": expires_in, "zone": global.zone}),
+        None if join => json!({"join": true, "expiresIn": expires_in, "zone": global.zone}),
         None => {
             json!({"user": user, "expiresIn": expires_in, "zone": global.zone, "workspace": global.workspace})
         }

@@ -258,8 +258,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             node::agent_config(&args.zone, &args.node, api, data_dir.join("node"), listen)?;
         let claims = TokenClaims {
             zone: Some(args.zone.clone()),
-            workspace: None,
             node: Some(config.name.clone()),
+            ..TokenClaims::default()
         };
         config.api.token = server
             .tokens()
