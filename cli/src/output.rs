@@ -281,6 +281,28 @@ pub fn json_text(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
+/// Prints `value` as JSON or YAML, or its `items` as a table of `headers` with `row`.
+pub fn print_items(
+    format: crate::args::Format,
+    value: &Value,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<()> {
+    use crate::args::Format;
+    match format {
+        Format::Json => println!("{}", json_text(value)),
+        Format::Yaml => print!("{}", yaml(value)?),
+        Format::Table | Format::Wide => {
+            let rows: Vec<Vec<String>> = value["items"]
+                .as_array()
+                .map(|items| items.iter().map(&row).collect())
+                .unwrap_or_default();
+            println!("{}", table(headers, &rows));
+        }
+    }
+    Ok(())
+}
+
 /// A kubectl-style `List` of items.
 pub fn list_object(items: Vec<Value>) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "items": items})

@@ -28,6 +28,9 @@ use crate::hardware::{self, Gpus};
 /// The watch starts over with a fresh list this often, so that a missed change heals.
 const RELIST: Duration = Duration::from_secs(300);
 
+/// Tries of one report before it waits for the next resync (over about 3 s).
+const REPORT_ATTEMPTS: u32 = 4;
+
 /// Whether to use Docker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DockerUse {
@@ -154,19 +157,34 @@ impl Agent {
         }
     }
 
+    /// Reports a container's state, trying a few times over a few seconds when the API does
+    /// not answer; what still fails is reported again at the next resync.
     async fn report(&self, key: &ObjectKey, report: ContainerReport) {
         let state = report.state;
-        match self.api.report_container(key, &report).await {
-            Ok(Reported::Recorded) => {
-                tracing::debug!(%key, state = state.as_str(), epoch = report.epoch, "reported");
-                if let Some(wanted) = lock(&self.wanted).get_mut(key) {
-                    wanted.report = Some(report);
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=REPORT_ATTEMPTS {
+            match self.api.report_container(key, &report).await {
+                Ok(Reported::Recorded) => {
+                    tracing::debug!(%key, state = state.as_str(), epoch = report.epoch, "reported");
+                    if let Some(wanted) = lock(&self.wanted).get_mut(key) {
+                        wanted.report = Some(report);
+                    }
+                    return;
+                }
+                Ok(Reported::Stale) => {
+                    tracing::info!(%key, epoch = report.epoch, "the binding moved on; the watch will say where");
+                    return;
+                }
+                Err(e) if attempt == REPORT_ATTEMPTS => {
+                    tracing::warn!(%key, error = %format!("{e:#}"), "could not report; trying again at the next resync");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%key, error = %format!("{e:#}"), "report failed; retrying")
                 }
             }
-            Ok(Reported::Stale) => {
-                tracing::info!(%key, epoch = report.epoch, "the binding moved on; the watch will say where");
-            }
-            Err(e) => tracing::warn!(%key, error = %format!("{e:#}"), "could not report"),
+            tokio::time::sleep(delay).await;
+            delay *= 2;
         }
     }
 

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::args::{Format, Global, LogsArgs, ShellArgs, TopArgs};
+use crate::args::{Global, LogsArgs, ShellArgs, TopArgs};
 use crate::client::{Client, failure};
 use crate::output;
 
@@ -107,19 +107,10 @@ pub async fn top(global: &Global, args: TopArgs) -> anyhow::Result<()> {
             json!({"items": [one]})
         }
     };
-    match args.output {
-        Format::Json => println!("{}", output::json_text(&answer)),
-        Format::Yaml => print!("{}", output::yaml(&answer)?),
-        Format::Table | Format::Wide => {
-            let rows: Vec<Vec<String>> = answer["items"]
-                .as_array()
-                .map(|items| items.iter().map(usage_row).collect())
-                .unwrap_or_default();
-            println!(
-                "{}",
-                output::table(&["NAME", "CPU", "MEMORY", "PROCESSES"], &rows)
-            );
-        }
-    }
-    Ok(())
+    output::print_items(
+        args.output,
+        &answer,
+        &["NAME", "CPU", "MEMORY", "PROCESSES"],
+        usage_row,
+    )
 }

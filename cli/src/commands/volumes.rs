@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use crate::args::{DownloadArgs, Format, Global, LsArgs, UploadArgs};
+use crate::args::{DownloadArgs, Global, LsArgs, UploadArgs};
 use crate::client::{Client, failure};
 use crate::output;
 
@@ -68,35 +68,20 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
             args.path
         );
     }
-    match args.output {
-        Format::Json => println!("{}", output::json_text(&answer)),
-        Format::Yaml => print!("{}", output::yaml(&answer)?),
-        Format::Table | Format::Wide => {
-            let rows: Vec<Vec<String>> = answer["items"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|item| {
-                            let name = item["name"].as_str().unwrap_or_default();
-                            let kind = item["kind"].as_str().unwrap_or_default();
-                            vec![
-                                if kind == "dir" {
-                                    format!("{name}/")
-                                } else {
-                                    name.to_string()
-                                },
-                                item["size"].as_u64().unwrap_or_default().to_string(),
-                                dora_apiserver::timestamp(item["modified"].as_i64().unwrap_or(0)),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            println!("{}", output::table(&["NAME", "SIZE", "MODIFIED"], &rows));
-        }
-    }
-    Ok(())
+    output::print_items(
+        args.output,
+        &answer,
+        &["NAME", "SIZE", "MODIFIED"],
+        |item| {
+            let name = item["name"].as_str().unwrap_or_default();
+            let folder = if item["kind"] == "dir" { "/" } else { "" };
+            vec![
+                format!("{name}{folder}"),
+                item["size"].as_u64().unwrap_or_default().to_string(),
+                dora_apiserver::timestamp(item["modified"].as_i64().unwrap_or(0)),
+            ]
+        },
+    )
 }
 
 /// Where in the volume an upload of `source` goes.
