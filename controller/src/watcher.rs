@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use dora_crds::Kind;
-use dora_store::{ChangeFilter, ChangeOp, Cursor, ListQuery, ObjectKey, Row, Store, StoreError};
+use dora_store::{
+    Change, ChangeFilter, ChangeOp, Cursor, ListQuery, ObjectKey, Row, Store, StoreError,
+};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -193,22 +195,21 @@ impl Watcher {
             return Ok(Vec::new());
         };
         *cursor = last.cursor.clone();
-        let mut latest: HashMap<ObjectKey, (usize, ChangeOp)> = HashMap::new();
+        let mut latest: HashMap<ObjectKey, (usize, Change)> = HashMap::new();
         for (i, change) in changes.into_iter().enumerate() {
-            latest.insert(change.key, (i, change.op));
+            latest.insert(change.key.clone(), (i, change));
         }
-        let mut keys: Vec<(usize, ObjectKey, ChangeOp)> =
-            latest.into_iter().map(|(k, (i, op))| (i, k, op)).collect();
-        keys.sort_by_key(|(i, _, _)| *i);
+        let mut last: Vec<(usize, Change)> = latest.into_values().collect();
+        last.sort_by_key(|(i, _)| *i);
         let store = &self.store;
-        futures::stream::iter(keys)
-            .map(|(_, key, op)| async move {
-                if op == ChangeOp::Delete {
-                    return Ok(WatchEvent::Deleted(key));
+        futures::stream::iter(last)
+            .map(|(_, change)| async move {
+                if change.op == ChangeOp::Delete {
+                    return Ok(WatchEvent::Deleted(change.key));
                 }
-                Ok(match store.get(&key).await? {
-                    Some(row) => WatchEvent::Applied(Arc::new(row)),
-                    None => WatchEvent::Deleted(key),
+                Ok(match store.get_after(&change).await? {
+                    Some(row) => WatchEvent::Applied(row),
+                    None => WatchEvent::Deleted(change.key),
                 })
             })
             .buffered(CONCURRENT_GETS)

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,6 +45,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest position of the change feed: watching from it sees only later writes.
     async fn head(&self) -> Result<Cursor, StoreError>;
+
+    /// The row a change is about, as of that change or later; `None` once it is deleted. A
+    /// backend may answer from the rows it wrote itself last, which watchers read back by the
+    /// thousand right after writing them.
+    async fn get_after(&self, change: &Change) -> Result<Option<Arc<Row>>, StoreError> {
+        Ok(self.get(&change.key).await?.map(Arc::new))
+    }
 
     /// Changes after `after` that match `filter`, oldest first, at most `limit`.
     async fn changes(

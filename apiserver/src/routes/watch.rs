@@ -169,7 +169,7 @@ impl Feed for ResourceFeed {
                     }
                     ("DELETED", render::tombstone(&change.key))
                 }
-                ChangeOp::Put => match store.get(&change.key).await? {
+                ChangeOp::Put => match store.get_after(&change).await? {
                     // Deleted since: its own DELETED change follows.
                     None => continue,
                     Some(row) => match &self.node {

@@ -343,7 +343,19 @@ pub(super) fn put_status(
         current + 1,
         now_millis(),
     )?;
-    get(conn, key)?.ok_or(StoreError::NotFound)
+    // The row as the update left it, without reading and decoding it again.
+    let mut row = row;
+    match column {
+        StatusColumn::Computed => {
+            row.computed = value.clone();
+            row.computed_version = current + 1;
+        }
+        StatusColumn::Observed => {
+            row.observed = value.clone();
+            row.observed_version = current + 1;
+        }
+    }
+    Ok(row)
 }
 
 pub(super) fn delete(
