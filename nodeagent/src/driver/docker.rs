@@ -204,66 +204,68 @@ impl DockerDriver {
         }
         Ok(())
     }
+}
 
-    fn host_config(&self, run: &Run) -> HostConfig {
-        let template = &run.spec.template;
-        let placement = &run.placement;
-        let mut host = HostConfig {
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::NO),
-                maximum_retry_count: None,
-            }),
-            shm_size: template.config.shm_size.and_then(|s| i64::try_from(s).ok()),
-            ..Default::default()
-        };
-        if !placement.cpus.is_empty() {
-            host.cpuset_cpus = Some(join(&placement.cpus));
-        } else if placement.millicpu > 0 {
-            host.nano_cpus = i64::try_from(placement.millicpu * 1_000_000).ok();
-        }
-        if placement.memory_bytes > 0 {
-            host.memory = i64::try_from(placement.memory_bytes).ok();
-        }
-        if !placement.gpus.is_empty() {
-            host.device_requests = Some(vec![DeviceRequest {
-                driver: Some("nvidia".into()),
-                device_ids: Some(placement.gpus.iter().map(u32::to_string).collect()),
-                capabilities: Some(vec![vec!["gpu".into()]]),
-                ..Default::default()
-            }]);
-        }
-        if !run.mounts.is_empty() {
-            host.mounts = Some(run.mounts.iter().map(docker_mount).collect());
-        }
-        if let Some(network) = &template.network {
-            host.network_mode = Some(
-                match network.mode {
-                    NetworkMode::None => "none",
-                    NetworkMode::Bridge => "bridge",
-                    NetworkMode::Host => "host",
-                }
-                .into(),
-            );
-            let mut bindings = HashMap::new();
-            for port in &network.ports {
-                // One node port per replica: nodePort + replica index.
-                let host_port = port
-                    .node_port
-                    .map(|p| (u32::from(p) + run.spec.index).to_string());
-                bindings.insert(
-                    port_key(port.port, port.protocol),
-                    Some(vec![PortBinding {
-                        host_ip: None,
-                        host_port,
-                    }]),
-                );
-            }
-            if !bindings.is_empty() {
-                host.port_bindings = Some(bindings);
-            }
-        }
-        host
+/// Docker's settings for a binding: what the placement gives it, volumes and ports; Docker
+/// never restarts it.
+fn host_config(run: &Run) -> HostConfig {
+    let template = &run.spec.template;
+    let placement = &run.placement;
+    let mut host = HostConfig {
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        shm_size: template.config.shm_size.and_then(|s| i64::try_from(s).ok()),
+        ..Default::default()
+    };
+    if !placement.cpus.is_empty() {
+        host.cpuset_cpus = Some(join(&placement.cpus));
+    } else if placement.millicpu > 0 {
+        host.nano_cpus = i64::try_from(placement.millicpu * 1_000_000).ok();
     }
+    if placement.memory_bytes > 0 {
+        host.memory = i64::try_from(placement.memory_bytes).ok();
+    }
+    if !placement.gpus.is_empty() {
+        host.device_requests = Some(vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(placement.gpus.iter().map(u32::to_string).collect()),
+            capabilities: Some(vec![vec!["gpu".into()]]),
+            ..Default::default()
+        }]);
+    }
+    if !run.mounts.is_empty() {
+        host.mounts = Some(run.mounts.iter().map(docker_mount).collect());
+    }
+    if let Some(network) = &template.network {
+        host.network_mode = Some(
+            match network.mode {
+                NetworkMode::None => "none",
+                NetworkMode::Bridge => "bridge",
+                NetworkMode::Host => "host",
+            }
+            .into(),
+        );
+        let mut bindings = HashMap::new();
+        for port in &network.ports {
+            // One node port per replica: nodePort + replica index.
+            let host_port = port
+                .node_port
+                .map(|p| (u32::from(p) + run.spec.index).to_string());
+            bindings.insert(
+                port_key(port.port, port.protocol),
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port,
+                }]),
+            );
+        }
+        if !bindings.is_empty() {
+            host.port_bindings = Some(bindings);
+        }
+    }
+    host
 }
 
 /// A Local volume is a bind mount of its folder; an NFS volume a Docker local volume with
@@ -401,7 +403,7 @@ impl Driver for DockerDriver {
             ),
             labels: Some(run.labels(&self.cluster, &self.node)),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
-            host_config: Some(self.host_config(run)),
+            host_config: Some(host_config(run)),
             ..Default::default()
         };
         let name = container_name(run);
@@ -636,5 +638,118 @@ impl Driver for DockerDriver {
                 .and_then(|c| u32::try_from(c).ok())
                 .unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dora_crds::spec::{ContainerSpec, Network, Port};
+    use dora_crds::status::Placement;
+
+    use super::*;
+
+    fn run(placement: Placement, mounts: Vec<Mount>) -> Run {
+        let mut spec = ContainerSpec {
+            workload: "train".into(),
+            index: 2,
+            hash: "h".into(),
+            template: Default::default(),
+        };
+        spec.template.config.shm_size = Some(1 << 30);
+        spec.template.network = Some(Network {
+            mode: NetworkMode::Bridge,
+            ports: vec![Port {
+                name: "web".into(),
+                kind: Default::default(),
+                protocol: Protocol::Tcp,
+                port: 8080,
+                node_port: Some(30000),
+            }],
+        });
+        Run {
+            key: ObjectKey::new(dora_crds::Kind::Container, "z", "w", "train.2"),
+            epoch: 3,
+            spec,
+            placement,
+            mounts,
+        }
+    }
+
+    #[test]
+    fn placements_become_docker_settings() {
+        let placement = Placement {
+            gpus: vec![1, 3],
+            cpus: vec![4, 5],
+            millicpu: 2000,
+            memory_bytes: 8 << 30,
+            ..Placement::default()
+        };
+        let host = host_config(&run(placement, Vec::new()));
+        let gpus = &host.device_requests.as_ref().unwrap()[0];
+        assert_eq!(
+            gpus.device_ids.as_deref(),
+            Some(&["1".to_string(), "3".to_string()][..])
+        );
+        assert_eq!(gpus.capabilities, Some(vec![vec!["gpu".to_string()]]));
+        assert_eq!(host.cpuset_cpus.as_deref(), Some("4,5"));
+        assert_eq!(host.nano_cpus, None, "a CPU set, not a share");
+        assert_eq!(host.memory, Some(8 << 30));
+        assert_eq!(host.shm_size, Some(1 << 30));
+        assert_eq!(
+            host.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
+        let binding = &host.port_bindings.unwrap()["8080/tcp"];
+        assert_eq!(
+            binding.as_ref().unwrap()[0].host_port.as_deref(),
+            Some("30002"),
+            "nodePort + replica index"
+        );
+
+        let shared = Placement {
+            millicpu: 500,
+            ..Placement::default()
+        };
+        let host = host_config(&run(shared, Vec::new()));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.cpuset_cpus, None);
+        assert_eq!(host.device_requests, None);
+    }
+
+    #[test]
+    fn local_volumes_bind_and_nfs_volumes_mount_through_docker() {
+        let local = Mount {
+            name: "data".into(),
+            source: "/srv/dora/w/data".into(),
+            target: "/data".into(),
+            read_only: true,
+            kind: "Local".into(),
+            server: None,
+            export: None,
+        };
+        let nfs = Mount {
+            name: "sets".into(),
+            source: "/mnt/nfs/w/sets".into(),
+            target: "/sets".into(),
+            read_only: false,
+            kind: "NFS".into(),
+            server: Some("10.0.0.5".into()),
+            export: Some("/export/w/sets".into()),
+        };
+        let host = host_config(&run(Placement::default(), vec![local, nfs]));
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts[0].typ, Some(MountType::BIND));
+        assert_eq!(mounts[0].source.as_deref(), Some("/srv/dora/w/data"));
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert_eq!(mounts[1].typ, Some(MountType::VOLUME));
+        let options = mounts[1]
+            .volume_options
+            .as_ref()
+            .and_then(|o| o.driver_config.as_ref())
+            .and_then(|d| d.options.as_ref())
+            .unwrap();
+        assert_eq!(options["type"], "nfs");
+        assert_eq!(options["o"], "addr=10.0.0.5,rw,nfsvers=4");
+        assert_eq!(options["device"], ":/export/w/sets");
     }
 }
