@@ -118,11 +118,9 @@ impl State {
     /// server's client certificate.
     pub fn node_client(&self) -> Result<&reqwest::Client, ApiError> {
         let built = self.node_client.get_or_init(|| {
-            let pki = self
-                .options
-                .pki
-                .as_ref()
-                .ok_or("this API server holds no cluster PKI; start it with --pki DIR")?;
+            let pki = self.options.pki.as_ref().ok_or(
+                "this API server was started without the cluster PKI, so it cannot reach nodes",
+            )?;
             pki.node_client()
                 .map_err(|e| format!("cannot set up the client for nodes: {e:#}"))
         });

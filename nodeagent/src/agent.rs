@@ -215,6 +215,7 @@ impl Agent {
             }
         }
         let Some(wanted) = wanted else {
+            lock(&self.failed).retain(|(failed, _)| *failed != key);
             return;
         };
         let run = &wanted.run;

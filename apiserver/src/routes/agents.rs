@@ -202,7 +202,7 @@ pub(super) async fn certificate(
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "NoAuthority",
-            "this API server holds no cluster CA; start it with --pki DIR",
+            "this API server was started without the cluster CA, so it cannot issue node certificates",
         )
     })?;
     let issued = pki

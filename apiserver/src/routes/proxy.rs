@@ -239,7 +239,7 @@ async fn connect_node(
 ) -> Result<NodeSocket, ApiError> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let pki = state.options.pki.as_ref().ok_or_else(|| {
-        unavailable("this API server holds no cluster PKI; start it with --pki DIR")
+        unavailable("this API server was started without the cluster PKI, so it cannot reach nodes")
     })?;
     let tls = pki
         .node_tls()

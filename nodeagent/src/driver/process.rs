@@ -70,6 +70,8 @@ pub struct ProcessDriver {
 
 /// One process's line of /proc/PID/stat, the fields we use.
 struct Stat {
+    /// Ended but not yet reaped.
+    zombie: bool,
     pgrp: i32,
     ticks: u64,
     start_ticks: u64,
@@ -77,11 +79,15 @@ struct Stat {
 }
 
 fn read_stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
     // The command name may hold spaces and parentheses: the fields start after the last ')'.
     let fields: Vec<&str> = text.get(text.rfind(')')? + 2..)?.split(' ').collect();
     let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
     Some(Stat {
+        zombie: *fields.first()? == "Z",
         pgrp: fields.get(2)?.parse().ok()?,
         ticks: field(14)? + field(15)?,
         start_ticks: field(22)?,
@@ -92,14 +98,13 @@ fn read_stat(pid: i32) -> Option<Stat> {
 /// Whether `meta`'s process still runs (and is not a zombie, nor another process that got
 /// its pid).
 fn alive(meta: &Meta) -> bool {
-    let Some(stat) = read_stat(meta.pid) else {
-        return false;
-    };
-    let zombie = std::fs::read_to_string(format!("/proc/{}/stat", meta.pid))
-        .ok()
-        .and_then(|t| t.rfind(')').map(|i| t[i + 2..].starts_with('Z')))
-        .unwrap_or(true);
-    stat.start_ticks == meta.start_ticks && !zombie
+    read_stat(meta.pid).is_some_and(|stat| stat.start_ticks == meta.start_ticks && !stat.zombie)
+}
+
+/// A process's exit code, or 128 + the signal that killed it, as shells report it.
+fn exit_code(status: std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().or(status.signal().map(|s| 128 + s))
 }
 
 fn signal_group(pid: i32, signal: Signal) {
@@ -156,10 +161,7 @@ impl ProcessDriver {
         tokio::spawn(async move {
             let status = child.wait().await;
             let code = match status {
-                Ok(status) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    status.code().or(status.signal().map(|s| 128 + s))
-                }
+                Ok(status) => exit_code(status),
                 Err(_) => None,
             };
             let exit = ExitFile {
@@ -466,13 +468,8 @@ impl Driver for ProcessDriver {
         let mut bytes = output.stdout;
         bytes.extend(output.stderr);
         bytes.truncate(EXEC_OUTPUT);
-        use std::os::unix::process::ExitStatusExt;
         Ok(ExecOutput {
-            exit_code: output
-                .status
-                .code()
-                .or(output.status.signal().map(|s| 128 + s))
-                .unwrap_or(-1),
+            exit_code: exit_code(output.status).unwrap_or(-1),
             output: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
@@ -537,9 +534,8 @@ impl Driver for ProcessDriver {
         };
         let (done, exit) = tokio::sync::watch::channel(None);
         tokio::spawn(async move {
-            use std::os::unix::process::ExitStatusExt;
             let code = match child.wait().await {
-                Ok(status) => status.code().or(status.signal().map(|s| 128 + s)),
+                Ok(status) => exit_code(status),
                 Err(_) => None,
             };
             let _ = done.send(Some(code.unwrap_or(-1)));
@@ -689,6 +685,20 @@ mod tests {
         assert_eq!(last_lines(b"a\nb\nc", 2), b"b\nc");
         assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
         assert_eq!(last_lines(b"a\n", 0), b"");
+    }
+
+    #[test]
+    fn stat_lines_parse_and_garbage_does_not() {
+        let line = "42 (a (b) c) Z 1 42 42 0 -1 4194560 0 0 0 0 7 3 0 0 20 0 1 0 9999 0 12";
+        let stat = parse_stat(line).unwrap();
+        assert!(stat.zombie);
+        assert_eq!(
+            (stat.pgrp, stat.ticks, stat.start_ticks, stat.rss_pages),
+            (42, 10, 9999, 12)
+        );
+        for garbage in ["", ")", "1 (x)", "1 (x) R", "1 (x) R 1 x"] {
+            assert!(parse_stat(garbage).is_none(), "{garbage:?}");
+        }
     }
 
     #[test]
