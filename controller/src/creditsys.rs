@@ -212,7 +212,7 @@ async fn account(
         let key = ObjectKey::new(Kind::Usercredit, &config.zone, "", &user);
         let row = match caches.accounts.get(&key) {
             Some(row) => row,
-            None => Arc::new(create_account(store, &key, &user).await?),
+            None => create_account(store, &key, &user).await?,
         };
         let previous: Option<CreditAccount> = dora_crds::decode(&row.computed).ok();
         let mut next = previous.clone().unwrap_or(CreditAccount {
@@ -290,7 +290,11 @@ async fn account(
     Ok(())
 }
 
-async fn create_account(store: &dyn Store, key: &ObjectKey, user: &str) -> Result<Row, StoreError> {
+async fn create_account(
+    store: &dyn Store,
+    key: &ObjectKey,
+    user: &str,
+) -> Result<Arc<Row>, StoreError> {
     let spec = UsercreditSpec {
         user: user.to_string(),
     };
@@ -308,7 +312,11 @@ async fn create_account(store: &dyn Store, key: &ObjectKey, user: &str) -> Resul
     };
     match store.put_spec(write).await {
         Ok(outcome) => Ok(outcome.row().clone()),
-        Err(StoreError::AlreadyExists) => store.get(key).await?.ok_or(StoreError::NotFound),
+        Err(StoreError::AlreadyExists) => store
+            .get(key)
+            .await?
+            .map(Arc::new)
+            .ok_or(StoreError::NotFound),
         Err(e) => Err(e),
     }
 }

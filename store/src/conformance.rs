@@ -125,7 +125,7 @@ pub async fn create_then_get(store: &dyn Store) {
     assert!(row.created > 0 && row.updated >= row.created);
     assert_eq!(row.resource, spec(1, "a"));
     assert_eq!(row.computed, Value::Null);
-    assert_eq!(store.get(&key).await.unwrap(), Some(row));
+    assert_eq!(store.get(&key).await.unwrap(), Some((*row).clone()));
 }
 
 pub async fn create_refuses_existing_row(store: &dyn Store) {
@@ -676,7 +676,7 @@ pub async fn a_controller_creates_rows_placed_and_fenced(store: &dyn Store) {
     let stored = store.get(&key).await.unwrap().unwrap();
     assert_eq!(
         (stored.computed, stored.computed_version),
-        (row.computed, 1)
+        (row.computed.clone(), 1)
     );
     assert_eq!(
         store.put_spec(create).await.unwrap_err(),

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use dora_crds::Scope;
 use serde_json::Value;
@@ -87,19 +88,20 @@ pub struct SpecWrite {
     pub fence: Option<Fence>,
 }
 
-/// What a spec write did.
+/// What a spec write did, with the row as stored after it (shared with the store's own
+/// copy, so that a write does not copy the row's JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpecOutcome {
-    Created(Row),
+    Created(Arc<Row>),
     /// The spec, labels or desired state changed.
-    Configured(Row),
+    Configured(Arc<Row>),
     /// Identical to what was stored; nothing was written.
-    Unchanged(Row),
+    Unchanged(Arc<Row>),
 }
 
 impl SpecOutcome {
     /// The row as stored after the write.
-    pub fn row(&self) -> &Row {
+    pub fn row(&self) -> &Arc<Row> {
         match self {
             SpecOutcome::Created(row)
             | SpecOutcome::Configured(row)

@@ -27,7 +27,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Compare-and-set of a status column group on its own version (`None`: any); the spec
     /// columns are not touched. With a fence, the write is refused unless the lease epoch is
-    /// still current.
+    /// still current. Returns the row as stored after the write.
     async fn put_status(
         &self,
         key: &ObjectKey,
@@ -35,7 +35,7 @@ pub trait Store: Send + Sync + 'static {
         expected: Option<u64>,
         value: Value,
         fence: Option<&Fence>,
-    ) -> Result<Row, StoreError>;
+    ) -> Result<Arc<Row>, StoreError>;
 
     /// Deletes a row, if its spec version matches the precondition; returns what was deleted.
     async fn delete(&self, key: &ObjectKey, precondition: Precondition) -> Result<Row, StoreError>;

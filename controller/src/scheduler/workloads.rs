@@ -291,7 +291,7 @@ fn pause_reason(shared: &Shared, workload: &Row) -> Option<String> {
 }
 
 /// Writes a container's placement, fenced by the lease.
-pub(crate) async fn bind(shared: &Shared, row: &Row, place: &Placement) -> Result<Row, Error> {
+pub(crate) async fn bind(shared: &Shared, row: &Row, place: &Placement) -> Result<Arc<Row>, Error> {
     let value = dora_crds::encode(place)?;
     Ok(shared
         .store

@@ -1,5 +1,6 @@
 //! The `Store` operations over CQL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -428,7 +429,7 @@ impl Store for CqlStore {
                 if failures > 0 && row.uid == uid {
                     self.append_change(&write.key, ChangeOp::Put, Columns::Spec, row.version)
                         .await?;
-                    return Ok(SpecOutcome::Created(row.clone()));
+                    return Ok(SpecOutcome::Created(Arc::new(row.clone())));
                 }
                 if let Some(from) = lost_update.take()
                     && ours
@@ -440,7 +441,7 @@ impl Store for CqlStore {
                     }
                     self.append_change(&write.key, ChangeOp::Put, Columns::Spec, row.version)
                         .await?;
-                    return Ok(SpecOutcome::Configured(row.clone()));
+                    return Ok(SpecOutcome::Configured(Arc::new(row.clone())));
                 }
             }
             write.precondition.check(existing.as_ref())?;
@@ -454,7 +455,7 @@ impl Store for CqlStore {
                     Some(row) => {
                         self.append_change(&write.key, ChangeOp::Put, Columns::Spec, 1)
                             .await?;
-                        return Ok(SpecOutcome::Created(row));
+                        return Ok(SpecOutcome::Created(Arc::new(row)));
                     }
                     None if write.precondition == Precondition::Absent => {
                         return Err(StoreError::AlreadyExists);
@@ -466,7 +467,7 @@ impl Store for CqlStore {
                 && row.labels == write.labels
                 && row.desired == write.desired
             {
-                return Ok(SpecOutcome::Unchanged(row));
+                return Ok(SpecOutcome::Unchanged(Arc::new(row)));
             }
             let updated = match self.update_spec(&write, &row, now).await {
                 Ok(updated) => updated,
@@ -480,7 +481,7 @@ impl Store for CqlStore {
                 Some(updated) => {
                     self.append_change(&write.key, ChangeOp::Put, Columns::Spec, updated.version)
                         .await?;
-                    return Ok(SpecOutcome::Configured(updated));
+                    return Ok(SpecOutcome::Configured(Arc::new(updated)));
                 }
                 None => {
                     if let Precondition::Version(expected) = write.precondition {
@@ -506,7 +507,7 @@ impl Store for CqlStore {
         expected: Option<u64>,
         value: Value,
         fence: Option<&Fence>,
-    ) -> Result<Row, StoreError> {
+    ) -> Result<Arc<Row>, StoreError> {
         let statements = self.table(key.table());
         let mut failures = 0;
         // The version a status write of unknown outcome started from.
@@ -530,7 +531,7 @@ impl Store for CqlStore {
             {
                 self.append_change(key, ChangeOp::Put, column.into(), current)
                     .await?;
-                return Ok(row);
+                return Ok(Arc::new(row));
             }
             if let Some(expected) = expected
                 && expected != current
@@ -578,7 +579,7 @@ impl Store for CqlStore {
                         (row.observed, row.observed_version) = (value, current + 1)
                     }
                 }
-                return Ok(row);
+                return Ok(Arc::new(row));
             }
         }
         Err(contention(key))

@@ -3,12 +3,12 @@
 //! its own savepoint so that one refused write does not undo the others. Reads use a pool of
 //! read-only connections.
 
+mod committed;
 mod ops;
 mod schema;
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
+use self::committed::{Feed, Recent, lock};
 use crate::{
     ActionRecord, Change, ChangeFilter, Cursor, Event, EventQuery, Fence, Lease, ListQuery,
     ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn, Store, StoreError,
@@ -24,11 +25,21 @@ use crate::{
 
 /// How many queued writes one transaction takes at most.
 const MAX_BATCH: usize = 512;
+/// Prepared statements kept per connection: more than the writer's distinct statements, so
+/// that none is prepared again on every write.
+const STATEMENT_CACHE: usize = 128;
 /// How often the writer prunes expired feed entries, events and actions.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
+
+/// One transaction of the writer thread: its connection, and the feed entries its writes have
+/// appended so far with their sequence numbers.
+struct Tx<'c> {
+    conn: &'c Connection,
+    changes: Vec<(i64, Change)>,
+}
 
 /// Retention of the rows that would otherwise grow without bound.
 #[derive(Debug, Clone, Copy)]
@@ -64,52 +75,7 @@ struct Inner {
     notify: watch::Receiver<u64>,
     retention: Retention,
     recent: Arc<Mutex<Recent>>,
-}
-
-/// How many rows [`Recent`] keeps.
-const RECENT_ROWS: usize = 4_096;
-
-/// The rows this process wrote last, newest per key, updated in commit order. Watchers read
-/// rows back right after they are written; answering those reads from memory spares a query
-/// and the decoding of three JSON columns per change.
-#[derive(Default)]
-struct Recent {
-    rows: HashMap<ObjectKey, Arc<Row>>,
-    /// Keys in the order they came in, for eviction (a key may stand twice; evicting early
-    /// only costs a query).
-    order: VecDeque<ObjectKey>,
-}
-
-impl Recent {
-    fn put(&mut self, row: &Row) {
-        if self
-            .rows
-            .insert(row.key.clone(), Arc::new(row.clone()))
-            .is_none()
-        {
-            self.order.push_back(row.key.clone());
-        }
-        while self.order.len() > RECENT_ROWS {
-            if let Some(old) = self.order.pop_front() {
-                self.rows.remove(&old);
-            }
-        }
-    }
-
-    /// The row of `change` if the one kept is at least as new as the change.
-    fn after(&self, change: &Change) -> Option<Arc<Row>> {
-        let row = self.rows.get(&change.key)?;
-        let version = match change.columns {
-            crate::Columns::Spec => row.version,
-            crate::Columns::Computed => row.computed_version,
-            crate::Columns::Observed => row.observed_version,
-        };
-        (version >= change.version).then(|| row.clone())
-    }
-}
-
-fn lock(recent: &Mutex<Recent>) -> MutexGuard<'_, Recent> {
-    recent.lock().unwrap_or_else(PoisonError::into_inner)
+    feed: Arc<Mutex<Feed>>,
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -126,6 +92,7 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, retention: Retention) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let conn = Connection::open(&path).map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
         )
@@ -133,9 +100,11 @@ impl SqliteStore {
         conn.execute_batch(&schema::ddl()).map_err(backend)?;
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (notify_tx, notify_rx) = watch::channel(0u64);
+        let feed: Arc<Mutex<Feed>> = Arc::default();
+        let committed = feed.clone();
         std::thread::Builder::new()
             .name("dora-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, job_rx, notify_tx, retention))
+            .spawn(move || writer_loop(conn, job_rx, notify_tx, committed, retention))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -145,6 +114,7 @@ impl SqliteStore {
                 notify: notify_rx,
                 retention,
                 recent: Arc::default(),
+                feed,
             }),
         })
     }
@@ -153,20 +123,20 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        self.write_then(f, |_, _| {}).await
+        self.write_then(move |tx| f(tx.conn), |_, _| {}).await
     }
 
     /// A write whose result `committed` sees on the writer thread, in commit order, once it
     /// is committed: the place to keep [`Recent`] in step.
     async fn write_then<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
         committed: impl FnOnce(&mut Recent, &R) + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
         let recent = self.inner.recent.clone();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+        let job: Job = Box::new(move |transaction| {
+            let result = in_savepoint(transaction, f);
             Box::new(move |commit: Result<(), StoreError>| {
                 if let (Ok(()), Ok(value)) = (&commit, &result) {
                     committed(&mut lock(&recent), value);
@@ -203,6 +173,7 @@ impl SqliteStore {
                 )
                 .map_err(backend)?;
                 conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
+                conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 conn
             }
         };
@@ -215,17 +186,23 @@ impl SqliteStore {
 }
 
 fn in_savepoint<R>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    tx: &mut Tx<'_>,
+    f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
-    conn.execute_batch("SAVEPOINT write").map_err(backend)?;
-    let result = f(conn);
-    let end = if result.is_ok() {
-        "RELEASE write"
-    } else {
-        "ROLLBACK TO write; RELEASE write"
+    let conn = tx.conn;
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map_err(backend)
     };
-    conn.execute_batch(end).map_err(backend)?;
+    run("SAVEPOINT write")?;
+    let appended = tx.changes.len();
+    let result = f(tx);
+    if result.is_err() {
+        run("ROLLBACK TO write")?;
+        tx.changes.truncate(appended);
+    }
+    run("RELEASE write")?;
     result
 }
 
@@ -233,6 +210,7 @@ fn writer_loop(
     conn: Connection,
     jobs: mpsc::Receiver<Job>,
     notify: watch::Sender<u64>,
+    feed: Arc<Mutex<Feed>>,
     retention: Retention,
 ) {
     let mut last_maintenance = Instant::now();
@@ -257,8 +235,12 @@ fn writer_loop(
             }
         }
         let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(backend);
+        let mut tx = Tx {
+            conn: &conn,
+            changes: Vec::new(),
+        };
         let completions: Vec<Completion> = match &began {
-            Ok(()) => batch.into_iter().map(|job| job(&conn)).collect(),
+            Ok(()) => batch.into_iter().map(|job| job(&mut tx)).collect(),
             Err(_) => Vec::new(),
         };
         let committed = began.and_then(|()| {
@@ -268,12 +250,16 @@ fn writer_loop(
             })
         });
         if committed.is_ok() {
-            notify.send_modify(|n| *n += 1);
+            lock(&feed).extend(tx.changes);
         } else {
             tracing::error!(error = ?committed, "sqlite commit failed");
         }
         for complete in completions {
             complete(committed.clone());
+        }
+        // Woken watchers find the new rows and feed entries already kept.
+        if committed.is_ok() {
+            notify.send_modify(|n| *n += 1);
         }
     }
 }
@@ -297,11 +283,15 @@ impl Store for SqliteStore {
 
     async fn put_spec(&self, write: SpecWrite) -> Result<SpecOutcome, StoreError> {
         let keep = self.inner.retention.versions;
-        self.write_then(
-            move |conn| ops::put_spec(conn, write, keep),
-            |recent, outcome: &SpecOutcome| recent.put(outcome.row()),
-        )
-        .await
+        let encoded = ops::EncodedSpec::new(write)?;
+        let recent = self.inner.recent.clone();
+        let (outcome, row) = self
+            .write_then(
+                move |tx| ops::put_spec(tx, encoded, keep, &recent),
+                |recent, (_, row): &ops::Written| recent.put(row),
+            )
+            .await?;
+        Ok(outcome(row))
     }
 
     async fn put_status(
@@ -311,12 +301,24 @@ impl Store for SqliteStore {
         expected: Option<u64>,
         value: Value,
         fence: Option<&Fence>,
-    ) -> Result<Row, StoreError> {
+    ) -> Result<Arc<Row>, StoreError> {
         let key = key.clone();
         let fence = fence.cloned();
+        let text = serde_json::to_string(&value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let recent = self.inner.recent.clone();
         self.write_then(
-            move |conn| ops::put_status(conn, &key, column, expected, &value, fence.as_ref()),
-            |recent, row: &Row| recent.put(row),
+            move |tx| {
+                ops::put_status(
+                    tx,
+                    &key,
+                    column,
+                    expected,
+                    (value, text),
+                    fence.as_ref(),
+                    &recent,
+                )
+            },
+            |recent, row: &Arc<Row>| recent.put(row),
         )
         .await
     }
@@ -324,10 +326,8 @@ impl Store for SqliteStore {
     async fn delete(&self, key: &ObjectKey, precondition: Precondition) -> Result<Row, StoreError> {
         let key = key.clone();
         self.write_then(
-            move |conn| ops::delete(conn, &key, precondition),
-            |recent, row: &Row| {
-                recent.rows.remove(&row.key);
-            },
+            move |tx| ops::delete(tx, &key, precondition),
+            |recent, row: &Row| recent.remove(&row.key),
         )
         .await
     }
@@ -346,6 +346,10 @@ impl Store for SqliteStore {
         after: &Cursor,
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
+        let after_seq = ops::parse_cursor(after)?;
+        if let Some(changes) = lock(&self.inner.feed).read(filter, after_seq, limit.max(1)) {
+            return Ok(changes);
+        }
         self.read(|conn| ops::changes(conn, filter, after, limit))
     }
 
@@ -441,8 +445,14 @@ mod tests {
             workspace: None,
             name: None,
         };
-        let changes = ours.changes(&filter, &start, 10).await.unwrap();
+        // Our two writes come from memory, which stops short of the other process's write;
+        // reading on from there finds it.
+        let mut changes = ours.changes(&filter, &start, 10).await.unwrap();
+        assert_eq!(changes.len(), 2);
+        let rest = ours.changes(&filter, &changes[1].cursor, 10).await.unwrap();
+        changes.extend(rest);
         assert_eq!(changes.len(), 3);
+        assert_eq!(changes[2].columns, crate::Columns::Computed);
         let last = ours.get_after(&changes[2]).await.unwrap().unwrap();
         assert_eq!(last.computed, json!({"n": 2}), "the other process's write");
         assert_eq!(last.computed_version, 2);

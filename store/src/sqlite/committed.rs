@@ -1,0 +1,204 @@
+//! What this process committed last, kept in memory in commit order: the newest rows it wrote
+//! and its change-feed entries. Watchers in the same process read both right after the writes;
+//! answering from memory spares a query and the decoding of every row and change. Neither ever
+//! hides a write by another process: a kept row serves only reads it is new enough for, and the
+//! feed serves only runs of sequence numbers it holds whole.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::{Change, ChangeFilter, Columns, ObjectKey, Row};
+
+/// How many rows [`Recent`] keeps.
+const RECENT_ROWS: usize = 4_096;
+/// How many feed entries [`Feed`] keeps per partition.
+const FEED_ENTRIES: usize = 32_768;
+/// How many separate runs of sequence numbers [`Feed`] remembers.
+const FEED_RUNS: usize = 1_024;
+
+pub(super) fn lock<T>(kept: &Mutex<T>) -> MutexGuard<'_, T> {
+    kept.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The rows this process wrote last, newest per key.
+#[derive(Default)]
+pub(super) struct Recent {
+    rows: HashMap<ObjectKey, Arc<Row>>,
+    /// Keys in the order they came in, for eviction (a key may stand twice; evicting early
+    /// only costs a query).
+    order: VecDeque<ObjectKey>,
+}
+
+impl Recent {
+    pub fn put(&mut self, row: &Arc<Row>) {
+        if self.rows.insert(row.key.clone(), row.clone()).is_none() {
+            self.order.push_back(row.key.clone());
+        }
+        while self.order.len() > RECENT_ROWS {
+            if let Some(old) = self.order.pop_front() {
+                self.rows.remove(&old);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &ObjectKey) {
+        self.rows.remove(key);
+    }
+
+    /// The newest row of `key` this process wrote, if still kept.
+    pub fn kept(&self, key: &ObjectKey) -> Option<Arc<Row>> {
+        self.rows.get(key).cloned()
+    }
+
+    /// The row of `change` if the one kept is at least as new as the change.
+    pub fn after(&self, change: &Change) -> Option<Arc<Row>> {
+        let row = self.rows.get(&change.key)?;
+        let version = match change.columns {
+            Columns::Spec => row.version,
+            Columns::Computed => row.computed_version,
+            Columns::Observed => row.observed_version,
+        };
+        (version >= change.version).then(|| row.clone())
+    }
+}
+
+/// The feed entries this process committed, per partition, with the runs of sequence numbers
+/// they cover. Entries of other processes' writes fall into the gaps between runs.
+#[derive(Default)]
+pub(super) struct Feed {
+    /// Entries by kind, then zone, in sequence order.
+    partitions: HashMap<String, HashMap<String, Partition>>,
+    /// Runs of consecutive sequence numbers committed here, `(first, last)`, oldest first.
+    runs: VecDeque<(i64, i64)>,
+}
+
+#[derive(Default)]
+struct Partition {
+    entries: VecDeque<(i64, Change)>,
+    /// The newest sequence number evicted: reads from before it go to SQLite.
+    evicted_through: i64,
+}
+
+impl Feed {
+    /// Adds the entries of one committed transaction, in sequence order.
+    pub fn extend(&mut self, entries: Vec<(i64, Change)>) {
+        for (seq, change) in entries {
+            match self.runs.back_mut() {
+                Some((_, last)) if *last + 1 == seq => *last = seq,
+                _ => self.runs.push_back((seq, seq)),
+            }
+            if self.runs.len() > FEED_RUNS {
+                self.runs.pop_front();
+            }
+            let partition = self
+                .partitions
+                .entry(change.key.kind.clone())
+                .or_default()
+                .entry(change.key.zone.clone())
+                .or_default();
+            partition.entries.push_back((seq, change));
+            if partition.entries.len() > FEED_ENTRIES
+                && let Some((evicted, _)) = partition.entries.pop_front()
+            {
+                partition.evicted_through = evicted;
+            }
+        }
+    }
+
+    /// The changes after `after` that match `filter`, at most `limit`, when this feed holds
+    /// every change from `after` on up to the last one returned; `None` (ask SQLite) when it
+    /// does not, or has nothing to return.
+    pub fn read(&self, filter: &ChangeFilter, after: i64, limit: usize) -> Option<Vec<Change>> {
+        let partition = self.partitions.get(&filter.kind)?.get(&filter.zone)?;
+        if after < partition.evicted_through {
+            return None;
+        }
+        let covered_to = self.covered_to(after + 1)?;
+        let start = partition.entries.partition_point(|(seq, _)| *seq <= after);
+        let changes: Vec<Change> = partition
+            .entries
+            .range(start..)
+            .take_while(|(seq, _)| *seq <= covered_to)
+            .map(|(_, change)| change)
+            .filter(|change| {
+                filter
+                    .workspace
+                    .as_ref()
+                    .is_none_or(|w| *w == change.key.workspace)
+                    && filter.name.as_ref().is_none_or(|n| *n == change.key.name)
+            })
+            .take(limit)
+            .cloned()
+            .collect();
+        (!changes.is_empty()).then_some(changes)
+    }
+
+    /// The last sequence number of the run holding `seq`, if one does.
+    fn covered_to(&self, seq: i64) -> Option<i64> {
+        let run = self.runs.partition_point(|(_, last)| *last < seq);
+        let (first, last) = self.runs.get(run)?;
+        (*first <= seq).then_some(*last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dora_crds::Kind;
+
+    use super::*;
+    use crate::{ChangeOp, Cursor};
+
+    fn change(seq: i64, name: &str) -> (i64, Change) {
+        let change = Change {
+            cursor: Cursor(seq.to_string()),
+            key: ObjectKey::new(Kind::Container, "z", "w", name),
+            op: ChangeOp::Put,
+            columns: Columns::Spec,
+            version: 1,
+            at: 0,
+        };
+        (seq, change)
+    }
+
+    fn names(changes: Option<Vec<Change>>) -> Vec<String> {
+        changes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.key.name)
+            .collect()
+    }
+
+    #[test]
+    fn the_feed_answers_only_runs_it_holds_whole() {
+        let filter = ChangeFilter {
+            kind: Kind::Container.name().into(),
+            zone: "z".into(),
+            workspace: None,
+            name: None,
+        };
+        let mut feed = Feed::default();
+        feed.extend(vec![change(3, "a"), change(4, "b")]);
+        // Sequence 5 is another process's write; 6 and 7 are ours again.
+        feed.extend(vec![change(6, "c"), change(7, "d")]);
+        assert_eq!(
+            names(feed.read(&filter, 2, 10)),
+            ["a", "b"],
+            "stops at the gap"
+        );
+        assert_eq!(names(feed.read(&filter, 3, 1)), ["b"]);
+        assert!(feed.read(&filter, 4, 10).is_none(), "5 is not held");
+        assert_eq!(names(feed.read(&filter, 5, 10)), ["c", "d"]);
+        assert!(feed.read(&filter, 1, 10).is_none(), "2 is not held");
+        assert!(feed.read(&filter, 7, 10).is_none(), "nothing newer here");
+        let other = ChangeFilter {
+            zone: "y".into(),
+            ..filter.clone()
+        };
+        assert!(feed.read(&other, 2, 10).is_none());
+        let one = ChangeFilter {
+            name: Some("d".into()),
+            ..filter
+        };
+        assert_eq!(names(feed.read(&one, 5, 10)), ["d"]);
+    }
+}
