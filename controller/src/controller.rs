@@ -73,6 +73,7 @@ pub struct Controller {
     observers: Vec<(Kind, Observer)>,
     caches: HashMap<Kind, Cache>,
     concurrency: usize,
+    related_window: Duration,
     watch: WatchConfig,
     signals: mpsc::UnboundedReceiver<ObjectKey>,
     handle: Handle,
@@ -93,6 +94,7 @@ impl Controller {
             observers: Vec::new(),
             caches,
             concurrency: 16,
+            related_window: Duration::ZERO,
             watch: WatchConfig::default(),
             signals,
             handle: Handle { tx },
@@ -127,6 +129,14 @@ impl Controller {
         observer: impl Fn(&WatchEvent) + Send + Sync + 'static,
     ) -> Self {
         self.observers.push((kind, Arc::new(observer)));
+        self
+    }
+
+    /// Changes of related objects within `window` reconcile their primary once, after the
+    /// window (default: at once). A primary of many owned objects is then not reconciled once
+    /// per owned change in a burst; changes of the primary itself are never delayed.
+    pub fn batch_related(mut self, window: Duration) -> Self {
+        self.related_window = window;
         self
     }
 
@@ -266,7 +276,7 @@ impl Controller {
             let current = touched.iter().filter_map(|key| cache.get(key));
             for row in current.chain(removed.iter().cloned()) {
                 for key in mapper(&row) {
-                    queue.add(key, Trigger::Related);
+                    queue.add_batched(key, Trigger::Related, self.related_window);
                 }
             }
         }

@@ -50,6 +50,8 @@ pub(crate) struct Queue {
     /// Keys that were added while running; they run again when the current one ends.
     dirty: HashMap<ObjectKey, Trigger>,
     backoffs: HashMap<ObjectKey, Backoff>,
+    /// Keys a batched add put in `delayed` that have not come due yet.
+    batched: HashSet<ObjectKey>,
 }
 
 impl Queue {
@@ -61,6 +63,19 @@ impl Queue {
             self.triggers.insert(key.clone(), trigger);
             self.ready.push_back(key);
         }
+    }
+
+    /// Adds `key` once `window` has passed, unless it is already waiting: every batched add
+    /// within the window ends in one reconcile.
+    pub fn add_batched(&mut self, key: ObjectKey, trigger: Trigger, window: Duration) {
+        if window.is_zero() {
+            return self.add(key, trigger);
+        }
+        if self.triggers.contains_key(&key) || self.batched.contains(&key) {
+            return;
+        }
+        self.batched.insert(key.clone());
+        self.add_after(key, trigger, window);
     }
 
     /// Adds `key` once `after` has passed.
@@ -83,6 +98,7 @@ impl Queue {
                 break;
             }
             let (key, trigger) = entry.remove();
+            self.batched.remove(&key);
             self.add(key, trigger);
         }
     }
@@ -148,6 +164,33 @@ mod tests {
         );
         assert_eq!(queue.done(&a, false), None);
         assert_eq!(queue.take(), Some((key("a"), Trigger::Related)));
+    }
+
+    /// Sleeps until the queue's next delayed key is due and promotes it.
+    async fn until_due(queue: &mut Queue) {
+        let due = queue.next_due().expect("a delayed key");
+        tokio::time::sleep_until(due).await;
+        queue.promote_due();
+    }
+
+    #[tokio::test]
+    async fn batched_adds_within_a_window_run_once() {
+        let window = Duration::from_millis(20);
+        let mut queue = Queue::default();
+        for _ in 0..3 {
+            queue.add_batched(key("a"), Trigger::Related, window);
+        }
+        assert!(queue.take().is_none(), "a waits for its window");
+        until_due(&mut queue).await;
+        assert_eq!(queue.take(), Some((key("a"), Trigger::Related)));
+        assert_eq!(queue.next_due(), None, "once for the whole window");
+        queue.done(&key("a"), false);
+        // Already waiting: a batched add does not queue it a second time.
+        queue.add(key("b"), Trigger::Changed);
+        queue.add_batched(key("b"), Trigger::Related, window);
+        assert_eq!(queue.next_due(), None);
+        assert_eq!(queue.take(), Some((key("b"), Trigger::Changed)));
+        assert!(queue.take().is_none());
     }
 
     #[test]

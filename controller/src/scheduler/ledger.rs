@@ -4,6 +4,7 @@
 //! twice. Per-node usage is an index over the bookings by container, never a free counter.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use dora_crds::spec::Affinity;
@@ -20,6 +21,15 @@ struct InFlight {
     computed_version: u64,
     booking: Option<Booking>,
     since: Instant,
+}
+
+/// Where a `First` search for one demand goes on: the nodes before it are known not to fit.
+#[derive(Debug, Clone, Default)]
+pub enum Resume {
+    #[default]
+    FirstNode,
+    At(String),
+    PastLastNode,
 }
 
 /// Nodes and the bookings on them.
@@ -167,28 +177,37 @@ impl Ledger {
     }
 
     /// Picks a node for one container of `demand`; `spread` counts the workload's containers per
-    /// node (for `Distribute`); `start` is where `First` begins (nodes before it are known not to
-    /// fit this demand). Returns the booking, or the reason of every node.
+    /// node (for `Distribute`); `resume` is where `First` goes on from the previous choice for
+    /// the same demand. Returns the booking, or the reason of every node.
     pub fn choose(
         &self,
         demand: &Demand,
         spread: &HashMap<String, u32>,
-        start: &mut usize,
+        resume: &mut Resume,
     ) -> Result<Booking, Vec<Misfit>> {
         let empty = Usage::default();
         let usage_of = |name: &str| self.usage.get(name).unwrap_or(&empty);
         let mut misfits = Vec::new();
         if demand.affinity == Affinity::First {
-            for (i, node) in self.nodes.values().enumerate().skip(*start) {
+            let from = match resume {
+                Resume::FirstNode => Bound::Unbounded,
+                Resume::At(name) => Bound::Included(name.as_str()),
+                Resume::PastLastNode => return Err(misfits),
+            };
+            for node in self
+                .nodes
+                .range::<str, _>((from, Bound::Unbounded))
+                .map(|(_, node)| node)
+            {
                 match fit(node, usage_of(&node.name), demand) {
                     Ok(booking) => {
-                        *start = i;
+                        *resume = Resume::At(node.name.clone());
                         return Ok(booking);
                     }
                     Err(misfit) => misfits.push(misfit),
                 }
             }
-            *start = self.nodes.len();
+            *resume = Resume::PastLastNode;
             return Err(misfits);
         }
         let mut best: Option<(Booking, (i64, i64))> = None;
@@ -374,8 +393,8 @@ mod tests {
                             affinity: [Affinity::First, Affinity::Fill, Affinity::Distribute, Affinity::Random][affinity as usize],
                             driver: Default::default(),
                         };
-                        let mut start = 0;
-                        if let Ok(booking) = ledger.choose(&demand, &HashMap::new(), &mut start) {
+                        let mut resume = Resume::default();
+                        if let Ok(booking) = ledger.choose(&demand, &HashMap::new(), &mut resume) {
                             let key = ObjectKey::new(Kind::Container, "z", "w", &format!("c{}", placed.len()));
                             ledger.set_in_flight(&key, "uid", 1, Some(booking.clone()));
                             placed.push((key, booking, Some(true)));

@@ -30,6 +30,10 @@ pub use ledger::Ledger;
 
 use crate::{Cache, Controller, Handle, LeaseConfig, WatchConfig, WatchEvent, run_elected};
 
+/// Container changes within this window reconcile their workload once: a workload's replicas
+/// change by the hundred while they are placed and started.
+const RELATED_WINDOW: Duration = Duration::from_millis(100);
+
 /// The component name in leases and events.
 pub const COMPONENT: &str = "scheduler";
 
@@ -173,7 +177,11 @@ pub fn report(row: &Row, placement: &Placement) -> Option<ContainerReport> {
 
 /// What a container row holds on its node: nothing once it has ended.
 pub fn booking_of(row: &Row) -> Option<Booking> {
-    let placement = placement(row);
+    booking(row, placement(row))
+}
+
+/// What a container row with `placement` holds on its node.
+fn booking(row: &Row, placement: Placement) -> Option<Booking> {
     let node = placement.node.clone()?;
     if report(row, &placement).is_some_and(|r| r.state.is_final()) {
         return None;
@@ -240,16 +248,21 @@ impl State {
         {
             self.deleted.remove(&row.key);
         }
-        let booking = booking_of(row);
-        self.ledger
-            .set_cached(&row.key, &row.uid, row.computed_version, booking);
+        let place = placement(row);
+        let bound = place.node.is_some();
+        self.ledger.set_cached(
+            &row.key,
+            &row.uid,
+            row.computed_version,
+            booking(row, place),
+        );
         let Some(owner) = owner_of(row) else { return };
         self.members
             .entry(owner.clone())
             .or_default()
             .insert(row.key.clone());
         let waiting = self.unbound.entry(owner).or_default();
-        if placement(row).node.is_none() {
+        if !bound {
             waiting.insert(row.key.clone());
         } else {
             waiting.remove(&row.key);
@@ -297,6 +310,7 @@ async fn run_leader(
     let zone = config.zone.clone();
     let controller = Controller::new("scheduler", store.clone(), Kind::Workload, &zone)
         .concurrency(config.concurrency)
+        .batch_related(RELATED_WINDOW)
         .watch_config(config.watch);
     let workloads = controller.cache(Kind::Workload);
     let handle = controller.handle();

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::fit::{Booking, Demand, could_fit, explain};
+use super::ledger::Resume;
 use super::{Error, Shared, State, container_head, container_spec, placement, report};
 
 /// Placement passes happen at most this often under a stream of changes.
@@ -83,7 +84,7 @@ fn decide(shared: &Shared) -> Vec<Binding> {
     // Workloads that could not be placed, the nodes they could use, and when they might start
     // at the earliest (`None`: unknown, so nothing competing for those nodes may pass them).
     let mut blocked: Vec<(ObjectKey, HashSet<String>, Option<i64>)> = Vec::new();
-    let mut first_fit: HashMap<String, usize> = HashMap::new();
+    let mut first_fit: HashMap<String, Resume> = HashMap::new();
     for group in groups {
         if !blocked.is_empty() {
             let usable = usable_nodes(&state, &group.demand);
@@ -108,11 +109,11 @@ fn decide(shared: &Shared) -> Vec<Binding> {
         }
         let spread = spread_of(&state, &group.workload);
         let mut spread = spread;
-        let start = first_fit.entry(format!("{:?}", group.demand)).or_default();
+        let resume = first_fit.entry(format!("{:?}", group.demand)).or_default();
         let mut placed: Vec<(Candidate, Booking)> = Vec::new();
         let mut failure = None;
         for candidate in &group.candidates {
-            match state.ledger.choose(&group.demand, &spread, start) {
+            match state.ledger.choose(&group.demand, &spread, resume) {
                 Ok(booking) => {
                     *spread.entry(booking.node.clone()).or_default() += 1;
                     let (uid, version) = match candidate {
