@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::{Change, ChangeFilter, Columns, ObjectKey, Row};
 
 /// How many rows [`Recent`] keeps.
-const RECENT_ROWS: usize = 4_096;
+const RECENT_ROWS: usize = 32_768;
 /// How many feed entries [`Feed`] keeps per partition.
-const FEED_ENTRIES: usize = 32_768;
+const FEED_ENTRIES: usize = 65_536;
 /// How many separate runs of sequence numbers [`Feed`] remembers.
 const FEED_RUNS: usize = 1_024;
 

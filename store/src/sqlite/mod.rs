@@ -1,7 +1,8 @@
 //! The embedded backend: one SQLite file in WAL mode. All writes go through one writer thread
-//! that commits whatever is queued in a single transaction (group commit), each write inside
-//! its own savepoint so that one refused write does not undo the others. Reads use a pool of
-//! read-only connections.
+//! that commits whatever is queued in a single transaction (group commit). A refused write
+//! (precondition, version, fence) changes nothing, because every operation checks before it
+//! writes, so it does not undo the others; a write that fails half-way rolls the whole
+//! transaction back. Reads use a pool of read-only connections.
 
 mod committed;
 mod ops;
@@ -39,6 +40,8 @@ type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
 struct Tx<'c> {
     conn: &'c Connection,
     changes: Vec<(i64, Change)>,
+    /// Set by a write that failed after changing rows: the transaction must not commit.
+    poisoned: Option<StoreError>,
 }
 
 /// Retention of the rows that would otherwise grow without bound.
@@ -136,7 +139,7 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         let recent = self.inner.recent.clone();
         let job: Job = Box::new(move |transaction| {
-            let result = in_savepoint(transaction, f);
+            let result = guarded(transaction, f);
             Box::new(move |commit: Result<(), StoreError>| {
                 if let (Ok(()), Ok(value)) = (&commit, &result) {
                     committed(&mut lock(&recent), value);
@@ -185,24 +188,21 @@ impl SqliteStore {
     }
 }
 
-fn in_savepoint<R>(
+/// Runs one write in the writer's transaction. A write that fails without changing a row
+/// leaves the transaction as it was; one that fails after changing rows poisons it. This spares
+/// a savepoint per write, which SQLite pays for with a journal of every page the write touches.
+fn guarded<R>(
     tx: &mut Tx<'_>,
     f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
-    let conn = tx.conn;
-    let run = |sql: &str| {
-        conn.prepare_cached(sql)
-            .and_then(|mut statement| statement.execute([]))
-            .map_err(backend)
-    };
-    run("SAVEPOINT write")?;
+    let changed = tx.conn.total_changes();
     let appended = tx.changes.len();
     let result = f(tx);
-    if result.is_err() {
-        run("ROLLBACK TO write")?;
-        tx.changes.truncate(appended);
+    if let Err(e) = &result
+        && (tx.conn.total_changes() != changed || tx.changes.len() != appended)
+    {
+        tx.poisoned.get_or_insert_with(|| e.clone());
     }
-    run("RELEASE write")?;
     result
 }
 
@@ -238,16 +238,23 @@ fn writer_loop(
         let mut tx = Tx {
             conn: &conn,
             changes: Vec::new(),
+            poisoned: None,
         };
         let completions: Vec<Completion> = match &began {
             Ok(()) => batch.into_iter().map(|job| job(&mut tx)).collect(),
             Err(_) => Vec::new(),
         };
-        let committed = began.and_then(|()| {
-            conn.execute_batch("COMMIT").map_err(|e| {
+        let committed = began.and_then(|()| match tx.poisoned.take() {
+            Some(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(StoreError::Unavailable(format!(
+                    "a write failed half-way, so its whole transaction was rolled back: {e}"
+                )))
+            }
+            None => conn.execute_batch("COMMIT").map_err(|e| {
                 let _ = conn.execute_batch("ROLLBACK");
                 backend(e)
-            })
+            }),
         });
         if committed.is_ok() {
             lock(&feed).extend(tx.changes);
@@ -420,6 +427,40 @@ mod tests {
             computed: None,
             fence: None,
         }
+    }
+
+    /// A refused write leaves the transaction to the others; one that fails after changing
+    /// rows keeps it from committing.
+    #[test]
+    fn only_a_write_that_failed_half_way_poisons_its_transaction() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let mut tx = Tx {
+            conn: &conn,
+            changes: Vec::new(),
+            poisoned: None,
+        };
+        let refused: Result<(), _> = guarded(&mut tx, |_| Err(StoreError::NotFound));
+        assert!(refused.is_err());
+        assert!(tx.poisoned.is_none());
+        let written = guarded(&mut tx, |tx| {
+            tx.conn
+                .execute("INSERT INTO t VALUES (1)", [])
+                .map_err(backend)
+        });
+        assert_eq!(written, Ok(1));
+        assert!(tx.poisoned.is_none());
+        let half_way: Result<(), _> = guarded(&mut tx, |tx| {
+            tx.conn
+                .execute("INSERT INTO t VALUES (2)", [])
+                .map_err(backend)?;
+            Err(StoreError::Unavailable("disk full".into()))
+        });
+        assert!(half_way.is_err());
+        assert_eq!(
+            tx.poisoned,
+            Some(StoreError::Unavailable("disk full".into()))
+        );
     }
 
     /// Rows kept in memory never stand in for a newer write, even one by another process.

@@ -1,4 +1,5 @@
-//! The SQL behind each store operation, run on one connection.
+//! The SQL behind each store operation, run on one connection. Every write checks its
+//! preconditions before it changes a row, so a refused write has changed nothing.
 
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
