@@ -242,28 +242,20 @@ impl Sim {
             self.config.watch,
             stop.clone(),
         );
-        let mut rows: HashMap<ObjectKey, Arc<Row>> = HashMap::new();
         let mut resume_check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(WatchEvent::Applied(row)) => {
-                        rows.insert(row.key.clone(), row.clone());
-                        self.clone().seen(row);
-                    }
-                    Some(WatchEvent::Deleted(key)) => {
-                        rows.remove(&key);
-                        self.drop_unbound(&key, None, 0);
-                    }
+                    Some(WatchEvent::Applied(row)) => self.clone().seen(row),
+                    Some(WatchEvent::Deleted(key)) => self.drop_unbound(&key, None, 0),
                     Some(WatchEvent::Listed(listed)) => {
-                        rows = listed.iter().map(|r| (r.key.clone(), r.clone())).collect();
                         for row in listed {
                             self.clone().seen(row);
                         }
                     }
                     None => return,
                 },
-                _ = resume_check.tick() => self.clone().stop_stale(&rows),
+                _ = resume_check.tick() => self.clone().stop_stale(),
             }
         }
     }
@@ -400,35 +392,47 @@ impl Sim {
     }
 
     /// Stops what resumed nodes run that is no longer bound to them at the same epoch (their
-    /// containers moved away while they were gone).
-    fn stop_stale(self: Arc<Self>, rows: &HashMap<ObjectKey, Arc<Row>>) {
+    /// containers moved away while they were gone). Each binding is read from the store, not
+    /// from this watcher's view: a node coming back must not trust a feed that may have missed
+    /// the move.
+    fn stop_stale(self: Arc<Self>) {
         let resumed: HashSet<String> = std::mem::take(&mut *lock(&self.handle.resumed));
         if resumed.is_empty() {
             return;
         }
-        let mut stale = Vec::new();
-        {
-            let mut running = lock(&self.handle.running);
-            for (key, copies) in running.iter_mut() {
-                let place = rows.get(key).map(|row| placement(row));
-                copies.retain(|(node, epoch)| {
-                    let bound = place.as_ref().is_some_and(|p| {
-                        p.node.as_deref() == Some(node.as_str()) && p.epoch == *epoch
-                    });
-                    if !bound && resumed.contains(node) {
-                        stale.push((key.clone(), node.clone(), *epoch));
-                        return false;
-                    }
-                    true
-                });
-            }
-            running.retain(|_, copies| !copies.is_empty());
-        }
-        if stale.is_empty() {
-            return;
-        }
+        let copies: Vec<(ObjectKey, String, u64)> = lock(&self.handle.running)
+            .iter()
+            .flat_map(|(key, copies)| {
+                copies
+                    .iter()
+                    .filter(|(node, _)| resumed.contains(node))
+                    .map(|(node, epoch)| (key.clone(), node.clone(), *epoch))
+            })
+            .collect();
         tokio::spawn(async move {
-            for (key, node, epoch) in stale {
+            for (key, node, epoch) in copies {
+                let place = match self.store.get(&key).await {
+                    Ok(row) => row.map(|row| placement(&row)),
+                    Err(e) => {
+                        tracing::warn!(%key, error = %e, "cannot check a resumed node's container");
+                        lock(&self.handle.resumed).insert(node);
+                        continue;
+                    }
+                };
+                let bound = place
+                    .is_some_and(|p| p.node.as_deref() == Some(node.as_str()) && p.epoch == epoch);
+                if bound {
+                    continue;
+                }
+                {
+                    let mut running = lock(&self.handle.running);
+                    if let Some(held) = running.get_mut(&key) {
+                        held.retain(|(n, e)| !(*n == node && *e == epoch));
+                        if held.is_empty() {
+                            running.remove(&key);
+                        }
+                    }
+                }
                 tracing::info!(%key, %node, epoch, "stopped a stale container");
                 let event = Event::new(
                     &key,
