@@ -162,6 +162,28 @@ pub(super) async fn get(
     }
 }
 
+/// The container `target` names, once `identity` may open a shell in it (`method`: the one
+/// refused for other kinds).
+fn shell_target(
+    state: &AppState,
+    identity: &Identity,
+    target: &Target,
+    method: &str,
+) -> Result<ObjectKey, ApiError> {
+    if target.kind != Kind::Container {
+        return Err(not_allowed(method));
+    }
+    let key = container_key(target);
+    state.service.authorize(
+        identity,
+        Verb::Shell,
+        Kind::Container,
+        &key.zone,
+        &key.workspace,
+    )?;
+    Ok(key)
+}
+
 /// `POST .../containers/NAME/exec` with `{"command": [...]}`: runs it to its end and answers
 /// `{"exitCode", "output"}`.
 pub(super) async fn exec(
@@ -170,17 +192,7 @@ pub(super) async fn exec(
     target: Target,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if target.kind != Kind::Container {
-        return Err(not_allowed("POST"));
-    }
-    let key = container_key(&target);
-    state.service.authorize(
-        &identity,
-        Verb::Shell,
-        Kind::Container,
-        &key.zone,
-        &key.workspace,
-    )?;
+    let key = shell_target(&state, &identity, &target, "POST")?;
     let text = read_text(body, MAX_EXEC_BYTES).await?;
     let (endpoint, path) = locate(&state, &key).await?;
     let client = state.node_client()?;
@@ -201,17 +213,7 @@ pub(super) async fn terminal(
     tty: bool,
     command: String,
 ) -> Result<Response, ApiError> {
-    if target.kind != Kind::Container {
-        return Err(not_allowed("GET"));
-    }
-    let key = container_key(&target);
-    state.service.authorize(
-        &identity,
-        Verb::Shell,
-        Kind::Container,
-        &key.zone,
-        &key.workspace,
-    )?;
+    let key = shell_target(&state, &identity, &target, "GET")?;
     let parsed: Vec<String> = serde_json::from_str(&command).map_err(|_| {
         ApiError::invalid(
             "command",
