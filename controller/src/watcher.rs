@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use dora_crds::Kind;
-use dora_store::{
-    Change, ChangeFilter, ChangeOp, Cursor, ListQuery, ObjectKey, Row, Store, StoreError,
-};
-use futures::StreamExt;
+use dora_store::{Change, ChangeFilter, Cursor, ListQuery, ObjectKey, Row, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -68,9 +65,6 @@ impl Default for WatchConfig {
         }
     }
 }
-
-/// Rows fetched at once after a batch of changes.
-const CONCURRENT_GETS: usize = 32;
 
 /// Starts a watcher on `target`; events arrive on the returned channel until `stop` is
 /// cancelled or the receiver is dropped.
@@ -201,22 +195,16 @@ impl Watcher {
         }
         let mut last: Vec<(usize, Change)> = latest.into_values().collect();
         last.sort_by_key(|(i, _)| *i);
-        let store = &self.store;
-        futures::stream::iter(last)
-            .map(|(_, change)| async move {
-                if change.op == ChangeOp::Delete {
-                    return Ok(WatchEvent::Deleted(change.key));
-                }
-                Ok(match store.get_after(&change).await? {
-                    Some(row) => WatchEvent::Applied(row),
-                    None => WatchEvent::Deleted(change.key),
-                })
-            })
-            .buffered(CONCURRENT_GETS)
-            .collect::<Vec<Result<WatchEvent, StoreError>>>()
-            .await
+        let last: Vec<Change> = last.into_iter().map(|(_, change)| change).collect();
+        let rows = self.store.rows_after(&last).await?;
+        Ok(last
             .into_iter()
-            .collect()
+            .zip(rows)
+            .map(|(change, row)| match row {
+                Some(row) => WatchEvent::Applied(row),
+                None => WatchEvent::Deleted(change.key),
+            })
+            .collect())
     }
 }
 

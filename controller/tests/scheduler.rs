@@ -125,6 +125,7 @@ async fn distribute_spreads_and_fill_packs(backend: Backend) {
     let zone = Zone::new(backend).await;
     zone.sim("n-", 4, "4xA100");
     zone.scheduler(zone.scheduler_config("s1"));
+    zone.nodes_ready(4).await;
     let spec = |affinity: &str| {
         format!(
             "  config: {{cmd: sleep 1000, affinity: {affinity}}}\n  selectors:\n    gpu: {{product_name: A100, count: 1}}\n"

@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             stale_version_is_refused,
             status_columns_leave_the_spec_alone,
             status_compare_and_set,
+            concurrent_writes_to_one_partition_apply_once,
             every_table_round_trips,
             list_pages_through_a_partition,
             delete_returns_the_row_and_checks_version,
@@ -339,6 +340,75 @@ pub async fn status_compare_and_set(store: &dyn Store) {
         store.get(&key).await.unwrap().unwrap().computed,
         json!({"n": 1})
     );
+}
+
+/// Many writers at once in one partition, some racing for the same row: each compare-and-set
+/// applies exactly once, and the rows read back for the changes are as of each change or later.
+pub async fn concurrent_writes_to_one_partition_apply_once(store: &dyn Store) {
+    const RACERS: usize = 3;
+    let keys: Vec<ObjectKey> = (0..40)
+        .map(|i| workload("z1", "ws", &format!("w{i}")))
+        .collect();
+    let start = store.head().await.unwrap();
+    let creates = keys.iter().flat_map(|key| {
+        (0..RACERS).map(|_| store.put_spec(write(key, spec(1, "a"), Precondition::Absent)))
+    });
+    let outcomes = futures::future::join_all(creates).await;
+    for (key, outcomes) in keys.iter().zip(outcomes.chunks(RACERS)) {
+        let created = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(SpecOutcome::Created(_))))
+            .count();
+        assert_eq!(created, 1, "{key}: {outcomes:?}");
+        assert!(
+            outcomes.iter().all(|o| matches!(
+                o,
+                Ok(SpecOutcome::Created(_)) | Err(StoreError::AlreadyExists)
+            )),
+            "{key}: {outcomes:?}"
+        );
+    }
+    let sets = keys.iter().flat_map(|key| {
+        (0..RACERS).map(move |n| {
+            store.put_status(key, StatusColumn::Observed, Some(0), json!({"n": n}), None)
+        })
+    });
+    let results = futures::future::join_all(sets).await;
+    for (key, results) in keys.iter().zip(results.chunks(RACERS)) {
+        let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "{key}: {results:?}");
+        let lost = StoreError::Conflict {
+            expected: 0,
+            actual: 1,
+        };
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().err().is_none_or(|e| *e == lost)),
+            "{key}: {results:?}"
+        );
+        let row = store.get(key).await.unwrap().unwrap();
+        assert_eq!((row.observed_version, &row.observed), (1, &won[0].observed));
+    }
+    let filter = ChangeFilter {
+        kind: Kind::Workload.name().into(),
+        zone: "z1".into(),
+        workspace: None,
+        name: None,
+    };
+    let changes = changes_at_least(store, &filter, &start, 2 * keys.len()).await;
+    assert_eq!(changes.len(), 2 * keys.len());
+    let rows = store.rows_after(&changes).await.unwrap();
+    for (change, row) in changes.iter().zip(&rows) {
+        let row = row.as_ref().expect("no row was deleted");
+        let version = match change.columns {
+            Columns::Spec => row.version,
+            Columns::Computed => row.computed_version,
+            Columns::Observed => row.observed_version,
+        };
+        assert_eq!(row.key, change.key);
+        assert!(version >= change.version, "{change:?} got {row:?}");
+    }
 }
 
 pub async fn every_table_round_trips(store: &dyn Store) {

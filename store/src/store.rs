@@ -2,14 +2,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    ActionRecord, Change, ChangeFilter, Cursor, Event, EventQuery, Fence, Lease, ListQuery,
-    ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn, StoreError,
-    VersionRecord,
+    ActionRecord, Change, ChangeFilter, ChangeOp, Cursor, Event, EventQuery, Fence, Lease,
+    ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn,
+    StoreError, VersionRecord,
 };
+
+/// Rows read at once by the default [`Store::rows_after`].
+const CONCURRENT_GETS: usize = 32;
 
 /// Everything Dora keeps. Backends: [`crate::sqlite`] (embedded) and CQL (ScyllaDB/Cassandra).
 #[async_trait]
@@ -51,6 +55,21 @@ pub trait Store: Send + Sync + 'static {
     /// thousand right after writing them.
     async fn get_after(&self, change: &Change) -> Result<Option<Arc<Row>>, StoreError> {
         Ok(self.get(&change.key).await?.map(Arc::new))
+    }
+
+    /// For each change, what [`Store::get_after`] gives (`None` for a delete), in order. A
+    /// backend may read many rows of one partition at once.
+    async fn rows_after(&self, changes: &[Change]) -> Result<Vec<Option<Arc<Row>>>, StoreError> {
+        futures::stream::iter(changes.iter().cloned())
+            .map(|change| async move {
+                match change.op {
+                    ChangeOp::Delete => Ok(None),
+                    ChangeOp::Put => self.get_after(&change).await,
+                }
+            })
+            .buffered(CONCURRENT_GETS)
+            .try_collect()
+            .await
     }
 
     /// Changes after `after` that match `filter`, oldest first, at most `limit`.

@@ -221,6 +221,25 @@ impl Zone {
         containers
     }
 
+    /// Waits until the scheduler has marked `count` nodes ready: it knows them all, so that a
+    /// placement that depends on the whole set (spreading) sees it.
+    pub async fn nodes_ready(&self, count: usize) {
+        eventually(
+            &format!("{count} nodes ready"),
+            Duration::from_secs(30),
+            || async {
+                let ready = self
+                    .list(Kind::Node)
+                    .await
+                    .iter()
+                    .filter(|row| row.computed["ready"] == true)
+                    .count();
+                (ready >= count).then_some(())
+            },
+        )
+        .await;
+    }
+
     pub async fn workload(&self, name: &str) -> Option<Row> {
         self.store
             .get(&ObjectKey::new(Kind::Workload, ZONE, WS, name))

@@ -31,6 +31,10 @@ pub struct CqlConfig {
     /// How many times an unreachable cluster is tried at start (with growing pauses, about
     /// 30 s in all for the default 8) before giving up.
     pub connect_attempts: usize,
+    /// The most bytes of values in one conditional batch: compare-and-sets to one partition
+    /// grouped into one Paxos round. Batches of one partition are exempt from
+    /// `batch_size_fail_threshold`; this keeps each Paxos proposal small.
+    pub batch_bytes: usize,
 }
 
 impl Default for CqlConfig {
@@ -47,6 +51,7 @@ impl Default for CqlConfig {
             events_ttl: Duration::from_secs(7 * 86_400),
             versions: 50,
             connect_attempts: 8,
+            batch_bytes: 256 * 1024,
         }
     }
 }

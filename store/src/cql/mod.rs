@@ -4,6 +4,8 @@
 
 mod config;
 mod ops;
+mod recent;
+mod rounds;
 mod schema;
 mod statements;
 
@@ -18,6 +20,8 @@ use scylla::value::{CqlValue, Row};
 use tokio::sync::watch;
 
 pub use config::CqlConfig;
+use recent::Recent;
+use rounds::Rounds;
 use statements::Statements;
 
 use crate::StoreError;
@@ -29,7 +33,9 @@ pub struct CqlStore {
 }
 
 struct Inner {
-    session: Session,
+    session: Arc<Session>,
+    rounds: Rounds,
+    recent: Recent,
     statements: Statements,
     config: CqlConfig,
     notify: watch::Sender<u64>,
@@ -72,8 +78,11 @@ impl CqlStore {
             .map_err(unavailable)?;
         let statements = Statements::prepare(&session, &config).await?;
         let (notify, _) = watch::channel(0);
+        let session = Arc::new(session);
         Ok(CqlStore {
             inner: Arc::new(Inner {
+                rounds: Rounds::start(session.clone(), &config),
+                recent: Recent::new(config.skew.as_millis() as i64),
                 session,
                 statements,
                 config,
@@ -156,26 +165,24 @@ impl CqlStore {
         attempt.retry(transient_retries()).await
     }
 
-    /// A lightweight transaction: whether it applied.
+    /// A lightweight transaction on its own: whether it applied.
     async fn lwt(
         &self,
         statement: &PreparedStatement,
         values: &[CqlValue],
     ) -> Result<bool, StoreError> {
-        let result = self
-            .inner
-            .session
-            .execute_unpaged(statement, values)
-            .await
-            .map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
-        let row = rows.first_row::<Row>().map_err(unavailable)?;
-        match row.columns.first() {
-            Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
-            other => Err(StoreError::Corrupt(format!(
-                "a conditional write answered {other:?} instead of [applied]"
-            ))),
-        }
+        rounds::applied(self.inner.session.execute_unpaged(statement, values).await)
+    }
+
+    /// A compare-and-set of the row `key`, grouped with others to its partition: whether it
+    /// applied.
+    async fn cas(
+        &self,
+        key: &crate::ObjectKey,
+        statement: &PreparedStatement,
+        values: Vec<CqlValue>,
+    ) -> Result<bool, StoreError> {
+        self.inner.rounds.write(key, statement, values).await
     }
 
     /// Wakes local watchers once the write is older than the skew allowance (readable).

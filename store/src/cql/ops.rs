@@ -1,10 +1,12 @@
 //! The `Store` operations over CQL.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dora_crds::{Kind, Scope};
+use futures::{StreamExt, TryStreamExt};
 use scylla::value::{CqlValue, Row as CqlRow};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -19,6 +21,10 @@ use crate::{
 
 /// Width of one change-feed partition in time.
 const BUCKET_MILLIS: i64 = 60_000;
+/// Names in one multi-row read.
+const NAMES_PER_READ: usize = 100;
+/// Multi-row reads in flight at once.
+const CONCURRENT_READS: usize = 8;
 /// How often a compare-and-set that lost a race is tried again before giving up.
 const CAS_ATTEMPTS: usize = 16;
 /// How often a conditional write whose outcome is unknown (its coordinator was lost) is tried
@@ -258,7 +264,7 @@ impl CqlStore {
             ));
         }
         Ok(self
-            .lwt(&self.table(key.table()).insert, &values)
+            .cas(key, &self.table(key.table()).insert, values)
             .await?
             .then_some(row))
     }
@@ -298,7 +304,7 @@ impl CqlStore {
         values.push(big(row.version as i64));
         values.push(text(&row.uid));
         if !self
-            .lwt(&self.table(key.table()).update_spec, &values)
+            .cas(key, &self.table(key.table()).update_spec, values)
             .await?
         {
             return Ok(None);
@@ -355,6 +361,69 @@ impl Store for CqlStore {
         rows.first()
             .map(|row| decode(key.table(), key.scope, row))
             .transpose()
+    }
+
+    async fn get_after(&self, change: &Change) -> Result<Option<Arc<Row>>, StoreError> {
+        let mut rows = self.rows_after(std::slice::from_ref(change)).await?;
+        Ok(rows.pop().flatten())
+    }
+
+    async fn rows_after(&self, changes: &[Change]) -> Result<Vec<Option<Arc<Row>>>, StoreError> {
+        let recent = &self.inner.recent;
+        let began = now_millis();
+        let mut answers: HashMap<&ObjectKey, Option<Arc<Row>>> = HashMap::new();
+        // The rows still to read, by everything in their key but the name: one read per group.
+        let mut groups: HashMap<(Table, Scope, Vec<String>), Vec<&str>> = HashMap::new();
+        for change in changes.iter().filter(|c| c.op == ChangeOp::Put) {
+            let key = &change.key;
+            if let Some(row) = recent.after(key, change.at) {
+                answers.insert(key, row);
+                continue;
+            }
+            let mut siblings = key.key_values();
+            siblings.pop();
+            groups
+                .entry((key.table(), key.scope, siblings))
+                .or_default()
+                .push(&key.name);
+        }
+        let mut reads = Vec::new();
+        for ((table, scope, siblings), names) in groups {
+            for names in names.chunks(NAMES_PER_READ) {
+                let mut values: Vec<CqlValue> = siblings.iter().map(|v| text(v)).collect();
+                values.push(CqlValue::List(names.iter().map(|n| text(n)).collect()));
+                reads.push((table, scope, values));
+            }
+        }
+        let found: HashMap<ObjectKey, Arc<Row>> = futures::stream::iter(reads)
+            .map(|(table, scope, values)| async move {
+                let rows = self.read(&self.table(table).get_many, &values).await?;
+                rows.iter()
+                    .map(|row| {
+                        decode(table, scope, row).map(|row| (row.key.clone(), Arc::new(row)))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .buffer_unordered(CONCURRENT_READS)
+            .try_fold(HashMap::new(), |mut found, rows| async move {
+                found.extend(rows);
+                Ok(found)
+            })
+            .await?;
+        Ok(changes
+            .iter()
+            .map(|change| {
+                let key = &change.key;
+                match change.op {
+                    ChangeOp::Delete => None,
+                    ChangeOp::Put => answers.get(key).cloned().unwrap_or_else(|| {
+                        let row = found.get(key).cloned();
+                        recent.keep(key, began, row.clone());
+                        row
+                    }),
+                }
+            })
+            .collect())
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
@@ -420,7 +489,12 @@ impl Store for CqlStore {
             if let Some(fence) = &write.fence {
                 self.check_fence(fence).await?;
             }
-            let existing = self.get_for_write(&write.key, attempt).await?;
+            // A create that must find no row needs no read first: its condition checks that.
+            let existing = if attempt == 0 && write.precondition == Precondition::Absent {
+                None
+            } else {
+                self.get_for_write(&write.key, attempt).await?
+            };
             let now = now_millis();
             if let Some(row) = &existing {
                 let ours = row.resource == write.spec
@@ -559,7 +633,7 @@ impl Store for CqlStore {
             values.extend(key_values(key));
             values.push(big(current as i64));
             values.push(text(&row.uid));
-            let applied = match self.lwt(statement, &values).await {
+            let applied = match self.cas(key, statement, values).await {
                 Ok(applied) => applied,
                 Err(e) if may_retry(&e, &mut failures).await => {
                     lost_from = Some(current);
@@ -599,7 +673,7 @@ impl Store for CqlStore {
             let mut values = key_values(key);
             values.push(big(row.version as i64));
             values.push(text(&row.uid));
-            let applied = match self.lwt(&self.table(key.table()).delete, &values).await {
+            let applied = match self.cas(key, &self.table(key.table()).delete, values).await {
                 Ok(applied) => applied,
                 Err(e) if may_retry(&e, &mut failures).await => {
                     attempted = Some(row);

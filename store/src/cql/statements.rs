@@ -14,6 +14,8 @@ use crate::{StoreError, Table};
 /// The statements of one resource table.
 pub(super) struct TableStatements {
     pub get: PreparedStatement,
+    /// Rows of one partition (and workspace, where it clusters by one) by a list of names.
+    pub get_many: PreparedStatement,
     // Every conditional write also names the row's uid, so that a row deleted and created
     // again between our read and our write is never taken for the one we read.
     /// The same read at SERIAL consistency: sees every committed compare-and-set.
@@ -99,6 +101,12 @@ impl Preparer<'_> {
             .map(|c| format!("{c} = ?"))
             .collect::<Vec<_>>()
             .join(" AND ");
+        let siblings_match = keys
+            .iter()
+            .filter(|c| **c != "name")
+            .map(|c| format!("{c} = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         let select = format!(
             "SELECT {}, {} FROM {ks}.{name}",
             keys.join(", "),
@@ -147,6 +155,7 @@ impl Preparer<'_> {
         };
         Ok(TableStatements {
             get: self.idempotent(format!("{select} WHERE {key_match}")).await?,
+            get_many: self.idempotent(format!("{select} WHERE {siblings_match} AND name IN ?")).await?,
             get_serial: self.serial_read(format!("{select} WHERE {key_match}")).await?,
             insert: self.once(format!("INSERT INTO {ks}.{name} ({}) VALUES ({markers}) IF NOT EXISTS", insert_columns.join(", "))).await?,
             update_spec: self.once(format!(
