@@ -16,6 +16,7 @@ use dora_controller::{Target, WatchConfig, WatchEvent, watch};
 use dora_crds::Kind;
 use dora_crds::status::{ContainerReport, ContainerState, Placement};
 use dora_nodeagent::sim::{self, SimConfig, SimHandle};
+use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::{ListQuery, ObjectKey, Precondition, SpecWrite, Store, now_millis};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +44,8 @@ fn main() {
 
 async fn run(nodes: usize, containers: usize, url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let (store, label) = match url {
-        Some(url) => (dora_store::open(&url).await.unwrap(), "cassandra"),
+    let (store, label) = match &url {
+        Some(url) => (dora_store::open(url).await.unwrap(), "cassandra"),
         None => {
             let url = format!("sqlite:{}", dir.path().join("bench.db").display());
             (dora_store::open(&url).await.unwrap(), "sqlite")
@@ -131,6 +132,16 @@ async fn run(nodes: usize, containers: usize, url: Option<String>) {
     paced(&*store, &mut events, &mut progress, total).await;
     stop.cancel();
     let _ = agents.await;
+    if let Some(url) = url.filter(|u| u.starts_with("cql://")) {
+        // Each run makes its own keyspace; left behind, their memtables fill the node's heap.
+        let config = CqlConfig::from_url(&url).unwrap();
+        CqlStore::connect(config)
+            .await
+            .unwrap()
+            .drop_keyspace()
+            .await
+            .unwrap();
+    }
 }
 
 /// Steady load after the burst: small workloads applied one at a time into the full cluster,

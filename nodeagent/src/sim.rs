@@ -188,6 +188,9 @@ async fn register(store: &dyn Store, config: &SimConfig) -> Result<(), StoreErro
     results.into_iter().collect()
 }
 
+/// How often a container report is tried while the store is unavailable.
+const REPORT_ATTEMPTS: usize = 16;
+
 struct Sim {
     store: Arc<dyn Store>,
     config: SimConfig,
@@ -376,18 +379,28 @@ impl Sim {
         self.report(&key, ended).await;
     }
 
+    /// Reports a container's state; while the store is unavailable, tries again with growing
+    /// pauses (about a minute in all), as an agent would.
     async fn report(&self, key: &ObjectKey, report: ContainerReport) {
-        let written = match encode(&report) {
-            Ok(value) => {
-                self.store
-                    .put_status(key, StatusColumn::Observed, None, value, None)
-                    .await
-            }
-            Err(e) => Err(e),
+        let value = match encode(&report) {
+            Ok(value) => value,
+            Err(e) => return tracing::warn!(%key, error = %e, "could not encode a report"),
         };
-        match written {
-            Ok(_) | Err(StoreError::NotFound) => {}
-            Err(e) => tracing::warn!(%key, error = %e, "could not report a container"),
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..REPORT_ATTEMPTS {
+            let written = self
+                .store
+                .put_status(key, StatusColumn::Observed, None, value.clone(), None)
+                .await;
+            match written {
+                Ok(_) | Err(StoreError::NotFound) => return,
+                Err(e @ StoreError::Unavailable(_)) => {
+                    tracing::warn!(%key, error = %e, ?pause, "could not report a container; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return tracing::warn!(%key, error = %e, "could not report a container"),
+            }
         }
     }
 

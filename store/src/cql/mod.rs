@@ -81,7 +81,7 @@ impl CqlStore {
         let session = Arc::new(session);
         Ok(CqlStore {
             inner: Arc::new(Inner {
-                rounds: Rounds::start(session.clone(), &config),
+                rounds: Rounds::start(session.clone(), &config, &statements.lease),
                 recent: Recent::new(config.skew.as_millis() as i64),
                 session,
                 statements,
@@ -175,14 +175,15 @@ impl CqlStore {
     }
 
     /// A compare-and-set of the row `key`, grouped with others to its partition: whether it
-    /// applied.
+    /// applied. With a fence, refused unless the lease epoch is current just before it is sent.
     async fn cas(
         &self,
         key: &crate::ObjectKey,
         statement: &PreparedStatement,
         values: Vec<CqlValue>,
+        fence: Option<&crate::Fence>,
     ) -> Result<bool, StoreError> {
-        self.inner.rounds.write(key, statement, values).await
+        self.inner.rounds.write(key, statement, values, fence).await
     }
 
     /// Wakes local watchers once the write is older than the skew allowance (readable).

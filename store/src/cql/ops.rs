@@ -264,7 +264,12 @@ impl CqlStore {
             ));
         }
         Ok(self
-            .cas(key, &self.table(key.table()).insert, values)
+            .cas(
+                key,
+                &self.table(key.table()).insert,
+                values,
+                write.fence.as_ref(),
+            )
             .await?
             .then_some(row))
     }
@@ -304,7 +309,12 @@ impl CqlStore {
         values.push(big(row.version as i64));
         values.push(text(&row.uid));
         if !self
-            .cas(key, &self.table(key.table()).update_spec, values)
+            .cas(
+                key,
+                &self.table(key.table()).update_spec,
+                values,
+                write.fence.as_ref(),
+            )
             .await?
         {
             return Ok(None);
@@ -336,19 +346,6 @@ impl CqlStore {
             .await?;
         self.append_change(key, ChangeOp::Delete, Columns::Spec, row.version)
             .await
-    }
-
-    async fn check_fence(&self, fence: &Fence) -> Result<(), StoreError> {
-        let rows = self
-            .read(
-                &self.inner.statements.lease,
-                &[text(&fence.zone), text(&fence.component)],
-            )
-            .await?;
-        match rows.first().map(|r| column_int(r, 1)).transpose()? {
-            Some(epoch) if epoch as u64 == fence.epoch => Ok(()),
-            _ => Err(StoreError::Fenced { epoch: fence.epoch }),
-        }
     }
 }
 
@@ -486,9 +483,6 @@ impl Store for CqlStore {
         // recognised by its uid.
         let mut lost_update: Option<Row> = None;
         for attempt in 0..CAS_ATTEMPTS {
-            if let Some(fence) = &write.fence {
-                self.check_fence(fence).await?;
-            }
             // A create that must find no row needs no read first: its condition checks that.
             let existing = if attempt == 0 && write.precondition == Precondition::Absent {
                 None
@@ -587,14 +581,19 @@ impl Store for CqlStore {
         // The version a status write of unknown outcome started from.
         let mut lost_from: Option<u64> = None;
         for attempt in 0..CAS_ATTEMPTS {
-            // On every attempt: a leader deposed while this loop ran must not write.
-            if let Some(fence) = fence {
-                self.check_fence(fence).await?;
-            }
-            let row = self
-                .get_for_write(key, attempt)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+            // A write that expects no version starts from the row as last seen here, if any:
+            // its condition catches a stale one, and the next attempt reads afresh.
+            let cached = match (attempt, expected) {
+                (0, None) => self.inner.recent.latest(key),
+                _ => None,
+            };
+            let row = match cached {
+                Some(row) => Row::clone(&row),
+                None => self
+                    .get_for_write(key, attempt)
+                    .await?
+                    .ok_or(StoreError::NotFound)?,
+            };
             let (current, stored) = match column {
                 StatusColumn::Computed => (row.computed_version, &row.computed),
                 StatusColumn::Observed => (row.observed_version, &row.observed),
@@ -633,7 +632,7 @@ impl Store for CqlStore {
             values.extend(key_values(key));
             values.push(big(current as i64));
             values.push(text(&row.uid));
-            let applied = match self.cas(key, statement, values).await {
+            let applied = match self.cas(key, statement, values, fence).await {
                 Ok(applied) => applied,
                 Err(e) if may_retry(&e, &mut failures).await => {
                     lost_from = Some(current);
@@ -653,6 +652,7 @@ impl Store for CqlStore {
                         (row.observed, row.observed_version) = (value, current + 1)
                     }
                 }
+                self.inner.recent.wrote(&row, column);
                 return Ok(Arc::new(row));
             }
         }
@@ -673,7 +673,10 @@ impl Store for CqlStore {
             let mut values = key_values(key);
             values.push(big(row.version as i64));
             values.push(text(&row.uid));
-            let applied = match self.cas(key, &self.table(key.table()).delete, values).await {
+            let applied = match self
+                .cas(key, &self.table(key.table()).delete, values, None)
+                .await
+            {
                 Ok(applied) => applied,
                 Err(e) if may_retry(&e, &mut failures).await => {
                     attempted = Some(row);

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{ObjectKey, Row};
+use crate::{ObjectKey, Row, StatusColumn};
 
 /// Rows kept per generation; two generations are kept.
 const GENERATION: usize = 32_768;
@@ -49,6 +49,46 @@ impl Recent {
         (read.began >= at + self.skew_millis).then(|| read.row.clone())
     }
 
+    /// The row as last read (or written by this process), however long ago: a guess for a
+    /// compare-and-set to start from, which its condition checks.
+    pub(super) fn latest(&self, key: &ObjectKey) -> Option<Arc<Row>> {
+        let reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        let read = reads.current.get(key).or_else(|| reads.previous.get(key))?;
+        read.row.clone()
+    }
+
+    /// Brings the kept read of `row` up to this process's own status write of `column`,
+    /// leaving the rest of it as read: the next write's read starts from it.
+    pub(super) fn wrote(&self, row: &Row, column: StatusColumn) {
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        let Generations { current, previous } = &mut *reads;
+        let Some(Read {
+            row: Some(kept), ..
+        }) = current
+            .get_mut(&row.key)
+            .or_else(|| previous.get_mut(&row.key))
+        else {
+            return;
+        };
+        if kept.uid != row.uid {
+            return;
+        }
+        let updated = match column {
+            StatusColumn::Computed if kept.computed_version < row.computed_version => Row {
+                computed: row.computed.clone(),
+                computed_version: row.computed_version,
+                ..Row::clone(kept)
+            },
+            StatusColumn::Observed if kept.observed_version < row.observed_version => Row {
+                observed: row.observed.clone(),
+                observed_version: row.observed_version,
+                ..Row::clone(kept)
+            },
+            _ => return,
+        };
+        *kept = Arc::new(updated);
+    }
+
     /// Keeps what a read that began at `began` found, unless a later read is kept already.
     pub(super) fn keep(&self, key: &ObjectKey, began: i64, row: Option<Arc<Row>>) {
         let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
@@ -86,6 +126,46 @@ mod tests {
         );
         assert!(recent.after(&key("a"), 751).is_none());
         assert!(recent.after(&key("b"), 0).is_none());
+    }
+
+    fn row(name: &str, uid: &str, computed: u64, observed: u64) -> Row {
+        Row {
+            key: key(name),
+            uid: uid.into(),
+            version: 1,
+            generation: 1,
+            spec_hash: String::new(),
+            owner: String::new(),
+            labels: Default::default(),
+            created: 0,
+            updated: 0,
+            resource: serde_json::Value::Null,
+            desired: serde_json::Value::Null,
+            computed: computed.into(),
+            computed_version: computed,
+            observed: observed.into(),
+            observed_version: observed,
+        }
+    }
+
+    #[test]
+    fn own_status_writes_move_the_kept_row_forward_only() {
+        let recent = Recent::new(0);
+        recent.keep(&key("a"), 1_000, Some(Arc::new(row("a", "u1", 3, 1))));
+        recent.wrote(&row("a", "u1", 9, 2), StatusColumn::Observed);
+        let kept = recent.latest(&key("a")).unwrap();
+        assert_eq!((kept.computed_version, kept.observed_version), (3, 2));
+        assert_eq!(kept.observed, serde_json::json!(2));
+        recent.wrote(&row("a", "u1", 0, 1), StatusColumn::Observed);
+        recent.wrote(&row("a", "u2", 0, 7), StatusColumn::Observed);
+        assert_eq!(recent.latest(&key("a")).unwrap().observed_version, 2);
+        assert_eq!(
+            recent
+                .after(&key("a"), 1_000)
+                .flatten()
+                .map(|r| r.computed_version),
+            Some(3)
+        );
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! Every container of a zone lives in one partition, so a busy zone would spend most of its
 //! rounds losing. Instead, conditional writes queue here per partition, one round is in flight
 //! per partition at a time, and whatever queued while a round ran goes as the next one: a
-//! conditional batch, one Paxos round for many writes.
+//! conditional batch, one Paxos round for many writes. Writes fenced by a controller's lease
+//! are checked against the lease once per round, just before it is sent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use scylla::client::session::Session;
 use scylla::response::query_result::QueryResult;
 use scylla::statement::batch::{Batch, BatchType};
@@ -16,8 +18,8 @@ use scylla::value::{CqlValue, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{self, JoinSet};
 
-use super::{CqlConfig, unavailable};
-use crate::{ObjectKey, StoreError, Table};
+use super::{CqlConfig, column_int, unavailable};
+use crate::{Fence, ObjectKey, StoreError, Table};
 
 /// The most writes in one conditional batch.
 const MOST_WRITES: usize = 256;
@@ -56,6 +58,7 @@ struct Write {
     values: Vec<CqlValue>,
     /// About how many bytes the write carries.
     bytes: usize,
+    fence: Option<Fence>,
     applied: oneshot::Sender<Result<bool, StoreError>>,
 }
 
@@ -66,22 +69,29 @@ pub(super) struct Rounds {
 
 impl Rounds {
     /// Starts the task; it ends when `Rounds` is dropped.
-    pub(super) fn start(session: Arc<Session>, config: &CqlConfig) -> Self {
+    pub(super) fn start(
+        session: Arc<Session>,
+        config: &CqlConfig,
+        lease: &PreparedStatement,
+    ) -> Self {
         let (writes, queued) = mpsc::unbounded_channel();
         let limits = Limits {
             batch_bytes: config.batch_bytes,
             template: batch_template(config),
+            lease: lease.clone(),
         };
         tokio::spawn(dispatch(session, limits, queued));
         Rounds { writes }
     }
 
-    /// A compare-and-set of the row `key`: whether it applied.
+    /// A compare-and-set of the row `key`: whether it applied. With a fence, refused unless
+    /// the lease epoch is still current.
     pub(super) async fn write(
         &self,
         key: &ObjectKey,
         statement: &PreparedStatement,
         values: Vec<CqlValue>,
+        fence: Option<&Fence>,
     ) -> Result<bool, StoreError> {
         let (applied, answer) = oneshot::channel();
         let write = Write {
@@ -89,6 +99,7 @@ impl Rounds {
             statement: statement.clone(),
             bytes: values.iter().map(value_bytes).sum(),
             values,
+            fence: fence.cloned(),
             applied,
         };
         self.writes
@@ -104,6 +115,8 @@ struct Limits {
     batch_bytes: usize,
     /// An empty batch with the store's consistency and timeout.
     template: Batch,
+    /// Reads a lease's holder, epoch and expiry.
+    lease: PreparedStatement,
 }
 
 fn batch_template(config: &CqlConfig) -> Batch {
@@ -199,36 +212,87 @@ fn next_round(queue: &mut VecDeque<Write>, batch_bytes: usize) -> Vec<Write> {
 }
 
 async fn run_round(session: &Session, limits: &Limits, round: Vec<Write>) {
-    if let [write] = &round[..] {
-        let applied = applied(
-            session
+    let round = fenced(session, limits, round).await;
+    if !round.is_empty() {
+        send(session, limits, round).await;
+    }
+}
+
+/// Sends writes as one statement or one batch. When some condition of a batch fails, none
+/// applies, and which one failed is not said in a form worth decoding: each half is sent again,
+/// down to single writes, so one lost race costs a few rounds, not one per write.
+fn send<'a>(session: &'a Session, limits: &'a Limits, mut round: Vec<Write>) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        if let [write] = &round[..] {
+            let result = session
                 .execute_unpaged(&write.statement, &write.values)
-                .await,
-        );
-        answer(round, applied);
-        return;
-    }
-    let mut batch = limits.template.clone();
-    for write in &round {
-        batch.append_statement(write.statement.clone());
-    }
-    let values: Vec<&[CqlValue]> = round.iter().map(|w| &w.values[..]).collect();
-    match applied(session.batch(&batch, values).await) {
-        Ok(true) => answer(round, Ok(true)),
-        // Some condition failed, so none applied; which one is not said in a form worth
-        // decoding, so each write is tried alone, in order.
-        Ok(false) => {
-            for write in round {
-                let applied = applied(
-                    session
-                        .execute_unpaged(&write.statement, &write.values)
-                        .await,
-                );
-                let _ = write.applied.send(applied);
-            }
+                .await;
+            answer(round, applied(result));
+            return;
         }
-        Err(e) => answer(round, Err(e)),
+        let mut batch = limits.template.clone();
+        for write in &round {
+            batch.append_statement(write.statement.clone());
+        }
+        let values: Vec<&[CqlValue]> = round.iter().map(|w| &w.values[..]).collect();
+        match applied(session.batch(&batch, values).await) {
+            Ok(true) => answer(round, Ok(true)),
+            Ok(false) => {
+                let second = round.split_off(round.len() / 2);
+                send(session, limits, round).await;
+                send(session, limits, second).await;
+            }
+            Err(e) => answer(round, Err(e)),
+        }
+    })
+}
+
+/// The writes of a round whose fences hold; the others are answered here.
+async fn fenced(session: &Session, limits: &Limits, round: Vec<Write>) -> Vec<Write> {
+    let mut fences: Vec<(&Fence, Result<(), StoreError>)> = Vec::new();
+    for fence in round.iter().filter_map(|w| w.fence.as_ref()) {
+        if fences.iter().any(|(known, _)| *known == fence) {
+            continue;
+        }
+        let holds = session
+            .execute_unpaged(&limits.lease, (&fence.zone, &fence.component))
+            .await
+            .map_err(unavailable)
+            .and_then(|result| {
+                let rows = result.into_rows_result().map_err(unavailable)?;
+                let epoch = rows
+                    .maybe_first_row::<Row>()
+                    .map_err(unavailable)?
+                    .map(|row| column_int(&row, 1))
+                    .transpose()?;
+                match epoch {
+                    Some(epoch) if epoch as u64 == fence.epoch => Ok(()),
+                    _ => Err(StoreError::Fenced { epoch: fence.epoch }),
+                }
+            });
+        fences.push((fence, holds));
     }
+    if fences.iter().all(|(_, holds)| holds.is_ok()) {
+        return round;
+    }
+    let refusals: Vec<(Fence, StoreError)> = fences
+        .into_iter()
+        .filter_map(|(fence, holds)| holds.err().map(|e| (fence.clone(), e)))
+        .collect();
+    let mut kept = Vec::new();
+    for write in round {
+        let refused = write
+            .fence
+            .as_ref()
+            .and_then(|fence| refusals.iter().find(|(f, _)| f == fence));
+        match refused {
+            Some((_, e)) => {
+                let _ = write.applied.send(Err(e.clone()));
+            }
+            None => kept.push(write),
+        }
+    }
+    kept
 }
 
 fn answer(round: Vec<Write>, applied: Result<bool, StoreError>) {
