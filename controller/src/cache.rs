@@ -111,27 +111,13 @@ fn newer(old: &Row, new: &Row) -> bool {
 #[cfg(test)]
 mod tests {
     use dora_crds::Kind;
-    use serde_json::Value;
 
     use super::*;
 
     fn row(name: &str, version: u64) -> Arc<Row> {
         Arc::new(Row {
-            key: ObjectKey::new(Kind::Node, "z", "", name),
-            uid: "u".into(),
             version,
-            generation: 1,
-            spec_hash: String::new(),
-            owner: String::new(),
-            labels: Default::default(),
-            created: 0,
-            updated: 0,
-            resource: Value::Null,
-            desired: Value::Null,
-            computed: Value::Null,
-            computed_version: 0,
-            observed: Value::Null,
-            observed_version: 0,
+            ..Row::new(ObjectKey::new(Kind::Node, "z", "", name), "u")
         })
     }
 

@@ -163,6 +163,27 @@ fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
 }
 
 impl Row {
+    /// A row of `key` as first created: version and generation 1, every column empty.
+    pub fn new(key: ObjectKey, uid: impl Into<String>) -> Row {
+        Row {
+            key,
+            uid: uid.into(),
+            version: 1,
+            generation: 1,
+            spec_hash: String::new(),
+            owner: String::new(),
+            labels: BTreeMap::new(),
+            created: 0,
+            updated: 0,
+            resource: Value::Null,
+            desired: Value::Null,
+            computed: Value::Null,
+            computed_version: 0,
+            observed: Value::Null,
+            observed_version: 0,
+        }
+    }
+
     /// Decodes a row read as the table's key columns followed by the common columns (`uid,
     /// version, generation, spec_hash, owner, labels, created, updated, resource, desired,
     /// computed, computed_version, observed, observed_version`), given readers of text and

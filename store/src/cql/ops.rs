@@ -214,10 +214,6 @@ impl CqlStore {
     ) -> Result<Option<Row>, StoreError> {
         let key = &write.key;
         let row = Row {
-            key: key.clone(),
-            uid: uid.to_string(),
-            version: 1,
-            generation: 1,
             spec_hash: write.spec_hash.clone(),
             owner: write.owner.clone(),
             labels: write.labels.clone(),
@@ -227,8 +223,7 @@ impl CqlStore {
             desired: write.desired.clone(),
             computed: write.computed.clone().unwrap_or(Value::Null),
             computed_version: u64::from(write.computed.is_some()),
-            observed: Value::Null,
-            observed_version: 0,
+            ..Row::new(key.clone(), uid)
         };
         let mut values = key_values(key);
         values.extend([

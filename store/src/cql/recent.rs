@@ -130,21 +130,11 @@ mod tests {
 
     fn row(name: &str, uid: &str, computed: u64, observed: u64) -> Row {
         Row {
-            key: key(name),
-            uid: uid.into(),
-            version: 1,
-            generation: 1,
-            spec_hash: String::new(),
-            owner: String::new(),
-            labels: Default::default(),
-            created: 0,
-            updated: 0,
-            resource: serde_json::Value::Null,
-            desired: serde_json::Value::Null,
             computed: computed.into(),
             computed_version: computed,
             observed: observed.into(),
             observed_version: observed,
+            ..Row::new(key(name), uid)
         }
     }
 

@@ -307,9 +307,6 @@ pub(super) fn put_spec(
         append_change(tx, key, ChangeOp::Put, Columns::Spec, 1, now)?;
         // The row as the insert left it, without reading and decoding it back.
         let row = Row {
-            uid,
-            version: 1,
-            generation: 1,
             spec_hash: write.spec_hash,
             owner: write.owner,
             labels: write.labels,
@@ -319,9 +316,7 @@ pub(super) fn put_spec(
             desired: write.desired,
             computed_version: u64::from(write.computed.is_some()),
             computed: write.computed.unwrap_or(Value::Null),
-            observed: Value::Null,
-            observed_version: 0,
-            key: write.key,
+            ..Row::new(write.key, uid)
         };
         return Ok((SpecOutcome::Created, Arc::new(row)));
     };
