@@ -1,7 +1,7 @@
 //! A stream of changes to one kind in one zone: an initial list, then the change feed, then a
 //! periodic re-list that heals anything missed; reconnects with backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,7 +128,7 @@ impl Watcher {
     async fn follow(&mut self) -> Result<(), StoreError> {
         let mut wake = self.store.subscribe();
         loop {
-            let mut cursor = self.store.head().await?;
+            let mut position = Position::from(self.store.head().await?);
             let rows = self.list().await?;
             self.listed = true;
             if self.tx.send(WatchEvent::Listed(rows)).await.is_err() {
@@ -136,7 +136,7 @@ impl Watcher {
             }
             let relist_at = Instant::now() + self.config.relist;
             while Instant::now() < relist_at {
-                let changes = self.read(&mut cursor).await?;
+                let changes = self.read(&mut position).await?;
                 if changes.is_empty() {
                     tokio::select! {
                         _ = wake.changed() => tokio::time::sleep(self.config.gather).await,
@@ -173,22 +173,27 @@ impl Watcher {
         }
     }
 
-    /// The next batch of changes as events, each key once with its current state.
-    async fn read(&self, cursor: &mut Cursor) -> Result<Vec<WatchEvent>, StoreError> {
+    /// The next batch of changes as events, each key once with its current state: final
+    /// entries not shown yet, then, once caught up, the entries too young to be final.
+    async fn read(&self, position: &mut Position) -> Result<Vec<WatchEvent>, StoreError> {
         let filter = ChangeFilter {
             kind: self.target.kind.name().to_string(),
             zone: self.target.zone.clone(),
             workspace: None,
             name: None,
         };
-        let changes = self
-            .store
-            .changes(&filter, cursor, self.config.page)
-            .await?;
-        let Some(last) = changes.last() else {
+        let page = self.config.page;
+        let settled = self.store.changes(&filter, &position.settled, page).await?;
+        let caught_up = settled.len() < page;
+        let mut changes = position.settle(settled);
+        if caught_up {
+            let after = position.front.as_ref().unwrap_or(&position.settled);
+            let early = self.store.changes_early(&filter, after, page).await?;
+            changes.extend(position.early(early));
+        }
+        if changes.is_empty() {
             return Ok(Vec::new());
-        };
-        *cursor = last.cursor.clone();
+        }
         let mut latest: HashMap<ObjectKey, (usize, Change)> = HashMap::new();
         for (i, change) in changes.into_iter().enumerate() {
             latest.insert(change.key.clone(), (i, change));
@@ -208,6 +213,51 @@ impl Watcher {
     }
 }
 
+/// Where a watcher stands in the feed: every final entry up to `settled` is shown; after it,
+/// the entries in `shown` were shown before they were final, the newest of them at `front`.
+struct Position {
+    settled: Cursor,
+    front: Option<Cursor>,
+    shown: HashSet<Cursor>,
+}
+
+impl From<Cursor> for Position {
+    fn from(cursor: Cursor) -> Self {
+        Position {
+            settled: cursor,
+            front: None,
+            shown: HashSet::new(),
+        }
+    }
+}
+
+impl Position {
+    /// Takes final entries, oldest first; returns those not shown early (late arrivals).
+    fn settle(&mut self, changes: Vec<Change>) -> Vec<Change> {
+        if let Some(last) = changes.last() {
+            self.settled = last.cursor.clone();
+        }
+        let fresh = changes
+            .into_iter()
+            .filter(|change| !self.shown.remove(&change.cursor))
+            .collect();
+        if self.shown.is_empty() {
+            self.front = None;
+        }
+        fresh
+    }
+
+    /// Takes entries after the front, young ones included: all are shown now.
+    fn early(&mut self, changes: Vec<Change>) -> Vec<Change> {
+        if let Some(last) = changes.last() {
+            self.front = Some(last.cursor.clone());
+        }
+        self.shown
+            .extend(changes.iter().map(|change| change.cursor.clone()));
+        changes
+    }
+}
+
 /// Delays between attempts after store errors: 100 ms doubling to 10 s, with jitter.
 pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
@@ -216,4 +266,43 @@ pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use dora_store::{ChangeOp, Columns};
+
+    use super::*;
+
+    fn change(id: &str) -> Change {
+        Change {
+            cursor: Cursor(id.into()),
+            key: ObjectKey::new(Kind::Container, "z", "w", id),
+            op: ChangeOp::Put,
+            columns: Columns::Observed,
+            version: 1,
+            at: 0,
+        }
+    }
+
+    fn ids(changes: &[Change]) -> Vec<&str> {
+        changes.iter().map(|c| c.cursor.0.as_str()).collect()
+    }
+
+    #[test]
+    fn early_entries_show_once_and_late_ones_still_show() {
+        let mut position = Position::from(Cursor("0".into()));
+        assert_eq!(
+            ids(&position.early(vec![change("2"), change("3")])),
+            ["2", "3"]
+        );
+        assert_eq!(position.front, Some(Cursor("3".into())));
+        // "1" was written by a client with a late clock: it shows when it is final.
+        assert_eq!(ids(&position.settle(vec![change("1"), change("2")])), ["1"]);
+        assert_eq!(position.settled, Cursor("2".into()));
+        assert_eq!(position.front, Some(Cursor("3".into())), "3 is still early");
+        assert!(position.settle(vec![change("3")]).is_empty());
+        assert_eq!(position.front, None, "everything shown is final");
+        assert_eq!(ids(&position.settle(vec![change("4")])), ["4"]);
+    }
 }

@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
             list_pages_through_a_partition,
             delete_returns_the_row_and_checks_version,
             change_feed_records_writes_in_order,
+            early_changes_show_a_write_at_once,
             subscribers_wake_on_writes,
             lease_has_one_holder_and_fences_the_old_one,
             a_controller_creates_rows_placed_and_fenced,
@@ -634,6 +635,28 @@ pub async fn change_feed_records_writes_in_order(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(limited.len(), 1);
+}
+
+/// `changes_early` shows a write as soon as it is made; the final feed shows the same entry.
+pub async fn early_changes_show_a_write_at_once(store: &dyn Store) {
+    let start = store.head().await.unwrap();
+    let key = workload("z1", "ws", "early");
+    store
+        .put_spec(write(&key, spec(1, "a"), Precondition::Absent))
+        .await
+        .unwrap();
+    let filter = ChangeFilter {
+        kind: Kind::Workload.name().into(),
+        zone: "z1".into(),
+        workspace: None,
+        name: None,
+    };
+    let early = store.changes_early(&filter, &start, 10).await.unwrap();
+    assert_eq!(early.len(), 1, "{early:?}");
+    assert_eq!(early[0].key, key);
+    let settled = changes_at_least(store, &filter, &start, 1).await;
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].cursor, early[0].cursor);
 }
 
 pub async fn subscribers_wake_on_writes(store: &dyn Store) {

@@ -80,6 +80,19 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Change>, StoreError>;
 
+    /// Like [`Store::changes`], with the entries too young to be final as well: a backend whose
+    /// feed can still gain entries among its newest ones (written by clients with late clocks)
+    /// holds those back from `changes`. A watcher shows them at once and still reads the final
+    /// feed for entries that arrive late.
+    async fn changes_early(
+        &self,
+        filter: &ChangeFilter,
+        after: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.changes(filter, after, limit).await
+    }
+
     /// A receiver that is marked changed whenever this process writes; backends written to by
     /// other processes too are polled by watchers as well.
     fn subscribe(&self) -> watch::Receiver<u64>;

@@ -186,8 +186,10 @@ impl CqlStore {
         self.inner.rounds.write(key, statement, values, fence).await
     }
 
-    /// Wakes local watchers once the write is older than the skew allowance (readable).
+    /// Wakes local watchers.
     fn wake(&self) {
+        // At once for watchers reading early entries, and again once the write is final.
+        self.inner.notify.send_modify(|n| *n += 1);
         let notify = self.inner.notify.clone();
         let skew = self.inner.config.skew;
         tokio::spawn(async move {

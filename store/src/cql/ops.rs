@@ -178,6 +178,52 @@ impl CqlStore {
         Ok(())
     }
 
+    /// Feed entries after `after` with ids up to the millisecond `until`, oldest first.
+    async fn read_feed(
+        &self,
+        filter: &ChangeFilter,
+        after: &Cursor,
+        limit: usize,
+        until: i64,
+    ) -> Result<Vec<Change>, StoreError> {
+        let from = cursor_millis(after)?;
+        let after_id = normalized(after)?;
+        if from < now_millis() - self.inner.config.changes_ttl.as_millis() as i64 {
+            return Err(StoreError::Expired(after.0.clone()));
+        }
+        let mut out = Vec::new();
+        if from > until {
+            return Ok(out);
+        }
+        let upper = bound_id(until, true);
+        for bucket in from / BUCKET_MILLIS..=until / BUCKET_MILLIS {
+            let values = vec![
+                text(&filter.zone),
+                text(&filter.kind),
+                big(bucket),
+                text(&after_id),
+                text(&upper),
+            ];
+            let mut failure = None;
+            self.read_pages(&self.inner.statements.changes, values, |row| {
+                match decode_change(filter, &row) {
+                    Ok(Some(change)) => out.push(change),
+                    Ok(None) => {}
+                    Err(e) => failure = Some(e),
+                }
+                failure.is_none() && out.len() < limit
+            })
+            .await?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     async fn keep_version(&self, row: &Row, now: i64) -> Result<(), StoreError> {
         let key = &row.key;
         let object = [
@@ -368,7 +414,7 @@ impl Store for CqlStore {
         let mut groups: HashMap<(Table, Scope, Vec<String>), Vec<&str>> = HashMap::new();
         for change in changes.iter().filter(|c| c.op == ChangeOp::Put) {
             let key = &change.key;
-            if let Some(row) = recent.after(key, change.at) {
+            if let Some(row) = recent.after(change) {
                 answers.insert(key, row);
                 continue;
             }
@@ -410,7 +456,7 @@ impl Store for CqlStore {
                     ChangeOp::Delete => None,
                     ChangeOp::Put => answers.get(key).cloned().unwrap_or_else(|| {
                         let row = found.get(key).cloned();
-                        recent.keep(key, began, row.clone());
+                        recent.keep(change, began, row.clone());
                         row
                     }),
                 }
@@ -721,44 +767,17 @@ impl Store for CqlStore {
         after: &Cursor,
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
-        let from = cursor_millis(after)?;
-        let after_id = normalized(after)?;
-        let now = now_millis();
-        if from < now - self.inner.config.changes_ttl.as_millis() as i64 {
-            return Err(StoreError::Expired(after.0.clone()));
-        }
-        let until = now - self.inner.config.skew.as_millis() as i64;
-        let mut out = Vec::new();
-        if from > until {
-            return Ok(out);
-        }
-        let upper = bound_id(until, true);
-        for bucket in from / BUCKET_MILLIS..=until / BUCKET_MILLIS {
-            let values = vec![
-                text(&filter.zone),
-                text(&filter.kind),
-                big(bucket),
-                text(&after_id),
-                text(&upper),
-            ];
-            let mut failure = None;
-            self.read_pages(&self.inner.statements.changes, values, |row| {
-                match decode_change(filter, &row) {
-                    Ok(Some(change)) => out.push(change),
-                    Ok(None) => {}
-                    Err(e) => failure = Some(e),
-                }
-                failure.is_none() && out.len() < limit
-            })
-            .await?;
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        let settled = now_millis() - self.inner.config.skew.as_millis() as i64;
+        self.read_feed(filter, after, limit, settled).await
+    }
+
+    async fn changes_early(
+        &self,
+        filter: &ChangeFilter,
+        after: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.read_feed(filter, after, limit, now_millis()).await
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
