@@ -5,6 +5,15 @@
 use dora_store::cql::{CqlConfig, CqlStore};
 
 async fn fresh() -> Box<CqlStore> {
+    Box::new(
+        CqlStore::connect(fresh_config())
+            .await
+            .expect("a CQL cluster: run `scripts/cassandra start`"),
+    )
+}
+
+/// The cluster's config with a keyspace of its own.
+fn fresh_config() -> CqlConfig {
     let url = match std::env::var("DORA_CQL_URL") {
         Ok(url) => url,
         Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
@@ -16,15 +25,10 @@ async fn fresh() -> Box<CqlStore> {
         "conformance_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    let config = CqlConfig::from_url(&url)
+    CqlConfig::from_url(&url)
         .unwrap()
         .with_keyspace(&keyspace)
-        .unwrap();
-    Box::new(
-        CqlStore::connect(config)
-            .await
-            .expect("a CQL cluster: run `scripts/cassandra start`"),
-    )
+        .unwrap()
 }
 
 async fn drop_keyspace(store: Box<CqlStore>) {
@@ -57,4 +61,66 @@ async fn an_unreachable_cluster_is_a_clear_error_after_retries() {
         started.elapsed() >= std::time::Duration::from_millis(400),
         "it retried with a pause first"
     );
+}
+
+/// A node's report starts from the row as this process last saw it; when another process has
+/// written the row since, the compare-and-set fails, the write reads afresh and still applies
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_from_a_stale_view_applies_once() {
+    use dora_crds::Kind;
+    use dora_store::{ChangeFilter, ObjectKey, Precondition, SpecWrite, StatusColumn, Store};
+    use serde_json::json;
+
+    let config = fresh_config();
+    let ours = Box::new(CqlStore::connect(config.clone()).await.unwrap());
+    let theirs = CqlStore::connect(config).await.unwrap();
+    let key = ObjectKey::new(Kind::Workload, "z1", "ws", "w");
+    let write = SpecWrite {
+        key: key.clone(),
+        precondition: Precondition::Absent,
+        owner: "alice".into(),
+        labels: Default::default(),
+        spec_hash: "h".into(),
+        spec: json!({"replica": {"count": 1}}),
+        desired: json!(null),
+        computed: None,
+        fence: None,
+    };
+    ours.put_spec(write).await.unwrap();
+    let report = |n: u32| json!({"report": n});
+    let start = ours.head().await.unwrap();
+    ours.put_status(&key, StatusColumn::Observed, None, report(1), None)
+        .await
+        .unwrap();
+    // Our view, as a watcher here reads it: observed version 1.
+    let filter = ChangeFilter {
+        kind: Kind::Workload.name().into(),
+        zone: "z1".into(),
+        workspace: None,
+        name: None,
+    };
+    let changes = ours.changes_early(&filter, &start, 10).await.unwrap();
+    let rows = ours.rows_after(&changes).await.unwrap();
+    assert_eq!(rows.last().unwrap().as_ref().unwrap().observed_version, 1);
+    // Another process writes twice; our view is now stale.
+    for n in 2..=3 {
+        theirs
+            .put_status(&key, StatusColumn::Observed, None, report(n), None)
+            .await
+            .unwrap();
+    }
+    let row = ours
+        .put_status(&key, StatusColumn::Observed, None, report(4), None)
+        .await
+        .unwrap();
+    assert_eq!((row.observed_version, &row.observed), (4, &report(4)));
+    let stored = theirs.get(&key).await.unwrap().unwrap();
+    assert_eq!((stored.observed_version, stored.observed), (4, report(4)));
+    ours.put_status(&key, StatusColumn::Observed, None, report(5), None)
+        .await
+        .unwrap();
+    assert_eq!(theirs.get(&key).await.unwrap().unwrap().observed_version, 5);
+    drop(theirs);
+    drop_keyspace(ours).await;
 }

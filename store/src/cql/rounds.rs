@@ -247,52 +247,50 @@ fn send<'a>(session: &'a Session, limits: &'a Limits, mut round: Vec<Write>) -> 
     })
 }
 
-/// The writes of a round whose fences hold; the others are answered here.
+/// The writes of a round whose fences hold; the others are answered here. Each lease is read
+/// once per round.
 async fn fenced(session: &Session, limits: &Limits, round: Vec<Write>) -> Vec<Write> {
-    let mut fences: Vec<(&Fence, Result<(), StoreError>)> = Vec::new();
+    let mut checked: Vec<(Fence, Result<(), StoreError>)> = Vec::new();
     for fence in round.iter().filter_map(|w| w.fence.as_ref()) {
-        if fences.iter().any(|(known, _)| *known == fence) {
-            continue;
+        if !checked.iter().any(|(known, _)| known == fence) {
+            checked.push((fence.clone(), lease_holds(session, limits, fence).await));
         }
-        let holds = session
-            .execute_unpaged(&limits.lease, (&fence.zone, &fence.component))
-            .await
-            .map_err(unavailable)
-            .and_then(|result| {
-                let rows = result.into_rows_result().map_err(unavailable)?;
-                let epoch = rows
-                    .maybe_first_row::<Row>()
-                    .map_err(unavailable)?
-                    .map(|row| column_int(&row, 1))
-                    .transpose()?;
-                match epoch {
-                    Some(epoch) if epoch as u64 == fence.epoch => Ok(()),
-                    _ => Err(StoreError::Fenced { epoch: fence.epoch }),
-                }
-            });
-        fences.push((fence, holds));
     }
-    if fences.iter().all(|(_, holds)| holds.is_ok()) {
-        return round;
-    }
-    let refusals: Vec<(Fence, StoreError)> = fences
+    round
         .into_iter()
-        .filter_map(|(fence, holds)| holds.err().map(|e| (fence.clone(), e)))
-        .collect();
-    let mut kept = Vec::new();
-    for write in round {
-        let refused = write
-            .fence
-            .as_ref()
-            .and_then(|fence| refusals.iter().find(|(f, _)| f == fence));
-        match refused {
-            Some((_, e)) => {
-                let _ = write.applied.send(Err(e.clone()));
+        .filter_map(|write| {
+            let refused = write
+                .fence
+                .as_ref()
+                .and_then(|fence| checked.iter().find(|(known, _)| known == fence))
+                .and_then(|(_, holds)| holds.clone().err());
+            match refused {
+                Some(e) => {
+                    let _ = write.applied.send(Err(e));
+                    None
+                }
+                None => Some(write),
             }
-            None => kept.push(write),
-        }
+        })
+        .collect()
+}
+
+/// Whether the lease `fence` names still has its epoch.
+async fn lease_holds(session: &Session, limits: &Limits, fence: &Fence) -> Result<(), StoreError> {
+    let result = session
+        .execute_unpaged(&limits.lease, (&fence.zone, &fence.component))
+        .await
+        .map_err(unavailable)?;
+    let rows = result.into_rows_result().map_err(unavailable)?;
+    let epoch = rows
+        .maybe_first_row::<Row>()
+        .map_err(unavailable)?
+        .map(|row| column_int(&row, 1))
+        .transpose()?;
+    match epoch {
+        Some(epoch) if epoch as u64 == fence.epoch => Ok(()),
+        _ => Err(StoreError::Fenced { epoch: fence.epoch }),
     }
-    kept
 }
 
 fn answer(round: Vec<Write>, applied: Result<bool, StoreError>) {
