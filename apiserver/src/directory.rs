@@ -206,12 +206,7 @@ impl Directory {
     }
 
     fn filter(kind: Kind) -> ChangeFilter {
-        ChangeFilter {
-            kind: kind.name().into(),
-            zone: String::new(),
-            workspace: None,
-            name: None,
-        }
+        ChangeFilter::all(kind.name(), String::new())
     }
 
     /// Whether the user exists.

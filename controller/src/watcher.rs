@@ -176,12 +176,7 @@ impl Watcher {
     /// The next batch of changes as events, each key once with its current state: final
     /// entries not shown yet, then, once caught up, the entries too young to be final.
     async fn read(&self, position: &mut Position) -> Result<Vec<WatchEvent>, StoreError> {
-        let filter = ChangeFilter {
-            kind: self.target.kind.name().to_string(),
-            zone: self.target.zone.clone(),
-            workspace: None,
-            name: None,
-        };
+        let filter = ChangeFilter::all(self.target.kind.name(), self.target.zone.clone());
         let page = self.config.page;
         let settled = self.store.changes(&filter, &position.settled, page).await?;
         let caught_up = settled.len() < page;

@@ -49,12 +49,7 @@ async fn watch(
     started: Started,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<Duration> {
-    let filter = ChangeFilter {
-        kind: "Workload".into(),
-        zone: "bench".into(),
-        workspace: None,
-        name: None,
-    };
+    let filter = ChangeFilter::all("Workload", "bench");
     let mut cursor = store.head().await.expect("head");
     let mut latencies = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {

@@ -60,11 +60,13 @@ macro_rules! conformance_tests {
 /// The teardown of backends that need none.
 pub async fn no_teardown<T>(_store: T) {}
 
-fn workload(zone: &str, workspace: &str, name: &str) -> ObjectKey {
+/// The key of a workload.
+pub fn workload(zone: &str, workspace: &str, name: &str) -> ObjectKey {
     ObjectKey::new(Kind::Workload, zone, workspace, name)
 }
 
-fn write(key: &ObjectKey, spec: Value, precondition: Precondition) -> SpecWrite {
+/// An apply of `spec` to `key` by alice.
+pub fn write(key: &ObjectKey, spec: Value, precondition: Precondition) -> SpecWrite {
     SpecWrite {
         key: key.clone(),
         precondition,
@@ -96,7 +98,8 @@ async fn changes_at_least(
     }
 }
 
-fn spec(count: u32, image: &str) -> Value {
+/// A workload spec.
+pub fn spec(count: u32, image: &str) -> Value {
     json!({"replica": {"count": count}, "image": {"image": image}})
 }
 
@@ -162,12 +165,7 @@ pub async fn identical_write_changes_nothing(store: &dyn Store) {
         matches!(outcome, SpecOutcome::Unchanged(ref row) if row.version == 1),
         "{outcome:?}"
     );
-    let filter = ChangeFilter {
-        kind: key.kind.clone(),
-        zone: "z1".into(),
-        workspace: None,
-        name: None,
-    };
+    let filter = ChangeFilter::all(key.kind.clone(), "z1");
     // A later write to another row shows when the feed has caught up. The create may still be
     // there (a backend's head may lag by its skew allowance); the identical write must not be.
     let marker = workload("z1", "ws", "marker");
@@ -391,12 +389,7 @@ pub async fn concurrent_writes_to_one_partition_apply_once(store: &dyn Store) {
         let row = store.get(key).await.unwrap().unwrap();
         assert_eq!((row.observed_version, &row.observed), (1, &won[0].observed));
     }
-    let filter = ChangeFilter {
-        kind: Kind::Workload.name().into(),
-        zone: "z1".into(),
-        workspace: None,
-        name: None,
-    };
+    let filter = ChangeFilter::all(Kind::Workload.name(), "z1");
     let changes = changes_at_least(store, &filter, &start, 2 * keys.len()).await;
     assert_eq!(changes.len(), 2 * keys.len());
     let rows = store.rows_after(&changes).await.unwrap();
@@ -587,12 +580,7 @@ pub async fn change_feed_records_writes_in_order(store: &dyn Store) {
         )
         .await
         .unwrap();
-    let filter = ChangeFilter {
-        kind: "Workload".into(),
-        zone: "z1".into(),
-        workspace: None,
-        name: None,
-    };
+    let filter = ChangeFilter::all("Workload", "z1");
     let changes = changes_at_least(store, &filter, &start, 2).await;
     let seen: Vec<(ChangeOp, Columns, u64)> = changes
         .iter()
@@ -645,12 +633,7 @@ pub async fn early_changes_show_a_write_at_once(store: &dyn Store) {
         .put_spec(write(&key, spec(1, "a"), Precondition::Absent))
         .await
         .unwrap();
-    let filter = ChangeFilter {
-        kind: Kind::Workload.name().into(),
-        zone: "z1".into(),
-        workspace: None,
-        name: None,
-    };
+    let filter = ChangeFilter::all(Kind::Workload.name(), "z1");
     let early = store.changes_early(&filter, &start, 10).await.unwrap();
     assert_eq!(early.len(), 1, "{early:?}");
     assert_eq!(early[0].key, key);

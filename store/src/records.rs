@@ -45,6 +45,18 @@ pub struct ChangeFilter {
     pub name: Option<String>,
 }
 
+impl ChangeFilter {
+    /// Every change of `kind` in `zone`.
+    pub fn all(kind: impl Into<String>, zone: impl Into<String>) -> Self {
+        ChangeFilter {
+            kind: kind.into(),
+            zone: zone.into(),
+            workspace: None,
+            name: None,
+        }
+    }
+}
+
 /// `Normal` or `Warning`, as in Kubernetes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventType {

@@ -69,37 +69,24 @@ async fn an_unreachable_cluster_is_a_clear_error_after_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_from_a_stale_view_applies_once() {
     use dora_crds::Kind;
-    use dora_store::{ChangeFilter, ObjectKey, Precondition, SpecWrite, StatusColumn, Store};
+    use dora_store::conformance::{spec, workload, write};
+    use dora_store::{ChangeFilter, Precondition, StatusColumn, Store};
     use serde_json::json;
 
     let config = fresh_config();
     let ours = Box::new(CqlStore::connect(config.clone()).await.unwrap());
     let theirs = CqlStore::connect(config).await.unwrap();
-    let key = ObjectKey::new(Kind::Workload, "z1", "ws", "w");
-    let write = SpecWrite {
-        key: key.clone(),
-        precondition: Precondition::Absent,
-        owner: "alice".into(),
-        labels: Default::default(),
-        spec_hash: "h".into(),
-        spec: json!({"replica": {"count": 1}}),
-        desired: json!(null),
-        computed: None,
-        fence: None,
-    };
-    ours.put_spec(write).await.unwrap();
+    let key = workload("z1", "ws", "w");
+    ours.put_spec(write(&key, spec(1, "a"), Precondition::Absent))
+        .await
+        .unwrap();
     let report = |n: u32| json!({"report": n});
     let start = ours.head().await.unwrap();
     ours.put_status(&key, StatusColumn::Observed, None, report(1), None)
         .await
         .unwrap();
     // Our view, as a watcher here reads it: observed version 1.
-    let filter = ChangeFilter {
-        kind: Kind::Workload.name().into(),
-        zone: "z1".into(),
-        workspace: None,
-        name: None,
-    };
+    let filter = ChangeFilter::all(Kind::Workload.name(), "z1");
     let changes = ours.changes_early(&filter, &start, 10).await.unwrap();
     let rows = ours.rows_after(&changes).await.unwrap();
     assert_eq!(rows.last().unwrap().as_ref().unwrap().observed_version, 1);

@@ -170,12 +170,7 @@ mod tests {
 
     #[test]
     fn the_feed_answers_only_runs_it_holds_whole() {
-        let filter = ChangeFilter {
-            kind: Kind::Container.name().into(),
-            zone: "z".into(),
-            workspace: None,
-            name: None,
-        };
+        let filter = ChangeFilter::all(Kind::Container.name(), "z");
         let mut feed = Feed::default();
         feed.extend(vec![change(3, "a"), change(4, "b")]);
         // Sequence 5 is another process's write; 6 and 7 are ours again.

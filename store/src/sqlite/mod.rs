@@ -480,12 +480,7 @@ mod tests {
             .put_status(&key, StatusColumn::Computed, None, json!({"n": 2}), None)
             .await
             .unwrap();
-        let filter = ChangeFilter {
-            kind: "Workload".into(),
-            zone: "z".into(),
-            workspace: None,
-            name: None,
-        };
+        let filter = ChangeFilter::all("Workload", "z");
         // Our two writes come from memory, which stops short of the other process's write;
         // reading on from there finds it.
         let mut changes = ours.changes(&filter, &start, 10).await.unwrap();
