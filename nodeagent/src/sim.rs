@@ -90,8 +90,17 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, StoreErro
     dora_crds::encode(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Where each container runs: (node, epoch) per copy.
-type Copies = HashMap<ObjectKey, Vec<(String, u64)>>;
+/// Where each container runs, copy by copy.
+type Copies = HashMap<ObjectKey, Vec<Instance>>;
+
+/// One running copy of a container: the row it was started for (a container deleted and created again
+/// under its name is another one) and its binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Instance {
+    uid: String,
+    node: String,
+    epoch: u64,
+}
 
 /// Controls running hollow nodes (for tests): a paused node neither heartbeats nor runs
 /// anything, like a machine that lost its network.
@@ -120,7 +129,7 @@ impl SimHandle {
         let running = lock(&self.running);
         let mut keys: Vec<ObjectKey> = running
             .iter()
-            .filter(|(_, copies)| copies.iter().any(|(n, _)| n == node))
+            .filter(|(_, copies)| copies.iter().any(|copy| copy.node == node))
             .map(|(key, _)| key.clone())
             .collect();
         keys.sort();
@@ -250,7 +259,7 @@ impl Sim {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(WatchEvent::Applied(row)) => self.clone().seen(row),
-                    Some(WatchEvent::Deleted(key)) => self.drop_unbound(&key, None, 0),
+                    Some(WatchEvent::Deleted(key)) => self.drop_unbound(&key, None),
                     Some(WatchEvent::Listed(listed)) => {
                         for row in listed {
                             self.clone().seen(row);
@@ -266,10 +275,16 @@ impl Sim {
     /// A container row changed: start it if it is newly bound here, stop it if asked to.
     fn seen(self: Arc<Self>, row: Arc<Row>) {
         let place = placement(&row);
-        self.drop_unbound(&row.key, place.node.as_deref(), place.epoch);
-        let Some(node) = place.node.clone().filter(|n| self.owns(n)) else {
+        let binding = place.node.clone().map(|node| Instance {
+            uid: row.uid.clone(),
+            node,
+            epoch: place.epoch,
+        });
+        self.drop_unbound(&row.key, binding.as_ref());
+        let Some(copy) = binding.filter(|copy| self.owns(&copy.node)) else {
             return;
         };
+        let node = copy.node.clone();
         if self.handle.is_paused(&node) {
             return;
         }
@@ -295,39 +310,43 @@ impl Sim {
             }
             return;
         }
-        if current.is_some() || self.is_running(&node, &row.key, place.epoch) {
+        if current.is_some() || self.is_running(&row.key, &copy) {
             return;
         }
         lock(&self.handle.running)
             .entry(row.key.clone())
             .or_default()
-            .push((node.clone(), place.epoch));
+            .push(copy.clone());
         let Some(spec) = container_spec(&row) else {
             return;
         };
         tokio::spawn(async move {
-            self.lifecycle(row.key.clone(), node, (place.epoch, place.restarts), spec)
+            self.lifecycle(row.key.clone(), copy, place.restarts, spec)
                 .await
         });
     }
 
-    fn is_running(&self, node: &str, key: &ObjectKey, epoch: u64) -> bool {
+    fn is_running(&self, key: &ObjectKey, copy: &Instance) -> bool {
         lock(&self.handle.running)
             .get(key)
-            .is_some_and(|copies| copies.iter().any(|(n, e)| n == node && *e == epoch))
+            .is_some_and(|copies| copies.contains(copy))
     }
 
     fn forget(&self, key: &ObjectKey) {
         lock(&self.handle.running).remove(key);
     }
 
-    /// Active nodes stop their copies of `key` that are not its binding (`node`, `epoch`);
-    /// paused nodes keep theirs until they resume.
-    fn drop_unbound(&self, key: &ObjectKey, node: Option<&str>, epoch: u64) {
+    /// Active nodes stop their copies of `key` that are not its binding. Paused nodes keep
+    /// theirs until they resume, and resumed ones until their check against the store
+    /// (`stop_stale`) has run, which tells of each copy it stops.
+    fn drop_unbound(&self, key: &ObjectKey, binding: Option<&Instance>) {
+        let resumed = lock(&self.handle.resumed).clone();
         let mut running = lock(&self.handle.running);
         if let Some(copies) = running.get_mut(key) {
-            copies.retain(|(n, e)| {
-                (Some(n.as_str()) == node && *e == epoch) || self.handle.is_paused(n)
+            copies.retain(|copy| {
+                Some(copy) == binding
+                    || self.handle.is_paused(&copy.node)
+                    || resumed.contains(&copy.node)
             });
             if copies.is_empty() {
                 running.remove(key);
@@ -339,18 +358,18 @@ impl Sim {
     async fn lifecycle(
         self: Arc<Self>,
         key: ObjectKey,
-        node: String,
-        (epoch, restarts): (u64, u32),
+        copy: Instance,
+        restarts: u32,
         spec: ContainerSpec,
     ) {
         tokio::time::sleep(self.config.start_delay).await;
-        if !self.is_running(&node, &key, epoch) {
+        if !self.is_running(&key, &copy) {
             return;
         }
         let started = now_millis();
         let running = ContainerReport {
-            node: node.clone(),
-            epoch,
+            node: copy.node.clone(),
+            epoch: copy.epoch,
             state: ContainerState::Running,
             started_at: Some(started),
             restarts,
@@ -362,7 +381,7 @@ impl Sim {
             return;
         };
         tokio::time::sleep(sleep.unwrap_or_default()).await;
-        if !self.is_running(&node, &key, epoch) || self.handle.is_paused(&node) {
+        if !self.is_running(&key, &copy) || self.handle.is_paused(&copy.node) {
             return;
         }
         self.forget(&key);
@@ -413,39 +432,44 @@ impl Sim {
         if resumed.is_empty() {
             return;
         }
-        let copies: Vec<(ObjectKey, String, u64)> = lock(&self.handle.running)
+        let copies: Vec<(ObjectKey, Instance)> = lock(&self.handle.running)
             .iter()
             .flat_map(|(key, copies)| {
                 copies
                     .iter()
-                    .filter(|(node, _)| resumed.contains(node))
-                    .map(|(node, epoch)| (key.clone(), node.clone(), *epoch))
+                    .filter(|copy| resumed.contains(&copy.node))
+                    .map(|copy| (key.clone(), copy.clone()))
             })
             .collect();
         tokio::spawn(async move {
-            for (key, node, epoch) in copies {
-                let place = match self.store.get(&key).await {
-                    Ok(row) => row.map(|row| placement(&row)),
+            for (key, copy) in copies {
+                let row = match self.store.get(&key).await {
+                    Ok(row) => row,
                     Err(e) => {
                         tracing::warn!(%key, error = %e, "cannot check a resumed node's container");
-                        lock(&self.handle.resumed).insert(node);
+                        lock(&self.handle.resumed).insert(copy.node);
                         continue;
                     }
                 };
-                let bound = place
-                    .is_some_and(|p| p.node.as_deref() == Some(node.as_str()) && p.epoch == epoch);
+                let bound = row.is_some_and(|row| {
+                    let place = placement(&row);
+                    row.uid == copy.uid
+                        && place.node.as_deref() == Some(copy.node.as_str())
+                        && place.epoch == copy.epoch
+                });
                 if bound {
                     continue;
                 }
                 {
                     let mut running = lock(&self.handle.running);
                     if let Some(held) = running.get_mut(&key) {
-                        held.retain(|(n, e)| !(*n == node && *e == epoch));
+                        held.retain(|held| *held != copy);
                         if held.is_empty() {
                             running.remove(&key);
                         }
                     }
                 }
+                let Instance { node, epoch, .. } = copy;
                 tracing::info!(%key, %node, epoch, "stopped a stale container");
                 let event = Event::new(
                     &key,
