@@ -189,13 +189,7 @@ impl Watcher {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut latest: HashMap<ObjectKey, (usize, Change)> = HashMap::new();
-        for (i, change) in changes.into_iter().enumerate() {
-            latest.insert(change.key.clone(), (i, change));
-        }
-        let mut last: Vec<(usize, Change)> = latest.into_values().collect();
-        last.sort_by_key(|(i, _)| *i);
-        let last: Vec<Change> = last.into_iter().map(|(_, change)| change).collect();
+        let last = last_per_key(changes);
         let rows = self.store.rows_after(&last).await?;
         Ok(last
             .into_iter()
@@ -206,6 +200,25 @@ impl Watcher {
             })
             .collect())
     }
+}
+
+/// The last change of each key, in feed order.
+fn last_per_key(mut changes: Vec<Change>) -> Vec<Change> {
+    let mut last: HashMap<&ObjectKey, usize> = HashMap::with_capacity(changes.len());
+    for (i, change) in changes.iter().enumerate() {
+        last.insert(&change.key, i);
+    }
+    if last.len() == changes.len() {
+        return changes;
+    }
+    let keep: Vec<bool> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, change)| last[&change.key] == i)
+        .collect();
+    let mut keep = keep.into_iter();
+    changes.retain(|_| keep.next().unwrap_or(false));
+    changes
 }
 
 /// Where a watcher stands in the feed: every final entry up to `settled` is shown; after it,
@@ -299,5 +312,25 @@ mod tests {
         assert!(position.settle(vec![change("3")]).is_empty());
         assert_eq!(position.front, None, "everything shown is final");
         assert_eq!(ids(&position.settle(vec![change("4")])), ["4"]);
+    }
+
+    #[test]
+    fn each_key_keeps_its_last_change_in_feed_order() {
+        let of = |id: &str, name: &str| Change {
+            key: ObjectKey::new(Kind::Container, "z", "w", name),
+            ..change(id)
+        };
+        let changes = vec![
+            of("1", "a"),
+            of("2", "b"),
+            of("3", "a"),
+            of("4", "c"),
+            of("5", "b"),
+        ];
+        assert_eq!(ids(&last_per_key(changes)), ["3", "4", "5"]);
+        assert_eq!(
+            ids(&last_per_key(vec![of("1", "a"), of("2", "b")])),
+            ["1", "2"]
+        );
     }
 }

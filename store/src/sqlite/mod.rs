@@ -19,9 +19,9 @@ use tokio::sync::{oneshot, watch};
 
 use self::committed::{Feed, Recent, lock};
 use crate::{
-    ActionRecord, Change, ChangeFilter, Cursor, Event, EventQuery, Fence, Lease, ListQuery,
-    ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn, Store, StoreError,
-    VersionRecord,
+    ActionRecord, Change, ChangeFilter, ChangeOp, Cursor, Event, EventQuery, Fence, Lease,
+    ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn, Store,
+    StoreError, VersionRecord,
 };
 
 /// How many queued writes one transaction takes at most.
@@ -282,6 +282,35 @@ impl Store for SqliteStore {
             return Ok(Some(row));
         }
         Ok(self.get(&change.key).await?.map(Arc::new))
+    }
+
+    async fn rows_after(&self, changes: &[Change]) -> Result<Vec<Option<Arc<Row>>>, StoreError> {
+        let mut rows: Vec<Option<Arc<Row>>> = {
+            let recent = lock(&self.inner.recent);
+            changes
+                .iter()
+                .map(|change| match change.op {
+                    ChangeOp::Put => recent.after(change),
+                    ChangeOp::Delete => None,
+                })
+                .collect()
+        };
+        let unread: Vec<usize> = changes
+            .iter()
+            .zip(&rows)
+            .enumerate()
+            .filter(|(_, (change, row))| change.op == ChangeOp::Put && row.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        if !unread.is_empty() {
+            self.read(|conn| {
+                for i in unread {
+                    rows[i] = ops::get(conn, &changes[i].key)?.map(Arc::new);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(rows)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
