@@ -1,6 +1,6 @@
 //! An in-memory copy of the watched rows, shared by reconcilers.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, RwLock};
 
 use dora_store::{ObjectKey, Row, Store};

@@ -1,7 +1,9 @@
 //! The reconcile queue: each key at most once, never two reconciles of one key at once, delayed
 //! re-queues, and per-key exponential backoff on errors that resets on success.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::{HashMap, HashSet};
 use std::time::Duration;
 
 use dora_store::ObjectKey;

@@ -1,7 +1,7 @@
 //! A stream of changes to one kind in one zone: an initial list, then the change feed, then a
 //! periodic re-list that heals anything missed; reconnects with backoff.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Duration;
 

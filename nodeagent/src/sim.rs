@@ -7,7 +7,7 @@
 //! Hollow nodes write their rows straight to the store: they stand in for many agents at once
 //! where the real agent would report through the API.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 

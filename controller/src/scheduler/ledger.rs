@@ -3,7 +3,9 @@
 //! "in flight" and wins over the older cached row, so a lagging cache never frees resources
 //! twice. Per-node usage is an index over the bookings by container, never a free counter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
@@ -248,6 +250,8 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+
+    use foldhash::HashMapExt;
 
     use dora_crds::Kind;
     use dora_crds::spec::{NodeSpec, ProductName, WorkloadClass};

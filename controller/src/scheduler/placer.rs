@@ -4,7 +4,7 @@
 //! for the same nodes, except those that would end before it could start anyway (EASY
 //! backfill, by `maxRunTime`).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! began at least the skew allowance after the change's time, which comes from the writer's
 //! clock (the same allowance the change feed itself trusts).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{Change, Cursor, ObjectKey, Row, StatusColumn};

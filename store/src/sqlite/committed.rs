@@ -4,7 +4,9 @@
 //! hides a write by another process: a kept row serves only reads it is new enough for, and the
 //! feed serves only runs of sequence numbers it holds whole.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::{Change, ChangeFilter, Columns, ObjectKey, Row};
