@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dora_crds::spec::Verb;
-use dora_store::{ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, ObjectKey};
+use dora_store::{Change, ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, ObjectKey};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -149,19 +149,22 @@ impl Feed for ResourceFeed {
             self.cursor = head;
             return Ok(Vec::new());
         }
+        if let Some(last) = changes.last() {
+            self.cursor = last.cursor.clone();
+        }
+        let changes: Vec<Change> = changes
+            .into_iter()
+            .filter(|change| {
+                let already_listed = change.op == ChangeOp::Put
+                    && self.listed.get(&change.key).is_some_and(|versions| {
+                        change.version <= versions[column_index(change.columns)]
+                    });
+                !already_listed && visible(&self.state, &self.identity, Verb::Get, &change.key)
+            })
+            .collect();
+        let rows = store.rows_after(&changes).await?;
         let mut out = Vec::new();
-        for change in changes {
-            self.cursor = change.cursor.clone();
-            if !visible(&self.state, &self.identity, Verb::Get, &change.key) {
-                continue;
-            }
-            let already_listed = change.op == ChangeOp::Put
-                && self.listed.get(&change.key).is_some_and(|versions| {
-                    change.version <= versions[column_index(change.columns)]
-                });
-            if already_listed {
-                continue;
-            }
+        for (change, row) in changes.into_iter().zip(rows) {
             let (kind, object) = match change.op {
                 ChangeOp::Delete => {
                     if self.node.is_some() && !self.matched.remove(&change.key) {
@@ -169,7 +172,7 @@ impl Feed for ResourceFeed {
                     }
                     ("DELETED", render::tombstone(&change.key))
                 }
-                ChangeOp::Put => match store.get_after(&change).await? {
+                ChangeOp::Put => match row {
                     // Deleted since: its own DELETED change follows.
                     None => continue,
                     Some(row) => match &self.node {
