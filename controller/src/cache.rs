@@ -1,9 +1,9 @@
 //! An in-memory copy of the watched rows, shared by reconcilers.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, RwLock};
 
 use dora_store::{ObjectKey, Row, Store};
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::watch as signal;
 use tokio_util::sync::CancellationToken;
 

@@ -2,11 +2,10 @@
 //! re-queues, and per-key exponential backoff on errors that resets on success.
 
 use std::collections::{BTreeMap, VecDeque};
-
-use foldhash::{HashMap, HashSet};
 use std::time::Duration;
 
 use dora_store::ObjectKey;
+use foldhash::{HashMap, HashSet};
 use tokio::time::Instant;
 
 use crate::watcher::retry_delays;

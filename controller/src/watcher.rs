@@ -1,13 +1,13 @@
 //! A stream of changes to one kind in one zone: an initial list, then the change feed, then a
 //! periodic re-list that heals anything missed; reconnects with backoff.
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use dora_crds::Kind;
 use dora_store::{Change, ChangeFilter, Cursor, ListQuery, ObjectKey, Row, Store, StoreError};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

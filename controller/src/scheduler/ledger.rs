@@ -4,13 +4,12 @@
 //! twice. Per-node usage is an index over the bookings by container, never a free counter.
 
 use std::collections::BTreeMap;
-
-use foldhash::HashMap;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use dora_crds::spec::Affinity;
 use dora_store::ObjectKey;
+use foldhash::HashMap;
 use rand::Rng;
 
 use super::fit::{Booking, Demand, Misfit, NodeInfo, Usage, fit, fullness};

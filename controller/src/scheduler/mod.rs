@@ -15,8 +15,6 @@ mod placer;
 mod workloads;
 
 use std::collections::BTreeSet;
-
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,6 +22,7 @@ use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, NodeSpec};
 use dora_crds::status::{ContainerReport, NodeCondition, NodeReport, Placement};
 use dora_store::{Fence, ObjectKey, Row, Store, StoreError};
+use foldhash::HashMap;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -4,7 +4,6 @@
 //! for the same nodes, except those that would end before it could start anyway (EASY
 //! backfill, by `maxRunTime`).
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use dora_crds::Kind;
 use dora_crds::spec::WorkloadSpec;
 use dora_crds::status::Placement;
 use dora_store::{ObjectKey, Row, StoreError, now_millis};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 

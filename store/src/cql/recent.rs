@@ -7,8 +7,9 @@
 //! began at least the skew allowance after the change's time, which comes from the writer's
 //! clock (the same allowance the change feed itself trusts).
 
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use foldhash::HashMap;
 
 use crate::{Change, Cursor, ObjectKey, Row, StatusColumn};
 

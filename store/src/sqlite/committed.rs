@@ -5,9 +5,9 @@
 //! feed serves only runs of sequence numbers it holds whole.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use foldhash::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::{Change, ChangeFilter, Columns, ObjectKey, Row};
 
