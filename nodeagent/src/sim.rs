@@ -7,7 +7,6 @@
 //! Hollow nodes write their rows straight to the store: they stand in for many agents at once
 //! where the real agent would report through the API.
 
-use foldhash::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use dora_store::{
     Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, Store, StoreError,
     now_millis,
 };
+use foldhash::{HashMap, HashSet};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -197,8 +197,43 @@ async fn register(store: &dyn Store, config: &SimConfig) -> Result<(), StoreErro
     results.into_iter().collect()
 }
 
-/// How often a container report is tried while the store is unavailable.
-const REPORT_ATTEMPTS: usize = 16;
+/// The pauses between attempts at a container report while the store is unavailable: 100 ms
+/// doubling to 5 s, about a minute in all.
+fn report_pauses() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(Duration::from_millis(100)), |pause| {
+        Some((*pause * 2).min(Duration::from_secs(5)))
+    })
+    .take(15)
+}
+
+/// Runs `write` until it succeeds, finds its row gone, or fails for a reason other than the
+/// store being unavailable; after each unavailable attempt waits the next of `pauses`, and
+/// gives up when they run out.
+async fn retry_unavailable<F, W>(
+    key: &ObjectKey,
+    pauses: impl Iterator<Item = Duration>,
+    mut write: W,
+) where
+    W: FnMut() -> F,
+    F: Future<Output = Result<(), StoreError>>,
+{
+    let mut pauses = pauses.fuse();
+    loop {
+        match write().await {
+            Ok(()) | Err(StoreError::NotFound) => return,
+            Err(e @ StoreError::Unavailable(_)) => match pauses.next() {
+                Some(pause) => {
+                    tracing::warn!(%key, error = %e, ?pause, "could not report a container; trying again");
+                    tokio::time::sleep(pause).await;
+                }
+                None => {
+                    return tracing::warn!(%key, error = %e, "could not report a container; giving up");
+                }
+            },
+            Err(e) => return tracing::warn!(%key, error = %e, "could not report a container"),
+        }
+    }
+}
 
 struct Sim {
     store: Arc<dyn Store>,
@@ -399,28 +434,19 @@ impl Sim {
     }
 
     /// Reports a container's state; while the store is unavailable, tries again with growing
-    /// pauses (about a minute in all), as an agent would.
+    /// pauses, as an agent would.
     async fn report(&self, key: &ObjectKey, report: ContainerReport) {
         let value = match encode(&report) {
             Ok(value) => value,
             Err(e) => return tracing::warn!(%key, error = %e, "could not encode a report"),
         };
-        let mut pause = Duration::from_millis(100);
-        for _ in 0..REPORT_ATTEMPTS {
-            let written = self
-                .store
+        retry_unavailable(key, report_pauses(), || async {
+            self.store
                 .put_status(key, StatusColumn::Observed, None, value.clone(), None)
-                .await;
-            match written {
-                Ok(_) | Err(StoreError::NotFound) => return,
-                Err(e @ StoreError::Unavailable(_)) => {
-                    tracing::warn!(%key, error = %e, ?pause, "could not report a container; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return tracing::warn!(%key, error = %e, "could not report a container"),
-            }
-        }
+                .await
+                .map(drop)
+        })
+        .await;
     }
 
     /// Stops what resumed nodes run that is no longer bound to them at the same epoch (their
@@ -516,4 +542,63 @@ fn script(spec: &ContainerSpec) -> (Option<Duration>, Option<i32>) {
         }
     }
     (sleep, exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// How many attempts `retry_unavailable` makes when the attempts fail with `errors` in turn
+    /// and then succeed, with `pauses` pauses allowed.
+    async fn attempts(errors: Vec<StoreError>, pauses: usize) -> usize {
+        let key = ObjectKey::new(Kind::Container, "z", "w", "c");
+        let calls = AtomicUsize::new(0);
+        let errors = Mutex::new(errors.into_iter());
+        retry_unavailable(&key, std::iter::repeat_n(Duration::ZERO, pauses), || {
+            calls.fetch_add(1, Ordering::Relaxed);
+            let next = lock(&errors).next();
+            async move { next.map_or(Ok(()), Err) }
+        })
+        .await;
+        calls.into_inner()
+    }
+
+    fn unavailable() -> StoreError {
+        StoreError::Unavailable("down".into())
+    }
+
+    #[tokio::test]
+    async fn reports_are_tried_again_only_while_the_store_is_unavailable() {
+        assert_eq!(attempts(vec![], 3).await, 1);
+        assert_eq!(
+            attempts(vec![unavailable(), unavailable()], 3).await,
+            3,
+            "written on the third attempt"
+        );
+        assert_eq!(
+            attempts(vec![unavailable(); 10], 3).await,
+            4,
+            "gives up when the pauses run out"
+        );
+        assert_eq!(attempts(vec![StoreError::NotFound], 3).await, 1);
+        let conflict = StoreError::Conflict {
+            expected: 1,
+            actual: 2,
+        };
+        assert_eq!(attempts(vec![conflict, unavailable()], 3).await, 1);
+    }
+
+    #[test]
+    fn report_pauses_grow_to_five_seconds_for_about_a_minute() {
+        let pauses: Vec<Duration> = report_pauses().collect();
+        assert_eq!(pauses[..3], [100, 200, 400].map(Duration::from_millis));
+        assert_eq!(pauses.last(), Some(&Duration::from_secs(5)));
+        let total: Duration = pauses.iter().sum();
+        assert!(
+            (Duration::from_secs(45)..Duration::from_secs(75)).contains(&total),
+            "{total:?}"
+        );
+    }
 }
