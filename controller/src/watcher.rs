@@ -181,7 +181,7 @@ impl Watcher {
         let settled = self.store.changes(&filter, &position.settled, page).await?;
         let caught_up = settled.len() < page;
         let mut changes = position.settle(settled);
-        if caught_up {
+        if caught_up && self.store.has_young_entries() {
             let after = position.front.as_ref().unwrap_or(&position.settled);
             let early = self.store.changes_early(&filter, after, page).await?;
             changes.extend(position.early(early));

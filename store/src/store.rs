@@ -93,6 +93,12 @@ pub trait Store: Send + Sync + 'static {
         self.changes(filter, after, limit).await
     }
 
+    /// Whether [`Store::changes_early`] can show entries that [`Store::changes`] holds back;
+    /// readers of a feed whose entries are final when written need not ask it.
+    fn has_young_entries(&self) -> bool {
+        false
+    }
+
     /// A receiver that is marked changed whenever this process writes; backends written to by
     /// other processes too are polled by watchers as well.
     fn subscribe(&self) -> watch::Receiver<u64>;

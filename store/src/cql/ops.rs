@@ -780,6 +780,10 @@ impl Store for CqlStore {
         self.read_feed(filter, after, limit, now_millis()).await
     }
 
+    fn has_young_entries(&self) -> bool {
+        true
+    }
+
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.notify.subscribe()
     }
