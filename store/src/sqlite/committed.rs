@@ -117,21 +117,23 @@ impl Feed {
         }
         let covered_to = self.covered_to(after + 1)?;
         let start = partition.entries.partition_point(|(seq, _)| *seq <= after);
-        let changes: Vec<Change> = partition
-            .entries
-            .range(start..)
-            .take_while(|(seq, _)| *seq <= covered_to)
-            .map(|(_, change)| change)
-            .filter(|change| {
-                filter
-                    .workspace
-                    .as_ref()
-                    .is_none_or(|w| *w == change.key.workspace)
-                    && filter.name.as_ref().is_none_or(|n| *n == change.key.name)
-            })
-            .take(limit)
-            .cloned()
-            .collect();
+        let mut changes = Vec::with_capacity(limit.min(partition.entries.len() - start));
+        changes.extend(
+            partition
+                .entries
+                .range(start..)
+                .take_while(|(seq, _)| *seq <= covered_to)
+                .map(|(_, change)| change)
+                .filter(|change| {
+                    filter
+                        .workspace
+                        .as_ref()
+                        .is_none_or(|w| *w == change.key.workspace)
+                        && filter.name.as_ref().is_none_or(|n| *n == change.key.name)
+                })
+                .take(limit)
+                .cloned(),
+        );
         (!changes.is_empty()).then_some(changes)
     }
 
