@@ -37,7 +37,7 @@ pub struct Change {
 }
 
 /// Which changes a watcher wants: one kind in one partition, optionally one workspace or name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ChangeFilter {
     pub kind: String,
     pub zone: String,

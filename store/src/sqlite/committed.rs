@@ -74,6 +74,18 @@ pub(super) struct Feed {
     runs: VecDeque<(i64, i64)>,
 }
 
+/// What [`Feed::read`] knows.
+#[derive(Debug)]
+pub(super) enum Held {
+    /// Changes that follow on without a gap: every change from the cursor on up to the last
+    /// of them.
+    Changes(Vec<Change>),
+    /// No change of this process follows the cursor; another process's may.
+    NoneOfOurs,
+    /// Changes of other processes may lie between: ask SQLite.
+    Unknown,
+}
+
 #[derive(Default)]
 struct Partition {
     entries: VecDeque<(i64, Change)>,
@@ -107,15 +119,33 @@ impl Feed {
         }
     }
 
-    /// The changes after `after` that match `filter`, at most `limit`, when this feed holds
-    /// every change from `after` on up to the last one returned; `None` (ask SQLite) when it
-    /// does not, or has nothing to return.
-    pub fn read(&self, filter: &ChangeFilter, after: i64, limit: usize) -> Option<Vec<Change>> {
-        let partition = self.partitions.get(&filter.kind)?.get(&filter.zone)?;
-        if after < partition.evicted_through {
-            return None;
+    /// What this feed knows of the changes after `after` that match `filter`.
+    pub fn read(&self, filter: &ChangeFilter, after: i64, limit: usize) -> Held {
+        let Some(&(_, last)) = self.runs.back() else {
+            return Held::NoneOfOurs;
+        };
+        if after >= last {
+            return Held::NoneOfOurs;
         }
-        let covered_to = self.covered_to(after + 1)?;
+        let Some(covered_to) = self.covered_to(after + 1) else {
+            return Held::Unknown;
+        };
+        // Every sequence number from `after` on is ours and kept: what is not here is nowhere.
+        let whole = covered_to == last;
+        let Some(partition) = self
+            .partitions
+            .get(&filter.kind)
+            .and_then(|zones| zones.get(&filter.zone))
+        else {
+            return if whole {
+                Held::NoneOfOurs
+            } else {
+                Held::Unknown
+            };
+        };
+        if after < partition.evicted_through {
+            return Held::Unknown;
+        }
         let start = partition.entries.partition_point(|(seq, _)| *seq <= after);
         let mut changes = Vec::with_capacity(limit.min(partition.entries.len() - start));
         changes.extend(
@@ -134,7 +164,11 @@ impl Feed {
                 .take(limit)
                 .cloned(),
         );
-        (!changes.is_empty()).then_some(changes)
+        match (changes.is_empty(), whole) {
+            (false, _) => Held::Changes(changes),
+            (true, true) => Held::NoneOfOurs,
+            (true, false) => Held::Unknown,
+        }
     }
 
     /// The last sequence number of the run holding `seq`, if one does.
@@ -164,18 +198,18 @@ mod tests {
         (seq, change)
     }
 
-    fn names(changes: Option<Vec<Change>>) -> Vec<String> {
-        changes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.key.name)
-            .collect()
+    fn names(held: Held) -> Vec<String> {
+        match held {
+            Held::Changes(changes) => changes.into_iter().map(|c| c.key.name).collect(),
+            other => panic!("expected changes, got {other:?}"),
+        }
     }
 
     #[test]
     fn the_feed_answers_only_runs_it_holds_whole() {
         let filter = ChangeFilter::all(Kind::Container.name(), "z");
         let mut feed = Feed::default();
+        assert!(matches!(feed.read(&filter, 0, 10), Held::NoneOfOurs));
         feed.extend(vec![change(3, "a"), change(4, "b")]);
         // Sequence 5 is another process's write; 6 and 7 are ours again.
         feed.extend(vec![change(6, "c"), change(7, "d")]);
@@ -185,19 +219,31 @@ mod tests {
             "stops at the gap"
         );
         assert_eq!(names(feed.read(&filter, 3, 1)), ["b"]);
-        assert!(feed.read(&filter, 4, 10).is_none(), "5 is not held");
+        assert!(
+            matches!(feed.read(&filter, 4, 10), Held::Unknown),
+            "5 is not held"
+        );
         assert_eq!(names(feed.read(&filter, 5, 10)), ["c", "d"]);
-        assert!(feed.read(&filter, 1, 10).is_none(), "2 is not held");
-        assert!(feed.read(&filter, 7, 10).is_none(), "nothing newer here");
+        assert!(
+            matches!(feed.read(&filter, 1, 10), Held::Unknown),
+            "2 is not held"
+        );
+        assert!(matches!(feed.read(&filter, 7, 10), Held::NoneOfOurs));
         let other = ChangeFilter {
             zone: "y".into(),
             ..filter.clone()
         };
-        assert!(feed.read(&other, 2, 10).is_none());
-        let one = ChangeFilter {
-            name: Some("d".into()),
-            ..filter
+        assert!(
+            matches!(feed.read(&other, 2, 10), Held::Unknown),
+            "5 may be of zone y"
+        );
+        assert!(matches!(feed.read(&other, 5, 10), Held::NoneOfOurs));
+        let one = |name: &str| ChangeFilter {
+            name: Some(name.into()),
+            ..filter.clone()
         };
-        assert_eq!(names(feed.read(&one, 5, 10)), ["d"]);
+        assert_eq!(names(feed.read(&one("d"), 5, 10)), ["d"]);
+        assert!(matches!(feed.read(&one("c"), 6, 10), Held::NoneOfOurs));
+        assert!(matches!(feed.read(&one("b"), 4, 10), Held::Unknown));
     }
 }

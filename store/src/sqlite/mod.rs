@@ -8,6 +8,7 @@ mod committed;
 mod ops;
 mod schema;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
-use self::committed::{Feed, Recent, lock};
+use self::committed::{Feed, Held, Recent, lock};
 use crate::{
     ActionRecord, Change, ChangeFilter, ChangeOp, Cursor, Event, EventQuery, Fence, Lease,
     ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn, Store,
@@ -31,6 +32,10 @@ const MAX_BATCH: usize = 512;
 const STATEMENT_CACHE: usize = 128;
 /// How often the writer prunes expired feed entries, events and actions.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a reader that has every change this process wrote asks SQLite for changes of
+/// other processes. Readers are woken by each local commit; without this, every wake-up would
+/// query SQLite for what memory already answers.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
@@ -79,6 +84,8 @@ struct Inner {
     retention: Retention,
     recent: Arc<Mutex<Recent>>,
     feed: Arc<Mutex<Feed>>,
+    /// When each filter last asked SQLite for changes of other processes.
+    probes: Mutex<HashMap<ChangeFilter, Instant>>,
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -118,6 +125,7 @@ impl SqliteStore {
                 retention,
                 recent: Arc::default(),
                 feed,
+                probes: Mutex::default(),
             }),
         })
     }
@@ -155,6 +163,24 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
+    }
+
+    /// Whether `filter` is due to ask SQLite for other processes' changes; if so, its next
+    /// turn starts now.
+    fn probe_due(&self, filter: &ChangeFilter) -> bool {
+        let mut probes = lock(&self.inner.probes);
+        let now = Instant::now();
+        if probes
+            .get(filter)
+            .is_some_and(|last| now.duration_since(*last) < PROBE_INTERVAL)
+        {
+            return false;
+        }
+        if probes.len() >= 1024 {
+            probes.retain(|_, last| now.duration_since(*last) < PROBE_INTERVAL);
+        }
+        probes.insert(filter.clone(), now);
+        true
     }
 
     fn read<R>(
@@ -383,8 +409,11 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
         let after_seq = ops::parse_cursor(after)?;
-        if let Some(changes) = lock(&self.inner.feed).read(filter, after_seq, limit.max(1)) {
-            return Ok(changes);
+        let held = lock(&self.inner.feed).read(filter, after_seq, limit.max(1));
+        match held {
+            Held::Changes(changes) => return Ok(changes),
+            Held::NoneOfOurs if !self.probe_due(filter) => return Ok(Vec::new()),
+            Held::NoneOfOurs | Held::Unknown => {}
         }
         self.read(|conn| ops::changes(conn, filter, after, limit))
     }
@@ -490,6 +519,38 @@ mod tests {
             tx.poisoned,
             Some(StoreError::Unavailable("disk full".into()))
         );
+    }
+
+    /// A reader that has read every change of this process from memory still finds the next
+    /// change of another process.
+    #[tokio::test]
+    async fn a_reader_caught_up_with_ours_finds_another_process_s_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dora.db");
+        let ours = SqliteStore::open(&path).unwrap();
+        let theirs = SqliteStore::open(&path).unwrap();
+        let key = ObjectKey::new(Kind::Workload, "z", "w", "train");
+        let filter = ChangeFilter::all("Workload", "z");
+        let start = ours.head().await.unwrap();
+        ours.put_spec(spec(&key)).await.unwrap();
+        let mine = ours.changes(&filter, &start, 10).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        let cursor = mine[0].cursor.clone();
+        assert!(ours.changes(&filter, &cursor, 10).await.unwrap().is_empty());
+        theirs
+            .put_status(&key, StatusColumn::Computed, None, json!({"n": 1}), None)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let found = loop {
+            let found = ours.changes(&filter, &cursor, 10).await.unwrap();
+            if !found.is_empty() || Instant::now() > deadline {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(found.len(), 1, "the other process's change");
+        assert_eq!(found[0].columns, crate::Columns::Computed);
     }
 
     /// Rows kept in memory never stand in for a newer write, even one by another process.
