@@ -214,10 +214,10 @@ fn last_per_key(mut changes: Vec<Change>) -> Vec<Change> {
     let keep: Vec<bool> = changes
         .iter()
         .enumerate()
-        .map(|(i, change)| last[&change.key] == i)
+        .map(|(i, change)| last.get(&change.key) == Some(&i))
         .collect();
     let mut keep = keep.into_iter();
-    changes.retain(|_| keep.next().unwrap_or(false));
+    changes.retain(|_| keep.next() == Some(true));
     changes
 }
 
