@@ -326,7 +326,7 @@ impl Entries {
     fn put(&mut self, row: &Row) {
         let name = row.key.name.clone();
         match Kind::parse(&row.key.kind) {
-            Some(Kind::User) => match serde_json::from_value(row.resource.clone()) {
+            Some(Kind::User) => match dora_crds::decode(&row.resource) {
                 Ok(spec) => drop(self.users.insert(
                     name,
                     User {
@@ -338,7 +338,7 @@ impl Entries {
                     tracing::warn!(user = %name, error = %e, "ignoring a user whose spec does not parse")
                 }
             },
-            Some(Kind::Role) => match serde_json::from_value(row.resource.clone()) {
+            Some(Kind::Role) => match dora_crds::decode(&row.resource) {
                 Ok(spec) => drop(self.roles.insert(name, spec)),
                 Err(e) => {
                     tracing::warn!(role = %name, error = %e, "ignoring a role whose spec does not parse")
@@ -390,7 +390,7 @@ mod tests {
             labels: Default::default(),
             created,
             updated: created,
-            resource: json!({}),
+            resource: Arc::new(json!({})),
             desired: serde_json::Value::Null,
             computed: serde_json::Value::Null,
             computed_version: 0,

@@ -46,7 +46,7 @@ pub fn resource(row: &Row) -> Resource {
             created: Some(timestamp(row.created)),
             updated: Some(timestamp(row.updated)),
         },
-        spec: row.resource.clone(),
+        spec: Value::clone(&row.resource),
         status: (!status.is_empty()).then_some(Value::Object(status)),
     }
 }

@@ -128,7 +128,7 @@ pub async fn create_then_get(store: &dyn Store) {
     assert_eq!(row.owner, "alice");
     assert!(!row.uid.is_empty());
     assert!(row.created > 0 && row.updated >= row.created);
-    assert_eq!(row.resource, spec(1, "a"));
+    assert_eq!(*row.resource, spec(1, "a"));
     assert_eq!(row.computed, Value::Null);
     assert_eq!(store.get(&key).await.unwrap(), Some((*row).clone()));
 }
@@ -145,7 +145,7 @@ pub async fn create_refuses_existing_row(store: &dyn Store) {
         .unwrap_err();
     assert_eq!(err, StoreError::AlreadyExists);
     assert_eq!(
-        store.get(&key).await.unwrap().unwrap().resource,
+        *store.get(&key).await.unwrap().unwrap().resource,
         spec(1, "a")
     );
 }
@@ -204,7 +204,7 @@ pub async fn spec_change_bumps_generation_and_keeps_previous_spec(store: &dyn St
         panic!("expected Configured, got {outcome:?}")
     };
     assert_eq!((row.version, row.generation), (2, 2));
-    assert_eq!(row.resource, spec(1, "b"));
+    assert_eq!(*row.resource, spec(1, "b"));
     store
         .put_spec(write(&key, spec(3, "c"), Precondition::None))
         .await
@@ -256,7 +256,7 @@ pub async fn stale_version_is_refused(store: &dyn Store) {
         }
     );
     assert_eq!(
-        store.get(&key).await.unwrap().unwrap().resource,
+        *store.get(&key).await.unwrap().unwrap().resource,
         spec(1, "b")
     );
     let missing = workload("z1", "ws", "missing");
@@ -425,7 +425,7 @@ pub async fn every_table_round_trips(store: &dyn Store) {
             .unwrap()
             .unwrap_or_else(|| panic!("{key} was not stored"));
         assert_eq!(&row.key, key);
-        assert_eq!(row.resource, body);
+        assert_eq!(*row.resource, body);
     }
     assert_eq!(keys[0].zone, "", "cluster-scoped keys carry no zone");
     let container = store
@@ -532,7 +532,7 @@ pub async fn delete_returns_the_row_and_checks_version(store: &dyn Store) {
         }
     );
     let deleted = store.delete(&key, Precondition::Version(2)).await.unwrap();
-    assert_eq!(deleted.resource, spec(1, "b"));
+    assert_eq!(*deleted.resource, spec(1, "b"));
     assert_eq!(store.get(&key).await.unwrap(), None);
     assert_eq!(
         store.delete(&key, Precondition::None).await.unwrap_err(),

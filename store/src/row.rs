@@ -50,8 +50,8 @@ pub struct Row {
     pub created: i64,
     /// Unix milliseconds of the last spec-group write.
     pub updated: i64,
-    /// The spec.
-    pub resource: Value,
+    /// The spec; shared, since status writes copy the row and specs are the largest column.
+    pub resource: Arc<Value>,
     pub desired: Value,
     pub computed: Value,
     pub computed_version: u64,
@@ -175,7 +175,7 @@ impl Row {
             labels: BTreeMap::new(),
             created: 0,
             updated: 0,
-            resource: Value::Null,
+            resource: Arc::new(Value::Null),
             desired: Value::Null,
             computed: Value::Null,
             computed_version: 0,
@@ -218,7 +218,7 @@ impl Row {
             labels: json(&t(5)?)?,
             created: n(6)?,
             updated: n(7)?,
-            resource: json(&t(8)?)?,
+            resource: Arc::new(json(&t(8)?)?),
             desired: json(&t(9)?)?,
             computed: json(&t(10)?)?,
             computed_version: n(11)? as u64,

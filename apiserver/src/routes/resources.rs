@@ -312,7 +312,7 @@ async fn versions(
         .map(|v| json!({"generation": v.generation, "specHash": v.spec_hash, "replaced": render::timestamp(v.time), "current": false, "spec": v.spec}))
         .collect();
     match current {
-        Some(row) => items.push(json!({"generation": row.generation, "specHash": row.spec_hash, "updated": render::timestamp(row.updated), "current": true, "spec": row.resource})),
+        Some(row) => items.push(json!({"generation": row.generation, "specHash": row.spec_hash, "updated": render::timestamp(row.updated), "current": true, "spec": &*row.resource})),
         None if items.is_empty() => {
             return Err(ApiError::not_found(format!("{} {name:?} not found{}", target.kind, describe_place(target))));
         }

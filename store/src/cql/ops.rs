@@ -236,7 +236,7 @@ impl CqlStore {
         values.extend([
             big(row.generation as i64),
             text(key.scope.as_str()),
-            text(&to_json(&row.resource)?),
+            text(&to_json(&*row.resource)?),
             text(&row.spec_hash),
             big(now),
         ]);
@@ -265,7 +265,7 @@ impl CqlStore {
             labels: write.labels.clone(),
             created: now,
             updated: now,
-            resource: write.spec.clone(),
+            resource: Arc::new(write.spec.clone()),
             desired: write.desired.clone(),
             computed: write.computed.clone().unwrap_or(Value::Null),
             computed_version: u64::from(write.computed.is_some()),
@@ -281,7 +281,7 @@ impl CqlStore {
             text(&to_json(&row.labels)?),
             big(now),
             big(now),
-            text(&to_json(&row.resource)?),
+            text(&to_json(&*row.resource)?),
             text(&to_json(&row.desired)?),
             text(&to_json(&row.computed)?),
             big(row.computed_version as i64),
@@ -322,7 +322,7 @@ impl CqlStore {
         now: i64,
     ) -> Result<Option<Row>, StoreError> {
         let key = &write.key;
-        let spec_changed = row.resource != write.spec;
+        let spec_changed = *row.resource != write.spec;
         let generation = if spec_changed {
             row.generation + 1
         } else {
@@ -369,7 +369,7 @@ impl CqlStore {
             spec_hash: write.spec_hash.clone(),
             labels: write.labels.clone(),
             updated: now,
-            resource: write.spec.clone(),
+            resource: Arc::new(write.spec.clone()),
             desired: write.desired.clone(),
             ..row.clone()
         }))
@@ -532,7 +532,7 @@ impl Store for CqlStore {
             };
             let now = now_millis();
             if let Some(row) = &existing {
-                let ours = row.resource == write.spec
+                let ours = *row.resource == write.spec
                     && row.labels == write.labels
                     && row.desired == write.desired;
                 if failures > 0 && row.uid == uid {
@@ -545,7 +545,7 @@ impl Store for CqlStore {
                     && row.uid == from.uid
                     && row.version == from.version + 1
                 {
-                    if from.resource != write.spec {
+                    if *from.resource != write.spec {
                         self.keep_version(&from, now).await?;
                     }
                     self.append_change(&write.key, ChangeOp::Put, Columns::Spec, row.version)
@@ -572,7 +572,7 @@ impl Store for CqlStore {
                     None => continue,
                 }
             };
-            if row.resource == write.spec
+            if *row.resource == write.spec
                 && row.labels == write.labels
                 && row.desired == write.desired
             {

@@ -312,7 +312,7 @@ pub(super) fn put_spec(
             labels: write.labels,
             created: now,
             updated: now,
-            resource: write.spec,
+            resource: Arc::new(write.spec),
             desired: write.desired,
             computed_version: u64::from(write.computed.is_some()),
             computed: write.computed.unwrap_or(Value::Null),
@@ -320,10 +320,10 @@ pub(super) fn put_spec(
         };
         return Ok((SpecOutcome::Created, Arc::new(row)));
     };
-    if old.resource == write.spec && old.labels == write.labels && old.desired == write.desired {
+    if *old.resource == write.spec && old.labels == write.labels && old.desired == write.desired {
         return Ok((SpecOutcome::Unchanged, old));
     }
-    let spec_changed = old.resource != write.spec;
+    let spec_changed = *old.resource != write.spec;
     let generation = if spec_changed {
         keep_version(conn, &old, now, keep_versions)?;
         old.generation + 1
@@ -353,7 +353,7 @@ pub(super) fn put_spec(
     row.spec_hash = write.spec_hash;
     row.labels = write.labels;
     row.updated = now;
-    row.resource = write.spec;
+    row.resource = Arc::new(write.spec);
     row.desired = write.desired;
     Ok((SpecOutcome::Configured, Arc::new(row)))
 }
@@ -372,7 +372,7 @@ fn keep_version(conn: &Connection, row: &Row, now: i64, keep: usize) -> Result<(
         key.name,
         row.generation as i64,
         key.scope.as_str(),
-        to_json(&row.resource)?,
+        to_json(&*row.resource)?,
         row.spec_hash,
         now
     ])
