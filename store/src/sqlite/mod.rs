@@ -553,6 +553,47 @@ mod tests {
         assert_eq!(found[0].columns, crate::Columns::Computed);
     }
 
+    /// Pruning drops old feed entries, so that reading from before them is refused, but keeps
+    /// the newest: sequence numbers go on from the head, never back.
+    #[tokio::test]
+    async fn pruning_keeps_the_newest_feed_entry_and_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dora.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let filter = ChangeFilter::all("Workload", "z");
+        let start = store.head().await.unwrap();
+        for name in ["a", "b", "c"] {
+            let key = ObjectKey::new(Kind::Workload, "z", "w", name);
+            store.put_spec(spec(&key)).await.unwrap();
+        }
+        let head = store.head().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let conn = Connection::open(&path).unwrap();
+        let retention = Retention {
+            changes: Duration::ZERO,
+            ..Retention::default()
+        };
+        ops::prune(&conn, &retention).unwrap();
+        let read = || ops::changes(&conn, &filter, &start, 10);
+        assert!(matches!(read(), Err(StoreError::Expired(_))));
+        let kept = conn
+            .query_row("SELECT COUNT(*), MAX(seq) FROM changes", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.to_string()))
+            })
+            .unwrap();
+        assert_eq!(kept, (1, head.0.clone()), "the newest entry stays");
+        assert_eq!(ops::head(&conn).unwrap(), head);
+        // Pruned again, the newest still stays; the next write follows the head.
+        ops::prune(&conn, &retention).unwrap();
+        assert_eq!(ops::head(&conn).unwrap(), head);
+        let key = ObjectKey::new(Kind::Workload, "z", "w", "d");
+        store.put_spec(spec(&key)).await.unwrap();
+        let next = ops::changes(&conn, &filter, &head, 10).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].key, key);
+        assert!(ops::parse_cursor(&next[0].cursor).unwrap() > ops::parse_cursor(&head).unwrap());
+    }
+
     /// Rows kept in memory never stand in for a newer write, even one by another process.
     #[tokio::test]
     async fn rows_read_after_a_change_are_at_least_as_new_as_it() {

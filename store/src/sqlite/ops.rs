@@ -593,14 +593,17 @@ fn meta(conn: &Connection, key: &str) -> Result<i64, StoreError> {
         .map(Option::unwrap_or_default)
 }
 
+/// The newest sequence number. Pruning keeps the newest entry, so the next one (SQLite's
+/// largest plus one) never goes back; a database from before that rule may have pruned all,
+/// hence the pruned mark.
 pub(super) fn head(conn: &Connection) -> Result<Cursor, StoreError> {
     let seq: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+        .prepare_cached("SELECT MAX(seq) FROM changes")
         .map_err(backend)?
         .query_row([], |r| r.get(0))
-        .optional()
         .map_err(backend)?;
-    Ok(Cursor(seq.unwrap_or_default().to_string()))
+    let pruned = meta(conn, "changes_pruned_through")?;
+    Ok(Cursor(seq.unwrap_or_default().max(pruned).to_string()))
 }
 
 pub(super) fn changes(
@@ -851,9 +854,11 @@ pub(super) fn prune(conn: &Connection, retention: &Retention) -> Result<(), Stor
     let events_before = now - retention.events.as_millis() as i64;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
     let result = (|| {
+        // The newest entry stays whatever its age: SQLite numbers the next one from it.
         let pruned: Option<i64> = conn
             .query_row(
-                "SELECT MAX(seq) FROM changes WHERE at < ?1",
+                "SELECT MAX(seq) FROM changes WHERE at < ?1
+                 AND seq < (SELECT MAX(seq) FROM changes)",
                 [changes_before],
                 |r| r.get(0),
             )

@@ -50,7 +50,7 @@ pub(super) fn ddl() -> String {
              payload TEXT NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL,
              PRIMARY KEY (zone, resource_kind, id)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS changes (
-             seq INTEGER PRIMARY KEY AUTOINCREMENT, zone TEXT NOT NULL, kind TEXT NOT NULL, scope TEXT NOT NULL,
+             seq INTEGER PRIMARY KEY, zone TEXT NOT NULL, kind TEXT NOT NULL, scope TEXT NOT NULL,
              workspace TEXT NOT NULL, name TEXT NOT NULL, op TEXT NOT NULL, columns TEXT NOT NULL,
              version INTEGER NOT NULL, at INTEGER NOT NULL);
          CREATE INDEX IF NOT EXISTS changes_by_partition ON changes (kind, zone, seq);
