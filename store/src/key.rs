@@ -1,4 +1,7 @@
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::Arc;
 
 use dora_crds::{Kind, Scope};
 
@@ -63,13 +66,65 @@ impl Table {
 }
 
 /// Identifies one resource row. Zone and workspace are empty when the scope has none.
+///
+/// Keys are shared: every cache, queue and index of a controller holds the keys of the rows
+/// it follows, so a clone is a reference count, not four strings.
+#[derive(Clone, Eq, PartialOrd, Ord)]
+pub struct ObjectKey(Arc<KeyParts>);
+
+/// The parts of an [`ObjectKey`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
+pub struct KeyParts {
     pub kind: String,
     pub scope: Scope,
     pub zone: String,
     pub workspace: String,
     pub name: String,
+}
+
+impl Deref for ObjectKey {
+    type Target = KeyParts;
+
+    fn deref(&self) -> &KeyParts {
+        &self.0
+    }
+}
+
+impl PartialEq for ObjectKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Hash for ObjectKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let KeyParts {
+            kind,
+            scope,
+            zone,
+            workspace,
+            name,
+        } = &*self.0;
+        f.debug_struct("ObjectKey")
+            .field("kind", kind)
+            .field("scope", scope)
+            .field("zone", zone)
+            .field("workspace", workspace)
+            .field("name", name)
+            .finish()
+    }
+}
+
+impl From<KeyParts> for ObjectKey {
+    fn from(parts: KeyParts) -> Self {
+        ObjectKey(Arc::new(parts))
+    }
 }
 
 impl ObjectKey {
@@ -80,7 +135,7 @@ impl ObjectKey {
 
     /// A key of any kind, given its scope.
     pub fn custom(kind: &str, scope: Scope, zone: &str, workspace: &str, name: &str) -> Self {
-        ObjectKey {
+        KeyParts {
             kind: kind.to_string(),
             scope,
             zone: if scope.has_zone() {
@@ -95,6 +150,7 @@ impl ObjectKey {
             },
             name: name.to_string(),
         }
+        .into()
     }
 
     /// The value of one key column.

@@ -12,7 +12,7 @@ pub mod sqlite;
 mod store;
 
 pub use error::StoreError;
-pub use key::{ObjectKey, Table};
+pub use key::{KeyParts, ObjectKey, Table};
 pub use open::open;
 pub use records::{
     ActionRecord, Change, ChangeFilter, ChangeOp, Cursor, Event, EventQuery, EventType, Fence,

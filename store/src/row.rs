@@ -4,7 +4,7 @@ use std::sync::Arc;
 use dora_crds::Scope;
 use serde_json::Value;
 
-use crate::{Fence, ObjectKey, StoreError, Table};
+use crate::{Fence, KeyParts, ObjectKey, StoreError, Table};
 
 /// The column groups of a resource row and who owns them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -195,7 +195,13 @@ impl Row {
         int: impl Fn(usize) -> Result<i64, StoreError>,
     ) -> Result<Row, StoreError> {
         let columns = table.key_columns();
-        let mut key = ObjectKey::custom("", scope, "", "", "");
+        let mut key = KeyParts {
+            kind: String::new(),
+            scope,
+            zone: String::new(),
+            workspace: String::new(),
+            name: String::new(),
+        };
         for (i, column) in columns.iter().enumerate() {
             let value = text(i)?;
             match *column {
@@ -209,7 +215,7 @@ impl Row {
         let t = |i: usize| text(at + i);
         let n = |i: usize| int(at + i);
         Ok(Row {
-            key,
+            key: key.into(),
             uid: t(0)?,
             version: n(1)? as u64,
             generation: n(2)? as u64,

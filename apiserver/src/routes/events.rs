@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::Verb;
-use dora_store::{Event, EventQuery, ObjectKey};
+use dora_store::{Event, EventQuery, KeyParts, ObjectKey};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -118,13 +118,14 @@ pub(super) async fn events(
 }
 
 fn render(event: &Event) -> serde_json::Value {
-    let key = ObjectKey {
+    let key: ObjectKey = KeyParts {
         kind: event.kind.clone(),
         scope: Kind::parse(&event.kind).map_or(dora_crds::Scope::Cluster, Kind::scope),
         zone: event.zone.clone(),
         workspace: event.workspace.clone(),
         name: event.name.clone(),
-    };
+    }
+    .into();
     json!({
         "id": event.id,
         "time": crate::render::timestamp(event.time),

@@ -200,7 +200,7 @@ mod tests {
 
     fn names(held: Held) -> Vec<String> {
         match held {
-            Held::Changes(changes) => changes.into_iter().map(|c| c.key.name).collect(),
+            Held::Changes(changes) => changes.into_iter().map(|c| c.key.name.clone()).collect(),
             other => panic!("expected changes, got {other:?}"),
         }
     }
