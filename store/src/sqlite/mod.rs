@@ -37,7 +37,11 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// query SQLite for what memory already answers.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write's answer to its caller, sent once its transaction's feed entries are kept.
+type Reply = Box<dyn FnOnce() + Send>;
+/// What the writer does with a write once its transaction ended: keeps its row in [`Recent`]
+/// and readies the reply.
+type Completion = Box<dyn FnOnce(Result<(), StoreError>, &mut Recent) -> Reply + Send>;
 type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
 
 /// One transaction of the writer thread: its connection, and the feed entries its writes have
@@ -111,10 +115,14 @@ impl SqliteStore {
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (notify_tx, notify_rx) = watch::channel(0u64);
         let feed: Arc<Mutex<Feed>> = Arc::default();
-        let committed = feed.clone();
+        let recent: Arc<Mutex<Recent>> = Arc::default();
+        let kept = Kept {
+            feed: feed.clone(),
+            recent: recent.clone(),
+        };
         std::thread::Builder::new()
             .name("dora-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, job_rx, notify_tx, committed, retention))
+            .spawn(move || writer_loop(conn, job_rx, notify_tx, kept, retention))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -123,7 +131,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 notify: notify_rx,
                 retention,
-                recent: Arc::default(),
+                recent,
                 feed,
                 probes: Mutex::default(),
             }),
@@ -145,14 +153,15 @@ impl SqliteStore {
         committed: impl FnOnce(&mut Recent, &R) + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let recent = self.inner.recent.clone();
         let job: Job = Box::new(move |transaction| {
             let result = guarded(transaction, f);
-            Box::new(move |commit: Result<(), StoreError>| {
+            Box::new(move |commit: Result<(), StoreError>, recent: &mut Recent| {
                 if let (Ok(()), Ok(value)) = (&commit, &result) {
-                    committed(&mut lock(&recent), value);
+                    committed(recent, value);
                 }
-                let _ = tx.send(commit.and(result));
+                Box::new(move || {
+                    let _ = tx.send(commit.and(result));
+                })
             })
         });
         self.inner
@@ -232,11 +241,17 @@ fn guarded<R>(
     result
 }
 
+/// What the writer keeps in memory of its commits.
+struct Kept {
+    feed: Arc<Mutex<Feed>>,
+    recent: Arc<Mutex<Recent>>,
+}
+
 fn writer_loop(
     conn: Connection,
     jobs: mpsc::Receiver<Job>,
     notify: watch::Sender<u64>,
-    feed: Arc<Mutex<Feed>>,
+    kept: Kept,
     retention: Retention,
 ) {
     let mut last_maintenance = Instant::now();
@@ -282,13 +297,22 @@ fn writer_loop(
                 backend(e)
             }),
         });
+        // Rows are kept before their feed entries: a reader that finds an entry in memory
+        // finds its row there too. Replies go last, so a writer reads its own change back.
+        let replies: Vec<Reply> = {
+            let mut recent = lock(&kept.recent);
+            completions
+                .into_iter()
+                .map(|complete| complete(committed.clone(), &mut recent))
+                .collect()
+        };
         if committed.is_ok() {
-            lock(&feed).extend(tx.changes);
+            lock(&kept.feed).extend(tx.changes);
         } else {
             tracing::error!(error = ?committed, "sqlite commit failed");
         }
-        for complete in completions {
-            complete(committed.clone());
+        for reply in replies {
+            reply();
         }
         // Woken watchers find the new rows and feed entries already kept.
         if committed.is_ok() {
