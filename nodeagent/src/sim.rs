@@ -10,10 +10,10 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use dora_controller::scheduler::{container_spec, placement};
+use dora_controller::scheduler::placement;
 use dora_controller::{Target, WatchConfig, WatchEvent, watch};
 use dora_crds::Kind;
-use dora_crds::spec::{ContainerSpec, NodeSpec};
+use dora_crds::spec::{Command, NodeSpec};
 use dora_crds::status::{ContainerReport, ContainerState, CpuInfo, NodeReport};
 use dora_store::{
     Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, Store, StoreError,
@@ -352,11 +352,11 @@ impl Sim {
             .entry(row.key.clone())
             .or_default()
             .push(copy.clone());
-        let Some(spec) = container_spec(&row) else {
+        let Some(script) = script(&row) else {
             return;
         };
         tokio::spawn(async move {
-            self.lifecycle(row.key.clone(), copy, place.restarts, spec)
+            self.lifecycle(row.key.clone(), copy, place.restarts, script)
                 .await
         });
     }
@@ -395,7 +395,7 @@ impl Sim {
         key: ObjectKey,
         copy: Instance,
         restarts: u32,
-        spec: ContainerSpec,
+        (sleep, exit): Script,
     ) {
         tokio::time::sleep(self.config.start_delay).await;
         if !self.is_running(&key, &copy) {
@@ -411,7 +411,6 @@ impl Sim {
             ..ContainerReport::default()
         };
         self.report(&key, running.clone()).await;
-        let (sleep, exit) = script(&spec);
         let Some(code) = exit.or(sleep.map(|_| 0)) else {
             return;
         };
@@ -436,13 +435,11 @@ impl Sim {
     /// Reports a container's state; while the store is unavailable, tries again with growing
     /// pauses, as an agent would.
     async fn report(&self, key: &ObjectKey, report: ContainerReport) {
-        let value = match encode(&report) {
-            Ok(value) => value,
-            Err(e) => return tracing::warn!(%key, error = %e, "could not encode a report"),
-        };
+        // Encoded per try: retries are rare, and a copy of the encoded tree costs as much.
         retry_unavailable(key, report_pauses(), || async {
+            let value = encode(&report)?;
             self.store
-                .put_status(key, StatusColumn::Observed, None, value.clone(), None)
+                .put_status(key, StatusColumn::Observed, None, value, None)
                 .await
                 .map(drop)
         })
@@ -515,14 +512,15 @@ impl Sim {
 }
 
 /// How a hollow container ends: after `sleep N` seconds, with `exit C`'s code.
-fn script(spec: &ContainerSpec) -> (Option<Duration>, Option<i32>) {
-    let argv = spec
-        .template
-        .config
-        .cmd
-        .as_ref()
-        .map(|c| c.argv())
-        .unwrap_or_default();
+type Script = (Option<Duration>, Option<i32>);
+
+/// The script of a container row's command; `None` when the command is malformed. Only the
+/// command is decoded: hollow nodes start thousands of containers a second.
+fn script(row: &Row) -> Option<Script> {
+    let argv = match row.resource.pointer("/template/config/cmd") {
+        Some(cmd) => dora_crds::decode::<Command>(cmd).ok()?.argv(),
+        None => Vec::new(),
+    };
     let words: Vec<String> = argv
         .iter()
         .flat_map(|arg| {
@@ -541,7 +539,7 @@ fn script(spec: &ContainerSpec) -> (Option<Duration>, Option<i32>) {
             _ => {}
         }
     }
-    (sleep, exit)
+    Some((sleep, exit))
 }
 
 #[cfg(test)]
