@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dora_crds::spec::Affinity;
@@ -20,7 +21,7 @@ const IN_FLIGHT_FOR: Duration = Duration::from_secs(120);
 struct InFlight {
     uid: String,
     computed_version: u64,
-    booking: Option<Booking>,
+    booking: Option<Arc<Booking>>,
     since: Instant,
 }
 
@@ -39,10 +40,11 @@ pub struct Ledger {
     nodes: BTreeMap<String, NodeInfo>,
     usage: HashMap<String, Usage>,
     /// The booking each cached container row holds, with its uid and computed version.
-    cached: HashMap<ObjectKey, (String, u64, Option<Booking>)>,
+    cached: HashMap<ObjectKey, (String, u64, Option<Arc<Booking>>)>,
     in_flight: HashMap<ObjectKey, InFlight>,
-    /// What counts: the in-flight booking of a key, else its cached one.
-    effective: HashMap<ObjectKey, Booking>,
+    /// What counts: the in-flight booking of a key, else its cached one. Bookings are shared
+    /// between the three maps: each container's passes through them several times.
+    effective: HashMap<ObjectKey, Arc<Booking>>,
 }
 
 impl Ledger {
@@ -82,8 +84,10 @@ impl Ledger {
         {
             self.in_flight.remove(key);
         }
-        self.cached
-            .insert(key.clone(), (uid.to_string(), computed_version, booking));
+        self.cached.insert(
+            key.clone(),
+            (uid.to_string(), computed_version, booking.map(Arc::new)),
+        );
         self.refresh(key);
     }
 
@@ -116,7 +120,7 @@ impl Ledger {
             InFlight {
                 uid: uid.to_string(),
                 computed_version,
-                booking,
+                booking: booking.map(Arc::new),
                 since: Instant::now(),
             },
         );
@@ -149,7 +153,7 @@ impl Ledger {
 
     /// The booking that counts for `key`.
     pub fn booking(&self, key: &ObjectKey) -> Option<&Booking> {
-        self.effective.get(key)
+        self.effective.get(key).map(|booking| &**booking)
     }
 
     /// Usage of a node.
