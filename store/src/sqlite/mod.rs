@@ -598,8 +598,10 @@ mod tests {
             ..Retention::default()
         };
         ops::prune(&conn, &retention).unwrap();
-        let read = || ops::changes(&conn, &filter, &start, 10);
-        assert!(matches!(read(), Err(StoreError::Expired(_))));
+        assert!(matches!(
+            ops::changes(&conn, &filter, &start, 10),
+            Err(StoreError::Expired(_))
+        ));
         let kept = conn
             .query_row("SELECT COUNT(*), MAX(seq) FROM changes", [], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.to_string()))
