@@ -563,6 +563,35 @@ mod tests {
         calls.into_inner()
     }
 
+    fn container(resource: serde_json::Value) -> Row {
+        let mut row = Row::new(ObjectKey::new(Kind::Container, "z", "w", "c.0"), "uid");
+        row.resource = Arc::new(resource);
+        row
+    }
+
+    #[test]
+    fn a_container_s_script_comes_from_its_command_alone() {
+        let with = |cmd: serde_json::Value| {
+            script(&container(
+                serde_json::json!({"workload": "c", "template": {"config": {"cmd": cmd}}}),
+            ))
+        };
+        assert_eq!(
+            with(serde_json::json!(["sh", "-c", "sleep 2; exit 3"])),
+            Some((Some(Duration::from_secs(2)), Some(3)))
+        );
+        assert_eq!(
+            with(serde_json::json!("sleep 0.5")),
+            Some((Some(Duration::from_millis(500)), None))
+        );
+        assert_eq!(with(serde_json::json!(42)), None, "a malformed command");
+        assert_eq!(
+            script(&container(serde_json::json!({"template": {}}))),
+            Some((None, None)),
+            "no command: runs until stopped"
+        );
+    }
+
     fn unavailable() -> StoreError {
         StoreError::Unavailable("down".into())
     }

@@ -190,3 +190,26 @@ impl fmt::Display for ObjectKey {
         write!(f, " {:?}", self.name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// Keys made apart are equal, hash alike and sort by their parts, as keys of four strings
+    /// did.
+    #[test]
+    fn keys_made_apart_behave_as_one() {
+        let a = ObjectKey::new(Kind::Container, "z", "w", "train.0");
+        let b = ObjectKey::new(Kind::Container, "z", "w", "train.0");
+        let c = ObjectKey::new(Kind::Container, "z", "w", "train.1");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a < c);
+        let set: HashSet<ObjectKey> = [a.clone(), b, c].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(&a.clone()));
+        assert!(format!("{a:?}").starts_with("ObjectKey { kind: \"Container\""));
+    }
+}

@@ -511,6 +511,15 @@ mod tests {
         }
     }
 
+    /// Two stores on one database file, as two processes would open it.
+    fn two_processes() -> (tempfile::TempDir, SqliteStore, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dora.db");
+        let ours = SqliteStore::open(&path).unwrap();
+        let theirs = SqliteStore::open(&path).unwrap();
+        (dir, ours, theirs)
+    }
+
     /// A refused write leaves the transaction to the others; one that fails after changing
     /// rows keeps it from committing.
     #[test]
@@ -549,10 +558,7 @@ mod tests {
     /// change of another process.
     #[tokio::test]
     async fn a_reader_caught_up_with_ours_finds_another_process_s_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dora.db");
-        let ours = SqliteStore::open(&path).unwrap();
-        let theirs = SqliteStore::open(&path).unwrap();
+        let (_dir, ours, theirs) = two_processes();
         let key = ObjectKey::new(Kind::Workload, "z", "w", "train");
         let filter = ChangeFilter::all("Workload", "z");
         let start = ours.head().await.unwrap();
@@ -623,10 +629,7 @@ mod tests {
     /// Rows kept in memory never stand in for a newer write, even one by another process.
     #[tokio::test]
     async fn rows_read_after_a_change_are_at_least_as_new_as_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dora.db");
-        let ours = SqliteStore::open(&path).unwrap();
-        let theirs = SqliteStore::open(&path).unwrap();
+        let (_dir, ours, theirs) = two_processes();
         let key = ObjectKey::new(Kind::Workload, "z", "w", "train");
         let start = ours.head().await.unwrap();
         ours.put_spec(spec(&key)).await.unwrap();
