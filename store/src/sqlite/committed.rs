@@ -47,6 +47,11 @@ impl Recent {
         self.rows.remove(key);
     }
 
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.order.clear();
+    }
+
     /// The newest row of `key` this process wrote, if still kept.
     pub fn kept(&self, key: &ObjectKey) -> Option<Arc<Row>> {
         self.rows.get(key).cloned()

@@ -51,6 +51,26 @@ struct Tx<'c> {
     changes: Vec<(i64, Change)>,
     /// Set by a write that failed after changing rows: the transaction must not commit.
     poisoned: Option<StoreError>,
+    /// The rows this writer committed last, each as stored: the writer empties it whenever
+    /// another connection has committed since its previous transaction.
+    recent: &'c Mutex<Recent>,
+    /// Rows as this transaction's writes left them (`None`: deleted), newer than [`Recent`].
+    rows: foldhash::HashMap<ObjectKey, Option<Arc<Row>>>,
+    /// Fences found current in this transaction; a lease write forgets them.
+    fences: Vec<Fence>,
+}
+
+impl<'c> Tx<'c> {
+    fn new(conn: &'c Connection, recent: &'c Mutex<Recent>) -> Self {
+        Tx {
+            conn,
+            changes: Vec::new(),
+            poisoned: None,
+            recent,
+            rows: Default::default(),
+            fences: Vec::new(),
+        }
+    }
 }
 
 /// Retention of the rows that would otherwise grow without bound.
@@ -142,7 +162,14 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        self.write_then(move |tx| f(tx.conn), |_, _| {}).await
+        self.write_then(
+            move |tx| {
+                tx.fences.clear();
+                f(tx.conn)
+            },
+            |_, _| {},
+        )
+        .await
     }
 
     /// A write whose result `committed` sees on the writer thread, in commit order, once it
@@ -255,6 +282,9 @@ fn writer_loop(
     retention: Retention,
 ) {
     let mut last_maintenance = Instant::now();
+    // `PRAGMA data_version` as of this writer's last transaction: it moves only when another
+    // connection commits.
+    let mut seen_version = None;
     loop {
         let first = match jobs.recv_timeout(MAINTENANCE_INTERVAL) {
             Ok(job) => Some(job),
@@ -276,11 +306,16 @@ fn writer_loop(
             }
         }
         let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(backend);
-        let mut tx = Tx {
-            conn: &conn,
-            changes: Vec::new(),
-            poisoned: None,
-        };
+        let version = began
+            .as_ref()
+            .ok()
+            .and_then(|()| ops::data_version(&conn).ok());
+        if version.is_none() || version != seen_version {
+            // Another process wrote: any row kept may be older than what is stored.
+            lock(&kept.recent).clear();
+            seen_version = version;
+        }
+        let mut tx = Tx::new(&conn, &kept.recent);
         let completions: Vec<Completion> = match &began {
             Ok(()) => batch.into_iter().map(|job| job(&mut tx)).collect(),
             Err(_) => Vec::new(),
@@ -370,10 +405,9 @@ impl Store for SqliteStore {
     async fn put_spec(&self, write: SpecWrite) -> Result<SpecOutcome, StoreError> {
         let keep = self.inner.retention.versions;
         let encoded = ops::EncodedSpec::new(write)?;
-        let recent = self.inner.recent.clone();
         let (outcome, row) = self
             .write_then(
-                move |tx| ops::put_spec(tx, encoded, keep, &recent),
+                move |tx| ops::put_spec(tx, encoded, keep),
                 |recent, (_, row): &ops::Written| recent.put(row),
             )
             .await?;
@@ -391,19 +425,8 @@ impl Store for SqliteStore {
         let key = key.clone();
         let fence = fence.cloned();
         let text = serde_json::to_string(&value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let recent = self.inner.recent.clone();
         self.write_then(
-            move |tx| {
-                ops::put_status(
-                    tx,
-                    &key,
-                    column,
-                    expected,
-                    (value, text),
-                    fence.as_ref(),
-                    &recent,
-                )
-            },
+            move |tx| ops::put_status(tx, &key, column, expected, (value, text), fence.as_ref()),
             |recent, row: &Arc<Row>| recent.put(row),
         )
         .await
@@ -526,11 +549,8 @@ mod tests {
     fn only_a_write_that_failed_half_way_poisons_its_transaction() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
-        let mut tx = Tx {
-            conn: &conn,
-            changes: Vec::new(),
-            poisoned: None,
-        };
+        let recent = Mutex::default();
+        let mut tx = Tx::new(&conn, &recent);
         let refused: Result<(), _> = guarded(&mut tx, |_| Err(StoreError::NotFound));
         assert!(refused.is_err());
         assert!(tx.poisoned.is_none());
@@ -658,5 +678,103 @@ mod tests {
         assert!(first.version >= 1);
         ours.delete(&key, Precondition::None).await.unwrap();
         assert!(ours.get_after(&changes[2]).await.unwrap().is_none());
+    }
+
+    /// A writer's memory of its own rows never hides another process's newer write from a
+    /// compare-and-set.
+    #[tokio::test]
+    async fn a_write_after_another_process_s_write_checks_against_it() {
+        let (_dir, ours, theirs) = two_processes();
+        let key = ObjectKey::new(Kind::Workload, "z", "w", "train");
+        ours.put_spec(spec(&key)).await.unwrap();
+        ours.put_status(&key, StatusColumn::Computed, Some(0), json!(1), None)
+            .await
+            .unwrap();
+        theirs
+            .put_status(&key, StatusColumn::Computed, Some(1), json!(2), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            ours.put_status(&key, StatusColumn::Computed, Some(1), json!(3), None)
+                .await
+                .unwrap_err(),
+            StoreError::Conflict {
+                expected: 1,
+                actual: 2
+            }
+        );
+        let row = ours
+            .put_status(&key, StatusColumn::Computed, Some(2), json!(3), None)
+            .await
+            .unwrap();
+        assert_eq!((row.computed_version, row.version), (2 + 1, 1));
+        let mut changed = spec(&key);
+        changed.precondition = Precondition::Version(1);
+        changed.spec = json!({"replica": {"count": 2}});
+        theirs.put_spec(changed.clone()).await.unwrap();
+        assert_eq!(
+            ours.put_spec(changed).await.unwrap_err(),
+            StoreError::Conflict {
+                expected: 1,
+                actual: 2
+            }
+        );
+        assert_eq!(
+            ours.put_spec(spec(&key)).await.unwrap_err(),
+            StoreError::AlreadyExists
+        );
+    }
+
+    /// Writes to one row in one transaction each start from what the one before left.
+    #[test]
+    fn writes_in_one_transaction_follow_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dora.db");
+        let _store = SqliteStore::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let recent = Mutex::default();
+        let key = ObjectKey::new(Kind::Workload, "z", "w", "train");
+        let status = |tx: &mut Tx<'_>, expected, n: u64| {
+            ops::put_status(
+                tx,
+                &key,
+                StatusColumn::Computed,
+                Some(expected),
+                (json!(n), n.to_string()),
+                None,
+            )
+        };
+        let create = |tx: &mut Tx<'_>| {
+            ops::put_spec(tx, ops::EncodedSpec::new(spec(&key)).unwrap(), 10).map(|(_, row)| row)
+        };
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let created = create(&mut Tx::new(&conn, &recent)).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        // Kept as the writer keeps what it committed: older than what comes next.
+        lock(&recent).put(&created);
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut tx = Tx::new(&conn, &recent);
+        assert_eq!(status(&mut tx, 0, 1).unwrap().computed_version, 1);
+        assert_eq!(status(&mut tx, 1, 2).unwrap().computed_version, 2);
+        assert_eq!(
+            status(&mut tx, 1, 3).unwrap_err(),
+            StoreError::Conflict {
+                expected: 1,
+                actual: 2
+            }
+        );
+        assert_eq!(create(&mut tx).unwrap_err(), StoreError::AlreadyExists);
+        ops::delete(&mut tx, &key, Precondition::None).unwrap();
+        assert_eq!(status(&mut tx, 2, 3).unwrap_err(), StoreError::NotFound);
+        let again = create(&mut tx).unwrap();
+        assert_eq!((again.version, again.computed_version), (1, 0));
+        conn.execute_batch("COMMIT").unwrap();
+        // A new transaction that has no copy of the row learns from its insert that it is there.
+        lock(&recent).clear();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut tx = Tx::new(&conn, &recent);
+        assert_eq!(create(&mut tx).unwrap_err(), StoreError::AlreadyExists);
+        assert_eq!(status(&mut tx, 0, 1).unwrap().computed_version, 1);
+        conn.execute_batch("COMMIT").unwrap();
     }
 }

@@ -1,14 +1,14 @@
 //! The SQL behind each store operation, run on one connection. Every write checks its
 //! preconditions before it changes a row, so a refused write has changed nothing.
 
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use dora_crds::Scope;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value as Sql};
 use serde_json::Value;
 
-use super::committed::{Recent, lock};
+use super::committed::lock;
 use super::schema::COMMON_COLUMNS;
 use super::{Retention, Tx, backend};
 use crate::{
@@ -54,8 +54,7 @@ fn select_sql(table: Table) -> String {
 /// The per-row statements of one table, written out once.
 struct TableSql {
     get: String,
-    /// `uid` and the three column-group versions of a row.
-    versions: String,
+    /// Inserts a row unless one is there under its key.
     insert: String,
     update_spec: String,
     update_computed: String,
@@ -77,11 +76,8 @@ impl TableSql {
         let placeholders = vec!["?"; keys.len() + 12].join(", ");
         TableSql {
             get: format!("{} WHERE {by_key}", select_sql(table)),
-            versions: format!(
-                "SELECT uid, version, computed_version, observed_version FROM {name} WHERE {by_key}"
-            ),
             insert: format!(
-                "INSERT INTO {name} ({}, uid, version, generation, spec_hash, owner, labels, created, updated, resource, desired, computed, computed_version{insert_extra}) VALUES ({placeholders}{insert_extra_values})",
+                "INSERT INTO {name} ({}, uid, version, generation, spec_hash, owner, labels, created, updated, resource, desired, computed, computed_version{insert_extra}) VALUES ({placeholders}{insert_extra_values}) ON CONFLICT DO NOTHING",
                 keys.join(", "),
             ),
             update_spec: format!(
@@ -125,41 +121,21 @@ pub(super) fn get(conn: &Connection, key: &ObjectKey) -> Result<Option<Row>, Sto
     }
 }
 
-/// The stored row of `key`. The copy [`Recent`] keeps stands in for it when it is the stored
-/// version (same uid and column-group versions), which spares decoding three JSON columns on
-/// the writer thread.
-fn current(
-    conn: &Connection,
-    key: &ObjectKey,
-    recent: &Mutex<Recent>,
-) -> Result<Option<Arc<Row>>, StoreError> {
-    let Some(kept) = lock(recent).kept(key) else {
-        return Ok(get(conn, key)?.map(Arc::new));
-    };
-    let stored = conn
-        .prepare_cached(&sql(key.table()).versions)
-        .map_err(backend)?
-        .query_row(params_from_iter(key_params(key)), |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)? as u64,
-                r.get::<_, i64>(3)? as u64,
-            ))
-        })
-        .optional()
-        .map_err(backend)?;
-    match stored {
-        None => Ok(None),
-        Some((uid, version, computed, observed))
-            if uid == kept.uid
-                && version == kept.version
-                && computed == kept.computed_version
-                && observed == kept.observed_version =>
-        {
-            Ok(Some(kept))
-        }
-        Some(_) => Ok(get(conn, key)?.map(Arc::new)),
+/// What memory knows of the row of `key`: as this transaction's writes left it, or as this
+/// writer last committed it. `None` when memory does not know.
+fn known(tx: &Tx<'_>, key: &ObjectKey) -> Option<Option<Arc<Row>>> {
+    if let Some(row) = tx.rows.get(key) {
+        return Some(row.clone());
+    }
+    lock(tx.recent).kept(key).map(Some)
+}
+
+/// The row of `key` as this transaction sees it, from memory when it knows, which spares a
+/// query and the decoding of three JSON columns on the writer thread.
+fn current(tx: &Tx<'_>, key: &ObjectKey) -> Result<Option<Arc<Row>>, StoreError> {
+    match known(tx, key) {
+        Some(row) => Ok(row),
+        None => Ok(get(tx.conn, key)?.map(Arc::new)),
     }
 }
 
@@ -250,7 +226,6 @@ pub(super) fn put_spec(
     tx: &mut Tx<'_>,
     encoded: EncodedSpec,
     keep_versions: usize,
-    recent: &Mutex<Recent>,
 ) -> Result<Written, StoreError> {
     let EncodedSpec {
         write,
@@ -263,9 +238,14 @@ pub(super) fn put_spec(
     let key = &write.key;
     let table = key.table();
     if let Some(fence) = &write.fence {
-        check_fence(conn, fence)?;
+        check_fence(tx, fence)?;
     }
-    let existing = current(conn, key, recent)?;
+    let existing = match known(tx, key) {
+        Some(row) => row,
+        // A create learns from its insert whether a row is there.
+        None if write.precondition == Precondition::Absent => None,
+        None => get(conn, key)?.map(Arc::new),
+    };
     write.precondition.check(existing.as_deref())?;
     let now = now_millis();
     let workload = write
@@ -300,10 +280,14 @@ pub(super) fn put_spec(
                 .unwrap_or_default();
             values.push(Sql::Text(node.into()));
         }
-        conn.prepare_cached(&sql(table).insert)
+        let inserted = conn
+            .prepare_cached(&sql(table).insert)
             .map_err(backend)?
             .execute(params_from_iter(values))
             .map_err(backend)?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
         append_change(tx, key, ChangeOp::Put, Columns::Spec, 1, now)?;
         // The row as the insert left it, without reading and decoding it back.
         let row = Row {
@@ -318,7 +302,9 @@ pub(super) fn put_spec(
             computed: write.computed.unwrap_or(Value::Null),
             ..Row::new(write.key, uid)
         };
-        return Ok((SpecOutcome::Created, Arc::new(row)));
+        let row = Arc::new(row);
+        tx.rows.insert(row.key.clone(), Some(row.clone()));
+        return Ok((SpecOutcome::Created, row));
     };
     if *old.resource == write.spec && old.labels == write.labels && old.desired == write.desired {
         return Ok((SpecOutcome::Unchanged, old));
@@ -355,7 +341,9 @@ pub(super) fn put_spec(
     row.updated = now;
     row.resource = Arc::new(write.spec);
     row.desired = write.desired;
-    Ok((SpecOutcome::Configured, Arc::new(row)))
+    let row = Arc::new(row);
+    tx.rows.insert(row.key.clone(), Some(row.clone()));
+    Ok((SpecOutcome::Configured, row))
 }
 
 fn keep_version(conn: &Connection, row: &Row, now: i64, keep: usize) -> Result<(), StoreError> {
@@ -386,15 +374,22 @@ fn keep_version(conn: &Connection, row: &Row, now: i64, keep: usize) -> Result<(
     Ok(())
 }
 
-fn check_fence(conn: &Connection, fence: &Fence) -> Result<(), StoreError> {
-    let epoch: Option<i64> = conn
+fn check_fence(tx: &mut Tx<'_>, fence: &Fence) -> Result<(), StoreError> {
+    if tx.fences.contains(fence) {
+        return Ok(());
+    }
+    let epoch: Option<i64> = tx
+        .conn
         .prepare_cached("SELECT epoch FROM leases WHERE zone = ?1 AND component = ?2")
         .map_err(backend)?
         .query_row(params![fence.zone, fence.component], |r| r.get(0))
         .optional()
         .map_err(backend)?;
     match epoch {
-        Some(epoch) if epoch as u64 == fence.epoch => Ok(()),
+        Some(epoch) if epoch as u64 == fence.epoch => {
+            tx.fences.push(fence.clone());
+            Ok(())
+        }
         _ => Err(StoreError::Fenced { epoch: fence.epoch }),
     }
 }
@@ -408,13 +403,12 @@ pub(super) fn put_status(
     expected: Option<u64>,
     (value, text): (Value, String),
     fence: Option<&Fence>,
-    recent: &Mutex<Recent>,
 ) -> Result<Arc<Row>, StoreError> {
     let conn = tx.conn;
     if let Some(fence) = fence {
-        check_fence(conn, fence)?;
+        check_fence(tx, fence)?;
     }
-    let row = current(conn, key, recent)?.ok_or(StoreError::NotFound)?;
+    let row = current(tx, key)?.ok_or(StoreError::NotFound)?;
     let current = match column {
         StatusColumn::Computed => row.computed_version,
         StatusColumn::Observed => row.observed_version,
@@ -468,7 +462,9 @@ pub(super) fn put_status(
             row.observed_version = current + 1;
         }
     }
-    Ok(Arc::new(row))
+    let row = Arc::new(row);
+    tx.rows.insert(key.clone(), Some(row.clone()));
+    Ok(row)
 }
 
 pub(super) fn delete(
@@ -497,6 +493,7 @@ pub(super) fn delete(
         row.version,
         now_millis(),
     )?;
+    tx.rows.insert(key.clone(), None);
     Ok(row)
 }
 
@@ -575,6 +572,14 @@ fn append_change(
         },
     ));
     Ok(())
+}
+
+/// A number that moves whenever another connection commits to the database.
+pub(super) fn data_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.prepare_cached("PRAGMA data_version")
+        .map_err(backend)?
+        .query_row([], |r| r.get(0))
+        .map_err(backend)
 }
 
 pub(super) fn parse_cursor(cursor: &Cursor) -> Result<i64, StoreError> {
