@@ -4,6 +4,7 @@
 //! writes, so it does not undo the others; a write that fails half-way rolls the whole
 //! transaction back. Reads use a pool of read-only connections.
 
+mod checkpoint;
 mod committed;
 mod ops;
 mod schema;
@@ -125,13 +126,14 @@ impl SqliteStore {
     /// Opens the database with explicit retention settings.
     pub fn open_with(path: impl AsRef<Path>, retention: Retention) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let conn = Connection::open(&path).map_err(backend)?;
+        let mut conn = Connection::open(&path).map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
         )
         .map_err(backend)?;
         conn.execute_batch(&schema::ddl()).map_err(backend)?;
+        checkpoint::hand_off(&mut conn, &path)?;
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (notify_tx, notify_rx) = watch::channel(0u64);
         let feed: Arc<Mutex<Feed>> = Arc::default();
