@@ -51,7 +51,8 @@ pub struct SchedulerConfig {
     pub restart_backoff: Duration,
     /// Workload reconciles at once.
     pub concurrency: usize,
-    /// Bindings written at once.
+    /// Bindings written at once. Many: the store commits whatever is queued together, and
+    /// fuller commits place a burst faster on both backends.
     pub writes: usize,
     pub watch: WatchConfig,
 }
@@ -66,7 +67,7 @@ impl SchedulerConfig {
             reschedule_after: Duration::from_secs(60),
             restart_backoff: Duration::from_secs(10),
             concurrency: 32,
-            writes: 128,
+            writes: 1024,
             watch: WatchConfig::default(),
         }
     }
