@@ -135,10 +135,11 @@ impl Ledger {
 
     /// Drops in-flight bindings the cache should long have confirmed.
     pub fn expire_in_flight(&mut self) {
+        let now = Instant::now();
         let stale: Vec<ObjectKey> = self
             .in_flight
             .iter()
-            .filter(|(_, f)| f.since.elapsed() > IN_FLIGHT_FOR)
+            .filter(|(_, f)| now.duration_since(f.since) > IN_FLIGHT_FOR)
             .map(|(k, _)| k.clone())
             .collect();
         for key in stale {

@@ -263,11 +263,16 @@ impl State {
             .entry(owner.clone())
             .or_default()
             .insert(row.key.clone());
-        let waiting = self.unbound.entry(owner).or_default();
         if !bound {
-            waiting.insert(row.key.clone());
-        } else {
+            self.unbound
+                .entry(owner)
+                .or_default()
+                .insert(row.key.clone());
+        } else if let Some(waiting) = self.unbound.get_mut(&owner) {
             waiting.remove(&row.key);
+            if waiting.is_empty() {
+                self.unbound.remove(&owner);
+            }
         }
     }
 

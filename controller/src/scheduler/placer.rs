@@ -217,9 +217,6 @@ fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
         let Some(workload) = shared.workloads.get(workload_key) else {
             continue;
         };
-        let Ok(spec) = dora_crds::decode::<WorkloadSpec>(&workload.resource) else {
-            continue;
-        };
         let mut candidates: Vec<(u32, Candidate)> = Vec::new();
         for key in state.unbound.get(workload_key).into_iter().flatten() {
             if state.ledger.is_in_flight(key) {
@@ -255,6 +252,9 @@ fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
         if candidates.is_empty() {
             continue;
         }
+        let Ok(spec) = dora_crds::decode::<WorkloadSpec>(&workload.resource) else {
+            continue;
+        };
         candidates.sort_by_key(|(index, _)| *index);
         let demand = Demand::of(&spec);
         groups.push(Group {
