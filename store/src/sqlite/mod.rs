@@ -46,10 +46,10 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>, &mut Recent) -> Reply +
 type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
 
 /// One transaction of the writer thread: its connection, and the feed entries its writes have
-/// appended so far with their sequence numbers.
+/// appended so far.
 struct Tx<'c> {
     conn: &'c Connection,
-    changes: Vec<(i64, Change)>,
+    changes: Vec<ops::PendingChange>,
     /// Set by a write that failed after changing rows: the transaction must not commit.
     poisoned: Option<StoreError>,
     /// The rows this writer committed last, each as stored: the writer empties it whenever
@@ -322,37 +322,41 @@ fn writer_loop(
             Ok(()) => batch.into_iter().map(|job| job(&mut tx)).collect(),
             Err(_) => Vec::new(),
         };
-        let committed = began.and_then(|()| match tx.poisoned.take() {
-            Some(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(StoreError::Unavailable(format!(
+        let committed = began.and_then(|()| {
+            let changes = match tx.poisoned.take() {
+                Some(e) => Err(StoreError::Unavailable(format!(
                     "a write failed half-way, so its whole transaction was rolled back: {e}"
-                )))
-            }
-            None => conn.execute_batch("COMMIT").map_err(|e| {
+                ))),
+                None => ops::write_changes(&conn, std::mem::take(&mut tx.changes)),
+            };
+            let committed = changes.and_then(|changes| {
+                conn.execute_batch("COMMIT").map_err(backend)?;
+                Ok(changes)
+            });
+            if committed.is_err() {
                 let _ = conn.execute_batch("ROLLBACK");
-                backend(e)
-            }),
+            }
+            committed
         });
         // Rows are kept before their feed entries: a reader that finds an entry in memory
         // finds its row there too. Replies go last, so a writer reads its own change back.
+        let outcome = committed.as_ref().map(drop).map_err(Clone::clone);
         let replies: Vec<Reply> = {
             let mut recent = lock(&kept.recent);
             completions
                 .into_iter()
-                .map(|complete| complete(committed.clone(), &mut recent))
+                .map(|complete| complete(outcome.clone(), &mut recent))
                 .collect()
         };
-        if committed.is_ok() {
-            lock(&kept.feed).extend(tx.changes);
-        } else {
-            tracing::error!(error = ?committed, "sqlite commit failed");
+        match committed {
+            Ok(changes) => lock(&kept.feed).extend(changes),
+            Err(e) => tracing::error!(error = %e, "sqlite commit failed"),
         }
         for reply in replies {
             reply();
         }
         // Woken watchers find the new rows and feed entries already kept.
-        if committed.is_ok() {
+        if outcome.is_ok() {
             notify.send_modify(|n| *n += 1);
         }
     }
@@ -778,5 +782,43 @@ mod tests {
         assert_eq!(create(&mut tx).unwrap_err(), StoreError::AlreadyExists);
         assert_eq!(status(&mut tx, 0, 1).unwrap().computed_version, 1);
         conn.execute_batch("COMMIT").unwrap();
+    }
+
+    /// A transaction's feed entries go in with a few inserts; the sequence numbers kept in
+    /// memory are the ones stored, in the same order.
+    #[test]
+    fn feed_entries_written_together_keep_their_order_and_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dora.db");
+        let _store = SqliteStore::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let recent = Mutex::default();
+        let filter = ChangeFilter::all("Workload", "z");
+        let start = ops::head(&conn).unwrap();
+        // 64 + 8 + 3 rows: every size of insert.
+        let names: Vec<String> = (0..75).map(|i| format!("w{i:02}")).collect();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut tx = Tx::new(&conn, &recent);
+        for name in &names {
+            let key = ObjectKey::new(Kind::Workload, "z", "w", name);
+            ops::put_spec(&mut tx, ops::EncodedSpec::new(spec(&key)).unwrap(), 10).unwrap();
+        }
+        let written = ops::write_changes(&conn, std::mem::take(&mut tx.changes)).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        let stored = ops::changes(&conn, &filter, &start, 1000).unwrap();
+        let kept: Vec<(String, String)> = written
+            .iter()
+            .map(|(seq, change)| {
+                assert_eq!(change.cursor.0, seq.to_string());
+                (change.cursor.0.clone(), change.key.name.clone())
+            })
+            .collect();
+        let read: Vec<(String, String)> = stored
+            .iter()
+            .map(|change| (change.cursor.0.clone(), change.key.name.clone()))
+            .collect();
+        assert_eq!(kept, read);
+        let in_order: Vec<&String> = read.iter().map(|(_, name)| name).collect();
+        assert_eq!(in_order, names.iter().collect::<Vec<_>>());
     }
 }

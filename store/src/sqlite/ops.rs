@@ -288,7 +288,7 @@ pub(super) fn put_spec(
         if inserted == 0 {
             return Err(StoreError::AlreadyExists);
         }
-        append_change(tx, key, ChangeOp::Put, Columns::Spec, 1, now)?;
+        append_change(tx, key, ChangeOp::Put, Columns::Spec, 1, now);
         // The row as the insert left it, without reading and decoding it back.
         let row = Row {
             spec_hash: write.spec_hash,
@@ -332,7 +332,7 @@ pub(super) fn put_spec(
         .map_err(backend)?
         .execute(params_from_iter(values))
         .map_err(backend)?;
-    append_change(tx, key, ChangeOp::Put, Columns::Spec, old.version + 1, now)?;
+    append_change(tx, key, ChangeOp::Put, Columns::Spec, old.version + 1, now);
     let mut row = Arc::unwrap_or_clone(old);
     row.version += 1;
     row.generation = generation;
@@ -449,7 +449,7 @@ pub(super) fn put_status(
         column.into(),
         current + 1,
         now_millis(),
-    )?;
+    );
     // The row as the update left it, without reading and decoding it again.
     let mut row = Arc::unwrap_or_clone(row);
     match column {
@@ -492,7 +492,7 @@ pub(super) fn delete(
         Columns::Spec,
         row.version,
         now_millis(),
-    )?;
+    );
     tx.rows.insert(key.clone(), None);
     Ok(row)
 }
@@ -523,7 +523,15 @@ pub(super) fn versions(
     Ok(out)
 }
 
-/// Appends a feed entry, and keeps it with its sequence number for the feed in memory.
+/// A feed entry of a transaction, written with all of its others just before it commits.
+pub(super) struct PendingChange {
+    key: ObjectKey,
+    op: ChangeOp,
+    columns: Columns,
+    version: u64,
+    at: i64,
+}
+
 fn append_change(
     tx: &mut Tx<'_>,
     key: &ObjectKey,
@@ -531,47 +539,106 @@ fn append_change(
     columns: Columns,
     version: u64,
     at: i64,
-) -> Result<(), StoreError> {
-    let op_text = match op {
-        ChangeOp::Put => "put",
-        ChangeOp::Delete => "delete",
-    };
-    let columns_text = match columns {
-        Columns::Spec => "spec",
-        Columns::Computed => "computed",
-        Columns::Observed => "observed",
-    };
-    tx.conn
-        .prepare_cached(
-            "INSERT INTO changes (zone, kind, scope, workspace, name, op, columns, version, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .map_err(backend)?
-        .execute(params![
-            key.zone,
-            key.kind,
-            key.scope.as_str(),
-            key.workspace,
-            key.name,
-            op_text,
-            columns_text,
-            version as i64,
-            at
-        ])
-        .map_err(backend)?;
-    let seq = tx.conn.last_insert_rowid();
-    tx.changes.push((
-        seq,
-        Change {
-            cursor: Cursor(seq.to_string()),
-            key: key.clone(),
-            op,
-            columns,
-            version,
-            at,
-        },
-    ));
-    Ok(())
+) {
+    tx.changes.push(PendingChange {
+        key: key.clone(),
+        op,
+        columns,
+        version,
+        at,
+    });
+}
+
+/// Rows per feed insert: a statement each, taken largest first.
+const CHANGE_ROWS: [usize; 3] = [64, 8, 1];
+
+fn insert_changes_sql(rows: usize) -> &'static str {
+    static SQL: LazyLock<[String; 3]> = LazyLock::new(|| {
+        CHANGE_ROWS.map(|rows| {
+            format!(
+                "INSERT INTO changes (zone, kind, scope, workspace, name, op, columns, version, at) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+            )
+        })
+    });
+    let i = CHANGE_ROWS
+        .iter()
+        .position(|&n| n == rows)
+        .unwrap_or(CHANGE_ROWS.len() - 1);
+    &SQL[i]
+}
+
+/// Writes a transaction's feed entries in order, a few statements for all of them, and returns
+/// them with their sequence numbers.
+pub(super) fn write_changes(
+    conn: &Connection,
+    pending: Vec<PendingChange>,
+) -> Result<Vec<(i64, Change)>, StoreError> {
+    let mut written = Vec::with_capacity(pending.len());
+    let mut rest = &pending[..];
+    while !rest.is_empty() {
+        let rows = CHANGE_ROWS
+            .into_iter()
+            .find(|&n| n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(rows);
+        let mut statement = conn
+            .prepare_cached(insert_changes_sql(rows))
+            .map_err(backend)?;
+        for (i, change) in chunk.iter().enumerate() {
+            let op = match change.op {
+                ChangeOp::Put => "put",
+                ChangeOp::Delete => "delete",
+            };
+            let columns = match change.columns {
+                Columns::Spec => "spec",
+                Columns::Computed => "computed",
+                Columns::Observed => "observed",
+            };
+            let key = &change.key;
+            let first = i * 9 + 1;
+            let texts = [
+                key.zone.as_str(),
+                key.kind.as_str(),
+                key.scope.as_str(),
+                key.workspace.as_str(),
+                key.name.as_str(),
+                op,
+                columns,
+            ];
+            for (j, text) in texts.into_iter().enumerate() {
+                statement
+                    .raw_bind_parameter(first + j, text)
+                    .map_err(backend)?;
+            }
+            statement
+                .raw_bind_parameter(first + 7, change.version as i64)
+                .map_err(backend)?;
+            statement
+                .raw_bind_parameter(first + 8, change.at)
+                .map_err(backend)?;
+        }
+        statement.raw_execute().map_err(backend)?;
+        // The rows of one insert take consecutive sequence numbers: this writer holds the
+        // database's write lock, and the newest takes the largest.
+        let last = conn.last_insert_rowid();
+        for (i, change) in chunk.iter().enumerate() {
+            let seq = last - (rows - 1 - i) as i64;
+            written.push((
+                seq,
+                Change {
+                    cursor: Cursor(seq.to_string()),
+                    key: change.key.clone(),
+                    op: change.op,
+                    columns: change.columns,
+                    version: change.version,
+                    at: change.at,
+                },
+            ));
+        }
+        rest = tail;
+    }
+    Ok(written)
 }
 
 /// A number that moves whenever another connection commits to the database.
