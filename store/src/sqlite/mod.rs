@@ -540,6 +540,15 @@ mod tests {
         }
     }
 
+    /// A database with Dora's tables, and a connection to drive its transactions by hand.
+    fn database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dora.db");
+        SqliteStore::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        (dir, conn)
+    }
+
     /// Two stores on one database file, as two processes would open it.
     fn two_processes() -> (tempfile::TempDir, SqliteStore, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -734,10 +743,7 @@ mod tests {
     /// Writes to one row in one transaction each start from what the one before left.
     #[test]
     fn writes_in_one_transaction_follow_each_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dora.db");
-        let _store = SqliteStore::open(&path).unwrap();
-        let conn = Connection::open(&path).unwrap();
+        let (_dir, conn) = database();
         let recent = Mutex::default();
         let key = ObjectKey::new(Kind::Workload, "z", "w", "train");
         let status = |tx: &mut Tx<'_>, expected, n: u64| {
@@ -788,10 +794,7 @@ mod tests {
     /// memory are the ones stored, in the same order.
     #[test]
     fn feed_entries_written_together_keep_their_order_and_numbers() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dora.db");
-        let _store = SqliteStore::open(&path).unwrap();
-        let conn = Connection::open(&path).unwrap();
+        let (_dir, conn) = database();
         let recent = Mutex::default();
         let filter = ChangeFilter::all("Workload", "z");
         let start = ops::head(&conn).unwrap();
