@@ -57,7 +57,7 @@ struct Tx<'c> {
     recent: &'c Mutex<Recent>,
     /// Rows as this transaction's writes left them (`None`: deleted), newer than [`Recent`].
     rows: foldhash::HashMap<ObjectKey, Option<Arc<Row>>>,
-    /// Fences found current in this transaction; a lease write forgets them.
+    /// Fences found current in this transaction; a new lease epoch forgets its own.
     fences: Vec<Fence>,
 }
 
@@ -164,14 +164,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        self.write_then(
-            move |tx| {
-                tx.fences.clear();
-                f(tx.conn)
-            },
-            |_, _| {},
-        )
-        .await
+        self.write_then(move |tx| f(tx.conn), |_, _| {}).await
     }
 
     /// A write whose result `committed` sees on the writer thread, in commit order, once it
@@ -506,8 +499,11 @@ impl Store for SqliteStore {
     ) -> Result<Option<Lease>, StoreError> {
         let (zone, component, holder) =
             (zone.to_string(), component.to_string(), holder.to_string());
-        self.write(move |conn| ops::acquire_lease(conn, &zone, &component, &holder, ttl))
-            .await
+        self.write_then(
+            move |tx| ops::acquire_lease(tx, &zone, &component, &holder, ttl),
+            |_, _| {},
+        )
+        .await
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -823,5 +819,43 @@ mod tests {
         assert_eq!(kept, read);
         let in_order: Vec<&String> = read.iter().map(|(_, name)| name).collect();
         assert_eq!(in_order, names.iter().collect::<Vec<_>>());
+    }
+
+    /// A fence found current early in a transaction is refused once a new holder takes the
+    /// lease later in the same transaction.
+    #[test]
+    fn a_lease_taken_over_in_a_transaction_fences_its_later_writes() {
+        let (_dir, conn) = database();
+        let recent = Mutex::default();
+        let key = ObjectKey::new(Kind::Workload, "z", "w", "train");
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut tx = Tx::new(&conn, &recent);
+        let ttl = Duration::from_secs(60);
+        let lease = ops::acquire_lease(&mut tx, "z", "scheduler", "a", ttl)
+            .unwrap()
+            .unwrap();
+        let fence = lease.fence();
+        ops::put_spec(&mut tx, ops::EncodedSpec::new(spec(&key)).unwrap(), 10).unwrap();
+        let status = |tx: &mut Tx<'_>| {
+            ops::put_status(
+                tx,
+                &key,
+                StatusColumn::Computed,
+                None,
+                (json!(1), "1".into()),
+                Some(&fence),
+            )
+        };
+        status(&mut tx).unwrap();
+        ops::release_lease(&conn, &lease).unwrap();
+        let taken = ops::acquire_lease(&mut tx, "z", "scheduler", "b", ttl)
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.epoch, lease.epoch + 1);
+        assert_eq!(
+            status(&mut tx).unwrap_err(),
+            StoreError::Fenced { epoch: lease.epoch }
+        );
+        conn.execute_batch("COMMIT").unwrap();
     }
 }

@@ -552,7 +552,8 @@ fn append_change(
 /// Rows per feed insert: a statement each, taken largest first.
 const CHANGE_ROWS: [usize; 3] = [64, 8, 1];
 
-fn insert_changes_sql(rows: usize) -> &'static str {
+/// The feed insert of each size in [`CHANGE_ROWS`].
+fn insert_changes_sql() -> &'static [String; 3] {
     static SQL: LazyLock<[String; 3]> = LazyLock::new(|| {
         CHANGE_ROWS.map(|rows| {
             format!(
@@ -561,11 +562,7 @@ fn insert_changes_sql(rows: usize) -> &'static str {
             )
         })
     });
-    let i = CHANGE_ROWS
-        .iter()
-        .position(|&n| n == rows)
-        .unwrap_or(CHANGE_ROWS.len() - 1);
-    &SQL[i]
+    &SQL
 }
 
 /// Writes a transaction's feed entries in order, a few statements for all of them, and returns
@@ -576,67 +573,64 @@ pub(super) fn write_changes(
 ) -> Result<Vec<(i64, Change)>, StoreError> {
     let mut written = Vec::with_capacity(pending.len());
     let mut rest = &pending[..];
-    while !rest.is_empty() {
-        let rows = CHANGE_ROWS
-            .into_iter()
-            .find(|&n| n <= rest.len())
-            .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(rows);
-        let mut statement = conn
-            .prepare_cached(insert_changes_sql(rows))
-            .map_err(backend)?;
-        for (i, change) in chunk.iter().enumerate() {
-            let op = match change.op {
-                ChangeOp::Put => "put",
-                ChangeOp::Delete => "delete",
-            };
-            let columns = match change.columns {
-                Columns::Spec => "spec",
-                Columns::Computed => "computed",
-                Columns::Observed => "observed",
-            };
-            let key = &change.key;
-            let first = i * 9 + 1;
-            let texts = [
-                key.zone.as_str(),
-                key.kind.as_str(),
-                key.scope.as_str(),
-                key.workspace.as_str(),
-                key.name.as_str(),
-                op,
-                columns,
-            ];
-            for (j, text) in texts.into_iter().enumerate() {
+    // The last size is one row, so every entry is written.
+    for (rows, sql) in CHANGE_ROWS.into_iter().zip(insert_changes_sql()) {
+        while rest.len() >= rows {
+            let (chunk, tail) = rest.split_at(rows);
+            let mut statement = conn.prepare_cached(sql).map_err(backend)?;
+            for (i, change) in chunk.iter().enumerate() {
+                let op = match change.op {
+                    ChangeOp::Put => "put",
+                    ChangeOp::Delete => "delete",
+                };
+                let columns = match change.columns {
+                    Columns::Spec => "spec",
+                    Columns::Computed => "computed",
+                    Columns::Observed => "observed",
+                };
+                let key = &change.key;
+                let first = i * 9 + 1;
+                let texts = [
+                    key.zone.as_str(),
+                    key.kind.as_str(),
+                    key.scope.as_str(),
+                    key.workspace.as_str(),
+                    key.name.as_str(),
+                    op,
+                    columns,
+                ];
+                for (j, text) in texts.into_iter().enumerate() {
+                    statement
+                        .raw_bind_parameter(first + j, text)
+                        .map_err(backend)?;
+                }
                 statement
-                    .raw_bind_parameter(first + j, text)
+                    .raw_bind_parameter(first + 7, change.version as i64)
+                    .map_err(backend)?;
+                statement
+                    .raw_bind_parameter(first + 8, change.at)
                     .map_err(backend)?;
             }
-            statement
-                .raw_bind_parameter(first + 7, change.version as i64)
-                .map_err(backend)?;
-            statement
-                .raw_bind_parameter(first + 8, change.at)
-                .map_err(backend)?;
+            statement.raw_execute().map_err(backend)?;
+            // The rows of one insert take consecutive sequence numbers: this writer holds the
+            // database's write lock, and the newest takes the largest.
+            let last = conn.last_insert_rowid();
+            for (i, change) in chunk.iter().enumerate() {
+                let seq = last - (rows - 1 - i) as i64;
+                written.push((
+                    seq,
+                    Change {
+                        cursor: Cursor(seq.to_string()),
+                        key: change.key.clone(),
+                        op: change.op,
+                        columns: change.columns,
+                        version: change.version,
+                        at: change.at,
+                    },
+                ));
+            }
+            rest = tail;
         }
-        statement.raw_execute().map_err(backend)?;
-        // The rows of one insert take consecutive sequence numbers: this writer holds the
-        // database's write lock, and the newest takes the largest.
-        let last = conn.last_insert_rowid();
-        for (i, change) in chunk.iter().enumerate() {
-            let seq = last - (rows - 1 - i) as i64;
-            written.push((
-                seq,
-                Change {
-                    cursor: Cursor(seq.to_string()),
-                    key: change.key.clone(),
-                    op: change.op,
-                    columns: change.columns,
-                    version: change.version,
-                    at: change.at,
-                },
-            ));
-        }
-        rest = tail;
     }
     Ok(written)
 }
@@ -873,7 +867,7 @@ pub(super) fn actions(
 }
 
 pub(super) fn acquire_lease(
-    conn: &Connection,
+    tx: &mut Tx<'_>,
     zone: &str,
     component: &str,
     holder: &str,
@@ -881,6 +875,7 @@ pub(super) fn acquire_lease(
 ) -> Result<Option<Lease>, StoreError> {
     let now = now_millis();
     let expires = now + ttl.as_millis() as i64;
+    let conn = tx.conn;
     let current: Option<(String, i64, i64)> = conn
         .prepare_cached(
             "SELECT holder, epoch, expires FROM leases WHERE zone = ?1 AND component = ?2",
@@ -901,6 +896,9 @@ pub(super) fn acquire_lease(
         .map_err(backend)?
         .execute(params![zone, component, holder, epoch, expires])
         .map_err(backend)?;
+    // A new epoch deposes the fences this transaction found current.
+    tx.fences
+        .retain(|fence| fence.zone != zone || fence.component != component);
     Ok(Some(Lease {
         zone: zone.to_string(),
         component: component.to_string(),
