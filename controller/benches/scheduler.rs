@@ -262,11 +262,11 @@ struct Progress {
 
 impl Progress {
     fn record(&mut self, row: &dora_store::Row) {
-        let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
+        let placement: Placement = dora_crds::decode_written(&row.computed).unwrap_or_default();
         if placement.node.is_none() {
             return;
         }
-        let report: Option<ContainerReport> = dora_crds::decode(&row.observed).ok();
+        let report: Option<ContainerReport> = dora_crds::decode_written(&row.observed);
         let started = report
             .is_some_and(|r| r.epoch == placement.epoch && r.state == ContainerState::Running);
         // Both instants are when the row was read back: a binding counts once it is stored.

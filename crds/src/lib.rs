@@ -33,3 +33,13 @@ pub fn encode<T: serde::Serialize>(value: &T) -> serde_json::Result<serde_json::
 pub fn decode<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> serde_json::Result<T> {
     T::deserialize(value)
 }
+
+/// Decodes a status column that may not be written yet: `None` when it is `null` or does not
+/// decode. Controllers read unwritten columns thousands of times a second; this skips building
+/// an error message for each.
+pub fn decode_written<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Option<T> {
+    if value.is_null() {
+        return None;
+    }
+    T::deserialize(value).ok()
+}

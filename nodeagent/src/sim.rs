@@ -323,7 +323,7 @@ impl Sim {
         if self.handle.is_paused(&node) {
             return;
         }
-        let report: Option<ContainerReport> = dora_crds::decode(&row.observed).ok();
+        let report: Option<ContainerReport> = dora_crds::decode_written(&row.observed);
         let current = report
             .as_ref()
             .filter(|r| r.epoch == place.epoch && r.node == node);

@@ -1,7 +1,8 @@
+use std::cmp::Ordering;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use dora_crds::{Kind, Scope};
 
@@ -68,9 +69,20 @@ impl Table {
 /// Identifies one resource row. Zone and workspace are empty when the scope has none.
 ///
 /// Keys are shared: every cache, queue and index of a controller holds the keys of the rows
-/// it follows, so a clone is a reference count, not four strings.
-#[derive(Clone, Eq, PartialOrd, Ord)]
-pub struct ObjectKey(Arc<KeyParts>);
+/// it follows, so a clone is a reference count, not four strings. A key hashes its parts once,
+/// when made, since those maps hash it on every lookup.
+#[derive(Clone)]
+pub struct ObjectKey(Arc<Hashed>);
+
+/// A key's parts and their hash.
+struct Hashed {
+    parts: KeyParts,
+    hash: u64,
+}
+
+/// Seeds key hashes at random per process, as the maps' own hashers are, so that names cannot
+/// be chosen to collide.
+static SEED: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
 
 /// The parts of an [`ObjectKey`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,19 +98,34 @@ impl Deref for ObjectKey {
     type Target = KeyParts;
 
     fn deref(&self) -> &KeyParts {
-        &self.0
+        &self.0.parts
     }
 }
 
 impl PartialEq for ObjectKey {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.hash == other.0.hash && self.0.parts == other.0.parts)
     }
 }
 
+impl Eq for ObjectKey {}
+
 impl Hash for ObjectKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        state.write_u64(self.0.hash);
+    }
+}
+
+impl Ord for ObjectKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.parts.cmp(&other.0.parts)
+    }
+}
+
+impl PartialOrd for ObjectKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -110,7 +137,7 @@ impl fmt::Debug for ObjectKey {
             zone,
             workspace,
             name,
-        } = &*self.0;
+        } = &**self;
         f.debug_struct("ObjectKey")
             .field("kind", kind)
             .field("scope", scope)
@@ -123,7 +150,8 @@ impl fmt::Debug for ObjectKey {
 
 impl From<KeyParts> for ObjectKey {
     fn from(parts: KeyParts) -> Self {
-        ObjectKey(Arc::new(parts))
+        let hash = SEED.hash_one(&parts);
+        ObjectKey(Arc::new(Hashed { parts, hash }))
     }
 }
 

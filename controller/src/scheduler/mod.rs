@@ -167,19 +167,14 @@ pub fn container_head(row: &Row) -> Option<ContainerHead> {
 
 /// The placement of a container row (default: unbound).
 pub fn placement(row: &Row) -> Placement {
-    dora_crds::decode(&row.computed).unwrap_or_default()
+    dora_crds::decode_written(&row.computed).unwrap_or_default()
 }
 
 /// What the node reports for the container's current binding, if anything.
 pub fn report(row: &Row, placement: &Placement) -> Option<ContainerReport> {
-    let report: ContainerReport = dora_crds::decode(&row.observed).ok()?;
+    let report: ContainerReport = dora_crds::decode_written(&row.observed)?;
     (report.epoch == placement.epoch && Some(&report.node) == placement.node.as_ref())
         .then_some(report)
-}
-
-/// What a container row holds on its node: nothing once it has ended.
-pub fn booking_of(row: &Row) -> Option<Booking> {
-    booking(row, placement(row))
 }
 
 /// What a container row with `placement` holds on its node.

@@ -351,11 +351,12 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
                     super::workloads::bind(shared, row, place).await.map(drop)
                 }
                 (Candidate::Row(_), None) => Ok(()),
-                (Candidate::New(_, index), place) => {
+                (Candidate::New(key, index), place) => {
                     let written = match super::workloads::new_container(
                         shared,
                         &binding.workload,
                         &binding.template,
+                        key,
                         *index,
                         place.as_ref(),
                     ) {
@@ -367,12 +368,12 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
                             // The row's uid is known only now: the in-flight booking can be
                             // matched with what the watcher brings back.
                             let row = outcome.row();
-                            if bound {
+                            if let Some(place) = place {
                                 shared.state().ledger.set_in_flight(
                                     &key,
                                     &row.uid,
                                     row.computed_version,
-                                    super::booking_of(row),
+                                    super::booking(row, place.clone()),
                                 );
                             }
                             Ok(())

@@ -58,7 +58,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         }
     };
     let now = now_millis();
-    let previous: Option<WorkloadStatus> = dora_crds::decode(&workload.computed).ok();
+    let previous: Option<WorkloadStatus> = dora_crds::decode_written(&workload.computed);
     let paused_by = previous.as_ref().and_then(|p| p.paused_by.clone());
     let paused = pause_reason(&shared, &workload)
         .or_else(|| paused_by.as_ref().map(|who| format!("paused by {who}")));
@@ -327,11 +327,14 @@ async fn delete_all(shared: &Shared, rows: Vec<Arc<Row>>) -> Result<(), Error> {
     Ok(())
 }
 
-/// The row of replica `index` of `workload`, placed or not.
+/// The row of replica `index` of `workload`, placed or not. `key` is the replica's key,
+/// `<workload>.<index>`, shared with the scheduler's maps so that lookups of the row coming
+/// back compare pointers, not names.
 pub(crate) fn new_container(
     shared: &Shared,
     workload: &Row,
     spec: &WorkloadSpec,
+    key: &ObjectKey,
     index: u32,
     place: Option<&Placement>,
 ) -> Result<SpecWrite, Error> {
@@ -342,12 +345,7 @@ pub(crate) fn new_container(
         template: spec.clone(),
     };
     Ok(SpecWrite {
-        key: ObjectKey::new(
-            Kind::Container,
-            &workload.key.zone,
-            &workload.key.workspace,
-            &format!("{}.{index}", workload.key.name),
-        ),
+        key: key.clone(),
         precondition: Precondition::Absent,
         owner: workload.owner.clone(),
         labels: workload.labels.clone(),
@@ -367,7 +365,7 @@ async fn write_status(
     workload: &Row,
     status: WorkloadStatus,
 ) -> Result<Option<Duration>, Error> {
-    let previous: Option<WorkloadStatus> = dora_crds::decode(&workload.computed).ok();
+    let previous: Option<WorkloadStatus> = dora_crds::decode_written(&workload.computed);
     if previous.as_ref() == Some(&status) {
         return Ok(None);
     }
