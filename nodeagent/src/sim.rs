@@ -65,6 +65,19 @@ impl SimConfig {
         format!("{}{i:05}", self.prefix)
     }
 
+    /// Whether `node` is the name of one of these nodes. Checked without formatting a name,
+    /// as it is on every container event.
+    fn is_ours(&self, node: &str) -> bool {
+        let Some(digits) = node.strip_prefix(&self.prefix) else {
+            return false;
+        };
+        // `name` pads to five digits; longer numbers have no leading zero.
+        let canonical = digits.len() >= 5
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits.len() == 5 || !digits.starts_with('0'));
+        canonical && digits.parse::<usize>().is_ok_and(|i| i < self.nodes)
+    }
+
     fn report(&self) -> NodeReport {
         NodeReport {
             heartbeat: now_millis(),
@@ -242,12 +255,6 @@ struct Sim {
 }
 
 impl Sim {
-    fn owns(&self, node: &str) -> bool {
-        node.strip_prefix(&self.config.prefix)
-            .and_then(|i| i.parse::<usize>().ok())
-            .is_some_and(|i| i < self.config.nodes && self.config.name(i) == node)
-    }
-
     /// Heartbeats every node once per interval, spread over the interval.
     async fn heartbeats(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.config.heartbeat);
@@ -316,7 +323,7 @@ impl Sim {
             epoch: place.epoch,
         });
         self.drop_unbound(&row.key, binding.as_ref());
-        let Some(copy) = binding.filter(|copy| self.owns(&copy.node)) else {
+        let Some(copy) = binding.filter(|copy| self.config.is_ours(&copy.node)) else {
             return;
         };
         let node = copy.node.clone();
@@ -517,23 +524,22 @@ type Script = (Option<Duration>, Option<i32>);
 /// The script of a container row's command; `None` when the command is malformed. Only the
 /// command is decoded: hollow nodes start thousands of containers a second.
 fn script(row: &Row) -> Option<Script> {
-    let argv = match row.resource.pointer("/template/config/cmd") {
+    let cmd = ["template", "config", "cmd"]
+        .into_iter()
+        .try_fold(&*row.resource, |value, field| value.get(field));
+    let argv = match cmd {
         Some(cmd) => dora_crds::decode::<Command>(cmd).ok()?.argv(),
         None => Vec::new(),
     };
-    let words: Vec<String> = argv
+    let words: Vec<&str> = argv
         .iter()
-        .flat_map(|arg| {
-            arg.split([' ', ';'])
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|arg| arg.split([' ', ';']))
         .filter(|w| !w.is_empty())
         .collect();
     let mut sleep = None;
     let mut exit = None;
     for pair in words.windows(2) {
-        match pair[0].as_str() {
+        match pair[0] {
             "sleep" => sleep = pair[1].parse::<f64>().ok().map(Duration::from_secs_f64),
             "exit" => exit = pair[1].parse().ok(),
             _ => {}
@@ -547,6 +553,27 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn hollow_nodes_know_their_names() {
+        let config = SimConfig::new("z", 100_002);
+        for name in ["sim-00000", "sim-00007", "sim-99999", "sim-100001"] {
+            assert!(config.is_ours(name), "{name}");
+        }
+        for name in [
+            "sim-7",
+            "sim-0007",
+            "sim-+0007",
+            "sim-000007",
+            "sim-0100001",
+            "sim-100002",
+            "other-00007",
+            "sim-",
+        ] {
+            assert!(!config.is_ours(name), "{name}");
+        }
+        assert!(!SimConfig::new("z", 7).is_ours("sim-00007"));
+    }
 
     /// How many attempts `retry_unavailable` makes when the attempts fail with `errors` in turn
     /// and then succeed, with `pauses` pauses allowed.
