@@ -25,6 +25,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $make, $teardown;
             create_then_get,
             create_refuses_existing_row,
+            spec_writes_together_each_succeed_or_fail_alone,
             identical_write_changes_nothing,
             spec_change_bumps_generation_and_keeps_previous_spec,
             label_change_keeps_generation,
@@ -148,6 +149,58 @@ pub async fn create_refuses_existing_row(store: &dyn Store) {
         *store.get(&key).await.unwrap().unwrap().resource,
         spec(1, "a")
     );
+}
+
+pub async fn spec_writes_together_each_succeed_or_fail_alone(store: &dyn Store) {
+    assert!(store.put_specs(Vec::new()).await.is_empty());
+    let taken = workload("z1", "ws", "taken");
+    let kept = workload("z1", "ws", "kept");
+    for key in [&taken, &kept] {
+        store
+            .put_spec(write(key, spec(1, "old"), Precondition::Absent))
+            .await
+            .unwrap();
+    }
+    let new: Vec<ObjectKey> = (0..3)
+        .map(|i| workload("z1", "ws", &format!("new{i}")))
+        .collect();
+    let results = store
+        .put_specs(vec![
+            write(&new[0], spec(1, "a"), Precondition::Absent),
+            write(&taken, spec(2, "b"), Precondition::Absent),
+            write(&new[1], spec(3, "c"), Precondition::Absent),
+            write(&kept, spec(4, "d"), Precondition::Version(7)),
+            write(&new[2], spec(5, "e"), Precondition::None),
+        ])
+        .await;
+    assert_eq!(results.len(), 5);
+    let created = [
+        (0, &new[0], "a", 1),
+        (2, &new[1], "c", 3),
+        (4, &new[2], "e", 5),
+    ];
+    for (at, key, image, count) in created {
+        let Ok(SpecOutcome::Created(row)) = &results[at] else {
+            panic!("write {at}: expected Created, got {:?}", results[at])
+        };
+        assert_eq!(&row.key, key);
+        assert_eq!(*row.resource, spec(count, image));
+        assert_eq!(store.get(key).await.unwrap(), Some((**row).clone()));
+    }
+    assert_eq!(results[1], Err(StoreError::AlreadyExists));
+    assert_eq!(
+        results[3],
+        Err(StoreError::Conflict {
+            expected: 7,
+            actual: 1
+        })
+    );
+    for key in [&taken, &kept] {
+        assert_eq!(
+            *store.get(key).await.unwrap().unwrap().resource,
+            spec(1, "old")
+        );
+    }
 }
 
 pub async fn identical_write_changes_nothing(store: &dyn Store) {

@@ -29,6 +29,12 @@ pub trait Store: Send + Sync + 'static {
     /// write changes nothing.
     async fn put_spec(&self, write: SpecWrite) -> Result<SpecOutcome, StoreError>;
 
+    /// Several spec writes, each as [`Store::put_spec`] makes it, all under way at once; the
+    /// results come in the order of `writes`. A backend may hand them to its writer together.
+    async fn put_specs(&self, writes: Vec<SpecWrite>) -> Vec<Result<SpecOutcome, StoreError>> {
+        futures::future::join_all(writes.into_iter().map(|write| self.put_spec(write))).await
+    }
+
     /// Compare-and-set of a status column group on its own version (`None`: any); the spec
     /// columns are not touched. With a fence, the write is refused unless the lease epoch is
     /// still current. Returns the row as stored after the write.

@@ -22,7 +22,7 @@ use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, NodeSpec};
 use dora_crds::status::{ContainerReport, NodeCondition, NodeReport, Placement};
 use dora_store::{Fence, ObjectKey, Row, Store, StoreError};
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -117,9 +117,9 @@ pub(crate) struct Shared {
 pub(crate) struct State {
     pub ledger: Ledger,
     /// Container keys per workload key.
-    pub members: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pub members: HashMap<ObjectKey, HashSet<ObjectKey>>,
     /// Containers waiting for a node, per workload key.
-    pub unbound: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pub unbound: HashMap<ObjectKey, HashSet<ObjectKey>>,
     /// Replica indices a workload wants that have no row yet; the placer makes them.
     pub wanted: HashMap<ObjectKey, BTreeSet<u32>>,
     /// Why a workload's containers wait, as the placer last found.

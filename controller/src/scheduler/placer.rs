@@ -10,7 +10,7 @@ use std::time::Duration;
 use dora_crds::Kind;
 use dora_crds::spec::WorkloadSpec;
 use dora_crds::status::Placement;
-use dora_store::{ObjectKey, Row, StoreError, now_millis};
+use dora_store::{ObjectKey, Row, SpecWrite, StoreError, now_millis};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,8 @@ use super::{Error, Shared, State, container_head, container_spec, placement, rep
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
 /// Passes run at least this often (restart backoffs ending, in-flight expiry).
 const MAX_PASS_INTERVAL: Duration = Duration::from_secs(1);
+/// New replicas written to the store together, in one call.
+const CREATES_AT_ONCE: usize = 128;
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), Error> {
     loop {
@@ -339,75 +341,122 @@ fn shadow_time(shared: &Shared, state: &State, usable: &HashSet<String>) -> Opti
 }
 
 async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
-    if bindings.is_empty() {
-        return Ok(());
-    }
-    let results: Vec<Result<(), Error>> = futures::stream::iter(bindings)
-        .map(|binding| async move {
-            let key = binding.candidate.key().clone();
-            let bound = binding.placement.is_some();
-            let result = match (&binding.candidate, &binding.placement) {
-                (Candidate::Row(row), Some(place)) => {
-                    super::workloads::bind(shared, row, place).await.map(drop)
-                }
-                (Candidate::Row(_), None) => Ok(()),
-                (Candidate::New(key, index), place) => {
-                    let written = match super::workloads::new_container(
-                        shared,
-                        &binding.workload,
-                        &binding.template,
-                        key,
-                        *index,
-                        place.as_ref(),
-                    ) {
-                        Ok(write) => shared.store.put_spec(write).await.map_err(Error::from),
-                        Err(e) => Err(e),
-                    };
-                    match written {
-                        Ok(outcome) => {
-                            // The row's uid is known only now: the in-flight booking can be
-                            // matched with what the watcher brings back.
-                            let row = outcome.row();
-                            if let Some(place) = place {
-                                shared.state().ledger.set_in_flight(
-                                    &key,
-                                    &row.uid,
-                                    row.computed_version,
-                                    super::booking(row, place.clone()),
-                                );
-                            }
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-            };
-            match result {
-                Ok(()) => {
-                    if bound {
-                        metrics::counter!("dora_scheduler_bindings_total").increment(1);
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    if bound {
-                        shared.state().ledger.abandon(&key);
-                    }
-                    if matches!(binding.candidate, Candidate::New(..)) {
-                        // No longer wanted by the placer: the workload's reconcile wants it again.
-                        shared.handle.enqueue(binding.workload.key.clone());
-                    }
-                    if matches!(e, Error::Store(StoreError::Fenced { .. })) {
-                        return Err(e);
-                    }
-                    tracing::info!(%key, error = %e, "placement not written; retrying");
-                    Ok(())
-                }
+    let mut creates = Vec::new();
+    let mut binds = Vec::new();
+    for binding in bindings {
+        match &binding.candidate {
+            Candidate::New(key, index) => {
+                let write = super::workloads::new_container(
+                    shared,
+                    &binding.workload,
+                    &binding.template,
+                    key,
+                    *index,
+                    binding.placement.as_ref(),
+                );
+                creates.push((binding, write));
             }
+            Candidate::Row(_) => binds.push(binding),
+        }
+    }
+    let mut creates = creates.into_iter().peekable();
+    let mut chunks = Vec::new();
+    while creates.peek().is_some() {
+        chunks.push(creates.by_ref().take(CREATES_AT_ONCE).collect::<Vec<_>>());
+    }
+    let writes = shared.config.writes;
+    let (created, bound) = futures::join!(
+        futures::stream::iter(chunks)
+            .map(|chunk| create(shared, chunk))
+            .buffer_unordered(writes.div_ceil(CREATES_AT_ONCE))
+            .flat_map(futures::stream::iter)
+            .collect::<Vec<_>>(),
+        futures::stream::iter(binds)
+            .map(|binding| async move {
+                let result = match (&binding.candidate, &binding.placement) {
+                    (Candidate::Row(row), Some(place)) => {
+                        super::workloads::bind(shared, row, place).await.map(drop)
+                    }
+                    _ => Ok(()),
+                };
+                settle(shared, &binding, result)
+            })
+            .buffer_unordered(writes)
+            .collect::<Vec<_>>(),
+    );
+    created.into_iter().chain(bound).collect()
+}
+
+/// Writes the rows of new replicas together; the result of each, in turn.
+async fn create(
+    shared: &Shared,
+    creates: Vec<(Binding, Result<SpecWrite, Error>)>,
+) -> Vec<Result<(), Error>> {
+    let mut writes = Vec::with_capacity(creates.len());
+    let mut made = Vec::with_capacity(creates.len());
+    for (binding, write) in creates {
+        match write {
+            Ok(write) => {
+                writes.push(write);
+                made.push((binding, None));
+            }
+            Err(e) => made.push((binding, Some(e))),
+        }
+    }
+    let mut stored = shared.store.put_specs(writes).await.into_iter();
+    made.into_iter()
+        .map(|(binding, failed)| {
+            let result = match failed {
+                Some(e) => Err(e),
+                None => match stored.next() {
+                    Some(Ok(outcome)) => {
+                        // The row's uid is known only now: the in-flight booking can be
+                        // matched with what the watcher brings back.
+                        if let Some(place) = &binding.placement {
+                            let row = outcome.row();
+                            shared.state().ledger.set_in_flight(
+                                binding.candidate.key(),
+                                &row.uid,
+                                row.computed_version,
+                                super::booking(row, place.clone()),
+                            );
+                        }
+                        Ok(())
+                    }
+                    Some(Err(e)) => Err(e.into()),
+                    None => Err(StoreError::Unavailable("the store lost a write".into()).into()),
+                },
+            };
+            settle(shared, &binding, result)
         })
-        .buffer_unordered(shared.config.writes)
         .collect()
-        .await;
-    results.into_iter().collect::<Result<(), _>>()?;
-    Ok(())
+}
+
+/// Counts a written binding, or undoes what a failed one booked; only a fenced write stops the
+/// pass.
+fn settle(shared: &Shared, binding: &Binding, result: Result<(), Error>) -> Result<(), Error> {
+    let bound = binding.placement.is_some();
+    match result {
+        Ok(()) => {
+            if bound {
+                metrics::counter!("dora_scheduler_bindings_total").increment(1);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let key = binding.candidate.key();
+            if bound {
+                shared.state().ledger.abandon(key);
+            }
+            if matches!(binding.candidate, Candidate::New(..)) {
+                // No longer wanted by the placer: the workload's reconcile wants it again.
+                shared.handle.enqueue(binding.workload.key.clone());
+            }
+            if matches!(e, Error::Store(StoreError::Fenced { .. })) {
+                return Err(e);
+            }
+            tracing::info!(%key, error = %e, "placement not written; retrying");
+            Ok(())
+        }
+    }
 }

@@ -413,6 +413,38 @@ impl Store for SqliteStore {
         Ok(outcome(row))
     }
 
+    /// One job for the writer, whose writes each succeed or fail alone.
+    async fn put_specs(&self, writes: Vec<SpecWrite>) -> Vec<Result<SpecOutcome, StoreError>> {
+        let keep = self.inner.retention.versions;
+        let count = writes.len();
+        let encoded: Vec<Result<ops::EncodedSpec, StoreError>> =
+            writes.into_iter().map(ops::EncodedSpec::new).collect();
+        let written = self
+            .write_then(
+                move |tx| {
+                    Ok(encoded
+                        .into_iter()
+                        .map(|write| {
+                            write.and_then(|w| guarded(tx, |tx| ops::put_spec(tx, w, keep)))
+                        })
+                        .collect::<Vec<_>>())
+                },
+                |recent, written: &Vec<Result<ops::Written, StoreError>>| {
+                    for (_, row) in written.iter().flatten() {
+                        recent.put(row);
+                    }
+                },
+            )
+            .await;
+        match written {
+            Ok(written) => written
+                .into_iter()
+                .map(|w| w.map(|(outcome, row)| outcome(row)))
+                .collect(),
+            Err(e) => vec![Err(e); count],
+        }
+    }
+
     async fn put_status(
         &self,
         key: &ObjectKey,
