@@ -152,17 +152,18 @@ pub fn container_spec(row: &Row) -> Option<ContainerSpec> {
     dora_crds::decode(&row.resource).ok()
 }
 
-/// Which replica a container row is, without decoding its template.
+/// Which replica a container row is, read from the row without decoding its template or
+/// copying its strings.
 #[derive(Debug, Clone, serde::Deserialize)]
-pub struct ContainerHead {
-    pub workload: String,
+pub struct ContainerHead<'a> {
+    pub workload: &'a str,
     pub index: u32,
-    pub hash: String,
+    pub hash: &'a str,
 }
 
 /// The head of a container row; `None` for a malformed one.
-pub fn container_head(row: &Row) -> Option<ContainerHead> {
-    dora_crds::decode(&row.resource).ok()
+pub fn container_head(row: &Row) -> Option<ContainerHead<'_>> {
+    serde::Deserialize::deserialize(&*row.resource).ok()
 }
 
 /// The placement of a container row (default: unbound).

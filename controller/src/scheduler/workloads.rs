@@ -70,14 +70,15 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
 
     let mut by_index: BTreeMap<u32, Member> = BTreeMap::new();
     for row in members {
-        match container_head(&row) {
-            Some(container) => {
+        let head = container_head(&row).map(|head| (head.index, head.hash == workload.spec_hash));
+        match head {
+            Some((index, current)) => {
                 let place = placement(&row);
                 let report = report(&row, &place);
                 by_index.insert(
-                    container.index,
+                    index,
                     Member {
-                        current: container.hash == workload.spec_hash,
+                        current,
                         row,
                         place,
                         state: report.as_ref().map(|r| r.state),
