@@ -391,10 +391,10 @@ mod tests {
             created,
             updated: created,
             resource: Arc::new(json!({})),
-            desired: serde_json::Value::Null,
-            computed: serde_json::Value::Null,
+            desired: Default::default(),
+            computed: Default::default(),
             computed_version: 0,
-            observed: serde_json::Value::Null,
+            observed: Default::default(),
             observed_version: 0,
         }
     }

@@ -27,7 +27,7 @@ pub fn resource(row: &Row) -> Resource {
         ("observed", &row.observed),
     ] {
         if !value.is_null() {
-            status.insert(name.into(), value.clone());
+            status.insert(name.into(), Value::clone(value));
         }
     }
     Resource {

@@ -51,7 +51,7 @@ async fn gpu_workloads_land_only_where_model_and_count_fit(backend: Backend) {
     // The third replica of each waits, with the reason in the status and an event.
     let status = eventually("a pending reason", WAIT, || async {
         let row = zone.workload("h").await?;
-        let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
+        let status: WorkloadStatus = dora_crds::decode(&row.computed).ok()?;
         (status.reason.is_some() && status.pending == 1).then_some(status)
     })
     .await;
@@ -103,7 +103,7 @@ async fn a_blocked_workload_holds_back_later_ones_except_backfill(backend: Backe
     .await;
     let status = eventually("long waits behind head", WAIT, || async {
         let row = zone.workload("long").await?;
-        let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
+        let status: WorkloadStatus = dora_crds::decode(&row.computed).ok()?;
         status.reason.filter(|r| r.contains("waiting behind head"))
     })
     .await;
@@ -331,7 +331,7 @@ async fn credits_pause_a_user_and_resume_at_the_reset(backend: Backend) {
     zone.apply("bob", &workload("job", 1, spec)).await;
     let paused = eventually("bob is paused", WAIT, || async {
         let row = zone.workload("job").await?;
-        let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
+        let status: WorkloadStatus = dora_crds::decode(&row.computed).ok()?;
         status.paused.filter(|_| status.desired == 0)
     })
     .await;
@@ -382,7 +382,7 @@ async fn accounting_stays_exact_when_the_credit_system_restarts(backend: Backend
     let account = loop {
         let row = zone.store.get(&key).await.unwrap();
         let account: Option<CreditAccount> =
-            row.and_then(|row| serde_json::from_value(row.computed).ok());
+            row.and_then(|row| dora_crds::decode(&row.computed).ok());
         if let Some(account) = account
             .as_ref()
             .filter(|a| (a.total - expected).abs() < 0.01)
@@ -531,7 +531,7 @@ async fn pause_resume_drain_and_uncordon(backend: Backend) {
     zone.action(&workload_key, "pause").await;
     eventually("paused: no containers", WAIT, || async {
         let row = zone.workload("w").await?;
-        let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
+        let status: WorkloadStatus = dora_crds::decode(&row.computed).ok()?;
         let gone = zone.containers("w").await.is_empty();
         (gone && status.paused.as_deref() == Some("paused by alice")).then_some(())
     })
@@ -552,7 +552,7 @@ async fn pause_resume_drain_and_uncordon(backend: Backend) {
         WAIT,
         || async {
             let row = zone.workload("later").await?;
-            let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
+            let status: WorkloadStatus = dora_crds::decode(&row.computed).ok()?;
             status.reason.is_some().then_some(status)
         },
     )
@@ -582,7 +582,7 @@ async fn a_gang_is_placed_whole_or_not_at_all(backend: Backend) {
     zone.apply("alice", &workload("big", 3, &spec(0))).await;
     let status = eventually("the gang waits whole", WAIT, || async {
         let row = zone.workload("big").await?;
-        let status: WorkloadStatus = serde_json::from_value(row.computed).ok()?;
+        let status: WorkloadStatus = dora_crds::decode(&row.computed).ok()?;
         let reason = status.reason.clone().unwrap_or_default();
         (status.pending == 3 && reason.contains("gang of 3 cannot be placed whole"))
             .then_some(status)

@@ -130,7 +130,7 @@ pub async fn create_then_get(store: &dyn Store) {
     assert!(!row.uid.is_empty());
     assert!(row.created > 0 && row.updated >= row.created);
     assert_eq!(*row.resource, spec(1, "a"));
-    assert_eq!(row.computed, Value::Null);
+    assert_eq!(*row.computed, Value::Null);
     assert_eq!(store.get(&key).await.unwrap(), Some((*row).clone()));
 }
 
@@ -357,8 +357,8 @@ pub async fn status_columns_leave_the_spec_alone(store: &dyn Store) {
         .await
         .unwrap();
     let row = outcome.row();
-    assert_eq!(row.computed, json!({"phase": "Scheduled"}));
-    assert_eq!(row.observed, json!({"state": "Running"}));
+    assert_eq!(*row.computed, json!({"phase": "Scheduled"}));
+    assert_eq!(*row.observed, json!({"state": "Running"}));
     let missing = workload("z1", "ws", "missing");
     let err = store
         .put_status(&missing, StatusColumn::Computed, None, json!({}), None)
@@ -389,7 +389,7 @@ pub async fn status_compare_and_set(store: &dyn Store) {
         }
     );
     assert_eq!(
-        store.get(&key).await.unwrap().unwrap().computed,
+        *store.get(&key).await.unwrap().unwrap().computed,
         json!({"n": 1})
     );
 }
@@ -771,7 +771,7 @@ pub async fn lease_has_one_holder_and_fences_the_old_one(store: &dyn Store) {
         .unwrap_err();
     assert_eq!(err, StoreError::Fenced { epoch: a.epoch });
     assert_eq!(
-        store.get(&key).await.unwrap().unwrap().computed,
+        *store.get(&key).await.unwrap().unwrap().computed,
         json!({"by": "a"})
     );
     store.release_lease(&b).await.unwrap();
@@ -800,7 +800,7 @@ pub async fn a_controller_creates_rows_placed_and_fenced(store: &dyn Store) {
     create.computed = Some(json!({"node": "n1", "epoch": 1}));
     create.fence = Some(lease.fence());
     let row = store.put_spec(create.clone()).await.unwrap().row().clone();
-    assert_eq!(row.computed, json!({"node": "n1", "epoch": 1}));
+    assert_eq!(*row.computed, json!({"node": "n1", "epoch": 1}));
     assert_eq!(row.computed_version, 1);
     let stored = store.get(&key).await.unwrap().unwrap();
     assert_eq!(

@@ -52,10 +52,12 @@ pub struct Row {
     pub updated: i64,
     /// The spec; shared, since status writes copy the row and specs are the largest column.
     pub resource: Arc<Value>,
-    pub desired: Value,
-    pub computed: Value,
+    /// The three status column groups are shared like the spec: a write of one copies the
+    /// row without copying the other two.
+    pub desired: Arc<Value>,
+    pub computed: Arc<Value>,
     pub computed_version: u64,
-    pub observed: Value,
+    pub observed: Arc<Value>,
     pub observed_version: u64,
 }
 
@@ -176,10 +178,10 @@ impl Row {
             created: 0,
             updated: 0,
             resource: Arc::new(Value::Null),
-            desired: Value::Null,
-            computed: Value::Null,
+            desired: Arc::new(Value::Null),
+            computed: Arc::new(Value::Null),
             computed_version: 0,
-            observed: Value::Null,
+            observed: Arc::new(Value::Null),
             observed_version: 0,
         }
     }
@@ -225,10 +227,10 @@ impl Row {
             created: n(6)?,
             updated: n(7)?,
             resource: Arc::new(json(&t(8)?)?),
-            desired: json(&t(9)?)?,
-            computed: json(&t(10)?)?,
+            desired: Arc::new(json(&t(9)?)?),
+            computed: Arc::new(json(&t(10)?)?),
             computed_version: n(11)? as u64,
-            observed: json(&t(12)?)?,
+            observed: Arc::new(json(&t(12)?)?),
             observed_version: n(13)? as u64,
         })
     }

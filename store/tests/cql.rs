@@ -101,9 +101,12 @@ async fn a_report_from_a_stale_view_applies_once() {
         .put_status(&key, StatusColumn::Observed, None, report(4), None)
         .await
         .unwrap();
-    assert_eq!((row.observed_version, &row.observed), (4, &report(4)));
+    assert_eq!((row.observed_version, &*row.observed), (4, &report(4)));
     let stored = theirs.get(&key).await.unwrap().unwrap();
-    assert_eq!((stored.observed_version, stored.observed), (4, report(4)));
+    assert_eq!(
+        (stored.observed_version, &*stored.observed),
+        (4, &report(4))
+    );
     ours.put_status(&key, StatusColumn::Observed, None, report(5), None)
         .await
         .unwrap();

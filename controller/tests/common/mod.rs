@@ -275,12 +275,13 @@ pub struct Container {
 
 impl From<Row> for Container {
     fn from(row: Row) -> Self {
-        let placement: Placement = serde_json::from_value(row.computed.clone()).unwrap_or_default();
-        let report: Option<ContainerReport> = serde_json::from_value(row.observed.clone())
-            .ok()
-            .filter(|r: &ContainerReport| {
-                r.epoch == placement.epoch && Some(&r.node) == placement.node.as_ref()
-            });
+        let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
+        let report: Option<ContainerReport> =
+            dora_crds::decode(&row.observed)
+                .ok()
+                .filter(|r: &ContainerReport| {
+                    r.epoch == placement.epoch && Some(&r.node) == placement.node.as_ref()
+                });
         Container {
             name: row.key.name.clone(),
             index: row.resource["index"].as_u64().unwrap_or_default(),

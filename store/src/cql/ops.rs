@@ -266,8 +266,8 @@ impl CqlStore {
             created: now,
             updated: now,
             resource: Arc::new(write.spec.clone()),
-            desired: write.desired.clone(),
-            computed: write.computed.clone().unwrap_or(Value::Null),
+            desired: Arc::new(write.desired.clone()),
+            computed: Arc::new(write.computed.clone().unwrap_or(Value::Null)),
             computed_version: u64::from(write.computed.is_some()),
             ..Row::new(key.clone(), uid)
         };
@@ -282,8 +282,8 @@ impl CqlStore {
             big(now),
             big(now),
             text(&to_json(&*row.resource)?),
-            text(&to_json(&row.desired)?),
-            text(&to_json(&row.computed)?),
+            text(&to_json(&*row.desired)?),
+            text(&to_json(&*row.computed)?),
             big(row.computed_version as i64),
             text("null"),
             big(0),
@@ -370,7 +370,7 @@ impl CqlStore {
             labels: write.labels.clone(),
             updated: now,
             resource: Arc::new(write.spec.clone()),
-            desired: write.desired.clone(),
+            desired: Arc::new(write.desired.clone()),
             ..row.clone()
         }))
     }
@@ -534,7 +534,7 @@ impl Store for CqlStore {
             if let Some(row) = &existing {
                 let ours = *row.resource == write.spec
                     && row.labels == write.labels
-                    && row.desired == write.desired;
+                    && *row.desired == write.desired;
                 if failures > 0 && row.uid == uid {
                     self.append_change(&write.key, ChangeOp::Put, Columns::Spec, row.version)
                         .await?;
@@ -574,7 +574,7 @@ impl Store for CqlStore {
             };
             if *row.resource == write.spec
                 && row.labels == write.labels
-                && row.desired == write.desired
+                && *row.desired == write.desired
             {
                 return Ok(SpecOutcome::Unchanged(Arc::new(row)));
             }
@@ -641,7 +641,7 @@ impl Store for CqlStore {
             };
             if lost_from
                 .take()
-                .is_some_and(|from| current == from + 1 && *stored == value)
+                .is_some_and(|from| current == from + 1 && **stored == value)
             {
                 self.append_change(key, ChangeOp::Put, column.into(), current)
                     .await?;
@@ -687,10 +687,10 @@ impl Store for CqlStore {
                 let mut row = row;
                 match column {
                     StatusColumn::Computed => {
-                        (row.computed, row.computed_version) = (value, current + 1)
+                        (row.computed, row.computed_version) = (Arc::new(value), current + 1)
                     }
                     StatusColumn::Observed => {
-                        (row.observed, row.observed_version) = (value, current + 1)
+                        (row.observed, row.observed_version) = (Arc::new(value), current + 1)
                     }
                 }
                 self.inner.recent.wrote(&row, column);

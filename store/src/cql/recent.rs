@@ -158,9 +158,9 @@ mod tests {
 
     fn row(name: &str, uid: &str, computed: u64, observed: u64) -> Row {
         Row {
-            computed: computed.into(),
+            computed: Arc::new(computed.into()),
             computed_version: computed,
-            observed: observed.into(),
+            observed: Arc::new(observed.into()),
             observed_version: observed,
             ..Row::new(key(name), uid)
         }
@@ -173,7 +173,7 @@ mod tests {
         recent.wrote(&row("a", "u1", 9, 2), StatusColumn::Observed);
         let kept = recent.latest(&key("a")).unwrap();
         assert_eq!((kept.computed_version, kept.observed_version), (3, 2));
-        assert_eq!(kept.observed, serde_json::json!(2));
+        assert_eq!(*kept.observed, serde_json::json!(2));
         recent.wrote(&row("a", "u1", 0, 1), StatusColumn::Observed);
         recent.wrote(&row("a", "u2", 0, 7), StatusColumn::Observed);
         assert_eq!(recent.latest(&key("a")).unwrap().observed_version, 2);

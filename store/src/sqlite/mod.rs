@@ -713,7 +713,7 @@ mod tests {
         assert_eq!(changes.len(), 3);
         assert_eq!(changes[2].columns, crate::Columns::Computed);
         let last = ours.get_after(&changes[2]).await.unwrap().unwrap();
-        assert_eq!(last.computed, json!({"n": 2}), "the other process's write");
+        assert_eq!(*last.computed, json!({"n": 2}), "the other process's write");
         assert_eq!(last.computed_version, 2);
         // For an earlier change, the row kept may be older than the newest, never older than
         // the change: the newer write's own change follows.

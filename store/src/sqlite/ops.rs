@@ -297,16 +297,16 @@ pub(super) fn put_spec(
             created: now,
             updated: now,
             resource: Arc::new(write.spec),
-            desired: write.desired,
+            desired: Arc::new(write.desired),
             computed_version: u64::from(write.computed.is_some()),
-            computed: write.computed.unwrap_or(Value::Null),
+            computed: Arc::new(write.computed.unwrap_or(Value::Null)),
             ..Row::new(write.key, uid)
         };
         let row = Arc::new(row);
         tx.rows.insert(row.key.clone(), Some(row.clone()));
         return Ok((SpecOutcome::Created, row));
     };
-    if *old.resource == write.spec && old.labels == write.labels && old.desired == write.desired {
+    if *old.resource == write.spec && old.labels == write.labels && *old.desired == write.desired {
         return Ok((SpecOutcome::Unchanged, old));
     }
     let spec_changed = *old.resource != write.spec;
@@ -340,7 +340,7 @@ pub(super) fn put_spec(
     row.labels = write.labels;
     row.updated = now;
     row.resource = Arc::new(write.spec);
-    row.desired = write.desired;
+    row.desired = Arc::new(write.desired);
     let row = Arc::new(row);
     tx.rows.insert(row.key.clone(), Some(row.clone()));
     Ok((SpecOutcome::Configured, row))
@@ -454,11 +454,11 @@ pub(super) fn put_status(
     let mut row = Arc::unwrap_or_clone(row);
     match column {
         StatusColumn::Computed => {
-            row.computed = value;
+            row.computed = Arc::new(value);
             row.computed_version = current + 1;
         }
         StatusColumn::Observed => {
-            row.observed = value;
+            row.observed = Arc::new(value);
             row.observed_version = current + 1;
         }
     }
