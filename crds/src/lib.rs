@@ -43,3 +43,31 @@ pub fn decode_written<T: serde::de::DeserializeOwned>(value: &serde_json::Value)
     }
     T::deserialize(value).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::status::{ContainerReport, ContainerState};
+
+    #[test]
+    fn a_status_column_decodes_only_once_written_and_well_formed() {
+        assert_eq!(
+            decode_written::<ContainerReport>(&serde_json::Value::Null),
+            None
+        );
+        assert_eq!(
+            decode_written::<ContainerReport>(&json!({"state": "NoSuchState"})),
+            None
+        );
+        let report = ContainerReport {
+            node: "n1".into(),
+            epoch: 3,
+            state: ContainerState::Running,
+            ..ContainerReport::default()
+        };
+        let written = encode(&report).unwrap();
+        assert_eq!(decode_written::<ContainerReport>(&written), Some(report));
+    }
+}
