@@ -5,7 +5,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use dora_crds::Scope;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value as Sql};
+use rusqlite::types::{ToSqlOutput, Value as Sql};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
 use super::committed::lock;
@@ -255,30 +256,29 @@ pub(super) fn put_spec(
         .unwrap_or_default();
     let Some(old) = existing else {
         let uid = uuid::Uuid::new_v4().to_string();
-        let mut values: Vec<Sql> = key_params(key).map(|v| Sql::Text(v.into())).collect();
+        let node = write
+            .computed
+            .as_ref()
+            .and_then(|c| c.get("node"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut values: Vec<ToSqlOutput<'_>> = key_params(key).map(ToSqlOutput::from).collect();
         values.extend([
-            Sql::Text(uid.clone()),
-            Sql::Integer(1),
-            Sql::Integer(1),
-            Sql::Text(write.spec_hash.clone()),
-            Sql::Text(write.owner.clone()),
-            Sql::Text(labels),
-            Sql::Integer(now),
-            Sql::Integer(now),
-            Sql::Text(spec),
-            Sql::Text(desired),
-            Sql::Text(computed),
-            Sql::Integer(i64::from(write.computed.is_some())),
+            uid.as_str().into(),
+            1.into(),
+            1.into(),
+            write.spec_hash.as_str().into(),
+            write.owner.as_str().into(),
+            labels.as_str().into(),
+            now.into(),
+            now.into(),
+            spec.as_str().into(),
+            desired.as_str().into(),
+            computed.as_str().into(),
+            i64::from(write.computed.is_some()).into(),
         ]);
         if table == Table::Containers {
-            values.push(Sql::Text(workload.into()));
-            let node = write
-                .computed
-                .as_ref()
-                .and_then(|c| c.get("node"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            values.push(Sql::Text(node.into()));
+            values.extend([workload.into(), node.into()]);
         }
         let inserted = conn
             .prepare_cached(&sql(table).insert)
@@ -316,18 +316,18 @@ pub(super) fn put_spec(
     } else {
         old.generation
     };
-    let mut values: Vec<Sql> = vec![
-        Sql::Integer(generation as i64),
-        Sql::Text(write.spec_hash.clone()),
-        Sql::Text(labels),
-        Sql::Integer(now),
-        Sql::Text(spec),
-        Sql::Text(desired),
+    let mut values: Vec<ToSqlOutput<'_>> = vec![
+        (generation as i64).into(),
+        write.spec_hash.as_str().into(),
+        labels.as_str().into(),
+        now.into(),
+        spec.as_str().into(),
+        desired.as_str().into(),
     ];
     if table == Table::Containers {
-        values.push(Sql::Text(workload.into()));
+        values.push(workload.into());
     }
-    values.extend(key_params(key).map(|v| Sql::Text(v.into())));
+    values.extend(key_params(key).map(ToSqlOutput::from));
     conn.prepare_cached(&sql(table).update_spec)
         .map_err(backend)?
         .execute(params_from_iter(values))
@@ -430,14 +430,13 @@ pub(super) fn put_status(
                     .get("node")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
-                    .to_string()
             }),
         ),
         StatusColumn::Observed => (&sql(table).update_observed, None),
     };
-    let mut values = vec![Sql::Text(text)];
-    values.extend(node.map(Sql::Text));
-    values.extend(key_params(key).map(|v| Sql::Text(v.into())));
+    let mut values = vec![ToSqlOutput::from(text.as_str())];
+    values.extend(node.map(ToSqlOutput::from));
+    values.extend(key_params(key).map(ToSqlOutput::from));
     conn.prepare_cached(statement)
         .map_err(backend)?
         .execute(params_from_iter(values))
