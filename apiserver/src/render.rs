@@ -1,6 +1,7 @@
 //! Turning stored rows into the documents the API returns.
 
-use dora_crds::{API_VERSION, Metadata, Resource};
+use dora_crds::status::NodeCondition;
+use dora_crds::{API_VERSION, Kind, Metadata, Resource, decode_written, phase};
 use dora_store::{ObjectKey, Row};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -30,6 +31,7 @@ pub fn resource(row: &Row) -> Resource {
             status.insert(name.into(), Value::clone(value));
         }
     }
+    summarize(row, &mut status);
     Resource {
         api_version: API_VERSION.into(),
         kind: row.key.kind.clone(),
@@ -48,6 +50,41 @@ pub fn resource(row: &Row) -> Resource {
         },
         spec: Value::clone(&row.resource),
         status: (!status.is_empty()).then_some(Value::Object(status)),
+    }
+}
+
+/// Adds the words a person reads first (`status.phase`, `status.message`, and when a restart
+/// waits, `status.nextRetry`) to the kinds that have them.
+fn summarize(row: &Row, status: &mut Map<String, Value>) {
+    let phase = match Kind::parse(&row.key.kind) {
+        Some(Kind::Workload) => {
+            let replicas = row.resource["replica"]["count"].as_u64().unwrap_or(0);
+            phase::workload(
+                decode_written(&row.computed).as_ref(),
+                u32::try_from(replicas).unwrap_or(u32::MAX),
+            )
+        }
+        Some(Kind::Container) => phase::container(
+            decode_written(&row.computed).as_ref(),
+            decode_written(&row.observed).as_ref(),
+        ),
+        Some(Kind::Node) => {
+            let condition: Option<NodeCondition> = decode_written(&row.computed);
+            let cordoned = row.resource["schedulingDisabled"].as_bool() == Some(true);
+            status.insert(
+                "scheduling".into(),
+                phase::node_scheduling(cordoned, condition.as_ref()).into(),
+            );
+            phase::node(condition.as_ref())
+        }
+        _ => return,
+    };
+    status.insert("phase".into(), phase.word.into());
+    if let Some(message) = phase.message {
+        status.insert("message".into(), message.into());
+    }
+    if let Some(at) = phase.next_retry {
+        status.insert("nextRetry".into(), timestamp(at).into());
     }
 }
 

@@ -1,13 +1,15 @@
 //! What the API does, independent of HTTP: apply and delete documents for an identity. The
 //! bootstrap of `dora up` uses it too.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dora_crds::spec::Verb;
 use dora_crds::status::CreditAccount;
 use dora_crds::{Document, Kind, Resource, Scope, parse_documents, spec_hash};
 use dora_store::{
     Event, EventType, ObjectKey, Precondition, SpecOutcome, SpecWrite, Store, StoreError,
+    now_millis,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -65,6 +67,9 @@ pub struct Applied {
     pub outcome: &'static str,
     pub version: u64,
     pub generation: u64,
+    /// What the caller should know although the apply succeeded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Apply, delete and the checks they share.
@@ -72,6 +77,8 @@ pub struct Applied {
 pub struct Service {
     pub store: Arc<dyn Store>,
     pub directory: Directory,
+    /// Per zone, until when its scheduler's lease was last seen held (Unix milliseconds).
+    pub schedulers: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 /// Resolved partition of a request.
@@ -286,6 +293,21 @@ impl Service {
             ))
             .await;
         }
+        let mut warnings = Vec::new();
+        if kind == Kind::Workload
+            && outcome.verb() != "unchanged"
+            && let Some(why) = self.unscheduled(&key.zone).await
+        {
+            self.record(Event::new(
+                &key,
+                EventType::Warning,
+                "NoScheduler",
+                why.clone(),
+                "apiserver",
+            ))
+            .await;
+            warnings.push(why);
+        }
         Ok(Applied {
             index: document.index,
             kind: kind.name().into(),
@@ -295,6 +317,7 @@ impl Service {
             outcome: outcome.verb(),
             version: row.version,
             generation: row.generation,
+            warnings,
         })
     }
 
@@ -336,6 +359,52 @@ impl Service {
         Ok(render::resource(&row))
     }
 
+    /// Why nothing places workloads of `zone` now, if so: no scheduler holds its lease.
+    async fn unscheduled(&self, zone: &str) -> Option<String> {
+        let now = now_millis();
+        let seen = |schedulers: &Mutex<HashMap<String, i64>>| {
+            let schedulers = schedulers.lock().unwrap_or_else(PoisonError::into_inner);
+            schedulers.get(zone).is_some_and(|until| *until > now)
+        };
+        if seen(&self.schedulers) {
+            return None;
+        }
+        let lease = match self.store.lease(zone, "scheduler").await {
+            Ok(lease) => lease,
+            // Not knowing is no reason to warn.
+            Err(_) => return None,
+        };
+        match lease {
+            Some(lease) if lease.expires > now => {
+                self.schedulers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(zone.to_string(), lease.expires);
+                None
+            }
+            Some(lease) => Some(format!(
+                "no scheduler serves zone {zone} (the last one stopped renewing its lease at {}): the workload waits until one runs (`dora scheduler --zone {zone}`, or `dora up --zone {zone}`)",
+                render::timestamp(lease.expires)
+            )),
+            None => Some(format!(
+                "no scheduler has ever served zone {zone}: the workload waits until one runs (`dora scheduler --zone {zone}`, or `dora up --zone {zone}`)"
+            )),
+        }
+    }
+
+    /// The credit account of `user` in `zone` when it is out of credits.
+    pub(crate) async fn out_of_credit(
+        &self,
+        user: &str,
+        zone: &str,
+    ) -> Result<Option<CreditAccount>, ApiError> {
+        let key = ObjectKey::new(Kind::Usercredit, zone, "", user);
+        let Some(row) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        Ok(dora_crds::decode_written::<CreditAccount>(&row.computed).filter(|a| a.out_of_credit))
+    }
+
     /// Refuses a workload apply that would start more replicas while its user is out of
     /// credits in the zone (until the credit system's weekly reset).
     async fn check_credits(
@@ -349,17 +418,9 @@ impl Service {
         if wanted == 0 {
             return Ok(());
         }
-        let account_key = ObjectKey::new(Kind::Usercredit, &key.zone, "", &identity.user);
-        let Some(account) = self.store.get(&account_key).await? else {
+        let Some(account) = self.out_of_credit(&identity.user, &key.zone).await? else {
             return Ok(());
         };
-        let account: CreditAccount = match dora_crds::decode(&account.computed) {
-            Ok(account) => account,
-            Err(_) => return Ok(()),
-        };
-        if !account.out_of_credit {
-            return Ok(());
-        }
         let running = self
             .store
             .get(key)
@@ -378,7 +439,8 @@ impl Service {
         )))
     }
 
-    async fn record(&self, event: Event) {
+    /// Records an event; one that cannot be written is logged, never an error for the caller.
+    pub(crate) async fn record(&self, event: Event) {
         if let Err(e) = self.store.append_event(event).await {
             tracing::warn!(error = %e, "could not record an event");
         }

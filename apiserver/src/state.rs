@@ -176,7 +176,11 @@ impl ApiServer {
         let (directory, cursor) = Directory::load(store.as_ref()).await?;
         tokio::spawn(directory.clone().follow(store.clone(), cursor));
         let state = State {
-            service: Service { store, directory },
+            service: Service {
+                store,
+                directory,
+                schedulers: Default::default(),
+            },
             tokens: TokenKey::from_secret(secret)?,
             verified: VerifiedTokens::default(),
             options,

@@ -400,6 +400,20 @@ pub struct ApplyArgs {
     pub env: Vec<String>,
 }
 
+impl Command {
+    /// Whether this is a command a person runs and reads, not a long-running component.
+    pub fn is_client(&self) -> bool {
+        !matches!(
+            self,
+            Command::Up(_)
+                | Command::Scheduler(_)
+                | Command::Creditsys(_)
+                | Command::Sim(_)
+                | Command::Node(_)
+        )
+    }
+}
+
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {

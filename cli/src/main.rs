@@ -34,8 +34,22 @@ fn small_allocator() {
     eprintln!("warning: cannot restart with the smaller allocator setting: {error}");
 }
 
+/// Lets a closed pipe end a client command quietly (`dora completion bash | head`), as it
+/// ends other Unix tools; Rust ignores SIGPIPE, so every print would panic instead. The
+/// long-running components keep ignoring it: their sockets report a closed peer as an error.
+fn die_on_closed_pipe() {
+    // SAFETY: called first thing in `main`, before any other thread exists; setting a signal
+    // disposition to its default has no other effect on this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let args = args::Cli::parse();
+    if args.command.is_client() {
+        die_on_closed_pipe();
+    }
     let agent = matches!(args.command, args::Command::Node(_));
     if agent && std::env::var_os(EAGER_COMMIT).is_none() {
         small_allocator();

@@ -23,7 +23,7 @@ pub fn read_all(paths: &[PathBuf], env: &[String]) -> anyhow::Result<Vec<Manifes
                 .context("cannot read standard input")?;
             manifests.push(Manifest {
                 source: "<stdin>".into(),
-                text: substitute(&text, &vars),
+                text: substitute(&text, &vars).context("<stdin>")?,
             });
             continue;
         }
@@ -32,7 +32,7 @@ pub fn read_all(paths: &[PathBuf], env: &[String]) -> anyhow::Result<Vec<Manifes
                 .with_context(|| format!("cannot read {}", file.display()))?;
             manifests.push(Manifest {
                 source: file.display().to_string(),
-                text: substitute(&text, &vars),
+                text: substitute(&text, &vars).with_context(|| file.display().to_string())?,
             });
         }
     }
@@ -100,23 +100,36 @@ fn reference(text: &str) -> Option<(&str, usize)> {
 }
 
 /// Replaces `${KEY}` and `$KEY` in one pass: a `$KEY` reference runs to the end of the name
-/// (`$APPLE` is not `$A` followed by `PPLE`), values are not scanned again, and names that are
-/// not given are left as they are.
-fn substitute(text: &str, vars: &[(String, String)]) -> String {
+/// (`$APPLE` is not `$A` followed by `PPLE`), values are not scanned again, and `$$` stands
+/// for a `$` that is kept (`$$HOME` for a shell's own variable). Without variables the text is
+/// left as it is; with them, a reference to one not given is an error naming it.
+fn substitute(text: &str, vars: &[(String, String)]) -> anyhow::Result<String> {
+    if vars.is_empty() {
+        return Ok(text.to_string());
+    }
     let mut out = String::with_capacity(text.len());
+    let mut missing: Vec<String> = Vec::new();
     let mut rest = text;
     while let Some(dollar) = rest.find('$') {
         out.push_str(&rest[..dollar]);
         let after = &rest[dollar + 1..];
-        let value = reference(after).and_then(|(name, len)| {
-            vars.iter()
-                .rev()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| (value, len))
-        });
-        match value {
-            Some((value, len)) => {
-                out.push_str(value);
+        if let Some(escaped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = escaped;
+            continue;
+        }
+        match reference(after) {
+            Some((name, len)) => {
+                match vars.iter().rev().find(|(key, _)| key == name) {
+                    Some((_, value)) => out.push_str(value),
+                    None => {
+                        let line = text[..text.len() - rest.len() + dollar]
+                            .lines()
+                            .count()
+                            .max(1);
+                        missing.push(format!("${name} (line {line})"));
+                    }
+                }
                 rest = &after[len..];
             }
             None => {
@@ -126,7 +139,13 @@ fn substitute(text: &str, vars: &[(String, String)]) -> String {
         }
     }
     out.push_str(rest);
-    out
+    if !missing.is_empty() {
+        bail!(
+            "not set: {}; pass -e NAME=VALUE for each, or write $$NAME to keep a literal $NAME",
+            missing.join(", ")
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -141,37 +160,55 @@ mod tests {
     #[test]
     fn substitutes_both_forms_by_whole_name() {
         let vars = vars(&["A=1", "AB=2"]);
-        assert_eq!(substitute("$AB ${A} $A", &vars), "2 1 1");
-        assert_eq!(substitute("$A-$AB.$A_x ${A}B", &vars), "1-2.$A_x 1B");
+        assert_eq!(substitute("$AB ${A} $A", &vars).unwrap(), "2 1 1");
+        assert_eq!(
+            substitute("$A-$AB.$$A_x ${A}B", &vars).unwrap(),
+            "1-2.$A_x 1B"
+        );
         assert!(parse_env(&["novalue".into()]).is_err());
     }
 
     #[test]
     fn a_name_is_not_replaced_inside_a_longer_one() {
-        let vars = vars(&["A=1"]);
+        let vars = vars(&["A=1", "APPLE=2", "A9=3", "A_=4"]);
         assert_eq!(
-            substitute("$APPLE ${APPLE} $A9 $A_", &vars),
-            "$APPLE ${APPLE} $A9 $A_"
+            substitute("$APPLE ${APPLE} $A9 $A_ $A", &vars).unwrap(),
+            "2 2 3 4 1"
         );
-        assert_eq!(substitute("image: \"$A\"", &vars), "image: \"1\"");
+        assert_eq!(substitute("image: \"$A\"", &vars).unwrap(), "image: \"1\"");
+    }
+
+    #[test]
+    fn a_variable_not_given_is_named() {
+        let vars = vars(&["A=1"]);
+        let error = substitute("a: $A\nb: ${MISSING}\nc: $$HOME $OTHER", &vars)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("$MISSING (line 2), $OTHER (line 3)"),
+            "{error}"
+        );
+        assert_eq!(substitute("$$HOME", &vars).unwrap(), "$HOME");
+        assert_eq!(substitute("$B", &[]).unwrap(), "$B");
     }
 
     #[test]
     fn values_are_not_substituted_again() {
         let vars = vars(&["A=$B", "B=x", "C=${A}"]);
-        assert_eq!(substitute("$A ${C} $B", &vars), "$B ${A} x");
+        assert_eq!(substitute("$A ${C} $B", &vars).unwrap(), "$B ${A} x");
     }
 
     #[test]
-    fn unknown_names_and_stray_dollars_stay() {
+    fn stray_dollars_stay() {
         let vars = vars(&["A=1"]);
         for text in [
-            "$", "$$", "$ A", "${", "${A", "${}", "${1A}", "$1", "cost: 5$", "ü$ü",
+            "$", "$ A", "${", "${A", "${}", "${1A}", "$1", "cost: 5$", "ü$ü",
         ] {
-            assert_eq!(substitute(text, &vars), text, "{text:?}");
+            assert_eq!(substitute(text, &vars).unwrap(), text, "{text:?}");
         }
-        assert_eq!(substitute("$$A", &vars), "$1");
-        assert_eq!(substitute("ü$Aü", &vars), "ü1ü");
+        assert_eq!(substitute("$$", &vars).unwrap(), "$");
+        assert_eq!(substitute("$$$A", &vars).unwrap(), "$1");
+        assert_eq!(substitute("ü$Aü", &vars).unwrap(), "ü1ü");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Printing resources: kubectl-like tables, YAML and JSON.
 
 use comfy_table::{CellAlignment, ColumnConstraint, Table, presets};
-use dora_crds::Kind;
+use dora_crds::{Column, Format, Kind};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -27,20 +27,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         .join("\n")
 }
 
-/// `5s`, `3m`, `2h`, `4d` since an RFC 3339 timestamp.
+/// `5s`, `3m`, `2h`, `4d` since an RFC 3339 timestamp (or Unix milliseconds).
 pub fn age(timestamp: &Value) -> String {
-    let Some(then) = timestamp
-        .as_str()
-        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-    else {
-        return "<unknown>".into();
-    };
-    let secs = (OffsetDateTime::now_utc() - then).whole_seconds().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 2 * 3600 => format!("{}m", s / 60),
-        s if s < 2 * 86_400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
+    match instant(timestamp) {
+        Some(then) => span((OffsetDateTime::now_utc() - then).whole_seconds().max(0)),
+        None => "<unknown>".into(),
     }
 }
 
@@ -48,6 +39,12 @@ fn text(value: &Value) -> String {
     match value {
         Value::Null => "<none>".into(),
         Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "<none>".into(),
+        Value::Array(items) => {
+            let mut words: Vec<String> = items.iter().map(text).collect();
+            words.dedup();
+            words.join(",")
+        }
         other => other.to_string(),
     }
 }
@@ -63,173 +60,107 @@ fn labels(item: &Value) -> String {
     }
 }
 
-fn count(value: &Value) -> String {
-    value
-        .as_array()
-        .map_or("0".into(), |items| items.len().to_string())
-}
-
-/// Fills a kind's own columns from one item.
-type Cells = fn(&Value) -> Vec<String>;
-
-/// Kind-specific columns: headers and how to fill them.
-fn kind_columns(kind: Kind) -> (Vec<&'static str>, Cells) {
-    match kind {
-        Kind::Workload => (vec!["READY", "DRIVER", "IMAGE", "GEN", "STATUS"], |i| {
-            let spec = &i["spec"];
-            let image = match spec["image"]["image"].as_str() {
-                Some(image) => image.to_string(),
-                None => match &spec["config"]["cmd"] {
-                    Value::Array(args) => args.iter().map(text).collect::<Vec<_>>().join(" "),
-                    other => text(other),
-                },
-            };
-            let computed = &i["status"]["computed"];
-            let status = computed["paused"]
-                .as_str()
-                .map(|why| format!("Paused: {why}"))
-                .or_else(|| {
-                    computed["reason"]
-                        .as_str()
-                        .map(|why| format!("Pending: {why}"))
-                })
-                .unwrap_or_default();
-            vec![
-                format!(
-                    "{}/{}",
-                    computed["ready"].as_u64().unwrap_or(0),
-                    text(&spec["replica"]["count"])
-                ),
-                text(&spec["driver"]),
-                image,
-                text(&i["metadata"]["generation"]),
-                status,
-            ]
-        }),
-        Kind::Container => (vec!["WORKLOAD", "NODE", "STATE", "RESTARTS", "GPUS"], |i| {
-            let computed = &i["status"]["computed"];
-            let observed = &i["status"]["observed"];
-            let current = observed["epoch"] == computed["epoch"] && computed["node"].is_string();
-            let state = if computed["node"].is_null() {
-                "Pending".to_string()
-            } else if current {
-                text(&observed["state"])
-            } else {
-                "Bound".to_string()
-            };
-            let gpus: Vec<String> = computed["gpus"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
-            vec![
-                text(&i["spec"]["workload"]),
-                text(&computed["node"]),
-                state,
-                computed["restarts"].as_u64().unwrap_or(0).to_string(),
-                gpus.join(","),
-            ]
-        }),
-        Kind::Node => (vec!["STATE", "SCHEDULING", "GPUS", "CPUS"], |i| {
-            let observed = &i["status"]["observed"];
-            let cordoned = i["spec"]["schedulingDisabled"].as_bool().unwrap_or(false);
-            let state = match i["status"]["computed"]["ready"].as_bool() {
-                Some(true) => "Ready",
-                Some(false) => "NotReady",
-                None => "Unknown",
-            };
-            vec![
-                state.into(),
-                if cordoned { "Disabled" } else { "Enabled" }.into(),
-                count(&observed["gpus"]),
-                text(&observed["cpu"]["count"]),
-            ]
-        }),
-        Kind::User => (vec!["ZONE", "WORKSPACE", "ROLES"], |i| {
-            let spec = &i["spec"];
-            let mut roles: Vec<String> = spec["resources"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|b| text(&b["role"]))
-                .collect();
-            roles.dedup();
-            vec![
-                text(&spec["default"]["zone"]),
-                text(&spec["default"]["workspace"]),
-                roles.join(","),
-            ]
-        }),
-        Kind::Role => (vec!["KINDS"], |i| {
-            let kinds: Vec<String> = i["spec"]["permission"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, _)| k.clone())
-                .collect();
-            vec![kinds.join(",")]
-        }),
-        Kind::Zone => (vec!["ENDPOINT"], |i| vec![text(&i["spec"]["endpoint"])]),
-        Kind::Workspace => (vec![], |_| vec![]),
-        Kind::Storage => (vec!["KIND", "MOUNTPATH"], |i| {
-            vec![text(&i["spec"]["kind"]), text(&i["spec"]["mountpath"])]
-        }),
-        Kind::Volume => (vec!["STORAGE", "POLICY"], |i| {
-            vec![text(&i["spec"]["storage"]), text(&i["spec"]["policy"])]
-        }),
-        Kind::Resourcecredit => (vec!["PRODUCT", "CREDIT/HOUR"], |i| {
-            vec![
-                text(&i["spec"]["product_name"]),
-                text(&i["spec"]["credit"]["per"]["hour"]),
-            ]
-        }),
-        Kind::Usercredit => (vec!["USER", "WEEKLY", "LIMIT", "OUT"], |i| {
-            let account = &i["status"]["computed"];
-            vec![
-                text(&i["spec"]["user"]),
-                format!("{:.2}", account["weekly"].as_f64().unwrap_or(0.0)),
-                account["limit"]
-                    .as_f64()
-                    .map_or("-".into(), |l| format!("{l:.2}")),
-                text(&account["outOfCredit"]),
-            ]
-        }),
-        Kind::Gpu => (
-            vec!["NODE", "MODEL", "MEMORY", "TEMP", "POWER", "BOOKED"],
-            |i| {
-                let device = &i["status"]["device"];
-                vec![
-                    text(&i["status"]["node"]),
-                    text(&device["product_name"]),
-                    format!(
-                        "{}/{}",
-                        text(&device["memory_used"]),
-                        text(&device["memory_total"])
-                    ),
-                    text(&device["temperature"]),
-                    text(&device["power"]),
-                    text(&device["booked"]),
-                ]
-            },
-        ),
-        Kind::Cpu => (vec!["NODE", "MODEL"], |i| {
-            vec![
-                text(&i["status"]["node"]),
-                text(&i["status"]["device"]["product_name"]),
-            ]
-        }),
+/// An instant given as Unix milliseconds or RFC 3339 text.
+fn instant(value: &Value) -> Option<OffsetDateTime> {
+    match value {
+        Value::Number(n) => {
+            OffsetDateTime::from_unix_timestamp_nanos(n.as_i64()? as i128 * 1_000_000).ok()
+        }
+        Value::String(t) => OffsetDateTime::parse(t, &Rfc3339).ok(),
+        _ => None,
     }
 }
 
+/// Unix milliseconds as RFC 3339 text.
+pub fn time(millis: i64) -> Value {
+    OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .map_or(Value::from(millis), Value::from)
+}
+
+fn span(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// `16Gi`, `512Mi`, `900`: bytes in the largest binary unit that keeps a whole number.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["Ki", "Mi", "Gi", "Ti", "Pi"];
+    let mut value = n as f64;
+    let mut unit = "";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    if unit.is_empty() {
+        n.to_string()
+    } else if value >= 100.0 || value.fract() == 0.0 {
+        format!("{value:.0}{unit}")
+    } else {
+        format!("{value:.1}{unit}")
+    }
+}
+
+/// The text of one declared column for one object.
+pub fn cell(column: &Column, item: &Value) -> String {
+    let Some(value) = column.value(item) else {
+        return match column.format {
+            Format::Of(other) => format!("0/{}", text(item.pointer(other).unwrap_or(&Value::Null))),
+            _ => "<none>".into(),
+        };
+    };
+    match column.format {
+        Format::Text => text(&value),
+        Format::Count => value.as_array().map_or(0, Vec::len).to_string(),
+        Format::Keys => value
+            .as_object()
+            .map(|map| map.keys().cloned().collect::<Vec<_>>().join(","))
+            .unwrap_or_else(|| text(&value)),
+        Format::Bytes => value.as_u64().map_or_else(|| text(&value), bytes),
+        Format::Decimal => value
+            .as_f64()
+            .map_or_else(|| text(&value), |n| format!("{n:.2}")),
+        Format::Age => instant(&value).map_or_else(
+            || text(&value),
+            |then| span((OffsetDateTime::now_utc() - then).whole_seconds().max(0)),
+        ),
+        Format::Until => instant(&value).map_or_else(
+            || text(&value),
+            |then| match (then - OffsetDateTime::now_utc()).whole_seconds() {
+                secs if secs > 0 => format!("in {}", span(secs)),
+                _ => "now".into(),
+            },
+        ),
+        Format::Of(other) => format!(
+            "{}/{}",
+            text(&value),
+            text(item.pointer(other).unwrap_or(&Value::Null))
+        ),
+    }
+}
+
+/// The headers and rows of a table of resources of one kind.
+pub struct ResourceTable {
+    pub headers: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
 /// A table of resources of one kind; `event` adds a leading column with watch event types.
-pub fn resource_table(
+pub fn resource_rows(
     kind: Kind,
     items: &[(Option<&str>, &Value)],
     wide: bool,
     show_workspace: bool,
-) -> String {
-    let (extra, cells) = kind_columns(kind);
+) -> ResourceTable {
+    let columns: Vec<&Column> = kind.columns().iter().filter(|c| wide || !c.wide).collect();
     let watching = items.iter().any(|(event, _)| event.is_some());
     let mut headers = Vec::new();
     if watching {
@@ -239,7 +170,7 @@ pub fn resource_table(
     if show_workspace {
         headers.push("WORKSPACE");
     }
-    headers.extend(extra);
+    headers.extend(columns.iter().map(|c| c.name));
     headers.push("AGE");
     if wide {
         headers.extend(["VERSION", "OWNER", "LABELS"]);
@@ -256,7 +187,7 @@ pub fn resource_table(
             if show_workspace {
                 row.push(text(&meta["workspace"]));
             }
-            row.extend(cells(item));
+            row.extend(columns.iter().map(|c| cell(c, item)));
             row.push(if meta["created"].is_null() {
                 "-".into()
             } else {
@@ -268,6 +199,17 @@ pub fn resource_table(
             row
         })
         .collect();
+    ResourceTable { headers, rows }
+}
+
+/// [`resource_rows`] as text.
+pub fn resource_table(
+    kind: Kind,
+    items: &[(Option<&str>, &Value)],
+    wide: bool,
+    show_workspace: bool,
+) -> String {
+    let ResourceTable { headers, rows } = resource_rows(kind, items, wide, show_workspace);
     table(&headers, &rows)
 }
 
@@ -339,5 +281,12 @@ mod tests {
         assert_eq!(age(&ts(600)), "10m");
         assert_eq!(age(&ts(3 * 86_400)), "3d");
         assert_eq!(age(&json!(null)), "<unknown>");
+    }
+
+    #[test]
+    fn byte_counts_use_binary_units() {
+        assert_eq!(bytes(900), "900");
+        assert_eq!(bytes(16 << 30), "16Gi");
+        assert_eq!(bytes(1536 << 20), "1.5Gi");
     }
 }

@@ -1,17 +1,20 @@
 //! The Dora resource model: the document envelope, every built-in kind as a typed spec with a
 //! JSON Schema, validation whose errors name the document and the field, and spec hashing.
 
+mod columns;
 mod document;
 mod error;
 mod hash;
 mod kind;
 mod meta;
 mod name;
+pub mod phase;
 mod quantity;
 mod schema;
 pub mod spec;
 pub mod status;
 
+pub use columns::{Column, Format};
 pub use document::{Document, parse_documents, parse_resource};
 pub use error::ValidationError;
 pub use hash::{canonical_json, spec_hash};

@@ -156,6 +156,20 @@ pub struct ContainerReport {
     pub restarts: u32,
 }
 
+impl ContainerReport {
+    /// Whether this report is about `place`'s binding (same node and epoch), not an earlier one.
+    pub fn is_of(&self, place: &Placement) -> bool {
+        self.epoch == place.epoch && place.node.as_ref() == Some(&self.node)
+    }
+}
+
+impl Placement {
+    /// Whether the container holds its node's resources: bound, and not reported ended.
+    pub fn holds(&self, report: Option<&ContainerReport>) -> bool {
+        self.node.is_some() && !report.is_some_and(|r| r.is_of(self) && r.state.is_final())
+    }
+}
+
 /// A workload's `computed` columns, kept by the scheduler.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -169,6 +183,18 @@ pub struct WorkloadStatus {
     pub pending: u32,
     /// Containers that ended and are not restarted.
     pub finished: u32,
+    /// Of the finished ones, those that failed.
+    #[serde(default)]
+    pub failed: u32,
+    /// Containers waiting out their restart backoff.
+    #[serde(default)]
+    pub backoff: u32,
+    /// The soonest restart of those, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart: Option<i64>,
+    /// Paused because its owner ran out of credits (`paused` says until when).
+    #[serde(default)]
+    pub out_of_credit: bool,
     /// Why containers wait, when they do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -716,6 +716,9 @@ pub async fn lease_has_one_holder_and_fences_the_old_one(store: &dyn Store) {
         .await
         .unwrap()
         .expect("a takes the free lease");
+    let stored = store.lease("z1", "scheduler").await.unwrap().unwrap();
+    assert_eq!((stored.holder.as_str(), stored.epoch), ("a", a.epoch));
+    assert!(store.lease("z1", "creditsys").await.unwrap().is_none());
     assert!(
         store
             .acquire_lease("z1", "scheduler", "b", ttl)
@@ -849,14 +852,12 @@ pub async fn events_are_kept_in_order(store: &dyn Store) {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let volume = ObjectKey::new(Kind::Volume, "z1", "ws", "v");
     store
-        .append_event(Event::new(
-            &ObjectKey::new(Kind::Volume, "z1", "ws", "v"),
-            EventType::Warning,
-            "Full",
-            "x",
-            "node",
-        ))
+        .append_events(vec![
+            Event::new(&volume, EventType::Warning, "Full", "x", "node"),
+            Event::new(&volume, EventType::Normal, "Freed", "y", "node"),
+        ])
         .await
         .unwrap();
     let q = EventQuery {
@@ -877,7 +878,11 @@ pub async fn events_are_kept_in_order(store: &dyn Store) {
         })
         .await
         .unwrap();
-    assert_eq!(all.len(), 4);
+    let reasons: Vec<&str> = all.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        vec!["Applied", "Applied", "Applied", "Full", "Freed"]
+    );
     let newest = store
         .events(&EventQuery {
             zone: "z1".into(),
@@ -891,7 +896,7 @@ pub async fn events_are_kept_in_order(store: &dyn Store) {
             .iter()
             .map(|e| e.message.as_str())
             .collect::<Vec<_>>(),
-        vec!["step 2", "x"]
+        vec!["x", "y"]
     );
     let after = store
         .events(&EventQuery {

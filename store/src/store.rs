@@ -112,6 +112,14 @@ pub trait Store: Send + Sync + 'static {
     /// Records an event.
     async fn append_event(&self, event: Event) -> Result<(), StoreError>;
 
+    /// Records several events; a backend may write them together.
+    async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        for event in events {
+            self.append_event(event).await?;
+        }
+        Ok(())
+    }
+
     /// Events, oldest first.
     async fn events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError>;
 
@@ -135,6 +143,10 @@ pub trait Store: Send + Sync + 'static {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError>;
+
+    /// The lease of `component` in `zone` as stored, expired or not; `None` if nobody ever
+    /// held it.
+    async fn lease(&self, zone: &str, component: &str) -> Result<Option<Lease>, StoreError>;
 
     /// Gives a lease up early so that a standby takes over at once.
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;

@@ -76,8 +76,24 @@ pub(super) async fn post(
     );
     let service = &state.service;
     service.authorize(&identity, verb, target.kind, &key.zone, &key.workspace)?;
-    if service.store.get(&key).await?.is_none() {
+    let Some(row) = service.store.get(&key).await? else {
         return Err(ApiError::not_found(format!("{key} not found")));
+    };
+    if action == "resume"
+        && let Some(account) = service.out_of_credit(&row.owner, &key.zone).await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "OutOfCredit",
+            format!(
+                "{} is out of credits in zone {} (used {:.2} of {:.2} this week): {key} stays paused until the reset at {}; ask an administrator to raise spec.credits of the user",
+                row.owner,
+                key.zone,
+                account.weekly,
+                account.limit.unwrap_or_default(),
+                render::timestamp(account.reset),
+            ),
+        ));
     }
     let now = now_millis();
     let record = ActionRecord {

@@ -9,8 +9,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::{NodeSpec, Verb};
-use dora_crds::status::{ContainerReport, NodeReport, Placement};
-use dora_store::{ObjectKey, Precondition, SpecWrite, StatusColumn, StoreError, now_millis};
+use dora_crds::status::{ContainerReport, ContainerState, NodeReport, Placement};
+use dora_store::{
+    Event, EventType, ObjectKey, Precondition, SpecWrite, StatusColumn, StoreError, now_millis,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -144,14 +146,53 @@ async fn container(
             ),
         ));
     }
+    let before: Option<ContainerReport> = dora_crds::decode_written(&row.observed);
     let value = dora_crds::encode(&report).map_err(internal)?;
     let row = store
         .put_status(&key, StatusColumn::Observed, None, value, None)
         .await?;
+    if let Some(event) = state_change(&key, before.as_ref(), &report) {
+        state.service.record(event).await;
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({"observedVersion": row.observed_version}),
     ))
+}
+
+/// The event a report tells when the container's state changed since the last one: `Pulling`,
+/// `Started`, `Finished` or `Failed` with the exit code.
+fn state_change(
+    key: &ObjectKey,
+    before: Option<&ContainerReport>,
+    report: &ContainerReport,
+) -> Option<Event> {
+    let same_run = before.is_some_and(|b| b.epoch == report.epoch && b.restarts == report.restarts);
+    if same_run && before.is_some_and(|b| b.state == report.state) {
+        return None;
+    }
+    let exit = || match (report.exit_code, &report.reason) {
+        (Some(code), Some(reason)) => format!("exit code {code} ({reason})"),
+        (Some(code), None) => format!("exit code {code}"),
+        (None, Some(reason)) => reason.clone(),
+        (None, None) => "no exit code".into(),
+    };
+    let (kind, reason, message) = match report.state {
+        ContainerState::Pending => return None,
+        ContainerState::Pulling => (
+            EventType::Normal,
+            "Pulling",
+            format!("pulling its image on {}", report.node),
+        ),
+        ContainerState::Running => (
+            EventType::Normal,
+            "Started",
+            format!("started on {}", report.node),
+        ),
+        ContainerState::Succeeded => (EventType::Normal, "Finished", exit()),
+        ContainerState::Failed => (EventType::Warning, "Failed", exit()),
+    };
+    Some(Event::new(key, kind, reason, message, "apiserver"))
 }
 
 #[derive(Deserialize)]

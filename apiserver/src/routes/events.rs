@@ -1,6 +1,8 @@
 //! `GET /v1/events`: events of a zone, optionally of one kind, workspace or resource; with
 //! `watch=true`, followed as NDJSON.
 
+use std::collections::HashMap;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -93,15 +95,16 @@ pub(super) async fn events(
         .filter(|e| visible(&state, &identity, e))
         .collect();
     if !flag(params.watch.as_deref())? {
-        let items: Vec<_> = events.iter().map(render).collect();
+        let items = fold(&events);
         return Ok(json_response(
             StatusCode::OK,
             &json!({"apiVersion": dora_crds::API_VERSION, "kind": "EventList", "items": items}),
         ));
     }
+    let mut series = Series::default();
     let mut initial = Vec::new();
     for event in &events {
-        initial.extend(serde_json::to_vec(&render(event)).unwrap_or_default());
+        initial.extend(serde_json::to_vec(&series.render(event)).unwrap_or_default());
         initial.push(b'\n');
     }
     let after = events
@@ -113,11 +116,68 @@ pub(super) async fn events(
         state: state.clone(),
         identity: identity.clone(),
         query: EventQuery { after, ..query },
+        series,
     };
     Ok(ndjson(state, identity, initial, feed))
 }
 
-fn render(event: &Event) -> serde_json::Value {
+/// What makes two events the same, to be told once with a count: the object, type, reason
+/// and message (Kubernetes' event series).
+type SeriesKey = (String, String, String, String, String, String, String);
+
+fn series_key(event: &Event) -> SeriesKey {
+    (
+        event.zone.clone(),
+        event.kind.clone(),
+        event.workspace.clone(),
+        event.name.clone(),
+        serde_json::to_string(&event.event_type).unwrap_or_default(),
+        event.reason.clone(),
+        event.message.clone(),
+    )
+}
+
+/// Events in time order, the same ones folded into their last occurrence with how many there
+/// were and when the first was.
+fn fold(events: &[Event]) -> Vec<serde_json::Value> {
+    let mut series: HashMap<SeriesKey, (u64, i64)> = HashMap::new();
+    for event in events {
+        let entry = series.entry(series_key(event)).or_insert((0, event.time));
+        entry.0 += 1;
+    }
+    let mut seen: HashMap<SeriesKey, u64> = HashMap::new();
+    let mut items = Vec::new();
+    for event in events {
+        let key = series_key(event);
+        let (count, first) = series[&key];
+        let seen = seen.entry(key).or_default();
+        *seen += 1;
+        if *seen == count {
+            items.push(render(event, count, first));
+        }
+    }
+    items
+}
+
+/// The events a watch has told, to count repeats in what it tells next.
+#[derive(Default)]
+struct Series(HashMap<SeriesKey, (u64, i64)>);
+
+impl Series {
+    /// The most series a watch remembers; past it, counts start over.
+    const MAX: usize = 10_000;
+
+    fn render(&mut self, event: &Event) -> serde_json::Value {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let entry = self.0.entry(series_key(event)).or_insert((0, event.time));
+        entry.0 += 1;
+        render(event, entry.0, entry.1)
+    }
+}
+
+fn render(event: &Event, count: u64, first: i64) -> serde_json::Value {
     let key: ObjectKey = KeyParts {
         kind: event.kind.clone(),
         scope: Kind::parse(&event.kind).map_or(dora_crds::Scope::Cluster, Kind::scope),
@@ -130,6 +190,8 @@ fn render(event: &Event) -> serde_json::Value {
         "id": event.id,
         "time": crate::render::timestamp(event.time),
         "type": event.event_type,
+        "count": count,
+        "firstTime": crate::render::timestamp(first),
         "reason": event.reason,
         "message": event.message,
         "component": event.component,
@@ -141,6 +203,7 @@ struct EventFeed {
     state: AppState,
     identity: Identity,
     query: EventQuery,
+    series: Series,
 }
 
 impl Feed for EventFeed {
@@ -150,7 +213,7 @@ impl Feed for EventFeed {
         for event in events {
             self.query.after = Some(event.id.clone());
             if visible(&self.state, &self.identity, &event) {
-                out.extend(serde_json::to_vec(&render(&event)).unwrap_or_default());
+                out.extend(serde_json::to_vec(&self.series.render(&event)).unwrap_or_default());
                 out.push(b'\n');
             }
         }

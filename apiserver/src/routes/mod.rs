@@ -8,6 +8,7 @@ mod proxy;
 mod resources;
 mod system;
 mod tokens;
+mod views;
 mod volumes;
 mod watch;
 

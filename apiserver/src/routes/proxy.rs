@@ -66,7 +66,7 @@ async fn node_endpoint(state: &AppState, zone: &str, node: &str) -> Result<Strin
     let report: NodeReport = dora_crds::decode(&row.observed).unwrap_or_default();
     from_spec.or(report.endpoint).ok_or_else(|| {
         unavailable(format!(
-            "node {node} serves no API (a hollow node, or an agent without --listen)"
+            "node {node} serves no API (a hollow node, or an agent started without --node-listen)"
         ))
     })
 }

@@ -15,14 +15,14 @@ use serde_json::{Value, json};
 
 use super::{
     agents, flag, json_response, parse_limit, path_rejection, proxy, query_rejection, read_text,
-    volumes, watch,
+    views, volumes, watch,
 };
 use crate::path::{self, Part, Target};
 use crate::state::AppState;
 use crate::{ApiError, Identity, render};
 
 const DEFAULT_PAGE: usize = 500;
-const MAX_PAGE: usize = 5000;
+pub(super) const MAX_PAGE: usize = 5000;
 
 #[derive(Deserialize, Default)]
 pub(super) struct GetParams {
@@ -181,7 +181,7 @@ pub(super) async fn get(
     let Query(params) = params.map_err(query_rejection)?;
     check_zone(&state, &target)?;
     if target.kind.is_view() {
-        return view(&state, &identity, &target).await;
+        return views::get(&state, &identity, &target).await;
     }
     match target.part {
         Part::Object => {}
@@ -321,74 +321,6 @@ async fn versions(
     Ok(json_response(
         StatusCode::OK,
         &json!({"apiVersion": dora_crds::API_VERSION, "kind": "VersionList", "items": items}),
-    ))
-}
-
-/// GPU and CPU: one item per device that the zone's nodes report.
-async fn view(
-    state: &AppState,
-    identity: &Identity,
-    target: &Target,
-) -> Result<Response, ApiError> {
-    state
-        .service
-        .authorize(identity, Verb::Get, target.kind, &target.zone, "")?;
-    let field = if target.kind == Kind::Gpu {
-        "gpus"
-    } else {
-        "cpus"
-    };
-    let mut query = ListQuery {
-        kind: Kind::Node.name().into(),
-        scope: Scope::Zoned,
-        zone: target.zone.clone(),
-        workspace: None,
-        after: None,
-        limit: MAX_PAGE,
-    };
-    let mut items = Vec::new();
-    loop {
-        let page = state.service.store.list(&query).await?;
-        for node in &page.rows {
-            let devices = node
-                .observed
-                .get(field)
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for (i, device) in devices.into_iter().enumerate() {
-                let index = device
-                    .get("minor")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(i as u64);
-                let name = format!("{}.{index}", node.key.name);
-                if target.name.as_ref().is_some_and(|wanted| *wanted != name) {
-                    continue;
-                }
-                items.push(json!({
-                    "apiVersion": dora_crds::API_VERSION,
-                    "kind": target.kind.name(),
-                    "metadata": {"name": name, "zone": target.zone},
-                    "status": {"node": node.key.name, "device": device},
-                }));
-            }
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
-    }
-    if target.name.is_some() {
-        return items
-            .pop()
-            .map(|item| json_response(StatusCode::OK, &item))
-            .ok_or_else(|| {
-                ApiError::not_found(format!("no such {} in zone {}", target.kind, target.zone))
-            });
-    }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"apiVersion": dora_crds::API_VERSION, "kind": format!("{}List", target.kind), "metadata": {}, "items": items}),
     ))
 }
 

@@ -50,6 +50,9 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<ExitCode> {
                     result["name"].as_str().unwrap_or_default(),
                 );
                 println!("{name} {}", result["outcome"].as_str().unwrap_or_default());
+                for warning in result["warnings"].as_array().into_iter().flatten() {
+                    eprintln!("warning: {name}: {}", warning.as_str().unwrap_or_default());
+                }
             }
         }
     }

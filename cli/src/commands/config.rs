@@ -2,11 +2,15 @@
 
 use anyhow::{Context, bail};
 
+use dora_crds::Kind;
+use reqwest::Method;
+
 use crate::args::{ConfigCommand, Global, ProfileCommand};
+use crate::client::Client;
 use crate::config::{self, Config, Profile};
 use crate::output;
 
-pub fn run(global: &Global, command: ConfigCommand) -> anyhow::Result<()> {
+pub async fn run(global: &Global, command: ConfigCommand) -> anyhow::Result<()> {
     let mut config = Config::load()?;
     match command {
         ConfigCommand::View => {
@@ -23,11 +27,17 @@ pub fn run(global: &Global, command: ConfigCommand) -> anyhow::Result<()> {
         }
         ConfigCommand::UseZone { zone } => {
             config.profile_mut(global.profile.as_deref())?.zone = Some(zone.clone());
+            config.save()?;
             println!("Default zone: {zone}");
+            warn_if_missing(global, Kind::Zone, &zone).await;
+            return Ok(());
         }
         ConfigCommand::UseWorkspace { workspace } => {
             config.profile_mut(global.profile.as_deref())?.workspace = Some(workspace.clone());
+            config.save()?;
             println!("Default workspace: {workspace}");
+            warn_if_missing(global, Kind::Workspace, &workspace).await;
+            return Ok(());
         }
         ConfigCommand::Profile(ProfileCommand::Init {
             name,
@@ -99,4 +109,21 @@ pub fn run(global: &Global, command: ConfigCommand) -> anyhow::Result<()> {
     }
     config.save()?;
     Ok(())
+}
+
+/// Warns when the zone or workspace just made the default does not exist (yet), or cannot be
+/// checked; the setting stays, since an administrator may create it later.
+async fn warn_if_missing(global: &Global, kind: Kind, name: &str) {
+    let path = format!("/v1/{}/{name}", kind.plural());
+    let found = match Client::new(global) {
+        Ok(client) => client.json(Method::GET, &path, &[], None).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = found {
+        let what = kind.name().to_ascii_lowercase();
+        eprintln!(
+            "warning: {what} {name:?} cannot be used: {e:#}; see `dora get {}`",
+            kind.plural()
+        );
+    }
 }

@@ -86,6 +86,10 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
     print_items(kind, &items, format, all_workspaces)
 }
 
+/// How long a watch waits for more events before it prints what it has, so that the first
+/// list comes out as one table.
+const WATCH_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
 async fn watch(
     client: &Client,
     kind: Kind,
@@ -94,44 +98,148 @@ async fn watch(
     show_workspace: bool,
 ) -> anyhow::Result<()> {
     let mut stream = Box::pin(client.lines(path, &[("watch", "true".to_string())]).await?);
-    let mut header_printed = false;
+    let mut printer = WatchTable::default();
     while let Some(event) = stream.next().await {
-        let event = event?;
-        let kind_of_event = event["type"].as_str().unwrap_or_default();
-        match kind_of_event {
-            "BOOKMARK" => continue,
-            "ERROR" => anyhow::bail!(
-                "the watch ended: {}",
-                event["error"]["message"]
-                    .as_str()
-                    .unwrap_or("unknown error")
-            ),
-            _ => {}
+        let mut batch = vec![event?];
+        while let Ok(Some(more)) = tokio::time::timeout(WATCH_BATCH, stream.next()).await {
+            batch.push(more?);
         }
-        let object = &event["object"];
-        match format {
-            Format::Table | Format::Wide => {
-                let text = output::resource_table(
-                    kind,
-                    &[(Some(kind_of_event), object)],
-                    format == Format::Wide,
-                    show_workspace,
-                );
-                let mut lines = text.lines();
-                let header = lines.next().unwrap_or_default();
-                if !header_printed {
-                    println!("{header}");
-                    header_printed = true;
-                }
-                for line in lines {
-                    println!("{line}");
-                }
+        for event in &batch {
+            match event["type"].as_str().unwrap_or_default() {
+                "ERROR" => anyhow::bail!(
+                    "the watch ended: {}",
+                    event["error"]["message"]
+                        .as_str()
+                        .unwrap_or("unknown error")
+                ),
+                _ if matches!(format, Format::Table | Format::Wide) => {}
+                "BOOKMARK" => {}
+                _ if format == Format::Yaml => print!("---\n{}", output::yaml(event)?),
+                _ => println!("{}", serde_json::to_string(event)?),
             }
-            Format::Yaml => print!("---\n{}", output::yaml(&event)?),
-            Format::Json => println!("{}", serde_json::to_string(&event)?),
+        }
+        if matches!(format, Format::Table | Format::Wide) {
+            printer.print(kind, &batch, format == Format::Wide, show_workspace);
         }
     }
     Ok(())
+}
+
+/// The rows of a watch as one growing table: columns keep the widths they had (growing when a
+/// value needs more), and a deleted object shows as it last was.
+#[derive(Default)]
+struct WatchTable {
+    widths: Vec<usize>,
+    last: std::collections::HashMap<(String, String), Value>,
+}
+
+impl WatchTable {
+    fn print(&mut self, kind: Kind, batch: &[Value], wide: bool, show_workspace: bool) {
+        let mut items = Vec::new();
+        for event in batch {
+            let event_type = event["type"].as_str().unwrap_or_default();
+            if event_type == "BOOKMARK" {
+                continue;
+            }
+            let object = &event["object"];
+            let key = (
+                object["metadata"]["workspace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            let shown = if event_type == "DELETED" {
+                self.last.remove(&key).unwrap_or_else(|| object.clone())
+            } else {
+                self.last.insert(key, object.clone());
+                object.clone()
+            };
+            items.push((event_type, shown));
+        }
+        if items.is_empty() {
+            return;
+        }
+        let rows: Vec<(Option<&str>, &Value)> = items
+            .iter()
+            .map(|(event, item)| (Some(*event), item))
+            .collect();
+        let table = output::resource_rows(kind, &rows, wide, show_workspace);
+        let header_pending = self.widths.is_empty();
+        for line in std::iter::once(&table.headers.iter().map(|h| h.to_string()).collect())
+            .chain(&table.rows)
+        {
+            let line: &Vec<String> = line;
+            self.widths.resize(self.widths.len().max(line.len()), 0);
+            for (width, cell) in self.widths.iter_mut().zip(line) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let headers: Vec<String> = table.headers.iter().map(|h| h.to_string()).collect();
+        if header_pending {
+            println!("{}", self.line(&headers));
+        }
+        for row in &table.rows {
+            println!("{}", self.line(row));
+        }
+    }
+
+    fn line(&self, cells: &[String]) -> String {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                let pad = self.widths[i] - cell.chars().count() + 3;
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out
+    }
+}
+
+/// `key=value` per label, one per line as `describe` prints them; `<none>` without labels.
+fn labels(labels: &Value) -> String {
+    match labels.as_object() {
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string)))
+            .collect::<Vec<_>>()
+            .join("\n            "),
+        _ => "<none>".into(),
+    }
+}
+
+/// Status fields that hold Unix milliseconds (`startedAt`, `heartbeat`, ...), as RFC 3339
+/// times for people.
+fn readable_times(value: &Value) -> Value {
+    const TIMES: [&str; 6] = [
+        "heartbeat",
+        "since",
+        "reset",
+        "weekStart",
+        "time",
+        "expires",
+    ];
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, v)| {
+                    let is_time =
+                        key.ends_with("At") || key == "notBefore" || TIMES.contains(&key.as_str());
+                    let v = match v.as_i64() {
+                        Some(millis) if is_time && millis > 0 => output::time(millis),
+                        _ => readable_times(v),
+                    };
+                    (key.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(readable_times).collect()),
+        other => other.clone(),
+    }
 }
 
 pub async fn describe(global: &Global, args: DescribeArgs) -> anyhow::Result<()> {
@@ -161,7 +269,7 @@ pub async fn describe(global: &Global, args: DescribeArgs) -> anyhow::Result<()>
     if kind.scope().has_workspace() {
         field("Workspace", &meta["workspace"]);
     }
-    field("Labels", &meta["labels"]);
+    field("Labels", &Value::String(labels(&meta["labels"])));
     field("Owner", &meta["owner"]);
     field("Created", &meta["created"]);
     field("Updated", &meta["updated"]);
@@ -171,7 +279,7 @@ pub async fn describe(global: &Global, args: DescribeArgs) -> anyhow::Result<()>
     for (title, value) in [("Spec", &item["spec"]), ("Status", &item["status"])] {
         if !value.is_null() {
             println!("{title}:");
-            for line in output::yaml(value)?.lines() {
+            for line in output::yaml(&readable_times(value))?.lines() {
                 println!("  {line}");
             }
         }

@@ -56,9 +56,21 @@ pub async fn versions(global: &Global, args: VersionsArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Events as a table: age, type, reason, object, message.
+/// When an event was last seen; a repeated one also says how often since its first
+/// (`5s (x3 over 2m)`, as kubectl shows event series).
+fn last_seen(event: &Value) -> String {
+    let age = output::age(&event["time"]);
+    match event["count"].as_u64() {
+        Some(count) if count > 1 => {
+            format!("{age} (x{count} over {})", output::age(&event["firstTime"]))
+        }
+        _ => age,
+    }
+}
+
+/// Events as a table: when last seen, type, reason, object, message.
 pub fn event_table(events: &[Value], with_object: bool) -> String {
-    let mut headers = vec!["AGE", "TYPE", "REASON"];
+    let mut headers = vec!["LAST SEEN", "TYPE", "REASON"];
     if with_object {
         headers.push("OBJECT");
     }
@@ -66,11 +78,7 @@ pub fn event_table(events: &[Value], with_object: bool) -> String {
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
-            let mut row = vec![
-                output::age(&e["time"]),
-                text(&e["type"]),
-                text(&e["reason"]),
-            ];
+            let mut row = vec![last_seen(e), text(&e["type"]), text(&e["reason"])];
             if with_object {
                 row.push(super::label(
                     e["object"]["kind"].as_str().unwrap_or_default(),

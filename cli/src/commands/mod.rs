@@ -68,7 +68,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(command) => token::run(&global, command)
             .await
             .map(|()| ExitCode::SUCCESS),
-        Command::Config(command) => config::run(&global, command).map(|()| ExitCode::SUCCESS),
+        Command::Config(command) => config::run(&global, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "dora", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -197,18 +197,17 @@ pub async fn download(global: &Global, args: DownloadArgs) -> anyhow::Result<()>
         .await
         .with_context(|| format!("cannot write {}", partial.display()))?;
     let mut body = response.bytes_stream();
+    // Counted here: a progress bar drawn nowhere (no terminal) counts nothing.
+    let mut written = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.context("the download broke; run the command again")?;
         file.write_all(&chunk).await?;
+        written += chunk.len() as u64;
         bar.inc(chunk.len() as u64);
     }
     file.sync_all().await?;
     tokio::fs::rename(&partial, &target).await?;
     bar.finish();
-    eprintln!(
-        "downloaded {} bytes to {}",
-        bar.position(),
-        target.display()
-    );
+    eprintln!("downloaded {written} bytes to {}", target.display());
     Ok(())
 }

@@ -174,8 +174,7 @@ pub fn placement(row: &Row) -> Placement {
 /// What the node reports for the container's current binding, if anything.
 pub fn report(row: &Row, placement: &Placement) -> Option<ContainerReport> {
     let report: ContainerReport = dora_crds::decode_written(&row.observed)?;
-    (report.epoch == placement.epoch && Some(&report.node) == placement.node.as_ref())
-        .then_some(report)
+    report.is_of(placement).then_some(report)
 }
 
 /// What a container row with `placement` holds on its node.

@@ -10,14 +10,14 @@ use std::time::Duration;
 use dora_crds::Kind;
 use dora_crds::spec::WorkloadSpec;
 use dora_crds::status::Placement;
-use dora_store::{ObjectKey, Row, SpecWrite, StoreError, now_millis};
+use dora_store::{Event, EventType, ObjectKey, Row, SpecWrite, StoreError, now_millis};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::fit::{Booking, Demand, could_fit, explain};
 use super::ledger::Resume;
-use super::{Error, Shared, State, container_head, container_spec, placement, report};
+use super::{COMPONENT, Error, Shared, State, container_head, container_spec, placement, report};
 
 /// Placement passes happen at most this often under a stream of changes.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
@@ -384,14 +384,48 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
             .buffer_unordered(writes)
             .collect::<Vec<_>>(),
     );
-    created.into_iter().chain(bound).collect()
+    let scheduled: Vec<Event> = created
+        .into_iter()
+        .chain(bound)
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()?;
+    if !scheduled.is_empty() {
+        let store = shared.store.clone();
+        // Events are for people: the next pass need not wait for them.
+        tokio::spawn(async move {
+            if let Err(e) = store.append_events(scheduled).await {
+                tracing::warn!(error = %e, "Scheduled events not recorded");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// `Scheduled`: where a container was bound, and to which GPUs or cores.
+fn scheduled(key: &ObjectKey, place: &Placement) -> Option<Event> {
+    let node = place.node.as_ref()?;
+    let mut message = format!("bound to {node}");
+    if !place.gpus.is_empty() {
+        let gpus: Vec<String> = place.gpus.iter().map(u32::to_string).collect();
+        message += &format!(", GPUs {}", gpus.join(","));
+    } else if !place.cpus.is_empty() {
+        let cpus: Vec<String> = place.cpus.iter().map(u32::to_string).collect();
+        message += &format!(", CPUs {}", cpus.join(","));
+    }
+    Some(Event::new(
+        key,
+        EventType::Normal,
+        "Scheduled",
+        message,
+        COMPONENT,
+    ))
 }
 
 /// Writes the rows of new replicas together; the result of each, in turn.
 async fn create(
     shared: &Shared,
     creates: Vec<(Binding, Result<SpecWrite, Error>)>,
-) -> Vec<Result<(), Error>> {
+) -> Vec<Result<Option<Event>, Error>> {
     let mut writes = Vec::with_capacity(creates.len());
     let mut made = Vec::with_capacity(creates.len());
     for (binding, write) in creates {
@@ -432,17 +466,19 @@ async fn create(
         .collect()
 }
 
-/// Counts a written binding, or undoes what a failed one booked; only a fenced write stops the
-/// pass.
-fn settle(shared: &Shared, binding: &Binding, result: Result<(), Error>) -> Result<(), Error> {
+/// Counts a written binding and gives its `Scheduled` event, or undoes what a failed one
+/// booked; only a fenced write stops the pass.
+fn settle(
+    shared: &Shared,
+    binding: &Binding,
+    result: Result<(), Error>,
+) -> Result<Option<Event>, Error> {
     let bound = binding.placement.is_some();
     match result {
-        Ok(()) => {
-            if bound {
-                metrics::counter!("dora_scheduler_bindings_total").increment(1);
-            }
-            Ok(())
-        }
+        Ok(()) => Ok(binding.placement.as_ref().and_then(|place| {
+            metrics::counter!("dora_scheduler_bindings_total").increment(1);
+            scheduled(binding.candidate.key(), place)
+        })),
         Err(e) => {
             let key = binding.candidate.key();
             if bound {
@@ -456,7 +492,7 @@ fn settle(shared: &Shared, binding: &Binding, result: Result<(), Error>) -> Resu
                 return Err(e);
             }
             tracing::info!(%key, error = %e, "placement not written; retrying");
-            Ok(())
+            Ok(None)
         }
     }
 }

@@ -60,7 +60,9 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
     let now = now_millis();
     let previous: Option<WorkloadStatus> = dora_crds::decode_written(&workload.computed);
     let paused_by = previous.as_ref().and_then(|p| p.paused_by.clone());
-    let paused = pause_reason(&shared, &workload)
+    let out_of_credit = pause_reason(&shared, &workload);
+    let paused = out_of_credit
+        .clone()
         .or_else(|| paused_by.as_ref().map(|who| format!("paused by {who}")));
     let target = if paused.is_some() {
         0
@@ -140,6 +142,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
 
     // Ended containers, restarts and run-time limits.
     let mut finished = 0;
+    let mut failed = 0;
     let mut stops = Vec::new();
     let mut restarts = Vec::new();
     for member in by_index.values() {
@@ -164,6 +167,9 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
                 ));
             } else {
                 finished += 1;
+                if report.state == ContainerState::Failed {
+                    failed += 1;
+                }
             }
         } else if report.state == ContainerState::Running
             && place.stop.is_none()
@@ -189,6 +195,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         )
         .await;
     }
+    let restarts_at: Vec<i64> = restarts.iter().map(|(_, _, at)| *at).collect();
     for (row, old, not_before) in restarts {
         let place = Placement {
             epoch: old.epoch,
@@ -225,8 +232,23 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
     }
     shared.wake.notify_one();
 
-    let pending =
-        by_index.values().filter(|m| m.place.node.is_none()).count() as u32 + missing.len() as u32;
+    let backing_off = |m: &&Member| m.place.node.is_none() && m.place.not_before > Some(now);
+    let next_restart = by_index
+        .values()
+        .filter(backing_off)
+        .filter_map(|m| m.place.not_before)
+        .chain(restarts_at.iter().copied())
+        .min();
+    let backoff = by_index.values().filter(backing_off).count() as u32 + restarts_at.len() as u32;
+    if let Some(at) = next_restart {
+        // The status says CrashLoopBackOff until then.
+        soonest(Duration::from_millis(at.saturating_sub(now).max(0) as u64));
+    }
+    let pending = by_index
+        .values()
+        .filter(|m| m.place.node.is_none() && !backing_off(m))
+        .count() as u32
+        + missing.len() as u32;
     let reason = shared
         .state()
         .reasons
@@ -239,6 +261,10 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         updated: by_index.values().filter(|m| m.current).count() as u32 + missing.len() as u32,
         pending,
         finished,
+        failed,
+        backoff,
+        next_restart,
+        out_of_credit: out_of_credit.is_some(),
         reason,
         paused,
         paused_by,
@@ -373,6 +399,8 @@ async fn write_status(
     let counts_only = previous.as_ref().is_some_and(|p| {
         p.reason == status.reason
             && p.paused == status.paused
+            && p.backoff == status.backoff
+            && p.failed == status.failed
             && p.observed_generation == status.observed_generation
             && p.ready != status.desired
             && status.ready != status.desired
@@ -390,7 +418,6 @@ async fn write_status(
             .insert(workload.key.clone(), std::time::Instant::now());
     }
     let old_reason = previous.as_ref().and_then(|p| p.reason.clone());
-    let old_paused = previous.as_ref().and_then(|p| p.paused.clone());
     if status.reason.is_some() && status.reason != old_reason {
         let message = status.reason.clone().unwrap_or_default();
         event(
@@ -403,11 +430,9 @@ async fn write_status(
         .await;
     }
     // Pauses asked for with `dora pause` have their own events, from the action.
-    let by_action =
-        status.paused_by.is_some() || previous.as_ref().is_some_and(|p| p.paused_by.is_some());
-    match (&old_paused, &status.paused) {
-        _ if by_action => {}
-        (None, Some(why)) => {
+    let was_out = previous.as_ref().is_some_and(|p| p.out_of_credit);
+    match (was_out, status.out_of_credit, &status.paused) {
+        (false, true, Some(why)) => {
             event(
                 shared,
                 &workload.key,
@@ -417,13 +442,13 @@ async fn write_status(
             )
             .await
         }
-        (Some(_), None) => {
+        (true, false, _) => {
             event(
                 shared,
                 &workload.key,
                 EventType::Normal,
                 "Resumed",
-                "resumed".into(),
+                "resumed: credits are available again".into(),
             )
             .await
         }

@@ -988,6 +988,23 @@ impl Store for CqlStore {
         }))
     }
 
+    async fn lease(&self, zone: &str, component: &str) -> Result<Option<Lease>, StoreError> {
+        let rows = self
+            .read(&self.inner.statements.lease, &[text(zone), text(component)])
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(Lease {
+                    zone: zone.to_string(),
+                    component: component.to_string(),
+                    holder: column_text(r, 0)?,
+                    epoch: column_int(r, 1)? as u64,
+                    expires: column_int(r, 2)?,
+                })
+            })
+            .transpose()
+    }
+
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         let values = [
             big(0),

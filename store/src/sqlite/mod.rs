@@ -505,6 +505,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        self.write(move |conn| events.iter().try_for_each(|e| ops::append_event(conn, e)))
+            .await
+    }
+
     async fn events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
         self.read(|conn| ops::events(conn, query))
     }
@@ -536,6 +541,10 @@ impl Store for SqliteStore {
             |_, _| {},
         )
         .await
+    }
+
+    async fn lease(&self, zone: &str, component: &str) -> Result<Option<Lease>, StoreError> {
+        self.read(|conn| ops::lease(conn, zone, component))
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {

@@ -907,6 +907,28 @@ pub(super) fn acquire_lease(
     }))
 }
 
+pub(super) fn lease(
+    conn: &Connection,
+    zone: &str,
+    component: &str,
+) -> Result<Option<Lease>, StoreError> {
+    conn.prepare_cached(
+        "SELECT holder, epoch, expires FROM leases WHERE zone = ?1 AND component = ?2",
+    )
+    .map_err(backend)?
+    .query_row(params![zone, component], |r| {
+        Ok(Lease {
+            zone: zone.to_string(),
+            component: component.to_string(),
+            holder: r.get(0)?,
+            epoch: r.get::<_, i64>(1)? as u64,
+            expires: r.get(2)?,
+        })
+    })
+    .optional()
+    .map_err(backend)
+}
+
 pub(super) fn release_lease(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
     // Expire the lease but keep its epoch, so the next holder gets a greater one.
     conn.prepare_cached("UPDATE leases SET expires = 0 WHERE zone = ?1 AND component = ?2 AND holder = ?3 AND epoch = ?4")
