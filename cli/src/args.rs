@@ -157,16 +157,21 @@ pub struct NodeArgs {
     /// The API server's URL.
     #[arg(long, env = "DORA_API_SERVER")]
     pub api_server: String,
-    /// A node credential from `dora token create --node NAME`.
+    /// A node credential from `dora token create --node NAME`. Prefer DORA_NODE_TOKEN or
+    /// --token-file: a command line is readable by every process of the machine, containers
+    /// included (ps, /proc/PID/cmdline).
     #[arg(long, env = "DORA_NODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the node credential (keep it mode 0600).
+    #[arg(long, env = "DORA_NODE_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// A join token from `dora token create --join`: exchanged once for this node's own
     /// credential, which is kept in the state folder.
     #[arg(
         long,
         env = "DORA_JOIN_TOKEN",
         hide_env_values = true,
-        conflicts_with = "token"
+        conflicts_with_all = ["token", "token_file"]
     )]
     pub join_token: Option<String>,
     /// PEM file of the cluster CA.

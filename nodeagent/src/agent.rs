@@ -545,7 +545,13 @@ impl Agent {
 }
 
 /// Runs a node agent until `stop` is cancelled.
+///
+/// The process becomes non-dumpable first: its `/proc/PID/environ` (which may hold
+/// `DORA_NODE_TOKEN`), memory and descriptors are closed to the processes it starts, which
+/// run as its user, and they cannot trace it.
 pub async fn run(config: AgentConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("cannot make the node agent non-dumpable")?;
     let api = ApiClient::new(config.api.clone(), &config.zone, &config.name)?;
     let (exits, mut ended) = mpsc::unbounded_channel();
     let mut drivers: Vec<Arc<dyn Driver>> = Vec::new();
