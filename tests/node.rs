@@ -911,3 +911,134 @@ fn containers_get_their_own_environment_and_no_secret_of_the_agent() {
     drop(agent);
     dora.stop();
 }
+
+/// A TCP proxy that, once told to, swallows what clients send after their TLS handshake:
+/// requests then hang unanswered, as on a path that loses packets without resetting the
+/// connection, while what the server sends (a watch) still arrives.
+struct Swallower {
+    address: std::net::SocketAddr,
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Swallower {
+    fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let swallow = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = swallow.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (mut from_server, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+                let flag = flag.clone();
+                std::thread::spawn(move || {
+                    let _ = Self::forward_records(client, server, &flag);
+                });
+            }
+        });
+        Swallower { address, swallow }
+    }
+
+    /// Passes TLS records from `client` to `server`; while `swallow` is set, drops every
+    /// application-data record after the first (in TLS 1.3, the client's Finished).
+    fn forward_records(
+        mut client: std::net::TcpStream,
+        mut server: std::net::TcpStream,
+        swallow: &std::sync::atomic::AtomicBool,
+    ) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let mut application_records = 0;
+        loop {
+            let mut header = [0u8; 5];
+            client.read_exact(&mut header)?;
+            let mut body = vec![0u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
+            client.read_exact(&mut body)?;
+            if header[0] == 0x17 {
+                application_records += 1;
+                if application_records > 1 && swallow.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+            }
+            server.write_all(&header)?;
+            server.write_all(&body)?;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}", self.address)
+    }
+
+    fn swallow(&self) {
+        self.swallow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_hung_report_does_not_keep_a_deleted_container_alive() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = Dora::up(home.path());
+    let api = api_url(home.path());
+    let upstream = api.trim_start_matches("https://").parse().unwrap();
+    let proxy = Swallower::start(upstream);
+    let _cleanup = (ProcessCleanup("sleep 1007"), ProcessCleanup("sleep 1008"));
+    let _agent = NodeAgent::start(
+        &dora,
+        "n3",
+        &proxy.url(),
+        &["--resync", "1s", "--docker", "off"],
+        &[],
+    );
+    apply(
+        &dora,
+        home.path(),
+        "kept.yaml",
+        &workload("kept", "Process", "exec sleep 1007", "Never"),
+    );
+    wait_state(&dora, "kept.0", "Running");
+
+    // From now on the agent's requests hang; its watch still tells it what changes.
+    proxy.swallow();
+    apply(
+        &dora,
+        home.path(),
+        "hung.yaml",
+        &workload("hung", "Process", "exec sleep 1008", "Never"),
+    );
+    eventually("the process to start", || processes("sleep 1008") == 1);
+    assert_ne!(
+        state(&container(&dora, "hung.0")),
+        "Running",
+        "its report got through"
+    );
+    dora.run(&["delete", "wk", "hung"]);
+    eventually("the deleted container's process to end", || {
+        processes("sleep 1008") == 0
+    });
+    // A container still bound to the node keeps running while the API cannot be reached.
+    assert_eq!(processes("sleep 1007"), 1);
+
+    // The CLI does not hang either: through the same path, a call ends at its deadline.
+    let config = home.path().join("through-proxy.yaml");
+    let text = std::fs::read_to_string(Dora::config(home.path())).unwrap();
+    std::fs::write(&config, text.replace(&api, &proxy.url())).unwrap();
+    let output = Process::new(support::DORA)
+        .args(["get", "c", "--request-timeout", "2s"])
+        .env("DORA_CONFIG", &config)
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{error}");
+    assert!(error.contains("did not answer within 2s"), "{error}");
+    dora.run(&["delete", "wk", "kept"]);
+    eventually("the other process to end", || processes("sleep 1007") == 0);
+    dora.stop();
+}

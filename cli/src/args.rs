@@ -31,6 +31,11 @@ pub struct Global {
     /// Profile of the CLI config to use (default: the current one).
     #[arg(long, global = true, env = "DORA_PROFILE")]
     pub profile: Option<String>,
+    /// The most a call to the API may take, answer included (a one-off `dora shell -- CMD`
+    /// waits for CMD to end: raise it for long commands). Streams (-w, logs -f, downloads,
+    /// uploads, sessions) instead end when the API falls silent past their keep-alive.
+    #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +140,10 @@ pub struct NodeOptions {
     /// How often the node heartbeats.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub heartbeat: std::time::Duration,
+    /// How often the agent compares what its drivers run with what is bound to the node and
+    /// stops or removes what nobody wants.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub resync: std::time::Duration,
     /// Where the node API (logs, shell, top) listens; `dora up` picks a free loopback port.
     #[arg(long)]
     pub node_listen: Option<SocketAddr>,

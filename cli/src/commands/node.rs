@@ -54,7 +54,11 @@ pub fn agent_config(
         DockerChoice::Off => DockerUse::Off,
     };
     config.process = !options.no_process;
+    if options.heartbeat.is_zero() || options.resync.is_zero() {
+        anyhow::bail!("--heartbeat and --resync must be longer than 0, e.g. 5s");
+    }
     config.heartbeat = options.heartbeat;
+    config.resync = options.resync;
     config.fake_gpus = options
         .fake_gpus
         .as_deref()
