@@ -1042,3 +1042,23 @@ fn a_hung_report_does_not_keep_a_deleted_container_alive() {
     eventually("the other process to end", || processes("sleep 1007") == 0);
     dora.stop();
 }
+
+#[test]
+fn what_a_process_container_leaves_behind_goes_with_it() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = up(home.path());
+    let _cleanup = ProcessCleanup("sleep 1009");
+    apply(
+        &dora,
+        home.path(),
+        "leaver.yaml",
+        &workload("leaver", "Process", "sleep 1009 & exit 0", "Never"),
+    );
+    wait_state(&dora, "leaver.0", "Succeeded");
+    assert_eq!(processes("sleep 1009"), 1);
+    dora.run(&["delete", "wk", "leaver"]);
+    eventually("what it left behind to end", || {
+        processes("sleep 1009") == 0
+    });
+    dora.stop();
+}

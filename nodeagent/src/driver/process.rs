@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The files let a restarted agent find what it runs (the processes outlive it) and read how
-//! they ended. Stopping signals the whole process group.
+//! they ended. Stopping signals the whole process group, and removing a container stops what
+//! its main process left behind in it.
 //!
 //! A container, and every command run in it, gets only its own environment ([`Run::env`] with
 //! `PATH` and `HOME` defaults), standard input, output and error (every other descriptor of
@@ -109,6 +110,28 @@ fn parse_stat(text: &str) -> Option<Stat> {
 /// its pid).
 fn alive(meta: &Meta) -> bool {
     read_stat(meta.pid).is_some_and(|stat| stat.start_ticks == meta.start_ticks && !stat.zombie)
+}
+
+/// Whether any process of `meta`'s container still runs: its main one, or one that the main
+/// one left behind in its process group (started no earlier, and with the container's
+/// `DORA_CONTAINER`, so that a group that merely got the same number is not mistaken for it).
+fn group_alive(meta: &Meta) -> bool {
+    if alive(meta) {
+        return true;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let identity = format!("DORA_CONTAINER={}", meta.name);
+    entries.flatten().any(|entry| {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            return false;
+        };
+        read_stat(pid).is_some_and(|stat| {
+            stat.pgrp == meta.pid && !stat.zombie && stat.start_ticks >= meta.start_ticks
+        }) && std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == identity.as_bytes()))
+    })
 }
 
 /// A process's exit code, or 128 + the signal that killed it, as shells report it.
@@ -472,10 +495,10 @@ impl Driver for ProcessDriver {
     async fn stop(&self, instance: &Instance) -> anyhow::Result<Option<Exit>> {
         let meta = self.meta(&instance.id).await?;
         let exit_path = self.dir(&instance.id).join("exit.json");
-        if alive(&meta) {
+        if group_alive(&meta) {
             signal_group(meta.pid, Signal::TERM);
             let deadline = tokio::time::Instant::now() + GRACE;
-            while alive(&meta) && tokio::time::Instant::now() < deadline {
+            while group_alive(&meta) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             signal_group(meta.pid, Signal::KILL);
@@ -497,7 +520,7 @@ impl Driver for ProcessDriver {
 
     async fn remove(&self, instance: &Instance) -> anyhow::Result<()> {
         if let Ok(meta) = self.meta(&instance.id).await
-            && alive(&meta)
+            && group_alive(&meta)
         {
             self.stop(instance).await?;
         }
