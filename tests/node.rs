@@ -72,8 +72,23 @@ impl Drop for DockerCleanup {
     }
 }
 
-/// Processes whose command line contains `marker`.
+/// Kills a test's processes (exactly `marker`) even when it fails: they outlive the agent.
+struct ProcessCleanup(&'static str);
+
+impl Drop for ProcessCleanup {
+    fn drop(&mut self) {
+        for pid in process_ids(self.0) {
+            let _ = Process::new("kill").args(["-KILL", &pid]).status();
+        }
+    }
+}
+
+/// Processes whose command line is `marker`.
 fn processes(marker: &str) -> usize {
+    process_ids(marker).len()
+}
+
+fn process_ids(marker: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -88,7 +103,8 @@ fn processes(marker: &str) -> usize {
                 cmd.trim() == marker
             })
         })
-        .count()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 fn workload(name: &str, driver: &str, command: &str, restart: &str) -> String {
@@ -700,5 +716,349 @@ fn volume_files_round_trip_stay_confined_and_mount_into_containers() {
             docker_ids("docker.reader.0").is_empty()
         });
     }
+    dora.stop();
+}
+
+/// The API server's URL, from the CLI profile `dora up` wrote.
+fn api_url(home: &Path) -> String {
+    let config: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(Dora::config(home)).unwrap()).unwrap();
+    config["profiles"]["local"]["apiServer"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `dora node` for the cluster of a `dora up --no-node`, started as its help says: its node
+/// credential in DORA_NODE_TOKEN; it reaches the API at `api`.
+struct NodeAgent {
+    child: std::process::Child,
+    token: String,
+}
+
+impl NodeAgent {
+    fn start(dora: &Dora, name: &str, api: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let token = dora
+            .run(&["token", "create", "--node", name])
+            .trim()
+            .to_string();
+        let log = std::fs::File::create(dora.home.join(format!("{name}.log"))).unwrap();
+        let child = Process::new(support::DORA)
+            .args(["node", "--api-server", api, "--node-name", name])
+            .args(["--node-listen", "127.0.0.1:0", "--heartbeat", "1s"])
+            .arg("--ca")
+            .arg(dora.home.join("data/pki/ca.pem"))
+            .arg("--state-dir")
+            .arg(dora.home.join(name))
+            .args(args)
+            .env("DORA_NODE_TOKEN", &token)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn,dora_nodeagent=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        NodeAgent { child, token }
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lines of `output` between the line `--- name` and the next `--- ` line.
+fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
+    output
+        .lines()
+        .skip_while(|l| *l != format!("--- {name}"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("--- "))
+        .collect()
+}
+
+/// Checks the environment a container printed: its identity and the workload's variable are
+/// there, and nothing else but what a shell adds.
+fn assert_container_env(env: &[&str], node: &str, workload: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            !env.iter().any(|l| l.contains(secret)),
+            "a secret of the agent: {env:#?}"
+        );
+    }
+    let replica = format!("{workload}.0");
+    for wanted in [
+        format!("HOSTNAME={node}"),
+        format!("DORA_NODE={node}"),
+        "DORA_ZONE=default".into(),
+        "DORA_WORKSPACE=default".into(),
+        format!("DORA_WORKLOAD={workload}"),
+        format!("DORA_CONTAINER={replica}"),
+        "DORA_REPLICA=0".into(),
+        "GREETING=hi".into(),
+    ] {
+        assert!(env.contains(&wanted.as_str()), "no {wanted}: {env:#?}");
+    }
+    let names: Vec<&str> = env
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        names.contains(&"PATH") && names.contains(&"HOME"),
+        "{env:#?}"
+    );
+    let known = |name: &&str| {
+        name.starts_with("DORA_")
+            || [
+                "HOSTNAME", "GREETING", "PATH", "HOME", "PWD", "SHLVL", "TERM",
+            ]
+            .contains(name)
+    };
+    assert!(
+        names.iter().all(known),
+        "more than the container's own: {env:#?}"
+    );
+}
+
+/// A workload whose command is `command`, with GREETING=hi in its environment.
+fn greeting_workload(name: &str, driver: &str, command: &str) -> String {
+    workload(name, driver, command, "Never").replace(
+        "    restartPolicy:",
+        "    env: [GREETING=hi]\n    restartPolicy:",
+    )
+}
+
+#[test]
+fn containers_get_their_own_environment_and_no_secret_of_the_agent() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = Dora::up(home.path());
+    let secret = "agent-secret-4711";
+    let agent = NodeAgent::start(
+        &dora,
+        "n2",
+        &api_url(home.path()),
+        &[],
+        &[("DORA_TEST_SECRET", secret)],
+    );
+    let _cleanup = ProcessCleanup("sleep 1006");
+    let secrets = [agent.token.as_str(), secret, "DORA_NODE_TOKEN"];
+    let report = "echo '--- env'; env; echo '--- fds'; ls /proc/$$/fd; \
+                  echo '--- parent'; cat /proc/$PPID/environ 2>&1; echo; tr '\\0' ' ' < /proc/$PPID/cmdline; \
+                  echo; echo '--- end'";
+    apply(
+        &dora,
+        home.path(),
+        "clean.yaml",
+        &greeting_workload("clean", "Process", &format!("{report}; exec sleep 1006")),
+    );
+    wait_state(&dora, "clean.0", "Running");
+    eventually("the container's report", || {
+        dora.run(&["logs", "c", "clean.0"]).contains("--- end")
+    });
+    // The container itself, and a command run in it, see the same.
+    let logs = dora.run(&["logs", "c", "clean.0"]);
+    let output = dora
+        .cli()
+        .args(["shell", "c", "clean.0", "--", "sh", "-c", report])
+        .output()
+        .unwrap();
+    let shell = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    for seen in [&logs, &shell] {
+        assert_container_env(&section(seen, "env"), "n2", "clean", &secrets);
+        assert_eq!(section(seen, "fds"), ["0", "1", "2"], "{seen}");
+        // The parent is the agent: its command line shows, its environment does not.
+        let parent = section(seen, "parent").join("\n");
+        assert!(parent.contains("node --api-server"), "{parent}");
+        assert!(parent.contains("Permission denied"), "{parent}");
+        for secret in &secrets {
+            assert!(!parent.contains(secret), "{parent}");
+        }
+    }
+    let home_dir = section(&logs, "env")
+        .into_iter()
+        .find_map(|l| l.strip_prefix("HOME="))
+        .unwrap()
+        .to_string();
+    assert!(
+        home_dir.contains("/clean.0/") && home_dir.ends_with("/work"),
+        "{home_dir}"
+    );
+
+    if docker_ready() {
+        let _cleanup = DockerCleanup("clean.docker.0");
+        let command = "echo '--- env'; env; echo '--- host'; hostname; echo '--- end'";
+        apply(
+            &dora,
+            home.path(),
+            "docker.yaml",
+            &greeting_workload("clean.docker", "Docker", command),
+        );
+        wait_state(&dora, "clean.docker.0", "Succeeded");
+        let logs = dora.run(&["logs", "c", "clean.docker.0"]);
+        assert_container_env(&section(&logs, "env"), "n2", "clean.docker", &secrets);
+        assert_eq!(section(&logs, "host"), ["n2"], "{logs}");
+        dora.run(&["delete", "wk", "clean.docker"]);
+        eventually("the Docker container to go", || {
+            docker_ids("clean.docker.0").is_empty()
+        });
+    }
+    dora.run(&["delete", "wk", "clean"]);
+    eventually("the process to end", || processes("sleep 1006") == 0);
+    drop(agent);
+    dora.stop();
+}
+
+/// A TCP proxy that, once told to, swallows what clients send after their TLS handshake:
+/// requests then hang unanswered, as on a path that loses packets without resetting the
+/// connection, while what the server sends (a watch) still arrives.
+struct Swallower {
+    address: std::net::SocketAddr,
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Swallower {
+    fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let swallow = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = swallow.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (mut from_server, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+                let flag = flag.clone();
+                std::thread::spawn(move || {
+                    let _ = Self::forward_records(client, server, &flag);
+                });
+            }
+        });
+        Swallower { address, swallow }
+    }
+
+    /// Passes TLS records from `client` to `server`; while `swallow` is set, drops every
+    /// application-data record after the first (in TLS 1.3, the client's Finished).
+    fn forward_records(
+        mut client: std::net::TcpStream,
+        mut server: std::net::TcpStream,
+        swallow: &std::sync::atomic::AtomicBool,
+    ) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let mut application_records = 0;
+        loop {
+            let mut header = [0u8; 5];
+            client.read_exact(&mut header)?;
+            let mut body = vec![0u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
+            client.read_exact(&mut body)?;
+            if header[0] == 0x17 {
+                application_records += 1;
+                if application_records > 1 && swallow.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+            }
+            server.write_all(&header)?;
+            server.write_all(&body)?;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}", self.address)
+    }
+
+    fn swallow(&self) {
+        self.swallow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_hung_report_does_not_keep_a_deleted_container_alive() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = Dora::up(home.path());
+    let api = api_url(home.path());
+    let upstream = api.trim_start_matches("https://").parse().unwrap();
+    let proxy = Swallower::start(upstream);
+    let _cleanup = (ProcessCleanup("sleep 1007"), ProcessCleanup("sleep 1008"));
+    let _agent = NodeAgent::start(
+        &dora,
+        "n3",
+        &proxy.url(),
+        &["--resync", "1s", "--docker", "off"],
+        &[],
+    );
+    apply(
+        &dora,
+        home.path(),
+        "kept.yaml",
+        &workload("kept", "Process", "exec sleep 1007", "Never"),
+    );
+    wait_state(&dora, "kept.0", "Running");
+
+    // From now on the agent's requests hang; its watch still tells it what changes.
+    proxy.swallow();
+    apply(
+        &dora,
+        home.path(),
+        "hung.yaml",
+        &workload("hung", "Process", "exec sleep 1008", "Never"),
+    );
+    eventually("the process to start", || processes("sleep 1008") == 1);
+    assert_ne!(
+        state(&container(&dora, "hung.0")),
+        "Running",
+        "its report got through"
+    );
+    dora.run(&["delete", "wk", "hung"]);
+    eventually("the deleted container's process to end", || {
+        processes("sleep 1008") == 0
+    });
+    // A container still bound to the node keeps running while the API cannot be reached.
+    assert_eq!(processes("sleep 1007"), 1);
+
+    // The CLI does not hang either: through the same path, a call ends at its deadline.
+    let config = home.path().join("through-proxy.yaml");
+    let text = std::fs::read_to_string(Dora::config(home.path())).unwrap();
+    std::fs::write(&config, text.replace(&api, &proxy.url())).unwrap();
+    let output = Process::new(support::DORA)
+        .args(["get", "c", "--request-timeout", "2s"])
+        .env("DORA_CONFIG", &config)
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{error}");
+    assert!(error.contains("did not answer within 2s"), "{error}");
+    dora.run(&["delete", "wk", "kept"]);
+    eventually("the other process to end", || processes("sleep 1007") == 0);
+    dora.stop();
+}
+
+#[test]
+fn what_a_process_container_leaves_behind_goes_with_it() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = up(home.path());
+    let _cleanup = ProcessCleanup("sleep 1009");
+    apply(
+        &dora,
+        home.path(),
+        "leaver.yaml",
+        &workload("leaver", "Process", "sleep 1009 & exit 0", "Never"),
+    );
+    wait_state(&dora, "leaver.0", "Succeeded");
+    assert_eq!(processes("sleep 1009"), 1);
+    dora.run(&["delete", "wk", "leaver"]);
+    eventually("what it left behind to end", || {
+        processes("sleep 1009") == 0
+    });
     dora.stop();
 }

@@ -31,6 +31,11 @@ pub struct Global {
     /// Profile of the CLI config to use (default: the current one).
     #[arg(long, global = true, env = "DORA_PROFILE")]
     pub profile: Option<String>,
+    /// The most a call to the API may take, answer included (a one-off `dora shell -- CMD`
+    /// waits for CMD to end: raise it for long commands). Streams (-w, logs -f, downloads,
+    /// uploads, sessions) instead end when the API falls silent past their keep-alive.
+    #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +140,10 @@ pub struct NodeOptions {
     /// How often the node heartbeats.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub heartbeat: std::time::Duration,
+    /// How often the agent compares what its drivers run with what is bound to the node and
+    /// stops or removes what nobody wants.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub resync: std::time::Duration,
     /// Where the node API (logs, shell, top) listens; `dora up` picks a free loopback port.
     #[arg(long)]
     pub node_listen: Option<SocketAddr>,
@@ -157,16 +166,21 @@ pub struct NodeArgs {
     /// The API server's URL.
     #[arg(long, env = "DORA_API_SERVER")]
     pub api_server: String,
-    /// A node credential from `dora token create --node NAME`.
+    /// A node credential from `dora token create --node NAME`. Prefer DORA_NODE_TOKEN or
+    /// --token-file: a command line is readable by every process of the machine, containers
+    /// included (ps, /proc/PID/cmdline).
     #[arg(long, env = "DORA_NODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the node credential (keep it mode 0600).
+    #[arg(long, env = "DORA_NODE_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// A join token from `dora token create --join`: exchanged once for this node's own
     /// credential, which is kept in the state folder.
     #[arg(
         long,
         env = "DORA_JOIN_TOKEN",
         hide_env_values = true,
-        conflicts_with = "token"
+        conflicts_with_all = ["token", "token_file"]
     )]
     pub join_token: Option<String>,
     /// PEM file of the cluster CA.

@@ -1,6 +1,7 @@
 //! The HTTPS client of the API, trusting only the profile's cluster CA.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dora_crds::Kind;
@@ -11,9 +12,20 @@ use serde_json::Value;
 use crate::args::Global;
 use crate::config::{Config, Profile};
 
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle connection is probed, so that a stream whose peer vanished without a word
+/// (a followed log of a quiet container, an upload) ends.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+/// The most a stream the API keeps busy may stay silent: a watch gets a bookmark every 30 s,
+/// a download its bytes.
+const STREAM_IDLE: Duration = Duration::from_secs(90);
+
 /// A connection to one API server as one user.
 pub struct Client {
     http: reqwest::Client,
+    /// The most a call may take, answer included (`--request-timeout`).
+    timeout: Duration,
     /// The TLS settings of `http`, for WebSocket connections.
     tls: Arc<rustls::ClientConfig>,
     base: String,
@@ -96,9 +108,12 @@ impl Client {
         };
         let builder = reqwest::Client::builder()
             .user_agent(concat!("dora/", env!("CARGO_PKG_VERSION")))
-            .use_preconfigured_tls(tls.clone());
+            .use_preconfigured_tls(tls.clone())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(KEEPALIVE);
         Ok(Client {
             http: builder.build().context("cannot build the HTTPS client")?,
+            timeout: global.request_timeout,
             tls: Arc::new(tls),
             base: profile.api_server.trim_end_matches('/').to_string(),
             token: profile.token.clone(),
@@ -165,7 +180,9 @@ impl Client {
             .bearer_auth(&self.token)
     }
 
-    /// Sends a request built with [`Client::request`], whatever the answer's status.
+    /// Sends a request built with [`Client::request`] whose body takes as long as it takes
+    /// (an upload), whatever the answer's status: no deadline for the whole call, but the
+    /// connection's keep-alive notices a vanished server.
     pub async fn send_request(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Response> {
         request.send().await.with_context(|| {
             format!(
@@ -175,7 +192,8 @@ impl Client {
         })
     }
 
-    /// Sends a request and returns the raw response, whatever its status.
+    /// Sends a request and returns the raw response, whatever its status, all within
+    /// `--request-timeout`.
     pub async fn send(
         &self,
         method: Method,
@@ -183,13 +201,58 @@ impl Client {
         query: &[(&str, String)],
         body: Option<String>,
     ) -> anyhow::Result<Response> {
+        let request = self.build(method, path, query, body).timeout(self.timeout);
+        self.send_request(request)
+            .await
+            .map_err(|e| self.timed_out(e))
+    }
+
+    /// Sends a request whose answer streams (a followed log, a download, a watch) and returns
+    /// it once its head has come, within `--request-timeout`; its body has no deadline (see
+    /// [`idle_deadline`]).
+    pub async fn open(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Response> {
+        let request = self.build(Method::GET, path, query, None);
+        match tokio::time::timeout(self.timeout, self.send_request(request)).await {
+            Ok(response) => response,
+            Err(_) => Err(self.deadline_missed()),
+        }
+    }
+
+    fn build(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+    ) -> reqwest::RequestBuilder {
         let mut request = self.request(method, path).query(query);
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/yaml")
                 .body(body);
         }
-        self.send_request(request).await
+        request
+    }
+
+    /// `error`, or when it is a missed deadline, which one.
+    fn timed_out(&self, error: anyhow::Error) -> anyhow::Error {
+        let timed_out = error
+            .chain()
+            .filter_map(|e| e.downcast_ref::<reqwest::Error>())
+            .any(|e| e.is_timeout() && !e.is_connect());
+        if timed_out {
+            self.deadline_missed()
+        } else {
+            error
+        }
+    }
+
+    fn deadline_missed(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the API server at {} did not answer within {:?} (--request-timeout)",
+            self.base,
+            self.timeout
+        )
     }
 
     /// Opens a WebSocket to `path` with `query`, over TLS trusting the profile's CA.
@@ -219,16 +282,22 @@ impl Client {
                 self.base
             )
         };
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-            .await
-            .with_context(unreachable)?;
         let name =
             rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+                .await
+                .with_context(unreachable)?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .with_context(unreachable)?;
+            anyhow::Ok(tokio_tungstenite::client_async(request, tls).await)
+        };
+        let upgraded = tokio::time::timeout(self.timeout, connect)
             .await
-            .with_context(unreachable)?;
-        match tokio_tungstenite::client_async(request, tls).await {
+            .map_err(|_| self.deadline_missed())??;
+        match upgraded {
             Ok((socket, _)) => Ok(socket),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status();
@@ -262,38 +331,64 @@ impl Client {
         Ok(value)
     }
 
-    /// Follows an NDJSON stream, one JSON value per line.
+    /// Follows an NDJSON stream, one JSON value per line; it ends with an error when the API
+    /// falls silent past its bookmarks.
     pub async fn lines(
         &self,
         path: &str,
         query: &[(&str, String)],
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Value>> + use<>> {
-        let response = self.send(Method::GET, path, query, None).await?;
+        let response = self.open(path, query).await?;
         let status = response.status();
         if !status.is_success() {
             let value: Value = response.json().await.unwrap_or(Value::Null);
             bail!("{}", describe_error(status, &value));
         }
         let mut buffer = Vec::new();
-        Ok(response.bytes_stream().flat_map(move |chunk| {
-            let mut out = Vec::new();
-            match chunk {
-                Ok(bytes) => {
-                    buffer.extend_from_slice(&bytes);
-                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buffer.drain(..=end).collect();
-                        if line.iter().all(u8::is_ascii_whitespace) {
-                            continue;
+        Ok(
+            idle_deadline(response.bytes_stream()).flat_map(move |chunk| {
+                let mut out = Vec::new();
+                match chunk {
+                    Ok(bytes) => {
+                        buffer.extend_from_slice(&bytes);
+                        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = buffer.drain(..=end).collect();
+                            if line.iter().all(u8::is_ascii_whitespace) {
+                                continue;
+                            }
+                            out.push(
+                                serde_json::from_slice(&line)
+                                    .context("the watch stream sent invalid JSON"),
+                            );
                         }
-                        out.push(
-                            serde_json::from_slice(&line)
-                                .context("the watch stream sent invalid JSON"),
-                        );
                     }
+                    Err(e) => out.push(Err(e.context("the watch stream broke"))),
                 }
-                Err(e) => out.push(Err(anyhow::Error::new(e).context("the watch stream broke"))),
-            }
-            futures::stream::iter(out)
-        }))
+                futures::stream::iter(out)
+            }),
+        )
     }
+}
+
+/// `body`, ending with an error when nothing comes for longer than a stream the API keeps busy
+/// may stay silent.
+pub fn idle_deadline<B: Send + 'static>(
+    body: impl Stream<Item = reqwest::Result<B>> + Unpin + Send + 'static,
+) -> futures::stream::BoxStream<'static, anyhow::Result<B>> {
+    let stream = futures::stream::unfold(Some(body), |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(STREAM_IDLE, body.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+            Ok(Some(Err(e))) => Some((Err(anyhow::Error::new(e)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(anyhow::anyhow!(
+                    "the API server sent nothing for {} s",
+                    STREAM_IDLE.as_secs()
+                )),
+                None,
+            )),
+        }
+    });
+    stream.boxed()
 }

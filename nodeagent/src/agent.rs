@@ -101,7 +101,25 @@ pub struct Agent {
     instances: Mutex<HashMap<ObjectKey, (Instance, DriverKind)>>,
     /// Bindings whose start failed: not tried again.
     failed: Mutex<HashSet<(ObjectKey, u64)>>,
+    /// One per container, held while its driver acts on it, never across a call to the API.
     locks: Mutex<HashMap<ObjectKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Reports not yet sent, the newest per container ([`Agent::send`]).
+    outbox: Mutex<HashMap<ObjectKey, Outgoing>>,
+}
+
+/// Whether a reconcile is to be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    Yes,
+    No,
+}
+
+/// A container's reports on their way to the API: the newest waiting one, and whether a task
+/// is sending them.
+#[derive(Default)]
+struct Outgoing {
+    next: Option<ContainerReport>,
+    sending: bool,
 }
 
 impl Agent {
@@ -157,8 +175,45 @@ impl Agent {
         }
     }
 
+    /// Queues a report of a container's state and returns at once. One task per container
+    /// sends its reports in order, skipping any that a newer one replaced while it waited, so
+    /// that a slow or hung API holds neither the container's lock nor the caller.
+    fn send(self: &Arc<Self>, key: &ObjectKey, report: ContainerReport) {
+        let mut outbox = lock(&self.outbox);
+        let outgoing = outbox.entry(key.clone()).or_default();
+        outgoing.next = Some(report);
+        if !outgoing.sending {
+            outgoing.sending = true;
+            tokio::spawn(self.clone().send_queued(key.clone()));
+        }
+    }
+
+    async fn send_queued(self: Arc<Self>, key: ObjectKey) {
+        loop {
+            let report = {
+                let mut outbox = lock(&self.outbox);
+                match outbox.get_mut(&key).and_then(|o| o.next.take()) {
+                    Some(report) => report,
+                    None => {
+                        outbox.remove(&key);
+                        return;
+                    }
+                }
+            };
+            self.report(&key, report).await;
+        }
+    }
+
+    /// Whether a newer report of `key` waits to be sent.
+    fn superseded(&self, key: &ObjectKey) -> bool {
+        lock(&self.outbox)
+            .get(key)
+            .is_some_and(|o| o.next.is_some())
+    }
+
     /// Reports a container's state, trying a few times over a few seconds when the API does
-    /// not answer; what still fails is reported again at the next resync.
+    /// not answer (each try within the API client's deadline); what still fails is reported
+    /// again at the next resync.
     async fn report(&self, key: &ObjectKey, report: ContainerReport) {
         let state = report.state;
         let mut delay = Duration::from_millis(200);
@@ -183,6 +238,9 @@ impl Agent {
                     tracing::debug!(%key, error = %format!("{e:#}"), "report failed; retrying")
                 }
             }
+            if self.superseded(key) {
+                return;
+            }
             tokio::time::sleep(delay).await;
             delay *= 2;
         }
@@ -190,6 +248,21 @@ impl Agent {
 
     /// Makes the driver's copy of `key` match its binding.
     async fn reconcile(self: Arc<Self>, key: ObjectKey) {
+        while self.reconcile_once(key.clone()).await == Again::Yes {}
+    }
+
+    /// One try of [`Agent::reconcile`]. The volumes of a copy to start are asked of the API
+    /// before the container's lock is taken; when what to start changed meanwhile, it is tried
+    /// again.
+    async fn reconcile_once(self: &Arc<Self>, key: ObjectKey) -> Again {
+        let mounts = match self.mounts_to_start(&key).await {
+            Ok(mounts) => mounts,
+            Err((epoch, failure)) => {
+                lock(&self.failed).insert((key.clone(), epoch));
+                self.send(&key, failure);
+                return Again::No;
+            }
+        };
         let key_lock = self.key_lock(&key);
         let _guard = key_lock.lock().await;
         let wanted = lock(&self.wanted).get(&key).cloned();
@@ -200,7 +273,7 @@ impl Agent {
                 .is_none_or(|w| w.run.epoch != instance.epoch)
         {
             let Some(driver) = self.driver(*kind) else {
-                return;
+                return Again::No;
             };
             match driver.remove(instance).await {
                 Ok(()) => {
@@ -210,13 +283,13 @@ impl Agent {
                 }
                 Err(e) => {
                     tracing::warn!(%key, error = %format!("{e:#}"), "could not remove; trying again at the next resync");
-                    return;
+                    return Again::No;
                 }
             }
         }
         let Some(wanted) = wanted else {
             lock(&self.failed).retain(|(failed, _)| *failed != key);
-            return;
+            return Again::No;
         };
         let run = &wanted.run;
         let current = wanted
@@ -225,40 +298,89 @@ impl Agent {
             .filter(|r| r.epoch == run.epoch && r.node == self.config.name);
         if let Some(reason) = &run.placement.stop {
             self.stop(&key, have, current, reason).await;
-            return;
+            return Again::No;
         }
         if let Some((instance, _)) = have {
             let report = self.report_of(&instance);
             if current != Some(&report) {
-                self.report(&key, report).await;
+                self.send(&key, report);
             }
-            return;
+            return Again::No;
         }
-        let ended = current.is_some_and(|r| r.state.is_final());
-        if ended || lock(&self.failed).contains(&(key.clone(), run.epoch)) {
-            return;
+        if !self.should_start(&key, run, current) {
+            return Again::No;
         }
-        self.start(&key, run).await;
+        let mut run = run.clone();
+        if !run.spec.template.volumes.is_empty() {
+            let Some(mounts) = mounts else {
+                return Again::Yes;
+            };
+            run.mounts = mounts;
+        }
+        self.start(&key, &run).await;
+        Again::No
     }
 
-    async fn start(self: &Arc<Self>, key: &ObjectKey, run: &Run) {
-        let kind = run.spec.template.driver;
-        let mut failure = ContainerReport {
+    /// Whether `run` is to be started: it has not ended, nor failed to start.
+    fn should_start(&self, key: &ObjectKey, run: &Run, current: Option<&ContainerReport>) -> bool {
+        let ended = current.is_some_and(|r| r.state.is_final());
+        !ended && !lock(&self.failed).contains(&(key.clone(), run.epoch))
+    }
+
+    /// The volumes of `key`'s binding when it is to be started and has any; when they cannot
+    /// be had, the epoch and the report of its failure.
+    async fn mounts_to_start(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Option<Vec<Mount>>, (u64, ContainerReport)> {
+        let Some(wanted) = lock(&self.wanted).get(key).cloned() else {
+            return Ok(None);
+        };
+        let run = &wanted.run;
+        let current = wanted
+            .report
+            .as_ref()
+            .filter(|r| r.epoch == run.epoch && r.node == self.config.name);
+        let running = lock(&self.instances)
+            .get(key)
+            .is_some_and(|(instance, _)| instance.epoch == run.epoch);
+        if run.spec.template.volumes.is_empty()
+            || run.placement.stop.is_some()
+            || running
+            || !self.should_start(key, run, current)
+        {
+            return Ok(None);
+        }
+        self.mounts(key).await.map(Some).map_err(|e| {
+            let reason = format!("cannot mount its volumes: {e:#}");
+            (run.epoch, self.failure(run, reason))
+        })
+    }
+
+    /// A report that `run` failed to start, for `reason`.
+    fn failure(&self, run: &Run, reason: String) -> ContainerReport {
+        ContainerReport {
             node: self.config.name.clone(),
             epoch: run.epoch,
             state: ContainerState::Failed,
             finished_at: Some(now_millis()),
+            reason: Some(reason),
             restarts: run.placement.restarts,
             ..ContainerReport::default()
-        };
+        }
+    }
+
+    /// Starts `run`, whose volumes are resolved, and reports how that went.
+    async fn start(self: &Arc<Self>, key: &ObjectKey, run: &Run) {
+        let kind = run.spec.template.driver;
         let Some(driver) = self.driver(kind) else {
-            failure.reason = Some(format!(
+            let reason = format!(
                 "node {} has no {kind:?} driver; it offers {}",
                 self.config.name,
                 self.driver_names().join(", ")
-            ));
+            );
             lock(&self.failed).insert((key.clone(), run.epoch));
-            self.report(key, failure).await;
+            self.send(key, self.failure(run, reason));
             return;
         };
         let pulling = {
@@ -266,41 +388,23 @@ impl Agent {
             let key = key.clone();
             let report = ContainerReport {
                 state: ContainerState::Pulling,
-                exit_code: None,
                 finished_at: None,
-                ..failure.clone()
+                reason: None,
+                ..self.failure(run, String::new())
             };
-            move || {
-                let agent = agent.clone();
-                let key = key.clone();
-                let report = report.clone();
-                tokio::spawn(async move { agent.report(&key, report).await });
-            }
+            move || agent.send(&key, report.clone())
         };
-        let mut run = run.clone();
-        if !run.spec.template.volumes.is_empty() {
-            match self.mounts(key).await {
-                Ok(mounts) => run.mounts = mounts,
-                Err(e) => {
-                    failure.reason = Some(format!("cannot mount its volumes: {e:#}"));
-                    lock(&self.failed).insert((key.clone(), run.epoch));
-                    self.report(key, failure).await;
-                    return;
-                }
-            }
-        }
-        match driver.start(&run, &pulling).await {
+        match driver.start(run, &pulling).await {
             Ok(instance) => {
                 tracing::info!(%key, epoch = run.epoch, id = %instance.id, "started");
                 let report = self.report_of(&instance);
                 lock(&self.instances).insert(key.clone(), (instance, kind));
-                self.report(key, report).await;
+                self.send(key, report);
             }
             Err(e) => {
                 tracing::warn!(%key, error = %format!("{e:#}"), "could not start");
-                failure.reason = Some(format!("{e:#}"));
                 lock(&self.failed).insert((key.clone(), run.epoch));
-                self.report(key, failure).await;
+                self.send(key, self.failure(run, format!("{e:#}")));
             }
         }
     }
@@ -318,7 +422,7 @@ impl Agent {
 
     /// Stops the container as its binding asks (maxRunTime, drain) and reports why.
     async fn stop(
-        &self,
+        self: &Arc<Self>,
         key: &ObjectKey,
         have: Option<(Instance, DriverKind)>,
         current: Option<&ContainerReport>,
@@ -332,7 +436,7 @@ impl Agent {
                     reason: Some(reason.to_string()),
                     ..current.clone()
                 };
-                self.report(key, report).await;
+                self.send(key, report);
             }
             return;
         };
@@ -357,7 +461,7 @@ impl Agent {
         }
         let report = self.report_of(&instance);
         if current != Some(&report) {
-            self.report(key, report).await;
+            self.send(key, report);
         }
     }
 
@@ -384,7 +488,7 @@ impl Agent {
             tracing::info!(%key, epoch = instance.epoch, code = ?exit.code, "ended");
             self.report_of(instance)
         };
-        self.report(&key, report).await;
+        self.send(&key, report);
     }
 
     fn driver_names(&self) -> Vec<String> {
@@ -545,7 +649,13 @@ impl Agent {
 }
 
 /// Runs a node agent until `stop` is cancelled.
+///
+/// The process becomes non-dumpable first: its `/proc/PID/environ` (which may hold
+/// `DORA_NODE_TOKEN`), memory and descriptors are closed to the processes it starts, which
+/// run as its user, and they cannot trace it.
 pub async fn run(config: AgentConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("cannot make the node agent non-dumpable")?;
     let api = ApiClient::new(config.api.clone(), &config.zone, &config.name)?;
     let (exits, mut ended) = mpsc::unbounded_channel();
     let mut drivers: Vec<Arc<dyn Driver>> = Vec::new();
@@ -576,6 +686,7 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> anyhow::Result
         instances: Mutex::default(),
         failed: Mutex::default(),
         locks: Mutex::default(),
+        outbox: Mutex::default(),
     });
     let endpoint = match agent.config.listen {
         Some(listen) => Some(crate::server::start(agent.clone(), listen, stop.clone()).await?),
@@ -592,8 +703,7 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> anyhow::Result
     );
     agent.adopt().await;
     tokio::spawn(agent.clone().follow(stop.clone()));
-    let mut heartbeat = tokio::time::interval(agent.config.heartbeat);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::spawn(heartbeat(agent.clone(), gpus, endpoint, stop.clone()));
     let mut resync = tokio::time::interval(agent.config.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
@@ -603,16 +713,31 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> anyhow::Result
             Some(exit) = ended.recv() => {
                 tokio::spawn(agent.clone().exited(exit));
             }
-            _ = heartbeat.tick() => {
-                let report = agent.node_report(&gpus, endpoint.as_deref());
-                if let Err(e) = agent.api.report_node(&report).await {
-                    tracing::warn!(error = %format!("{e:#}"), "heartbeat failed");
-                }
-            }
             _ = resync.tick() => {
                 agent.adopt().await;
                 agent.reconcile_all();
             }
+        }
+    }
+}
+
+/// Heartbeats the node until `stop`, apart from the resync, so that a slow API delays neither.
+async fn heartbeat(
+    agent: Arc<Agent>,
+    gpus: Gpus,
+    endpoint: Option<String>,
+    stop: CancellationToken,
+) {
+    let mut heartbeat = tokio::time::interval(agent.config.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = heartbeat.tick() => {}
+        }
+        let report = agent.node_report(&gpus, endpoint.as_deref());
+        if let Err(e) = agent.api.report_node(&report).await {
+            tracing::warn!(error = %format!("{e:#}"), "heartbeat failed");
         }
     }
 }

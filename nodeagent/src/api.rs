@@ -3,6 +3,7 @@
 //! HTTPS that trusts the cluster CA only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dora_crds::Resource;
@@ -12,6 +13,12 @@ use futures::{Stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
+
+/// The most a call to the API may take, answer included; a watch has [`WATCH_IDLE`] instead.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most a watch may stay silent: the API server sends a bookmark after 30 s without
+/// changes, so a longer silence means the stream (or the path to it) is dead.
+pub const WATCH_IDLE: Duration = Duration::from_secs(90);
 
 /// How to reach the API server.
 #[derive(Debug, Clone)]
@@ -115,7 +122,9 @@ impl ApiClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("dora-node/", env!("CARGO_PKG_VERSION")))
             .use_preconfigured_tls(tls(&config.ca)?)
-            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5))
+            // Notices a peer that vanished without closing, on a watch that waits long.
+            .tcp_keepalive(Duration::from_secs(30))
             .build()
             .context("cannot build the HTTPS client")?;
         Ok(ApiClient {
@@ -135,8 +144,25 @@ impl ApiClient {
             .bearer_auth(&self.config.token)
     }
 
-    /// Sends `request`; an answer other than success is an error carrying the API's message.
+    /// Sends `request`, to be answered within [`REQUEST_TIMEOUT`]; an answer other than
+    /// success is an error carrying the API's message.
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        self.check(request.timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// Sends `request` without a deadline for its whole answer: a stream, which its reader
+    /// keeps to [`WATCH_IDLE`] between chunks.
+    async fn open(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let opened = tokio::time::timeout(REQUEST_TIMEOUT, self.check(request)).await;
+        opened.unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "the API server did not answer within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+        })
+    }
+
+    async fn check(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let response = request
             .send()
             .await
@@ -173,6 +199,7 @@ impl ApiClient {
         let response = self
             .request(Method::PUT, &path)
             .json(report)
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .context("cannot reach the API server")?;
@@ -261,12 +288,12 @@ impl ApiClient {
             ("resourceVersion", version),
         ];
         let response = self
-            .send(
+            .open(
                 self.request(Method::GET, &self.containers_path())
                     .query(&query),
             )
             .await?;
-        let lines = ndjson_lines(response.bytes_stream());
+        let lines = ndjson_lines(response.bytes_stream(), WATCH_IDLE);
         Ok(lines.map(|line| line.and_then(|line| parse_change(&line))))
     }
 }
@@ -301,15 +328,15 @@ fn parse_change(line: &str) -> anyhow::Result<Change> {
     }
 }
 
-/// Splits a byte stream into lines.
-fn ndjson_lines<S, B>(bytes: S) -> impl Stream<Item = anyhow::Result<String>>
+/// Splits a byte stream into lines; a silence longer than `idle` ends it with an error.
+fn ndjson_lines<S, B>(bytes: S, idle: Duration) -> impl Stream<Item = anyhow::Result<String>>
 where
     S: Stream<Item = reqwest::Result<B>> + Unpin,
     B: AsRef<[u8]>,
 {
     futures::stream::unfold(
         (bytes, Vec::<u8>::new(), false),
-        |(mut bytes, mut buffer, done)| async move {
+        move |(mut bytes, mut buffer, done)| async move {
             loop {
                 if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buffer.drain(..=end).collect();
@@ -322,7 +349,16 @@ where
                 if done {
                     return None;
                 }
-                match bytes.next().await {
+                let Ok(next) = tokio::time::timeout(idle, bytes.next()).await else {
+                    return Some((
+                        Err(anyhow::anyhow!(
+                            "the watch sent nothing for {} s",
+                            idle.as_secs()
+                        )),
+                        (bytes, Vec::new(), true),
+                    ));
+                };
+                match next {
                     Some(Ok(chunk)) => buffer.extend_from_slice(chunk.as_ref()),
                     Some(Err(e)) => {
                         return Some((

@@ -54,7 +54,11 @@ pub fn agent_config(
         DockerChoice::Off => DockerUse::Off,
     };
     config.process = !options.no_process;
+    if options.heartbeat.is_zero() || options.resync.is_zero() {
+        anyhow::bail!("--heartbeat and --resync must be longer than 0, e.g. 5s");
+    }
     config.heartbeat = options.heartbeat;
+    config.resync = options.resync;
     config.fake_gpus = options
         .fake_gpus
         .as_deref()
@@ -77,10 +81,20 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     components::init_logging(&args.log);
     let ca = std::fs::read_to_string(&args.ca)
         .with_context(|| format!("cannot read the cluster CA {}", args.ca.display()))?;
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => Some(token.trim().to_string()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --token-file {}", file.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
     let api = ApiConfig {
         url: args.api_server.clone(),
         ca,
-        token: args.token.clone().unwrap_or_default().trim().to_string(),
+        token: token.clone().unwrap_or_default(),
     };
     let state_dir = args
         .state_dir
@@ -88,9 +102,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| super::up::default_data_dir().join("node"));
     let listen = SocketAddr::from(([0, 0, 0, 0], 7444));
     let mut config = agent_config(&args.zone, &args.node, api, state_dir, listen)?;
-    if args.token.is_none() {
+    if token.is_none() {
         let join = args.join_token.as_deref().context(
-            "pass --token (from `dora token create --node NAME`) or --join-token (from `dora token create --join`)",
+            "set DORA_NODE_TOKEN or --token-file (from `dora token create --node NAME`), or DORA_JOIN_TOKEN (from `dora token create --join`)",
         )?;
         config.api.token = joined_credential(&config, join.trim()).await?;
     }

@@ -42,9 +42,8 @@ pub async fn logs(global: &Global, args: LogsArgs) -> anyhow::Result<()> {
     if let Some(tail) = args.tail {
         query.push(("tail", tail.to_string()));
     }
-    let response = client
-        .send(Method::GET, &format!("{path}/logs"), &query, None)
-        .await?;
+    // A followed container may stay quiet for long: only the keep-alive ends a dead stream.
+    let response = client.open(&format!("{path}/logs"), &query).await?;
     if !response.status().is_success() {
         return Err(failure(response).await);
     }

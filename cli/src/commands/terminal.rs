@@ -5,11 +5,17 @@
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
+use anyhow::bail;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Client;
+
+/// How often an attached session pings the API server.
+const PING: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a session waits for anything, a pong included, before it gives up.
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// Puts the terminal in raw mode until dropped, so that keys go to the remote shell as typed.
 struct RawMode {
@@ -87,10 +93,21 @@ pub async fn attach(client: &Client, path: &str, command: &[String]) -> anyhow::
     let mut typing = true;
     let mut stdout = std::io::stdout();
     let mut exit_code = None;
+    // A session may be idle for long: pings, which the server answers, tell a quiet one from
+    // a dead one.
+    let mut ping = tokio::time::interval(PING);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if heard.elapsed() > SILENCE {
+                    bail!("the API server stopped answering for {} s", SILENCE.as_secs());
+                }
+                sink.send(Message::Ping(Default::default())).await?;
+            }
             message = incoming.next() => match message {
                 Some(Ok(Message::Binary(bytes))) => {
+                    heard = tokio::time::Instant::now();
                     stdout.write_all(&bytes)?;
                     stdout.flush()?;
                 }
@@ -101,7 +118,7 @@ pub async fn attach(client: &Client, path: &str, command: &[String]) -> anyhow::
                     }
                 }
                 Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => heard = tokio::time::Instant::now(),
                 Some(Err(e)) => return Err(e.into()),
             },
             chunk = keys.recv(), if typing => match chunk.flatten() {

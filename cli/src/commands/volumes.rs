@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::args::{DownloadArgs, Global, LsArgs, UploadArgs};
-use crate::client::{Client, failure};
+use crate::client::{Client, failure, idle_deadline};
 use crate::output;
 
 /// `/v1/.../volumes/NAME/files/PATH`, each segment percent-encoded.
@@ -172,7 +172,7 @@ pub async fn download(global: &Global, args: DownloadArgs) -> anyhow::Result<()>
     let target = download_target(&args.path, &args.destination)?;
     let mut client = Client::new(global)?;
     let path = files_path(&mut client, &args.volume, &args.path).await?;
-    let response = client.send(Method::GET, &path, &[], None).await?;
+    let response = client.open(&path, &[]).await?;
     if !response.status().is_success() {
         return Err(failure(response).await);
     }
@@ -196,7 +196,7 @@ pub async fn download(global: &Global, args: DownloadArgs) -> anyhow::Result<()>
     let mut file = tokio::fs::File::create(&partial)
         .await
         .with_context(|| format!("cannot write {}", partial.display()))?;
-    let mut body = response.bytes_stream();
+    let mut body = idle_deadline(response.bytes_stream());
     // Counted here: a progress bar drawn nowhere (no terminal) counts nothing.
     let mut written = 0u64;
     while let Some(chunk) = body.next().await {

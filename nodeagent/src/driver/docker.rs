@@ -392,7 +392,14 @@ impl Driver for DockerDriver {
         if let Some(network) = &template.network {
             exposed.extend(network.ports.iter().map(|p| port_key(p.port, p.protocol)));
         }
+        // Its host name is the node's name, as $HOSTNAME says (on the host's network, the
+        // machine's own).
+        let on_host_network = template
+            .network
+            .as_ref()
+            .is_some_and(|n| n.mode == NetworkMode::Host);
         let body = ContainerCreateBody {
+            hostname: (!on_host_network).then(|| self.node.clone()),
             image: Some(image.image.clone()),
             cmd: (!argv.is_empty()).then_some(argv),
             env: Some(

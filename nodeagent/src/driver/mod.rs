@@ -60,31 +60,39 @@ pub struct Mount {
 }
 
 impl Run {
-    /// The environment a container gets: the workload's, then Dora's own variables.
+    /// The environment a container gets, the same for every driver, and nothing of the
+    /// agent's own: `HOSTNAME` (the node's name), then the workload's variables (which may
+    /// override it), then Dora's identity of the container (`DORA_ZONE`, `DORA_WORKSPACE`,
+    /// `DORA_WORKLOAD`, `DORA_REPLICA`, `DORA_CONTAINER`, `DORA_NODE`), its devices and its
+    /// volumes. A driver adds what its runtime lacks before these ([`Run::env_over`]).
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = self
-            .spec
-            .template
-            .config
-            .env
-            .iter()
-            .map(|pair| match pair.split_once('=') {
-                Some((name, value)) => (name.to_string(), value.to_string()),
-                None => (pair.clone(), String::new()),
-            })
-            .collect();
-        env.push(("DORA_CONTAINER".into(), self.key.name.clone()));
-        env.push(("DORA_WORKLOAD".into(), self.spec.workload.clone()));
-        env.push(("DORA_REPLICA".into(), self.spec.index.to_string()));
-        env.push(("DORA_WORKSPACE".into(), self.key.workspace.clone()));
-        env.push(("DORA_ZONE".into(), self.key.zone.clone()));
+        self.env_over(Vec::new())
+    }
+
+    /// [`Run::env`] over `defaults`: a default the workload sets again is replaced.
+    pub fn env_over(&self, defaults: Vec<(String, String)>) -> Vec<(String, String)> {
+        let mut env = Env(defaults);
+        let node = self.placement.node.clone().unwrap_or_default();
+        env.set("HOSTNAME", node.clone());
+        for pair in &self.spec.template.config.env {
+            match pair.split_once('=') {
+                Some((name, value)) => env.set(name, value.to_string()),
+                None => env.set(pair, String::new()),
+            }
+        }
+        env.set("DORA_ZONE", self.key.zone.clone());
+        env.set("DORA_WORKSPACE", self.key.workspace.clone());
+        env.set("DORA_WORKLOAD", self.spec.workload.clone());
+        env.set("DORA_REPLICA", self.spec.index.to_string());
+        env.set("DORA_CONTAINER", self.key.name.clone());
+        env.set("DORA_NODE", node);
         if !self.placement.gpus.is_empty() {
             let gpus = join(&self.placement.gpus);
-            env.push(("CUDA_VISIBLE_DEVICES".into(), gpus.clone()));
-            env.push(("NVIDIA_VISIBLE_DEVICES".into(), gpus));
+            env.set("CUDA_VISIBLE_DEVICES", gpus.clone());
+            env.set("NVIDIA_VISIBLE_DEVICES", gpus);
         }
         if !self.placement.cpus.is_empty() {
-            env.push(("DORA_CPUS".into(), join(&self.placement.cpus)));
+            env.set("DORA_CPUS", join(&self.placement.cpus));
         }
         for mount in &self.mounts {
             let name: String = mount
@@ -98,9 +106,9 @@ impl Run {
                     }
                 })
                 .collect();
-            env.push((format!("DORA_VOLUME_{name}"), mount.source.clone()));
+            env.set(&format!("DORA_VOLUME_{name}"), mount.source.clone());
         }
-        env
+        env.0
     }
 
     /// The command, as argv.
@@ -125,6 +133,18 @@ impl Run {
             (label::EPOCH.into(), self.epoch.to_string()),
             (label::RESTARTS.into(), self.placement.restarts.to_string()),
         ])
+    }
+}
+
+/// An environment in which each name appears once, keeping the order names were first set.
+struct Env(Vec<(String, String)>);
+
+impl Env {
+    fn set(&mut self, name: &str, value: String) {
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((name.to_string(), value)),
+        }
     }
 }
 
@@ -282,4 +302,59 @@ pub trait Driver: Send + Sync + 'static {
         command: &[String],
         tty: bool,
     ) -> anyhow::Result<Session>;
+}
+
+#[cfg(test)]
+mod tests {
+    use dora_crds::status::Placement;
+
+    use super::*;
+
+    #[test]
+    fn a_workload_overrides_defaults_but_not_the_containers_identity() {
+        let mut spec = ContainerSpec {
+            workload: "train".into(),
+            index: 2,
+            hash: "h".into(),
+            template: Default::default(),
+        };
+        spec.template.config.env = [
+            "PATH=/opt/bin",
+            "HOSTNAME=mine",
+            "DORA_NODE=forged",
+            "EMPTY",
+        ]
+        .map(String::from)
+        .to_vec();
+        let run = Run {
+            key: ObjectKey::new(dora_crds::Kind::Container, "z", "w", "train.2"),
+            epoch: 3,
+            spec,
+            placement: Placement {
+                node: Some("gpu-01".into()),
+                ..Placement::default()
+            },
+            mounts: Vec::new(),
+        };
+        let env = run.env_over(vec![
+            ("PATH".into(), "/usr/bin".into()),
+            ("HOME".into(), "/work".into()),
+        ]);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("PATH", "/opt/bin"),
+                ("HOME", "/work"),
+                ("HOSTNAME", "mine"),
+                ("DORA_NODE", "gpu-01"),
+                ("EMPTY", ""),
+                ("DORA_ZONE", "z"),
+                ("DORA_WORKSPACE", "w"),
+                ("DORA_WORKLOAD", "train"),
+                ("DORA_REPLICA", "2"),
+                ("DORA_CONTAINER", "train.2"),
+            ]
+        );
+    }
 }

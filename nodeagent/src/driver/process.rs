@@ -10,9 +10,17 @@
 //! ```
 //!
 //! The files let a restarted agent find what it runs (the processes outlive it) and read how
-//! they ended. Stopping signals the whole process group.
+//! they ended. Stopping signals the whole process group, and removing a container stops what
+//! its main process left behind in it.
+//!
+//! A container, and every command run in it, gets only its own environment ([`Run::env`] with
+//! `PATH` and `HOME` defaults), standard input, output and error (every other descriptor of
+//! the agent is close-on-exec), and, when the agent runs as root, only the capabilities Docker
+//! gives a container by default ([`confine`]). It still runs as the agent's user: this is not a
+//! sandbox (see the README).
 
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -23,6 +31,7 @@ use bytes::Bytes;
 use dora_crds::status::ContainerState;
 use dora_store::{ObjectKey, now_millis};
 use rustix::process::{Pid, Signal};
+use rustix::thread::CapabilitySet;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -38,6 +47,8 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const TAIL_WINDOW: u64 = 8 << 20;
 /// The most output a one-off command returns.
 const EXEC_OUTPUT: usize = 1 << 20;
+/// A container's `PATH` unless its workload sets one (Docker's default).
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Meta {
@@ -101,6 +112,28 @@ fn alive(meta: &Meta) -> bool {
     read_stat(meta.pid).is_some_and(|stat| stat.start_ticks == meta.start_ticks && !stat.zombie)
 }
 
+/// Whether any process of `meta`'s container still runs: its main one, or one that the main
+/// one left behind in its process group (started no earlier, and with the container's
+/// `DORA_CONTAINER`, so that a group that merely got the same number is not mistaken for it).
+fn group_alive(meta: &Meta) -> bool {
+    if alive(meta) {
+        return true;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let identity = format!("DORA_CONTAINER={}", meta.name);
+    entries.flatten().any(|entry| {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            return false;
+        };
+        read_stat(pid).is_some_and(|stat| {
+            stat.pgrp == meta.pid && !stat.zombie && stat.start_ticks >= meta.start_ticks
+        }) && std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == identity.as_bytes()))
+    })
+}
+
 /// A process's exit code, or 128 + the signal that killed it, as shells report it.
 fn exit_code(status: std::process::ExitStatus) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
@@ -117,11 +150,119 @@ fn signal_group(pid: i32, signal: Signal) {
 async fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec(value)?;
     let temporary = path.with_extension("tmp");
-    tokio::fs::write(&temporary, bytes)
+    write_private(&temporary, &bytes)
         .await
         .with_context(|| format!("cannot write {}", temporary.display()))?;
     tokio::fs::rename(&temporary, path).await?;
     Ok(())
+}
+
+/// Writes a file only the agent's user can read: it may hold a workload's secrets.
+async fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
+    file.write_all(bytes).await?;
+    file.flush().await
+}
+
+/// Capabilities a container started by a root agent keeps: Docker's default set.
+const KEPT_CAPABILITIES: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FSETID)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::MKNOD)
+    .union(CapabilitySet::NET_RAW)
+    .union(CapabilitySet::SETGID)
+    .union(CapabilitySet::SETUID)
+    .union(CapabilitySet::SETFCAP)
+    .union(CapabilitySet::SETPCAP)
+    .union(CapabilitySet::NET_BIND_SERVICE)
+    .union(CapabilitySet::SYS_CHROOT)
+    .union(CapabilitySet::KILL)
+    .union(CapabilitySet::AUDIT_WRITE);
+
+/// Run in the child between fork and exec: when the agent is root, drops every capability
+/// Docker does not give a container (`SYS_PTRACE` among them, without which the agent's
+/// `/proc/PID/environ`, memory and descriptors stay closed to the container, the agent being
+/// non-dumpable) from the bounding and inheritable sets, so that no program the container
+/// runs gets them back. Only system calls: nothing here allocates.
+fn confine() -> std::io::Result<()> {
+    use rustix::thread::{
+        capabilities, capability_is_in_bounding_set, clear_ambient_capability_set,
+        remove_capability_from_bounding_set, set_capabilities,
+    };
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    for bit in 0..u64::BITS {
+        let capability = CapabilitySet::from_bits_retain(1 << bit);
+        // A bit the kernel does not know reads as an error: nothing to drop.
+        if !KEPT_CAPABILITIES.contains(capability)
+            && capability_is_in_bounding_set(capability).unwrap_or(false)
+        {
+            remove_capability_from_bounding_set(capability)?;
+        }
+    }
+    let mut sets = capabilities(None)?;
+    sets.inheritable = CapabilitySet::empty();
+    set_capabilities(None, sets)?;
+    // Kernels before 4.3 have no ambient set.
+    let _ = clear_ambient_capability_set();
+    Ok(())
+}
+
+/// Marks every descriptor of the agent above standard error close-on-exec. Rust opens its own
+/// so, but the agent may have inherited some from whoever started it (a jobserver's pipe, say)
+/// and a C library (NVML) may open some without: none of them is a container's.
+fn close_on_exec() -> std::io::Result<()> {
+    use rustix::io::{FdFlags, fcntl_getfd, fcntl_setfd};
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let name = entry?.file_name();
+        let Some(fd) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if fd <= 2 {
+            continue;
+        }
+        // SAFETY: only the descriptor's flags change; one closed since it was listed (the
+        // listing's own among them) fails, or a new one gets a flag it should have anyway.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if let Ok(flags) = fcntl_getfd(fd)
+            && !flags.contains(FdFlags::CLOEXEC)
+        {
+            let _ = fcntl_setfd(fd, flags | FdFlags::CLOEXEC);
+        }
+    }
+    Ok(())
+}
+
+/// A command to run in the container in `dir`, with its environment `env` and nothing of the
+/// agent's: no variable, no descriptor but those it is given, no capability Docker would not
+/// give.
+fn container_command(
+    program: &str,
+    args: &[String],
+    dir: &Path,
+    env: &[(String, String)],
+) -> anyhow::Result<tokio::process::Command> {
+    close_on_exec().context("cannot mark the agent's descriptors close-on-exec")?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: `confine` makes only system calls, which is allowed between fork and exec.
+    unsafe {
+        command.pre_exec(confine);
+    }
+    Ok(command)
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
@@ -314,13 +455,14 @@ impl Driver for ProcessDriver {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(dir.join("output.log"))?;
-        let env = run.env();
-        let mut command = tokio::process::Command::new(program);
+        let env = run.env_over(vec![
+            ("PATH".into(), PATH.into()),
+            ("HOME".into(), work.to_string_lossy().into_owned()),
+        ]);
+        let mut command = container_command(program, args, &work, &env)?;
         command
-            .args(args)
-            .current_dir(&work)
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -353,10 +495,10 @@ impl Driver for ProcessDriver {
     async fn stop(&self, instance: &Instance) -> anyhow::Result<Option<Exit>> {
         let meta = self.meta(&instance.id).await?;
         let exit_path = self.dir(&instance.id).join("exit.json");
-        if alive(&meta) {
+        if group_alive(&meta) {
             signal_group(meta.pid, Signal::TERM);
             let deadline = tokio::time::Instant::now() + GRACE;
-            while alive(&meta) && tokio::time::Instant::now() < deadline {
+            while group_alive(&meta) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             signal_group(meta.pid, Signal::KILL);
@@ -378,7 +520,7 @@ impl Driver for ProcessDriver {
 
     async fn remove(&self, instance: &Instance) -> anyhow::Result<()> {
         if let Ok(meta) = self.meta(&instance.id).await
-            && alive(&meta)
+            && group_alive(&meta)
         {
             self.stop(instance).await?;
         }
@@ -456,10 +598,8 @@ impl Driver for ProcessDriver {
             bail!("give a command to run");
         };
         let meta = self.meta(&instance.id).await?;
-        let output = tokio::process::Command::new(program)
-            .args(args)
-            .current_dir(self.dir(&instance.id).join("work"))
-            .envs(meta.env.iter().map(|(k, v)| (k, v)))
+        let work = self.dir(&instance.id).join("work");
+        let output = container_command(program, args, &work, &meta.env)?
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()
@@ -484,12 +624,9 @@ impl Driver for ProcessDriver {
             bail!("give a command to run");
         };
         let meta = self.meta(&instance.id).await?;
-        let mut process = tokio::process::Command::new(program);
-        process
-            .args(args)
-            .current_dir(self.dir(&instance.id).join("work"))
-            .envs(meta.env.iter().map(|(k, v)| (k, v)))
-            .kill_on_drop(true);
+        let work = self.dir(&instance.id).join("work");
+        let mut process = container_command(program, args, &work, &meta.env)?;
+        process.kill_on_drop(true);
         let (input, output, terminal): (
             std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
             LogStream,
