@@ -9,6 +9,7 @@ mod meta;
 mod name;
 mod quantity;
 mod schema;
+mod selector;
 pub mod spec;
 pub mod status;
 
@@ -20,6 +21,7 @@ pub use meta::{Metadata, Resource};
 pub use name::validate_name;
 pub use quantity::{Bytes, Count, Duration, MilliCpu};
 pub use schema::{kind_schema, validate_spec};
+pub use selector::{Selector, SelectorError};
 
 /// The only `apiVersion` Dora accepts.
 pub const API_VERSION: &str = "v1";

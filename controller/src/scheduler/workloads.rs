@@ -227,7 +227,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
 
     let pending =
         by_index.values().filter(|m| m.place.node.is_none()).count() as u32 + missing.len() as u32;
-    let reason = shared
+    let waiting = shared
         .state()
         .reasons
         .get(&key)
@@ -239,7 +239,8 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         updated: by_index.values().filter(|m| m.current).count() as u32 + missing.len() as u32,
         pending,
         finished,
-        reason,
+        reason: waiting.as_ref().map(|w| w.reason.clone()),
+        estimated_start: waiting.and_then(|w| w.estimated_start),
         paused,
         paused_by,
         observed_generation: workload.generation,
