@@ -35,6 +35,7 @@ fn small_allocator() {
 }
 
 fn main() -> ExitCode {
+    commands::completion::answer_and_exit();
     let args = args::Cli::parse();
     let agent = matches!(args.command, args::Command::Node(_));
     if agent && std::env::var_os(EAGER_COMMIT).is_none() {
