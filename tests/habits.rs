@@ -178,7 +178,13 @@ fn queue_scale_wait_and_cordon_on_hollow_nodes() {
                 .as_str()
                 .is_some_and(|r| r.contains("waiting behind big"))
     });
-    assert_eq!(names(&queue), ["big", "small"]);
+    let queued: Vec<&str> = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(queued, ["big", "small"]);
     assert_eq!(queue["items"][0]["position"], 1);
     assert_eq!(queue["items"][0]["priority"], 5);
     let table = dora.run(&["queue"]);

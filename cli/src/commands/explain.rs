@@ -202,7 +202,7 @@ fn required_of(root: &Value, schema: &Value) -> Vec<String> {
 /// The values an enumeration takes, from `enum` or from `oneOf` branches of constants.
 fn choices(root: &Value, schema: &Value) -> Option<Vec<String>> {
     if let Some(values) = schema["enum"].as_array() {
-        return Some(values.iter().map(|v| text_of(v)).collect());
+        return Some(values.iter().map(text_of).collect());
     }
     let branches = schema["oneOf"].as_array().or(schema["anyOf"].as_array())?;
     let mut values = Vec::new();
