@@ -152,6 +152,13 @@ fn queue_scale_wait_and_cordon_on_hollow_nodes() {
         "30s",
     ]);
     assert!(ready.contains("workload/long condition met"), "{ready}");
+    for (kind, name, condition) in [
+        ("c", "long.0", "--for=status=Running"),
+        ("node", "sim-00000", "--for=condition=Ready"),
+    ] {
+        let met = dora.run(&["wait", kind, name, condition, "--timeout", "30s"]);
+        assert!(met.contains("condition met"), "{met}");
+    }
     let timed_out = dora.fails(&[
         "wait",
         "wk",
