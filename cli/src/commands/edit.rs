@@ -21,12 +21,12 @@ const TRIES: usize = 5;
 async fn edit_spec(
     client: &Client,
     path: &str,
-    change: impl Fn(&mut Value) -> anyhow::Result<bool>,
+    change: impl Fn(&mut Value) -> bool,
 ) -> anyhow::Result<(Value, bool)> {
     for _ in 0..TRIES {
         let item = client.json(Method::GET, path, &[], None).await?;
         let mut spec = item["spec"].clone();
-        if !change(&mut spec)? {
+        if !change(&mut spec) {
             return Ok((item, false));
         }
         let meta = &item["metadata"];
@@ -77,10 +77,10 @@ pub async fn scale(global: &Global, args: ScaleArgs) -> anyhow::Result<ExitCode>
     let (_, changed) = edit_spec(&client, &path, |spec| {
         let count = &mut spec["replica"]["count"];
         if count.as_u64() == Some(u64::from(replicas)) {
-            return Ok(false);
+            return false;
         }
         *count = json!(replicas);
-        Ok(true)
+        true
     })
     .await?;
     let name = label(kind.name(), &args.name);
@@ -111,12 +111,13 @@ async fn node_client(
     Ok((client, path))
 }
 
-fn set_scheduling_disabled(spec: &mut Value, disabled: bool) -> anyhow::Result<bool> {
+/// Sets a node spec's cordon; whether that changed it.
+fn set_scheduling_disabled(spec: &mut Value, disabled: bool) -> bool {
     if spec["schedulingDisabled"].as_bool().unwrap_or(false) == disabled {
-        return Ok(false);
+        return false;
     }
     spec["schedulingDisabled"] = json!(disabled);
-    Ok(true)
+    true
 }
 
 /// `dora cordon node NAME`: sets `spec.schedulingDisabled`.

@@ -44,7 +44,7 @@ pub async fn run(global: &Global, args: QueueArgs) -> anyhow::Result<()> {
 fn row(item: &Value) -> Vec<String> {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
-        Value::Null => "<unknown>".into(),
+        Value::Null => "<none>".into(),
         other => other.to_string(),
     };
     vec![
@@ -53,7 +53,10 @@ fn row(item: &Value) -> Vec<String> {
         text(&item["name"]),
         text(&item["priority"]),
         format!("{}/{}", text(&item["pending"]), text(&item["desired"])),
-        text(&item["estimatedStart"]),
+        item["estimatedStart"]
+            .as_str()
+            .unwrap_or("<unknown>")
+            .to_string(),
         output::age(&item["created"]),
         text(&item["reason"]),
     ]

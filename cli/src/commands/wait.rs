@@ -237,13 +237,14 @@ pub async fn run(global: &Global, args: WaitArgs) -> anyhow::Result<ExitCode> {
         Ok(Err(e)) => Err(e),
         Err(_) => bail!(
             "timed out after {} waiting for {name} (--for={}): {last}",
-            humantime(args.timeout),
+            short_duration(args.timeout),
             args.condition
         ),
     }
 }
 
-fn humantime(duration: std::time::Duration) -> String {
+/// `90s`, `2m` or `500ms`, as `--timeout` takes it.
+fn short_duration(duration: std::time::Duration) -> String {
     let secs = duration.as_secs();
     if secs > 0 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
