@@ -100,6 +100,7 @@ fn build() -> Value {
             {"name": "continue", "in": "query", "schema": {"type": "string"}},
             {"name": "watch", "in": "query", "description": "Stream changes as NDJSON", "schema": {"type": "boolean"}},
             {"name": "resourceVersion", "in": "query", "description": "Watch from this change-feed position", "schema": {"type": "string"}},
+            {"name": "labelSelector", "in": "query", "description": "Only objects whose labels match, in kubectl's syntax: key=value, key!=value, key in (a,b), key notin (a,b), key, !key, joined by commas", "schema": {"type": "string"}},
         ]);
         paths.insert(collection.clone(), json!({
             "parameters": parameters,
@@ -314,6 +315,11 @@ fn build() -> Value {
             "responses": with_ok("See the summary", json!({})),
         });
     }
+    paths.insert("/v1/zones/{zone}/queue".into(), json!({"get": {
+        "summary": "The zone's waiting workloads in the scheduler's order, with position, priority, reason and estimated start",
+        "parameters": [param("zone")],
+        "responses": with_ok("Queue", json!({"type": "object"})),
+    }}));
     paths.insert("/v1/whoami".into(), json!({"get": {"summary": "The caller's identity", "responses": with_ok("Identity", json!({"type": "object"}))}}));
     for (path, summary) in [
         ("/healthz", "Liveness"),

@@ -1003,6 +1003,159 @@ async fn watches_end_when_the_token_expires(c: &Cluster) {
     assert!(end.is_none(), "the stream ends after the ERROR line");
 }
 
+fn labelled(name: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Workload\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\nspec:\n  replica: {{count: 1}}\n  image: {{image: a}}\n"
+    )
+}
+
+fn item_names(list: &Value) -> Vec<&str> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect()
+}
+
+async fn label_selectors_filter_lists_and_watches(c: &Cluster) {
+    for manifest in [
+        labelled("w1", "team: a, tier: x"),
+        labelled("w2", "team: b"),
+        workload("w3", "a"),
+    ] {
+        assert!(c.apply(&c.admin, &manifest).await.0.is_success());
+    }
+    for (selector, expected) in [
+        ("team%3Da", vec!["w1"]),
+        ("team%3D%3Da", vec!["w1"]),
+        ("team!%3Da", vec!["w2", "w3"]),
+        ("team%20in%20(a,b)", vec!["w1", "w2"]),
+        ("team%20notin%20(a)", vec!["w2", "w3"]),
+        ("team", vec!["w1", "w2"]),
+        ("!team", vec!["w3"]),
+        ("team,tier%3Dx", vec!["w1"]),
+    ] {
+        let (status, list) = c
+            .get(&c.admin, &format!("{WORKLOADS}?labelSelector={selector}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{selector}: {list}");
+        assert_eq!(item_names(&list), expected, "{selector}");
+    }
+    let (status, error) = c
+        .get(
+            &c.admin,
+            &format!("{WORKLOADS}?labelSelector=team%20in%20(a"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"team in (a\"") && message.contains("without its ')'"),
+        "{message}"
+    );
+
+    // A watch sees only what matches; what stops matching is DELETED, what starts is ADDED.
+    let response = c
+        .http
+        .get(format!(
+            "{}{WORKLOADS}?watch=true&labelSelector=team%3Da",
+            c.url
+        ))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = Box::pin(response.bytes_stream());
+    let mut buffer = Vec::new();
+    let mut next = async || {
+        let event = next_event(&mut stream, &mut buffer).await;
+        (
+            event["type"].as_str().unwrap().to_string(),
+            event["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    assert_eq!(next().await, ("ADDED".into(), "w1".into()));
+    c.apply(&c.admin, &labelled("w1", "team: c")).await;
+    assert_eq!(next().await, ("DELETED".into(), "w1".into()));
+    c.apply(&c.admin, &workload("w4", "a")).await;
+    c.apply(&c.admin, &labelled("w2", "team: a")).await;
+    assert_eq!(next().await, ("ADDED".into(), "w2".into()));
+    c.apply(&c.admin, &labelled("w3", "team: b")).await;
+    c.call(
+        Method::DELETE,
+        &format!("{WORKLOADS}/w2"),
+        Some(&c.admin),
+        None,
+    )
+    .await;
+    assert_eq!(next().await, ("DELETED".into(), "w2".into()));
+}
+
+async fn unknown_query_parameters_are_refused(c: &Cluster) {
+    c.apply(&c.admin, &workload("known", "a")).await;
+    let refused = async |method: Method, path: &str, parameter: &str, accepted: &str| {
+        let (status, error) = c.call(method, path, Some(&c.admin), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("unknown query parameter `{parameter}`"))
+                && message.contains(accepted),
+            "{path}: {message}"
+        );
+    };
+    refused(
+        Method::GET,
+        &format!("{WORKLOADS}?labelSelectr=team%3Da"),
+        "labelSelectr",
+        "`labelSelector`",
+    )
+    .await;
+    refused(
+        Method::GET,
+        &format!("{WORKLOADS}/known?limit=1"),
+        "limit",
+        "`resourceVersion`",
+    )
+    .await;
+    refused(
+        Method::GET,
+        &format!("{WORKLOADS}/known/versions?all=1"),
+        "all",
+        "takes no query parameters",
+    )
+    .await;
+    refused(
+        Method::DELETE,
+        &format!("{WORKLOADS}/known?force=true"),
+        "force",
+        "`version`",
+    )
+    .await;
+    refused(Method::POST, "/v1/apply?dryRun=true", "dryRun", "`zone`").await;
+    refused(Method::GET, "/v1/events?kindd=Workload", "kindd", "`kind`").await;
+    refused(
+        Method::GET,
+        "/v1/whoami?zone=x",
+        "zone",
+        "no query parameters",
+    )
+    .await;
+    refused(
+        Method::GET,
+        "/healthz?verbose=1",
+        "verbose",
+        "no query parameters",
+    )
+    .await;
+    let (status, _) = c.get(&c.admin, &format!("{WORKLOADS}/known")).await;
+    assert_eq!(status, StatusCode::OK, "the refused DELETE deleted nothing");
+}
+
 /// Runs each case on the embedded SQLite store and on Cassandra.
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
@@ -1046,4 +1199,6 @@ on_every_store!(
     self_minted_tokens_do_not_outlive_the_minting_token,
     tokens_of_an_earlier_user_of_the_same_name_are_refused,
     watches_end_when_the_token_expires,
+    label_selectors_filter_lists_and_watches,
+    unknown_query_parameters_are_refused,
 );

@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCompleter;
 
 /// Dora: a workload orchestrator for GPU and CPU clusters.
 #[derive(Debug, Parser)]
@@ -78,7 +79,7 @@ pub enum Command {
     Resume(ActionArgs),
     /// Drain a node: nothing new lands there and its containers move to other nodes.
     Drain(ActionArgs),
-    /// Let a drained node take containers again.
+    /// Let a drained or cordoned node take containers again.
     Uncordon(ActionArgs),
     /// Show the spec history of a resource.
     Versions(VersionsArgs),
@@ -90,8 +91,18 @@ pub enum Command {
     /// Manage the CLI configuration and profiles.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Print a shell completion script.
+    /// Print a shell completion script (commands, kinds and resource names).
     Completion { shell: clap_complete::Shell },
+    /// Set the replica count of a workload (its containers are not restarted).
+    Scale(ScaleArgs),
+    /// Cordon a node: nothing new is placed there; what runs stays (`dora uncordon` undoes it).
+    Cordon(ActionArgs),
+    /// Wait until a resource meets a condition, or is deleted.
+    Wait(WaitArgs),
+    /// Describe a kind's fields from its schema: `dora explain workload.spec.replica`.
+    Explain(ExplainArgs),
+    /// Show the waiting workloads of a zone in the scheduler's order (Slurm's squeue).
+    Queue(QueueArgs),
 }
 
 #[derive(Debug, Args)]
@@ -201,7 +212,9 @@ pub struct NodeArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// `container` (c), or `workload` (wk) for its replica 0.
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: String,
     /// Keep printing output as it comes, until the container ends.
     #[arg(short, long)]
@@ -214,7 +227,9 @@ pub struct LogsArgs {
 #[derive(Debug, Args)]
 pub struct ShellArgs {
     /// `container` (c), or `workload` (wk) for its replica 0.
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: String,
     /// The command to run (after --); default: an interactive sh.
     #[arg(last = true)]
@@ -227,7 +242,9 @@ pub struct ShellArgs {
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// `container` (c) or `node`.
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: String,
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
@@ -365,8 +382,10 @@ pub struct SimArgs {
 
 #[derive(Debug, Args)]
 pub struct ActionArgs {
-    /// `workload` (wk) for pause and resume, `node` for drain and uncordon.
+    /// `workload` (wk) for pause and resume, `node` for drain, cordon and uncordon.
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: String,
 }
 
@@ -441,7 +460,9 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Kind: name, plural or alias (wk, c, vol, ws, rc, uc, gpu, cpu...).
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: Option<String>,
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
@@ -454,11 +475,16 @@ pub struct GetArgs {
     /// Print the command's JSON (same as -o json).
     #[arg(long, conflicts_with = "output")]
     pub json: bool,
+    /// Only resources whose labels match, e.g. `-l team=demo,tier in (a,b),!gpu`.
+    #[arg(short = 'l', long, conflicts_with = "name")]
+    pub selector: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: String,
 }
 
@@ -470,13 +496,60 @@ pub struct DeleteArgs {
     /// Replace $KEY and ${KEY} in the manifests.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: Option<String>,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: Option<String>,
+    /// Delete every resource of KIND whose labels match, e.g. `-l team=demo`.
+    #[arg(short = 'l', long, requires = "kind", conflicts_with_all = ["name", "files"])]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `workload` (wk).
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
+    pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
+    pub name: String,
+    /// The new replica count.
+    #[arg(long)]
+    pub replicas: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
+    pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
+    pub name: String,
+    /// What to wait for: `condition=Ready` (or any condition the status holds as true),
+    /// `status=Running` (the status word), `delete`, or `jsonpath={.status.computed.ready}=3`.
+    #[arg(long = "for", value_name = "CONDITION")]
+    pub condition: String,
+    /// Give up after this long (<n>s, <n>m, <n>h).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A kind, or a field path under it: `workload`, `wk.spec.replica.count`.
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
+    pub field: String,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Format,
 }
 
 #[derive(Debug, Args)]
 pub struct VersionsArgs {
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: String,
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
@@ -484,7 +557,9 @@ pub struct VersionsArgs {
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: Option<String>,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: Option<String>,
     /// Keep watching and print new events.
     #[arg(short, long)]

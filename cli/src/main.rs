@@ -46,6 +46,7 @@ fn die_on_closed_pipe() {
 }
 
 fn main() -> ExitCode {
+    commands::completion::answer_and_exit();
     let args = args::Cli::parse();
     if args.command.is_client() {
         die_on_closed_pipe();

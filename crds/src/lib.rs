@@ -11,6 +11,7 @@ mod name;
 pub mod phase;
 mod quantity;
 mod schema;
+mod selector;
 pub mod spec;
 pub mod status;
 
@@ -23,6 +24,7 @@ pub use meta::{Metadata, Resource};
 pub use name::validate_name;
 pub use quantity::{Bytes, Count, Duration, MilliCpu};
 pub use schema::{kind_schema, validate_spec};
+pub use selector::{Selector, SelectorError};
 
 /// The only `apiVersion` Dora accepts.
 pub const API_VERSION: &str = "v1";

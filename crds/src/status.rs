@@ -198,6 +198,11 @@ pub struct WorkloadStatus {
     /// Why containers wait, when they do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When the waiting containers may start at the earliest (epoch milliseconds), as the
+    /// scheduler's backfill estimates it from the `maxRunTime` of what runs where they fit;
+    /// none when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_start: Option<i64>,
     /// Why the workload is paused, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<String>,

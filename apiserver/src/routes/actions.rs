@@ -12,6 +12,7 @@ use dora_crds::spec::Verb;
 use dora_store::{ActionRecord, Event, EventType, ObjectKey, now_millis};
 use serde_json::json;
 
+use super::params::{NoParams, Params};
 use super::{agents, json_response, path_rejection, proxy};
 use crate::path::{self, Part};
 use crate::state::AppState;
@@ -36,10 +37,12 @@ pub(super) async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
+    params: Result<Params<NoParams>, ApiError>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
     let Path(path) = path.map_err(path_rejection)?;
+    params?;
     if let Ok(target) = path::parse(&path) {
         match target.part {
             Part::Certificate => return agents::certificate(state, identity, target, body).await,

@@ -1,16 +1,17 @@
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{json_response, query_rejection, read_text};
+use super::params::Params;
+use super::{json_response, read_text};
 use crate::ApiError;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ApplyParams {
     zone: Option<String>,
     workspace: Option<String>,
@@ -22,11 +23,11 @@ pub(super) struct ApplyParams {
 pub(super) async fn apply(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<ApplyParams>, QueryRejection>,
+    params: Result<Params<ApplyParams>, ApiError>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut identity = state.authenticate(&headers)?;
-    let Query(params) = params.map_err(query_rejection)?;
+    let Params(params) = params?;
     if params.zone.is_some() {
         identity.zone = params.zone;
     }

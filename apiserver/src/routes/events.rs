@@ -3,8 +3,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dora_crds::Kind;
@@ -13,12 +12,14 @@ use dora_store::{Event, EventQuery, KeyParts, ObjectKey};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::params::Params;
 use super::watch::{Feed, ndjson};
-use super::{flag, json_response, parse_limit, query_rejection};
+use super::{flag, json_response, parse_limit};
 use crate::state::AppState;
 use crate::{ApiError, Identity};
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct EventParams {
     zone: Option<String>,
     kind: Option<String>,
@@ -46,10 +47,10 @@ fn visible(state: &AppState, identity: &Identity, event: &Event) -> bool {
 pub(super) async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<EventParams>, QueryRejection>,
+    params: Result<Params<EventParams>, ApiError>,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
-    let Query(params) = params.map_err(query_rejection)?;
+    let Params(params) = params?;
     let kind = params
         .kind
         .as_deref()

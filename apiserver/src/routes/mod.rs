@@ -4,7 +4,9 @@ mod actions;
 mod agents;
 mod apply;
 mod events;
+mod params;
 mod proxy;
+mod queue;
 mod resources;
 mod system;
 mod tokens;
@@ -34,6 +36,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/events", get(events::events))
         .route("/v1/tokens", post(tokens::create))
         .route("/v1/whoami", get(tokens::whoami))
+        .route("/v1/zones/{zone}/queue", get(queue::queue))
         .route(
             "/v1/{*path}",
             get(resources::get)
@@ -104,10 +107,6 @@ pub(crate) fn flag(value: Option<&str>) -> Result<bool, ApiError> {
             "expected true or false, got {other:?}"
         ))),
     }
-}
-
-pub(crate) fn query_rejection(e: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::bad_request(format!("invalid query string: {}", e.body_text()))
 }
 
 /// A path that does not decode (bad percent-encoding, not UTF-8) as a JSON error.

@@ -1,31 +1,34 @@
 //! `GET`, `PUT` and `DELETE` under `/v1/...` for every kind.
 
 use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use dora_crds::spec::Verb;
-use dora_crds::{Kind, Scope, parse_documents};
+use dora_crds::{Kind, Scope, Selector, parse_documents};
 use dora_store::{ListQuery, ObjectKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    agents, flag, json_response, parse_limit, path_rejection, proxy, query_rejection, read_text,
-    views, volumes, watch,
+    agents, flag, json_response, params, parse_limit, path_rejection, proxy, read_text, views,
+    volumes, watch,
 };
 use crate::path::{self, Part, Target};
 use crate::state::AppState;
 use crate::{ApiError, Identity, render};
+use params::{NoParams, Params};
 
 const DEFAULT_PAGE: usize = 500;
 pub(super) const MAX_PAGE: usize = 5000;
 
+/// `GET` of a collection: a page of it, or a watch.
 #[derive(Deserialize, Default)]
-pub(super) struct GetParams {
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
     limit: Option<String>,
     #[serde(rename = "continue")]
     after: Option<String>,
@@ -34,24 +37,64 @@ pub(super) struct GetParams {
     resource_version: Option<String>,
     /// Only the containers bound to this node.
     node: Option<String>,
+    /// Only the objects whose labels match, in kubectl's syntax.
+    #[serde(rename = "labelSelector")]
+    label_selector: Option<String>,
+}
+
+/// `GET` of one object, or a watch of it.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ObjectParams {
+    watch: Option<String>,
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
+/// `GET .../logs` and `.../top`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OutputParams {
     follow: Option<String>,
     tail: Option<String>,
+}
+
+/// `GET .../files/PATH`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileGetParams {
     stat: Option<String>,
     upload: Option<String>,
+}
+
+/// `GET .../exec`: a shell session.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExecParams {
     tty: Option<String>,
-    /// A command as a JSON list, for a shell session.
+    /// A command as a JSON list.
     command: Option<String>,
 }
 
+/// `PUT .../files/PATH`.
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct PutParams {
     offset: Option<u64>,
     size: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct DeleteParams {
     version: Option<u64>,
+}
+
+/// Parses `labelSelector=`; a malformed one is a 400 naming it and what is wrong.
+fn selector(text: Option<&str>) -> Result<Option<Selector>, ApiError> {
+    text.map(|text| Selector::parse(text).map_err(|e| ApiError::bad_request(e.to_string())))
+        .transpose()
+        .map(|selector| selector.filter(|s| !s.is_empty()))
 }
 
 fn describe_place(target: &Target) -> String {
@@ -172,26 +215,34 @@ pub(super) async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    params: Result<Query<GetParams>, QueryRejection>,
+    uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
     let Path(path) = path.map_err(path_rejection)?;
     let target = path::parse(&path)?;
-    let Query(params) = params.map_err(query_rejection)?;
     check_zone(&state, &target)?;
     if target.kind.is_view() {
+        params::parse::<NoParams>(&uri)?;
         return views::get(&state, &identity, &target).await;
     }
     match target.part {
         Part::Object => {}
-        Part::Versions => return versions(&state, &identity, &target).await,
+        Part::Versions => {
+            params::parse::<NoParams>(&uri)?;
+            return versions(&state, &identity, &target).await;
+        }
         Part::Logs | Part::Top => {
+            let params: OutputParams = params::parse(&uri)?;
             let follow = flag(params.follow.as_deref())?;
             return proxy::get(state, identity, target, follow, params.tail.as_deref()).await;
         }
-        Part::Mounts => return volumes::mounts(state, identity, target).await,
+        Part::Mounts => {
+            params::parse::<NoParams>(&uri)?;
+            return volumes::mounts(state, identity, target).await;
+        }
         Part::Files => {
+            let params: FileGetParams = params::parse(&uri)?;
             let params = volumes::FileParams {
                 stat: params.stat,
                 upload: params.upload,
@@ -200,6 +251,7 @@ pub(super) async fn get(
             return volumes::files(state, identity, target, params, None).await;
         }
         Part::Exec => {
+            let params: ExecParams = params::parse(&uri)?;
             let upgrade = upgrade.map_err(|_| {
                 ApiError::bad_request(
                     "GET .../exec opens a WebSocket session; POST runs one command to its end",
@@ -211,48 +263,54 @@ pub(super) async fn get(
         }
         Part::Report | Part::Certificate | Part::Credential => return Err(not_allowed("GET")),
     }
-    if target.name.is_none() {
+    let Some(name) = &target.name else {
+        let params: ListParams = params::parse(&uri)?;
         authorize_list(&state, &identity, &target, params.node.as_deref())?;
-    }
+        let selector = selector(params.label_selector.as_deref())?;
+        if flag(params.watch.as_deref())? {
+            let filter = watch::RowFilter {
+                node: params.node,
+                selector,
+            };
+            return watch::resources(state, identity, target, params.resource_version, filter)
+                .await;
+        }
+        return list(&state, &identity, &target, &params, selector.as_ref()).await;
+    };
+    let params: ObjectParams = params::parse(&uri)?;
     if flag(params.watch.as_deref())? {
-        if target.name.is_some() {
-            authorize_read(&state, &identity, Verb::Get, &target)?;
-        }
-        let node = params.node.clone();
-        return watch::resources(state, identity, target, params.resource_version, node).await;
+        authorize_read(&state, &identity, Verb::Get, &target)?;
+        let filter = watch::RowFilter::default();
+        return watch::resources(state, identity, target, params.resource_version, filter).await;
     }
-    match &target.name {
-        Some(name) => {
-            state.service.authorize(
-                &identity,
-                Verb::GetOne,
+    state.service.authorize(
+        &identity,
+        Verb::GetOne,
+        target.kind,
+        &target.zone,
+        target.workspace.as_deref().unwrap_or_default(),
+    )?;
+    let row = state
+        .service
+        .store
+        .get(&key_of(&target, name))
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{} {name:?} not found{}",
                 target.kind,
-                &target.zone,
-                target.workspace.as_deref().unwrap_or_default(),
-            )?;
-            let row = state
-                .service
-                .store
-                .get(&key_of(&target, name))
-                .await?
-                .ok_or_else(|| {
-                    ApiError::not_found(format!(
-                        "{} {name:?} not found{}",
-                        target.kind,
-                        describe_place(&target)
-                    ))
-                })?;
-            Ok(json_response(StatusCode::OK, &render::resource(&row)))
-        }
-        None => list(&state, &identity, &target, &params).await,
-    }
+                describe_place(&target)
+            ))
+        })?;
+    Ok(json_response(StatusCode::OK, &render::resource(&row)))
 }
 
 async fn list(
     state: &AppState,
     identity: &Identity,
     target: &Target,
-    params: &GetParams,
+    params: &ListParams,
+    selector: Option<&Selector>,
 ) -> Result<Response, ApiError> {
     let store = &state.service.store;
     let head = store.head().await?;
@@ -275,6 +333,7 @@ async fn list(
                 .as_deref()
                 .is_none_or(|node| bound_to(row, node))
         })
+        .filter(|row| selector.is_none_or(|s| s.matches(&row.labels)))
         .map(|row| json!(render::resource(row)))
         .collect();
     Ok(json_response(
@@ -329,7 +388,7 @@ pub(super) async fn put(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    put: Result<Query<PutParams>, QueryRejection>,
+    uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
@@ -341,10 +400,15 @@ pub(super) async fn put(
         )
     })?;
     match target.part {
-        Part::Object => {}
-        Part::Report => return agents::put(state, identity, target, body).await,
+        Part::Object => {
+            params::parse::<NoParams>(&uri)?;
+        }
+        Part::Report => {
+            params::parse::<NoParams>(&uri)?;
+            return agents::put(state, identity, target, body).await;
+        }
         Part::Files => {
-            let Query(put) = put.map_err(query_rejection)?;
+            let put: PutParams = params::parse(&uri)?;
             let params = volumes::FileParams {
                 offset: put.offset,
                 size: put.size,
@@ -408,12 +472,12 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    params: Result<Query<DeleteParams>, QueryRejection>,
+    params: Result<Params<DeleteParams>, ApiError>,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
     let Path(path) = path.map_err(path_rejection)?;
     let target = path::parse(&path)?;
-    let Query(params) = params.map_err(query_rejection)?;
+    let Params(params) = params?;
     let name = target
         .name
         .clone()

@@ -4,15 +4,17 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::params::{NoParams, Params};
 use crate::ApiError;
 use crate::state::AppState;
 
-pub(super) async fn healthz() -> Json<serde_json::Value> {
+pub(super) async fn healthz(_: Params<NoParams>) -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 pub(super) async fn readyz(
     State(state): State<AppState>,
+    _: Params<NoParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.service.store.head().await.map_err(|e| {
         ApiError::new(
@@ -24,7 +26,7 @@ pub(super) async fn readyz(
     Ok(Json(json!({"status": "ready"})))
 }
 
-pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+pub(super) async fn metrics(State(state): State<AppState>, _: Params<NoParams>) -> Response {
     state.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -33,6 +35,6 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-pub(super) async fn openapi() -> Json<serde_json::Value> {
+pub(super) async fn openapi(_: Params<NoParams>) -> Json<serde_json::Value> {
     Json(crate::openapi::document().clone())
 }

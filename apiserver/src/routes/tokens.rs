@@ -9,6 +9,7 @@ use dora_crds::spec::Verb;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::params::{NoParams, Params};
 use super::{json_response, read_text};
 use crate::state::AppState;
 use crate::{ApiError, Identity, IssuedToken, TokenClaims};
@@ -33,9 +34,11 @@ struct TokenRequest {
 pub(super) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
+    params: Result<Params<NoParams>, ApiError>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
+    params?;
     let text = read_text(body, state.options.max_body_bytes).await?;
     let request: TokenRequest = if text.trim().is_empty() {
         TokenRequest::default()
@@ -183,8 +186,10 @@ fn lifetime(expires_in: Option<&str>, state: &AppState) -> Result<Duration, ApiE
 pub(super) async fn whoami(
     State(state): State<AppState>,
     headers: HeaderMap,
+    params: Result<Params<NoParams>, ApiError>,
 ) -> Result<Response, ApiError> {
     let identity = state.authenticate(&headers)?;
+    params?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"user": identity.user, "zone": identity.zone, "workspace": identity.workspace}),

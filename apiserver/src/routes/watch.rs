@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dora_crds::Selector;
 use dora_crds::spec::Verb;
-use dora_store::{Change, ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, ObjectKey};
+use dora_store::{Change, ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, ObjectKey, Row};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -114,14 +115,37 @@ pub(super) fn ndjson<F: Feed>(
         .into_response()
 }
 
+/// Which rows of a collection a watch wants. A row that stops matching is sent as DELETED,
+/// one that starts matching as ADDED, as kubectl's watchers expect.
+#[derive(Default)]
+pub(super) struct RowFilter {
+    /// Only containers bound to this node.
+    pub node: Option<String>,
+    /// Only rows whose labels match.
+    pub selector: Option<Selector>,
+}
+
+impl RowFilter {
+    fn is_empty(&self) -> bool {
+        self.node.is_none() && self.selector.is_none()
+    }
+
+    fn matches(&self, row: &Row) -> bool {
+        self.node.as_deref().is_none_or(|node| bound_to(row, node))
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.matches(&row.labels))
+    }
+}
+
 struct ResourceFeed {
     state: AppState,
     identity: Identity,
     filter: ChangeFilter,
     cursor: Cursor,
-    /// Only containers bound to this node; a row that stops matching is sent as DELETED.
-    node: Option<String>,
-    /// Rows sent that matched `node`.
+    rows: RowFilter,
+    /// Rows sent that matched `rows`, when it filters.
     matched: HashSet<ObjectKey>,
     /// Column versions of the rows the initial list sent. A backend's head may lag a little
     /// behind what a list sees, so the feed can replay writes the list already showed; those
@@ -167,7 +191,7 @@ impl Feed for ResourceFeed {
         for (change, row) in changes.into_iter().zip(rows) {
             let (kind, object) = match change.op {
                 ChangeOp::Delete => {
-                    if self.node.is_some() && !self.matched.remove(&change.key) {
+                    if !self.rows.is_empty() && !self.matched.remove(&change.key) {
                         continue;
                     }
                     ("DELETED", render::tombstone(&change.key))
@@ -175,22 +199,23 @@ impl Feed for ResourceFeed {
                 ChangeOp::Put => match row {
                     // Deleted since: its own DELETED change follows.
                     None => continue,
-                    Some(row) => match &self.node {
-                        Some(node) if !bound_to(&row, node) => {
-                            if !self.matched.remove(&change.key) {
-                                continue;
-                            }
-                            ("DELETED", render::resource(&row))
-                        }
-                        Some(_) if self.matched.insert(change.key.clone()) => {
+                    Some(row) if self.rows.is_empty() => {
+                        if change.columns == Columns::Spec && change.version == 1 {
                             ("ADDED", render::resource(&row))
+                        } else {
+                            ("MODIFIED", render::resource(&row))
                         }
-                        Some(_) => ("MODIFIED", render::resource(&row)),
-                        None if change.columns == Columns::Spec && change.version == 1 => {
-                            ("ADDED", render::resource(&row))
+                    }
+                    Some(row) if !self.rows.matches(&row) => {
+                        if !self.matched.remove(&change.key) {
+                            continue;
                         }
-                        None => ("MODIFIED", render::resource(&row)),
-                    },
+                        ("DELETED", render::resource(&row))
+                    }
+                    Some(row) if self.matched.insert(change.key.clone()) => {
+                        ("ADDED", render::resource(&row))
+                    }
+                    Some(row) => ("MODIFIED", render::resource(&row)),
                 },
             };
             out.extend(line(
@@ -212,7 +237,7 @@ pub(super) async fn resources(
     identity: Identity,
     target: Target,
     resource_version: Option<String>,
-    node: Option<String>,
+    rows: RowFilter,
 ) -> Result<Response, ApiError> {
     let store = state.service.store.clone();
     let filter = ChangeFilter {
@@ -230,9 +255,9 @@ pub(super) async fn resources(
         store.changes(&filter, cursor, 1).await?;
     }
     let head = store.head().await?;
-    // A watch from a version lists nothing, except that a node filter must know which rows
-    // match now, to tell when one stops matching.
-    if resume.is_none() || node.is_some() {
+    // A watch from a version lists nothing, except that a filter must know which rows match
+    // now, to tell when one stops matching.
+    if resume.is_none() || !rows.is_empty() {
         let mut query = ListQuery {
             kind: target.kind.name().into(),
             scope: target.kind.scope(),
@@ -248,11 +273,11 @@ pub(super) async fn resources(
                     .name
                     .as_ref()
                     .is_none_or(|name| *name == row.key.name)
-                    && node.as_deref().is_none_or(|node| bound_to(row, node));
+                    && rows.matches(row);
                 if !wanted || !visible(&state, &identity, Verb::Get, &row.key) {
                     continue;
                 }
-                if node.is_some() {
+                if !rows.is_empty() {
                     matched.insert(row.key.clone());
                 }
                 if resume.is_none() {
@@ -275,7 +300,7 @@ pub(super) async fn resources(
         identity: identity.clone(),
         filter,
         cursor,
-        node,
+        rows,
         matched,
         listed,
     };
@@ -316,7 +341,7 @@ mod tests {
                 name: None,
             },
             cursor: start.clone(),
-            node: None,
+            rows: RowFilter::default(),
             matched: HashSet::new(),
             listed: HashMap::new(),
         };

@@ -1,4 +1,4 @@
-//! `dora pause|resume wk NAME` and `dora drain|uncordon node NAME`.
+//! `dora pause|resume wk NAME` and `dora drain node NAME`.
 
 use std::process::ExitCode;
 

@@ -1,4 +1,4 @@
-//! `dora delete -f FILE` and `dora delete KIND NAME`.
+//! `dora delete -f FILE`, `dora delete KIND NAME` and `dora delete KIND -l SELECTOR`.
 
 use std::process::ExitCode;
 
@@ -29,11 +29,66 @@ async fn delete_one(
     Ok(())
 }
 
+/// Deletes every resource of `kind` whose labels match `selector`, naming each.
+async fn delete_selected(
+    client: &mut Client,
+    kind: Kind,
+    selector: &str,
+) -> anyhow::Result<ExitCode> {
+    let place = client.place(kind, false).await?;
+    let collection = collection_path(kind, &place.zone, place.workspace.as_deref());
+    let mut names = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut query = vec![
+            ("labelSelector", selector.to_string()),
+            ("limit", "1000".to_string()),
+        ];
+        if let Some(token) = &next {
+            query.push(("continue", token.clone()));
+        }
+        let page = client.json(Method::GET, &collection, &query, None).await?;
+        for item in page["items"].as_array().into_iter().flatten() {
+            if let Some(name) = item["metadata"]["name"].as_str() {
+                names.push(name.to_string());
+            }
+        }
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => next = Some(token.to_string()),
+            None => break,
+        }
+    }
+    if names.is_empty() {
+        eprintln!("No {} match {selector:?}.", kind.plural());
+    }
+    let mut failed = false;
+    for name in names {
+        let path = format!("{collection}/{name}");
+        match client.json(Method::DELETE, &path, &[], None).await {
+            Ok(_) => println!("{} deleted", label(kind.name(), &name)),
+            Err(e) => {
+                eprintln!("error: {}: {e:#}", label(kind.name(), &name));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 pub async fn run(global: &Global, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let mut client = Client::new(global)?;
+    if let (Some(kind_text), Some(selector)) = (&args.kind, &args.selector) {
+        return delete_selected(&mut client, kind(kind_text)?, selector).await;
+    }
     if args.files.is_empty() {
         let (Some(kind_text), Some(name)) = (&args.kind, &args.name) else {
-            bail!("name what to delete: `dora delete KIND NAME` or `dora delete -f FILE`");
+            bail!(
+                "name what to delete: `dora delete KIND NAME`, `dora delete KIND -l SELECTOR` or `dora delete -f FILE`"
+            );
         };
         delete_one(&mut client, kind(kind_text)?, None, None, name).await?;
         return Ok(ExitCode::SUCCESS);

@@ -62,17 +62,28 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
         Some(name) => format!("{collection}/{name}"),
         None => collection,
     };
+    let selector: Vec<(&str, String)> = args
+        .selector
+        .iter()
+        .map(|s| ("labelSelector", s.clone()))
+        .collect();
     if args.watch {
-        return watch(&client, kind, &path, format, all_workspaces).await;
+        return watch(&client, kind, &path, &selector, format, all_workspaces).await;
     }
-    if args.name.is_some() {
-        let item = client.json(Method::GET, &path, &[], None).await?;
-        return print_one(kind, &item, format);
+    if args.name.is_some() || kind.is_view() {
+        // A view (gpu, cpu) comes whole, in one answer.
+        let item = client.json(Method::GET, &path, &selector, None).await?;
+        if args.name.is_some() {
+            return print_one(kind, &item, format);
+        }
+        let items = item["items"].as_array().cloned().unwrap_or_default();
+        return print_items(kind, &items, format, all_workspaces);
     }
     let mut items = Vec::new();
     let mut next: Option<String> = None;
     loop {
         let mut query = vec![("limit", "1000".to_string())];
+        query.extend(selector.iter().cloned());
         if let Some(token) = &next {
             query.push(("continue", token.clone()));
         }
@@ -94,10 +105,13 @@ async fn watch(
     client: &Client,
     kind: Kind,
     path: &str,
+    selector: &[(&str, String)],
     format: Format,
     show_workspace: bool,
 ) -> anyhow::Result<()> {
-    let mut stream = Box::pin(client.lines(path, &[("watch", "true".to_string())]).await?);
+    let mut query = vec![("watch", "true".to_string())];
+    query.extend(selector.iter().cloned());
+    let mut stream = Box::pin(client.lines(path, &query).await?);
     let mut printer = WatchTable::default();
     while let Some(event) = stream.next().await {
         let mut batch = vec![event?];

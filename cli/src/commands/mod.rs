@@ -2,23 +2,27 @@
 
 mod actions;
 mod apply;
+pub(crate) mod completion;
 mod components;
 mod config;
 mod credits;
 mod delete;
+mod edit;
+mod explain;
 mod get;
 mod history;
 mod node;
 mod proxy;
+mod queue;
 mod terminal;
 mod token;
 mod up;
 mod volumes;
+mod wait;
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::CommandFactory;
 use dora_crds::Kind;
 
 use crate::args::{Cli, Command};
@@ -58,7 +62,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => actions::run(&global, "pause", args).await,
         Command::Resume(args) => actions::run(&global, "resume", args).await,
         Command::Drain(args) => actions::run(&global, "drain", args).await,
-        Command::Uncordon(args) => actions::run(&global, "uncordon", args).await,
+        Command::Uncordon(args) => edit::uncordon(&global, args).await,
+        Command::Cordon(args) => edit::cordon(&global, args).await,
+        Command::Scale(args) => edit::scale(&global, args).await,
+        Command::Wait(args) => wait::run(&global, args).await,
+        Command::Explain(args) => explain::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Queue(args) => queue::run(&global, args).await.map(|()| ExitCode::SUCCESS),
         Command::Versions(args) => history::versions(&global, args)
             .await
             .map(|()| ExitCode::SUCCESS),
@@ -71,10 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(command) => config::run(&global, command)
             .await
             .map(|()| ExitCode::SUCCESS),
-        Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "dora", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Completion { shell } => completion::script(shell).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -123,11 +123,33 @@ pub(crate) struct State {
     /// Replica indices a workload wants that have no row yet; the placer makes them.
     pub wanted: HashMap<ObjectKey, BTreeSet<u32>>,
     /// Why a workload's containers wait, as the placer last found.
-    pub reasons: HashMap<ObjectKey, String>,
+    pub reasons: HashMap<ObjectKey, Waiting>,
     /// When each workload's status was last written.
     pub status_written: HashMap<ObjectKey, std::time::Instant>,
     /// Containers this scheduler deleted (key → uid) that the cache may still show.
     pub deleted: HashMap<ObjectKey, (String, std::time::Instant)>,
+}
+
+/// Why a workload's containers wait, and when they may start.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Waiting {
+    pub reason: String,
+    /// The backfill's earliest start (epoch milliseconds), when known.
+    pub estimated_start: Option<i64>,
+}
+
+impl Waiting {
+    /// Estimates this close are the same to people: the status is not rewritten for them.
+    const ESTIMATE_SLACK_MS: i64 = 10_000;
+
+    /// Whether `self` says something `other` does not.
+    pub fn differs_from(&self, other: &Waiting) -> bool {
+        self.reason != other.reason
+            || match (self.estimated_start, other.estimated_start) {
+                (Some(a), Some(b)) => (a - b).abs() > Self::ESTIMATE_SLACK_MS,
+                (a, b) => a.is_some() != b.is_some(),
+            }
+    }
 }
 
 impl Shared {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dora_crds::Kind;
-use dora_crds::spec::WorkloadSpec;
+use dora_crds::spec::{QueueRank, Scheduling, WorkloadSpec};
 use dora_crds::status::Placement;
 use dora_store::{Event, EventType, ObjectKey, Row, SpecWrite, StoreError, now_millis};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::fit::{Booking, Demand, could_fit, explain};
 use super::ledger::Resume;
-use super::{COMPONENT, Error, Shared, State, container_head, container_spec, placement, report};
+use super::{
+    COMPONENT, Error, Shared, State, Waiting, container_head, container_spec, placement, report,
+};
 
 /// Placement passes happen at most this often under a stream of changes.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
@@ -68,7 +70,7 @@ struct Group {
     workload: ObjectKey,
     row: Arc<Row>,
     template: Arc<WorkloadSpec>,
-    priority: i32,
+    scheduling: Scheduling,
     created: i64,
     gang: bool,
     max_run_time: Option<i64>,
@@ -82,7 +84,7 @@ fn decide(shared: &Shared) -> Vec<Binding> {
     state.ledger.expire_in_flight();
     let groups = waiting(shared, &state, now);
     let mut bindings = Vec::new();
-    let mut reasons: HashMap<ObjectKey, Option<String>> = HashMap::new();
+    let mut reasons: HashMap<ObjectKey, Option<Waiting>> = HashMap::new();
     // Workloads that could not be placed, the nodes they could use, and when they might start
     // at the earliest (`None`: unknown, so nothing competing for those nodes may pass them).
     let mut blocked: Vec<(ObjectKey, HashSet<String>, Option<i64>)> = Vec::new();
@@ -99,12 +101,13 @@ fn decide(shared: &Shared) -> Vec<Binding> {
             });
             if let Some((head, _, _)) = head {
                 unplaced_new(&group, &HashSet::new(), &mut bindings);
+                let reason = format!("waiting behind {} (higher priority or older)", head.name);
                 reasons.insert(
                     group.workload.clone(),
-                    Some(format!(
-                        "waiting behind {} (higher priority or older)",
-                        head.name
-                    )),
+                    Some(Waiting {
+                        reason,
+                        estimated_start: None,
+                    }),
                 );
                 continue;
             }
@@ -179,9 +182,13 @@ fn decide(shared: &Shared) -> Vec<Binding> {
                 } else {
                     why
                 };
-                reasons.insert(group.workload.clone(), Some(why));
                 let usable = usable_nodes(&state, &group.demand);
                 let shadow = shadow_time(shared, &state, &usable);
+                let waiting = Waiting {
+                    reason: why,
+                    estimated_start: shadow,
+                };
+                reasons.insert(group.workload.clone(), Some(waiting));
                 blocked.push((group.workload, usable, shadow));
             }
             None => {
@@ -199,9 +206,18 @@ fn decide(shared: &Shared) -> Vec<Binding> {
         }
     }
     state.wanted.retain(|_, indices| !indices.is_empty());
-    for (workload, reason) in reasons {
-        let changed = match reason {
-            Some(reason) => state.reasons.insert(workload.clone(), reason.clone()) != Some(reason),
+    for (workload, waiting) in reasons {
+        let changed = match waiting {
+            Some(waiting) => {
+                let changed = state
+                    .reasons
+                    .get(&workload)
+                    .is_none_or(|known| waiting.differs_from(known));
+                if changed {
+                    state.reasons.insert(workload.clone(), waiting);
+                }
+                changed
+            }
             None => state.reasons.remove(&workload).is_some(),
         };
         if changed {
@@ -261,7 +277,7 @@ fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
         let demand = Demand::of(&spec);
         groups.push(Group {
             workload: workload_key.clone(),
-            priority: spec.scheduling.priority,
+            scheduling: spec.scheduling.clone(),
             created: workload.created,
             gang: spec.scheduling.gang,
             max_run_time: spec.config.max_run_time.map(|d| d.0.as_millis() as i64),
@@ -271,13 +287,16 @@ fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
             candidates: candidates.into_iter().map(|(_, c)| c).collect(),
         });
     }
-    groups.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.created.cmp(&b.created))
-            .then(a.workload.cmp(&b.workload))
-    });
+    groups.sort_by(|a, b| a.rank().cmp(&b.rank()));
     groups
+}
+
+impl Group {
+    fn rank(&self) -> QueueRank<'_> {
+        let key = &self.workload;
+        self.scheduling
+            .rank(self.created, &key.workspace, &key.name)
+    }
 }
 
 /// Rows for the replicas of `group` that have none and were not placed: they wait, visibly.

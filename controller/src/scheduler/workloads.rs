@@ -249,7 +249,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         .filter(|m| m.place.node.is_none() && !backing_off(m))
         .count() as u32
         + missing.len() as u32;
-    let reason = shared
+    let waiting = shared
         .state()
         .reasons
         .get(&key)
@@ -265,7 +265,8 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         backoff,
         next_restart,
         out_of_credit: out_of_credit.is_some(),
-        reason,
+        reason: waiting.as_ref().map(|w| w.reason.clone()),
+        estimated_start: waiting.and_then(|w| w.estimated_start),
         paused,
         paused_by,
         observed_generation: workload.generation,

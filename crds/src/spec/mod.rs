@@ -16,8 +16,8 @@ pub use node::{NodeSpec, WorkloadClass};
 pub use storage::{StorageKind, StorageSpec, VolumePolicy, VolumeSpec};
 pub use workload::{
     Affinity, Command, DeviceSelector, Driver, Image, Network, NetworkMode, NodeSelector, Port,
-    PortKind, ProductName, Protocol, PullPolicy, Replica, RestartPolicy, Scheduling, Selectors,
-    Strategy, VolumeMount, WorkloadConfig, WorkloadSpec,
+    PortKind, ProductName, Protocol, PullPolicy, QueueRank, Replica, RestartPolicy, Scheduling,
+    Selectors, Strategy, VolumeMount, WorkloadConfig, WorkloadSpec,
 };
 
 /// Field names that are `All` in role bindings and selectors: a wildcard.

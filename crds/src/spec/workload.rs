@@ -200,6 +200,17 @@ impl Scheduling {
     fn is_default(&self) -> bool {
         *self == Scheduling::default()
     }
+
+    /// Where a waiting workload with this scheduling, made at `created`, stands in its zone's
+    /// queue.
+    pub fn rank<'a>(&self, created: i64, workspace: &'a str, name: &'a str) -> QueueRank<'a> {
+        QueueRank {
+            priority: std::cmp::Reverse(self.priority),
+            created,
+            workspace,
+            name,
+        }
+    }
 }
 
 /// How a spec change replaces running containers.
@@ -291,6 +302,16 @@ pub struct Network {
     pub mode: NetworkMode,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
+}
+
+/// The order of a zone's waiting workloads: higher priority first, then older, then by
+/// workspace and name. The scheduler places in this order and `dora queue` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueueRank<'a> {
+    priority: std::cmp::Reverse<i32>,
+    created: i64,
+    workspace: &'a str,
+    name: &'a str,
 }
 
 /// A workload: replicas of one container spec.
