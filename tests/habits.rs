@@ -242,7 +242,7 @@ fn queue_scale_wait_and_cordon_on_hollow_nodes() {
     );
     let node = dora.json(&["get", "node", "sim-00000", "-o", "json"]);
     assert_eq!(node["spec"]["schedulingDisabled"], true);
-    assert!(dora.run(&["get", "node"]).contains("Disabled"));
+    assert!(dora.run(&["get", "node"]).contains("Cordoned"));
     dora.run(&["drain", "node", "sim-00000"]);
     wait_for(
         &dora,

@@ -300,6 +300,14 @@ impl Directory {
         })
     }
 
+    /// Whether `user` may do `verb` on `kind` in every workspace of `zone` at once: one binding
+    /// with workspace `All` must cover it. Reading another user's Usercredit takes this.
+    pub fn allows_zone_wide(&self, user: &str, verb: Verb, kind: Kind, zone: &str) -> bool {
+        self.any_binding(user, kind, verb, |binding| {
+            binding.covers_every_workspace(kind, zone)
+        })
+    }
+
     /// Whether one of `user`'s bindings passes `covers` and has a role granting `verb` on `kind`.
     fn any_binding(
         &self,

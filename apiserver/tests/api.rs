@@ -531,6 +531,30 @@ async fn applies_that_would_start_more_are_refused_out_of_credit(c: &Cluster) {
     // Scaling down, or changing nothing that starts more, still applies.
     let fewer = workload("train", "b").replace("count: 1", "count: 0");
     assert_eq!(c.apply(&c.admin, &fewer).await.0, StatusCode::OK);
+    // A resume would do nothing until the reset: it is refused, saying why.
+    let (status, body) = c
+        .call(
+            Method::POST,
+            &format!("{WORKLOADS}/train/resume"),
+            Some(&c.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["reason"], "OutOfCredit");
+
+    // A user sees their own account, not the administrator's.
+    let setup = "apiVersion: v1\nkind: User\nmetadata: {name: gina}\nspec:\n  resources: [{kind: All, zone: default, workspace: default, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
+    let gina = issue(c, "gina", Duration::from_secs(600)).token;
+    let credits = "/v1/zones/default/usercredits";
+    let (status, list) = c.get(&gina, credits).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["items"], json!([]), "gina sees no other account");
+    let (status, _) = c.get(&gina, &format!("{credits}/admin")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, list) = c.get(&c.admin, credits).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
 }
 
 async fn stale_versions_conflict_and_specs_are_kept_as_versions(c: &Cluster) {

@@ -203,12 +203,23 @@ pub(super) fn visible(state: &AppState, identity: &Identity, verb: Verb, key: &O
     let Some(kind) = Kind::parse(&key.kind) else {
         return false;
     };
+    let directory = &state.service.directory;
     identity.system
         || identity.node.is_some()
-        || state
-            .service
-            .directory
-            .allows(&identity.user, verb, kind, &key.zone, &key.workspace)
+        || (directory.allows(&identity.user, verb, kind, &key.zone, &key.workspace)
+            && (kind != Kind::Usercredit || own_account(state, identity, key)))
+}
+
+/// Whether a Usercredit row is the caller's own, or the caller may read every account of
+/// its zone: a user's credit use is theirs to see unless their role allows more.
+fn own_account(state: &AppState, identity: &Identity, key: &ObjectKey) -> bool {
+    key.name == identity.user
+        || state.service.directory.allows_zone_wide(
+            &identity.user,
+            Verb::Get,
+            Kind::Usercredit,
+            &key.zone,
+        )
 }
 
 pub(super) async fn get(
@@ -302,6 +313,15 @@ pub(super) async fn get(
                 describe_place(&target)
             ))
         })?;
+    if target.kind == Kind::Usercredit
+        && !identity.system
+        && !own_account(&state, &identity, &row.key)
+    {
+        return Err(ApiError::forbidden(format!(
+            "user {} may read only their own credit use (Usercredit {}); reading others' takes a role binding for Usercredit with workspace All",
+            identity.user, row.key.name
+        )));
+    }
     Ok(json_response(StatusCode::OK, &render::resource(&row)))
 }
 

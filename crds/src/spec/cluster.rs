@@ -154,6 +154,12 @@ impl RoleBinding {
         zone_ok && workspace_ok
     }
 
+    /// Whether this binding covers `kind` in `zone` for every workspace at once (its workspace
+    /// is `All`): what reading other users' accounts of a zone (Usercredit) takes.
+    pub fn covers_every_workspace(&self, kind: Kind, zone: &str) -> bool {
+        self.covers_kind(kind) && reaches(&self.zone, zone) && self.workspace == super::ALL
+    }
+
     /// Whether this binding covers `verb` on `kind` in `zone` for at least one workspace: the
     /// zone is checked as in [`RoleBinding::covers`], the workspace not at all. Used to let a
     /// read across the workspaces of a zone start; what it returns is then filtered row by row
