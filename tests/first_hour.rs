@@ -141,6 +141,35 @@ fn every_kind_s_table_reads_fields_its_objects_have() {
     );
     assert_eq!(items(&dora.json(&["get", "cpu", "-o", "json"])).len(), 2);
 
+    // kubectl's templates and sorting.
+    let names = dora.run(&[
+        "get",
+        "c",
+        "--sort-by",
+        ".metadata.name",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    assert_eq!(names, "train.0 train.1");
+    let custom = dora.run(&[
+        "get",
+        "gpu",
+        "--sort-by=.status.minor",
+        "-o",
+        "custom-columns=GPU:.metadata.name,MINOR:.status.minor,NOPE:.status.nothing",
+    ]);
+    let minors: Vec<&str> = custom
+        .lines()
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(minors, vec!["MINOR", "0", "0", "1", "1"], "{custom}");
+    assert!(
+        custom.lines().nth(1).unwrap().ends_with("<none>"),
+        "{custom}"
+    );
+    let bad = dora.fails(&["get", "c", "-o", "jsonpath={range .items[*]}"]);
+    assert!(bad.contains("without {end}"), "{bad}");
+
     // Cordoned and drained nodes say so.
     dora.run(&["drain", "node", "sim-00000"]);
     wait_for(

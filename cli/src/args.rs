@@ -1,8 +1,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::engine::ArgValueCompleter;
+
+use crate::jsonpath::{Path, Template};
 
 /// Dora: a workload orchestrator for GPU and CPU clusters.
 #[derive(Debug, Parser)]
@@ -447,6 +450,41 @@ impl Command {
     }
 }
 
+/// How `dora get` prints: one of the formats, or a kubectl template.
+#[derive(Debug, Clone)]
+pub enum GetOutput {
+    Format(Format),
+    /// `jsonpath=TEMPLATE`, filled from the object, or from the list as `{"items": [...]}`.
+    JsonPath(Template),
+    /// `custom-columns=HEADER:.path,...`: a table of the paths' values per item.
+    CustomColumns(Vec<(String, Path)>),
+}
+
+impl GetOutput {
+    fn parse(text: &str) -> anyhow::Result<GetOutput> {
+        if let Some(template) = text.strip_prefix("jsonpath=") {
+            return Ok(GetOutput::JsonPath(Template::parse(template)?));
+        }
+        if let Some(spec) = text.strip_prefix("custom-columns=") {
+            let columns = spec
+                .split(',')
+                .map(|column| {
+                    let (header, path) = column.split_once(':').with_context(|| {
+                        format!("custom-columns: {column:?} is not HEADER:.path")
+                    })?;
+                    Ok((header.to_string(), Path::parse(path)?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            return Ok(GetOutput::CustomColumns(columns));
+        }
+        Format::from_str(text, true).map(GetOutput::Format).map_err(|_| {
+            anyhow::anyhow!(
+                "-o {text:?}: use table, wide, yaml, json, jsonpath=TEMPLATE or custom-columns=HEADER:.path,..."
+            )
+        })
+    }
+}
+
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
@@ -464,8 +502,14 @@ pub struct GetArgs {
     pub kind: String,
     #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: Option<String>,
-    #[arg(short, long, value_enum, default_value_t)]
-    pub output: Format,
+    /// table, wide, yaml, json, `jsonpath=TEMPLATE` (`'{.items[*].metadata.name}'`,
+    /// `'{range .items[*]}{.metadata.name}{"\n"}{end}'`) or
+    /// `custom-columns=HEADER:.path,...`.
+    #[arg(short, long, default_value = "table", value_parser = GetOutput::parse)]
+    pub output: GetOutput,
+    /// Sort the list by the value at this path in each item, e.g. `.metadata.created`.
+    #[arg(long, value_parser = Path::parse)]
+    pub sort_by: Option<Path>,
     /// Keep watching and print changes.
     #[arg(short, long)]
     pub watch: bool,

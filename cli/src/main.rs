@@ -4,6 +4,7 @@ mod args;
 mod client;
 mod commands;
 mod config;
+mod jsonpath;
 mod manifest;
 mod output;
 

@@ -1,5 +1,6 @@
 //! `dora get` and `dora describe`.
 
+use anyhow::bail;
 use dora_apiserver::collection_path;
 use dora_crds::{Kind, Scope};
 use futures::StreamExt;
@@ -7,8 +8,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::kind;
-use crate::args::{DescribeArgs, Format, GetArgs, Global};
+use crate::args::{DescribeArgs, Format, GetArgs, GetOutput, Global};
 use crate::client::Client;
+use crate::jsonpath::{Path, Template, scalar};
 use crate::output;
 
 fn print_items(
@@ -50,9 +52,59 @@ fn print_one(kind: Kind, item: &Value, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints what `get` read in a kubectl template, when `-o` asks for one: `true` then.
+fn print_template(output: &GetOutput, root: &Value, items: &[Value]) -> bool {
+    match output {
+        GetOutput::Format(_) => return false,
+        // As kubectl: exactly the template, without a newline of its own.
+        GetOutput::JsonPath(template) => print!("{}", template.render(root)),
+        GetOutput::CustomColumns(columns) => {
+            let headers: Vec<&str> = columns.iter().map(|(h, _)| h.as_str()).collect();
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|item| {
+                    columns
+                        .iter()
+                        .map(|(_, path)| {
+                            let values: Vec<String> =
+                                path.values(item).into_iter().map(scalar).collect();
+                            if values.is_empty() {
+                                "<none>".into()
+                            } else {
+                                values.join(",")
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            println!("{}", output::table(&headers, &rows));
+        }
+    }
+    true
+}
+
+/// Orders items by the value at `path`: numbers by size, everything else as text, items
+/// without it last.
+fn sort_items(items: &mut [Value], path: &Path) {
+    items.sort_by(|a, b| match (path.first(a), path.first(b)) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(std::cmp::Ordering::Equal),
+        (Some(x), Some(y)) => scalar(x).cmp(&scalar(y)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+}
+
 pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
     let kind = kind(&args.kind)?;
-    let format = if args.json { Format::Json } else { args.output };
+    let format = match (&args.output, args.json) {
+        (_, true) => Format::Json,
+        (GetOutput::Format(format), false) => *format,
+        _ => Format::Json,
+    };
     let mut client = Client::new(global)?;
     let all_workspaces =
         args.all_workspaces && kind.scope() == Scope::ZonedWorkspaced && args.name.is_none();
@@ -68,15 +120,40 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
         .map(|s| ("labelSelector", s.clone()))
         .collect();
     if args.watch {
-        return watch(&client, kind, &path, &selector, format, all_workspaces).await;
+        if matches!(args.output, GetOutput::CustomColumns(_)) {
+            bail!("-o custom-columns cannot follow a watch; use -o jsonpath=... with -w");
+        }
+        let template = match &args.output {
+            GetOutput::JsonPath(template) => Some(template),
+            _ => None,
+        };
+        return watch(
+            &client,
+            kind,
+            &path,
+            &selector,
+            format,
+            template,
+            all_workspaces,
+        )
+        .await;
     }
     if args.name.is_some() || kind.is_view() {
         // A view (gpu, cpu) comes whole, in one answer.
         let item = client.json(Method::GET, &path, &selector, None).await?;
         if args.name.is_some() {
+            if print_template(&args.output, &item, std::slice::from_ref(&item)) {
+                return Ok(());
+            }
             return print_one(kind, &item, format);
         }
-        let items = item["items"].as_array().cloned().unwrap_or_default();
+        let mut items = item["items"].as_array().cloned().unwrap_or_default();
+        if let Some(path) = &args.sort_by {
+            sort_items(&mut items, path);
+        }
+        if print_template(&args.output, &output::list_object(items.clone()), &items) {
+            return Ok(());
+        }
         return print_items(kind, &items, format, all_workspaces);
     }
     let mut items = Vec::new();
@@ -94,6 +171,12 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
             None => break,
         }
     }
+    if let Some(path) = &args.sort_by {
+        sort_items(&mut items, path);
+    }
+    if print_template(&args.output, &output::list_object(items.clone()), &items) {
+        return Ok(());
+    }
     print_items(kind, &items, format, all_workspaces)
 }
 
@@ -107,6 +190,7 @@ async fn watch(
     path: &str,
     selector: &[(&str, String)],
     format: Format,
+    template: Option<&Template>,
     show_workspace: bool,
 ) -> anyhow::Result<()> {
     let mut query = vec![("watch", "true".to_string())];
@@ -126,13 +210,19 @@ async fn watch(
                         .as_str()
                         .unwrap_or("unknown error")
                 ),
-                _ if matches!(format, Format::Table | Format::Wide) => {}
                 "BOOKMARK" => {}
+                _ if template.is_some() => {
+                    println!(
+                        "{}",
+                        template.map_or_else(String::new, |t| t.render(&event["object"]))
+                    );
+                }
+                _ if matches!(format, Format::Table | Format::Wide) => {}
                 _ if format == Format::Yaml => print!("---\n{}", output::yaml(event)?),
                 _ => println!("{}", serde_json::to_string(event)?),
             }
         }
-        if matches!(format, Format::Table | Format::Wide) {
+        if template.is_none() && matches!(format, Format::Table | Format::Wide) {
             printer.print(kind, &batch, format == Format::Wide, show_workspace);
         }
     }

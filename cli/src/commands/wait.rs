@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{kind, label};
 use crate::args::{Global, WaitArgs};
 use crate::client::Client;
+use crate::jsonpath::{Path, scalar};
 
 /// What `--for` asks.
 #[derive(Debug, PartialEq)]
@@ -20,7 +21,7 @@ enum Wanted {
     /// `status=WORD`: the status word (`status.phase`, else the reported state).
     Status(String),
     /// `jsonpath={.a.b}[=VALUE]`: a field equal to VALUE, or present and not false.
-    JsonPath(Vec<String>, Option<String>),
+    JsonPath(String, Path, Option<String>),
     /// `delete`: the resource is gone.
     Delete,
 }
@@ -50,17 +51,10 @@ impl Wanted {
                     Some((path, value)) => (format!("{path}}}"), Some(value.to_string())),
                     None => (rest.to_string(), None),
                 };
-                let inner = path
-                    .strip_prefix("{.")
-                    .and_then(|p| p.strip_suffix('}'))
-                    .filter(|p| !p.is_empty())
-                    .with_context(|| {
-                        format!("--for=jsonpath needs a path such as '{{.status.computed.ready}}', got {path:?}")
-                    })?;
-                Ok(Wanted::JsonPath(
-                    inner.split('.').map(str::to_string).collect(),
-                    value,
-                ))
+                let parsed = Path::parse(&path).with_context(|| {
+                    format!("--for=jsonpath needs a path such as '{{.status.computed.ready}}', got {path:?}")
+                })?;
+                Ok(Wanted::JsonPath(path, parsed, value))
             }
             other => bail!("--for={other}=... is not understood; {usage}"),
         }
@@ -87,44 +81,17 @@ impl Wanted {
                 let shown = current.unwrap_or_else(|| "<none>".into());
                 (met, format!("condition {name} is {shown}"))
             }
-            Wanted::JsonPath(path, value) => {
-                let found = path.iter().try_fold(object, |v, segment| field(v, segment));
+            Wanted::JsonPath(text, path, value) => {
+                let found = path.first(object);
                 let met = match (found, value) {
                     (Some(found), Some(value)) => scalar(found) == *value,
                     (Some(found), None) => !matches!(found, Value::Null | Value::Bool(false)),
                     (None, _) => false,
                 };
                 let shown = found.map_or("<none>".into(), scalar);
-                (met, format!("{{.{}}} is {shown}", path.join(".")))
+                (met, format!("{text} is {shown}"))
             }
         }
-    }
-}
-
-/// A field of an object, or an element of a list by `name[index]` or a numeric segment.
-fn field<'a>(value: &'a Value, segment: &str) -> Option<&'a Value> {
-    let (name, index) = match segment.split_once('[') {
-        Some((name, rest)) => (name, rest.strip_suffix(']')?.parse::<usize>().ok()),
-        None => (segment, None),
-    };
-    let value = if name.is_empty() {
-        value
-    } else if let Ok(i) = name.parse::<usize>() {
-        value.get(i)?
-    } else {
-        value.get(name)?
-    };
-    match index {
-        Some(i) => value.get(i),
-        None => Some(value),
-    }
-}
-
-/// A value as `--for` compares it: strings bare, anything else as JSON.
-fn scalar(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
