@@ -649,8 +649,17 @@ fn volume_files_round_trip_stay_confined_and_mount_into_containers() {
     assert!(dora.run(&["ls", "data"]).contains("sets/"));
 
     let back = home.path().join("back.bin");
-    dora.run(&["download", "data", "sets/big.bin", back.to_str().unwrap()]);
+    let output = dora
+        .cli()
+        .args(["download", "data", "sets/big.bin", back.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
     assert_eq!(sha256(&back), sha256(&big));
+    // Not on a terminal, the count still comes from what was written.
+    let said = String::from_utf8_lossy(&output.stderr);
+    let size = std::fs::metadata(&back).unwrap().len();
+    assert!(said.contains(&format!("downloaded {size} bytes")), "{said}");
 
     // Nothing leads out of the volume: not `..`, not a symlink.
     std::fs::write(home.path().join("secret"), "outside").unwrap();
