@@ -354,6 +354,21 @@ fn failing_commands_follow_each_restart_policy() {
         assert_eq!(never["status"]["observed"]["exitCode"], 3, "{never}");
         let done = wait_state(&dora, &format!("{prefix}.done.0"), "Succeeded");
         assert_eq!(done["status"]["observed"]["exitCode"], 0, "{done}");
+        // Its events tell the run: placed, started, ended with the exit code.
+        let events = dora.json(&["events", "c", &format!("{prefix}.never.0"), "-o", "json"]);
+        let told: Vec<(String, String)> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let text = |f: &str| e[f].as_str().unwrap_or_default().to_string();
+                (text("reason"), text("message"))
+            })
+            .collect();
+        let told: Vec<&(String, String)> = told.iter().filter(|(r, _)| r != "Pulling").collect();
+        let reasons: Vec<&str> = told.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(reasons, vec!["Scheduled", "Started", "Failed"], "{told:?}");
+        assert!(told[2].1.starts_with("exit code 3"), "{told:?}");
     }
     // The restart backoff starts at 10 s.
     let deadline = Instant::now() + Duration::from_secs(90);

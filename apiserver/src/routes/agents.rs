@@ -151,7 +151,7 @@ async fn container(
     let row = store
         .put_status(&key, StatusColumn::Observed, None, value, None)
         .await?;
-    if let Some(event) = state_change(&key, before.as_ref(), &report) {
+    for event in state_change(&key, before.as_ref(), &report) {
         state.service.record(event).await;
     }
     Ok(json_response(
@@ -160,39 +160,54 @@ async fn container(
     ))
 }
 
-/// The event a report tells when the container's state changed since the last one: `Pulling`,
-/// `Started`, `Finished` or `Failed` with the exit code.
+/// The events a report tells when the container's state changed since the last one:
+/// `Pulling`, `Started`, `Finished` or `Failed` with the exit code. A run that ended before
+/// its start was reported is told as started, then ended.
 fn state_change(
     key: &ObjectKey,
     before: Option<&ContainerReport>,
     report: &ContainerReport,
-) -> Option<Event> {
-    let same_run = before.is_some_and(|b| b.epoch == report.epoch && b.restarts == report.restarts);
-    if same_run && before.is_some_and(|b| b.state == report.state) {
-        return None;
+) -> Vec<Event> {
+    let same_run = before.filter(|b| b.epoch == report.epoch && b.restarts == report.restarts);
+    let before_state = same_run.map(|b| b.state);
+    if before_state == Some(report.state) {
+        return Vec::new();
     }
+    let event = |kind, reason, message: String| Event::new(key, kind, reason, message, "apiserver");
+    let started = || {
+        event(
+            EventType::Normal,
+            "Started",
+            format!("started on {}", report.node),
+        )
+    };
     let exit = || match (report.exit_code, &report.reason) {
         (Some(code), Some(reason)) => format!("exit code {code} ({reason})"),
         (Some(code), None) => format!("exit code {code}"),
         (None, Some(reason)) => reason.clone(),
         (None, None) => "no exit code".into(),
     };
-    let (kind, reason, message) = match report.state {
-        ContainerState::Pending => return None,
-        ContainerState::Pulling => (
+    let mut events = Vec::new();
+    match report.state {
+        ContainerState::Pending => {}
+        ContainerState::Pulling => events.push(event(
             EventType::Normal,
             "Pulling",
             format!("pulling its image on {}", report.node),
-        ),
-        ContainerState::Running => (
-            EventType::Normal,
-            "Started",
-            format!("started on {}", report.node),
-        ),
-        ContainerState::Succeeded => (EventType::Normal, "Finished", exit()),
-        ContainerState::Failed => (EventType::Warning, "Failed", exit()),
-    };
-    Some(Event::new(key, kind, reason, message, "apiserver"))
+        )),
+        ContainerState::Running => events.push(started()),
+        ContainerState::Succeeded | ContainerState::Failed => {
+            if before_state != Some(ContainerState::Running) && report.started_at.is_some() {
+                events.push(started());
+            }
+            events.push(if report.state == ContainerState::Failed {
+                event(EventType::Warning, "Failed", exit())
+            } else {
+                event(EventType::Normal, "Finished", exit())
+            });
+        }
+    }
+    events
 }
 
 #[derive(Deserialize)]
@@ -305,4 +320,49 @@ pub(super) async fn credential(
     let issued = super::tokens::node_credential(&state, &key.zone, &key.name, lifetime)?;
     tracing::info!(node = %key.name, zone = %key.zone, "node joined");
     Ok(json_response(StatusCode::CREATED, &issued))
+}
+
+#[cfg(test)]
+mod tests {
+    use dora_crds::Kind;
+
+    use super::*;
+
+    fn report(state: ContainerState, restarts: u32) -> ContainerReport {
+        ContainerReport {
+            node: "n1".into(),
+            epoch: 1,
+            state,
+            restarts,
+            exit_code: state.is_final().then_some(3),
+            started_at: Some(1),
+            ..ContainerReport::default()
+        }
+    }
+
+    fn reasons(before: Option<&ContainerReport>, now: &ContainerReport) -> Vec<String> {
+        let key = ObjectKey::new(Kind::Container, "z", "ws", "c.0");
+        state_change(&key, before, now)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.reason, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn reports_tell_each_change_of_a_run_once() {
+        let running = report(ContainerState::Running, 0);
+        let failed = report(ContainerState::Failed, 0);
+        assert_eq!(reasons(None, &running), ["Started: started on n1"]);
+        assert_eq!(reasons(Some(&running), &running), Vec::<String>::new());
+        assert_eq!(reasons(Some(&running), &failed), ["Failed: exit code 3"]);
+        assert_eq!(reasons(Some(&failed), &failed), Vec::<String>::new());
+        // Ended before its start was told: both.
+        assert_eq!(
+            reasons(None, &failed),
+            ["Started: started on n1", "Failed: exit code 3"]
+        );
+        // The next run of the same binding is a new story.
+        let again = report(ContainerState::Running, 1);
+        assert_eq!(reasons(Some(&failed), &again), ["Started: started on n1"]);
+    }
 }
