@@ -114,12 +114,18 @@ pub fn cell(column: &Column, item: &Value) -> String {
     let Some(value) = column.value(item) else {
         return match column.format {
             Format::Of(other) => format!("0/{}", text(item.pointer(other).unwrap_or(&Value::Null))),
+            Format::Counter => "0".into(),
             _ => "<none>".into(),
         };
     };
     match column.format {
         Format::Text => text(&value),
         Format::Count => value.as_array().map_or(0, Vec::len).to_string(),
+        Format::Counter => text(&value),
+        Format::Command => match &value {
+            Value::Array(words) => words.iter().map(text).collect::<Vec<_>>().join(" "),
+            other => text(other),
+        },
         Format::Keys => value
             .as_object()
             .map(|map| map.keys().cloned().collect::<Vec<_>>().join(","))

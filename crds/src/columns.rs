@@ -13,6 +13,10 @@ pub enum Format {
     Text,
     /// The number of items of a list.
     Count,
+    /// A number that is 0 until written (restarts).
+    Counter,
+    /// A command: a list's words joined with spaces.
+    Command,
     /// The keys of a map, joined with commas.
     Keys,
     /// A byte count, in binary units (`16Gi`).
@@ -95,7 +99,9 @@ const WORKLOAD: &[Column] = &[
         .optional(),
     column("STATUS", &["/status/phase"]),
     column("DRIVER", &["/spec/driver"]),
-    column("IMAGE", &["/spec/image/image", "/spec/config/cmd"]).optional(),
+    column("IMAGE", &["/spec/image/image", "/spec/config/cmd"])
+        .format(Format::Command)
+        .optional(),
     column("GEN", &["/metadata/generation"]).wide(),
     column("MESSAGE", &["/status/message"]).wide().optional(),
 ];
@@ -104,7 +110,9 @@ const CONTAINER: &[Column] = &[
     column("WORKLOAD", &["/spec/workload"]),
     column("NODE", &["/status/computed/node"]).optional(),
     column("STATUS", &["/status/phase"]),
-    column("RESTARTS", &["/status/computed/restarts"]),
+    column("RESTARTS", &["/status/computed/restarts"])
+        .format(Format::Counter)
+        .optional(),
     column("GPUS", &["/status/computed/gpus"]).optional(),
     column("EXIT", &["/status/observed/exitCode"])
         .wide()
@@ -132,7 +140,7 @@ const NODE: &[Column] = &[
     column("CPU MODEL", &["/status/observed/cpu/productName"])
         .wide()
         .optional(),
-    column("VERSION", &["/status/observed/version"]).wide(),
+    column("AGENT", &["/status/observed/version"]).wide(),
     column("ENDPOINT", &["/status/observed/endpoint", "/spec/endpoint"])
         .wide()
         .optional(),
@@ -252,7 +260,20 @@ mod tests {
             let mut seen = std::collections::HashSet::new();
             for column in kind.columns() {
                 assert!(seen.insert(column.name), "{kind} has two {}", column.name);
-                assert!(!["NAME", "AGE", "WORKSPACE"].contains(&column.name));
+                assert!(
+                    ![
+                        "EVENT",
+                        "NAME",
+                        "WORKSPACE",
+                        "AGE",
+                        "VERSION",
+                        "OWNER",
+                        "LABELS"
+                    ]
+                    .contains(&column.name),
+                    "{kind}'s {} is a common column",
+                    column.name
+                );
             }
         }
     }

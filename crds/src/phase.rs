@@ -79,8 +79,9 @@ pub fn workload(status: Option<&WorkloadStatus>, replicas: u32) -> Phase {
 /// A container's phase from its placement (the scheduler's `computed` column) and the last
 /// report of its node (`observed`, possibly of an earlier run).
 pub fn container(place: Option<&Placement>, report: Option<&ContainerReport>) -> Phase {
+    // The scheduler makes containers: one without a placement waits for a node.
     let Some(place) = place else {
-        return Phase::new("Pending").because("waiting for the zone's scheduler");
+        return Phase::new("Pending").because("waiting for a node");
     };
     let Some(node) = &place.node else {
         if let Some(retry) = place.not_before {
