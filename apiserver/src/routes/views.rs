@@ -98,7 +98,11 @@ pub(super) async fn get(
     ))
 }
 
-fn item(target: &Target, name: String, status: Value) -> Value {
+fn item(target: &Target, name: String, mut status: Value) -> Value {
+    // What the node does not report is left out, not shown as null.
+    if let Value::Object(fields) = &mut status {
+        fields.retain(|_, value| !value.is_null());
+    }
     json!({
         "apiVersion": dora_crds::API_VERSION,
         "kind": target.kind.name(),

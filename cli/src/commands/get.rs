@@ -359,6 +359,8 @@ pub async fn describe(global: &Global, args: DescribeArgs) -> anyhow::Result<()>
     let meta = &item["metadata"];
     let field = |name: &str, value: &Value| {
         let text = match value {
+            // A view (GPU, CPU) is not stored: it has no owner, times or versions.
+            Value::Null if kind.is_view() => return,
             Value::Null => "<none>".to_string(),
             Value::String(s) => s.clone(),
             other => other.to_string(),
