@@ -95,7 +95,9 @@ pub async fn attach(client: &Client, path: &str, command: &[String]) -> anyhow::
     let mut exit_code = None;
     // A session may be idle for long: pings, which the server answers, tell a quiet one from
     // a dead one.
-    let mut ping = tokio::time::interval(PING);
+    // The first after a period, not at once: a ping the server has not read when a short
+    // session ends makes its socket close with a reset, which loses the exit code.
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING, PING);
     let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
