@@ -120,6 +120,11 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
         .map(|s| ("labelSelector", s.clone()))
         .collect();
     if args.watch {
+        if kind.is_view() {
+            bail!(
+                "{kind} is a view made from the nodes' reports at each read and cannot be watched; `dora get node -w` follows the nodes"
+            );
+        }
         if matches!(args.output, GetOutput::CustomColumns(_)) {
             bail!("-o custom-columns cannot follow a watch; use -o jsonpath=... with -w");
         }
