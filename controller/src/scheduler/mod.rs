@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, NodeSpec};
-use dora_crds::status::{ContainerReport, NodeCondition, NodeReport, Placement};
+use dora_crds::status::{ContainerReport, CreditAccount, NodeCondition, NodeReport, Placement};
 use dora_store::{Fence, ObjectKey, Row, Store, StoreError};
 use foldhash::{HashMap, HashSet};
 use tokio::sync::Notify;
@@ -343,11 +343,10 @@ async fn run_leader(
                 };
                 // A user went out of credit or back: every workload of theirs in the zone. A
                 // deleted row is no longer in the cache.
-                let out = shared
-                    .credits
-                    .get(&row.key)
-                    .and_then(|row| row.computed.get("outOfCredit")?.as_bool())
-                    .unwrap_or(false);
+                let out = shared.credits.get(&row.key).is_some_and(|row| {
+                    dora_crds::decode::<CreditAccount>(&row.computed)
+                        .is_ok_and(|account| account.out_of_credit)
+                });
                 let user = row
                     .resource
                     .get("user")
