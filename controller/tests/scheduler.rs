@@ -363,7 +363,13 @@ async fn accounting_stays_exact_and_small_when_the_credit_system_restarts(backen
         "  config: {cmd: sleep 2.5}\n  selectors:\n    gpu: {product_name: A100, count: 1}\n";
     zone.apply("carol", &workload("job", 16, spec)).await;
     let first = zone.creditsys(zone.credit_config("c1"));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The leader changes while all run: no start or end is reported around the change.
+    eventually("the job runs", WAIT, || async {
+        let c = zone.containers("job").await;
+        (c.iter().filter(|c| c.running()).count() == 16).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     first.cancel();
     tokio::time::sleep(Duration::from_millis(500)).await;
     zone.creditsys(zone.credit_config("c2"));
