@@ -249,6 +249,9 @@ async fn account(
         }
         next.reset = reset;
         next.limit = limits.get(&user).copied();
+        if is_per_container(&row.computed) {
+            next.counted_until = now;
+        }
         let uses = uses.get(&user).map_or(&[][..], Vec::as_slice);
         let containers = count(&mut next, known.as_ref(), uses, now, week_start);
         next.out_of_credit = next.limit.is_some_and(|limit| next.weekly >= limit);
@@ -341,6 +344,14 @@ fn count(
     counted
 }
 
+/// Whether an account was written by a credit system that kept an instant per container
+/// (`accounted`) instead of `countedUntil`. Its containers were counted up to about its last
+/// slice: counting on from now loses at most one slice, where counting from their starts would
+/// count them all again. The next write drops the map.
+fn is_per_container(computed: &serde_json::Value) -> bool {
+    computed.get("accounted").is_some() && computed.get("countedUntil").is_none()
+}
+
 async fn create_account(
     store: &dyn Store,
     key: &ObjectKey,
@@ -392,6 +403,15 @@ mod tests {
             ended: true,
             ..running(uid, from, until)
         }
+    }
+
+    #[test]
+    fn rows_with_an_instant_per_container_are_recognised() {
+        let old = serde_json::json!({"total": 5.0, "accounted": {"u#1": 1000}});
+        assert!(is_per_container(&old));
+        let new = dora_crds::encode(&CreditAccount::default()).unwrap();
+        assert!(!is_per_container(&new));
+        assert!(!is_per_container(&serde_json::Value::Null));
     }
 
     #[test]
