@@ -279,6 +279,30 @@ fn bad_input_profiles_tokens_and_completion() {
 }
 
 #[test]
+fn a_bad_log_level_is_refused_with_what_is_expected() {
+    let home = tempfile::tempdir().unwrap();
+    let output = Process::new(DORA)
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info,dora=loud",
+        ])
+        .arg("--data-dir")
+        .arg(home.path().join("data"))
+        .env("DORA_CONFIG", Dora::config(home.path()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--log-level") && stderr.contains("expected a level such as info"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_first_start_that_stopped_early_is_bootstrapped_by_the_next() {
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("data");

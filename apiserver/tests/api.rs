@@ -513,7 +513,7 @@ async fn applies_that_would_start_more_are_refused_out_of_credit(c: &Cluster) {
             desired: Value::Null,
             computed: Some(serde_json::json!({
                 "weekly": 12.5, "total": 40.0, "limit": 10.0, "weekStart": 0,
-                "reset": 1_800_000_000_000i64, "outOfCredit": true, "accounted": {}
+                "reset": 1_800_000_000_000i64, "outOfCredit": true, "countedUntil": 0
             })),
             fence: None,
         })

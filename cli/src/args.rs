@@ -293,6 +293,11 @@ pub struct LogArgs {
     /// `text` for people, `json` for log collectors.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DORA_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// What to log: `error`, `warn`, `info` (each reconcile that changed something), `debug`
+    /// (also reconciles that changed nothing) or `trace`, or per module, e.g.
+    /// `info,dora_controller=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info,scylla=warn")]
+    pub log_level: String,
 }
 
 /// Log line format.

@@ -26,19 +26,35 @@ pub type Mapper = Arc<dyn Fn(&Row) -> Vec<ObjectKey> + Send + Sync>;
 /// Sees every watch event of one kind, after the cache has applied it.
 pub type Observer = Arc<dyn Fn(&WatchEvent) + Send + Sync>;
 
-/// What a reconcile asks for next.
+/// What a reconcile asks for next, and whether it changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Action(Option<Duration>);
+pub struct Action {
+    requeue: Option<Duration>,
+    changed: bool,
+}
 
 impl Action {
     /// Reconcile again after `after`, even if nothing changes.
     pub fn requeue(after: Duration) -> Self {
-        Action(Some(after))
+        Action {
+            requeue: Some(after),
+            changed: true,
+        }
     }
 
     /// Reconcile again only when the object or a related one changes.
     pub fn await_change() -> Self {
-        Action(None)
+        Action {
+            requeue: None,
+            changed: true,
+        }
+    }
+
+    /// Whether the reconcile wrote anything (the default). One that did not is logged at
+    /// debug rather than info, so that logs show what changed.
+    pub fn changed(mut self, changed: bool) -> Self {
+        self.changed = changed;
+        self
     }
 }
 
@@ -313,8 +329,12 @@ impl Controller {
             match result {
                 Ok(action) => {
                     metrics::counter!("dora_reconciles_total", "controller" => controller, "result" => "ok").increment(1);
-                    tracing::info!(result = "ok", duration_ms, requeue = ?action.0, "reconciled");
-                    (key, false, action.0)
+                    if action.changed {
+                        tracing::info!(result = "ok", duration_ms, requeue = ?action.requeue, "reconciled");
+                    } else {
+                        tracing::debug!(result = "unchanged", duration_ms, requeue = ?action.requeue, "reconciled");
+                    }
+                    (key, false, action.requeue)
                 }
                 Err(e) => {
                     metrics::counter!("dora_reconciles_total", "controller" => controller, "result" => "error").increment(1);

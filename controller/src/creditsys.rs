@@ -1,10 +1,12 @@
 //! The credit system of one zone: every slice, integrates the use of the zone's containers
 //! (GPUs by model, CPU cores by model, at the `Resourcecredit` prices per hour) into one
-//! `Usercredit` row per user, made automatically. Each row remembers per container the
-//! instant up to which it was counted, written in the same compare-and-set as the sums, so
-//! a restart or a new leader neither loses nor counts twice. A user over the weekly limit of
-//! `User.spec.credits` is marked out of credit (the scheduler then pauses their workloads)
-//! until the weekly reset.
+//! `Usercredit` row per user, made automatically. A row holds the sums and the slice they
+//! count up to, written in one compare-and-set, so its size does not grow with the number of
+//! containers. The leader keeps in memory how far it counted each container, which makes a
+//! start or end that its node reports late count exactly; a new leader (or a restart) takes
+//! every container as counted as of the row's slice, so it neither loses nor counts twice.
+//! A user over the weekly limit of `User.spec.credits` is marked out of credit (the scheduler
+//! then pauses their workloads) until the weekly reset.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -110,8 +112,9 @@ async fn lead(store: Arc<dyn Store>, config: CreditConfig, fence: Fence, lost: C
             return;
         }
     }
+    let mut counted = HashMap::new();
     loop {
-        match account(&*store, &config, &fence, &caches).await {
+        match account(&*store, &config, &fence, &caches, &mut counted).await {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => return,
             Err(e) => {
@@ -123,6 +126,15 @@ async fn lead(store: Arc<dyn Store>, config: CreditConfig, fence: Fence, lost: C
             () = tokio::time::sleep(config.slice) => {}
         }
     }
+}
+
+/// How far this leader counted the containers of one user's account.
+struct Counted {
+    /// The account row as this leader last read or wrote it; the counts below hold while the
+    /// row is still this version.
+    row: Arc<Row>,
+    /// Per container (`uid#epoch`): the instant up to which its use is in the sums.
+    containers: HashMap<String, i64>,
 }
 
 /// One container's use since it was last counted.
@@ -142,6 +154,7 @@ async fn account(
     config: &CreditConfig,
     fence: &Fence,
     caches: &Caches,
+    counted: &mut HashMap<String, Counted>,
 ) -> Result<(), StoreError> {
     let now = now_millis();
     let week_start = config.period_start(now);
@@ -208,12 +221,22 @@ async fn account(
     );
     users.sort();
     users.dedup();
+    counted.retain(|user, _| users.binary_search(user).is_ok());
     for user in users {
         let key = ObjectKey::new(Kind::Usercredit, &config.zone, "", &user);
-        let row = match caches.accounts.get(&key) {
+        let cached = match caches.accounts.get(&key) {
             Some(row) => row,
             None => create_account(store, &key, &user).await?,
         };
+        // The cache may not show this leader's own last write yet.
+        let mine = counted.remove(&user);
+        let row = match &mine {
+            Some(mine) if mine.row.computed_version > cached.computed_version => mine.row.clone(),
+            _ => cached,
+        };
+        let known = mine
+            .filter(|mine| mine.row.computed_version == row.computed_version)
+            .map(|mine| mine.containers);
         let previous: Option<CreditAccount> = dora_crds::decode(&row.computed).ok();
         let mut next = previous.clone().unwrap_or(CreditAccount {
             week_start,
@@ -226,32 +249,17 @@ async fn account(
         }
         next.reset = reset;
         next.limit = limits.get(&user).copied();
-        let mut accounted = BTreeMap::new();
-        for used in uses.get(&user).into_iter().flatten() {
-            let from = next
-                .accounted
-                .get(&used.uid)
-                .copied()
-                .unwrap_or(used.from)
-                .max(used.from);
-            // A running container is counted up to now; if it had in fact ended earlier (its
-            // report arrives a little late), the excess is given back once the end is known.
-            if used.until > from || (used.ended && used.until < from) {
-                next.total += used.rate * (used.until - from) as f64;
-                // Only the part inside this period counts against the weekly limit.
-                next.weekly +=
-                    used.rate * (used.until.max(week_start) - from.max(week_start)) as f64;
-                accounted.insert(used.uid.clone(), used.until);
-            } else {
-                accounted.insert(used.uid.clone(), from);
-            }
+        if is_per_container(&row.computed) {
+            next.counted_until = now;
         }
-        next.accounted = accounted;
+        let uses = uses.get(&user).map_or(&[][..], Vec::as_slice);
+        let containers = count(&mut next, known.as_ref(), uses, now, week_start);
         next.out_of_credit = next.limit.is_some_and(|limit| next.weekly >= limit);
         if previous.as_ref() == Some(&next) {
+            counted.insert(user, Counted { row, containers });
             continue;
         }
-        store
+        let written = store
             .put_status(
                 &key,
                 StatusColumn::Computed,
@@ -260,6 +268,13 @@ async fn account(
                 Some(fence),
             )
             .await?;
+        counted.insert(
+            user.clone(),
+            Counted {
+                row: written,
+                containers,
+            },
+        );
         let was_out = previous.as_ref().is_some_and(|p| p.out_of_credit);
         if next.out_of_credit != was_out {
             let (kind, reason, message) = if next.out_of_credit {
@@ -288,6 +303,53 @@ async fn account(
         }
     }
     Ok(())
+}
+
+/// Adds to `account` the use of `uses` since each was last counted, and returns how far each
+/// is counted now. `known` is how far this leader counted them at the previous slice; without
+/// it, every container is taken as counted as of `account.counted_until`: one seen running
+/// then up to it, one seen ended in full.
+fn count(
+    account: &mut CreditAccount,
+    known: Option<&HashMap<String, i64>>,
+    uses: &[Use],
+    now: i64,
+    week_start: i64,
+) -> HashMap<String, i64> {
+    let mut counted = HashMap::with_capacity(uses.len());
+    let mut moved = false;
+    for used in uses {
+        let from = match known {
+            Some(known) => known.get(&used.uid).copied().unwrap_or(used.from),
+            None if used.ended && used.until <= account.counted_until => used.until,
+            None => account.counted_until,
+        }
+        .max(used.from);
+        // A running container is counted up to now; if it had in fact ended earlier (its
+        // report arrives a little late), the excess is given back once the end is known.
+        if used.until > from || (used.ended && used.until < from) {
+            account.total += used.rate * (used.until - from) as f64;
+            // Only the part inside this period counts against the weekly limit.
+            account.weekly +=
+                used.rate * (used.until.max(week_start) - from.max(week_start)) as f64;
+            counted.insert(used.uid.clone(), used.until);
+            moved = true;
+        } else {
+            counted.insert(used.uid.clone(), from);
+        }
+    }
+    if moved {
+        account.counted_until = now;
+    }
+    counted
+}
+
+/// Whether an account was written by a credit system that kept an instant per container
+/// (`accounted`) instead of `countedUntil`. Its containers were counted up to about its last
+/// slice: counting on from now loses at most one slice, where counting from their starts would
+/// count them all again. The next write drops the map.
+fn is_per_container(computed: &serde_json::Value) -> bool {
+    computed.get("accounted").is_some() && computed.get("countedUntil").is_none()
 }
 
 async fn create_account(
@@ -324,6 +386,117 @@ async fn create_account(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One credit per millisecond.
+    fn running(uid: &str, from: i64, now: i64) -> Use {
+        Use {
+            uid: uid.into(),
+            rate: 1.0,
+            from,
+            until: now,
+            ended: false,
+        }
+    }
+
+    fn ended(uid: &str, from: i64, until: i64) -> Use {
+        Use {
+            ended: true,
+            ..running(uid, from, until)
+        }
+    }
+
+    #[test]
+    fn rows_with_an_instant_per_container_are_recognised() {
+        let old = serde_json::json!({"total": 5.0, "accounted": {"u#1": 1000}});
+        assert!(is_per_container(&old));
+        let new = dora_crds::encode(&CreditAccount::default()).unwrap();
+        assert!(!is_per_container(&new));
+        assert!(!is_per_container(&serde_json::Value::Null));
+    }
+
+    #[test]
+    fn an_account_of_100k_containers_stays_small() {
+        let uses: Vec<Use> = (0..100_000)
+            .map(|i| running(&format!("{}#1", uuid::Uuid::new_v4()), i, 200_000))
+            .collect();
+        let mut account = CreditAccount::default();
+        let counted = count(&mut account, None, &uses, 200_000, 0);
+        assert_eq!(counted.len(), 100_000);
+        let size = dora_crds::encode(&account).unwrap().to_string().len();
+        println!("Usercredit status at 100,000 containers: {size} bytes");
+        assert!(size < 300, "{size} bytes: {account:?}");
+    }
+
+    /// Slices at 1000, 2000 and 3000 ms: `a` runs throughout, `b` ends at 1800 but its node
+    /// reports that only after the slice at 2000, `c` runs from 1200 to 1500 between slices.
+    #[test]
+    fn late_ends_are_given_back_and_a_new_leader_counts_on_from_the_row() {
+        let slices = [
+            (1000, vec![running("a", 0, 1000), running("b", 500, 1000)]),
+            (
+                2000,
+                vec![
+                    running("a", 0, 2000),
+                    running("b", 500, 2000),
+                    ended("c", 1200, 1500),
+                ],
+            ),
+            (
+                3000,
+                vec![
+                    running("a", 0, 3000),
+                    ended("b", 500, 1800),
+                    ended("c", 1200, 1500),
+                ],
+            ),
+        ];
+        let exact = 3000.0 + 1300.0 + 300.0;
+        // One leader throughout: b's excess beyond 1800 is given back.
+        let mut account = CreditAccount::default();
+        let mut known = None;
+        for (now, uses) in &slices {
+            known = Some(count(&mut account, known.as_ref(), uses, *now, 0));
+        }
+        assert_eq!(account.total, exact);
+        assert_eq!(account.weekly, exact);
+        assert_eq!(account.counted_until, 3000);
+        // A new leader after the second slice knows only the row: every container counted
+        // up to 2000, c in full. Nothing is counted twice or lost (b's late end came before
+        // the change of leader, in the second slice here).
+        let on_time = [
+            (1000, vec![running("a", 0, 1000), running("b", 500, 1000)]),
+            (
+                2000,
+                vec![
+                    running("a", 0, 2000),
+                    ended("b", 500, 1800),
+                    ended("c", 1200, 1500),
+                ],
+            ),
+            (
+                3000,
+                vec![
+                    running("a", 0, 3000),
+                    ended("b", 500, 1800),
+                    ended("c", 1200, 1500),
+                ],
+            ),
+        ];
+        for restart_before in 1..on_time.len() {
+            let mut account = CreditAccount::default();
+            let mut known = None;
+            for (i, (now, uses)) in on_time.iter().enumerate() {
+                if i == restart_before {
+                    known = None;
+                }
+                known = Some(count(&mut account, known.as_ref(), uses, *now, 0));
+            }
+            assert_eq!(
+                account.total, exact,
+                "a new leader at slice {restart_before}"
+            );
+        }
+    }
 
     #[test]
     fn weeks_start_at_midnight_utc_of_the_reset_day() {

@@ -1,8 +1,6 @@
 //! The status column groups of the built-in kinds: what node agents report (`observed`) and
 //! what the scheduler and credit system compute (`computed`). Times are Unix milliseconds.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 /// A GPU as its node reports it.
@@ -229,7 +227,9 @@ pub struct CreditAccount {
     /// The next weekly reset.
     pub reset: i64,
     pub out_of_credit: bool,
-    /// Per container uid: the instant up to which its use is counted.
+    /// The last slice: the sums count every container the credit system saw running then up
+    /// to this instant, and every container it saw ended in full. One instant for the row,
+    /// whatever the number of containers.
     #[serde(default)]
-    pub accounted: BTreeMap<String, i64>,
+    pub counted_until: i64,
 }

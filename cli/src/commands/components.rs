@@ -13,10 +13,14 @@ use crate::args::{
     CreditArgs, CreditsysArgs, LogArgs, LogFormat, SchedulerArgs, SimArgs, SimOptions, StoreArgs,
 };
 
-/// Logs to stderr as text or JSON; `RUST_LOG` filters (default: info).
-pub fn init_logging(log: &LogArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,scylla=warn".into());
+/// Logs to stderr as text or JSON, filtered by `--log-level` (or `RUST_LOG`).
+pub fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level).map_err(|e| {
+        anyhow::anyhow!(
+            "--log-level (or RUST_LOG) {:?}: {e}; expected a level such as info or debug, or directives such as info,dora_controller=debug",
+            log.log_level
+        )
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -26,6 +30,7 @@ pub fn init_logging(log: &LogArgs) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
+    Ok(())
 }
 
 /// Cancels the returned token on Ctrl-C or SIGTERM.
@@ -50,7 +55,7 @@ pub fn stop_on_signal() -> CancellationToken {
 }
 
 async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
-    init_logging(&args.log);
+    init_logging(&args.log)?;
     dora_store::open(&args.store)
         .await
         .with_context(|| format!("cannot open the store {}", args.store))

@@ -78,7 +78,7 @@ pub fn agent_config(
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    components::init_logging(&args.log);
+    components::init_logging(&args.log)?;
     let ca = std::fs::read_to_string(&args.ca)
         .with_context(|| format!("cannot read the cluster CA {}", args.ca.display()))?;
     let token = match (&args.token, &args.token_file) {

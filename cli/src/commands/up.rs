@@ -193,7 +193,7 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    components::init_logging(&args.log);
+    components::init_logging(&args.log)?;
     let sim = components::sim_config(&args.zone, &args.sim)?;
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)

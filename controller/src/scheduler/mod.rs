@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, NodeSpec};
-use dora_crds::status::{ContainerReport, NodeCondition, NodeReport, Placement};
+use dora_crds::status::{ContainerReport, CreditAccount, NodeCondition, NodeReport, Placement};
 use dora_store::{Fence, ObjectKey, Row, Store, StoreError};
 use foldhash::{HashMap, HashSet};
 use tokio::sync::Notify;
@@ -128,6 +128,8 @@ pub(crate) struct State {
     pub status_written: HashMap<ObjectKey, std::time::Instant>,
     /// Containers this scheduler deleted (key → uid) that the cache may still show.
     pub deleted: HashMap<ObjectKey, (String, std::time::Instant)>,
+    /// Users whose Usercredit row was last seen out of credit.
+    pub out_of_credit: HashSet<String>,
 }
 
 /// Why a workload's containers wait, and when they may start.
@@ -243,6 +245,16 @@ impl State {
             .is_some_and(|(uid, at)| *uid == row.uid && at.elapsed() < DELETE_VISIBLE_WITHIN)
     }
 
+    /// Records whether `user` is out of credit; true when that changed. A credit slice
+    /// rewrites the user's row without changing this, and reconciles nothing.
+    fn credit_flipped(&mut self, user: &str, out: bool) -> bool {
+        if out {
+            self.out_of_credit.insert(user.to_string())
+        } else {
+            self.out_of_credit.remove(user)
+        }
+    }
+
     fn observe_container(&mut self, event: &WatchEvent) {
         match event {
             WatchEvent::Applied(row) => self.container_row(row),
@@ -341,23 +353,37 @@ async fn run_leader(
     // Mappers and observers need the shared state, which needs the caches: build in two steps.
     let shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::default();
     let slot = shared_slot.clone();
-    let workloads_for_credits = workloads.clone();
     let controller = controller
         .owns(Kind::Container, owner_of)
         .watches(Kind::Node, |_| Vec::new())
-        .watches(Kind::Usercredit, move |row| {
-            // A user's credit state changed: every workload of theirs in the zone.
-            let user = row
-                .resource
-                .get("user")
-                .and_then(|u| u.as_str())
-                .unwrap_or_default();
-            workloads_for_credits
-                .list()
-                .into_iter()
-                .filter(|w| w.owner == user)
-                .map(|w| w.key.clone())
-                .collect()
+        .watches(Kind::Usercredit, {
+            let slot = slot.clone();
+            move |row| {
+                let Some(shared) = slot.get() else {
+                    return Vec::new();
+                };
+                // A user went out of credit or back: every workload of theirs in the zone. A
+                // deleted row is no longer in the cache.
+                let out = shared.credits.get(&row.key).is_some_and(|row| {
+                    dora_crds::decode::<CreditAccount>(&row.computed)
+                        .is_ok_and(|account| account.out_of_credit)
+                });
+                let user = row
+                    .resource
+                    .get("user")
+                    .and_then(|u| u.as_str())
+                    .unwrap_or_default();
+                if !shared.state().credit_flipped(user, out) {
+                    return Vec::new();
+                }
+                shared
+                    .workloads
+                    .list()
+                    .into_iter()
+                    .filter(|w| w.owner == user)
+                    .map(|w| w.key.clone())
+                    .collect()
+            }
         })
         .observe_with(Kind::Container, {
             let slot = slot.clone();

@@ -43,12 +43,13 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
     };
     let Some(workload) = request.object else {
         // Deleted: its containers go (node agents stop what is no longer bound to them).
+        let changed = !members.is_empty();
         delete_all(&shared, members).await?;
         let mut state = shared.state();
         state.reasons.remove(&key);
         state.status_written.remove(&key);
         state.wanted.remove(&key);
-        return Ok(Action::await_change());
+        return Ok(Action::await_change().changed(changed));
     };
     let spec: WorkloadSpec = match dora_crds::decode(&workload.resource) {
         Ok(spec) => spec,
@@ -98,6 +99,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         .rev()
         .map(|(_, member)| member.row.clone())
         .collect();
+    let mut changed = !excess.is_empty();
     delete_all(&shared, excess).await?;
     by_index.retain(|index, _| *index < target);
 
@@ -130,6 +132,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         replace.push((*index, member.row.clone()));
     }
     if !replace.is_empty() {
+        changed = true;
         delete_all(
             &shared,
             replace.iter().map(|(_, row)| row.clone()).collect(),
@@ -183,6 +186,7 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
             }
         }
     }
+    changed |= !stops.is_empty() || !restarts.is_empty();
     for (row, mut place) in stops {
         place.stop = Some("MaxRunTime".into());
         bind(&shared, &row, &place).await?;
@@ -271,10 +275,14 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         paused_by,
         observed_generation: workload.generation,
     };
-    if let Some(wait) = write_status(&shared, &workload, status).await? {
-        soonest(wait);
+    match write_status(&shared, &workload, status).await? {
+        StatusWrite::Unchanged => {}
+        StatusWrite::Written => changed = true,
+        StatusWrite::Later(wait) => soonest(wait),
     }
-    Ok(requeue.map_or(Action::await_change(), Action::requeue))
+    Ok(requeue
+        .map_or(Action::await_change(), Action::requeue)
+        .changed(changed))
 }
 
 /// A container of the workload, decoded once per reconcile.
@@ -385,17 +393,25 @@ pub(crate) fn new_container(
     })
 }
 
+/// What [`write_status`] did.
+enum StatusWrite {
+    Unchanged,
+    Written,
+    /// A change of counts only, to be written after this.
+    Later(Duration),
+}
+
 /// Writes the workload's status if it changed. A change of counts only is written at most
 /// once per [`COUNTS_EVERY`] (a workload of many replicas would otherwise write once per
-/// container event); returns how long to wait before writing it then.
+/// container event).
 async fn write_status(
     shared: &Shared,
     workload: &Row,
     status: WorkloadStatus,
-) -> Result<Option<Duration>, Error> {
+) -> Result<StatusWrite, Error> {
     let previous: Option<WorkloadStatus> = dora_crds::decode_written(&workload.computed);
     if previous.as_ref() == Some(&status) {
-        return Ok(None);
+        return Ok(StatusWrite::Unchanged);
     }
     let counts_only = previous.as_ref().is_some_and(|p| {
         p.reason == status.reason
@@ -412,7 +428,7 @@ async fn write_status(
         if counts_only
             && let Some(wait) = last.and_then(|at| COUNTS_EVERY.checked_sub(at.elapsed()))
         {
-            return Ok(Some(wait));
+            return Ok(StatusWrite::Later(wait));
         }
         state
             .status_written
@@ -467,8 +483,9 @@ async fn write_status(
         )
         .await
     {
+        Ok(_) => Ok(StatusWrite::Written),
         // The cache is behind our own previous write; its change reconciles again.
-        Ok(_) | Err(StoreError::Conflict { .. }) => Ok(None),
+        Err(StoreError::Conflict { .. }) => Ok(StatusWrite::Unchanged),
         Err(e) => Err(e.into()),
     }
 }
