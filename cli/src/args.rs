@@ -226,6 +226,9 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long)]
     pub tail: Option<u32>,
+    /// The output of the run before the current one (of a container that restarted).
+    #[arg(short, long, conflicts_with = "follow")]
+    pub previous: bool,
 }
 
 #[derive(Debug, Args)]
