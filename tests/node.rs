@@ -410,6 +410,144 @@ fn failing_commands_follow_each_restart_policy() {
     dora.stop();
 }
 
+/// A workload whose runs count themselves in a file of the volume `data` (seen at `folder`):
+/// runs 1 and 2 print `run N` and fail, run 3 prints `run 3` and stays up as `marker`.
+fn crashing(name: &str, driver: &str, folder: &str, marker: &str) -> String {
+    let command = format!(
+        "f={folder}/{name}; n=$(( $(cat $f 2>/dev/null || echo 0) + 1 )); echo $n > $f; echo run $n; [ $n -ge 3 ] && exec {marker}; exit 1"
+    );
+    let target = if driver == "Docker" {
+        format!("      target: {folder}\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "{}  volumes:\n    - name: data\n{target}",
+        workload(name, driver, &command, "OnFailure")
+    )
+}
+
+/// Waits until `check` accepts container `name`.
+fn wait_container(dora: &Dora, name: &str, what: &str, check: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = container(dora, name);
+        if check(&found) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never {what}: {found}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A crashed container's output: `logs` shows the run that ended while the container waits
+/// to restart (bound to no node), `logs --previous` the run before the current one; only
+/// one previous run is kept, and nothing once the container is deleted.
+#[test]
+fn a_crashed_containers_output_stays_readable_and_previous_runs_are_kept() {
+    let home = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(home.path().join("up.log")).unwrap();
+    // Restarts 4 s, then 8 s, after a crash.
+    let dora = Dora::up_with(
+        home.path(),
+        &[
+            "--node-name",
+            NODE,
+            "--heartbeat",
+            "1s",
+            "--restart-backoff",
+            "4s",
+        ],
+        "warn,dora_nodeagent=info",
+        Stdio::from(log),
+    );
+    let storage = home.path().join("storage");
+    apply(
+        &dora,
+        home.path(),
+        "volume.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Storage\nmetadata: {{name: local}}\nspec: {{kind: Local, mountpath: {}}}\n---\napiVersion: v1\nkind: Volume\nmetadata: {{name: data}}\nspec: {{storage: local}}\n",
+            storage.display()
+        ),
+    );
+    let _processes = ProcessCleanup("sleep 1011");
+    let mut cases = vec![(
+        "crash.process",
+        "Process",
+        "$DORA_VOLUME_DATA",
+        "sleep 1011",
+    )];
+    let docker = docker_ready();
+    let _docker = docker.then(|| DockerCleanup("crash.docker.0"));
+    if docker {
+        cases.push(("crash.docker", "Docker", "/mnt/data", "sleep 1012"));
+    }
+    let mut yaml = workload("once", "Process", "echo only run; exit 2", "Never");
+    for (name, driver, folder, marker) in &cases {
+        yaml.push_str("---\n");
+        yaml.push_str(&crashing(name, driver, folder, marker));
+    }
+    apply(&dora, home.path(), "crashing.yaml", &yaml);
+
+    // The runs of both drivers go on side by side: each waits 8 s after its second.
+    for (name, _, _, _) in &cases {
+        let replica = format!("{name}.0");
+        // Run 2 failed: the container waits 8 s to restart, bound to no node.
+        wait_container(&dora, &replica, "waited after run 2", |c| {
+            state(c) == "Failed" && restarts(c) == 1 && c["status"]["computed"]["node"].is_null()
+        });
+        assert_eq!(dora.run(&["logs", "c", &replica]), "run 2\n");
+        assert_eq!(dora.run(&["logs", "c", &replica, "--previous"]), "run 1\n");
+    }
+    for (name, _, _, _) in &cases {
+        let replica = format!("{name}.0");
+        // Run 3 runs: run 2 is the previous one, and run 1 is no longer kept.
+        wait_container(&dora, &replica, "ran a third time", |c| {
+            state(c) == "Running" && restarts(c) == 2
+        });
+        eventually("the third run's output", || {
+            dora.run(&["logs", "c", &replica]) == "run 3\n"
+        });
+        assert_eq!(dora.run(&["logs", "c", &replica, "-p"]), "run 2\n");
+        // Of the ended copies, only the output is kept.
+        if name.ends_with("docker") {
+            assert_eq!(docker_ids(&replica).len(), 1);
+        } else {
+            let copies = home
+                .path()
+                .join("data/node/process/default/default")
+                .join(&replica);
+            assert_eq!(std::fs::read_dir(copies).unwrap().count(), 1);
+        }
+        assert_eq!(
+            dora.run(&["logs", "wk", name, "-p", "--tail", "1"]),
+            "run 2\n"
+        );
+    }
+
+    // A container that never restarted has no previous run.
+    wait_state(&dora, "once.0", "Failed");
+    assert_eq!(dora.run(&["logs", "c", "once.0"]), "only run\n");
+    let error = dora.fails(&["logs", "c", "once.0", "--previous"]);
+    assert!(
+        error.contains("container once.0 has not restarted; no previous run"),
+        "{error}"
+    );
+
+    for (name, _, _, _) in &cases {
+        dora.run(&["delete", "wk", name]);
+    }
+    let previous = home.path().join("data/node/previous");
+    eventually("the previous runs' output to go", || {
+        std::fs::read_dir(&previous).is_ok_and(|mut entries| entries.next().is_none())
+    });
+    eventually("the third runs to end", || {
+        processes("sleep 1011") == 0 && (!docker || docker_ids("crash.docker.0").is_empty())
+    });
+    dora.stop();
+}
+
 #[test]
 fn a_killed_agent_adopts_what_it_ran_without_duplicates() {
     let home = tempfile::tempdir().unwrap();

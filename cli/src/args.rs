@@ -129,6 +129,10 @@ pub struct UpArgs {
     pub credits: CreditArgs,
     #[command(flatten)]
     pub sim: SimOptions,
+    /// The first restart delay of an ended container, doubled at each restart up to 5 min
+    /// (shorter only for tests and demos).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, hide = true)]
+    pub restart_backoff: std::time::Duration,
     /// Run no node agent here (only hollow nodes, or nodes elsewhere).
     #[arg(long)]
     pub no_node: bool,
@@ -225,6 +229,9 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long)]
     pub tail: Option<u32>,
+    /// The output of the run before the current one (of a container that restarted).
+    #[arg(short, long, conflicts_with = "follow")]
+    pub previous: bool,
 }
 
 #[derive(Debug, Args)]

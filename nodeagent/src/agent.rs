@@ -3,6 +3,11 @@
 //! the binding the scheduler chose (the epoch), stops what is asked to stop, removes copies
 //! nobody wants, and reports every change of state. After a restart it adopts the containers
 //! its drivers already run instead of starting them again.
+//!
+//! A container that ended and waits to restart is bound nowhere, but the API still lists it
+//! to the node of its last run: the agent keeps that ended copy, so that its output stays
+//! readable, until a new run replaces it (its output then kept as the previous run's, see
+//! [`crate::previous`]) or the container is deleted or bound elsewhere.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -22,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiConfig, Change, Reported, key_of};
 use crate::driver::docker::DockerDriver;
 use crate::driver::process::ProcessDriver;
-use crate::driver::{Driver, Exit, Instance, Mount, Run};
+use crate::driver::{Driver, Exit, Instance, LogStream, Mount, Run};
 use crate::hardware::{self, Gpus};
+use crate::previous::PreviousRuns;
 
 /// The watch starts over with a fresh list this often, so that a missed change heals.
 const RELIST: Duration = Duration::from_secs(300);
@@ -47,7 +53,7 @@ pub struct AgentConfig {
     pub zone: String,
     pub name: String,
     pub api: ApiConfig,
-    /// Where the process driver keeps its containers.
+    /// Where the agent keeps the process driver's containers and previous runs' output.
     pub state_dir: PathBuf,
     pub docker: DockerUse,
     pub process: bool,
@@ -98,7 +104,10 @@ pub struct Agent {
     api: ApiClient,
     drivers: Vec<Arc<dyn Driver>>,
     wanted: Mutex<HashMap<ObjectKey, Wanted>>,
+    /// Containers bound nowhere that last ran here: waiting to restart.
+    resting: Mutex<HashSet<ObjectKey>>,
     instances: Mutex<HashMap<ObjectKey, (Instance, DriverKind)>>,
+    previous: PreviousRuns,
     /// Bindings whose start failed: not tried again.
     failed: Mutex<HashSet<(ObjectKey, u64)>>,
     /// One per container, held while its driver acts on it, never across a call to the API.
@@ -133,16 +142,32 @@ impl Agent {
         &self.api
     }
 
-    /// The container `name` of `workspace` and the driver that runs it.
-    pub fn find(&self, workspace: &str, name: &str) -> Option<(Instance, Arc<dyn Driver>)> {
-        let key = ObjectKey::new(
+    fn key(&self, workspace: &str, name: &str) -> ObjectKey {
+        ObjectKey::new(
             dora_crds::Kind::Container,
             &self.config.zone,
             workspace,
             name,
-        );
+        )
+    }
+
+    /// The container `name` of `workspace` and the driver that runs it (or ran it, when it
+    /// ended).
+    pub fn find(&self, workspace: &str, name: &str) -> Option<(Instance, Arc<dyn Driver>)> {
+        let key = self.key(workspace, name);
         let (instance, kind) = lock(&self.instances).get(&key).cloned()?;
         Some((instance, self.driver(kind)?))
+    }
+
+    /// The output (its last `tail` lines) of the run before the current one of container
+    /// `name` of `workspace`, when this node keeps it.
+    pub async fn previous_logs(
+        &self,
+        workspace: &str,
+        name: &str,
+        tail: Option<usize>,
+    ) -> anyhow::Result<Option<LogStream>> {
+        self.previous.read(&self.key(workspace, name), tail).await
     }
 
     /// Every container the agent runs or ran, with its driver.
@@ -266,15 +291,30 @@ impl Agent {
         let key_lock = self.key_lock(&key);
         let _guard = key_lock.lock().await;
         let wanted = lock(&self.wanted).get(&key).cloned();
+        let resting = lock(&self.resting).contains(&key);
         let mut have = lock(&self.instances).get(&key).cloned();
         if let Some((instance, kind)) = &have
             && wanted
                 .as_ref()
                 .is_none_or(|w| w.run.epoch != instance.epoch)
         {
+            if wanted.is_none() && resting && instance.state.is_final() {
+                return Again::No;
+            }
             let Some(driver) = self.driver(*kind) else {
                 return Again::No;
             };
+            if wanted.is_some() {
+                match self.previous.keep(driver.as_ref(), instance).await {
+                    Ok(()) => {
+                        tracing::debug!(%key, epoch = instance.epoch, "kept the output of the run replaced")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%key, error = %format!("{e:#}"), "cannot keep the output of the run replaced");
+                        self.previous.forget(&key).await;
+                    }
+                }
+            }
             match driver.remove(instance).await {
                 Ok(()) => {
                     tracing::info!(%key, epoch = instance.epoch, "removed a copy nobody wants");
@@ -289,6 +329,9 @@ impl Agent {
         }
         let Some(wanted) = wanted else {
             lock(&self.failed).retain(|(failed, _)| *failed != key);
+            if !resting {
+                self.previous.forget(&key).await;
+            }
             return Again::No;
         };
         let run = &wanted.run;
@@ -544,10 +587,17 @@ impl Agent {
         let status = resource.status.clone().unwrap_or_default();
         let placement: Placement = dora_crds::decode(&status["computed"]).unwrap_or_default();
         let spec: Option<ContainerSpec> = dora_crds::decode(&resource.spec).ok();
+        let report: Option<ContainerReport> = dora_crds::decode(&status["observed"]).ok();
+        let ran_here = report.as_ref().is_some_and(|r| r.node == self.config.name);
+        let resting = spec.is_some() && placement.node.is_none() && ran_here;
+        if resting {
+            lock(&self.resting).insert(key.clone());
+        } else {
+            lock(&self.resting).remove(&key);
+        }
         let mut wanted = lock(&self.wanted);
         match spec {
             Some(spec) if placement.node.as_deref() == Some(self.config.name.as_str()) => {
-                let report = dora_crds::decode(&status["observed"]).ok();
                 wanted.insert(
                     key.clone(),
                     Wanted {
@@ -569,10 +619,11 @@ impl Agent {
         key
     }
 
-    /// Reconciles every key the agent wants or runs.
+    /// Reconciles every key the agent wants, runs or keeps a previous run of.
     fn reconcile_all(self: &Arc<Self>) {
         let mut keys: HashSet<ObjectKey> = lock(&self.wanted).keys().cloned().collect();
         keys.extend(lock(&self.instances).keys().cloned());
+        keys.extend(self.previous.keys());
         for key in keys {
             tokio::spawn(self.clone().reconcile(key));
         }
@@ -603,9 +654,10 @@ impl Agent {
 
     async fn list_and_watch(self: Arc<Self>, stop: &CancellationToken) -> anyhow::Result<()> {
         let (items, version) = self.api.list().await?;
-        {
-            lock(&self.wanted).clear();
-        }
+        // Dropped, not cleared: a reconcile meanwhile must not find a listed container unwanted.
+        let listed: HashSet<ObjectKey> = items.iter().map(key_of).collect();
+        lock(&self.wanted).retain(|key, _| listed.contains(key));
+        lock(&self.resting).retain(|key| listed.contains(key));
         for item in &items {
             self.set_wanted(item);
         }
@@ -626,6 +678,7 @@ impl Agent {
                 }
                 Some(Ok(Change::Gone(key))) => {
                     lock(&self.wanted).remove(&key);
+                    lock(&self.resting).remove(&key);
                     tokio::spawn(self.clone().reconcile(key));
                 }
                 Some(Ok(Change::Bookmark(_))) => {}
@@ -678,12 +731,15 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> anyhow::Result
     }
     let fake = config.fake_gpus.clone();
     let gpus = tokio::task::spawn_blocking(move || Gpus::discover(fake)).await?;
+    let previous = PreviousRuns::new(config.state_dir.join("previous"))?;
     let agent = Arc::new(Agent {
         config,
         api,
         drivers,
         wanted: Mutex::default(),
+        resting: Mutex::default(),
         instances: Mutex::default(),
+        previous,
         failed: Mutex::default(),
         locks: Mutex::default(),
         outbox: Mutex::default(),

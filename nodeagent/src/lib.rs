@@ -7,6 +7,7 @@ pub mod api;
 pub mod driver;
 pub mod files;
 pub mod hardware;
+pub mod previous;
 pub mod server;
 pub mod sim;
 

@@ -2,7 +2,7 @@
 //! the cluster CA, and a caller must present a client certificate from the API server's own
 //! CA, which signs nothing else (so one node cannot call another).
 //!
-//! - `GET  /v1/containers/{workspace}/{name}/logs?follow=true&tail=N`
+//! - `GET  /v1/containers/{workspace}/{name}/logs?follow=true&tail=N&previous=true`
 //! - `POST /v1/containers/{workspace}/{name}/exec` with `{"command": [...]}`
 //! - `GET  /v1/containers/{workspace}/{name}/attach?tty=true&command=["sh"]`: a WebSocket
 //!   session (a shell)
@@ -88,6 +88,9 @@ struct LogParams {
     #[serde(default)]
     follow: bool,
     tail: Option<usize>,
+    /// The run before the current one, which has ended: not followed.
+    #[serde(default)]
+    previous: bool,
 }
 
 async fn logs(
@@ -95,8 +98,23 @@ async fn logs(
     Path((workspace, name)): Path<(String, String)>,
     Query(params): Query<LogParams>,
 ) -> Result<Response, Failure> {
-    let (instance, driver) = find(&agent, &workspace, &name)?;
-    let stream = driver.logs(&instance, params.follow, params.tail).await?;
+    let stream = if params.previous {
+        agent
+            .previous_logs(&workspace, &name, params.tail)
+            .await?
+            .ok_or_else(|| {
+                Failure(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "node {} keeps no previous run of container {name}: the run before its current one was on another node, or its output could not be kept",
+                        agent.config().name
+                    ),
+                )
+            })?
+    } else {
+        let (instance, driver) = find(&agent, &workspace, &name)?;
+        driver.logs(&instance, params.follow, params.tail).await?
+    };
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from_stream(stream),

@@ -1,5 +1,6 @@
 //! Container operations proxied to the node that runs the container: logs, top, one-off
-//! commands and shell sessions (WebSocket). The API finds the node from the container's binding and the node's endpoint from
+//! commands and shell sessions (WebSocket). The API finds the node from the container's binding
+//! (for logs, while it waits to restart, from its last report) and the node's endpoint from
 //! its row, never from anything the client sends, and calls it over mutual TLS: the node's
 //! certificate must chain to the cluster CA, and the API presents its client certificate.
 
@@ -9,12 +10,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dora_crds::Kind;
 use dora_crds::spec::Verb;
-use dora_crds::status::{NodeReport, Placement};
+use dora_crds::status::{ContainerReport, NodeReport, Placement};
 use dora_store::ObjectKey;
 
 use super::read_text;
 use super::resources::not_allowed;
-use crate::path::{Part, Target};
+use crate::path::Target;
 use crate::state::AppState;
 use crate::{ApiError, Identity};
 
@@ -25,25 +26,41 @@ fn unavailable(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NodeUnavailable", message)
 }
 
-/// The endpoint of the node a container runs on, and the container's path on that node.
+/// The endpoint of the node a container is bound to, and the container's path on that node.
 async fn locate(state: &AppState, key: &ObjectKey) -> Result<(String, String), ApiError> {
-    let store = &state.service.store;
-    let row = store
+    let row = container_row(state, key).await?;
+    let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
+    let node = placement.node.ok_or_else(|| not_placed(key))?;
+    at_node(state, key, &node).await
+}
+
+async fn container_row(state: &AppState, key: &ObjectKey) -> Result<dora_store::Row, ApiError> {
+    state
+        .service
+        .store
         .get(key)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("{key} not found")))?;
-    let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
-    let node = placement.node.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "NotPlaced",
-            format!(
-                "{key} is not placed on a node yet; see `dora describe c {}`",
-                key.name
-            ),
-        )
-    })?;
-    let endpoint = node_endpoint(state, &key.zone, &node).await?;
+        .ok_or_else(|| ApiError::not_found(format!("{key} not found")))
+}
+
+fn not_placed(key: &ObjectKey) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "NotPlaced",
+        format!(
+            "{key} is not placed on a node yet; see `dora describe c {}`",
+            key.name
+        ),
+    )
+}
+
+/// The endpoint of `node` and the container's path on it.
+async fn at_node(
+    state: &AppState,
+    key: &ObjectKey,
+    node: &str,
+) -> Result<(String, String), ApiError> {
+    let endpoint = node_endpoint(state, &key.zone, node).await?;
     Ok((
         endpoint,
         format!("/v1/containers/{}/{}", key.workspace, key.name),
@@ -110,47 +127,92 @@ fn container_key(target: &Target) -> ObjectKey {
     )
 }
 
-/// `GET .../containers/NAME/logs|top` and `GET .../nodes/NAME/top`.
-pub(super) async fn get(
+/// What `GET .../containers/NAME/logs` asks for.
+pub(super) struct LogOptions {
+    /// Keep sending output as it comes.
+    pub follow: bool,
+    /// Only the last lines: a number.
+    pub tail: Option<String>,
+    /// The run before the current one.
+    pub previous: bool,
+}
+
+/// `GET .../containers/NAME/logs`. The output is on the node the container is bound to or,
+/// while it waits to restart, on the node of its last run, which keeps that run's output
+/// and the one before it.
+pub(super) async fn logs(
     state: AppState,
     identity: Identity,
     target: Target,
-    follow: bool,
-    tail: Option<&str>,
+    options: LogOptions,
+) -> Result<Response, ApiError> {
+    if target.kind != Kind::Container || target.workspace.is_none() {
+        return Err(not_allowed("GET"));
+    }
+    let key = container_key(&target);
+    state.service.authorize(
+        &identity,
+        Verb::Log,
+        Kind::Container,
+        &key.zone,
+        &key.workspace,
+    )?;
+    let mut query = Vec::new();
+    if options.follow {
+        query.push(("follow", "true".to_string()));
+    }
+    if let Some(tail) = options.tail {
+        let lines: u32 = tail.parse().map_err(|_| {
+            ApiError::bad_request(format!("tail must be a number of lines, got {tail:?}"))
+        })?;
+        query.push(("tail", lines.to_string()));
+    }
+    let row = container_row(&state, &key).await?;
+    let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
+    let report: Option<ContainerReport> = dora_crds::decode(&row.observed).ok();
+    if options.previous {
+        if report.as_ref().is_none_or(|r| r.restarts == 0) {
+            return Err(ApiError::not_found(format!(
+                "container {} has not restarted; no previous run",
+                key.name
+            )));
+        }
+        query.push(("previous", "true".to_string()));
+    }
+    let node = placement
+        .node
+        .or(report.map(|r| r.node))
+        .ok_or_else(|| not_placed(&key))?;
+    let (endpoint, path) = at_node(&state, &key, &node).await?;
+    let client = state.node_client()?;
+    call(
+        client.get(format!("{endpoint}{path}/logs")).query(&query),
+        &endpoint,
+    )
+    .await
+}
+
+/// `GET .../containers/NAME/top` and `GET .../nodes/NAME/top`.
+pub(super) async fn top(
+    state: AppState,
+    identity: Identity,
+    target: Target,
 ) -> Result<Response, ApiError> {
     let client = state.node_client()?;
-    match (target.kind, target.part) {
-        (Kind::Container, part) if target.workspace.is_some() => {
+    match target.kind {
+        Kind::Container if target.workspace.is_some() => {
             let key = container_key(&target);
-            let verb = if part == Part::Logs {
-                Verb::Log
-            } else {
-                Verb::GetOne
-            };
-            state
-                .service
-                .authorize(&identity, verb, Kind::Container, &key.zone, &key.workspace)?;
+            state.service.authorize(
+                &identity,
+                Verb::GetOne,
+                Kind::Container,
+                &key.zone,
+                &key.workspace,
+            )?;
             let (endpoint, path) = locate(&state, &key).await?;
-            let request = if part == Part::Logs {
-                let mut query = Vec::new();
-                if follow {
-                    query.push(("follow", "true".to_string()));
-                }
-                if let Some(tail) = tail {
-                    let tail: u32 = tail.parse().map_err(|_| {
-                        ApiError::bad_request(format!(
-                            "tail must be a number of lines, got {tail:?}"
-                        ))
-                    })?;
-                    query.push(("tail", tail.to_string()));
-                }
-                client.get(format!("{endpoint}{path}/logs")).query(&query)
-            } else {
-                client.get(format!("{endpoint}{path}/top"))
-            };
-            call(request, &endpoint).await
+            call(client.get(format!("{endpoint}{path}/top")), &endpoint).await
         }
-        (Kind::Node, Part::Top) => {
+        Kind::Node => {
             let name = target.name.as_deref().unwrap_or_default();
             state
                 .service

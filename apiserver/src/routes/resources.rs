@@ -35,7 +35,8 @@ pub(super) struct ListParams {
     watch: Option<String>,
     #[serde(rename = "resourceVersion")]
     resource_version: Option<String>,
-    /// Only the containers bound to this node.
+    /// Only the containers on this node: bound to it, or waiting to restart after their last
+    /// run there ([`on_node`]).
     node: Option<String>,
     /// Only the objects whose labels match, in kubectl's syntax.
     #[serde(rename = "labelSelector")]
@@ -51,12 +52,14 @@ pub(super) struct ObjectParams {
     resource_version: Option<String>,
 }
 
-/// `GET .../logs` and `.../top`.
+/// `GET .../logs`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct OutputParams {
+pub(super) struct LogsParams {
     follow: Option<String>,
     tail: Option<String>,
+    /// The output of the run before the current one.
+    previous: Option<String>,
 }
 
 /// `GET .../files/PATH`.
@@ -192,9 +195,13 @@ fn authorize_list(
     authorize_read(state, identity, Verb::Get, target)
 }
 
-/// Whether a container row is bound to `node`.
-pub(super) fn bound_to(row: &dora_store::Row, node: &str) -> bool {
-    row.computed.get("node").and_then(Value::as_str) == Some(node)
+/// Whether a container row is on `node`: bound to it, or bound nowhere while it waits to
+/// restart after its last run there, whose output the node keeps.
+pub(super) fn on_node(row: &dora_store::Row, node: &str) -> bool {
+    match row.computed.get("node").and_then(Value::as_str) {
+        Some(bound) => bound == node,
+        None => row.observed.get("node").and_then(Value::as_str) == Some(node),
+    }
 }
 
 /// Whether a row of a cross-workspace read may be shown: a node credential has been limited
@@ -243,10 +250,18 @@ pub(super) async fn get(
             params::parse::<NoParams>(&uri)?;
             return versions(&state, &identity, &target).await;
         }
-        Part::Logs | Part::Top => {
-            let params: OutputParams = params::parse(&uri)?;
-            let follow = flag(params.follow.as_deref())?;
-            return proxy::get(state, identity, target, follow, params.tail.as_deref()).await;
+        Part::Logs => {
+            let params: LogsParams = params::parse(&uri)?;
+            let options = proxy::LogOptions {
+                follow: flag(params.follow.as_deref())?,
+                tail: params.tail,
+                previous: flag(params.previous.as_deref())?,
+            };
+            return proxy::logs(state, identity, target, options).await;
+        }
+        Part::Top => {
+            params::parse::<NoParams>(&uri)?;
+            return proxy::top(state, identity, target).await;
         }
         Part::Mounts => {
             params::parse::<NoParams>(&uri)?;
@@ -347,12 +362,7 @@ async fn list(
         .rows
         .iter()
         .filter(|row| visible(state, identity, Verb::Get, &row.key))
-        .filter(|row| {
-            params
-                .node
-                .as_deref()
-                .is_none_or(|node| bound_to(row, node))
-        })
+        .filter(|row| params.node.as_deref().is_none_or(|node| on_node(row, node)))
         .filter(|row| selector.is_none_or(|s| s.matches(&row.labels)))
         .map(|row| json!(render::resource(row)))
         .collect();

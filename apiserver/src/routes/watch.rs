@@ -14,7 +14,7 @@ use dora_store::{Change, ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, Obj
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::resources::{bound_to, visible};
+use super::resources::{on_node, visible};
 use crate::path::Target;
 use crate::state::AppState;
 use crate::{ApiError, Identity, render};
@@ -119,7 +119,7 @@ pub(super) fn ndjson<F: Feed>(
 /// one that starts matching as ADDED, as kubectl's watchers expect.
 #[derive(Default)]
 pub(super) struct RowFilter {
-    /// Only containers bound to this node.
+    /// Only containers on this node ([`on_node`]).
     pub node: Option<String>,
     /// Only rows whose labels match.
     pub selector: Option<Selector>,
@@ -131,7 +131,7 @@ impl RowFilter {
     }
 
     fn matches(&self, row: &Row) -> bool {
-        self.node.as_deref().is_none_or(|node| bound_to(row, node))
+        self.node.as_deref().is_none_or(|node| on_node(row, node))
             && self
                 .selector
                 .as_ref()

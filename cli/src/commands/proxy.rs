@@ -42,6 +42,9 @@ pub async fn logs(global: &Global, args: LogsArgs) -> anyhow::Result<()> {
     if let Some(tail) = args.tail {
         query.push(("tail", tail.to_string()));
     }
+    if args.previous {
+        query.push(("previous", "true".to_string()));
+    }
     // A followed container may stay quiet for long: only the keep-alive ends a dead stream.
     let response = client.open(&format!("{path}/logs"), &query).await?;
     if !response.status().is_success() {

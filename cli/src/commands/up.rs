@@ -228,9 +228,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!(%url, zone = %args.zone, "serving; scheduler and credit system running");
     let stop = CancellationToken::new();
     let mut components = JoinSet::new();
+    let mut scheduler = SchedulerConfig::new(&args.zone);
+    scheduler.restart_backoff = args.restart_backoff;
     components.spawn(dora_controller::scheduler::run(
         store.clone(),
-        SchedulerConfig::new(&args.zone),
+        scheduler,
         stop.clone(),
     ));
     components.spawn(dora_controller::creditsys::run(

@@ -3,9 +3,11 @@
 //! inspects what it was asked to run, and tells the agent when something ends.
 
 pub mod docker;
+pub mod logfile;
 pub mod process;
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use async_trait::async_trait;
 use dora_crds::spec::ContainerSpec;
@@ -148,6 +150,18 @@ impl Env {
     }
 }
 
+/// Creates a file only the agent's user can read (a container's output may hold secrets),
+/// replacing any at `path`.
+pub async fn private_file(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await
+}
+
 /// Comma-separated numbers, as CUDA_VISIBLE_DEVICES and cpusets want them.
 pub fn join(numbers: &[u32]) -> String {
     numbers
@@ -287,6 +301,20 @@ pub trait Driver: Send + Sync + 'static {
         follow: bool,
         tail: Option<usize>,
     ) -> anyhow::Result<LogStream>;
+
+    /// Writes the container's output so far to a new file at `path`, before the container is
+    /// removed; the agent keeps it as the output of the container's previous run.
+    async fn save_output(&self, instance: &Instance, path: &Path) -> anyhow::Result<()> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let mut output = self.logs(instance, false, None).await?;
+        let mut file = private_file(path).await?;
+        while let Some(chunk) = output.next().await {
+            file.write_all(&chunk?).await?;
+        }
+        file.flush().await?;
+        Ok(())
+    }
 
     /// Runs `command` inside the container to its end.
     async fn exec(&self, instance: &Instance, command: &[String]) -> anyhow::Result<ExecOutput>;

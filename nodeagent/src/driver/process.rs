@@ -33,9 +33,11 @@ use dora_store::{ObjectKey, now_millis};
 use rustix::process::{Pid, Signal};
 use rustix::thread::CapabilitySet;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 
-use super::{Driver, ExecOutput, Exit, Exits, Instance, LogStream, Run, Usage};
+use super::{
+    Driver, ExecOutput, Exit, Exits, Instance, LogStream, Run, Usage, logfile, private_file,
+};
 
 /// How long a stopped container has between TERM and KILL.
 const GRACE: Duration = Duration::from_secs(10);
@@ -43,8 +45,6 @@ const GRACE: Duration = Duration::from_secs(10);
 const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// How often a followed log is read for more.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
-/// The most of a log read to find its last lines.
-const TAIL_WINDOW: u64 = 8 << 20;
 /// The most output a one-off command returns.
 const EXEC_OUTPUT: usize = 1 << 20;
 /// A container's `PATH` unless its workload sets one (Docker's default).
@@ -160,13 +160,7 @@ async fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> 
 /// Writes a file only the agent's user can read: it may hold a workload's secrets.
 async fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .await?;
+    let mut file = private_file(path).await?;
     file.write_all(bytes).await?;
     file.flush().await
 }
@@ -537,6 +531,15 @@ impl Driver for ProcessDriver {
         Ok(())
     }
 
+    /// Moves the output file there: a process still running goes on writing to it until it
+    /// is stopped.
+    async fn save_output(&self, instance: &Instance, path: &Path) -> anyhow::Result<()> {
+        let output = self.dir(&instance.id).join("output.log");
+        tokio::fs::rename(&output, path)
+            .await
+            .with_context(|| format!("cannot move {} to {}", output.display(), path.display()))
+    }
+
     async fn logs(
         &self,
         instance: &Instance,
@@ -544,22 +547,9 @@ impl Driver for ProcessDriver {
         tail: Option<usize>,
     ) -> anyhow::Result<LogStream> {
         let dir = self.dir(&instance.id);
-        let mut file = tokio::fs::File::open(dir.join("output.log"))
+        let (file, first) = logfile::open(&dir.join("output.log"), tail)
             .await
             .context("the container has no output yet")?;
-        let length = file.metadata().await?.len();
-        let mut first = Vec::new();
-        match tail {
-            Some(lines) => {
-                let from = length.saturating_sub(TAIL_WINDOW);
-                file.seek(std::io::SeekFrom::Start(from)).await?;
-                file.read_to_end(&mut first).await?;
-                first = last_lines(&first, lines).to_vec();
-            }
-            None => {
-                file.read_to_end(&mut first).await?;
-            }
-        }
         let exit_path = dir.join("exit.json");
         let stream = futures::stream::unfold(
             (file, Some(first), follow),
@@ -795,34 +785,9 @@ fn group_stats(pgrp: i32) -> (u64, u64, u32) {
     total
 }
 
-/// The last `lines` lines of `text`.
-fn last_lines(text: &[u8], lines: usize) -> &[u8] {
-    if lines == 0 {
-        return &[];
-    }
-    let body = text.strip_suffix(b"\n").unwrap_or(text);
-    let start = body
-        .iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(lines - 1)
-        .map(|(i, _)| i + 1)
-        .unwrap_or(0);
-    &text[start..]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn last_lines_counts_from_the_end() {
-        assert_eq!(last_lines(b"a\nb\nc\n", 2), b"b\nc\n");
-        assert_eq!(last_lines(b"a\nb\nc", 2), b"b\nc");
-        assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
-        assert_eq!(last_lines(b"a\n", 0), b"");
-    }
 
     #[test]
     fn stat_lines_parse_and_garbage_does_not() {
