@@ -430,12 +430,8 @@ impl Service {
             return Ok(());
         }
         Err(ApiError::forbidden(format!(
-            "{} is out of credits in zone {} (used {:.2} of {:.2} this week) until {}; this apply would start more replicas. Lower spec.replica.count, wait for the reset, or ask an administrator to raise spec.credits of the user",
-            identity.user,
-            key.zone,
-            account.weekly,
-            account.limit.unwrap_or_default(),
-            render::timestamp(account.reset),
+            "{}; this apply would start more replicas. Lower spec.replica.count, wait for the reset, or ask an administrator to raise spec.credits of the user",
+            out_of_credit_message(&identity.user, &key.zone, &account)
         )))
     }
 
@@ -445,4 +441,14 @@ impl Service {
             tracing::warn!(error = %e, "could not record an event");
         }
     }
+}
+
+/// `alice is out of credits in zone z (used 12.50 of 10.00 this week) until <reset>`.
+pub(crate) fn out_of_credit_message(user: &str, zone: &str, account: &CreditAccount) -> String {
+    format!(
+        "{user} is out of credits in zone {zone} (used {:.2} of {:.2} this week) until {}",
+        account.weekly,
+        account.limit.unwrap_or_default(),
+        render::timestamp(account.reset),
+    )
 }

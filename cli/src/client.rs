@@ -127,6 +127,14 @@ impl Client {
         self.place_with(kind, None, None, all_workspaces).await
     }
 
+    /// Where the command acts and the API path of the object `name` of `kind` there.
+    pub async fn object_path(&mut self, kind: Kind, name: &str) -> anyhow::Result<(Place, String)> {
+        let place = self.place(kind, false).await?;
+        let collection =
+            dora_apiserver::collection_path(kind, &place.zone, place.workspace.as_deref());
+        Ok((place, format!("{collection}/{name}")))
+    }
+
     /// The zone and workspace a command on `kind` acts in: `zone` and `workspace` where given
     /// (by a document), the defaults only for what they leave out.
     pub async fn place_with(

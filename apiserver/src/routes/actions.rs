@@ -89,12 +89,8 @@ pub(super) async fn post(
             StatusCode::CONFLICT,
             "OutOfCredit",
             format!(
-                "{} is out of credits in zone {} (used {:.2} of {:.2} this week): {key} stays paused until the reset at {}; ask an administrator to raise spec.credits of the user",
-                row.owner,
-                key.zone,
-                account.weekly,
-                account.limit.unwrap_or_default(),
-                render::timestamp(account.reset),
+                "{}: {key} stays paused until then; ask an administrator to raise spec.credits of the user",
+                crate::service::out_of_credit_message(&row.owner, &key.zone, &account)
             ),
         ));
     }

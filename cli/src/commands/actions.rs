@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use dora_apiserver::collection_path;
 use dora_crds::Kind;
 use reqwest::Method;
 
@@ -24,12 +23,8 @@ pub async fn run(global: &Global, action: &str, args: ActionArgs) -> anyhow::Res
         );
     }
     let mut client = Client::new(global)?;
-    let place = client.place(kind, false).await?;
-    let path = format!(
-        "{}/{}/{action}",
-        collection_path(kind, &place.zone, place.workspace.as_deref()),
-        args.name
-    );
+    let (_, path) = client.object_path(kind, &args.name).await?;
+    let path = format!("{path}/{action}");
     client.json(Method::POST, &path, &[], None).await?;
     println!("{} {action} requested", label(kind.name(), &args.name));
     Ok(ExitCode::SUCCESS)

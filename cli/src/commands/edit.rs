@@ -67,12 +67,7 @@ pub async fn scale(global: &Global, args: ScaleArgs) -> anyhow::Result<ExitCode>
         );
     }
     let mut client = Client::new(global)?;
-    let place = client.place(kind, false).await?;
-    let path = format!(
-        "{}/{}",
-        collection_path(kind, &place.zone, place.workspace.as_deref()),
-        args.name
-    );
+    let (_, path) = client.object_path(kind, &args.name).await?;
     let replicas = args.replicas;
     let (_, changed) = edit_spec(&client, &path, |spec| {
         let count = &mut spec["replica"]["count"];

@@ -354,12 +354,7 @@ fn readable_times(value: &Value) -> Value {
 pub async fn describe(global: &Global, args: DescribeArgs) -> anyhow::Result<()> {
     let kind = kind(&args.kind)?;
     let mut client = Client::new(global)?;
-    let place = client.place(kind, false).await?;
-    let path = format!(
-        "{}/{}",
-        collection_path(kind, &place.zone, place.workspace.as_deref()),
-        args.name
-    );
+    let (place, path) = client.object_path(kind, &args.name).await?;
     let item = client.json(Method::GET, &path, &[], None).await?;
     let meta = &item["metadata"];
     let field = |name: &str, value: &Value| {

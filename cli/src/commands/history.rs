@@ -1,7 +1,6 @@
 //! `dora versions` and `dora events`.
 
 use anyhow::bail;
-use dora_apiserver::collection_path;
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
@@ -14,12 +13,8 @@ use crate::output;
 pub async fn versions(global: &Global, args: VersionsArgs) -> anyhow::Result<()> {
     let kind = kind(&args.kind)?;
     let mut client = Client::new(global)?;
-    let place = client.place(kind, false).await?;
-    let path = format!(
-        "{}/{}/versions",
-        collection_path(kind, &place.zone, place.workspace.as_deref()),
-        args.name
-    );
+    let (_, path) = client.object_path(kind, &args.name).await?;
+    let path = format!("{path}/versions");
     let list = client.json(Method::GET, &path, &[], None).await?;
     match args.output {
         Format::Yaml => print!("{}", output::yaml(&list)?),

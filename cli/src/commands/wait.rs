@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use dora_apiserver::collection_path;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -145,12 +144,7 @@ pub async fn run(global: &Global, args: WaitArgs) -> anyhow::Result<ExitCode> {
     let kind = kind(&args.kind)?;
     let wanted = Wanted::parse(&args.condition)?;
     let mut client = Client::new(global)?;
-    let place = client.place(kind, false).await?;
-    let path = format!(
-        "{}/{}",
-        collection_path(kind, &place.zone, place.workspace.as_deref()),
-        args.name
-    );
+    let (_, path) = client.object_path(kind, &args.name).await?;
     let name = label(kind.name(), &args.name);
     let mut last = String::from("nothing was seen yet");
     let waited = tokio::time::timeout(args.timeout, async {
