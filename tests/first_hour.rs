@@ -141,6 +141,21 @@ fn every_kind_s_table_reads_fields_its_objects_have() {
     );
     assert_eq!(items(&dora.json(&["get", "cpu", "-o", "json"])).len(), 2);
 
+    // Use per workload, as Slurm's sacct.
+    wait_for(&dora, &["credits", "-o", "json"], "use per workload", |l| {
+        items(l).iter().any(|account| {
+            account["status"]["computed"]["workloads"]["default/train"]
+                .as_f64()
+                .is_some_and(|used| used > 0.0)
+        })
+    });
+    let by_workload = dora.run(&["credits", "--workloads"]);
+    let row = by_workload.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("train ") && row.contains("admin"),
+        "{by_workload}"
+    );
+
     // kubectl's templates and sorting.
     let names = dora.run(&[
         "get",

@@ -408,6 +408,9 @@ pub struct ActionArgs {
 pub struct CreditsArgs {
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
+    /// Use this week per workload, largest first (Slurm's `sacct`).
+    #[arg(long)]
+    pub workloads: bool,
 }
 
 /// Parses `<n>ms`, `<n>s`, `<n>m`, `<n>h` or `<n>d`.

@@ -140,6 +140,8 @@ struct Counted {
 /// One container's use since it was last counted.
 struct Use {
     uid: String,
+    /// The container's workload, `workspace/name`.
+    workload: String,
     /// Credits per millisecond.
     rate: f64,
     from: i64,
@@ -192,8 +194,10 @@ async fn account(
         } else {
             now
         };
+        let workload = row.resource["workload"].as_str().unwrap_or_default();
         uses.entry(row.owner.clone()).or_default().push(Use {
             uid: format!("{}#{}", row.uid, place.epoch),
+            workload: format!("{}/{workload}", row.key.workspace),
             rate,
             from: started,
             until,
@@ -245,6 +249,7 @@ async fn account(
         });
         if next.week_start < week_start {
             next.weekly = 0.0;
+            next.workloads.clear();
             next.week_start = week_start;
         }
         next.reset = reset;
@@ -330,8 +335,9 @@ fn count(
         if used.until > from || (used.ended && used.until < from) {
             account.total += used.rate * (used.until - from) as f64;
             // Only the part inside this period counts against the weekly limit.
-            account.weekly +=
-                used.rate * (used.until.max(week_start) - from.max(week_start)) as f64;
+            let weekly = used.rate * (used.until.max(week_start) - from.max(week_start)) as f64;
+            account.weekly += weekly;
+            account.charge(&used.workload, weekly);
             counted.insert(used.uid.clone(), used.until);
             moved = true;
         } else {
@@ -391,6 +397,7 @@ mod tests {
     fn running(uid: &str, from: i64, now: i64) -> Use {
         Use {
             uid: uid.into(),
+            workload: format!("ws/{}", &uid[..1]),
             rate: 1.0,
             from,
             until: now,
@@ -416,15 +423,48 @@ mod tests {
 
     #[test]
     fn an_account_of_100k_containers_stays_small() {
+        // 100 replicas each of 1,000 workloads: one entry per workload, no more.
         let uses: Vec<Use> = (0..100_000)
-            .map(|i| running(&format!("{}#1", uuid::Uuid::new_v4()), i, 200_000))
+            .map(|i| Use {
+                workload: format!("team-{:02}/train-{:04}", i % 7, i / 100),
+                ..running(&format!("{}#1", uuid::Uuid::new_v4()), i, 200_000)
+            })
             .collect();
         let mut account = CreditAccount::default();
         let counted = count(&mut account, None, &uses, 200_000, 0);
         assert_eq!(counted.len(), 100_000);
+        assert_eq!(account.workloads.len(), 1000);
         let size = dora_crds::encode(&account).unwrap().to_string().len();
-        println!("Usercredit status at 100,000 containers: {size} bytes");
-        assert!(size < 300, "{size} bytes: {account:?}");
+        println!("Usercredit status at 100,000 containers in 1,000 workloads: {size} bytes");
+        // Scylla warns of cells over 1 MB.
+        assert!(size < 64 << 10, "{size} bytes");
+    }
+
+    #[test]
+    fn use_per_workload_adds_up_and_stays_bounded() {
+        let mut account = CreditAccount::default();
+        let workloads = CreditAccount::MAX_WORKLOADS + 500;
+        let uses: Vec<Use> = (0..workloads as i64)
+            .map(|i| Use {
+                workload: format!("ws/w{i}"),
+                ..running(&format!("u{i}#1"), 1000 - i % 1000, 1000)
+            })
+            .collect();
+        count(&mut account, None, &uses, 1000, 0);
+        assert_eq!(account.workloads.len(), CreditAccount::MAX_WORKLOADS);
+        assert!(
+            account
+                .workloads
+                .contains_key(CreditAccount::OTHER_WORKLOADS)
+        );
+        let listed: f64 = account.workloads.values().sum();
+        assert!(
+            (listed - account.weekly).abs() < 1e-6,
+            "{listed} vs {}",
+            account.weekly
+        );
+        // The largest stay listed by name.
+        assert_eq!(account.workloads.get("ws/w999"), Some(&999.0));
     }
 
     /// Slices at 1000, 2000 and 3000 ms: `a` runs throughout, `b` ends at 1800 but its node

@@ -1,6 +1,8 @@
 //! The status column groups of the built-in kinds: what node agents report (`observed`) and
 //! what the scheduler and credit system compute (`computed`). Times are Unix milliseconds.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// A GPU as its node reports it.
@@ -232,4 +234,39 @@ pub struct CreditAccount {
     /// whatever the number of containers.
     #[serde(default)]
     pub counted_until: i64,
+    /// Credits used since `week_start` per workload (`workspace/name`), like Slurm's `sacct`.
+    /// At most [`CreditAccount::MAX_WORKLOADS`] entries: past that, the smallest are added up
+    /// under [`CreditAccount::OTHER_WORKLOADS`], so the row stays small.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workloads: BTreeMap<String, f64>,
+}
+
+impl CreditAccount {
+    /// The most workloads an account lists one by one.
+    pub const MAX_WORKLOADS: usize = 1000;
+    /// Where the use of workloads past [`CreditAccount::MAX_WORKLOADS`] is added up.
+    pub const OTHER_WORKLOADS: &str = "(others)";
+
+    /// Adds `credits` to the weekly use of `workload`, keeping the list bounded.
+    pub fn charge(&mut self, workload: &str, credits: f64) {
+        if let Some(used) = self.workloads.get_mut(workload) {
+            *used += credits;
+            return;
+        }
+        self.workloads.insert(workload.to_string(), credits);
+        while self.workloads.len() > Self::MAX_WORKLOADS {
+            let smallest = self
+                .workloads
+                .iter()
+                .filter(|(name, _)| *name != Self::OTHER_WORKLOADS)
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(name, _)| name.clone());
+            let Some(name) = smallest else { break };
+            let used = self.workloads.remove(&name).unwrap_or_default();
+            *self
+                .workloads
+                .entry(Self::OTHER_WORKLOADS.to_string())
+                .or_default() += used;
+        }
+    }
 }

@@ -25,6 +25,10 @@ pub async fn run(global: &Global, args: CreditsArgs) -> anyhow::Result<()> {
                 eprintln!("No credit accounts in zone {} yet.", place.zone);
                 return Ok(());
             }
+            if args.workloads {
+                println!("{}", workload_table(&items));
+                return Ok(());
+            }
             let rows: Vec<Vec<String>> = items.iter().map(|item| row(&place.zone, item)).collect();
             println!(
                 "{}",
@@ -70,4 +74,29 @@ fn row(zone: &str, item: &Value) -> Vec<String> {
         reset,
         state.into(),
     ]
+}
+
+/// Use this week per workload of every account shown, largest first.
+fn workload_table(items: &[Value]) -> String {
+    let mut rows: Vec<(f64, Vec<String>)> = Vec::new();
+    for item in items {
+        let user = item["spec"]["user"].as_str().unwrap_or_default();
+        let used = item["status"]["computed"]["workloads"].as_object();
+        for (workload, credits) in used.into_iter().flatten() {
+            let credits = credits.as_f64().unwrap_or_default();
+            let (workspace, name) = workload.split_once('/').unwrap_or(("", workload));
+            rows.push((
+                credits,
+                vec![
+                    name.to_string(),
+                    workspace.to_string(),
+                    user.to_string(),
+                    format!("{credits:.2}"),
+                ],
+            ));
+        }
+    }
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, row)| row).collect();
+    output::table(&["WORKLOAD", "WORKSPACE", "USER", "USED THIS WEEK"], &rows)
 }
