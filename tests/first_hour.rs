@@ -8,7 +8,7 @@ use std::process::{Command as Process, Stdio};
 
 use dora_crds::Kind;
 use serde_json::Value;
-use support::{DORA, Dora, wait_for};
+use support::{DORA, Dora, line_reader, read_until, wait_for};
 
 /// Every kind, applied once, on hollow nodes with GPUs.
 const EVERYTHING: &str = r#"
@@ -203,6 +203,10 @@ fn every_kind_s_table_reads_fields_its_objects_have() {
         |n| n["status"]["scheduling"] == "Cordoned",
     );
 
+    // Hollow nodes serve no node API; the error names the flag that gives one.
+    let error = dora.fails(&["logs", "c", "train.0"]);
+    assert!(error.contains("--node-listen"), "{error}");
+
     // Labels read as key=value, and times as times.
     let described = dora.run(&["describe", "c", "train.0"]);
     assert!(described.contains("startedAt: \"20"), "{described}");
@@ -374,5 +378,49 @@ fn nothing_fails_silently() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&piped.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+    dora.stop();
+}
+
+#[test]
+fn a_watched_table_keeps_its_columns_and_shows_what_was_deleted() {
+    let home = tempfile::tempdir().unwrap();
+    let dora = hollow(home.path());
+    let mut watcher = Process::new(DORA)
+        .args(["get", "wk", "-w"])
+        .env("DORA_CONFIG", Dora::config(&dora.home))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(watcher.stdout.take().unwrap());
+    let long = "apiVersion: v1\nkind: Workload\nmetadata: {name: a-rather-long-workload-name}\nspec:\n  replica: {count: 1}\n  driver: Process\n  config: {cmd: sleep 600}\n";
+    assert!(apply(&dora, "long.yaml", long).status.success());
+    let mut seen = read_until(&lines, |l| l.contains("Running"), "the workload running");
+    dora.run(&["delete", "wk", "a-rather-long-workload-name"]);
+    seen.extend(read_until(
+        &lines,
+        |l| l.starts_with("DELETED"),
+        "the deletion",
+    ));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let header = &seen[0];
+    assert!(header.starts_with("EVENT"), "{seen:#?}");
+    // STATUS starts at the same column in every line.
+    let column = header.find("STATUS").unwrap();
+    for line in &seen[1..] {
+        let word = &line[column..];
+        assert!(
+            ["Pending", "Starting", "Running"]
+                .iter()
+                .any(|w| word.starts_with(w)),
+            "{seen:#?}"
+        );
+    }
+    // A deleted row shows the workload as it last was, not empty cells.
+    let deleted = seen.last().unwrap();
+    assert!(
+        deleted.contains("Running") && deleted.contains("1/1"),
+        "{deleted}"
+    );
     dora.stop();
 }

@@ -122,10 +122,12 @@ pub struct Template(Vec<Node>);
 
 impl Template {
     pub fn parse(text: &str) -> anyhow::Result<Template> {
-        let mut stack: Vec<(Option<Path>, Vec<Node>)> = vec![(None, Vec::new())];
+        let mut root = Vec::new();
+        // The `{range}`s open around the text being read, innermost last.
+        let mut ranges: Vec<(Path, Vec<Node>)> = Vec::new();
         let mut rest = text;
         while !rest.is_empty() {
-            let nodes = &mut stack.last_mut().expect("the root stays").1;
+            let nodes = ranges.last_mut().map_or(&mut root, |(_, body)| body);
             let Some(open) = rest.find('{') else {
                 nodes.push(Node::Text(rest.to_string()));
                 break;
@@ -146,21 +148,21 @@ impl Template {
                     .replace("\\\"", "\"");
                 nodes.push(Node::Text(literal));
             } else if let Some(path) = inner.strip_prefix("range ") {
-                stack.push((Some(Path::parse(path)?), Vec::new()));
+                ranges.push((Path::parse(path)?, Vec::new()));
             } else if inner == "end" {
-                let (Some(path), body) = stack.pop().expect("the root stays") else {
+                let Some((path, body)) = ranges.pop() else {
                     bail!("jsonpath {text:?}: {{end}} without {{range ...}}");
                 };
-                let parent = &mut stack.last_mut().expect("the root stays").1;
+                let parent = ranges.last_mut().map_or(&mut root, |(_, body)| body);
                 parent.push(Node::Range(path, body));
             } else {
                 nodes.push(Node::Path(Path::parse(inner)?));
             }
         }
-        if stack.len() > 1 {
+        if !ranges.is_empty() {
             bail!("jsonpath {text:?}: {{range ...}} without {{end}}");
         }
-        Ok(Template(stack.pop().expect("the root stays").1))
+        Ok(Template(root))
     }
 
     /// The template filled from `root`; several values of one path are joined by spaces.

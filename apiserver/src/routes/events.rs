@@ -150,7 +150,7 @@ fn fold(events: &[Event]) -> Vec<serde_json::Value> {
     let mut items = Vec::new();
     for event in events {
         let key = series_key(event);
-        let (count, first) = series[&key];
+        let (count, first) = series.get(&key).copied().unwrap_or((1, event.time));
         let seen = seen.entry(key).or_default();
         *seen += 1;
         if *seen == count {

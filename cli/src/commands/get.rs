@@ -278,6 +278,10 @@ impl WatchTable {
             .collect();
         let table = output::resource_rows(kind, &rows, wide, show_workspace);
         let header_pending = self.widths.is_empty();
+        if header_pending {
+            // EVENT holds ADDED, MODIFIED or DELETED: wide enough for each from the start.
+            self.widths.push("MODIFIED".len());
+        }
         for line in std::iter::once(&table.headers.iter().map(|h| h.to_string()).collect())
             .chain(&table.rows)
         {
