@@ -71,14 +71,6 @@ fn instant(value: &Value) -> Option<OffsetDateTime> {
     }
 }
 
-/// Unix milliseconds as RFC 3339 text.
-pub fn time(millis: i64) -> Value {
-    OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .map_or(Value::from(millis), Value::from)
-}
-
 fn span(secs: i64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),

@@ -282,16 +282,13 @@ impl WatchTable {
             // EVENT holds ADDED, MODIFIED or DELETED: wide enough for each from the start.
             self.widths.push("MODIFIED".len());
         }
-        for line in std::iter::once(&table.headers.iter().map(|h| h.to_string()).collect())
-            .chain(&table.rows)
-        {
-            let line: &Vec<String> = line;
+        let headers: Vec<String> = table.headers.iter().map(|h| h.to_string()).collect();
+        for line in std::iter::once(&headers).chain(&table.rows) {
             self.widths.resize(self.widths.len().max(line.len()), 0);
             for (width, cell) in self.widths.iter_mut().zip(line) {
                 *width = (*width).max(cell.chars().count());
             }
         }
-        let headers: Vec<String> = table.headers.iter().map(|h| h.to_string()).collect();
         if header_pending {
             println!("{}", self.line(&headers));
         }
@@ -343,7 +340,9 @@ fn readable_times(value: &Value) -> Value {
                     let is_time =
                         key.ends_with("At") || key == "notBefore" || TIMES.contains(&key.as_str());
                     let v = match v.as_i64() {
-                        Some(millis) if is_time && millis > 0 => output::time(millis),
+                        Some(millis) if is_time && millis > 0 => {
+                            dora_apiserver::timestamp(millis).into()
+                        }
                         _ => readable_times(v),
                     };
                     (key.clone(), v)
