@@ -686,18 +686,7 @@ struct Api {
 
 impl Api {
     fn new(base: &str, ca: &str) -> Api {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = dora_client::tls_config(ca).unwrap();
         Api {
             runtime: tokio::runtime::Runtime::new().unwrap(),
             http: reqwest::Client::builder()

@@ -1,7 +1,5 @@
 //! The API over real HTTPS: a server on the embedded SQLite store, called with reqwest.
 
-mod common;
-
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +30,7 @@ struct Cluster {
 
 fn client_for(ca: &str) -> reqwest::Client {
     reqwest::Client::builder()
-        .use_preconfigured_tls(common::trusting(ca))
+        .use_preconfigured_tls(dora_client::tls_config(ca).unwrap())
         .build()
         .unwrap()
 }

@@ -7,8 +7,6 @@
 //! Needs the three-node cluster of `scripts/cassandra start 3` and `DORA_CQL_CLUSTER_URL`;
 //! `scripts/test` runs it on its own after the other suites and wipes the cluster after it.
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -34,7 +32,7 @@ fn cassandra(args: &[&str]) {
 
 fn client_for(ca: &str) -> reqwest::Client {
     reqwest::Client::builder()
-        .use_preconfigured_tls(common::trusting(ca))
+        .use_preconfigured_tls(dora_client::tls_config(ca).unwrap())
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()

@@ -14,18 +14,7 @@ const CONNECTIONS: usize = 64;
 const BATCH: usize = 50;
 
 fn client(ca: &str) -> reqwest::Client {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(cert.expect("CA PEM")).expect("CA certificate");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = dora_client::tls_config(ca).expect("the cluster CA");
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .pool_max_idle_per_host(CONNECTIONS)

@@ -7,8 +7,9 @@ use serde_json::Value;
 
 use super::label;
 use crate::args::{ApplyArgs, Global};
-use crate::client::{Client, describe_error};
+use crate::client::Client;
 use crate::manifest;
+use dora_client::Failure;
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(global)?;
@@ -31,7 +32,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "error: {}: {}",
                 manifest.source,
-                describe_error(status, &body)
+                Failure::new(status.as_u16(), &body)
             );
             failed = true;
             continue;
@@ -42,7 +43,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<ExitCode> {
                 eprintln!(
                     "error: {}: {}",
                     manifest.source,
-                    describe_error(status, result)
+                    Failure::new(status.as_u16(), result)
                 );
             } else {
                 let name = label(

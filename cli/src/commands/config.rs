@@ -57,7 +57,7 @@ pub async fn run(global: &Global, command: ConfigCommand) -> anyhow::Result<()> 
                     "pass --ca with the cluster CA (ca.pem in the server's data folder) so that the server can be verified"
                 ),
             };
-            crate::client::tls_config(ca.as_deref().unwrap_or_default())?;
+            dora_client::tls_config(ca.as_deref().unwrap_or_default())?;
             config.profiles.insert(
                 name.clone(),
                 Profile {
@@ -116,7 +116,10 @@ pub async fn run(global: &Global, command: ConfigCommand) -> anyhow::Result<()> 
 async fn warn_if_missing(global: &Global, kind: Kind, name: &str) {
     let path = format!("/v1/{}/{name}", kind.plural());
     let found = match Client::new(global) {
-        Ok(client) => client.json(Method::GET, &path, &[], None).await,
+        Ok(client) => client
+            .json(Method::GET, &path, &[], None)
+            .await
+            .map_err(anyhow::Error::from),
         Err(e) => Err(e),
     };
     if let Err(e) = found {

@@ -49,7 +49,7 @@ async fn edit_spec(
             continue;
         }
         if !response.status().is_success() {
-            return Err(crate::client::failure(response).await);
+            return Err(dora_client::failure(response).await.into());
         }
         let written: Value = response.json().await?;
         return Ok((written["object"].clone(), true));

@@ -11,8 +11,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::args::{Global, LogsArgs, ShellArgs, TopArgs};
-use crate::client::{Client, failure};
+use crate::client::Client;
 use crate::output;
+use dora_client::failure;
 
 /// The API path of a container named directly (`c NAME`) or by its workload (`wk NAME`, its
 /// replica 0).
@@ -48,7 +49,7 @@ pub async fn logs(global: &Global, args: LogsArgs) -> anyhow::Result<()> {
     // A followed container may stay quiet for long: only the keep-alive ends a dead stream.
     let response = client.open(&format!("{path}/logs"), &query).await?;
     if !response.status().is_success() {
-        return Err(failure(response).await);
+        return Err(failure(response).await.into());
     }
     let mut body = response.bytes_stream();
     let mut stdout = std::io::stdout().lock();

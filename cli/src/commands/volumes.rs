@@ -12,8 +12,9 @@ use serde_json::Value;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::args::{DownloadArgs, Global, LsArgs, UploadArgs};
-use crate::client::{Client, failure, idle_deadline};
+use crate::client::Client;
 use crate::output;
+use dora_client::{failure, idle_deadline};
 
 /// `/v1/.../volumes/NAME/files/PATH`, each segment percent-encoded.
 async fn files_path(client: &mut Client, volume: &str, path: &str) -> anyhow::Result<String> {
@@ -136,7 +137,7 @@ pub async fn upload(global: &Global, args: UploadArgs) -> anyhow::Result<()> {
         .query(&[("offset", offset.to_string()), ("size", size.to_string())])
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(reqwest::Body::wrap_stream(stream));
-    let response = client.send_request(request).await?;
+    let response = client.send_streaming(request).await?;
     if !response.status().is_success() {
         bar.abandon();
         return Err(failure(response).await)
@@ -174,7 +175,7 @@ pub async fn download(global: &Global, args: DownloadArgs) -> anyhow::Result<()>
     let path = files_path(&mut client, &args.volume, &args.path).await?;
     let response = client.open(&path, &[]).await?;
     if !response.status().is_success() {
-        return Err(failure(response).await);
+        return Err(failure(response).await.into());
     }
     let is_json = response
         .headers()

@@ -158,7 +158,7 @@ pub async fn run(global: &Global, args: WaitArgs) -> anyhow::Result<ExitCode> {
             bail!("{name} not found");
         }
         if !response.status().is_success() {
-            return Err(crate::client::failure(response).await);
+            return Err(dora_client::failure(response).await.into());
         }
         let object: Value = response.json().await?;
         let (met, shown) = wanted.check(&object);

@@ -1,0 +1,394 @@
+//! The Rust client of Dora's HTTPS API, used by the CLI and the node agent: it trusts only the cluster CA, authenticates with a token, gives every
+//! call a deadline, and turns error answers into [`Error`]s that say what to do.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), dora_client::Error> {
+//! let client = dora_client::Client::new(dora_client::Config::new(
+//!     "https://127.0.0.1:7443",
+//!     std::fs::read_to_string("ca.pem").unwrap(),
+//!     "TOKEN",
+//! ))?;
+//! let list = client.list("/v1/zones/default/workspaces/default/workloads", &[]).await?;
+//! println!("{} workloads at version {}", list.items.len(), list.resource_version);
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dora_crds::Resource;
+use futures::{Stream, StreamExt};
+use reqwest::{Method, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use error::{Error, Failure};
+pub use reqwest;
+pub use stream::{Event, idle_deadline};
+
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle connection is probed, so that a stream whose peer vanished without a word
+/// (a quiet watch, a followed log) ends.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+/// The most objects one page of a list holds.
+const PAGE: usize = 1000;
+
+/// Where the API is and who calls it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `https://host:port`.
+    pub url: String,
+    /// The cluster CA (PEM): the only certificate the client trusts.
+    pub ca: String,
+    /// A bearer token (`dora token create`).
+    pub token: String,
+    /// The most a call may take, its answer included; a stream's head must come within it.
+    pub timeout: Duration,
+    /// Sent as `User-Agent`.
+    pub user_agent: String,
+}
+
+impl Config {
+    /// Settings for `url` trusting `ca`, as `token`, with a 30 s deadline.
+    pub fn new(url: impl Into<String>, ca: impl Into<String>, token: impl Into<String>) -> Config {
+        Config {
+            url: url.into(),
+            ca: ca.into(),
+            token: token.into(),
+            timeout: Duration::from_secs(30),
+            user_agent: concat!("dora-client/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+/// A connection to one API server as one token. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// The TLS settings of `http`, for WebSocket connections.
+    tls: Arc<rustls::ClientConfig>,
+    base: Arc<str>,
+    token: Arc<str>,
+    timeout: Duration,
+}
+
+/// A WebSocket to the API server.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A whole list, every page of it.
+#[derive(Debug, Clone)]
+pub struct List {
+    pub items: Vec<Resource>,
+    /// Where a watch of the same objects starts so that it misses nothing.
+    pub resource_version: String,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    items: Vec<Resource>,
+    metadata: PageMeta,
+}
+
+#[derive(Deserialize)]
+struct PageMeta {
+    #[serde(rename = "continue")]
+    next: Option<String>,
+    #[serde(rename = "resourceVersion")]
+    resource_version: String,
+}
+
+/// A rustls client configuration trusting the PEM certificates in `ca` only.
+pub fn tls_config(ca: &str) -> Result<rustls::ClientConfig, Error> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        let cert = cert.map_err(|e| Error::Config(format!("the cluster CA is not PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| Error::Config(format!("the cluster CA is not usable: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Config("the cluster CA holds no certificate".into()));
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|e| Error::Config(e.to_string()))
+}
+
+/// The error an unsuccessful answer carries.
+pub async fn failure(response: Response) -> Error {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    Error::Api(Box::new(Failure::new(status, &body)))
+}
+
+impl Client {
+    /// A client with `config`.
+    pub fn new(config: Config) -> Result<Client, Error> {
+        let tls = tls_config(&config.ca)?;
+        let http = reqwest::Client::builder()
+            .user_agent(config.user_agent)
+            .use_preconfigured_tls(tls.clone())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(KEEPALIVE)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTPS client: {e}")))?;
+        Ok(Client {
+            http,
+            tls: Arc::new(tls),
+            base: config.url.trim_end_matches('/').into(),
+            token: config.token.into(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The API server's URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to `path` with the client's token, to finish and send with
+    /// [`Client::call`], [`Client::send_request`] or [`Client::send_streaming`].
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&*self.token)
+    }
+
+    fn unreachable(&self, source: reqwest::Error) -> Error {
+        if source.is_timeout() && !source.is_connect() {
+            return self.timed_out();
+        }
+        Error::Unreachable {
+            url: self.base.to_string(),
+            source,
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::Timeout {
+            url: self.base.to_string(),
+            after: self.timeout,
+        }
+    }
+
+    /// Sends `request` within the deadline and returns its answer, whatever its status.
+    pub async fn send_request(&self, request: reqwest::RequestBuilder) -> Result<Response, Error> {
+        request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))
+    }
+
+    /// Sends `request` whose body takes as long as it takes (an upload), whatever the answer's
+    /// status: no deadline for the whole call, but the connection's keep-alive notices a
+    /// vanished server.
+    pub async fn send_streaming(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Response, Error> {
+        request.send().await.map_err(|e| self.unreachable(e))
+    }
+
+    /// Sends `request` within the deadline; an answer other than success is an error.
+    pub async fn call(&self, request: reqwest::RequestBuilder) -> Result<Response, Error> {
+        let response = self.send_request(request).await?;
+        if !response.status().is_success() {
+            return Err(failure(response).await);
+        }
+        Ok(response)
+    }
+
+    fn build(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self.request(method, path).query(query);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+                .body(body);
+        }
+        request
+    }
+
+    /// Sends a request with a YAML (or JSON) `body` within the deadline and returns its
+    /// answer, whatever its status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+    ) -> Result<Response, Error> {
+        self.send_request(self.build(method, path, query, body))
+            .await
+    }
+
+    /// Sends a request and decodes its successful JSON answer.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+    ) -> Result<Value, Error> {
+        let response = self.call(self.build(method, path, query, body)).await?;
+        response.json().await.map_err(|e| self.unreachable(e))
+    }
+
+    /// Sends a request whose answer streams (a watch, a followed log, a download) and returns
+    /// it, whatever its status, once its head has come within the deadline; its body has no
+    /// deadline (see [`idle_deadline`]).
+    pub async fn open(&self, path: &str, query: &[(&str, String)]) -> Result<Response, Error> {
+        let request = self.build(Method::GET, path, query, None).send();
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(response) => response.map_err(|e| self.unreachable(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Follows an NDJSON answer, one JSON value per line; it ends with an error when the API
+    /// falls silent past its bookmarks.
+    pub async fn lines(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<impl Stream<Item = Result<Value, Error>> + use<>, Error> {
+        let response = self.open(path, query).await?;
+        if !response.status().is_success() {
+            return Err(failure(response).await);
+        }
+        Ok(stream::ndjson(response.bytes_stream()))
+    }
+
+    /// Every object of the collection at `path` matching `query` (a label selector, a node),
+    /// page by page, and the version a watch of them starts from.
+    pub async fn list(&self, path: &str, query: &[(&str, String)]) -> Result<List, Error> {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = query.to_vec();
+            query.push(("limit", PAGE.to_string()));
+            if let Some(after) = after.take() {
+                query.push(("continue", after));
+            }
+            let value = self.json(Method::GET, path, &query, None).await?;
+            let page: Page = serde_json::from_value(value).map_err(|source| Error::Decode {
+                what: "list",
+                source,
+            })?;
+            items.extend(page.items);
+            match page.metadata.next {
+                Some(next) => after = Some(next),
+                None => {
+                    return Ok(List {
+                        items,
+                        resource_version: page.metadata.resource_version,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The changes to the collection at `path` matching `query` after `version` (from a
+    /// [`List`] or the last [`Event`]), until the stream breaks: then list again, or watch
+    /// again from the last version seen.
+    pub async fn watch(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        version: &str,
+    ) -> Result<impl Stream<Item = Result<Event, Error>> + use<>, Error> {
+        let mut query = query.to_vec();
+        query.push(("watch", "true".into()));
+        query.push(("resourceVersion", version.to_string()));
+        // The API ends a watch only by failing: an end is an error too.
+        let closed = futures::stream::once(async {
+            Err(Error::Stream("the API server closed the watch".into()))
+        });
+        let lines = self.lines(path, &query).await?;
+        Ok(lines.chain(closed).map(|line| line.and_then(Event::parse)))
+    }
+
+    /// Creates or updates the objects of a YAML or JSON document stream, as `dora apply`
+    /// does, and returns the API's answer: what each document came to.
+    pub async fn apply(&self, documents: String) -> Result<Value, Error> {
+        self.json(Method::POST, "/v1/apply", &[], Some(documents))
+            .await
+    }
+
+    /// Opens a WebSocket to `path` with `query`, over TLS trusting the cluster CA.
+    pub async fn websocket(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<WebSocket, Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let bad = |e: &dyn std::fmt::Display| Error::Config(format!("bad WebSocket address: {e}"));
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), query)
+            .map_err(|e| bad(&e))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| bad(&"the API server URL names no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let mut request = url
+            .as_str()
+            .replacen("https://", "wss://", 1)
+            .into_client_request()
+            .map_err(|e| bad(&e))?;
+        let bearer = format!("Bearer {}", self.token)
+            .parse()
+            .map_err(|e| bad(&e))?;
+        request
+            .headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, bearer);
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| bad(&e))?;
+        let unreachable = |e: std::io::Error| {
+            Error::Stream(format!("cannot reach the API server at {}: {e}", self.base))
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(unreachable)?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(unreachable)?;
+            Ok::<_, Error>(tokio_tungstenite::client_async(request, tls).await)
+        };
+        let upgraded = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| self.timed_out())??;
+        match upgraded {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body: Value = response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                Err(Error::Api(Box::new(Failure::new(
+                    response.status().as_u16(),
+                    &body,
+                ))))
+            }
+            Err(e) => Err(Error::Stream(format!(
+                "the API server refused the session: {e}"
+            ))),
+        }
+    }
+}
