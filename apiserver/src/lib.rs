@@ -14,7 +14,7 @@ mod token;
 
 pub use directory::Directory;
 pub use error::ApiError;
-pub use path::{Target, collection_path};
+pub use path::Target;
 pub use render::timestamp;
 pub use service::{Applied, Identity, Service};
 pub use state::{ApiServer, Options};

@@ -6,8 +6,6 @@ use std::sync::OnceLock;
 use dora_crds::{Kind, kind_schema};
 use serde_json::{Map, Value, json};
 
-use crate::path::collection_path;
-
 /// Moves a schema's `$defs` into `defs` and points its references at `components/schemas`.
 fn hoist(schema: &mut Value, defs: &mut Map<String, Value>) {
     match schema {
@@ -83,11 +81,8 @@ fn build() -> Value {
         }
         schemas.insert(kind.name().into(), resource);
         let scope = kind.scope();
-        let collection = collection_path(
-            kind,
-            "{zone}",
-            scope.has_workspace().then_some("{workspace}"),
-        );
+        let collection =
+            kind.collection_path("{zone}", scope.has_workspace().then_some("{workspace}"));
         let mut parameters = Vec::new();
         if scope.has_zone() {
             parameters.push(param("zone"));

@@ -70,18 +70,6 @@ fn segments(path: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The path of a collection, as clients build it.
-pub fn collection_path(kind: Kind, zone: &str, workspace: Option<&str>) -> String {
-    let plural = kind.plural();
-    match (kind.scope(), workspace) {
-        (Scope::Cluster, _) => format!("/v1/{plural}"),
-        (Scope::Workspaced, Some(ws)) => format!("/v1/workspaces/{ws}/{plural}"),
-        (Scope::Zoned, _) | (Scope::ZonedWorkspaced, None) => format!("/v1/zones/{zone}/{plural}"),
-        (Scope::ZonedWorkspaced, Some(ws)) => format!("/v1/zones/{zone}/workspaces/{ws}/{plural}"),
-        (Scope::Workspaced, None) => format!("/v1/workspaces/-/{plural}"),
-    }
-}
-
 fn kind_of(plural: &str) -> Result<Kind, ApiError> {
     Kind::parse(plural).ok_or_else(|| {
         ApiError::not_found(format!("no resource kind {plural:?} (see /openapi.json)"))
@@ -126,11 +114,8 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
         Scope::ZonedWorkspaced => zone.is_empty() || (workspace.is_none() && name.is_some()),
     };
     if wrong_scope {
-        let example = collection_path(
-            kind,
-            "{zone}",
-            scope.has_workspace().then_some("{workspace}"),
-        );
+        let example =
+            kind.collection_path("{zone}", scope.has_workspace().then_some("{workspace}"));
         return Err(ApiError::not_found(format!(
             "{kind} resources live at {example}"
         )));
@@ -190,7 +175,7 @@ mod tests {
     #[test]
     fn collection_paths_parse_back() {
         for kind in Kind::ALL {
-            let path = collection_path(kind, "z1", kind.scope().has_workspace().then_some("ws"));
+            let path = kind.collection_path("z1", kind.scope().has_workspace().then_some("ws"));
             let target = parse(path.trim_start_matches("/v1")).unwrap();
             assert_eq!(target.kind, kind, "{path}");
         }

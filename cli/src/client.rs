@@ -64,8 +64,7 @@ impl Client {
     /// Where the command acts and the API path of the object `name` of `kind` there.
     pub async fn object_path(&mut self, kind: Kind, name: &str) -> anyhow::Result<(Place, String)> {
         let place = self.place(kind, false).await?;
-        let collection =
-            dora_apiserver::collection_path(kind, &place.zone, place.workspace.as_deref());
+        let collection = kind.collection_path(&place.zone, place.workspace.as_deref());
         Ok((place, format!("{collection}/{name}")))
     }
 

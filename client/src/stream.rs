@@ -13,15 +13,24 @@ use crate::Error;
 /// a download its bytes.
 const IDLE: Duration = Duration::from_secs(90);
 
-/// One change a watch reports.
+/// One change a watch reports, and the version a watch resumed after it starts from.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Added(Box<Resource>),
-    Modified(Box<Resource>),
+    Added {
+        object: Box<Resource>,
+        version: String,
+    },
+    Modified {
+        object: Box<Resource>,
+        version: String,
+    },
     /// The object as it last was.
-    Deleted(Box<Resource>),
-    /// Nothing changed up to this version: a watch resumed from it misses nothing.
-    Bookmark(String),
+    Deleted {
+        object: Box<Resource>,
+        version: String,
+    },
+    /// Nothing changed up to this version.
+    Bookmark { version: String },
 }
 
 #[derive(Deserialize)]
@@ -43,16 +52,25 @@ impl Event {
             what: "watch event",
             source,
         })?;
-        let object = |object: Option<Resource>| {
-            object
-                .map(Box::new)
-                .ok_or_else(|| Error::Stream(format!("a {} event without its object", line.kind)))
-        };
+        let version = line.resource_version.unwrap_or_default();
+        let object = line
+            .object
+            .map(Box::new)
+            .ok_or_else(|| Error::Stream(format!("a {} event without its object", line.kind)));
         match line.kind.as_str() {
-            "ADDED" => Ok(Event::Added(object(line.object)?)),
-            "MODIFIED" => Ok(Event::Modified(object(line.object)?)),
-            "DELETED" => Ok(Event::Deleted(object(line.object)?)),
-            "BOOKMARK" => Ok(Event::Bookmark(line.resource_version.unwrap_or_default())),
+            "ADDED" => Ok(Event::Added {
+                object: object?,
+                version,
+            }),
+            "MODIFIED" => Ok(Event::Modified {
+                object: object?,
+                version,
+            }),
+            "DELETED" => Ok(Event::Deleted {
+                object: object?,
+                version,
+            }),
+            "BOOKMARK" => Ok(Event::Bookmark { version }),
             "ERROR" => {
                 let body = serde_json::json!({ "error": line.error });
                 Err(Error::Api(Box::new(crate::Failure::new(
@@ -69,8 +87,20 @@ impl Event {
     /// The object an event is about.
     pub fn object(&self) -> Option<&Resource> {
         match self {
-            Event::Added(object) | Event::Modified(object) | Event::Deleted(object) => Some(object),
-            Event::Bookmark(_) => None,
+            Event::Added { object, .. }
+            | Event::Modified { object, .. }
+            | Event::Deleted { object, .. } => Some(object),
+            Event::Bookmark { .. } => None,
+        }
+    }
+
+    /// Where the watch stands after this event.
+    pub fn version(&self) -> &str {
+        match self {
+            Event::Added { version, .. }
+            | Event::Modified { version, .. }
+            | Event::Deleted { version, .. }
+            | Event::Bookmark { version } => version,
         }
     }
 }
@@ -148,10 +178,13 @@ mod tests {
     fn watch_lines_become_events_and_errors() {
         let object = json!({"apiVersion": "v1", "kind": "Workload",
             "metadata": {"name": "a", "zone": "default", "workspace": "default"}});
-        let added = Event::parse(json!({"type": "ADDED", "object": object})).unwrap();
+        let added = Event::parse(json!({"type": "ADDED", "object": object,
+            "resourceVersion": "41"}))
+        .unwrap();
         assert_eq!(added.object().unwrap().metadata.name, "a");
+        assert_eq!(added.version(), "41");
         let bookmark = Event::parse(json!({"type": "BOOKMARK", "resourceVersion": "42"}));
-        assert!(matches!(bookmark, Ok(Event::Bookmark(v)) if v == "42"));
+        assert!(matches!(bookmark, Ok(Event::Bookmark { version }) if version == "42"));
         let gone = Event::parse(json!({"type": "ERROR", "status": 410,
             "error": {"reason": "Expired", "message": "list again"}}))
         .unwrap_err();

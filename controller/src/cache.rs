@@ -2,24 +2,24 @@
 
 use std::sync::{Arc, RwLock};
 
-use dora_store::{ObjectKey, Row, Store};
+use dora_store::{ObjectKey, Row};
 use foldhash::{HashMap, HashMapExt};
 use tokio::sync::watch as signal;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Target, WatchConfig, WatchEvent, watch};
+use crate::{Source, Target, WatchConfig, WatchEvent, watch};
 
-/// A cache of `target` kept current by its own watcher until `stop` is cancelled; the
-/// receiver turns true once the first full list has been applied.
+/// A cache of `target` in `source` kept current by its own watcher until `stop` is
+/// cancelled; the receiver turns true once the first full list has been applied.
 pub fn reflect(
-    store: Arc<dyn Store>,
+    source: impl Into<Source>,
     target: Target,
     config: WatchConfig,
     stop: CancellationToken,
 ) -> (Cache, signal::Receiver<bool>) {
     let cache = Cache::default();
     let (synced_tx, synced) = signal::channel(false);
-    let mut events = watch(store, target, config, stop);
+    let mut events = watch(source, target, config, stop);
     let filled = cache.clone();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dora_crds::Kind;
-use dora_store::{ObjectKey, Row, Store};
+use dora_store::{ObjectKey, Row};
 use futures::StreamExt;
 use futures::stream::SelectAll;
 use tokio::sync::mpsc;
@@ -16,9 +16,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::Cache;
 use crate::queue::{Queue, Trigger};
 use crate::watcher::{Target, WatchConfig, WatchEvent, watch};
+use crate::{Cache, Source};
 
 /// Maps a changed related row to the primary keys to reconcile.
 pub type Mapper = Arc<dyn Fn(&Row) -> Vec<ObjectKey> + Send + Sync>;
@@ -82,7 +82,7 @@ impl Handle {
 /// A controller of one primary kind in one zone.
 pub struct Controller {
     name: String,
-    store: Arc<dyn Store>,
+    source: Source,
     zone: String,
     primary: Kind,
     related: Vec<(Kind, Mapper)>,
@@ -96,14 +96,15 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller named `name` (for logs and metrics) of `primary` in `zone`.
-    pub fn new(name: &str, store: Arc<dyn Store>, primary: Kind, zone: &str) -> Self {
+    /// A controller named `name` (for logs and metrics) of `primary` in `zone`, reading from
+    /// `source`: a store (`Arc<dyn Store>`) or the API ([`dora_client::Client`]).
+    pub fn new(name: &str, source: impl Into<Source>, primary: Kind, zone: &str) -> Self {
         let (tx, signals) = mpsc::unbounded_channel();
         let mut caches = HashMap::new();
         caches.insert(primary, Cache::default());
         Controller {
             name: name.to_string(),
-            store,
+            source: source.into(),
             zone: zone.to_string(),
             primary,
             related: Vec::new(),
@@ -195,7 +196,7 @@ impl Controller {
         kinds.dedup();
         for kind in &kinds {
             let rx = watch(
-                self.store.clone(),
+                self.source.clone(),
                 Target::new(*kind, &self.zone),
                 self.watch,
                 watchers.clone(),

@@ -1,5 +1,5 @@
-//! The controller runtime (watch, cache, reconcile queue, backoff, leases) and the built-in
-//! controllers: the per-zone scheduler and credit system.
+//! The controller runtime (watch, cache, reconcile queue, backoff, leases) over the store or
+//! the HTTPS API, and the built-in controllers: the per-zone scheduler and credit system.
 //!
 //! ```no_run
 //! # async fn example(store: std::sync::Arc<dyn dora_store::Store>) {
@@ -26,6 +26,7 @@ pub mod creditsys;
 mod leader;
 mod queue;
 pub mod scheduler;
+mod source;
 mod time;
 mod watcher;
 
@@ -33,4 +34,5 @@ pub use cache::{Cache, reflect};
 pub use controller::{Action, Controller, Handle, Mapper, Observer, Request};
 pub use leader::{LeaseConfig, holder_name, run_elected};
 pub use queue::Trigger;
+pub use source::{Source, row_of};
 pub use watcher::{Target, WatchConfig, WatchEvent, watch};

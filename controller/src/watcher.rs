@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::Source;
+
 /// What a watcher follows: one kind in one zone (every workspace of it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -66,26 +68,35 @@ impl Default for WatchConfig {
     }
 }
 
-/// Starts a watcher on `target`; events arrive on the returned channel until `stop` is
-/// cancelled or the receiver is dropped.
+/// Starts a watcher on `target` in `source`; events arrive on the returned channel until
+/// `stop` is cancelled or the receiver is dropped. `config` applies to a store's feed.
 pub fn watch(
-    store: Arc<dyn Store>,
+    source: impl Into<Source>,
     target: Target,
     config: WatchConfig,
     stop: CancellationToken,
 ) -> mpsc::Receiver<WatchEvent> {
     let (tx, rx) = mpsc::channel(64);
+    let source = source.into();
     tokio::spawn(async move {
-        let mut watcher = Watcher {
-            store,
-            target,
-            config,
-            tx,
-            listed: false,
+        let follow = async move {
+            match source {
+                Source::Store(store) => {
+                    let mut watcher = Watcher {
+                        store,
+                        target,
+                        config,
+                        tx,
+                        listed: false,
+                    };
+                    watcher.run().await;
+                }
+                Source::Api(client) => crate::source::follow_api(client, target, tx).await,
+            }
         };
         tokio::select! {
             () = stop.cancelled() => {}
-            () = watcher.run() => {}
+            () = follow => {}
         }
     });
     rx

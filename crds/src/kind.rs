@@ -148,6 +148,23 @@ impl Kind {
         self.info().scope
     }
 
+    /// The API path of this kind's objects in `zone` and `workspace`; every workspace's when
+    /// `workspace` is `None` (the zone is ignored by kinds without one).
+    pub fn collection_path(self, zone: &str, workspace: Option<&str>) -> String {
+        let plural = self.plural();
+        match (self.scope(), workspace) {
+            (Scope::Cluster, _) => format!("/v1/{plural}"),
+            (Scope::Workspaced, Some(ws)) => format!("/v1/workspaces/{ws}/{plural}"),
+            (Scope::Workspaced, None) => format!("/v1/workspaces/-/{plural}"),
+            (Scope::Zoned, _) | (Scope::ZonedWorkspaced, None) => {
+                format!("/v1/zones/{zone}/{plural}")
+            }
+            (Scope::ZonedWorkspaced, Some(ws)) => {
+                format!("/v1/zones/{zone}/workspaces/{ws}/{plural}")
+            }
+        }
+    }
+
     /// Read-only views computed from other rows (GPU, CPU); never stored.
     pub fn is_view(self) -> bool {
         matches!(self, Kind::Gpu | Kind::Cpu)

@@ -175,9 +175,11 @@ impl ApiClient {
             .await?;
         Ok(events.map(|event| {
             Ok(match event? {
-                Event::Added(object) | Event::Modified(object) => Change::Applied(object),
-                Event::Deleted(object) => Change::Gone(key_of(&object)),
-                Event::Bookmark(version) => Change::Bookmark(version),
+                Event::Added { object, .. } | Event::Modified { object, .. } => {
+                    Change::Applied(object)
+                }
+                Event::Deleted { object, .. } => Change::Gone(key_of(&object)),
+                Event::Bookmark { version } => Change::Bookmark(version),
             })
         }))
     }

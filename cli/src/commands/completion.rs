@@ -12,7 +12,6 @@ use std::time::Duration;
 use clap::{ArgMatches, CommandFactory};
 use clap_complete::engine::CompletionCandidate;
 use clap_complete::env::{CompleteEnv, Shells};
-use dora_apiserver::collection_path;
 use dora_crds::Kind;
 use reqwest::Method;
 
@@ -113,7 +112,7 @@ fn typed_so_far() -> Option<(Kind, Global)> {
 async fn list_names(kind: Kind, global: Global) -> anyhow::Result<Vec<String>> {
     let mut client = Client::new(&global)?;
     let place = client.place(kind, false).await?;
-    let path = collection_path(kind, &place.zone, place.workspace.as_deref());
+    let path = kind.collection_path(&place.zone, place.workspace.as_deref());
     let query: Vec<(&str, String)> = if kind.is_view() {
         Vec::new()
     } else {

@@ -1,6 +1,5 @@
 //! `dora credits`: credit use, limit and next reset per zone.
 
-use dora_apiserver::collection_path;
 use dora_crds::Kind;
 use reqwest::Method;
 use serde_json::Value;
@@ -12,7 +11,7 @@ use crate::output;
 pub async fn run(global: &Global, args: CreditsArgs) -> anyhow::Result<()> {
     let mut client = Client::new(global)?;
     let place = client.place(Kind::Usercredit, false).await?;
-    let path = collection_path(Kind::Usercredit, &place.zone, None);
+    let path = Kind::Usercredit.collection_path(&place.zone, None);
     let page = client
         .json(Method::GET, &path, &[("limit", "1000".into())], None)
         .await?;

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use dora_apiserver::collection_path;
 use dora_crds::{Kind, parse_documents};
 use reqwest::Method;
 
@@ -22,7 +21,7 @@ async fn delete_one(
     let place = client.place_with(kind, zone, workspace, false).await?;
     let path = format!(
         "{}/{name}",
-        collection_path(kind, &place.zone, place.workspace.as_deref())
+        kind.collection_path(&place.zone, place.workspace.as_deref())
     );
     client.json(Method::DELETE, &path, &[], None).await?;
     println!("{} deleted", label(kind.name(), name));
@@ -36,7 +35,7 @@ async fn delete_selected(
     selector: &str,
 ) -> anyhow::Result<ExitCode> {
     let place = client.place(kind, false).await?;
-    let collection = collection_path(kind, &place.zone, place.workspace.as_deref());
+    let collection = kind.collection_path(&place.zone, place.workspace.as_deref());
     let mut names = Vec::new();
     let mut next: Option<String> = None;
     loop {

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use dora_apiserver::collection_path;
 use dora_crds::Kind;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -100,7 +99,7 @@ async fn node_client(
     let place = client.place(Kind::Node, false).await?;
     let path = format!(
         "{}/{}",
-        collection_path(Kind::Node, &place.zone, None),
+        Kind::Node.collection_path(&place.zone, None),
         args.name
     );
     Ok((client, path))

@@ -1,7 +1,6 @@
 //! `dora get` and `dora describe`.
 
 use anyhow::bail;
-use dora_apiserver::collection_path;
 use dora_crds::{Kind, Scope};
 use futures::StreamExt;
 use reqwest::Method;
@@ -109,7 +108,7 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
     let all_workspaces =
         args.all_workspaces && kind.scope() == Scope::ZonedWorkspaced && args.name.is_none();
     let place = client.place(kind, all_workspaces).await?;
-    let collection = collection_path(kind, &place.zone, place.workspace.as_deref());
+    let collection = kind.collection_path(&place.zone, place.workspace.as_deref());
     let path = match &args.name {
         Some(name) => format!("{collection}/{name}"),
         None => collection,
