@@ -1,16 +1,24 @@
 //! An in-memory copy of the cluster-scoped rows every request consults (users, roles, zones,
-//! workspaces), so that authentication and authorization cost no store reads. It is updated at
-//! once by this server's own writes and follows the change feed for other servers' writes.
+//! workspaces, definitions), so that authentication, authorization and the kinds' registry
+//! cost no store reads. It is updated at once by this server's own writes and follows the
+//! change feed for other servers' writes: a kind defined through another API server becomes
+//! usable here within a poll, without a restart.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use dora_crds::spec::{RoleBinding, RoleSpec, UserSpec, Verb};
-use dora_crds::{Kind, Scope};
+use dora_crds::spec::{DefinitionSpec, RoleBinding, RoleSpec, UserSpec, Verb};
+use dora_crds::{Kind, Scope, registry};
 use dora_store::{ChangeFilter, Cursor, ListQuery, Row, Store, StoreError};
 
-const KINDS: [Kind; 4] = [Kind::User, Kind::Role, Kind::Zone, Kind::Workspace];
+const KINDS: [Kind; 5] = [
+    Kind::User,
+    Kind::Role,
+    Kind::Zone,
+    Kind::Workspace,
+    Kind::Definition,
+];
 /// How often other servers' writes are looked for when this process wrote nothing.
 const POLL: Duration = Duration::from_secs(2);
 /// How often every kind is read again whatever the change feed says, so that a missed change
@@ -37,6 +45,8 @@ struct Entries {
     roles: HashMap<String, RoleSpec>,
     zones: BTreeSet<String>,
     workspaces: BTreeSet<String>,
+    /// The stored Definitions by name; the registry of kinds holds what they declare.
+    definitions: HashMap<String, DefinitionSpec>,
     /// Local writes per kind being reloaded, replayed over the reload's result so that a
     /// reload never brings back a row this server has just deleted (or undoes a write).
     during_reload: HashMap<Kind, Vec<LocalWrite>>,
@@ -120,6 +130,12 @@ impl Directory {
             match write {
                 LocalWrite::Put(row) => entries.put(&row),
                 LocalWrite::Remove(name) => entries.remove(kind, &name),
+            }
+        }
+        if kind == Kind::Definition {
+            let specs: Vec<DefinitionSpec> = entries.definitions.values().cloned().collect();
+            for (name, error) in registry::replace(&specs) {
+                tracing::warn!(definition = %name, %error, "ignoring a definition that does not compile");
             }
         }
         Ok(())
@@ -354,6 +370,17 @@ impl Entries {
             },
             Some(Kind::Zone) => drop(self.zones.insert(name)),
             Some(Kind::Workspace) => drop(self.workspaces.insert(name)),
+            Some(Kind::Definition) => match dora_crds::decode::<DefinitionSpec>(&row.resource) {
+                Ok(spec) => {
+                    if let Err(error) = registry::define(&spec) {
+                        tracing::warn!(definition = %name, %error, "ignoring a definition that does not compile");
+                    }
+                    self.definitions.insert(name, spec);
+                }
+                Err(e) => {
+                    tracing::warn!(definition = %name, error = %e, "ignoring a definition whose spec does not parse")
+                }
+            },
             _ => {}
         }
     }
@@ -364,6 +391,11 @@ impl Entries {
             Kind::Role => drop(self.roles.remove(name)),
             Kind::Zone => drop(self.zones.remove(name)),
             Kind::Workspace => drop(self.workspaces.remove(name)),
+            Kind::Definition => {
+                if let Some(spec) = self.definitions.remove(name) {
+                    registry::undefine(&spec);
+                }
+            }
             _ => {}
         }
     }
@@ -374,6 +406,8 @@ impl Entries {
             Kind::Role => self.roles.clear(),
             Kind::Zone => self.zones.clear(),
             Kind::Workspace => self.workspaces.clear(),
+            // The registry is brought in step once the reload is complete.
+            Kind::Definition => self.definitions.clear(),
             _ => {}
         }
     }

@@ -562,6 +562,10 @@ pub struct DeleteArgs {
     /// Delete every resource of KIND whose labels match, e.g. `-l team=demo`.
     #[arg(short = 'l', long, requires = "kind", conflicts_with_all = ["name", "files"])]
     pub selector: Option<String>,
+    /// Deleting a Definition: also delete every object of its kind (without it, a definition
+    /// whose kind has objects is not deleted).
+    #[arg(long)]
+    pub cascade: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dora_crds::Kind;
+use dora_crds::spec::DefinitionSpec;
 use futures::{Stream, StreamExt};
 use reqwest::{Method, Response};
 use serde_json::Value;
@@ -320,6 +321,24 @@ impl Client {
             }
             Err(e) => Err(e).context("the API server refused the session"),
         }
+    }
+
+    /// Learns the kinds defined on the cluster (`GET /v1/kinds`), so that they parse, place
+    /// and print like built-in ones in this process.
+    pub async fn learn_kinds(&self) -> anyhow::Result<()> {
+        let list = self.json(Method::GET, "/v1/kinds", &[], None).await?;
+        let definitions = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item.get("definition"));
+        for definition in definitions {
+            let spec: DefinitionSpec = serde_json::from_value(definition.clone())
+                .context("the API server sent a definition this CLI does not understand")?;
+            dora_crds::registry::define(&spec)
+                .with_context(|| format!("cannot use kind {}", spec.names.kind))?;
+        }
+        Ok(())
     }
 
     /// Sends a request and decodes a successful JSON answer; errors carry the API's message.

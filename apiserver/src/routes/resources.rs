@@ -91,6 +91,8 @@ pub(super) struct PutParams {
 #[serde(deny_unknown_fields)]
 pub(super) struct DeleteParams {
     version: Option<u64>,
+    /// Deleting a Definition: also delete the objects of its kind.
+    cascade: Option<String>,
 }
 
 /// Parses `labelSelector=`; a malformed one is a 400 naming it and what is wrong.
@@ -522,7 +524,12 @@ pub(super) async fn delete(
     check_zone(&state, &target)?;
     let deleted = state
         .service
-        .delete(&identity, &key_of(&target, &name), params.version)
+        .delete(
+            &identity,
+            &key_of(&target, &name),
+            params.version,
+            flag(params.cascade.as_deref())?,
+        )
         .await?;
     Ok(json_response(StatusCode::OK, &deleted))
 }

@@ -99,7 +99,7 @@ fn sort_items(items: &mut [Value], path: &Path) {
 }
 
 pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
-    let kind = kind(&args.kind)?;
+    let kind = kind(global, &args.kind).await?;
     let format = match (&args.output, args.json) {
         (_, true) => Format::Json,
         (GetOutput::Format(format), false) => *format,
@@ -355,7 +355,7 @@ fn readable_times(value: &Value) -> Value {
 }
 
 pub async fn describe(global: &Global, args: DescribeArgs) -> anyhow::Result<()> {
-    let kind = kind(&args.kind)?;
+    let kind = kind(global, &args.kind).await?;
     let mut client = Client::new(global)?;
     let (place, path) = client.object_path(kind, &args.name).await?;
     let item = client.json(Method::GET, &path, &[], None).await?;
