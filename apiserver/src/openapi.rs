@@ -404,4 +404,23 @@ mod tests {
                 .is_some()
         );
     }
+
+    #[test]
+    fn a_defined_kind_appears_with_its_schema_once_defined() {
+        let spec: DefinitionSpec = serde_json::from_value(json!({
+            "names": {"kind": "Openapithing", "plural": "openapithings"},
+            "scope": "workspaced",
+            "schema": {"type": "object", "properties": {"size": {"type": "integer"}}},
+        }))
+        .unwrap();
+        let path = "/v1/workspaces/{workspace}/openapithings/{name}";
+        assert!(document()["paths"].get(path).is_none());
+        registry::define(&spec).unwrap();
+        let doc = document();
+        assert!(doc["paths"].get(path).is_some(), "served at {path}");
+        assert_eq!(
+            doc["components"]["schemas"]["OpenapithingSpec"]["properties"]["size"]["type"],
+            "integer"
+        );
+    }
 }
