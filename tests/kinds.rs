@@ -365,6 +365,16 @@ fn rights_restart_and_a_second_api_server() {
     .join("---\n");
     let (ok, _, stderr) = apply(&dora, "gadgets.yaml", &manifest);
     assert!(ok, "{stderr}");
+    // A workspaced kind lives in workspaced_resources; -A reads every workspace.
+    let other = "apiVersion: v1\nkind: Workspace\nmetadata: {name: other}\n---\napiVersion: v1\nkind: Gadget\nmetadata: {name: g2, workspace: other}\nspec: {image: why}\n";
+    let (ok, _, stderr) = apply(&dora, "other.yaml", other);
+    assert!(ok, "{stderr}");
+    assert_eq!(names(&dora.json(&["get", "gd", "-o", "json"])), ["g1"]);
+    let all = dora.run(&["get", "gd", "-A"]);
+    assert!(
+        all.contains("WORKSPACE") && all.contains("g1") && all.contains("g2"),
+        "{all}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let on_second = loop {
         let output = dora

@@ -116,6 +116,7 @@ impl Directory {
         let mut entries = self.write();
         let local = entries.during_reload.remove(&kind).unwrap_or_default();
         let rows = listed?;
+        let defined_before: Vec<DefinitionSpec> = entries.definitions.values().cloned().collect();
         entries.clear(kind);
         for row in &rows {
             entries.put(row);
@@ -132,10 +133,11 @@ impl Directory {
                 LocalWrite::Remove(name) => entries.remove(kind, &name),
             }
         }
-        if kind == Kind::Definition {
-            let specs: Vec<DefinitionSpec> = entries.definitions.values().cloned().collect();
-            for (name, error) in registry::replace(&specs) {
-                tracing::warn!(definition = %name, %error, "ignoring a definition that does not compile");
+        // The kinds of definitions that are gone are forgotten; the registry is process-wide,
+        // so only those this directory defined.
+        for spec in defined_before {
+            if !entries.definitions.contains_key(&spec.names.plural) {
+                registry::undefine(&spec);
             }
         }
         Ok(())
@@ -406,7 +408,7 @@ impl Entries {
             Kind::Role => self.roles.clear(),
             Kind::Zone => self.zones.clear(),
             Kind::Workspace => self.workspaces.clear(),
-            // The registry is brought in step once the reload is complete.
+            // The registry forgets the kinds that are gone once the reload is complete.
             Kind::Definition => self.definitions.clear(),
             _ => {}
         }
@@ -503,5 +505,37 @@ mod tests {
         eventually("seeing eve", || directory.has_user("eve")).await;
         store.delete(&key, Precondition::None).await.unwrap();
         eventually("forgetting eve", || !directory.has_user("eve")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn learns_definitions_written_behind_its_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("d.db")).unwrap());
+        let (directory, cursor) = Directory::load(store.as_ref()).await.unwrap();
+        tokio::spawn(directory.clone().follow(store.clone(), cursor));
+        let key = ObjectKey::new(Kind::Definition, "", "", "followedthings");
+        let spec = json!({"names": {"kind": "Followedthing", "plural": "followedthings"}, "scope": "zoned", "schema": {"type": "object"}});
+        let write = SpecWrite {
+            key: key.clone(),
+            precondition: Precondition::None,
+            owner: "other-server".into(),
+            labels: Default::default(),
+            spec,
+            spec_hash: String::new(),
+            desired: serde_json::Value::Null,
+            computed: None,
+            fence: None,
+        };
+        assert_eq!(Kind::parse("followedthings"), None);
+        store.put_spec(write).await.unwrap();
+        eventually("defining the kind", || {
+            Kind::parse("followedthings").is_some_and(|k| k.scope() == Scope::Zoned)
+        })
+        .await;
+        store.delete(&key, Precondition::None).await.unwrap();
+        eventually("forgetting the kind", || {
+            Kind::parse("followedthings").is_none()
+        })
+        .await;
     }
 }

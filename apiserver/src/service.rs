@@ -9,7 +9,7 @@ use dora_crds::split_documents;
 use dora_crds::status::CreditAccount;
 use dora_crds::{Document, Kind, Resource, Scope, parse_resource, registry, spec_hash};
 use dora_store::{
-    Event, EventType, ListQuery, ObjectKey, Precondition, Row, SpecOutcome, SpecWrite, Store,
+    Event, EventType, ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, Store,
     StoreError, now_millis,
 };
 use futures::StreamExt;
@@ -393,6 +393,50 @@ impl Service {
         Ok(render::resource(&row))
     }
 
+    /// A page of a partition. A workspaced kind listed without a workspace spans every
+    /// workspace, read one after the other in name order; its continue token is
+    /// `WORKSPACE/NAME`, the last row returned.
+    pub async fn list(&self, query: &ListQuery) -> Result<Page, ApiError> {
+        if query.scope != Scope::Workspaced || query.workspace.is_some() {
+            return Ok(self.store.list(query).await?);
+        }
+        let (first, mut after) = match query.after.as_deref().map(|t| t.split_once('/')) {
+            None => (String::new(), None),
+            Some(Some((workspace, name))) => (workspace.to_string(), Some(name.to_string())),
+            Some(None) => {
+                return Err(ApiError::bad_request(
+                    "continue: expected the token of the previous page (WORKSPACE/NAME)",
+                ));
+            }
+        };
+        let mut rows: Vec<Row> = Vec::new();
+        for workspace in self.directory.workspaces() {
+            if workspace < first {
+                continue;
+            }
+            let limit = query.limit - rows.len();
+            let partition = ListQuery {
+                workspace: Some(workspace.clone()),
+                after: after.take().filter(|_| workspace == first),
+                limit,
+                ..query.clone()
+            };
+            let page = self.store.list(&partition).await?;
+            rows.extend(page.rows);
+            if rows.len() >= query.limit {
+                let last = rows
+                    .last()
+                    .map(|row| row.key.name.clone())
+                    .unwrap_or_default();
+                return Ok(Page {
+                    rows,
+                    next: Some(format!("{workspace}/{last}")),
+                });
+            }
+        }
+        Ok(Page { rows, next: None })
+    }
+
     /// Every object of `kind`, in every partition of its scope.
     pub async fn objects(&self, kind: Kind) -> Result<Vec<Row>, ApiError> {
         let scope = kind.scope();
@@ -401,29 +445,22 @@ impl Service {
         } else {
             vec![String::new()]
         };
-        let workspaces = if scope == Scope::Workspaced {
-            self.directory.workspaces().into_iter().map(Some).collect()
-        } else {
-            vec![None]
-        };
         let mut rows = Vec::new();
-        for zone in &zones {
-            for workspace in &workspaces {
-                let mut query = ListQuery {
-                    kind: kind.name().into(),
-                    scope,
-                    zone: zone.clone(),
-                    workspace: workspace.clone(),
-                    after: None,
-                    limit: 1000,
-                };
-                loop {
-                    let page = self.store.list(&query).await?;
-                    rows.extend(page.rows);
-                    match page.next {
-                        Some(next) => query.after = Some(next),
-                        None => break,
-                    }
+        for zone in zones {
+            let mut query = ListQuery {
+                kind: kind.name().into(),
+                scope,
+                zone,
+                workspace: None,
+                after: None,
+                limit: 1000,
+            };
+            loop {
+                let page = self.list(&query).await?;
+                rows.extend(page.rows);
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
                 }
             }
         }

@@ -3,7 +3,8 @@
 //! stored Definitions (at start and from the change feed), the CLI fills it from `GET /v1/kinds`.
 //!
 //! It is process-wide, so that `Kind` stays a `Copy` value that parses (`FromStr`) and answers
-//! its facts anywhere. A kind's facts are kept after its definition goes: a `Kind` value still
+//! its facts anywhere: a process serves one cluster (several API servers in one test process
+//! see the union of their clusters' definitions). A kind's facts are kept after its definition goes: a `Kind` value still
 //! held somewhere answers as before, but names no longer resolve to it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -238,21 +239,6 @@ pub fn define(spec: &DefinitionSpec) -> Result<Kind, ValidationError> {
 /// Forgets the kind a definition declared: its names no longer resolve.
 pub fn undefine(spec: &DefinitionSpec) {
     write().active.remove(spec.names.kind.as_str());
-}
-
-/// Makes exactly the kinds of `specs` the defined ones; a definition that does not compile
-/// is left out and returned with its error.
-pub fn replace(specs: &[DefinitionSpec]) -> Vec<(String, ValidationError)> {
-    let mut failed = Vec::new();
-    let mut keep = BTreeSet::new();
-    for spec in specs {
-        match define(spec) {
-            Ok(kind) => drop(keep.insert(kind.name())),
-            Err(e) => failed.push((spec.names.plural.clone(), e)),
-        }
-    }
-    write().active.retain(|name| keep.contains(name));
-    failed
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use dora_crds::spec::Verb;
-use dora_crds::{Kind, Scope, Selector, parse_documents};
+use dora_crds::{Kind, Selector, parse_documents};
 use dora_store::{ListQuery, ObjectKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -150,8 +150,7 @@ pub(super) fn authorize_read(
     verb: Verb,
     target: &Target,
 ) -> Result<(), ApiError> {
-    let all_workspaces =
-        target.kind.scope() == Scope::ZonedWorkspaced && target.workspace.is_none();
+    let all_workspaces = target.kind.scope().has_workspace() && target.workspace.is_none();
     if all_workspaces && !identity.system {
         if state
             .service
@@ -359,7 +358,7 @@ async fn list(
         after: params.after.clone(),
         limit: parse_limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?,
     };
-    let page = store.list(&query).await?;
+    let page = state.service.list(&query).await?;
     let items: Vec<Value> = page
         .rows
         .iter()

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use dora_apiserver::collection_path;
-use dora_crds::{Kind, Scope};
+use dora_crds::Kind;
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
@@ -106,8 +106,7 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
         _ => Format::Json,
     };
     let mut client = Client::new(global)?;
-    let all_workspaces =
-        args.all_workspaces && kind.scope() == Scope::ZonedWorkspaced && args.name.is_none();
+    let all_workspaces = args.all_workspaces && kind.scope().has_workspace() && args.name.is_none();
     let place = client.place(kind, all_workspaces).await?;
     let collection = collection_path(kind, &place.zone, place.workspace.as_deref());
     let path = match &args.name {
