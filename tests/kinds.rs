@@ -192,6 +192,13 @@ fn a_defined_kind_works_like_a_built_in_one() {
         "{events}"
     );
 
+    // explain reads the definition's schema.
+    let explained = dora.run(&["explain", "nb.spec"]);
+    assert!(
+        explained.contains("gpus") && explained.contains("image"),
+        "{explained}"
+    );
+
     // Completion offers the kind's names.
     let output = dora
         .cli()

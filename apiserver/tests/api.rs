@@ -1221,6 +1221,12 @@ async fn a_defined_workspaced_kind_pages_and_watches_across_workspaces(c: &Clust
     assert_eq!(seen, ["a/p1", "a/p2", "b/p1", "b/p2", "c/p1", "c/p2"]);
     let (status, _) = c.get(&c.admin, "/v1/workspaces/b/pagethings/p1").await;
     assert_eq!(status, StatusCode::OK);
+    let (_, doc) = c.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(
+        doc["components"]["schemas"]["PagethingSpec"]["properties"]["size"]["type"],
+        "integer"
+    );
+    assert!(doc["paths"]["/v1/workspaces/{workspace}/pagethings/{name}"]["put"].is_object());
 
     let watch = |query: &str| {
         let request = c

@@ -512,7 +512,8 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Kind: name, plural or alias (wk, c, vol, ws, rc, uc, gpu, cpu...).
+    /// Kind: name, plural or alias (wk, c, vol, ws, rc, uc, gpu, cpu, def...), or a kind
+    /// defined on the cluster.
     #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,
     #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]

@@ -100,8 +100,13 @@ pub(crate) async fn kind(global: &Global, text: &str) -> anyhow::Result<Kind> {
     if let Some(kind) = Kind::parse(text) {
         return Ok(kind);
     }
-    Client::new(global)?.learn_kinds().await?;
-    built_in_kind(text).map_err(|e| e.context("`dora get kinds` lists the kinds of the cluster"))
+    let learnt = Client::new(global)?.learn_kinds().await;
+    built_in_kind(text).map_err(|e| match learnt {
+        Ok(()) => e,
+        Err(why) => e.context(format!(
+            "the cluster's defined kinds could not be read: {why:#}"
+        )),
+    })
 }
 
 /// The `kind/name` label kubectl prints.
