@@ -10,7 +10,7 @@ use support::{DORA, Dora, line_reader, names, read_until, wait_for};
 
 #[test]
 fn up_apply_get_describe_version_watch_delete_restart() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = Dora::up(home.path());
     let banner = dora.banner.join("\n");
     assert!(banner.contains("Admin token"), "{banner}");
@@ -194,7 +194,7 @@ fn up_apply_get_describe_version_watch_delete_restart() {
 
 #[test]
 fn bad_input_profiles_tokens_and_completion() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = Dora::up(home.path());
     let bad = home.path().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: v1\nkind: Workload\nmetadata: {name: ok}\nspec: {replica: {count: 1}, image: {image: x}}\n---\napiVersion: v1\nkind: Workload\nmetadata: {name: broken}\nspec: {replica: {count: lots}, image: {image: x}}\n").unwrap();
@@ -280,7 +280,7 @@ fn bad_input_profiles_tokens_and_completion() {
 
 #[test]
 fn a_bad_log_level_is_refused_with_what_is_expected() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let output = Process::new(DORA)
         .args([
             "up",
@@ -304,7 +304,7 @@ fn a_bad_log_level_is_refused_with_what_is_expected() {
 
 #[test]
 fn a_first_start_that_stopped_early_is_bootstrapped_by_the_next() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let data = home.path().join("data");
     // A busy port stops the start before it creates anything.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -340,7 +340,7 @@ fn a_first_start_that_stopped_early_is_bootstrapped_by_the_next() {
 
 #[test]
 fn delete_by_file_needs_no_defaults_for_what_the_file_names() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = Dora::up(home.path());
     // An administrator without a default zone or workspace.
     let ops = home.path().join("ops.yaml");
@@ -391,7 +391,7 @@ fn delete_by_file_needs_no_defaults_for_what_the_file_names() {
 
 #[test]
 fn up_with_hollow_nodes_places_gpu_work_logs_reconciles_as_json_and_shows_credits() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let log = std::fs::File::create(home.path().join("up.log")).unwrap();
     let dora = Dora::up_with(
         home.path(),

@@ -94,7 +94,7 @@ fn items(list: &Value) -> &Vec<Value> {
 
 #[test]
 fn every_kind_s_table_reads_fields_its_objects_have() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = hollow(home.path());
     let applied = apply(&dora, "everything.yaml", EVERYTHING);
     assert!(applied.status.success(), "{applied:?}");
@@ -258,7 +258,7 @@ spec:
 
 #[test]
 fn workloads_and_containers_say_what_they_do_and_events_tell_it_once() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = hollow(home.path());
     assert!(apply(&dora, "endings.yaml", ENDINGS).status.success());
     let phase = |kind: &str, name: &str, word: &'static str| {
@@ -336,7 +336,7 @@ fn workloads_and_containers_say_what_they_do_and_events_tell_it_once() {
 
 #[test]
 fn nothing_fails_silently() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = hollow(home.path());
     assert!(apply(&dora, "everything.yaml", EVERYTHING).status.success());
 
@@ -390,7 +390,7 @@ fn nothing_fails_silently() {
 
 #[test]
 fn a_watched_table_keeps_its_columns_and_shows_what_was_deleted() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = hollow(home.path());
     let mut watcher = Process::new(DORA)
         .args(["get", "wk", "-w"])

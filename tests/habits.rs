@@ -37,7 +37,7 @@ fn complete(dora: &Dora, index: usize, words: &[&str]) -> String {
 
 #[test]
 fn selectors_explain_and_completion_of_names() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = Dora::up(home.path());
     let manifest = [
         workload("w1", "team: a, tier: x", 1, ""),
@@ -132,7 +132,7 @@ fn selectors_explain_and_completion_of_names() {
 
 #[test]
 fn queue_scale_wait_and_cordon_on_hollow_nodes() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = Dora::up_with(
         home.path(),
         &["--no-node", "--sim-nodes", "1", "--sim-cpus", "2"],

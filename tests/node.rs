@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
@@ -167,7 +168,7 @@ fn eventually(what: &str, check: impl Fn() -> bool) {
 
 /// Apply → Running → logs → one-off shell → top → delete → gone, for one driver.
 fn lifecycle(driver: &str, name: &'static str, marker: &str) {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = up(home.path());
     let replica = format!("{name}.0");
     let command = format!("echo hello from $DORA_WORKLOAD; exec {marker}");
@@ -318,7 +319,7 @@ fn restarts(container: &Value) -> u64 {
 
 #[test]
 fn failing_commands_follow_each_restart_policy() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = up(home.path());
     let mut drivers = vec![("Process", "p")];
     let _cleanup: Vec<DockerCleanup> = if docker_ready() {
@@ -445,7 +446,7 @@ fn wait_container(dora: &Dora, name: &str, what: &str, check: impl Fn(&Value) ->
 /// one previous run is kept, and nothing once the container is deleted.
 #[test]
 fn a_crashed_containers_output_stays_readable_and_previous_runs_are_kept() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let log = std::fs::File::create(home.path().join("up.log")).unwrap();
     // Restarts 4 s, then 8 s, after a crash.
     let dora = Dora::up_with(
@@ -550,7 +551,7 @@ fn a_crashed_containers_output_stays_readable_and_previous_runs_are_kept() {
 
 #[test]
 fn a_killed_agent_adopts_what_it_ran_without_duplicates() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = up(home.path());
     let marker = "sleep 1003";
     apply(
@@ -608,7 +609,7 @@ fn a_killed_agent_adopts_what_it_ran_without_duplicates() {
 
 #[test]
 fn node_credentials_act_only_for_their_node() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = up(home.path());
     apply(
         &dora,
@@ -757,7 +758,7 @@ fn sha256(path: &Path) -> String {
 
 #[test]
 fn volume_files_round_trip_stay_confined_and_mount_into_containers() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = up(home.path());
     let storage = home.path().join("storage");
     apply(
@@ -995,7 +996,7 @@ fn greeting_workload(name: &str, driver: &str, command: &str) -> String {
 
 #[test]
 fn containers_get_their_own_environment_and_no_secret_of_the_agent() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = Dora::up(home.path());
     let secret = "agent-secret-4711";
     let agent = NodeAgent::start(
@@ -1074,6 +1075,102 @@ fn containers_get_their_own_environment_and_no_secret_of_the_agent() {
     dora.stop();
 }
 
+#[test]
+fn a_process_container_cannot_read_what_the_agent_keeps() {
+    let home = support::home();
+    let dora = up(home.path());
+    let _cleanup = ProcessCleanup("sleep 1007");
+    apply(
+        &dora,
+        home.path(),
+        "guard.yaml",
+        &workload(
+            "guard",
+            "Process",
+            "echo '--- id'; id -u; exec sleep 1007",
+            "Never",
+        ),
+    );
+    wait_state(&dora, "guard.0", "Running");
+    let data = home.path().join("data");
+    let container = data.join("node/process/default/default/guard.0");
+    let epoch = std::fs::read_dir(&container)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let mut kept: Vec<_> = ["secret.key", "dora.db", "pki/ca.key", "pki/server.key"]
+        .iter()
+        .map(|file| data.join(file))
+        .collect();
+    kept.push(epoch.path().join("meta.json"));
+    let kept: Vec<String> = kept
+        .iter()
+        .inspect(|file| assert!(file.exists(), "{} is kept", file.display()))
+        .map(|file| file.display().to_string())
+        .collect();
+    let report = format!(
+        "echo '--- id'; id -u; echo '--- reads'; for f in {} ../meta.json; do \
+         if cat $f >/dev/null 2>&1; then echo read $f; else echo denied $f; fi; done; \
+         echo '--- lists'; ls {} >/dev/null 2>&1 && echo listed || echo denied; \
+         echo '--- home'; echo hi > $HOME/note && cat $HOME/note; echo '--- end'",
+        kept.join(" "),
+        data.display()
+    );
+    let seen = dora.run(&["shell", "c", "guard.0", "--", "sh", "-c", &report]);
+    eventually("the container's id", || {
+        dora.run(&["logs", "c", "guard.0"]).contains("--- id")
+    });
+    let logs = dora.run(&["logs", "c", "guard.0"]);
+    let reads = section(&seen, "reads");
+    assert_eq!(reads.len(), kept.len() + 1, "{seen}");
+    assert_eq!(
+        section(&seen, "home"),
+        ["hi"],
+        "its HOME is its own: {seen}"
+    );
+    let me = std::fs::metadata("/proc/self").unwrap().uid();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().mode() & 0o777;
+    assert_eq!(mode(&data.join("dora.db")), 0o600);
+    if me == 0 {
+        // A root agent runs it, and what runs in it, as nobody: everything the agent
+        // keeps is closed to it; the data folder may be searched, not listed.
+        assert_eq!(mode(&data), 0o711);
+        assert_eq!(section(&logs, "id"), ["65534"], "{logs}");
+        assert_eq!(section(&seen, "id"), ["65534"], "{seen}");
+        assert!(reads.iter().all(|l| l.starts_with("denied")), "{seen}");
+        assert_eq!(section(&seen, "lists"), ["denied"], "{seen}");
+    } else {
+        // An agent that is not root runs it as itself, as the README says.
+        assert_eq!(section(&logs, "id"), [me.to_string().as_str()], "{logs}");
+        assert_eq!(mode(&data), 0o700);
+    }
+    dora.run(&["delete", "wk", "guard"]);
+    eventually("the process to end", || processes("sleep 1007") == 0);
+    dora.stop();
+
+    if me == 0 {
+        // A data folder nobody could reach stops `dora up` before it starts, saying why.
+        let closed = home.path().join("closed");
+        std::fs::create_dir(&closed).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let output = Process::new(support::DORA)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(closed.join("data"))
+            .env("DORA_CONFIG", closed.join("config.yaml"))
+            .output()
+            .unwrap();
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            error.contains(&format!("{} is closed to them", closed.display()))
+                && error.contains("--process-user root"),
+            "{error}"
+        );
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("Dora is up"));
+    }
+}
+
 /// A TCP proxy that, once told to, swallows what clients send after their TLS handshake:
 /// requests then hang unanswered, as on a path that loses packets without resetting the
 /// connection, while what the server sends (a watch) still arrives.
@@ -1146,7 +1243,7 @@ impl Swallower {
 
 #[test]
 fn a_hung_report_does_not_keep_a_deleted_container_alive() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = Dora::up(home.path());
     let api = api_url(home.path());
     let upstream = api.trim_start_matches("https://").parse().unwrap();
@@ -1207,7 +1304,7 @@ fn a_hung_report_does_not_keep_a_deleted_container_alive() {
 
 #[test]
 fn what_a_process_container_leaves_behind_goes_with_it() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = up(home.path());
     let _cleanup = ProcessCleanup("sleep 1009");
     apply(

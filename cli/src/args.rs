@@ -155,6 +155,11 @@ pub struct NodeOptions {
     /// Do not offer the process driver.
     #[arg(long)]
     pub no_process: bool,
+    /// Who Process containers run as when the agent is root: a user name, UID or UID:GID
+    /// (default: nobody). `root` runs them as root, with Docker's default capabilities. An
+    /// agent that is not root runs them as itself.
+    #[arg(long, env = "DORA_PROCESS_USER")]
+    pub process_user: Option<String>,
     /// How often the node heartbeats.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub heartbeat: std::time::Duration,

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use dora_crds::Resource;
 use dora_crds::spec::{ContainerSpec, Driver as DriverKind};
 use dora_crds::status::{ContainerReport, ContainerState, NodeReport, Placement};
@@ -30,6 +30,7 @@ use crate::driver::process::ProcessDriver;
 use crate::driver::{Driver, Exit, Instance, LogStream, Mount, Run};
 use crate::hardware::{self, Gpus};
 use crate::previous::PreviousRuns;
+use crate::user::User;
 
 /// The watch starts over with a fresh list this often, so that a missed change heals.
 const RELIST: Duration = Duration::from_secs(300);
@@ -57,6 +58,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub docker: DockerUse,
     pub process: bool,
+    /// Who a root agent runs Process containers as; `None` (or root) keeps the agent's user.
+    pub process_user: Option<User>,
     pub fake_gpus: Option<Vec<(u32, String)>>,
     pub heartbeat: Duration,
     /// How often the drivers' containers are compared with what the agent believes.
@@ -68,6 +71,22 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// Fails, saying what to do, when an agent so configured could not run: its Process
+    /// containers' user could not reach their folders in the state folder.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.process {
+            return Ok(());
+        }
+        let user = self.process_user.as_ref().filter(|u| !u.is_root());
+        crate::driver::process::reachable(&self.state_dir.join("process"), user)
+    }
+
+    /// Whether Process containers run as another user than the agent's, who must be able to
+    /// search the folders down to the state folder.
+    pub fn runs_as_another_user(&self) -> bool {
+        self.process && self.process_user.as_ref().is_some_and(|u| !u.is_root())
+    }
+
     /// An agent for `name` in `zone` with the process driver, Docker when it answers,
     /// a 5 s heartbeat and no node API.
     pub fn new(zone: &str, name: &str, api: ApiConfig, state_dir: PathBuf) -> Self {
@@ -78,6 +97,7 @@ impl AgentConfig {
             state_dir,
             docker: DockerUse::IfAvailable,
             process: true,
+            process_user: None,
             fake_gpus: None,
             heartbeat: Duration::from_secs(5),
             resync: Duration::from_secs(30),
@@ -394,10 +414,13 @@ impl Agent {
         {
             return Ok(None);
         }
-        self.mounts(key).await.map(Some).map_err(|e| {
-            let reason = format!("cannot mount its volumes: {e:#}");
-            (run.epoch, self.failure(run, reason))
-        })
+        self.mounts(key, run.spec.template.driver)
+            .await
+            .map(Some)
+            .map_err(|e| {
+                let reason = format!("cannot mount its volumes: {e:#}");
+                (run.epoch, self.failure(run, reason))
+            })
     }
 
     /// A report that `run` failed to start, for `reason`.
@@ -452,13 +475,34 @@ impl Agent {
         }
     }
 
-    /// The container's volumes from the API, with their local folders made.
-    async fn mounts(&self, key: &ObjectKey) -> anyhow::Result<Vec<Mount>> {
+    /// The container's volumes from the API, with their local folders made. A folder the
+    /// agent makes belongs to the process user, so that Process containers may write there,
+    /// and a Process container's folders must be open to that user.
+    async fn mounts(&self, key: &ObjectKey, driver: DriverKind) -> anyhow::Result<Vec<Mount>> {
         let mounts = self.api.mounts(key).await?;
+        let user = self.config.process_user.as_ref().filter(|u| !u.is_root());
+        let process = driver == DriverKind::Process;
         for mount in mounts.iter().filter(|m| m.kind == "Local") {
-            tokio::fs::create_dir_all(&mount.source)
+            let folder = std::path::Path::new(&mount.source);
+            let made = !folder.exists();
+            tokio::fs::create_dir_all(folder)
                 .await
                 .with_context(|| format!("cannot create {}", mount.source))?;
+            let Some(user) = user else { continue };
+            if made {
+                user.own(folder)?;
+            }
+            if let Some(blocked) = user.blocked_at(folder).filter(|_| process) {
+                bail!(
+                    "volume {}: its folder {} cannot be reached by the process user {}: {} is \
+                     closed to them (chmod o+x {} on the node)",
+                    mount.name,
+                    mount.source,
+                    user.name,
+                    blocked.display(),
+                    blocked.display()
+                );
+            }
         }
         Ok(mounts)
     }
@@ -683,7 +727,7 @@ impl Agent {
                 }
                 Some(Ok(Change::Bookmark(_))) => {}
                 Some(Err(e)) => return Err(e),
-                None => anyhow::bail!("the watch ended"),
+                None => bail!("the watch ended"),
             }
         }
     }
@@ -714,7 +758,8 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> anyhow::Result
     let mut drivers: Vec<Arc<dyn Driver>> = Vec::new();
     if config.process {
         let root = config.state_dir.join("process");
-        drivers.push(Arc::new(ProcessDriver::new(root, exits.clone())?));
+        let user = config.process_user.clone();
+        drivers.push(Arc::new(ProcessDriver::new(root, user, exits.clone())?));
     }
     match config.docker {
         DockerUse::Off => {}

@@ -12,6 +12,8 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use serde::Serialize;
 
+use crate::user::User;
+
 /// A file or folder in a volume.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,6 +29,8 @@ pub struct Entry {
 /// A volume's folder, opened once.
 pub struct Volume {
     root: OwnedFd,
+    /// Who what it makes belongs to (the process user), when not the agent.
+    owner: Option<User>,
 }
 
 const CONFINED: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
@@ -69,17 +73,34 @@ fn part_name(name: &str) -> String {
 }
 
 impl Volume {
-    /// Opens the volume's folder, creating it first when `create`.
-    pub fn open(root: &Path, create: bool) -> io::Result<Volume> {
-        if create {
+    /// Opens the volume's folder, creating it first when `create`. What it makes (that
+    /// folder, folders and files of uploads) belongs to `owner` when given.
+    pub fn open(root: &Path, create: bool, owner: Option<User>) -> io::Result<Volume> {
+        let owner = owner.filter(|user| !user.is_root());
+        if create && !root.exists() {
             std::fs::create_dir_all(root)?;
+            if let Some(owner) = &owner {
+                std::os::unix::fs::chown(root, Some(owner.uid), Some(owner.gid))?;
+            }
         }
         let root = rustix::fs::open(
             root,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(Volume { root })
+        Ok(Volume { root, owner })
+    }
+
+    /// Gives what `fd` opens to the volume's owner.
+    fn own(&self, fd: &OwnedFd) -> io::Result<()> {
+        if let Some(owner) = &self.owner {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(owner.uid)),
+                Some(rustix::fs::Gid::from_raw(owner.gid)),
+            )?;
+        }
+        Ok(())
     }
 
     fn resolve(&self, path: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
@@ -147,11 +168,11 @@ impl Volume {
         };
         let mut folder = self.resolve("", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
         for part in folders {
-            match rustix::fs::mkdirat(&folder, *part, Mode::from_raw_mode(0o755)) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::EXIST) => {}
+            let made = match rustix::fs::mkdirat(&folder, *part, Mode::from_raw_mode(0o755)) {
+                Ok(()) => true,
+                Err(rustix::io::Errno::EXIST) => false,
                 Err(e) => return Err(e.into()),
-            }
+            };
             folder = rustix::fs::openat2(
                 &folder,
                 *part,
@@ -159,6 +180,9 @@ impl Volume {
                 Mode::empty(),
                 CONFINED | ResolveFlags::NO_SYMLINKS,
             )?;
+            if made {
+                self.own(&folder)?;
+            }
         }
         Ok((folder, name.to_string()))
     }
@@ -189,6 +213,7 @@ impl Volume {
             Mode::from_raw_mode(0o644),
             CONFINED | ResolveFlags::NO_SYMLINKS,
         )?;
+        self.own(&fd)?;
         let file = File::from(fd);
         let arrived = file.metadata()?.len();
         if offset == 0 {
@@ -235,7 +260,7 @@ mod tests {
     fn paths_stay_inside_the_volume() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("vol");
-        let volume = Volume::open(&root, true).unwrap();
+        let volume = Volume::open(&root, true, None).unwrap();
         std::fs::write(dir.path().join("secret"), "outside").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
         std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
@@ -258,7 +283,7 @@ mod tests {
     #[test]
     fn uploads_resume_and_complete() {
         let dir = tempfile::tempdir().unwrap();
-        let volume = Volume::open(&dir.path().join("vol"), true).unwrap();
+        let volume = Volume::open(&dir.path().join("vol"), true, None).unwrap();
         let (mut file, _) = volume.upload("data/part.bin", 0).unwrap();
         file.write_all(b"hello ").unwrap();
         drop(file);

@@ -10,6 +10,7 @@ pub mod hardware;
 pub mod previous;
 pub mod server;
 pub mod sim;
+pub mod user;
 
 pub use agent::{AgentConfig, DockerUse, run};
 pub use api::ApiConfig;

@@ -290,26 +290,31 @@ fn file_failure(path: &str, e: std::io::Error) -> Failure {
     }
 }
 
-fn volume(params: &FileParams) -> Result<Volume, Failure> {
+fn volume(agent: &Agent, params: &FileParams) -> Result<Volume, Failure> {
     if !params.root.starts_with('/') {
         return Err(Failure(
             StatusCode::BAD_REQUEST,
             "root must be an absolute folder".into(),
         ));
     }
-    Volume::open(std::path::Path::new(&params.root), true)
+    let owner = agent.config().process_user.clone();
+    Volume::open(std::path::Path::new(&params.root), true, owner)
         .map_err(|e| file_failure(&params.root, e))
 }
 
-async fn root_files(params: Query<FileParams>) -> Result<Response, Failure> {
-    read_files(Path(String::new()), params).await
+async fn root_files(
+    agent: State<Arc<Agent>>,
+    params: Query<FileParams>,
+) -> Result<Response, Failure> {
+    read_files(agent, Path(String::new()), params).await
 }
 
 async fn read_files(
+    State(agent): State<Arc<Agent>>,
     Path(path): Path<String>,
     Query(params): Query<FileParams>,
 ) -> Result<Response, Failure> {
-    let volume = volume(&params)?;
+    let volume = volume(&agent, &params)?;
     let failure = |e| file_failure(&path, e);
     if params.upload {
         let uploaded = volume.uploaded(&path).map_err(failure)?;
@@ -342,6 +347,7 @@ async fn read_files(
 }
 
 async fn write_file(
+    State(agent): State<Arc<Agent>>,
     Path(path): Path<String>,
     Query(params): Query<FileParams>,
     body: Body,
@@ -355,7 +361,7 @@ async fn write_file(
         )
     })?;
     let offset = params.offset.unwrap_or(0);
-    let volume = volume(&params)?;
+    let volume = volume(&agent, &params)?;
     let (file, upload) = volume
         .upload(&path, offset)
         .map_err(|e| file_failure(&path, e))?;

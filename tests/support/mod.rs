@@ -20,6 +20,51 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// A test's temporary folder: its data, config and logs.
+///
+/// Others may search it (mode 0711), as they must a node's state folder when the tests run
+/// as root and Process containers run as `nobody`. When the test fails it is kept, and the
+/// end of every log in it printed.
+pub struct Home(Option<tempfile::TempDir>);
+
+/// A new [`Home`].
+pub fn home() -> Home {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    Home(Some(dir))
+}
+
+impl Home {
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let path = self.0.take().unwrap().keep();
+        eprintln!("kept the failed test's folder {}", path.display());
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.path();
+            if file.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("--- the last lines of {}", file.display());
+                for line in &lines[lines.len().saturating_sub(60)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
 /// Lines of a child's stdout, read on a thread.
 pub fn line_reader(stdout: ChildStdout) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use dora_nodeagent::api::ApiClient;
+use dora_nodeagent::user::User;
 use dora_nodeagent::{AgentConfig, ApiConfig, DockerUse};
 
 use super::components;
@@ -54,6 +55,7 @@ pub fn agent_config(
         DockerChoice::Off => DockerUse::Off,
     };
     config.process = !options.no_process;
+    config.process_user = process_user(options.process_user.as_deref())?;
     if options.heartbeat.is_zero() || options.resync.is_zero() {
         anyhow::bail!("--heartbeat and --resync must be longer than 0, e.g. 5s");
     }
@@ -75,6 +77,28 @@ pub fn agent_config(
         }
     });
     Ok(config)
+}
+
+/// Who Process containers run as: `--process-user` (default nobody) for a root agent; an
+/// agent that is not root cannot run them as anyone but itself.
+fn process_user(asked: Option<&str>) -> anyhow::Result<Option<User>> {
+    if rustix::process::geteuid().is_root() {
+        return User::lookup(asked.unwrap_or("nobody")).map(Some);
+    }
+    match asked {
+        Some(asked) => {
+            let user = User::lookup(asked)?;
+            if user.uid != rustix::process::geteuid().as_raw() {
+                anyhow::bail!(
+                    "--process-user {asked}: only an agent running as root can run containers \
+                     as another user; start it as root, or leave --process-user out to run \
+                     them as yourself"
+                );
+            }
+            Ok(None)
+        }
+        None => Ok(None),
+    }
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
@@ -102,6 +126,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| super::up::default_data_dir().join("node"));
     let listen = SocketAddr::from(([0, 0, 0, 0], 7444));
     let mut config = agent_config(&args.zone, &args.node, api, state_dir, listen)?;
+    config.check()?;
     if token.is_none() {
         let join = args.join_token.as_deref().context(
             "set DORA_NODE_TOKEN or --token-file (from `dora token create --node NAME`), or DORA_JOIN_TOKEN (from `dora token create --join`)",

@@ -12,8 +12,8 @@ use dora_crds::Kind;
 use dora_store::ListQuery;
 
 use dora_controller::scheduler::SchedulerConfig;
-use dora_nodeagent::ApiConfig;
 use dora_nodeagent::sim::SimHandle;
+use dora_nodeagent::{AgentConfig, ApiConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -27,13 +27,30 @@ const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 /// The built-in agent's credential is minted afresh at every start.
 const NODE_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
+/// Where Dora keeps its data unless told: `/var/lib/dora` for root (whose home is closed to
+/// the user Process containers run as), else `$XDG_DATA_HOME/dora` or `~/.local/share/dora`.
 pub(super) fn default_data_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() && std::env::var_os("XDG_DATA_HOME").is_none() {
+        return PathBuf::from("/var/lib/dora");
+    }
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
         });
     base.join("dora")
+}
+
+/// Makes the data folder, closed to other users: listed by nobody else, and searched by
+/// them only when `searched` (a root agent's Process containers run as another user and
+/// must reach their folders under `node/`). What it holds is private file by file.
+fn open_data_dir(data_dir: &Path, searched: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let mode = if searched { 0o711 } else { 0o700 };
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", data_dir.display()))
 }
 
 fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -196,8 +213,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     components::init_logging(&args.log)?;
     let sim = components::sim_config(&args.zone, &args.sim)?;
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    // The node agent's settings are checked before anything starts; it learns the API's
+    // address and its credential once the API server is made.
+    let node = (!args.no_node)
+        .then(|| {
+            let api = ApiConfig {
+                url: String::new(),
+                ca: String::new(),
+                token: String::new(),
+            };
+            let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            node::agent_config(&args.zone, &args.node, api, data_dir.join("node"), listen)
+        })
+        .transpose()?;
+    open_data_dir(
+        &data_dir,
+        node.as_ref().is_some_and(AgentConfig::runs_as_another_user),
+    )?;
+    if let Some(node) = &node {
+        node.check()?;
+    }
     // Listen first, so that a busy port stops the start before anything is created.
     let listener = TcpListener::bind(args.listen).with_context(|| {
         format!(
@@ -249,15 +284,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         });
     }
-    if !args.no_node {
-        let api = ApiConfig {
+    if let Some(mut config) = node {
+        config.api = ApiConfig {
             url: url.clone(),
             ca: std::fs::read_to_string(pki.ca_path())?,
             token: String::new(),
         };
-        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut config =
-            node::agent_config(&args.zone, &args.node, api, data_dir.join("node"), listen)?;
         let claims = TokenClaims {
             zone: Some(args.zone.clone()),
             node: Some(config.name.clone()),

@@ -14,10 +14,14 @@
 //! its main process left behind in it.
 //!
 //! A container, and every command run in it, gets only its own environment ([`Run::env`] with
-//! `PATH` and `HOME` defaults), standard input, output and error (every other descriptor of
-//! the agent is close-on-exec), and, when the agent runs as root, only the capabilities Docker
-//! gives a container by default ([`confine`]). It still runs as the agent's user: this is not a
-//! sandbox (see the README).
+//! `PATH` and `HOME` defaults) and its standard input, output and error (every other
+//! descriptor of the agent is close-on-exec). A root agent runs it as its process user
+//! (`nobody` unless told otherwise), with no supplementary group, no capability and no way to
+//! gain one (`no_new_privs`): the agent's files (its credential, the containers' `meta.json`)
+//! are closed to it. The folders down to `work/` may be searched, not listed, by others; `work/`
+//! belongs to the process user. A root agent told to run containers as root gives them only the
+//! capabilities Docker gives a container by default ([`confine`]); an agent that is not root
+//! runs them as itself. This is not a sandbox (see the README).
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -38,6 +42,7 @@ use tokio::io::AsyncReadExt;
 use super::{
     Driver, ExecOutput, Exit, Exits, Instance, LogStream, Run, Usage, logfile, private_file,
 };
+use crate::user::User;
 
 /// How long a stopped container has between TERM and KILL.
 const GRACE: Duration = Duration::from_secs(10);
@@ -76,6 +81,8 @@ struct ExitFile {
 /// Runs containers as process groups under `root`.
 pub struct ProcessDriver {
     root: PathBuf,
+    /// Who containers run as, when not the agent's own user.
+    user: Option<User>,
     exits: Exits,
 }
 
@@ -236,14 +243,39 @@ fn close_on_exec() -> std::io::Result<()> {
     Ok(())
 }
 
-/// A command to run in the container in `dir`, with its environment `env` and nothing of the
-/// agent's: no variable, no descriptor but those it is given, no capability Docker would not
-/// give.
+/// Fails, saying what to do, when `user` could not reach containers' folders under `root`.
+pub fn reachable(root: &Path, user: Option<&User>) -> anyhow::Result<()> {
+    let Some((user, blocked)) = user.and_then(|u| Some((u, u.blocked_at(root)?))) else {
+        return Ok(());
+    };
+    bail!(
+        "Process containers run as {} (uid {}), who cannot reach {}: {} is closed to them. \
+         Keep the node's state in a folder others may search (such as /var/lib/dora), open \
+         {} to others with `chmod o+x`, or run containers as root with --process-user root",
+        user.name,
+        user.uid,
+        root.display(),
+        blocked.display(),
+        blocked.display()
+    )
+}
+
+/// Run in the child of a root agent that has just become `user`: no program it runs may
+/// gain privileges (a set-user-ID file, file capabilities). Only a system call.
+fn no_new_privileges() -> std::io::Result<()> {
+    rustix::thread::set_no_new_privs(true)?;
+    Ok(())
+}
+
+/// A command to run in the container in `dir`, as `user` (or the agent's user), with its
+/// environment `env` and nothing of the agent's: no variable, no descriptor but those it is
+/// given, no capability Docker would not give.
 fn container_command(
     program: &str,
     args: &[String],
     dir: &Path,
     env: &[(String, String)],
+    user: Option<&User>,
 ) -> anyhow::Result<tokio::process::Command> {
     close_on_exec().context("cannot mark the agent's descriptors close-on-exec")?;
     let mut command = tokio::process::Command::new(program);
@@ -252,9 +284,20 @@ fn container_command(
         .current_dir(dir)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)));
-    // SAFETY: `confine` makes only system calls, which is allowed between fork and exec.
-    unsafe {
-        command.pre_exec(confine);
+    match user {
+        // The child drops its supplementary groups, then takes the user's group and id
+        // (which clears its capabilities), before `pre_exec`.
+        Some(user) => {
+            command.uid(user.uid).gid(user.gid);
+            // SAFETY: only a system call, which is allowed between fork and exec.
+            unsafe {
+                command.pre_exec(no_new_privileges);
+            }
+        }
+        // SAFETY: `confine` makes only system calls, which is allowed between fork and exec.
+        None => unsafe {
+            command.pre_exec(confine);
+        },
     }
     Ok(command)
 }
@@ -265,14 +308,20 @@ async fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 }
 
 impl ProcessDriver {
-    /// A driver keeping its containers under `root`; ends are sent to `exits`.
-    pub fn new(root: impl Into<PathBuf>, exits: Exits) -> anyhow::Result<Self> {
+    /// A driver keeping its containers under `root` and running them as `user` (the agent's
+    /// own user when `None` or root); ends are sent to `exits`.
+    ///
+    /// Fails when `user` could not reach its containers' folders under `root`.
+    pub fn new(root: impl Into<PathBuf>, user: Option<User>, exits: Exits) -> anyhow::Result<Self> {
         let root = root.into();
+        let user = user.filter(|user| !user.is_root());
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create {}", root.display()))?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
-        Ok(ProcessDriver { root, exits })
+        let mode = if user.is_some() { 0o711 } else { 0o700 };
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(mode))?;
+        reachable(&root, user.as_ref())?;
+        Ok(ProcessDriver { root, user, exits })
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -445,7 +494,19 @@ impl Driver for ProcessDriver {
             tokio::fs::remove_dir_all(&dir).await?;
         }
         let work = dir.join("work");
-        tokio::fs::create_dir_all(&work).await?;
+        // Searched by the process user, listed by nobody else.
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&dir)
+            .await?;
+        tokio::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&work)
+            .await?;
+        if let Some(user) = &self.user {
+            user.own(&work)?;
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -455,7 +516,7 @@ impl Driver for ProcessDriver {
             ("PATH".into(), PATH.into()),
             ("HOME".into(), work.to_string_lossy().into_owned()),
         ]);
-        let mut command = container_command(program, args, &work, &env)?;
+        let mut command = container_command(program, args, &work, &env, self.user.as_ref())?;
         command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -589,7 +650,7 @@ impl Driver for ProcessDriver {
         };
         let meta = self.meta(&instance.id).await?;
         let work = self.dir(&instance.id).join("work");
-        let output = container_command(program, args, &work, &meta.env)?
+        let output = container_command(program, args, &work, &meta.env, self.user.as_ref())?
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()
@@ -615,7 +676,7 @@ impl Driver for ProcessDriver {
         };
         let meta = self.meta(&instance.id).await?;
         let work = self.dir(&instance.id).join("work");
-        let mut process = container_command(program, args, &work, &meta.env)?;
+        let mut process = container_command(program, args, &work, &meta.env, self.user.as_ref())?;
         process.kill_on_drop(true);
         let (input, output, terminal): (
             std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
@@ -623,6 +684,10 @@ impl Driver for ProcessDriver {
             _,
         ) = if tty {
             let (master, subsidiary) = open_pty()?;
+            if let Some(user) = &self.user {
+                std::os::unix::fs::fchown(&subsidiary, Some(user.uid), Some(user.gid))
+                    .context("cannot give the terminal to the process user")?;
+            }
             process
                 .env("TERM", "xterm-256color")
                 .stdin(subsidiary.try_clone()?)

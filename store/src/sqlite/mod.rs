@@ -117,6 +117,30 @@ fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Creates the database file at `path` readable by its owner only, or makes an existing one
+/// (and its journal files) so.
+fn keep_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let unavailable = |e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot keep {} private: {e}", path.display()))
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(unavailable)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_os_string();
+        file.push(suffix);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(unavailable(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
@@ -124,8 +148,12 @@ impl SqliteStore {
     }
 
     /// Opens the database with explicit retention settings.
+    ///
+    /// The database and its journal files (which SQLite creates with the database's mode) are
+    /// readable by their owner only: they hold every object, secrets included.
     pub fn open_with(path: impl AsRef<Path>, retention: Retention) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
+        keep_private(&path)?;
         let mut conn = Connection::open(&path).map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(
