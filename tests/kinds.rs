@@ -74,7 +74,7 @@ fn config_value(home: &std::path::Path, key: &str) -> String {
 
 #[test]
 fn a_defined_kind_works_like_a_built_in_one() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = Dora::up(home.path());
     dora.run(&[
         "apply",
@@ -270,7 +270,7 @@ fn a_defined_kind_works_like_a_built_in_one() {
 
 #[test]
 fn rights_restart_and_a_second_api_server() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let dora = Dora::up(home.path());
     let manifest = [DEFINITION.to_string(), notebook("lab", "default", "1")].join("---\n");
     let (ok, _, stderr) = apply(&dora, "nb.yaml", &manifest);
@@ -336,7 +336,7 @@ fn rights_restart_and_a_second_api_server() {
 
     // A second API server on the same store learns a kind defined through the first while
     // it runs.
-    let second_home = tempfile::tempdir().unwrap();
+    let second_home = support::home();
     std::os::unix::fs::symlink(home.path().join("data"), second_home.path().join("data")).unwrap();
     let second = Dora::up(second_home.path());
     let second_url = second
