@@ -181,12 +181,9 @@ pub(crate) fn check(spec: &DefinitionSpec) -> Result<(), ValidationError> {
     Ok(())
 }
 
-fn column(column: &crate::spec::PrinterColumn, index: usize) -> Column {
-    let pointer = column
-        .pointer(index)
-        .unwrap_or_else(|_| "/spec".to_string());
-    let pointers: &'static [&'static str] = Box::leak(Box::new([intern(&pointer)]));
-    Column {
+fn column(column: &crate::spec::PrinterColumn, index: usize) -> Result<Column, ValidationError> {
+    let pointers: &'static [&'static str] = Box::leak(Box::new([intern(&column.pointer(index)?)]));
+    Ok(Column {
         name: intern(&column.name),
         pointers,
         format: match column.format {
@@ -200,25 +197,27 @@ fn column(column: &crate::spec::PrinterColumn, index: usize) -> Column {
         },
         wide: column.wide,
         optional: true,
-    }
+    })
 }
 
-/// Makes the kind `spec` declares usable, or updates it. The spec must have been validated
-/// (a Definition's spec is, when parsed); a schema that does not compile is an error.
+/// Makes the kind `spec` declares usable, or updates it. The spec is checked on its own
+/// (names, schema, columns), not against other kinds: that is [`check`]'s, when a Definition is
+/// written; a definition read back from the store or the API was checked then.
 pub fn define(spec: &DefinitionSpec) -> Result<Kind, ValidationError> {
     let name = intern(&spec.names.kind);
     let unchanged = entry(name).is_some_and(|entry| entry.spec == *spec);
     if !unchanged {
+        spec.check()?;
         let validator = jsonschema::validator_for(&spec.schema).map_err(|e| {
             ValidationError::new("spec.schema", format!("not a valid JSON Schema: {e}"))
         })?;
         let aliases: Vec<&'static str> = spec.names.aliases.iter().map(|a| intern(a)).collect();
-        let columns: Vec<Column> = spec
+        let columns = spec
             .columns
             .iter()
             .enumerate()
             .map(|(index, c)| column(c, index))
-            .collect();
+            .collect::<Result<Vec<Column>, _>>()?;
         let entry = Entry {
             info: Info {
                 name,
