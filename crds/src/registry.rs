@@ -201,7 +201,7 @@ fn column(column: &crate::spec::PrinterColumn, index: usize) -> Result<Column, V
 }
 
 /// Makes the kind `spec` declares usable, or updates it. The spec is checked on its own
-/// (names, schema, columns), not against other kinds: that is [`check`]'s, when a Definition is
+/// (names, schema, columns), not against other kinds: that is checked when a Definition is
 /// written; a definition read back from the store or the API was checked then.
 pub fn define(spec: &DefinitionSpec) -> Result<Kind, ValidationError> {
     let name = intern(&spec.names.kind);
