@@ -45,6 +45,13 @@ spec:
     - {zone: default, weekly: 100}
 ---
 apiVersion: v1
+kind: Definition
+metadata: {name: gadgets}
+spec:
+  names: {kind: Gadget, plural: gadgets}
+  scope: zoned
+---
+apiVersion: v1
 kind: Workload
 metadata: {name: train, labels: {team: vision}}
 spec:

@@ -1,16 +1,24 @@
 //! An in-memory copy of the cluster-scoped rows every request consults (users, roles, zones,
-//! workspaces), so that authentication and authorization cost no store reads. It is updated at
-//! once by this server's own writes and follows the change feed for other servers' writes.
+//! workspaces, definitions), so that authentication, authorization and the kinds' registry
+//! cost no store reads. It is updated at once by this server's own writes and follows the
+//! change feed for other servers' writes: a kind defined through another API server becomes
+//! usable here within a poll, without a restart.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use dora_crds::spec::{RoleBinding, RoleSpec, UserSpec, Verb};
-use dora_crds::{Kind, Scope};
+use dora_crds::spec::{DefinitionSpec, RoleBinding, RoleSpec, UserSpec, Verb};
+use dora_crds::{Kind, Scope, registry};
 use dora_store::{ChangeFilter, Cursor, ListQuery, Row, Store, StoreError};
 
-const KINDS: [Kind; 4] = [Kind::User, Kind::Role, Kind::Zone, Kind::Workspace];
+const KINDS: [Kind; 5] = [
+    Kind::User,
+    Kind::Role,
+    Kind::Zone,
+    Kind::Workspace,
+    Kind::Definition,
+];
 /// How often other servers' writes are looked for when this process wrote nothing.
 const POLL: Duration = Duration::from_secs(2);
 /// How often every kind is read again whatever the change feed says, so that a missed change
@@ -37,6 +45,8 @@ struct Entries {
     roles: HashMap<String, RoleSpec>,
     zones: BTreeSet<String>,
     workspaces: BTreeSet<String>,
+    /// The stored Definitions by name; the registry of kinds holds what they declare.
+    definitions: HashMap<String, DefinitionSpec>,
     /// Local writes per kind being reloaded, replayed over the reload's result so that a
     /// reload never brings back a row this server has just deleted (or undoes a write).
     during_reload: HashMap<Kind, Vec<LocalWrite>>,
@@ -106,6 +116,7 @@ impl Directory {
         let mut entries = self.write();
         let local = entries.during_reload.remove(&kind).unwrap_or_default();
         let rows = listed?;
+        let defined_before: Vec<DefinitionSpec> = entries.definitions.values().cloned().collect();
         entries.clear(kind);
         for row in &rows {
             entries.put(row);
@@ -120,6 +131,13 @@ impl Directory {
             match write {
                 LocalWrite::Put(row) => entries.put(&row),
                 LocalWrite::Remove(name) => entries.remove(kind, &name),
+            }
+        }
+        // The kinds of definitions that are gone are forgotten; the registry is process-wide,
+        // so only those this directory defined.
+        for spec in defined_before {
+            if !entries.definitions.contains_key(&spec.names.plural) {
+                registry::undefine(&spec);
             }
         }
         Ok(())
@@ -354,6 +372,17 @@ impl Entries {
             },
             Some(Kind::Zone) => drop(self.zones.insert(name)),
             Some(Kind::Workspace) => drop(self.workspaces.insert(name)),
+            Some(Kind::Definition) => match dora_crds::decode::<DefinitionSpec>(&row.resource) {
+                Ok(spec) => {
+                    if let Err(error) = registry::define(&spec) {
+                        tracing::warn!(definition = %name, %error, "ignoring a definition that does not compile");
+                    }
+                    self.definitions.insert(name, spec);
+                }
+                Err(e) => {
+                    tracing::warn!(definition = %name, error = %e, "ignoring a definition whose spec does not parse")
+                }
+            },
             _ => {}
         }
     }
@@ -364,6 +393,11 @@ impl Entries {
             Kind::Role => drop(self.roles.remove(name)),
             Kind::Zone => drop(self.zones.remove(name)),
             Kind::Workspace => drop(self.workspaces.remove(name)),
+            Kind::Definition => {
+                if let Some(spec) = self.definitions.remove(name) {
+                    registry::undefine(&spec);
+                }
+            }
             _ => {}
         }
     }
@@ -374,6 +408,8 @@ impl Entries {
             Kind::Role => self.roles.clear(),
             Kind::Zone => self.zones.clear(),
             Kind::Workspace => self.workspaces.clear(),
+            // The registry forgets the kinds that are gone once the reload is complete.
+            Kind::Definition => self.definitions.clear(),
             _ => {}
         }
     }
@@ -469,5 +505,37 @@ mod tests {
         eventually("seeing eve", || directory.has_user("eve")).await;
         store.delete(&key, Precondition::None).await.unwrap();
         eventually("forgetting eve", || !directory.has_user("eve")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn learns_definitions_written_behind_its_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("d.db")).unwrap());
+        let (directory, cursor) = Directory::load(store.as_ref()).await.unwrap();
+        tokio::spawn(directory.clone().follow(store.clone(), cursor));
+        let key = ObjectKey::new(Kind::Definition, "", "", "followedthings");
+        let spec = json!({"names": {"kind": "Followedthing", "plural": "followedthings"}, "scope": "zoned", "schema": {"type": "object"}});
+        let write = SpecWrite {
+            key: key.clone(),
+            precondition: Precondition::None,
+            owner: "other-server".into(),
+            labels: Default::default(),
+            spec,
+            spec_hash: String::new(),
+            desired: serde_json::Value::Null,
+            computed: None,
+            fence: None,
+        };
+        assert_eq!(Kind::parse("followedthings"), None);
+        store.put_spec(write).await.unwrap();
+        eventually("defining the kind", || {
+            Kind::parse("followedthings").is_some_and(|k| k.scope() == Scope::Zoned)
+        })
+        .await;
+        store.delete(&key, Precondition::None).await.unwrap();
+        eventually("forgetting the kind", || {
+            Kind::parse("followedthings").is_none()
+        })
+        .await;
     }
 }

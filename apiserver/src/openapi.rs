@@ -1,9 +1,11 @@
 //! The OpenAPI 3.1 document. Kind schemas come from the typed specs (schemars emits JSON
-//! Schema 2020-12, which OpenAPI 3.1 embeds as is).
+//! Schema 2020-12, which OpenAPI 3.1 embeds as is) and, for defined kinds, from their
+//! definitions; the document is made again when the defined kinds change.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
-use dora_crds::{Kind, kind_schema};
+use dora_crds::spec::DefinitionSpec;
+use dora_crds::{Kind, kind_schema, registry};
 use serde_json::{Map, Value, json};
 
 /// Moves a schema's `$defs` into `defs` and points its references at `components/schemas`.
@@ -59,7 +61,7 @@ fn build() -> Value {
     let mut schemas = Map::new();
     let mut paths = Map::new();
     let param = |name: &str| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}});
-    for kind in Kind::ALL {
+    for kind in Kind::known() {
         let resource_ref = json!({"$ref": format!("#/components/schemas/{kind}")});
         if let Some(mut spec) = kind_schema(kind) {
             hoist(&mut spec, &mut schemas);
@@ -119,10 +121,15 @@ fn build() -> Value {
                 "requestBody": {"content": {"application/yaml": {"schema": resource_ref}, "application/json": {"schema": resource_ref}}},
                 "responses": with_ok("Applied", json!({"type": "object"})),
             });
+            let mut delete_params =
+                vec![json!({"name": "version", "in": "query", "schema": {"type": "integer"}})];
+            if kind == Kind::Definition {
+                delete_params.push(json!({"name": "cascade", "in": "query", "description": "Also delete the objects of the kind; without it, a definition whose kind has objects is not deleted (409)", "schema": {"type": "boolean"}}));
+            }
             item["delete"] = json!({
                 "summary": format!("Delete one {kind}"),
                 "tags": [kind.name()],
-                "parameters": [{"name": "version", "in": "query", "schema": {"type": "integer"}}],
+                "parameters": delete_params,
                 "responses": with_ok("The deleted resource", resource_ref),
             });
             paths.insert(format!("{collection}/{{name}}/versions"), json!({
@@ -335,10 +342,23 @@ fn build() -> Value {
     })
 }
 
-/// The document, built once.
-pub fn document() -> &'static Value {
-    static DOCUMENT: OnceLock<Value> = OnceLock::new();
-    DOCUMENT.get_or_init(build)
+/// The document, made again only when the defined kinds have changed since it was made.
+pub fn document() -> Arc<Value> {
+    type Made = Option<(Vec<DefinitionSpec>, Arc<Value>)>;
+    static DOCUMENT: Mutex<Made> = Mutex::new(None);
+    let defined: Vec<DefinitionSpec> = registry::defined()
+        .into_iter()
+        .filter_map(registry::definition)
+        .collect();
+    let mut made = DOCUMENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((specs, document)) = made.as_ref()
+        && *specs == defined
+    {
+        return document.clone();
+    }
+    let document = Arc::new(build());
+    *made = Some((defined, document.clone()));
+    document
 }
 
 #[cfg(test)]
@@ -362,7 +382,7 @@ mod tests {
     fn every_reference_resolves() {
         let doc = document();
         let mut found = Vec::new();
-        refs(doc, &mut found);
+        refs(&doc, &mut found);
         assert!(!found.is_empty());
         for reference in found {
             let name = reference
@@ -377,6 +397,25 @@ mod tests {
             doc["paths"]
                 .get("/v1/zones/{zone}/workspaces/{workspace}/workloads/{name}")
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn a_defined_kind_appears_with_its_schema_once_defined() {
+        let spec: DefinitionSpec = serde_json::from_value(json!({
+            "names": {"kind": "Openapithing", "plural": "openapithings"},
+            "scope": "workspaced",
+            "schema": {"type": "object", "properties": {"size": {"type": "integer"}}},
+        }))
+        .unwrap();
+        let path = "/v1/workspaces/{workspace}/openapithings/{name}";
+        assert!(document()["paths"].get(path).is_none());
+        registry::define(&spec).unwrap();
+        let doc = document();
+        assert!(doc["paths"].get(path).is_some(), "served at {path}");
+        assert_eq!(
+            doc["components"]["schemas"]["OpenapithingSpec"]["properties"]["size"]["type"],
+            "integer"
         );
     }
 }

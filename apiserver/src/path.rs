@@ -1,7 +1,8 @@
 //! Resource paths: `/v1/{plural}[/{name}]` for cluster kinds, `/v1/workspaces/{ws}/...` for
 //! workspaced kinds, `/v1/zones/{zone}/...` for zoned kinds and
 //! `/v1/zones/{zone}/workspaces/{ws}/...` for zoned+workspaced kinds. Listing a zoned+workspaced
-//! kind without a workspace lists every workspace of the zone.
+//! kind without a workspace lists every workspace of the zone; listing a workspaced kind
+//! without one (`/v1/{plural}`) lists every workspace.
 
 use dora_crds::{Kind, Scope};
 
@@ -109,7 +110,7 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
     let scope = kind.scope();
     let wrong_scope = match scope {
         Scope::Cluster => !zone.is_empty() || workspace.is_some(),
-        Scope::Workspaced => !zone.is_empty() || workspace.is_none(),
+        Scope::Workspaced => !zone.is_empty() || (workspace.is_none() && name.is_some()),
         Scope::Zoned => zone.is_empty() || workspace.is_some(),
         Scope::ZonedWorkspaced => zone.is_empty() || (workspace.is_none() && name.is_some()),
     };

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dora_crds::spec::Verb;
+use dora_crds::spec::{DefinitionSpec, Verb};
+use dora_crds::split_documents;
 use dora_crds::status::CreditAccount;
-use dora_crds::{Document, Kind, Resource, Scope, parse_documents, spec_hash};
+use dora_crds::{Document, Kind, Resource, Scope, parse_resource, registry, spec_hash};
 use dora_store::{
-    Event, EventType, ObjectKey, Precondition, SpecOutcome, SpecWrite, Store, StoreError,
-    now_millis,
+    Event, EventType, ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, Store,
+    StoreError, now_millis,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -192,12 +193,36 @@ impl Service {
     ) -> Vec<Result<Applied, ApiError>> {
         let mut results: Vec<Option<Result<Applied, ApiError>>> = Vec::new();
         let mut namespaced = Vec::new();
-        // Cluster-scoped documents (zones, workspaces, users, roles) go first and in order:
-        // the others may be placed in what they create. The rest only depend on those, so
-        // they are applied concurrently.
-        for (index, parsed) in parse_documents(text).into_iter().enumerate() {
+        let mut later = Vec::new();
+        // Cluster-scoped documents (zones, workspaces, users, roles, definitions) go first and
+        // in order: the others may be placed in what they create. A document of a kind not
+        // known yet is parsed after them, when a definition among them may have declared it.
+        // The rest only depend on those, so they are applied concurrently.
+        for (index, raw) in split_documents(text).into_iter().enumerate() {
             results.push(None);
-            match parsed {
+            let unknown_kind = raw.as_ref().is_ok_and(|value| {
+                value["kind"]
+                    .as_str()
+                    .is_some_and(|kind| Kind::parse(kind).is_none())
+            });
+            if unknown_kind {
+                later.push((index, raw));
+                continue;
+            }
+            match parse_at(index, raw) {
+                Ok(document) if document.kind.scope() == Scope::Cluster => {
+                    results[index] = Some(
+                        self.apply(identity, document)
+                            .await
+                            .map_err(|e| e.in_document(index)),
+                    );
+                }
+                Ok(document) => namespaced.push((index, document)),
+                Err(e) => results[index] = Some(Err(ApiError::from(e))),
+            }
+        }
+        for (index, raw) in later {
+            match parse_at(index, raw) {
                 Ok(document) if document.kind.scope() == Scope::Cluster => {
                     results[index] = Some(
                         self.apply(identity, document)
@@ -253,6 +278,9 @@ impl Service {
         let key = ObjectKey::new(kind, &place.zone, &place.workspace, &metadata.name);
         if kind == Kind::Workload {
             self.check_credits(identity, &key, &document.spec).await?;
+        }
+        if kind == Kind::Definition {
+            self.check_stored_objects(&document.spec).await?;
         }
         let write = SpecWrite {
             key: key.clone(),
@@ -321,15 +349,21 @@ impl Service {
         })
     }
 
-    /// Deletes one resource; with `version`, only if the stored version still matches.
+    /// Deletes one resource; with `version`, only if the stored version still matches. A
+    /// Definition whose kind still has objects is deleted only with `cascade`, which deletes
+    /// them first.
     pub async fn delete(
         &self,
         identity: &Identity,
         key: &ObjectKey,
         version: Option<u64>,
+        cascade: bool,
     ) -> Result<Resource, ApiError> {
         let kind = Kind::parse(&key.kind).ok_or_else(|| ApiError::not_found("unknown kind"))?;
         self.authorize(identity, Verb::Delete, kind, &key.zone, &key.workspace)?;
+        if kind == Kind::Definition {
+            self.delete_objects_of(identity, &key.name, cascade).await?;
+        }
         if kind == Kind::User && key.name == identity.user {
             return Err(ApiError::invalid(
                 "metadata.name",
@@ -357,6 +391,160 @@ impl Service {
         ))
         .await;
         Ok(render::resource(&row))
+    }
+
+    /// A page of a partition. A workspaced kind listed without a workspace spans every
+    /// workspace, read one after the other in name order; its continue token is
+    /// `WORKSPACE/NAME`, the last row returned.
+    pub async fn list(&self, query: &ListQuery) -> Result<Page, ApiError> {
+        if query.scope != Scope::Workspaced || query.workspace.is_some() {
+            return Ok(self.store.list(query).await?);
+        }
+        let (first, mut after) = match query.after.as_deref().map(|t| t.split_once('/')) {
+            None => (String::new(), None),
+            Some(Some((workspace, name))) => (workspace.to_string(), Some(name.to_string())),
+            Some(None) => {
+                return Err(ApiError::bad_request(
+                    "continue: expected the token of the previous page (WORKSPACE/NAME)",
+                ));
+            }
+        };
+        let mut rows: Vec<Row> = Vec::new();
+        for workspace in self.directory.workspaces() {
+            if workspace < first {
+                continue;
+            }
+            let limit = query.limit - rows.len();
+            let partition = ListQuery {
+                workspace: Some(workspace.clone()),
+                after: after.take().filter(|_| workspace == first),
+                limit,
+                ..query.clone()
+            };
+            let page = self.store.list(&partition).await?;
+            rows.extend(page.rows);
+            if rows.len() >= query.limit {
+                let last = rows
+                    .last()
+                    .map(|row| row.key.name.clone())
+                    .unwrap_or_default();
+                return Ok(Page {
+                    rows,
+                    next: Some(format!("{workspace}/{last}")),
+                });
+            }
+        }
+        Ok(Page { rows, next: None })
+    }
+
+    /// Every object of `kind`, in every partition of its scope.
+    pub async fn objects(&self, kind: Kind) -> Result<Vec<Row>, ApiError> {
+        let scope = kind.scope();
+        let zones = if scope.has_zone() {
+            self.directory.zones()
+        } else {
+            vec![String::new()]
+        };
+        let mut rows = Vec::new();
+        for zone in zones {
+            let mut query = ListQuery {
+                kind: kind.name().into(),
+                scope,
+                zone,
+                workspace: None,
+                after: None,
+                limit: 1000,
+            };
+            loop {
+                let page = self.list(&query).await?;
+                rows.extend(page.rows);
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Refuses a definition whose schema some stored object of its kind fails: objects are
+    /// never left invalid by a schema change. The error names the first such object and field.
+    async fn check_stored_objects(&self, spec: &serde_json::Value) -> Result<(), ApiError> {
+        let spec: DefinitionSpec =
+            dora_crds::decode(spec).map_err(|e| ApiError::invalid("spec", e.to_string()))?;
+        let Some(kind) = Kind::parse(&spec.names.kind).filter(|kind| kind.is_defined()) else {
+            return Ok(());
+        };
+        if registry::definition(kind).is_some_and(|current| current.schema == spec.schema) {
+            return Ok(());
+        }
+        let check = dora_crds::spec_checker(&spec.schema)?;
+        for row in self.objects(kind).await? {
+            if let Some(error) = check(&row.resource) {
+                return Err(ApiError::invalid(
+                    "spec.schema",
+                    format!(
+                        "the new schema refuses the stored {kind} {}: {error}; change or delete that object first",
+                        describe_key(&row.key)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Before Definition `name` goes: refuses when its kind still has objects, unless
+    /// `cascade`, which deletes them (each as the caller, who must be allowed to).
+    async fn delete_objects_of(
+        &self,
+        identity: &Identity,
+        name: &str,
+        cascade: bool,
+    ) -> Result<(), ApiError> {
+        let Some(kind) = Kind::known()
+            .into_iter()
+            .find(|kind| kind.is_defined() && kind.plural() == name)
+        else {
+            return Ok(());
+        };
+        let objects = self.objects(kind).await?;
+        if objects.is_empty() {
+            return Ok(());
+        }
+        if !cascade {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "HasObjects",
+                format!(
+                    "Definition {name} still has {} {kind} object(s); delete them first, or delete the definition with --cascade (?cascade=true) to delete them too",
+                    objects.len()
+                ),
+            ));
+        }
+        for row in &objects {
+            self.authorize(
+                identity,
+                Verb::Delete,
+                kind,
+                &row.key.zone,
+                &row.key.workspace,
+            )?;
+        }
+        for row in objects {
+            match self.store.delete(&row.key, Precondition::None).await {
+                Ok(_) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.record(Event::new(
+                &row.key,
+                EventType::Normal,
+                "Deleted",
+                format!("deleted with Definition {name} by {}", identity.user),
+                "apiserver",
+            ))
+            .await;
+        }
+        Ok(())
     }
 
     /// Why nothing places workloads of `zone` now, if so: no scheduler holds its lease.
@@ -441,6 +629,25 @@ impl Service {
             tracing::warn!(error = %e, "could not record an event");
         }
     }
+}
+
+/// Parses document `index` of a manifest.
+fn parse_at(
+    index: usize,
+    raw: Result<Value, dora_crds::ValidationError>,
+) -> Result<Document, dora_crds::ValidationError> {
+    raw.and_then(parse_resource)
+        .map(|document| Document { index, ..document })
+        .map_err(|e| e.in_document(index))
+}
+
+/// `ws/name`, `zone/ws/name` or `name`: where an object is, for messages.
+fn describe_key(key: &ObjectKey) -> String {
+    [key.zone.as_str(), key.workspace.as_str(), key.name.as_str()]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `alice is out of credits in zone z (used 12.50 of 10.00 this week) until <reset>`.

@@ -1179,6 +1179,96 @@ async fn unknown_query_parameters_are_refused(c: &Cluster) {
 }
 
 /// Runs each case on the embedded SQLite store and on Cassandra.
+/// A kind defined at run time, workspaced: its objects live in `workspaced_resources`, a list
+/// without a workspace reads every workspace page by page, and a watch resumes from a
+/// `resourceVersion` as for built-in kinds.
+async fn a_defined_workspaced_kind_pages_and_watches_across_workspaces(c: &Cluster) {
+    let definition = "apiVersion: v1\nkind: Definition\nmetadata: {name: pagethings}\nspec:\n  names: {kind: Pagething, plural: pagethings}\n  scope: workspaced\n  schema: {type: object, properties: {size: {type: integer}}}\n";
+    let mut manifest = definition.to_string();
+    for workspace in ["a", "b", "c"] {
+        manifest.push_str(&format!(
+            "---\napiVersion: v1\nkind: Workspace\nmetadata: {{name: {workspace}}}\n"
+        ));
+        for name in ["p1", "p2"] {
+            manifest.push_str(&format!("---\napiVersion: v1\nkind: Pagething\nmetadata: {{name: {name}, workspace: {workspace}}}\nspec: {{size: 1}}\n"));
+        }
+    }
+    let (status, body) = c.apply(&c.admin, &manifest).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let query = next.map_or(String::new(), |token| format!("&continue={token}"));
+        let (status, page) = c
+            .get(&c.admin, &format!("/v1/pagethings?limit=4{query}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for item in page["items"].as_array().unwrap() {
+            let meta = &item["metadata"];
+            seen.push(format!(
+                "{}/{}",
+                meta["workspace"].as_str().unwrap(),
+                meta["name"].as_str().unwrap()
+            ));
+        }
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => next = Some(token.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a/p1", "a/p2", "b/p1", "b/p2", "c/p1", "c/p2"]);
+    let (status, _) = c.get(&c.admin, "/v1/workspaces/b/pagethings/p1").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, doc) = c.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(
+        doc["components"]["schemas"]["PagethingSpec"]["properties"]["size"]["type"],
+        "integer"
+    );
+    assert!(doc["paths"]["/v1/workspaces/{workspace}/pagethings/{name}"]["put"].is_object());
+
+    let watch = |query: &str| {
+        let request = c
+            .http
+            .get(format!("{}/v1/pagethings?watch=true{query}", c.url))
+            .bearer_auth(&c.admin);
+        async move {
+            let response = request.send().await.unwrap();
+            if response.status() != StatusCode::OK {
+                panic!("{}", response.text().await.unwrap());
+            }
+            Box::pin(response.bytes_stream())
+        }
+    };
+    let mut stream = watch("").await;
+    let mut buffer = Vec::new();
+    for _ in 0..6 {
+        assert_eq!(next_event(&mut stream, &mut buffer).await["type"], "ADDED");
+    }
+    let change = |size: u32| {
+        format!(
+            "apiVersion: v1\nkind: Pagething\nmetadata: {{name: p2, workspace: c}}\nspec: {{size: {size}}}\n"
+        )
+    };
+    c.apply(&c.admin, &change(2)).await;
+    let first = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(
+        (
+            first["type"].as_str(),
+            first["object"]["spec"]["size"].as_u64()
+        ),
+        (Some("MODIFIED"), Some(2))
+    );
+    c.apply(&c.admin, &change(3)).await;
+    let from = first["resourceVersion"].as_str().unwrap();
+    let mut resumed = watch(&format!("&resourceVersion={from}")).await;
+    let mut resumed_buffer = Vec::new();
+    let replayed = next_event(&mut resumed, &mut resumed_buffer).await;
+    assert_eq!(
+        replayed["object"]["spec"]["size"], 3,
+        "only what came after {from}"
+    );
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1223,4 +1313,5 @@ on_every_store!(
     watches_end_when_the_token_expires,
     label_selectors_filter_lists_and_watches,
     unknown_query_parameters_are_refused,
+    a_defined_workspaced_kind_pages_and_watches_across_workspaces,
 );

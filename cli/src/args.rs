@@ -517,7 +517,8 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Kind: name, plural or alias (wk, c, vol, ws, rc, uc, gpu, cpu...).
+    /// Kind: name, plural or alias (wk, c, vol, ws, rc, uc, gpu, cpu, def...), or a kind
+    /// defined on the cluster.
     #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,
     #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
@@ -567,6 +568,10 @@ pub struct DeleteArgs {
     /// Delete every resource of KIND whose labels match, e.g. `-l team=demo`.
     #[arg(short = 'l', long, requires = "kind", conflicts_with_all = ["name", "files"])]
     pub selector: Option<String>,
+    /// Deleting a Definition: also delete every object of its kind (without it, a definition
+    /// whose kind has objects is not deleted).
+    #[arg(long)]
+    pub cascade: bool,
 }
 
 #[derive(Debug, Args)]

@@ -210,8 +210,15 @@ const USERCREDIT: &[Column] = &[
         .wide(),
 ];
 
+const DEFINITION: &[Column] = &[
+    column("KIND", &["/spec/names/kind"]),
+    column("SCOPE", &["/spec/scope"]),
+    column("ALIASES", &["/spec/names/aliases"]).optional(),
+];
+
 impl Kind {
-    /// The kind's own table columns, in order.
+    /// The kind's own table columns, in order; a defined kind's are those its definition
+    /// declares.
     pub fn columns(self) -> &'static [Column] {
         match self {
             Kind::Zone => ZONE,
@@ -227,6 +234,8 @@ impl Kind {
             Kind::Container => CONTAINER,
             Kind::Gpu => GPU,
             Kind::Cpu => CPU,
+            Kind::Definition => DEFINITION,
+            Kind::Defined(name) => crate::registry::columns(name),
         }
     }
 }

@@ -21,7 +21,7 @@ const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "
 /// list object (`items`). Each document is validated on its own: one bad document does not hide
 /// the others.
 pub fn parse_documents(text: &str) -> Vec<Result<Document, ValidationError>> {
-    raw_documents(text)
+    split_documents(text)
         .into_iter()
         .enumerate()
         .map(|(index, raw)| {
@@ -35,7 +35,8 @@ pub fn parse_documents(text: &str) -> Vec<Result<Document, ValidationError>> {
         .collect()
 }
 
-fn raw_documents(text: &str) -> Vec<Result<Value, ValidationError>> {
+/// Splits a manifest into its documents, unvalidated; [`parse_resource`] validates each.
+pub fn split_documents(text: &str) -> Vec<Result<Value, ValidationError>> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         return match serde_json::from_str::<Value>(trimmed) {
@@ -147,6 +148,15 @@ pub fn parse_resource(value: Value) -> Result<Document, ValidationError> {
         Some(spec) => spec,
     };
     let spec = validate_spec(kind, &spec).map_err(|mut errors| errors.remove(0))?;
+    if kind == Kind::Definition && spec["names"]["plural"] != metadata.name.as_str() {
+        return Err(ValidationError::new(
+            "metadata.name",
+            format!(
+                "a Definition is named after the kind's plural: use {} (spec.names.plural)",
+                spec["names"]["plural"]
+            ),
+        ));
+    }
     Ok(Document {
         index: 0,
         kind,

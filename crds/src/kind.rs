@@ -1,12 +1,15 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ValidationError;
 
 /// Which partition a kind lives in, and so which table holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Scope {
     /// One partition for the whole cluster (users, roles, zones, workspaces).
@@ -53,8 +56,12 @@ impl Scope {
     }
 }
 
-/// Every built-in kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A kind of resource: one of Dora's own, or one defined at run time by a `Definition`.
+///
+/// Every fact about a kind (name, plural, aliases, scope, columns, schema) comes from the
+/// registry ([`crate::registry`]), where the built-in kinds are entries too; a defined kind is
+/// its interned name, so `Kind` stays a small `Copy` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Zone,
     Workspace,
@@ -67,22 +74,26 @@ pub enum Kind {
     Usercredit,
     Workload,
     Container,
-    #[serde(rename = "GPU")]
     Gpu,
-    #[serde(rename = "CPU")]
     Cpu,
+    /// Declares a kind defined at run time.
+    Definition,
+    /// A kind declared by a `Definition`, by its interned name.
+    Defined(&'static str),
 }
 
-struct Info {
-    name: &'static str,
-    plural: &'static str,
-    aliases: &'static [&'static str],
-    scope: Scope,
+/// The facts the registry keeps about a kind.
+#[derive(Clone, Copy)]
+pub(crate) struct Info {
+    pub name: &'static str,
+    pub plural: &'static str,
+    pub aliases: &'static [&'static str],
+    pub scope: Scope,
 }
 
 impl Kind {
     /// All built-in kinds, in the order `dora get` lists them.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Zone,
         Kind::Workspace,
         Kind::Role,
@@ -96,9 +107,11 @@ impl Kind {
         Kind::Container,
         Kind::Gpu,
         Kind::Cpu,
+        Kind::Definition,
     ];
 
-    fn info(self) -> Info {
+    /// The registry entry of a built-in kind; `None` for a defined one.
+    pub(crate) fn built_in(self) -> Option<Info> {
         use Scope::*;
         let (name, plural, aliases, scope): (_, _, &'static [&'static str], _) = match self {
             Kind::Zone => ("Zone", "zones", &["z"], Cluster),
@@ -119,18 +132,30 @@ impl Kind {
             Kind::Container => ("Container", "containers", &["c", "ct"], ZonedWorkspaced),
             Kind::Gpu => ("GPU", "gpus", &[], Zoned),
             Kind::Cpu => ("CPU", "cpus", &[], Zoned),
+            Kind::Definition => ("Definition", "definitions", &["def", "defs"], Cluster),
+            Kind::Defined(_) => return None,
         };
-        Info {
+        Some(Info {
             name,
             plural,
             aliases,
             scope,
+        })
+    }
+
+    fn info(self) -> Info {
+        match self {
+            Kind::Defined(name) => crate::registry::info(name),
+            built_in => built_in.built_in().expect("a built-in kind"),
         }
     }
 
     /// The canonical name, as written in `kind:`.
     pub fn name(self) -> &'static str {
-        self.info().name
+        match self {
+            Kind::Defined(name) => name,
+            _ => self.info().name,
+        }
     }
 
     /// The lowercase plural used in API paths (`workloads`).
@@ -155,7 +180,7 @@ impl Kind {
         match (self.scope(), workspace) {
             (Scope::Cluster, _) => format!("/v1/{plural}"),
             (Scope::Workspaced, Some(ws)) => format!("/v1/workspaces/{ws}/{plural}"),
-            (Scope::Workspaced, None) => format!("/v1/workspaces/-/{plural}"),
+            (Scope::Workspaced, None) => format!("/v1/{plural}"),
             (Scope::Zoned, _) | (Scope::ZonedWorkspaced, None) => {
                 format!("/v1/zones/{zone}/{plural}")
             }
@@ -163,6 +188,11 @@ impl Kind {
                 format!("/v1/zones/{zone}/workspaces/{ws}/{plural}")
             }
         }
+    }
+
+    /// Whether the kind was defined at run time rather than built into Dora.
+    pub fn is_defined(self) -> bool {
+        matches!(self, Kind::Defined(_))
     }
 
     /// Read-only views computed from other rows (GPU, CPU); never stored.
@@ -175,15 +205,30 @@ impl Kind {
         matches!(self, Kind::Container | Kind::Usercredit)
     }
 
-    /// Resolves a kind from any spelling users type: name, plural or alias, any case.
+    /// Resolves a kind from any spelling users type: name, plural or alias, any case; built-in
+    /// kinds first, then the kinds defined now.
     pub fn parse(text: &str) -> Option<Kind> {
         let lower = text.to_ascii_lowercase();
-        Kind::ALL.into_iter().find(|kind| {
-            let info = kind.info();
-            info.name.eq_ignore_ascii_case(&lower)
-                || info.plural == lower
-                || info.aliases.contains(&lower.as_str())
-        })
+        Kind::ALL
+            .into_iter()
+            .find(|kind| kind.info().answers_to(&lower))
+            .or_else(|| crate::registry::find(&lower))
+    }
+
+    /// Every kind known now: the built-in ones, then the defined ones by name.
+    pub fn known() -> Vec<Kind> {
+        let mut kinds = Kind::ALL.to_vec();
+        kinds.extend(crate::registry::defined());
+        kinds
+    }
+}
+
+impl Info {
+    /// Whether `lower` (a lowercase word) is the kind's name, plural or one of its aliases.
+    pub(crate) fn answers_to(&self, lower: &str) -> bool {
+        self.name.eq_ignore_ascii_case(lower)
+            || self.plural == lower
+            || self.aliases.contains(&lower)
     }
 }
 
@@ -193,16 +238,33 @@ impl fmt::Display for Kind {
     }
 }
 
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Kind {
     type Err = ValidationError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Kind::parse(text).ok_or_else(|| {
-            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            let known: Vec<&str> = Kind::known()
+                .into_iter()
+                .filter(|k| !k.is_view())
+                .map(Kind::name)
+                .collect();
             ValidationError::new(
                 "kind",
                 format!(
-                    "unknown kind {text:?}; expected one of {}",
+                    "unknown kind {text:?}; expected one of {} (or a kind defined with a Definition)",
                     known.join(", ")
                 ),
             )
@@ -227,6 +289,7 @@ mod tests {
         assert_eq!(Kind::parse("gpu"), Some(Kind::Gpu));
         assert_eq!(Kind::parse("Cpu"), Some(Kind::Cpu));
         assert_eq!(Kind::parse("pod"), None);
+        assert_eq!(Kind::parse("def"), Some(Kind::Definition));
     }
 
     #[test]

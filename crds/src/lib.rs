@@ -1,5 +1,5 @@
 //! The Dora resource model: the document envelope, every built-in kind as a typed spec with a
-//! JSON Schema, validation whose errors name the document and the field, and spec hashing.
+//! JSON Schema, kinds defined at run time (the registry), validation whose errors name the document and the field, and spec hashing.
 
 mod columns;
 mod document;
@@ -10,20 +10,21 @@ mod meta;
 mod name;
 pub mod phase;
 mod quantity;
+pub mod registry;
 mod schema;
 mod selector;
 pub mod spec;
 pub mod status;
 
 pub use columns::{Column, Format};
-pub use document::{Document, parse_documents, parse_resource};
+pub use document::{Document, parse_documents, parse_resource, split_documents};
 pub use error::ValidationError;
 pub use hash::{canonical_json, spec_hash};
 pub use kind::{Kind, Scope};
 pub use meta::{Metadata, Resource};
 pub use name::validate_name;
 pub use quantity::{Bytes, Count, Duration, MilliCpu};
-pub use schema::{kind_schema, validate_spec};
+pub use schema::{kind_schema, spec_checker, validate_spec};
 pub use selector::{Selector, SelectorError};
 
 /// The only `apiVersion` Dora accepts.

@@ -67,6 +67,8 @@ pub fn kind_schema(kind: Kind) -> Option<Value> {
         Kind::Usercredit => schema_of::<UsercreditSpec>(),
         Kind::Workload => schema_of::<WorkloadSpec>(),
         Kind::Container => schema_of::<ContainerSpec>(),
+        Kind::Definition => schema_of::<DefinitionSpec>(),
+        Kind::Defined(_) => return crate::registry::definition(kind).map(|d| d.schema),
         Kind::Gpu | Kind::Cpu => return None,
     })
 }
@@ -89,6 +91,9 @@ fn validators() -> &'static HashMap<Kind, jsonschema::Validator> {
 /// Validates `spec` for `kind` and returns it normalized (numeric strings as numbers, defaults
 /// filled in), or every problem found, each naming its field under `spec.`.
 pub fn validate_spec(kind: Kind, spec: &Value) -> Result<Value, Vec<ValidationError>> {
+    if let Kind::Defined(name) = kind {
+        return validate_defined(name, spec);
+    }
     let Some(validator) = validators().get(&kind) else {
         return Err(vec![ValidationError::new(
             "kind",
@@ -113,9 +118,41 @@ pub fn validate_spec(kind: Kind, spec: &Value) -> Result<Value, Vec<ValidationEr
         Kind::Usercredit => normalize::<UsercreditSpec>(spec, |_| Ok(())),
         Kind::Workload => normalize::<WorkloadSpec>(spec, WorkloadSpec::check),
         Kind::Container => normalize::<ContainerSpec>(spec, |c| c.template.check()),
-        Kind::Gpu | Kind::Cpu => unreachable!("views have no validator"),
+        Kind::Definition => normalize::<DefinitionSpec>(spec, |d| {
+            d.check()?;
+            crate::registry::check(d)
+        }),
+        Kind::Gpu | Kind::Cpu | Kind::Defined(_) => unreachable!("views have no validator"),
     };
     result.map_err(|e| vec![e])
+}
+
+/// A checker of specs against `schema` (a definition's, before it is defined): it answers the
+/// first problem of a spec, naming its field under `spec.`.
+pub fn spec_checker(
+    schema: &Value,
+) -> Result<impl Fn(&Value) -> Option<ValidationError>, ValidationError> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
+        ValidationError::new("spec.schema", format!("not a valid JSON Schema: {e}"))
+    })?;
+    Ok(move |spec: &Value| validator.iter_errors(spec).next().map(|e| describe(&e)))
+}
+
+/// A defined kind's spec is checked against the schema its definition declares, and kept as
+/// written.
+fn validate_defined(name: &str, spec: &Value) -> Result<Value, Vec<ValidationError>> {
+    let Some(validator) = crate::registry::validator(name) else {
+        return Err(vec![ValidationError::new(
+            "kind",
+            format!("kind {name} is no longer defined"),
+        )]);
+    };
+    let errors: Vec<ValidationError> = validator.iter_errors(spec).map(|e| describe(&e)).collect();
+    if errors.is_empty() {
+        Ok(spec.clone())
+    } else {
+        Err(errors)
+    }
 }
 
 fn normalize<T: DeserializeOwned + Serialize>(

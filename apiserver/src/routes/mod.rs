@@ -4,6 +4,7 @@ mod actions;
 mod agents;
 mod apply;
 mod events;
+mod kinds;
 mod params;
 mod proxy;
 mod queue;
@@ -34,6 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/openapi.json", get(system::openapi))
         .route("/v1/apply", post(apply::apply))
         .route("/v1/events", get(events::events))
+        .route("/v1/kinds", get(kinds::kinds))
         .route("/v1/tokens", post(tokens::create))
         .route("/v1/whoami", get(tokens::whoami))
         .route("/v1/zones/{zone}/queue", get(queue::queue))

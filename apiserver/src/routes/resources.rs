@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use dora_crds::spec::Verb;
-use dora_crds::{Kind, Scope, Selector, parse_documents};
+use dora_crds::{Kind, Selector, parse_documents};
 use dora_store::{ListQuery, ObjectKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -91,6 +91,8 @@ pub(super) struct PutParams {
 #[serde(deny_unknown_fields)]
 pub(super) struct DeleteParams {
     version: Option<u64>,
+    /// Deleting a Definition: also delete the objects of its kind.
+    cascade: Option<String>,
 }
 
 /// Parses `labelSelector=`; a malformed one is a 400 naming it and what is wrong.
@@ -148,8 +150,7 @@ pub(super) fn authorize_read(
     verb: Verb,
     target: &Target,
 ) -> Result<(), ApiError> {
-    let all_workspaces =
-        target.kind.scope() == Scope::ZonedWorkspaced && target.workspace.is_none();
+    let all_workspaces = target.kind.scope().has_workspace() && target.workspace.is_none();
     if all_workspaces && !identity.system {
         if state
             .service
@@ -357,7 +358,7 @@ async fn list(
         after: params.after.clone(),
         limit: parse_limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?,
     };
-    let page = store.list(&query).await?;
+    let page = state.service.list(&query).await?;
     let items: Vec<Value> = page
         .rows
         .iter()
@@ -522,7 +523,12 @@ pub(super) async fn delete(
     check_zone(&state, &target)?;
     let deleted = state
         .service
-        .delete(&identity, &key_of(&target, &name), params.version)
+        .delete(
+            &identity,
+            &key_of(&target, &name),
+            params.version,
+            flag(params.cascade.as_deref())?,
+        )
         .await?;
     Ok(json_response(StatusCode::OK, &deleted))
 }

@@ -36,5 +36,5 @@ pub(super) async fn metrics(State(state): State<AppState>, _: Params<NoParams>) 
 }
 
 pub(super) async fn openapi(_: Params<NoParams>) -> Json<serde_json::Value> {
-    Json(crate::openapi::document().clone())
+    Json(serde_json::Value::clone(&crate::openapi::document()))
 }

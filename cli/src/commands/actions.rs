@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use dora_crds::Kind;
 use reqwest::Method;
 
-use super::{kind, label};
+use super::{built_in_kind, label};
 use crate::args::{ActionArgs, Global};
 use crate::client::Client;
 
 pub async fn run(global: &Global, action: &str, args: ActionArgs) -> anyhow::Result<ExitCode> {
-    let kind = kind(&args.kind)?;
+    let kind = built_in_kind(&args.kind)?;
     let expected = match action {
         "pause" | "resume" => Kind::Workload,
         _ => Kind::Node,

@@ -2,10 +2,12 @@
 //!
 //! `dora completion SHELL` prints a small script that asks `dora` itself for candidates
 //! (`COMPLETE=SHELL dora -- WORDS...`, clap_complete's dynamic completion). Commands and flags
-//! come from the command line's definition; kinds from the built-in list; resource names from
-//! the API server, listed with the profile, zone and workspace of the words typed so far.
+//! come from the command line's definition; kinds from the built-in list and the kinds defined
+//! on the cluster (`GET /v1/kinds`); resource names from the API server, listed with the
+//! profile, zone and workspace of the words typed so far.
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
@@ -43,11 +45,32 @@ pub fn script(shell: clap_complete::Shell) -> anyhow::Result<()> {
     }
 }
 
-/// Kind names, plurals and aliases starting with what is typed.
+/// Runs `lookup` to its end or for [`LOOKUP`] at most; `None` when it fails or takes longer.
+fn look_up<T>(lookup: impl Future<Output = anyhow::Result<T>>) -> Option<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime
+        .block_on(async { tokio::time::timeout(LOOKUP, lookup).await })
+        .ok()?
+        .ok()
+}
+
+/// Learns the kinds defined on the cluster of the typed profile.
+fn learn_kinds(global: &Global) {
+    look_up(async { Client::new(global)?.learn_kinds().await });
+}
+
+/// Kind names, plurals and aliases starting with what is typed: built-in ones and those
+/// defined on the cluster.
 pub fn kinds(current: &OsStr) -> Vec<CompletionCandidate> {
     let typed = current.to_string_lossy();
+    if let Some((_, global)) = typed_so_far() {
+        learn_kinds(&global);
+    }
     let mut words: Vec<String> = Vec::new();
-    for kind in Kind::ALL {
+    for kind in Kind::known() {
         let name = kind.name().to_ascii_lowercase();
         words.push(name);
         words.push(kind.plural().to_string());
@@ -65,28 +88,30 @@ pub fn kinds(current: &OsStr) -> Vec<CompletionCandidate> {
 /// Names of resources of the kind typed before, starting with what is typed.
 pub fn names(current: &OsStr) -> Vec<CompletionCandidate> {
     let typed = current.to_string_lossy().into_owned();
-    let Some((kind, global)) = typed_so_far() else {
+    let Some((Some(kind_text), global)) = typed_so_far() else {
         return Vec::new();
     };
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return Vec::new();
+    let kind = match Kind::parse(&kind_text) {
+        Some(kind) => kind,
+        None => {
+            learn_kinds(&global);
+            let Some(kind) = Kind::parse(&kind_text) else {
+                return Vec::new();
+            };
+            kind
+        }
     };
-    let lookup = async { tokio::time::timeout(LOOKUP, list_names(kind, global)).await };
-    match runtime.block_on(lookup) {
-        Ok(Ok(names)) => names
-            .into_iter()
-            .filter(|n| n.starts_with(&typed))
-            .map(CompletionCandidate::new)
-            .collect(),
-        _ => Vec::new(),
-    }
+    look_up(list_names(kind, global))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with(&typed))
+        .map(CompletionCandidate::new)
+        .collect()
 }
 
-/// The kind and the global options among the words before the one being completed.
-fn typed_so_far() -> Option<(Kind, Global)> {
+/// The kind typed (if any) and the global options among the words before the one being
+/// completed.
+fn typed_so_far() -> Option<(Option<String>, Global)> {
     let mut words: Vec<String> = std::env::args().skip_while(|a| a != "--").skip(1).collect();
     let current = std::env::var("_CLAP_COMPLETE_INDEX")
         .ok()
@@ -99,7 +124,7 @@ fn typed_so_far() -> Option<(Kind, Global)> {
         .ok()?;
     let (_, command) = matches.subcommand()?;
     let text = |m: &ArgMatches, id: &str| m.try_get_one::<String>(id).ok().flatten().cloned();
-    let kind = text(command, "kind")?.parse::<Kind>().ok()?;
+    let kind = text(command, "kind");
     let global = Global {
         zone: text(command, "zone").or_else(|| text(&matches, "zone")),
         workspace: text(command, "workspace").or_else(|| text(&matches, "workspace")),

@@ -17,13 +17,19 @@ async fn delete_one(
     zone: Option<&str>,
     workspace: Option<&str>,
     name: &str,
+    cascade: bool,
 ) -> anyhow::Result<()> {
     let place = client.place_with(kind, zone, workspace, false).await?;
     let path = format!(
         "{}/{name}",
         kind.collection_path(&place.zone, place.workspace.as_deref())
     );
-    client.json(Method::DELETE, &path, &[], None).await?;
+    let query = if cascade {
+        vec![("cascade", "true".to_string())]
+    } else {
+        Vec::new()
+    };
+    client.json(Method::DELETE, &path, &query, None).await?;
     println!("{} deleted", label(kind.name(), name));
     Ok(())
 }
@@ -81,7 +87,7 @@ async fn delete_selected(
 pub async fn run(global: &Global, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let mut client = Client::new(global)?;
     if let (Some(kind_text), Some(selector)) = (&args.kind, &args.selector) {
-        return delete_selected(&mut client, kind(kind_text)?, selector).await;
+        return delete_selected(&mut client, kind(global, kind_text).await?, selector).await;
     }
     if args.files.is_empty() {
         let (Some(kind_text), Some(name)) = (&args.kind, &args.name) else {
@@ -89,11 +95,22 @@ pub async fn run(global: &Global, args: DeleteArgs) -> anyhow::Result<ExitCode> 
                 "name what to delete: `dora delete KIND NAME`, `dora delete KIND -l SELECTOR` or `dora delete -f FILE`"
             );
         };
-        delete_one(&mut client, kind(kind_text)?, None, None, name).await?;
+        delete_one(
+            &mut client,
+            kind(global, kind_text).await?,
+            None,
+            None,
+            name,
+            args.cascade,
+        )
+        .await?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut failed = false;
-    for manifest in manifest::read_all(&args.files, &args.env)? {
+    let manifests = manifest::read_all(&args.files, &args.env)?;
+    // The manifests may hold objects of kinds defined on the cluster.
+    client.learn_kinds().await?;
+    for manifest in manifests {
         for document in parse_documents(&manifest.text) {
             let result = match document {
                 Ok(doc) => {
@@ -104,6 +121,7 @@ pub async fn run(global: &Global, args: DeleteArgs) -> anyhow::Result<ExitCode> 
                         meta.zone.as_deref(),
                         meta.workspace.as_deref(),
                         &meta.name,
+                        args.cascade,
                     )
                     .await
                 }

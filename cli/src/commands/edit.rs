@@ -8,7 +8,7 @@ use dora_crds::Kind;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{kind, label};
+use super::{built_in_kind, label};
 use crate::args::{ActionArgs, Global, ScaleArgs};
 use crate::client::Client;
 
@@ -58,7 +58,7 @@ async fn edit_spec(
 
 /// `dora scale KIND NAME --replicas N`.
 pub async fn scale(global: &Global, args: ScaleArgs) -> anyhow::Result<ExitCode> {
-    let kind = kind(&args.kind)?;
+    let kind = built_in_kind(&args.kind)?;
     if kind != Kind::Workload {
         bail!(
             "{kind} has no replicas to scale; only workloads do: dora scale wk NAME --replicas {}",
@@ -92,7 +92,7 @@ async fn node_client(
     args: &ActionArgs,
     verb: &str,
 ) -> anyhow::Result<(Client, String)> {
-    if kind(&args.kind)? != Kind::Node {
+    if built_in_kind(&args.kind)? != Kind::Node {
         bail!("`dora {verb}` acts on a node: dora {verb} node NAME");
     }
     let mut client = Client::new(global)?;

@@ -8,7 +8,7 @@ use dora_crds::Kind;
 use serde_json::{Map, Value};
 
 use super::kind;
-use crate::args::ExplainArgs;
+use crate::args::{ExplainArgs, Global};
 
 /// The fields every resource has around its spec.
 const ENVELOPE: [(&str, &str, &str); 5] = [
@@ -27,12 +27,12 @@ const ENVELOPE: [(&str, &str, &str); 5] = [
     ),
 ];
 
-pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
+pub async fn run(global: &Global, args: ExplainArgs) -> anyhow::Result<()> {
     let (kind_text, path) = match args.field.split_once('.') {
         Some((kind, path)) => (kind, path.split('.').collect::<Vec<_>>()),
         None => (args.field.as_str(), Vec::new()),
     };
-    let kind = kind(kind_text)?;
+    let kind = kind(global, kind_text).await?;
     print!("{}", explain(kind, &path)?);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `dora get` and `dora describe`.
 
 use anyhow::bail;
-use dora_crds::{Kind, Scope};
+use dora_crds::Kind;
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
@@ -98,15 +98,14 @@ fn sort_items(items: &mut [Value], path: &Path) {
 }
 
 pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
-    let kind = kind(&args.kind)?;
+    let kind = kind(global, &args.kind).await?;
     let format = match (&args.output, args.json) {
         (_, true) => Format::Json,
         (GetOutput::Format(format), false) => *format,
         _ => Format::Json,
     };
     let mut client = Client::new(global)?;
-    let all_workspaces =
-        args.all_workspaces && kind.scope() == Scope::ZonedWorkspaced && args.name.is_none();
+    let all_workspaces = args.all_workspaces && kind.scope().has_workspace() && args.name.is_none();
     let place = client.place(kind, all_workspaces).await?;
     let collection = kind.collection_path(&place.zone, place.workspace.as_deref());
     let path = match &args.name {
@@ -354,7 +353,7 @@ fn readable_times(value: &Value) -> Value {
 }
 
 pub async fn describe(global: &Global, args: DescribeArgs) -> anyhow::Result<()> {
-    let kind = kind(&args.kind)?;
+    let kind = kind(global, &args.kind).await?;
     let mut client = Client::new(global)?;
     let (place, path) = client.object_path(kind, &args.name).await?;
     let item = client.json(Method::GET, &path, &[], None).await?;

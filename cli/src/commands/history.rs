@@ -11,7 +11,7 @@ use crate::client::Client;
 use crate::output;
 
 pub async fn versions(global: &Global, args: VersionsArgs) -> anyhow::Result<()> {
-    let kind = kind(&args.kind)?;
+    let kind = kind(global, &args.kind).await?;
     let mut client = Client::new(global)?;
     let (_, path) = client.object_path(kind, &args.name).await?;
     let path = format!("{path}/versions");
@@ -96,7 +96,7 @@ pub async fn events(global: &Global, args: EventsArgs) -> anyhow::Result<()> {
     let mut query = vec![("limit", args.limit.to_string())];
     let place = match &args.kind {
         Some(kind_text) => {
-            let kind = kind(kind_text)?;
+            let kind = kind(global, kind_text).await?;
             query.push(("kind", kind.name().to_string()));
             if let Some(name) = &args.name {
                 query.push(("name", name.clone()));

@@ -25,7 +25,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use dora_crds::Kind;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, Global};
+use crate::client::Client;
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -66,7 +67,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cordon(args) => edit::cordon(&global, args).await,
         Command::Scale(args) => edit::scale(&global, args).await,
         Command::Wait(args) => wait::run(&global, args).await,
-        Command::Explain(args) => explain::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Explain(args) => explain::run(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Queue(args) => queue::run(&global, args).await.map(|()| ExitCode::SUCCESS),
         Command::Versions(args) => history::versions(&global, args)
             .await
@@ -84,11 +87,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Resolves a kind typed on the command line.
-pub(crate) fn kind(text: &str) -> anyhow::Result<Kind> {
+/// Resolves a built-in kind typed on the command line, for commands that only take those.
+pub(crate) fn built_in_kind(text: &str) -> anyhow::Result<Kind> {
     text.parse::<Kind>()
         .map_err(|e| anyhow::anyhow!("{}", e.message))
         .context("see `dora get --help`")
+}
+
+/// Resolves any kind typed on the command line: a built-in one, or one defined on the
+/// cluster, which is learnt from the API server when the word names no built-in kind.
+pub(crate) async fn kind(global: &Global, text: &str) -> anyhow::Result<Kind> {
+    if let Some(kind) = Kind::parse(text) {
+        return Ok(kind);
+    }
+    let learnt = Client::new(global)?.learn_kinds().await;
+    built_in_kind(text).map_err(|e| match learnt {
+        Ok(()) => e,
+        Err(why) => e.context(format!(
+            "the cluster's defined kinds could not be read: {why:#}"
+        )),
+    })
 }
 
 /// The `kind/name` label kubectl prints.

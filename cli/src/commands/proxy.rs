@@ -18,7 +18,7 @@ use dora_client::failure;
 /// The API path of a container named directly (`c NAME`) or by its workload (`wk NAME`, its
 /// replica 0).
 async fn container_path(client: &mut Client, kind: &str, name: &str) -> anyhow::Result<String> {
-    let container = match super::kind(kind)? {
+    let container = match super::built_in_kind(kind)? {
         Kind::Container => name.to_string(),
         Kind::Workload => format!("{name}.0"),
         other => {
@@ -96,7 +96,7 @@ fn usage_row(item: &Value) -> Vec<String> {
 
 pub async fn top(global: &Global, args: TopArgs) -> anyhow::Result<()> {
     let mut client = Client::new(global)?;
-    let answer = match super::kind(&args.kind)? {
+    let answer = match super::built_in_kind(&args.kind)? {
         Kind::Node => {
             let place = client.place(Kind::Node, false).await?;
             let path = format!("/v1/zones/{}/nodes/{}/top", place.zone, args.name);

@@ -141,7 +141,7 @@ fn condition(status: &Value, name: &str) -> Option<String> {
 }
 
 pub async fn run(global: &Global, args: WaitArgs) -> anyhow::Result<ExitCode> {
-    let kind = kind(&args.kind)?;
+    let kind = kind(global, &args.kind).await?;
     let wanted = Wanted::parse(&args.condition)?;
     let mut client = Client::new(global)?;
     let (_, path) = client.object_path(kind, &args.name).await?;

@@ -3,6 +3,7 @@
 mod cluster;
 mod container;
 mod credit;
+mod definition;
 mod node;
 mod storage;
 mod workload;
@@ -12,6 +13,7 @@ pub use cluster::{
 };
 pub use container::ContainerSpec;
 pub use credit::{CreditPer, CreditRate, ResourcecreditSpec, UsercreditSpec};
+pub use definition::{ColumnFormat, DefinitionNames, DefinitionSpec, PrinterColumn};
 pub use node::{NodeSpec, WorkloadClass};
 pub use storage::{StorageKind, StorageSpec, VolumePolicy, VolumeSpec};
 pub use workload::{

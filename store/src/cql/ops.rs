@@ -809,7 +809,7 @@ impl Store for CqlStore {
         let limit = query.limit.max(1);
         let kinds: Vec<String> = match &query.kind {
             Some(kind) => vec![kind.clone()],
-            None => Kind::ALL.iter().map(|k| k.name().to_string()).collect(),
+            None => Kind::known().iter().map(|k| k.name().to_string()).collect(),
         };
         let mut out = Vec::new();
         for kind in kinds {
