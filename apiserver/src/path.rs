@@ -45,6 +45,8 @@ pub enum Part {
     Mounts,
     /// A file or folder inside a volume: `.../volumes/NAME/files/PATH` (`GET`, `PUT`).
     Files,
+    /// The status a defined kind's controller writes (`PUT` replaces, `PATCH` merges).
+    Status,
 }
 
 impl Part {
@@ -59,6 +61,7 @@ impl Part {
             "top" => Part::Top,
             "mounts" => Part::Mounts,
             "files" => Part::Files,
+            "status" => Part::Status,
             _ => return None,
         })
     }

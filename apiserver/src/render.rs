@@ -19,19 +19,25 @@ fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
 }
 
-/// The resource a row holds, with `status` assembled from the column groups.
+/// The resource a row holds, with `status` assembled from the column groups; the status of
+/// a defined kind is what its controller wrote (the `computed` group) as it is.
 pub fn resource(row: &Row) -> Resource {
-    let mut status = Map::new();
-    for (name, value) in [
-        ("desired", &row.desired),
-        ("computed", &row.computed),
-        ("observed", &row.observed),
-    ] {
-        if !value.is_null() {
-            status.insert(name.into(), Value::clone(value));
+    let status = if Kind::parse(&row.key.kind).is_some_and(Kind::is_defined) {
+        (!row.computed.is_null()).then(|| Value::clone(&row.computed))
+    } else {
+        let mut status = Map::new();
+        for (name, value) in [
+            ("desired", &row.desired),
+            ("computed", &row.computed),
+            ("observed", &row.observed),
+        ] {
+            if !value.is_null() {
+                status.insert(name.into(), Value::clone(value));
+            }
         }
-    }
-    summarize(row, &mut status);
+        summarize(row, &mut status);
+        (!status.is_empty()).then_some(Value::Object(status))
+    };
     Resource {
         api_version: API_VERSION.into(),
         kind: row.key.kind.clone(),
@@ -49,7 +55,7 @@ pub fn resource(row: &Row) -> Resource {
             updated: Some(timestamp(row.updated)),
         },
         spec: Value::clone(&row.resource),
-        status: (!status.is_empty()).then_some(Value::Object(status)),
+        status,
     }
 }
 

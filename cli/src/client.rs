@@ -3,9 +3,8 @@
 
 use std::ops::Deref;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use dora_crds::Kind;
-use dora_crds::spec::DefinitionSpec;
 use reqwest::Method;
 
 use crate::args::Global;
@@ -112,23 +111,5 @@ impl Client {
     /// The default zone and workspace, for apply.
     pub fn defaults(&self) -> (Option<&str>, Option<&str>) {
         (self.zone.as_deref(), self.workspace.as_deref())
-    }
-
-    /// Learns the kinds defined on the cluster (`GET /v1/kinds`), so that they parse, place
-    /// and print like built-in ones in this process.
-    pub async fn learn_kinds(&self) -> anyhow::Result<()> {
-        let list = self.json(Method::GET, "/v1/kinds", &[], None).await?;
-        let definitions = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|item| item.get("definition"));
-        for definition in definitions {
-            let spec: DefinitionSpec = serde_json::from_value(definition.clone())
-                .context("the API server sent a definition this CLI does not understand")?;
-            dora_crds::registry::define(&spec)
-                .with_context(|| format!("cannot use kind {}", spec.names.kind))?;
-        }
-        Ok(())
     }
 }

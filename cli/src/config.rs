@@ -50,7 +50,7 @@ impl Config {
         let path = path();
         match std::fs::read_to_string(&path) {
             Ok(text) if text.trim().is_empty() => Ok(Config::default()),
-            Ok(text) => serde_saphyr::from_str(&text)
+            Ok(text) => dora_crds::from_yaml(&text)
                 .with_context(|| format!("{} is not a valid Dora config", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dora_crds::Resource;
+use dora_crds::spec::DefinitionSpec;
 use futures::{Stream, StreamExt};
 use reqwest::{Method, Response};
 use serde::Deserialize;
@@ -327,6 +328,49 @@ impl Client {
     pub async fn apply(&self, documents: String) -> Result<Value, Error> {
         self.json(Method::POST, "/v1/apply", &[], Some(documents))
             .await
+    }
+
+    /// Learns the kinds defined on the cluster (`GET /v1/kinds`), so that they parse and
+    /// place like built-in ones in this process.
+    pub async fn learn_kinds(&self) -> Result<(), Error> {
+        let list = self.json(Method::GET, "/v1/kinds", &[], None).await?;
+        let definitions = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item.get("definition"));
+        for definition in definitions {
+            let spec: DefinitionSpec =
+                serde_json::from_value(definition.clone()).map_err(|source| Error::Decode {
+                    what: "kind definition",
+                    source,
+                })?;
+            dora_crds::registry::define(&spec)
+                .map_err(|e| Error::Config(format!("cannot use kind {}: {e}", spec.names.kind)))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the status of the object at `path` (of a defined kind whose controller
+    /// writes one: the caller needs the `Report` verb on it), and returns the object.
+    pub async fn put_status(&self, path: &str, status: &Value) -> Result<Resource, Error> {
+        self.status(Method::PUT, path, status).await
+    }
+
+    /// Merges `patch` (a JSON merge patch: `null` removes a field) into the status of the
+    /// object at `path`, and returns the object.
+    pub async fn patch_status(&self, path: &str, patch: &Value) -> Result<Resource, Error> {
+        self.status(Method::PATCH, path, patch).await
+    }
+
+    async fn status(&self, method: Method, path: &str, body: &Value) -> Result<Resource, Error> {
+        let request = self.request(method, &format!("{path}/status")).json(body);
+        let response = self.call(request).await?;
+        let value: Value = response.json().await.map_err(|e| self.unreachable(e))?;
+        serde_json::from_value(value).map_err(|source| Error::Decode {
+            what: "object",
+            source,
+        })
     }
 
     /// Opens a WebSocket to `path` with `query`, over TLS trusting the cluster CA.

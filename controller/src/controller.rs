@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::queue::{Queue, Trigger};
+use crate::report::Reporter;
 use crate::watcher::{Target, WatchConfig, WatchEvent, watch};
 use crate::{Cache, Source};
 
@@ -189,6 +190,10 @@ impl Controller {
         E: Display + Send + 'static,
     {
         let reconcile = Arc::new(reconcile);
+        let reporter = match &self.source {
+            Source::Api(client) => Reporter::new(client, self.primary).map(Arc::new),
+            Source::Store(_) => None,
+        };
         let watchers = stop.child_token();
         let mut events = SelectAll::new();
         let mut kinds = vec![self.primary];
@@ -221,6 +226,7 @@ impl Controller {
                     let object = self.caches[&self.primary].get(&key);
                     running.spawn(self.reconcile_one(
                         reconcile.clone(),
+                        reporter.clone(),
                         Request {
                             key,
                             object,
@@ -302,6 +308,7 @@ impl Controller {
     fn reconcile_one<R, Fut, E>(
         &self,
         reconcile: Arc<R>,
+        reporter: Option<Arc<Reporter>>,
         request: Request,
     ) -> impl Future<Output = (ObjectKey, bool, Option<Duration>)> + Send + 'static
     where
@@ -320,10 +327,15 @@ impl Controller {
             name = %key.name,
             trigger = request.trigger.as_str(),
         );
+        let object = request.object.clone();
         async move {
             let started = Instant::now();
             let result = reconcile(request).await;
             let elapsed = started.elapsed();
+            if let (Some(reporter), Some(object)) = (reporter, object) {
+                let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+                reporter.record(&object, outcome).await;
+            }
             let duration_ms = elapsed.as_secs_f64() * 1000.0;
             metrics::histogram!("dora_reconcile_duration_seconds", "controller" => controller.clone())
                 .record(elapsed.as_secs_f64());

@@ -25,6 +25,7 @@ mod controller;
 pub mod creditsys;
 mod leader;
 mod queue;
+mod report;
 pub mod scheduler;
 mod source;
 mod time;

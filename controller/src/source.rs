@@ -34,12 +34,20 @@ impl From<Client> for Source {
     }
 }
 
-/// The row an object of the API stands for. The versions of its status columns are not in
-/// the object: they read as 0.
+/// The row an object of the API stands for: the status of a defined kind is its `computed`
+/// group, a built-in kind's status holds its groups by name. The versions of the status
+/// groups are not in the object: they read as 0.
 pub fn row_of(target: &Target, resource: Resource) -> Row {
     let meta = resource.metadata;
     let status = resource.status.unwrap_or(Value::Null);
-    let column = |name: &str| Arc::new(status.get(name).cloned().unwrap_or(Value::Null));
+    let column = |name: &str| {
+        let value = match target.kind.is_defined() {
+            true if name == "computed" => status.clone(),
+            true => Value::Null,
+            false => status.get(name).cloned().unwrap_or(Value::Null),
+        };
+        Arc::new(value)
+    };
     Row {
         key: ObjectKey::new(
             target.kind,

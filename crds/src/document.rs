@@ -53,17 +53,21 @@ pub fn split_documents(text: &str) -> Vec<Result<Value, ValidationError>> {
     }
     split_yaml(text)
         .into_iter()
-        .filter_map(
-            |(first_line, chunk)| match serde_saphyr::from_str::<Value>(&chunk) {
-                Ok(Value::Null) => None,
-                Ok(value) => Some(Ok(value)),
-                Err(e) => Some(Err(ValidationError::new(
-                    "",
-                    format!("invalid YAML (document starting at line {first_line}): {e}"),
-                ))),
-            },
-        )
+        .filter_map(|(first_line, chunk)| match from_yaml::<Value>(&chunk) {
+            Ok(Value::Null) => None,
+            Ok(value) => Some(Ok(value)),
+            Err(e) => Some(Err(ValidationError::new(
+                "",
+                format!("invalid YAML (document starting at line {first_line}): {e}"),
+            ))),
+        })
         .collect()
+}
+
+/// Reads YAML as YAML 1.2 does: only `true` and `false` are booleans, so a name such as `n`,
+/// `no` or `on` stays a string (YAML 1.1's "Norway problem").
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
 }
 
 /// Splits YAML text on `---` lines, keeping the 1-based line each document starts on.
@@ -225,6 +229,16 @@ fn parse_metadata(kind: Kind, value: Option<Value>) -> Result<Metadata, Validati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_words_of_yaml_1_1_stay_strings() {
+        let documents = split_documents("kind: Zone\nmetadata: {name: n, labels: {on: no}}\n");
+        let value = documents[0].as_ref().unwrap();
+        assert_eq!(value["metadata"]["name"], "n");
+        assert_eq!(value["metadata"]["labels"]["on"], "no");
+        let flag: Value = from_yaml("a: true\nb: yes\n").unwrap();
+        assert_eq!(flag, serde_json::json!({"a": true, "b": "yes"}));
+    }
 
     #[test]
     fn parses_multi_document_yaml_with_original_fields() {

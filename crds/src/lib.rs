@@ -17,7 +17,7 @@ pub mod spec;
 pub mod status;
 
 pub use columns::{Column, Format};
-pub use document::{Document, parse_documents, parse_resource, split_documents};
+pub use document::{Document, from_yaml, parse_documents, parse_resource, split_documents};
 pub use error::ValidationError;
 pub use hash::{canonical_json, spec_hash};
 pub use kind::{Kind, Scope};

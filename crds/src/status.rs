@@ -270,3 +270,21 @@ impl CreditAccount {
         }
     }
 }
+
+/// One aspect of an object's state, as Kubernetes' conditions: the controller runtime keeps a
+/// `Reconciled` condition in the status of the objects it reconciles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// What the condition is about (`Reconciled`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// One word for why (`Succeeded`, `Failed`).
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// RFC 3339 time of the last change of `status`.
+    pub last_transition_time: String,
+}

@@ -182,6 +182,20 @@ impl Dora {
         serde_json::from_str(&self.run(args)).expect("valid JSON")
     }
 
+    /// A client of the API as the profile's user (the administrator `dora up` made).
+    pub fn client(&self) -> dora_client::Client {
+        let config: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(Self::config(&self.home)).unwrap())
+                .unwrap();
+        let profile = &config["profiles"]["local"];
+        dora_client::Client::new(dora_client::Config::new(
+            profile["apiServer"].as_str().unwrap(),
+            profile["ca"].as_str().unwrap(),
+            profile["token"].as_str().unwrap(),
+        ))
+        .unwrap()
+    }
+
     pub fn stop(mut self) {
         let _ = Process::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -9,6 +9,7 @@ mod params;
 mod proxy;
 mod queue;
 mod resources;
+mod status;
 mod system;
 mod tokens;
 mod views;
@@ -43,6 +44,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/{*path}",
             get(resources::get)
                 .put(resources::put)
+                .patch(resources::patch)
                 .post(actions::post)
                 .delete(resources::delete),
         )

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    agents, flag, json_response, params, parse_limit, path_rejection, proxy, read_text, views,
-    volumes, watch,
+    agents, flag, json_response, params, parse_limit, path_rejection, proxy, read_text, status,
+    views, volumes, watch,
 };
 use crate::path::{self, Part, Target};
 use crate::state::AppState;
@@ -288,7 +288,9 @@ pub(super) async fn get(
             let command = params.command.unwrap_or_else(|| r#"["sh"]"#.into());
             return proxy::terminal(state, identity, target, upgrade, tty, command).await;
         }
-        Part::Report | Part::Certificate | Part::Credential => return Err(not_allowed("GET")),
+        Part::Report | Part::Certificate | Part::Credential | Part::Status => {
+            return Err(not_allowed("GET"));
+        }
     }
     let Some(name) = &target.name else {
         let params: ListParams = params::parse(&uri)?;
@@ -415,6 +417,24 @@ async fn versions(
 }
 
 /// `PUT` of one document at its own path.
+/// `PATCH .../{name}/status`: merges into the status of an object of a defined kind.
+pub(super) async fn patch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let identity = state.authenticate(&headers)?;
+    let Path(path) = path.map_err(path_rejection)?;
+    let target = path::parse(&path)?;
+    params::parse::<NoParams>(&uri)?;
+    match (&target.name, target.part) {
+        (Some(_), Part::Status) => status::write(state, identity, target, body, true).await,
+        _ => Err(not_allowed("PATCH")),
+    }
+}
+
 pub(super) async fn put(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -437,6 +457,10 @@ pub(super) async fn put(
         Part::Report => {
             params::parse::<NoParams>(&uri)?;
             return agents::put(state, identity, target, body).await;
+        }
+        Part::Status => {
+            params::parse::<NoParams>(&uri)?;
+            return status::write(state, identity, target, body, false).await;
         }
         Part::Files => {
             let put: PutParams = params::parse(&uri)?;

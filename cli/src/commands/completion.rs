@@ -59,7 +59,7 @@ fn look_up<T>(lookup: impl Future<Output = anyhow::Result<T>>) -> Option<T> {
 
 /// Learns the kinds defined on the cluster of the typed profile.
 fn learn_kinds(global: &Global) {
-    look_up(async { Client::new(global)?.learn_kinds().await });
+    look_up(async { Ok(Client::new(global)?.learn_kinds().await?) });
 }
 
 /// Kind names, plurals and aliases starting with what is typed: built-in ones and those
