@@ -136,6 +136,19 @@ async fn a_controller_over_the_api_reconciles_a_defined_kind_and_shows_its_state
             "target -1 is negative",
             "{failed}"
         );
+        // Its retries are told as one warning event, not one per retry.
+        std::thread::sleep(Duration::from_secs(2));
+        let events = dora.run(&["events", "ctr", "bad"]);
+        let warnings: Vec<&str> = events
+            .lines()
+            .filter(|l| l.contains("ReconcileFailed"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{events}");
+        assert!(
+            warnings[0].contains("Warning") && warnings[0].contains("target -1 is negative"),
+            "{events}"
+        );
+        assert!(!warnings[0].contains("(x"), "told once, not folded: {events}");
 
         // A new spec is reconciled and recorded as its generation.
         apply(&dora, "one.yaml", &counter("one", 5));

@@ -104,6 +104,23 @@ struct PageMeta {
     resource_version: String,
 }
 
+/// An event a controller tells about an object.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    /// One word for what happened (`ReconcileFailed`).
+    pub reason: &'a str,
+    pub message: &'a str,
+    /// Who tells it.
+    pub component: &'a str,
+    /// The object: its kind, zone and workspace (empty where its kind has none), name.
+    pub kind: &'a str,
+    pub zone: &'a str,
+    pub workspace: &'a str,
+    pub name: &'a str,
+}
+
 /// A rustls client configuration trusting the PEM certificates in `ca` only.
 pub fn tls_config(ca: &str) -> Result<rustls::ClientConfig, Error> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -371,6 +388,24 @@ impl Client {
             what: "object",
             source,
         })
+    }
+
+    /// Records an event about an object (`POST /v1/events`; the `Report` verb on its kind).
+    pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<(), Error> {
+        let body = serde_json::json!({
+            "type": if event.warning { "Warning" } else { "Normal" },
+            "reason": event.reason,
+            "message": event.message,
+            "component": event.component,
+            "involvedObject": {
+                "kind": event.kind,
+                "zone": event.zone,
+                "workspace": event.workspace,
+                "name": event.name,
+            },
+        });
+        let request = self.request(Method::POST, "/v1/events").json(&body);
+        self.call(request).await.map(drop)
     }
 
     /// Opens a WebSocket to `path` with `query`, over TLS trusting the cluster CA.

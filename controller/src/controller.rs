@@ -191,7 +191,7 @@ impl Controller {
     {
         let reconcile = Arc::new(reconcile);
         let reporter = match &self.source {
-            Source::Api(client) => Reporter::new(client, self.primary).map(Arc::new),
+            Source::Api(client) => Some(Arc::new(Reporter::new(client, &self.name, self.primary))),
             Source::Store(_) => None,
         };
         let watchers = stop.child_token();

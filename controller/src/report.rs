@@ -1,8 +1,14 @@
 //! What each reconcile came to, written into the object's status over the API, so that a user
 //! sees it with `dora get -w` and `dora describe` without access to the controller's machine:
-//! `observedGeneration` (the spec generation reconciled) and a `Reconciled` condition.
+//! `observedGeneration` (the spec generation reconciled) and a `Reconciled` condition; and a
+//! failing reconcile as a `ReconcileFailed` warning event, at most once per
+//! [`WARNING_INTERVAL`] per object and error.
 
-use dora_client::Client;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dora_client::{Client, NewEvent};
 use dora_crds::Kind;
 use dora_crds::status::Condition;
 use dora_store::{ObjectKey, Row};
@@ -10,24 +16,82 @@ use serde_json::{Value, json};
 
 /// The condition the runtime keeps.
 const RECONCILED: &str = "Reconciled";
+/// The least time between two warnings of the same failure of an object.
+const WARNING_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Writes reconcile outcomes of a defined kind's objects into their status.
+/// Writes reconcile outcomes of a kind's objects over the API.
 pub(crate) struct Reporter {
     client: Client,
+    /// The controller's name, as the events' component.
+    component: String,
+    /// Whether the kind's objects have a status to record the outcome in.
+    status: bool,
+    warned: Warnings,
+}
+
+/// The last warning told per object: its error and when.
+#[derive(Default)]
+struct Warnings(Mutex<HashMap<ObjectKey, (String, Instant)>>);
+
+impl Warnings {
+    /// Whether `error` of `key` is worth a warning now, noting it when it is.
+    fn fresh(&self, key: &ObjectKey, error: &str) -> bool {
+        let mut warned = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let fresh = warned
+            .get(key)
+            .is_none_or(|(last, at)| last != error || now.duration_since(*at) >= WARNING_INTERVAL);
+        if fresh {
+            warned.insert(key.clone(), (error.to_string(), now));
+        }
+        fresh
+    }
+
+    /// Forgets `key`'s failure: it reconciled.
+    fn forget(&self, key: &ObjectKey) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
 }
 
 impl Reporter {
-    /// A reporter over `client` for `kind`, when its objects have a status.
-    pub(crate) fn new(client: &Client, kind: Kind) -> Option<Reporter> {
-        let definition = dora_crds::registry::definition(kind)?;
-        definition.status.then(|| Reporter {
+    /// A reporter over `client` for the controller `component` of `kind`.
+    pub(crate) fn new(client: &Client, component: &str, kind: Kind) -> Reporter {
+        let status = dora_crds::registry::definition(kind).is_some_and(|d| d.status);
+        Reporter {
             client: client.clone(),
-        })
+            component: component.to_string(),
+            status,
+            warned: Warnings::default(),
+        }
     }
 
-    /// Records that reconciling `row` came to `outcome` (an error's text), unless its status
-    /// says so already: a write would wake the controller for nothing.
+    /// Records that reconciling `row` came to `outcome` (an error's text): in its status
+    /// unless it says so already (a write would wake the controller for nothing), and as a
+    /// warning event unless the same one was told lately.
     pub(crate) async fn record(&self, row: &Row, outcome: Result<(), String>) {
+        if outcome.is_ok() {
+            self.warned.forget(&row.key);
+        }
+        if let Err(error) = &outcome
+            && self.warned.fresh(&row.key, error)
+        {
+            let event = NewEvent {
+                warning: true,
+                reason: "ReconcileFailed",
+                message: error,
+                component: &self.component,
+                kind: &row.key.kind,
+                zone: &row.key.zone,
+                workspace: &row.key.workspace,
+                name: &row.key.name,
+            };
+            if let Err(e) = self.client.record_event(&event).await {
+                tracing::debug!(error = %e, "cannot record the failed reconcile as an event");
+            }
+        }
+        if !self.status {
+            return;
+        }
         let Some(patch) = patch(row, &outcome, &now()) else {
             return;
         };
@@ -141,6 +205,22 @@ mod tests {
         assert_eq!(failed["conditions"][0]["reason"], "Failed");
         assert_eq!(failed["conditions"][0]["message"], "no quota");
         assert_eq!(failed["conditions"][0]["lastTransitionTime"], "t3");
+    }
+
+    #[test]
+    fn a_failure_is_told_once_until_it_changes() {
+        let warnings = Warnings::default();
+        let key = ObjectKey::new(Kind::Workload, "z", "w", "a");
+        assert!(warnings.fresh(&key, "broken"));
+        assert!(!warnings.fresh(&key, "broken"), "told already");
+        assert!(warnings.fresh(&key, "broken otherwise"));
+        let other = ObjectKey::new(Kind::Workload, "z", "w", "b");
+        assert!(warnings.fresh(&other, "broken"));
+        warnings.forget(&key);
+        assert!(
+            warnings.fresh(&key, "broken otherwise"),
+            "a new failure after a success"
+        );
     }
 
     #[test]

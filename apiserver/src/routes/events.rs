@@ -8,11 +8,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::Verb;
-use dora_store::{Event, EventQuery, KeyParts, ObjectKey};
+use dora_store::{Event, EventQuery, EventType, KeyParts, ObjectKey};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::params::Params;
+use super::params::{NoParams, Params};
 use super::watch::{Feed, ndjson};
 use super::{flag, json_response, parse_limit};
 use crate::state::AppState;
@@ -227,4 +227,79 @@ impl Feed for EventFeed {
         line.push(b'\n');
         line
     }
+}
+
+/// What a controller tells about an object: `POST /v1/events`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Posted {
+    #[serde(rename = "type")]
+    event_type: EventType,
+    reason: String,
+    message: String,
+    /// Who tells it (a controller's name).
+    component: String,
+    involved_object: Involved,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Involved {
+    kind: String,
+    #[serde(default)]
+    zone: String,
+    #[serde(default)]
+    workspace: String,
+    name: String,
+}
+
+/// `POST /v1/events`: records an event about an object, told by a controller; it needs the
+/// `Report` verb on the object's kind. Identical events fold into one with a count.
+pub(super) async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Params<NoParams>, ApiError>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let identity = state.authenticate(&headers)?;
+    params?;
+    let text = super::read_text(body, state.options.max_body_bytes).await?;
+    let posted: Posted = serde_json::from_str(&text)
+        .map_err(|e| ApiError::invalid("event", format!("not an event: {e}")))?;
+    let involved = &posted.involved_object;
+    let kind = Kind::parse(&involved.kind).ok_or_else(|| {
+        ApiError::invalid(
+            "involvedObject.kind",
+            format!("no kind {:?}; see GET /v1/kinds", involved.kind),
+        )
+    })?;
+    for (field, text) in [
+        ("reason", &posted.reason),
+        ("component", &posted.component),
+        ("involvedObject.name", &involved.name),
+    ] {
+        if text.trim().is_empty() {
+            return Err(ApiError::invalid(field, "must not be empty"));
+        }
+    }
+    state.service.authorize(
+        &identity,
+        Verb::Report,
+        kind,
+        &involved.zone,
+        &involved.workspace,
+    )?;
+    let key = ObjectKey::new(kind, &involved.zone, &involved.workspace, &involved.name);
+    let event = Event::new(
+        &key,
+        posted.event_type,
+        &posted.reason,
+        posted.message,
+        &posted.component,
+    );
+    state.service.record(event).await;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"recorded": true}),
+    ))
 }

@@ -35,7 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
         .route("/v1/apply", post(apply::apply))
-        .route("/v1/events", get(events::events))
+        .route("/v1/events", get(events::events).post(events::post))
         .route("/v1/kinds", get(kinds::kinds))
         .route("/v1/tokens", post(tokens::create))
         .route("/v1/whoami", get(tokens::whoami))
