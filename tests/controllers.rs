@@ -148,7 +148,10 @@ async fn a_controller_over_the_api_reconciles_a_defined_kind_and_shows_its_state
             warnings[0].contains("Warning") && warnings[0].contains("target -1 is negative"),
             "{events}"
         );
-        assert!(!warnings[0].contains("(x"), "told once, not folded: {events}");
+        assert!(
+            !warnings[0].contains("(x"),
+            "told once, not folded: {events}"
+        );
 
         // A new spec is reconciled and recorded as its generation.
         apply(&dora, "one.yaml", &counter("one", 5));

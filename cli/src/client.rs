@@ -8,7 +8,7 @@ use dora_crds::Kind;
 use reqwest::Method;
 
 use crate::args::Global;
-use crate::config::{Config, Profile};
+use dora_client::profile::{Profile, Profiles};
 
 /// A connection to one API server as one user, and where commands act by default.
 pub struct Client {
@@ -36,7 +36,7 @@ pub struct Place {
 impl Client {
     /// A client for the chosen profile, with `-z`/`-g` overriding its defaults.
     pub fn new(global: &Global) -> anyhow::Result<Client> {
-        let config = Config::load()?;
+        let config = Profiles::load()?;
         let profile = config.profile(global.profile.as_deref())?.clone();
         Self::for_profile(&profile, global)
     }

@@ -15,6 +15,7 @@
 //! ```
 
 mod error;
+pub mod profile;
 mod stream;
 
 use std::sync::Arc;
@@ -55,6 +56,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings of the CLI profile `name` (the current one when `None`), as `dora up`
+    /// writes it for its cluster: see [`profile`].
+    pub fn from_profile(name: Option<&str>) -> Result<Config, Error> {
+        let profiles = profile::Profiles::load()?;
+        let profile = profiles.profile(name)?;
+        let ca = profile.ca.clone().ok_or_else(|| {
+            Error::Config(format!(
+                "profile {:?} has no CA certificate",
+                profiles.profile_name(name).unwrap_or_default()
+            ))
+        })?;
+        Ok(Config::new(&profile.api_server, ca, &profile.token))
+    }
+
     /// Settings for `url` trusting `ca`, as `token`, with a 30 s deadline.
     pub fn new(url: impl Into<String>, ca: impl Into<String>, token: impl Into<String>) -> Config {
         Config {

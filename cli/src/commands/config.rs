@@ -7,11 +7,12 @@ use reqwest::Method;
 
 use crate::args::{ConfigCommand, Global, ProfileCommand};
 use crate::client::Client;
-use crate::config::{self, Config, Profile};
+use crate::config;
 use crate::output;
+use dora_client::profile::{self, Profile, Profiles};
 
 pub async fn run(global: &Global, command: ConfigCommand) -> anyhow::Result<()> {
-    let mut config = Config::load()?;
+    let mut config = Profiles::load()?;
     match command {
         ConfigCommand::View => {
             let mut shown = config.clone();
@@ -21,20 +22,20 @@ pub async fn run(global: &Global, command: ConfigCommand) -> anyhow::Result<()> 
                     profile.ca = Some("<PEM>".into());
                 }
             }
-            println!("# {}", config::path().display());
+            println!("# {}", profile::path().display());
             print!("{}", output::yaml(&serde_json::to_value(&shown)?)?);
             return Ok(());
         }
         ConfigCommand::UseZone { zone } => {
             config.profile_mut(global.profile.as_deref())?.zone = Some(zone.clone());
-            config.save()?;
+            config::save(&config)?;
             println!("Default zone: {zone}");
             warn_if_missing(global, Kind::Zone, &zone).await;
             return Ok(());
         }
         ConfigCommand::UseWorkspace { workspace } => {
             config.profile_mut(global.profile.as_deref())?.workspace = Some(workspace.clone());
-            config.save()?;
+            config::save(&config)?;
             println!("Default workspace: {workspace}");
             warn_if_missing(global, Kind::Workspace, &workspace).await;
             return Ok(());
@@ -107,7 +108,7 @@ pub async fn run(global: &Global, command: ConfigCommand) -> anyhow::Result<()> 
             return Ok(());
         }
     }
-    config.save()?;
+    config::save(&config)?;
     Ok(())
 }
 

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{components, node};
 use crate::args::UpArgs;
-use crate::config::{Config, Profile};
+use crate::config;
+use dora_client::profile::{Profile, Profiles};
 
 /// Applied on first start: roles, the default zone and workspace, the admin user.
 const BOOTSTRAP: &str = include_str!("../../../manifests/bootstrap.yaml");
@@ -129,7 +130,7 @@ async fn bootstrap(
     let token = server
         .tokens()
         .issue("admin", ADMIN_TOKEN_LIFETIME, TokenClaims::default())?;
-    let mut config = Config::load()?;
+    let mut config = Profiles::load()?;
     config.profiles.insert(
         "local".into(),
         Profile {
@@ -141,7 +142,7 @@ async fn bootstrap(
         },
     );
     config.current.get_or_insert_with(|| "local".into());
-    let config_path = config.save()?;
+    let config_path = config::save(&config)?;
     println!("Dora is up at {url} (data in {})", data_dir.display());
     println!();
     println!(
@@ -160,12 +161,12 @@ async fn bootstrap(
 
 /// Points the CLI profile "local" at `url` after a restart on another port.
 fn update_profile(url: &str, data_dir: &Path) -> anyhow::Result<()> {
-    let mut config = Config::load()?;
+    let mut config = Profiles::load()?;
     if let Some(profile) = config.profiles.get_mut("local")
         && profile.api_server != url
     {
         profile.api_server = url.to_string();
-        config.save()?;
+        config::save(&config)?;
     }
     println!(
         "Dora is up at {url} (data in {}); the CLI profile \"local\" points at it",
