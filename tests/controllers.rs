@@ -212,3 +212,81 @@ async fn a_controller_over_the_api_reconciles_a_defined_kind_and_shows_its_state
     );
     tokio::task::block_in_place(|| dora.stop());
 }
+
+/// The example controller `name`, built by `cargo test` (or `cargo build --examples`) beside
+/// the `dora` binary, run as its own process against `dora`'s profile.
+fn example(dora: &Dora, name: &str) -> std::process::Child {
+    let binary = std::path::Path::new(support::DORA)
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: cargo build --examples",
+        binary.display()
+    );
+    let log = std::fs::File::create(dora.home.join(format!("{name}.log"))).unwrap();
+    std::process::Command::new(binary)
+        .env("DORA_CONFIG", Dora::config(&dora.home))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn names_of(dora: &Dora, kind: &str) -> Vec<String> {
+    let list = dora.json(&["get", kind, "-o", "json"]);
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_sweep_example_runs_its_grid_within_its_parallelism_and_cleans_up() {
+    let home = support::home();
+    let dora = Dora::up_with(
+        home.path(),
+        &["--no-node", "--sim-nodes", "2"],
+        "warn",
+        std::process::Stdio::inherit(),
+    );
+    let manifest = support::repo().join("examples/sweep.yaml");
+    dora.run(&["apply", "-f", manifest.to_str().unwrap()]);
+    let mut controller = example(&dora, "sweep");
+    eventually("the sweep's status", || {
+        let list = dora.json(&["get", "sweeps", "-o", "json"]);
+        let status = &list["items"][0]["status"];
+        status["points"] == 4 && status["running"] == 2 && status["pending"] == 2
+    });
+    // Two points at once: the parallelism.
+    assert_eq!(names_of(&dora, "workloads"), ["lr-0", "lr-1"]);
+    let table = dora.run(&["get", "sweeps"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..6], ["lr", "4", "2", "2", "0", "0"], "{table}");
+    // Each point's values are in its environment.
+    let spec = dora.json(&["get", "wk", "lr-0", "-o", "json"]);
+    let env = spec["spec"]["config"]["env"].to_string();
+    assert!(env.contains("LR=") && env.contains("BATCH="), "{env}");
+
+    dora.run(&["delete", "sweep", "lr"]);
+    eventually("the sweep's workloads and containers to go", || {
+        names_of(&dora, "workloads").is_empty() && names_of(&dora, "containers").is_empty()
+    });
+    let _ = controller.kill();
+    let _ = controller.wait();
+    dora.stop();
+}

@@ -1,0 +1,139 @@
+//! The `Sweep` controller (`examples/sweep.yaml` defines the kind): one Workload per point of
+//! a sweep's parameter grid, at most `parallelism` unfinished at once, counted in its status.
+//! It runs anywhere, over the API, as your `dora up` profile's user:
+//!
+//! ```sh
+//! dora apply -f examples/sweep.yaml && cargo run --example sweep   # [-- --profile NAME]
+//! ```
+
+use std::sync::Arc;
+
+use dora_client::{Client, Config, reqwest::Method};
+use dora_controller::{Action, Cache, Controller, Request};
+use dora_crds::Kind;
+use dora_store::{ObjectKey, Row};
+use serde_json::{Value, json};
+
+/// Every combination of the parameters' values, as `NAME=value` lists.
+fn grid(parameters: &Value) -> Vec<Vec<String>> {
+    let mut points = vec![Vec::new()];
+    for (name, values) in parameters.as_object().into_iter().flatten() {
+        let values = values.as_array().cloned().unwrap_or_default();
+        points = points
+            .iter()
+            .flat_map(|point| {
+                values.iter().map(move |value| {
+                    let value = value.as_str().map_or(value.to_string(), str::to_string);
+                    [point.clone(), vec![format!("{name}={value}")]].concat()
+                })
+            })
+            .collect();
+    }
+    points
+}
+
+/// A Workload's status word, as `dora get` shows it.
+fn phase(workload: &Row) -> &'static str {
+    let replicas = workload.resource["replica"]["count"].as_u64().unwrap_or(1) as u32;
+    let status = dora_crds::decode_written(&workload.computed);
+    dora_crds::phase::workload(status.as_ref(), replicas).word
+}
+
+async fn reconcile(client: Client, workloads: Cache, request: Request) -> anyhow::Result<Action> {
+    let key = &request.key;
+    let path = |kind: Kind, name: &str| {
+        format!(
+            "{}/{name}",
+            kind.collection_path(&key.zone, Some(&key.workspace))
+        )
+    };
+    let mine: Vec<Arc<Row>> = workloads
+        .list()
+        .into_iter()
+        .filter(|w| w.key.workspace == key.workspace && w.labels.get("sweep") == Some(&key.name))
+        .collect();
+    let Some(sweep) = request.object else {
+        for workload in mine {
+            client
+                .send(
+                    Method::DELETE,
+                    &path(Kind::Workload, &workload.key.name),
+                    &[],
+                    None,
+                )
+                .await?;
+        }
+        return Ok(Action::await_change());
+    };
+    let points = grid(&sweep.resource["parameters"]);
+    let parallelism = sweep.resource["parallelism"].as_u64().unwrap_or(u64::MAX) as usize;
+    let count = |words: &[&str]| mine.iter().filter(|w| words.contains(&phase(w))).count();
+    let (succeeded, failed) = (
+        count(&["Completed"]),
+        count(&["Failed", "CrashLoopBackOff"]),
+    );
+    let running = count(&["Running", "Starting"]);
+    let mut unfinished = mine.len() - succeeded - failed;
+    for (index, point) in points.iter().enumerate() {
+        let name = format!("{}-{index}", key.name);
+        if unfinished >= parallelism || mine.iter().any(|w| w.key.name == name) {
+            continue;
+        }
+        let mut spec = sweep.resource["template"].clone();
+        let mut env = spec["config"]["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        env.extend(point.iter().map(|pair| json!(pair)));
+        spec["config"]["env"] = json!(env);
+        let workload = json!({"apiVersion": "v1", "kind": "Workload", "spec": spec,
+            "metadata": {"name": name, "zone": key.zone, "workspace": key.workspace,
+                         "labels": {"sweep": key.name}}});
+        client.apply(workload.to_string()).await?;
+        unfinished += 1;
+    }
+    let status = json!({"points": points.len(), "running": running, "succeeded": succeeded,
+        "failed": failed, "pending": points.len() - running - succeeded - failed});
+    client
+        .patch_status(&path(sweep_kind(), &key.name), &status)
+        .await?;
+    Ok(Action::await_change())
+}
+
+fn sweep_kind() -> Kind {
+    Kind::parse("sweeps").expect("learnt from the API")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    let args: Vec<String> = std::env::args().collect();
+    let profile = args
+        .iter()
+        .position(|a| a == "--profile")
+        .and_then(|i| args.get(i + 1));
+    let client = Client::new(Config::from_profile(profile.map(String::as_str))?)?;
+    client.learn_kinds().await?;
+    anyhow::ensure!(
+        Kind::parse("sweeps").is_some(),
+        "apply examples/sweep.yaml first"
+    );
+    let sweeps = sweep_kind();
+    let controller = Controller::new("sweep", client.clone(), sweeps, "default").watches(
+        Kind::Workload,
+        move |w| {
+            let owner = w.labels.get("sweep");
+            owner
+                .map(|s| ObjectKey::new(sweeps, &w.key.zone, &w.key.workspace, s))
+                .into_iter()
+                .collect()
+        },
+    );
+    let workloads = controller.cache(Kind::Workload);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopping = stop.clone();
+    tokio::spawn(async move { tokio::signal::ctrl_c().await.map(|()| stopping.cancel()) });
+    let reconciler = move |request| reconcile(client.clone(), workloads.clone(), request);
+    controller.run(reconciler, stop).await;
+    Ok(())
+}
