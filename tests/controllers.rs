@@ -290,3 +290,61 @@ fn the_sweep_example_runs_its_grid_within_its_parallelism_and_cleans_up() {
     let _ = controller.wait();
     dora.stop();
 }
+
+fn cron(policy: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: CronWorkload\nmetadata: {{name: tick}}\nspec:\n  schedule: '*/2 * * * * *'\n  concurrencyPolicy: {policy}\n  template:\n    replica: {{count: 1}}\n    driver: Process\n    config: {{cmd: [sleep, '600']}}\n    selectors: {{cpu: {{product_name: All, count: 100m}}}}\n"
+    )
+}
+
+#[test]
+fn the_cron_example_runs_on_schedule_by_its_concurrency_policy() {
+    let home = support::home();
+    let dora = Dora::up_with(
+        home.path(),
+        &["--no-node", "--sim-nodes", "2"],
+        "warn",
+        std::process::Stdio::inherit(),
+    );
+    let manifest = support::repo().join("examples/cron.yaml");
+    let definition = std::fs::read_to_string(&manifest).unwrap();
+    let definition = definition.split("\n---\n").next().unwrap();
+    apply(&dora, "definition.yaml", definition);
+    apply(&dora, "tick.yaml", &cron("Forbid"));
+    let mut controller = example(&dora, "cron_workload");
+
+    // Forbid: the first run goes on, later ticks start nothing.
+    eventually("the first run", || names_of(&dora, "workloads").len() == 1);
+    let first = names_of(&dora, "workloads");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        names_of(&dora, "workloads"),
+        first,
+        "Forbid starts no second run"
+    );
+    let list = dora.json(&["get", "cwl", "-o", "json"]);
+    let status = &list["items"][0]["status"];
+    assert_eq!(status["active"], 1, "{status}");
+    assert!(
+        status["lastRun"].is_string() && status["nextRun"].is_string(),
+        "{status}"
+    );
+    let table = dora.run(&["get", "cronworkloads"]);
+    assert!(table.contains("*/2 * * * * *"), "{table}");
+
+    // Replace: a tick stops the running one and starts its own.
+    apply(&dora, "tick.yaml", &cron("Replace"));
+    eventually("a replacing run", || {
+        let now = names_of(&dora, "workloads");
+        now.len() == 1 && now != first
+    });
+    // Allow: runs overlap.
+    apply(&dora, "tick.yaml", &cron("Allow"));
+    eventually("overlapping runs", || {
+        names_of(&dora, "workloads").len() >= 3
+    });
+
+    let _ = controller.kill();
+    let _ = controller.wait();
+    dora.stop();
+}

@@ -1,0 +1,141 @@
+//! The `CronWorkload` controller (`examples/cron.yaml` defines the kind): a Workload from its
+//! template on its schedule, with a concurrency policy and a history limit, and its last and
+//! next run in its status. It runs anywhere, over the API, as your `dora up` profile's user:
+//!
+//! ```sh
+//! dora apply -f examples/cron.yaml && cargo run --example cron_workload   # [-- --profile NAME]
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dora_client::{Client, Config, reqwest::Method};
+use dora_controller::{Action, Cache, Controller, Request};
+use dora_crds::Kind;
+use dora_store::{ObjectKey, Row};
+use serde_json::json;
+
+fn finished(workload: &Row) -> bool {
+    let replicas = workload.resource["replica"]["count"].as_u64().unwrap_or(1) as u32;
+    let status = dora_crds::decode_written(&workload.computed);
+    let word = dora_crds::phase::workload(status.as_ref(), replicas).word;
+    matches!(word, "Completed" | "Failed")
+}
+
+fn time(text: &serde_json::Value) -> Option<DateTime<Utc>> {
+    text.as_str()?.parse().ok()
+}
+
+async fn reconcile(client: Client, workloads: Cache, request: Request) -> anyhow::Result<Action> {
+    let Some(cron) = request.object else {
+        return Ok(Action::await_change());
+    };
+    let key = &request.key;
+    let path = |kind: Kind, name: &str| {
+        format!(
+            "{}/{name}",
+            kind.collection_path(&key.zone, Some(&key.workspace))
+        )
+    };
+    let schedule: croner::Cron = cron.resource["schedule"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()?;
+    let mut runs: Vec<Arc<Row>> = workloads
+        .list()
+        .into_iter()
+        .filter(|w| w.key.workspace == key.workspace && w.labels.get("cron") == Some(&key.name))
+        .collect();
+    runs.sort_by_key(|w| w.created);
+    let now = Utc::now();
+    let created = DateTime::from_timestamp_millis(cron.created).unwrap_or(now);
+    let last = time(&cron.computed["lastRun"]);
+    let due = schedule.find_next_occurrence(&last.unwrap_or(created), false)?;
+    let mut last_run = last;
+    if due <= now {
+        let active: Vec<&Arc<Row>> = runs.iter().filter(|w| !finished(w)).collect();
+        let policy = cron.resource["concurrencyPolicy"]
+            .as_str()
+            .unwrap_or("Allow");
+        if policy == "Replace" {
+            for run in &active {
+                client
+                    .send(
+                        Method::DELETE,
+                        &path(Kind::Workload, &run.key.name),
+                        &[],
+                        None,
+                    )
+                    .await?;
+            }
+        }
+        if policy != "Forbid" || active.is_empty() {
+            let name = format!("{}-{}", key.name, due.timestamp());
+            let workload = json!({"apiVersion": "v1", "kind": "Workload",
+                "spec": cron.resource["template"],
+                "metadata": {"name": name, "zone": key.zone, "workspace": key.workspace,
+                             "labels": {"cron": key.name}}});
+            client.apply(workload.to_string()).await?;
+        }
+        last_run = Some(due);
+    }
+    let history = cron.resource["historyLimit"].as_u64().unwrap_or(3) as usize;
+    let done: Vec<&Arc<Row>> = runs.iter().filter(|w| finished(w)).collect();
+    for old in done.iter().take(done.len().saturating_sub(history)) {
+        client
+            .send(
+                Method::DELETE,
+                &path(Kind::Workload, &old.key.name),
+                &[],
+                None,
+            )
+            .await?;
+    }
+    let next = schedule.find_next_occurrence(&last_run.unwrap_or(created).max(now), false)?;
+    let status = json!({"lastRun": last_run.map(|t| t.to_rfc3339()), "nextRun": next.to_rfc3339(),
+        "active": runs.len() - done.len()});
+    client
+        .patch_status(&path(cron_kind(), &key.name), &status)
+        .await?;
+    let wait = (next - Utc::now()).to_std().unwrap_or_default();
+    Ok(Action::requeue(wait.max(Duration::from_millis(100))))
+}
+
+fn cron_kind() -> Kind {
+    Kind::parse("cronworkloads").expect("learnt from the API")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    let args: Vec<String> = std::env::args().collect();
+    let profile = args
+        .iter()
+        .position(|a| a == "--profile")
+        .and_then(|i| args.get(i + 1));
+    let client = Client::new(Config::from_profile(profile.map(String::as_str))?)?;
+    client.learn_kinds().await?;
+    anyhow::ensure!(
+        Kind::parse("cronworkloads").is_some(),
+        "apply examples/cron.yaml first"
+    );
+    let crons = cron_kind();
+    let controller = Controller::new("cron", client.clone(), crons, "default").watches(
+        Kind::Workload,
+        move |w| {
+            let owner = w.labels.get("cron");
+            owner
+                .map(|c| ObjectKey::new(crons, &w.key.zone, &w.key.workspace, c))
+                .into_iter()
+                .collect()
+        },
+    );
+    let workloads = controller.cache(Kind::Workload);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopping = stop.clone();
+    tokio::spawn(async move { tokio::signal::ctrl_c().await.map(|()| stopping.cancel()) });
+    let reconciler = move |request| reconcile(client.clone(), workloads.clone(), request);
+    controller.run(reconciler, stop).await;
+    Ok(())
+}
