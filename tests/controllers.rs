@@ -236,13 +236,7 @@ fn example(dora: &Dora, name: &str) -> std::process::Child {
 }
 
 fn names_of(dora: &Dora, kind: &str) -> Vec<String> {
-    let list = dora.json(&["get", kind, "-o", "json"]);
-    let mut names: Vec<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let mut names = support::names(&dora.json(&["get", kind, "-o", "json"]));
     names.sort();
     names
 }
@@ -346,5 +340,141 @@ fn the_cron_example_runs_on_schedule_by_its_concurrency_policy() {
 
     let _ = controller.kill();
     let _ = controller.wait();
+    dora.stop();
+}
+
+/// Waits for `dora get workloads -o json` to satisfy `check`, returning the list.
+fn workloads_until(dora: &Dora, what: &str, check: impl Fn(&[String]) -> bool) -> Value {
+    support::wait_for(dora, &["get", "workloads", "-o", "json"], what, |list| {
+        check(support::names(list).as_slice())
+    })
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// End to end: examples/notebook-controller.py, a controller in Python that knows Dora only
+/// through its HTTPS API (list, watch, apply, status writes, delete), reconciles the Notebook
+/// kind of examples/definition.yaml: a Workload per Notebook that hollow nodes run, the
+/// Workload's phase in the Notebook's status, the Workload deleted with its Notebook, and an
+/// orphan found at start deleted too.
+#[test]
+fn a_controller_in_python_reconciles_notebooks_over_the_api() {
+    let home = support::home();
+    let dora = Dora::up_with(
+        home.path(),
+        &["--no-node", "--sim-nodes", "2", "--sim-gpus", "2xA100"],
+        "warn",
+        std::process::Stdio::inherit(),
+    );
+    // A Workload of a notebook that no longer exists: the controller deletes it at start.
+    let orphan = home.path().join("orphan.yaml");
+    std::fs::write(
+        &orphan,
+        "apiVersion: v1\nkind: Workload\nmetadata: {name: nb-gone, labels: {notebook: gone}}\n\
+         spec: {replica: {count: 1}, driver: Docker, image: {image: dora/busybox}}\n",
+    )
+    .unwrap();
+    dora.run(&["apply", "-f", orphan.to_str().unwrap()]);
+    dora.run(&["apply", "-f", "examples/definition.yaml"]);
+
+    let log = std::fs::File::create(home.path().join("python-controller.log")).unwrap();
+    let mut controller = KillOnDrop(
+        std::process::Command::new("python3")
+            .arg(support::repo().join("examples/notebook-controller.py"))
+            .arg("--profile-config")
+            .arg(Dora::config(home.path()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("python3 runs the controller"),
+    );
+
+    let list = support::wait_for(
+        &dora,
+        &["get", "notebooks", "-o", "json"],
+        "the notebook's phase Running",
+        |list| list["items"][0]["status"]["phase"] == "Running",
+    );
+    let status = &list["items"][0]["status"];
+    assert_eq!(status["workload"], "nb-lab", "{status}");
+    assert_eq!(status["observedGeneration"], 1, "{status}");
+    let workloads = workloads_until(&dora, "nb-lab alone", |names| names == ["nb-lab"]);
+    let workload = &workloads["items"][0];
+    assert_eq!(
+        workload["metadata"]["labels"]["notebook"], "lab",
+        "{workload}"
+    );
+    assert_eq!(
+        workload["spec"]["image"]["image"], "jupyter/base-notebook",
+        "{workload}"
+    );
+    assert_eq!(
+        workload["spec"]["selectors"]["gpu"]["count"], 1,
+        "{workload}"
+    );
+    assert_eq!(workload["status"]["phase"], "Running", "{workload}");
+
+    // A new spec is a new generation: the Workload follows, the status records it.
+    let edited = home.path().join("lab.yaml");
+    std::fs::write(
+        &edited,
+        "apiVersion: v1\nkind: Notebook\nmetadata: {name: lab}\n\
+         spec: {image: jupyter/scipy-notebook, gpus: 2}\n",
+    )
+    .unwrap();
+    dora.run(&["apply", "-f", edited.to_str().unwrap()]);
+    support::wait_for(
+        &dora,
+        &["get", "notebooks", "-o", "json"],
+        "generation 2 observed",
+        |list| list["items"][0]["status"]["observedGeneration"] == 2,
+    );
+    support::wait_for(
+        &dora,
+        &["get", "workloads", "-o", "json"],
+        "the new image",
+        |list| {
+            list["items"][0]["spec"]["image"]["image"] == "jupyter/scipy-notebook"
+                && list["items"][0]["spec"]["selectors"]["gpu"]["count"] == 2
+        },
+    );
+
+    dora.run(&["delete", "notebook", "lab"]);
+    workloads_until(&dora, "nb-lab deleted", |names| names.is_empty());
+
+    // SIGTERM ends it cleanly; its log has one line per reconcile, as the Rust runtime's.
+    std::process::Command::new("kill")
+        .args(["-TERM", &controller.0.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = controller.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(home.path().join("python-controller.log")).unwrap();
+    assert!(exit.success(), "{exit}: {log}");
+    for wanted in [
+        "name=gone trigger=related}: reconciled result=ok duration_ms=",
+        "deleted=nb-gone",
+        "name=lab trigger=changed}: reconciled result=ok",
+        "deleted=nb-lab",
+    ] {
+        assert!(log.contains(wanted), "no {wanted:?} in:\n{log}");
+    }
     dora.stop();
 }
