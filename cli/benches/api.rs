@@ -4,12 +4,10 @@
 //!
 //! `cargo bench --bench api` (DORA_BENCH_SECS sets each phase's length, default 10).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 const CONNECTIONS: usize = 64;
 const BATCH: usize = 50;
@@ -35,12 +33,7 @@ impl Phase {
     fn print(&self, name: &str) {
         let mut latencies = self.latencies.clone();
         latencies.sort();
-        let at = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
+        let at = |q: f64| common::quantile(&latencies, q);
         let secs = self.elapsed.as_secs_f64();
         println!(
             "{name:<28} {:>9.0} req/s {:>9.0} docs/s   p50 {:>7.2} ms   p99 {:>7.2} ms   errors {}",
@@ -121,36 +114,10 @@ async fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(10),
     );
-    let home = tempfile::tempdir().expect("temp dir");
-    let config_path = home.path().join("config.yaml");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_dora"))
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(home.path().join("data"))
-        .env("DORA_CONFIG", &config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dora up");
-    let stdout = server.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let _banner = lines
-        .find(|l| l.as_ref().is_ok_and(|l| l.contains("dora events -w")))
-        .expect("dora up is up");
-    std::thread::spawn(move || lines.for_each(drop));
-
-    let config: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(&config_path).expect("config"))
-            .expect("config YAML");
-    let profile = &config["profiles"]["local"];
-    let url = profile["apiServer"]
-        .as_str()
-        .expect("apiServer")
-        .to_string();
-    let token = Arc::new(format!(
-        "Bearer {}",
-        profile["token"].as_str().expect("token")
-    ));
-    let http = client(profile["ca"].as_str().expect("ca"));
+    let up = common::Up::start(&[]);
+    let url = up.field("apiServer");
+    let token = Arc::new(format!("Bearer {}", up.field("token")));
+    let http = client(&up.field("ca"));
 
     let apply = |http: reqwest::Client, url: String, token: Arc<String>| {
         move |body: String| {
@@ -212,9 +179,4 @@ async fn main() {
     })
     .await
     .print(&format!("apply, {BATCH} docs per request"));
-
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
 }
