@@ -7,8 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use dora_controller::{Action, Controller, Request};
-use dora_crds::Kind;
+use dora_controller::{Action, Controller, Object, Request, Resource};
+use dora_crds::{Kind, Scope};
 use serde_json::{Value, json};
 use support::Dora;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,22 @@ spec:
   names: {kind: Note, plural: notes}
   scope: cluster
 "#;
+
+/// The Counter kind's types, as its controller reads its objects.
+struct Counter;
+
+#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+struct CounterSpec {
+    target: i64,
+}
+
+impl Resource for Counter {
+    const KIND: &'static str = "Counter";
+    const PLURAL: &'static str = "counters";
+    const SCOPE: Scope = Scope::ZonedWorkspaced;
+    type Spec = CounterSpec;
+    type Status = Value;
+}
 
 fn counter(name: &str, target: i64) -> String {
     format!(
@@ -100,17 +116,13 @@ async fn a_controller_over_the_api_reconciles_a_defined_kind_and_shows_its_state
             let Some(row) = request.object else {
                 return Ok(Action::await_change());
             };
-            let target = row.resource["target"].as_i64().unwrap_or_default();
+            let counter = Object::<Counter>::from_row(&row).map_err(|e| e.to_string())?;
+            let target = counter.spec.target;
             if target < 0 {
                 return Err(format!("target {target} is negative"));
             }
-            let path = format!(
-                "{}/{}",
-                kind.collection_path(&row.key.zone, Some(&row.key.workspace)),
-                row.key.name
-            );
             writer
-                .patch_status(&path, &json!({"doubled": target * 2}))
+                .patch_status(&counter.path(), &json!({"doubled": target * 2}))
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Action::await_change())

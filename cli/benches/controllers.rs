@@ -45,6 +45,9 @@ fn controller(
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     let objects: usize = std::env::var("DORA_BENCH_OBJECTS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -66,21 +69,21 @@ async fn main() {
         "Controller over the API of dora up (release): {WRITES} single writes, {objects} objects"
     );
 
-    // Watch latency: one write at a time, from the API's answer to the reconcile.
+    // Watch latency: one write at a time, from sending it to its reconcile.
     let stop = CancellationToken::new();
     let mut seen = controller(&client, kind, &stop);
     let mut latencies = Vec::with_capacity(WRITES);
     for i in 0..WRITES {
         let name = format!("w{i}");
-        client.apply(counter(&name, i)).await.expect("apply");
         let written = Instant::now();
+        client.apply(counter(&name, i)).await.expect("apply");
         while seen.recv().await.expect("the controller runs") != name {}
         latencies.push(written.elapsed());
     }
     stop.cancel();
     latencies.sort();
     println!(
-        "watch latency, write → reconcile:  p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms",
+        "write → reconcile over the API:  p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms",
         common::quantile(&latencies, 0.50).as_secs_f64() * 1e3,
         common::quantile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,

@@ -29,6 +29,7 @@ mod report;
 pub mod scheduler;
 mod source;
 mod time;
+mod typed;
 mod watcher;
 
 pub use cache::{Cache, reflect};
@@ -36,4 +37,5 @@ pub use controller::{Action, Controller, Handle, Mapper, Observer, Request};
 pub use leader::{LeaseConfig, holder_name, run_elected};
 pub use queue::Trigger;
 pub use source::{Source, row_of};
+pub use typed::{Object, Resource};
 pub use watcher::{Target, WatchConfig, WatchEvent, watch};

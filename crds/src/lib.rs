@@ -24,7 +24,7 @@ pub use kind::{Kind, Scope};
 pub use meta::{Metadata, Resource};
 pub use name::validate_name;
 pub use quantity::{Bytes, Count, Duration, MilliCpu};
-pub use schema::{kind_schema, spec_checker, validate_spec};
+pub use schema::{kind_schema, schema_of, spec_checker, validate_spec};
 pub use selector::{Selector, SelectorError};
 
 /// The only `apiVersion` Dora accepts.

@@ -13,7 +13,9 @@ use serde_json::Value;
 use crate::spec::*;
 use crate::{Kind, ValidationError};
 
-fn schema_of<T: JsonSchema>() -> Value {
+/// The JSON Schema of a spec type, as Dora checks specs against it (an explicit `null` is
+/// refused rather than taken as a missing field).
+pub fn schema_of<T: JsonSchema>() -> Value {
     let mut schema = SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<T>()
