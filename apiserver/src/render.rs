@@ -1,11 +1,16 @@
 //! Turning stored rows into the documents the API returns.
 
+use std::collections::BTreeMap;
+
 use dora_crds::status::NodeCondition;
 use dora_crds::{API_VERSION, Kind, Metadata, Resource, decode_written, phase};
 use dora_store::{ObjectKey, Row};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// `status.phase` of an object whose delete waits on finalizers.
+pub const TERMINATING: &str = "Terminating";
 
 /// RFC 3339 text of a Unix-milliseconds instant.
 pub fn timestamp(millis: i64) -> String {
@@ -17,6 +22,10 @@ pub fn timestamp(millis: i64) -> String {
 
 fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
+}
+
+fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then(|| map.clone())
 }
 
 /// The resource a row holds, with `status` assembled from the column groups.
@@ -32,6 +41,14 @@ pub fn resource(row: &Row) -> Resource {
         }
     }
     summarize(row, &mut status);
+    if row.meta.terminating() {
+        status.insert("phase".into(), TERMINATING.into());
+        let waiting = row.meta.finalizers.join(", ");
+        status.insert(
+            "message".into(),
+            format!("deletion pending on finalizers {waiting}").into(),
+        );
+    }
     Resource {
         api_version: API_VERSION.into(),
         kind: row.key.kind.clone(),
@@ -40,6 +57,11 @@ pub fn resource(row: &Row) -> Resource {
             zone: non_empty(&row.key.zone),
             workspace: non_empty(&row.key.workspace),
             labels: row.labels.clone(),
+            annotations: non_empty_map(&row.meta.annotations),
+            owner_references: (!row.meta.owner_references.is_empty())
+                .then(|| row.meta.owner_references.clone()),
+            finalizers: (!row.meta.finalizers.is_empty()).then(|| row.meta.finalizers.clone()),
+            deletion_timestamp: row.meta.deletion_timestamp.map(timestamp),
             uid: Some(row.uid.clone()),
             version: Some(row.version),
             generation: Some(row.generation),
