@@ -83,3 +83,33 @@ pub(super) fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has_meta(conn: &Connection, table: Table) -> bool {
+        conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'meta'",
+            [table.name()],
+            |row| row.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tables_made_before_the_meta_column_gain_it_once() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&ddl()).unwrap();
+        for table in Table::ALL {
+            conn.execute_batch(&format!("ALTER TABLE {} DROP COLUMN meta", table.name()))
+                .unwrap();
+            assert!(!has_meta(&conn, table));
+        }
+        upgrade(&conn).unwrap();
+        upgrade(&conn).unwrap();
+        for table in Table::ALL {
+            assert!(has_meta(&conn, table), "{}", table.name());
+        }
+    }
+}
