@@ -12,7 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dora_crds::{Kind, OwnerReference};
+use dora_crds::spec::DefinitionSpec;
+use dora_crds::{Kind, OwnerReference, registry};
 use dora_store::{Deletion, Event, EventType, ObjectKey, Precondition, Row, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -81,8 +82,10 @@ async fn collect(store: Arc<dyn Store>, config: GcConfig, lost: CancellationToke
                 }
             }
             Some((kind, event)) = rx.recv() => {
+                learn_kinds(kind, &event);
                 let mut due = index.apply(kind, event);
                 while let Ok((kind, event)) = rx.try_recv() {
+                    learn_kinds(kind, &event);
                     due.extend(index.apply(kind, event));
                 }
                 for key in due {
@@ -91,6 +94,28 @@ async fn collect(store: Arc<dyn Store>, config: GcConfig, lost: CancellationToke
                     }
                 }
             }
+        }
+    }
+}
+
+/// Makes the kinds that Definitions declare known in this process, so that a collector that
+/// runs on its own (`dora gc`, without an API server beside it) follows them and finds owners
+/// of those kinds; the next rescan starts following them.
+fn learn_kinds(kind: Kind, event: &WatchEvent) {
+    if kind != Kind::Definition {
+        return;
+    }
+    let rows = match event {
+        WatchEvent::Applied(row) => std::slice::from_ref(row),
+        WatchEvent::Listed(rows) => rows.as_slice(),
+        WatchEvent::Deleted(_) => return,
+    };
+    for row in rows {
+        let defined = dora_crds::decode::<DefinitionSpec>(&row.resource)
+            .map_err(|e| e.to_string())
+            .and_then(|spec| registry::define(&spec).map_err(|e| e.to_string()));
+        if let Err(error) = defined {
+            tracing::warn!(definition = %row.key.name, %error, "cannot follow the kind this Definition declares");
         }
     }
 }
@@ -146,6 +171,9 @@ struct Index {
     owners: HashMap<ObjectKey, Vec<Owner>>,
     /// Each owner's dependents.
     dependents: HashMap<ObjectKey, HashSet<ObjectKey>>,
+    /// Dependents naming an owner of a kind not known yet, looked at again on every list:
+    /// a kind becomes known before its first list.
+    unresolved: HashMap<ObjectKey, Arc<Row>>,
 }
 
 impl Index {
@@ -156,6 +184,7 @@ impl Index {
         match event {
             WatchEvent::Applied(row) => self.applied(&row, &mut due),
             WatchEvent::Deleted(key) => {
+                self.unresolved.remove(&key);
                 self.set(&key, Vec::new());
                 due.extend(self.dependents_of(&key));
             }
@@ -170,7 +199,10 @@ impl Index {
                 for key in gone {
                     self.set(&key, Vec::new());
                 }
-                for row in &rows {
+                self.unresolved
+                    .retain(|key, _| key.kind != kind.name() || listed.contains(key));
+                let retried: Vec<Arc<Row>> = self.unresolved.values().cloned().collect();
+                for row in rows.iter().chain(&retried) {
                     self.applied(row, &mut due);
                 }
                 // Owners of this kind deleted while nobody watched.
@@ -187,7 +219,7 @@ impl Index {
         due
     }
 
-    fn applied(&mut self, row: &Row, due: &mut Vec<ObjectKey>) {
+    fn applied(&mut self, row: &Arc<Row>, due: &mut Vec<ObjectKey>) {
         let owners: Vec<Owner> = row
             .meta
             .owner_references
@@ -199,6 +231,11 @@ impl Index {
                 })
             })
             .collect();
+        if owners.len() < row.meta.owner_references.len() {
+            self.unresolved.insert(row.key.clone(), row.clone());
+        } else {
+            self.unresolved.remove(&row.key);
+        }
         let changed = self.owners.get(&row.key).map_or(&[][..], Vec::as_slice) != owners;
         if (changed && !owners.is_empty()) || row.meta.finalized() {
             due.push(row.key.clone());
@@ -450,6 +487,85 @@ mod tests {
         assert_eq!(due, vec![key("child")]);
         index.apply(Kind::Workload, WatchEvent::Listed(Vec::new()));
         assert!(index.owners.is_empty() && index.dependents.is_empty());
+    }
+
+    /// A collector on its own, with no API server in the process to define kinds: it learns
+    /// a defined kind from its Definition, and deletes the dependents of an owner of that kind
+    /// once the owner is deleted, not before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collector_on_its_own_learns_defined_kinds_and_collects_their_dependents() {
+        use dora_store::sqlite::SqliteStore;
+        use dora_store::{MetaWrite, Precondition, SpecWrite};
+        use serde_json::json;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).unwrap());
+        let put = |key: ObjectKey, spec: serde_json::Value, meta: MetaWrite| SpecWrite {
+            key,
+            precondition: Precondition::None,
+            owner: "test".into(),
+            labels: Default::default(),
+            meta,
+            spec_hash: String::new(),
+            spec,
+            desired: serde_json::Value::Null,
+            computed: None,
+            fence: None,
+        };
+        let definition =
+            json!({"names": {"kind": "Gcsolo", "plural": "gcsolos"}, "scope": "zoned"});
+        store
+            .put_spec(put(
+                ObjectKey::new(Kind::Definition, "", "", "gcsolos"),
+                definition,
+                MetaWrite::default(),
+            ))
+            .await
+            .unwrap();
+        let owner_key = ObjectKey::custom("Gcsolo", dora_crds::Scope::Zoned, "z", "", "boss");
+        let owner = store
+            .put_spec(put(owner_key.clone(), json!({}), MetaWrite::default()))
+            .await
+            .unwrap();
+        let dependent = key("worker");
+        let reference = OwnerReference {
+            api_version: "v1".into(),
+            kind: "Gcsolo".into(),
+            name: "boss".into(),
+            uid: owner.row().uid.clone(),
+            controller: true,
+            block_owner_deletion: false,
+        };
+        store
+            .put_spec(put(
+                dependent.clone(),
+                json!({}),
+                MetaWrite {
+                    owner_references: Some(vec![reference]),
+                    ..MetaWrite::default()
+                },
+            ))
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let mut config = GcConfig::new("z");
+        config.rescan = Duration::from_millis(50);
+        tokio::spawn(run(store.clone(), config, stop.clone()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            store.get(&dependent).await.unwrap().is_some(),
+            "its owner exists"
+        );
+        store.delete(&owner_key, Precondition::None).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.get(&dependent).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the dependent stays"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
     }
 
     #[test]
