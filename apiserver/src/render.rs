@@ -43,11 +43,13 @@ pub fn resource(row: &Row) -> Resource {
     summarize(row, &mut status);
     if row.meta.terminating() {
         status.insert("phase".into(), TERMINATING.into());
-        let waiting = row.meta.finalizers.join(", ");
-        status.insert(
-            "message".into(),
-            format!("deletion pending on finalizers {waiting}").into(),
-        );
+        if !row.meta.finalizers.is_empty() {
+            let waiting = row.meta.finalizers.join(", ");
+            status.insert(
+                "message".into(),
+                format!("deletion pending on finalizers {waiting}").into(),
+            );
+        }
     }
     Resource {
         api_version: API_VERSION.into(),
