@@ -120,6 +120,7 @@ impl From<StoreError> for ApiError {
                 "invalid resourceVersion or continue token {token:?}"
             )),
             StoreError::Fenced { .. } => Self::new(StatusCode::CONFLICT, "Fenced", e.to_string()),
+            StoreError::Invalid { field, message } => Self::invalid(field, message),
             StoreError::Unavailable(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store failure");
                 Self::new(

@@ -16,7 +16,7 @@ pub use directory::Directory;
 pub use error::ApiError;
 pub use path::Target;
 pub use render::timestamp;
-pub use service::{Applied, Identity, Service};
+pub use service::{Applied, Deleted, Identity, Service};
 pub use state::{ApiServer, Options};
 pub use tls::{NodeCertificate, Pki, write_private};
 pub use token::{IssuedToken, TokenClaims, TokenKey, VerifiedToken};

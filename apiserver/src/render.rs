@@ -1,11 +1,16 @@
 //! Turning stored rows into the documents the API returns.
 
+use std::collections::BTreeMap;
+
 use dora_crds::status::NodeCondition;
 use dora_crds::{API_VERSION, Kind, Metadata, Resource, decode_written, phase};
 use dora_store::{ObjectKey, Row};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// `status.phase` of an object whose delete waits on finalizers.
+pub const TERMINATING: &str = "Terminating";
 
 /// RFC 3339 text of a Unix-milliseconds instant.
 pub fn timestamp(millis: i64) -> String {
@@ -19,11 +24,19 @@ fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
 }
 
+fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then(|| map.clone())
+}
+
 /// The resource a row holds, with `status` assembled from the column groups; the status of
-/// a defined kind is what its controller wrote (the `computed` group) as it is.
+/// a defined kind is what its controller wrote (the `computed` group) as it is. An object
+/// whose delete waits on finalizers is `Terminating`, saying on which.
 pub fn resource(row: &Row) -> Resource {
-    let status = if Kind::parse(&row.key.kind).is_some_and(Kind::is_defined) {
-        (!row.computed.is_null()).then(|| Value::clone(&row.computed))
+    let mut status = if Kind::parse(&row.key.kind).is_some_and(Kind::is_defined) {
+        match &*row.computed {
+            Value::Object(written) => written.clone(),
+            _ => Map::new(),
+        }
     } else {
         let mut status = Map::new();
         for (name, value) in [
@@ -36,8 +49,19 @@ pub fn resource(row: &Row) -> Resource {
             }
         }
         summarize(row, &mut status);
-        (!status.is_empty()).then_some(Value::Object(status))
+        status
     };
+    if row.meta.terminating() {
+        status.insert("phase".into(), TERMINATING.into());
+        if !row.meta.finalizers.is_empty() {
+            let waiting = row.meta.finalizers.join(", ");
+            status.insert(
+                "message".into(),
+                format!("deletion pending on finalizers {waiting}").into(),
+            );
+        }
+    }
+    let status = (!status.is_empty()).then_some(Value::Object(status));
     Resource {
         api_version: API_VERSION.into(),
         kind: row.key.kind.clone(),
@@ -46,6 +70,11 @@ pub fn resource(row: &Row) -> Resource {
             zone: non_empty(&row.key.zone),
             workspace: non_empty(&row.key.workspace),
             labels: row.labels.clone(),
+            annotations: non_empty_map(&row.meta.annotations),
+            owner_references: (!row.meta.owner_references.is_empty())
+                .then(|| row.meta.owner_references.clone()),
+            finalizers: (!row.meta.finalizers.is_empty()).then(|| row.meta.finalizers.clone()),
+            deletion_timestamp: row.meta.deletion_timestamp.map(timestamp),
             uid: Some(row.uid.clone()),
             version: Some(row.version),
             generation: Some(row.generation),

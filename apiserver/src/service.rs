@@ -9,8 +9,8 @@ use dora_crds::split_documents;
 use dora_crds::status::CreditAccount;
 use dora_crds::{Document, Kind, Resource, Scope, parse_resource, registry, spec_hash};
 use dora_store::{
-    Event, EventType, ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, Store,
-    StoreError, now_millis,
+    Deletion, Event, EventType, ListQuery, MetaWrite, ObjectKey, Page, Precondition, Row,
+    SpecOutcome, SpecWrite, Store, StoreError, now_millis,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -71,6 +71,16 @@ pub struct Applied {
     /// What the caller should know although the apply succeeded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone)]
+pub enum Deleted {
+    /// The object is gone; this is what it held.
+    Gone(Resource),
+    /// The object has finalizers: it is marked with `deletionTimestamp` and stays until
+    /// controllers have removed them.
+    Pending(Resource),
 }
 
 /// Apply, delete and the checks they share.
@@ -289,6 +299,12 @@ impl Service {
                 .map_or(Precondition::None, Precondition::Version),
             owner: identity.user.clone(),
             labels: metadata.labels.clone(),
+            meta: MetaWrite {
+                annotations: metadata.annotations.clone(),
+                owner_references: metadata.owner_references.clone(),
+                finalizers: metadata.finalizers.clone(),
+                delete: false,
+            },
             spec_hash: spec_hash(kind, &document.spec),
             spec: document.spec,
             desired: Value::Null,
@@ -297,6 +313,21 @@ impl Service {
         };
         let outcome = self.store.put_spec(write).await?;
         let row = outcome.row();
+        // The apply removed the last finalizer of an object being deleted: the delete completes.
+        if let Some(deleted) = self.store.delete_if_finalized(row).await? {
+            self.deleted(identity, kind, &deleted).await;
+            return Ok(Applied {
+                index: document.index,
+                kind: kind.name().into(),
+                name: key.name.clone(),
+                zone: (!key.zone.is_empty()).then(|| key.zone.clone()),
+                workspace: (!key.workspace.is_empty()).then(|| key.workspace.clone()),
+                outcome: "deleted",
+                version: deleted.version,
+                generation: deleted.generation,
+                warnings: Vec::new(),
+            });
+        }
         if kind.scope() == dora_crds::Scope::Cluster {
             self.directory.put(row);
         }
@@ -351,14 +382,15 @@ impl Service {
 
     /// Deletes one resource; with `version`, only if the stored version still matches. A
     /// Definition whose kind still has objects is deleted only with `cascade`, which deletes
-    /// them first.
+    /// them first. A resource with finalizers is only marked as being deleted: it goes when the
+    /// last one is removed.
     pub async fn delete(
         &self,
         identity: &Identity,
         key: &ObjectKey,
         version: Option<u64>,
         cascade: bool,
-    ) -> Result<Resource, ApiError> {
+    ) -> Result<Deleted, ApiError> {
         let kind = Kind::parse(&key.kind).ok_or_else(|| ApiError::not_found("unknown kind"))?;
         self.authorize(identity, Verb::Delete, kind, &key.zone, &key.workspace)?;
         if kind == Kind::Definition {
@@ -371,26 +403,50 @@ impl Service {
             ));
         }
         let precondition = version.map_or(Precondition::None, Precondition::Version);
-        let row = self
+        let deletion = self
             .store
-            .delete(key, precondition)
+            .delete_or_finalize(key, precondition)
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => ApiError::not_found(format!("{key} not found")),
                 other => other.into(),
             })?;
+        match deletion {
+            Deletion::Deleted(row) => {
+                self.deleted(identity, kind, &row).await;
+                Ok(Deleted::Gone(render::resource(&row)))
+            }
+            Deletion::Pending(row) => {
+                let waiting = row.meta.finalizers.join(", ");
+                self.record(Event::new(
+                    key,
+                    EventType::Normal,
+                    "DeletionPending",
+                    format!(
+                        "{} asked to delete it; waiting on finalizers {waiting}",
+                        identity.user
+                    ),
+                    "apiserver",
+                ))
+                .await;
+                Ok(Deleted::Pending(render::resource(&row)))
+            }
+        }
+    }
+
+    /// What follows the delete of `row`: the directory forgets it and an event says who.
+    async fn deleted(&self, identity: &Identity, kind: Kind, row: &Row) {
         if kind.scope() == dora_crds::Scope::Cluster {
-            self.directory.remove(kind, &key.name);
+            self.directory.remove(kind, &row.key.name);
         }
         self.record(Event::new(
-            key,
+            &row.key,
             EventType::Normal,
             "Deleted",
             format!("deleted by {}", identity.user),
             "apiserver",
         ))
         .await;
-        Ok(render::resource(&row))
     }
 
     /// A page of a partition. A workspaced kind listed without a workspace spans every

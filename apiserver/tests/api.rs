@@ -506,6 +506,7 @@ async fn applies_that_would_start_more_are_refused_out_of_credit(c: &Cluster) {
             precondition: Precondition::Absent,
             owner: "creditsys".into(),
             labels: Default::default(),
+            meta: Default::default(),
             spec_hash: dora_crds::spec_hash(Kind::Usercredit, &spec),
             spec,
             desired: Value::Null,
@@ -1269,6 +1270,266 @@ async fn a_defined_workspaced_kind_pages_and_watches_across_workspaces(c: &Clust
     );
 }
 
+/// A Workload manifest with extra `metadata` lines (indented by two spaces).
+fn workload_with(name: &str, metadata: &str) -> String {
+    workload(name, "busybox").replace(
+        &format!("  name: {name}\n"),
+        &format!("  name: {name}\n{metadata}"),
+    )
+}
+
+/// The uid of the object at `path`.
+async fn uid_of(c: &Cluster, path: &str) -> String {
+    let (status, object) = c.get(&c.admin, path).await;
+    assert_eq!(status, StatusCode::OK, "{object}");
+    object["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+/// Annotations, owner references and finalizers are stored with the object, come back from
+/// get and watch, stay when an apply leaves them out, and bad ones are refused by field.
+async fn metadata_round_trips_and_is_kept_when_left_out(c: &Cluster) {
+    let zone = uid_of(c, "/v1/zones/default").await;
+    let manifest = workload_with(
+        "noted",
+        &format!(
+            "  annotations: {{example.com/note: \"hello: world\"}}\n  ownerReferences:\n  - {{kind: Zone, name: default, uid: {zone}, controller: true}}\n  finalizers: [example.com/keep]\n"
+        ),
+    );
+    let mut watch = Box::pin(
+        c.http
+            .get(format!("{}{WORKLOADS}?watch=true", c.url))
+            .bearer_auth(&c.admin)
+            .send()
+            .await
+            .unwrap()
+            .bytes_stream(),
+    );
+    let (status, body) = c.apply(&c.admin, &manifest).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, object) = c.get(&c.admin, &format!("{WORKLOADS}/noted")).await;
+    let meta = &object["metadata"];
+    assert_eq!(
+        meta["annotations"],
+        json!({"example.com/note": "hello: world"})
+    );
+    assert_eq!(
+        meta["ownerReferences"],
+        json!([{"apiVersion": "v1", "kind": "Zone", "name": "default", "uid": zone, "controller": true}])
+    );
+    assert_eq!(meta["finalizers"], json!(["example.com/keep"]));
+    assert!(meta["deletionTimestamp"].is_null(), "{meta}");
+    let mut buffer = Vec::new();
+    let event = next_event(&mut watch, &mut buffer).await;
+    assert_eq!(
+        event["object"]["metadata"]["annotations"],
+        meta["annotations"]
+    );
+    assert_eq!(
+        event["object"]["metadata"]["finalizers"],
+        meta["finalizers"]
+    );
+
+    let (_, body) = c.apply(&c.admin, &workload("noted", "busybox")).await;
+    assert_eq!(body["results"][0]["outcome"], "unchanged", "{body}");
+    let (_, body) = c
+        .apply(&c.admin, &workload_with("noted", "  annotations: {}\n"))
+        .await;
+    assert_eq!(body["results"][0]["outcome"], "configured", "{body}");
+    let (_, object) = c.get(&c.admin, &format!("{WORKLOADS}/noted")).await;
+    assert!(object["metadata"]["annotations"].is_null(), "{object}");
+    assert_eq!(
+        object["metadata"]["finalizers"],
+        json!(["example.com/keep"])
+    );
+    assert_eq!(
+        object["metadata"]["generation"], 1,
+        "metadata is not the spec"
+    );
+
+    expect_rejected(
+        c,
+        &workload_with("bad", "  ownerReferences: [{kind: Zone, name: default}]\n"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        0,
+        Some("metadata.ownerReferences[0].uid"),
+    )
+    .await;
+    expect_rejected(
+        c,
+        &workload_with("bad", "  finalizers: [Not Valid]\n"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        0,
+        Some("metadata.finalizers[0]"),
+    )
+    .await;
+    assert_eq!(
+        c.get(&c.admin, &format!("{WORKLOADS}/bad")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// A delete of an object with finalizers only marks it (202, `deletionTimestamp`, phase
+/// Terminating); no finalizer can be added then; removing the last one completes the delete.
+async fn finalizers_delay_a_delete_until_they_are_removed(c: &Cluster) {
+    let guarded =
+        |finalizers: &str| workload_with("guarded", &format!("  finalizers: [{finalizers}]\n"));
+    let (status, body) = c
+        .apply(&c.admin, &guarded("example.com/a, example.com/b"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let path = format!("{WORKLOADS}/guarded");
+    let (status, object) = c.call(Method::DELETE, &path, Some(&c.admin), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{object}");
+    let since = object["metadata"]["deletionTimestamp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, object) = c.get(&c.admin, &path).await;
+    assert_eq!(status, StatusCode::OK, "still there");
+    assert_eq!(
+        object["metadata"]["deletionTimestamp"].as_str(),
+        Some(since.as_str())
+    );
+    assert_eq!(object["status"]["phase"], "Terminating");
+    assert!(
+        object["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("example.com/a, example.com/b"),
+        "{object}"
+    );
+    let (status, again) = c.call(Method::DELETE, &path, Some(&c.admin), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(again["metadata"]["version"], object["metadata"]["version"]);
+
+    expect_rejected(
+        c,
+        &guarded("example.com/a, example.com/b, example.com/new"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        0,
+        Some("metadata.finalizers"),
+    )
+    .await;
+    let (_, body) = c.apply(&c.admin, &guarded("example.com/b")).await;
+    assert_eq!(body["results"][0]["outcome"], "configured", "{body}");
+    let (_, object) = c.get(&c.admin, &path).await;
+    assert_eq!(
+        object["metadata"]["deletionTimestamp"].as_str(),
+        Some(since.as_str())
+    );
+    let (_, body) = c.apply(&c.admin, &guarded("")).await;
+    assert_eq!(body["results"][0]["outcome"], "deleted", "{body}");
+    assert_eq!(c.get(&c.admin, &path).await.0, StatusCode::NOT_FOUND);
+    let (_, events) = c
+        .get(
+            &c.admin,
+            "/v1/events?zone=default&kind=Workload&name=guarded",
+        )
+        .await;
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .filter(|reason| *reason != "NoScheduler")
+        .collect();
+    assert_eq!(
+        reasons,
+        ["Created", "DeletionPending", "Configured", "Deleted"]
+    );
+}
+
+/// With the garbage collector running, deleting an owner deletes its dependents (of a built-in
+/// and of a defined kind), not the objects of another owner or of an owner of the same name
+/// made again; a dependent with a finalizer is only marked.
+async fn dependents_go_with_their_owner(c: &Cluster) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_on_drop = stop.clone().drop_guard();
+    let mut config = dora_controller::gc::GcConfig::new("default");
+    config.rescan = Duration::from_millis(100);
+    tokio::spawn(dora_controller::gc::run(c.store.clone(), config, stop));
+    let definition = "apiVersion: v1\nkind: Definition\nmetadata: {name: gcparents}\nspec:\n  names: {kind: Gcparent, plural: gcparents}\n  scope: zonedWorkspaced\n  schema: {type: object}\n";
+    let (status, body) = c
+        .apply(
+            &c.admin,
+            &format!("{definition}---\napiVersion: v1\nkind: Gcparent\nmetadata: {{name: sweep}}\nspec: {{}}\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    c.apply(&c.admin, &workload("keeper", "busybox")).await;
+    let sweep = uid_of(c, "/v1/zones/default/workspaces/default/gcparents/sweep").await;
+    let keeper = uid_of(c, &format!("{WORKLOADS}/keeper")).await;
+    let owned_by = |name: &str, kind: &str, owner: &str, uid: &str, extra: &str| {
+        workload_with(
+            name,
+            &format!("  ownerReferences: [{{kind: {kind}, name: {owner}, uid: {uid}}}]\n{extra}"),
+        )
+    };
+    let manifest = [
+        owned_by("point-1", "Gcparent", "sweep", &sweep, ""),
+        owned_by("point-2", "Gcparent", "sweep", &sweep, "  finalizers: [example.com/report]\n"),
+        owned_by("kept", "Workload", "keeper", &keeper, ""),
+        format!(
+            "apiVersion: v1\nkind: Gcparent\nmetadata:\n  name: nested\n  ownerReferences: [{{kind: Gcparent, name: sweep, uid: {sweep}}}]\nspec: {{}}\n"
+        ),
+    ]
+    .join("---\n");
+    let (status, body) = c.apply(&c.admin, &manifest).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        c.call(
+            Method::DELETE,
+            "/v1/zones/default/workspaces/default/gcparents/sweep",
+            Some(&c.admin),
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let gone = |path: String| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, object) = c.get(&c.admin, &path).await;
+            if status == StatusCode::NOT_FOUND {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} is still there: {object}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    gone(format!("{WORKLOADS}/point-1")).await;
+    gone("/v1/zones/default/workspaces/default/gcparents/nested".to_string()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, object) = c.get(&c.admin, &format!("{WORKLOADS}/point-2")).await;
+        if object["status"]["phase"] == "Terminating" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{object}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = c.get(&c.admin, &format!("{WORKLOADS}/kept")).await;
+    assert_eq!(status, StatusCode::OK, "another owner's dependent stays");
+
+    // Owners are matched by uid: an object of the owner's name that is not it owns nothing.
+    let (status, body) = c
+        .apply(
+            &c.admin,
+            &owned_by("stale", "Workload", "keeper", "0123-not-keepers-uid", ""),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    gone(format!("{WORKLOADS}/stale")).await;
+    assert_eq!(
+        c.get(&c.admin, &format!("{WORKLOADS}/kept")).await.0,
+        StatusCode::OK
+    );
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1314,4 +1575,7 @@ on_every_store!(
     label_selectors_filter_lists_and_watches,
     unknown_query_parameters_are_refused,
     a_defined_workspaced_kind_pages_and_watches_across_workspaces,
+    metadata_round_trips_and_is_kept_when_left_out,
+    finalizers_delay_a_delete_until_they_are_removed,
+    dependents_go_with_their_owner,
 );

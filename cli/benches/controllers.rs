@@ -46,7 +46,9 @@ fn controller(
 #[tokio::main]
 async fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
     }
     let objects: usize = std::env::var("DORA_BENCH_OBJECTS")
         .ok()

@@ -58,6 +58,9 @@ pub enum Command {
     Scheduler(SchedulerArgs),
     /// Run the credit system of one zone (one is active per zone; others stand by).
     Creditsys(CreditsysArgs),
+    /// Run the garbage collector of one zone: it deletes objects whose owners are gone (one is
+    /// active per zone; others stand by).
+    Gc(GcArgs),
     /// Run hollow (simulated) nodes, for scale tests and demos.
     Sim(SimArgs),
     /// Run the node agent of this machine: it registers the node and runs what is bound to it.
@@ -390,6 +393,12 @@ pub struct CreditsysArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct SimArgs {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -464,6 +473,7 @@ impl Command {
             Command::Up(_)
                 | Command::Scheduler(_)
                 | Command::Creditsys(_)
+                | Command::Gc(_)
                 | Command::Sim(_)
                 | Command::Node(_)
         )

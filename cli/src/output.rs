@@ -173,6 +173,16 @@ pub fn resource_rows(
     if wide {
         headers.extend(["VERSION", "OWNER", "LABELS"]);
     }
+    // A kind whose columns do not show the phase still shows that a delete waits on
+    // finalizers, in a column of its own while any object listed does.
+    let terminating = |item: &Value| !item["metadata"]["deletionTimestamp"].is_null();
+    let status_column = !columns
+        .iter()
+        .any(|c| c.pointers.contains(&"/status/phase"))
+        && items.iter().any(|(_, item)| terminating(item));
+    if status_column {
+        headers.push("STATUS");
+    }
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|(event, item)| {
@@ -193,6 +203,13 @@ pub fn resource_rows(
             });
             if wide {
                 row.extend([text(&meta["version"]), text(&meta["owner"]), labels(item)]);
+            }
+            if status_column {
+                row.push(if terminating(item) {
+                    text(&item["status"]["phase"])
+                } else {
+                    String::new()
+                });
             }
             row
         })
@@ -263,6 +280,31 @@ mod tests {
         );
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines, vec!["NAME    AGE", "train   5s", "a       10m"]);
+    }
+
+    #[test]
+    fn objects_waiting_on_finalizers_show_terminating_in_any_kind() {
+        let zone = |name: &str, terminating: bool| {
+            let mut item = json!({"metadata": {"name": name, "created": null}});
+            if terminating {
+                item["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                item["status"] = json!({"phase": "Terminating"});
+            }
+            item
+        };
+        let (a, b) = (zone("a", false), zone("b", true));
+        let table = resource_rows(Kind::Zone, &[(None, &a), (None, &b)], false, false);
+        assert_eq!(table.headers.last(), Some(&"STATUS"));
+        assert_eq!(table.rows[0].last().map(String::as_str), Some(""));
+        assert_eq!(
+            table.rows[1].last().map(String::as_str),
+            Some("Terminating")
+        );
+        let table = resource_rows(Kind::Zone, &[(None, &a)], false, false);
+        assert!(
+            !table.headers.contains(&"STATUS"),
+            "only while one is terminating"
+        );
     }
 
     #[test]

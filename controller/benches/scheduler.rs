@@ -198,6 +198,7 @@ async fn apply(store: &dyn Store, name: String, spec: &serde_json::Value) {
         precondition: Precondition::None,
         owner: "bench".into(),
         labels: Default::default(),
+        meta: Default::default(),
         spec_hash: dora_crds::spec_hash(Kind::Workload, spec),
         spec: spec.clone(),
         desired: serde_json::Value::Null,

@@ -372,6 +372,7 @@ async fn create_account(
         precondition: Precondition::Absent,
         owner: COMPONENT.into(),
         labels: Default::default(),
+        meta: Default::default(),
         spec_hash: dora_crds::spec_hash(Kind::Usercredit, &spec),
         spec,
         desired: serde_json::Value::Null,

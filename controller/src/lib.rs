@@ -1,5 +1,6 @@
 //! The controller runtime (watch, cache, reconcile queue, backoff, leases) over the store or
-//! the HTTPS API, and the built-in controllers: the per-zone scheduler and credit system.
+//! the HTTPS API, and the built-in controllers: the per-zone scheduler, credit system and
+//! garbage collector.
 //!
 //! ```no_run
 //! # async fn example(store: std::sync::Arc<dyn dora_store::Store>) {
@@ -23,6 +24,7 @@
 mod cache;
 mod controller;
 pub mod creditsys;
+pub mod gc;
 mod leader;
 mod queue;
 mod report;

@@ -184,6 +184,7 @@ mod tests {
             computed_version: 0,
             observed: Arc::new(Value::Null),
             observed_version: 0,
+            meta: Default::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dora_client::{Client, Event};
 use dora_crds::Resource;
-use dora_store::{ObjectKey, Row, Store};
+use dora_store::{ObjectKey, Row, RowMeta, Store};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -49,6 +49,7 @@ pub fn row_of(target: &Target, resource: Resource) -> Row {
         Arc::new(value)
     };
     Row {
+        meta: RowMeta::of(&meta, meta.deletion_timestamp.as_deref().map(millis)),
         key: ObjectKey::new(
             target.kind,
             meta.zone.as_deref().unwrap_or_default(),

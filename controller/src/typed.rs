@@ -159,6 +159,7 @@ mod tests {
             computed_version: 0,
             observed: Arc::new(Value::Null),
             observed_version: 0,
+            meta: Default::default(),
         };
         let object = Object::<Training>::from_row(&row).unwrap();
         assert_eq!((object.spec.epochs, object.status.done), (5, 0));

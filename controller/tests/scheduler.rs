@@ -437,6 +437,7 @@ async fn malformed_rows_are_reported_and_skipped(backend: Backend) {
             precondition: Precondition::None,
             owner: "mallory".into(),
             labels: Default::default(),
+            meta: Default::default(),
             spec: serde_json::json!({"replica": "many", "workload": "fine", "index": "zero"}),
             spec_hash: "x".into(),
             desired: serde_json::Value::Null,

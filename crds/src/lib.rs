@@ -6,6 +6,7 @@ mod document;
 mod error;
 mod hash;
 mod kind;
+mod lifecycle;
 mod meta;
 mod name;
 pub mod phase;
@@ -21,6 +22,7 @@ pub use document::{Document, from_yaml, parse_documents, parse_resource, split_d
 pub use error::ValidationError;
 pub use hash::{canonical_json, spec_hash};
 pub use kind::{Kind, Scope};
+pub use lifecycle::{MAX_ANNOTATIONS_BYTES, OwnerReference};
 pub use meta::{Metadata, Resource};
 pub use name::validate_name;
 pub use quantity::{Bytes, Count, Duration, MilliCpu};

@@ -3,6 +3,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::OwnerReference;
+
 /// `metadata` of every resource. Server-set fields are ignored on input, except `version`,
 /// which, when given, makes an update conditional on the stored version.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -16,6 +18,22 @@ pub struct Metadata {
     pub workspace: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Notes of people and controllers; not interpreted by Dora. Left out of an apply, the
+    /// stored ones are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// The objects this one belongs to: it is deleted once none of them exists. Left out of an
+    /// apply, the stored ones are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_references: Option<Vec<OwnerReference>>,
+    /// What must happen before a delete completes: a delete only sets `deletionTimestamp`
+    /// until controllers have removed every entry. Left out of an apply, the stored ones are
+    /// kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalizers: Option<Vec<String>>,
+    /// RFC 3339 time a delete was asked for while finalizers remained; set by the server only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
     /// Revision of the spec columns; bumped by every write of them.

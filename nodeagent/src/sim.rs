@@ -186,6 +186,7 @@ async fn register(store: &dyn Store, config: &SimConfig) -> Result<(), StoreErro
                 precondition: Precondition::Absent,
                 owner: "sim".into(),
                 labels: Default::default(),
+                meta: Default::default(),
                 spec_hash: dora_crds::spec_hash(Kind::Node, &spec),
                 spec: spec.clone(),
                 desired: serde_json::Value::Null,

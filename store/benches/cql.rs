@@ -28,6 +28,7 @@ fn write(name: &str) -> SpecWrite {
         precondition: Precondition::None,
         owner: "bench".into(),
         labels: BTreeMap::new(),
+        meta: Default::default(),
         spec_hash: dora_crds::spec_hash(Kind::Workload, &spec),
         spec,
         desired: serde_json::Value::Null,

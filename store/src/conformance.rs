@@ -9,8 +9,9 @@ use dora_crds::{Kind, Scope};
 use serde_json::{Value, json};
 
 use crate::{
-    ActionRecord, ChangeFilter, ChangeOp, Columns, Event, EventQuery, EventType, ListQuery,
-    ObjectKey, Precondition, SpecOutcome, SpecWrite, StatusColumn, Store, StoreError, now_millis,
+    ActionRecord, ChangeFilter, ChangeOp, Columns, Deletion, Event, EventQuery, EventType,
+    ListQuery, MetaWrite, ObjectKey, Precondition, SpecOutcome, SpecWrite, StatusColumn, Store,
+    StoreError, now_millis,
 };
 
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an expression (evaluated
@@ -44,6 +45,8 @@ macro_rules! conformance_tests {
             events_are_kept_in_order,
             actions_expire,
             hostile_names_and_values_round_trip,
+            meta_round_trips_and_is_kept_when_left_out,
+            a_delete_waits_for_finalizers,
         );
     };
     (@cases $make:expr, $teardown:path; $($case:ident),* $(,)?) => {
@@ -73,6 +76,7 @@ pub fn write(key: &ObjectKey, spec: Value, precondition: Precondition) -> SpecWr
         precondition,
         owner: "alice".into(),
         labels: BTreeMap::new(),
+        meta: Default::default(),
         spec_hash: dora_crds::spec_hash(Kind::Workload, &spec),
         spec,
         desired: Value::Null,
@@ -995,4 +999,119 @@ pub async fn hostile_names_and_values_round_trip(store: &dyn Store) {
             .is_none(),
         "the tables are intact"
     );
+}
+
+/// A write of `spec` to `key` with finalizers, annotations and an owner.
+fn with_meta(key: &ObjectKey, finalizers: &[&str]) -> SpecWrite {
+    SpecWrite {
+        meta: MetaWrite {
+            annotations: Some(BTreeMap::from([("note".into(), "it's \"quoted\"".into())])),
+            owner_references: Some(vec![dora_crds::OwnerReference {
+                api_version: "v1".into(),
+                kind: "Workload".into(),
+                name: "parent".into(),
+                uid: "0b0f-uid".into(),
+                controller: true,
+                block_owner_deletion: false,
+            }]),
+            finalizers: Some(finalizers.iter().map(|f| f.to_string()).collect()),
+            delete: false,
+        },
+        ..write(key, spec(1, "a"), Precondition::None)
+    }
+}
+
+pub async fn meta_round_trips_and_is_kept_when_left_out(store: &dyn Store) {
+    let key = workload("z1", "ws", "child");
+    let created = store
+        .put_spec(with_meta(&key, &["example.com/a"]))
+        .await
+        .unwrap();
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(stored.meta, created.row().meta);
+    assert_eq!(stored.meta.annotations["note"], "it's \"quoted\"");
+    assert_eq!(stored.meta.owner_references[0].name, "parent");
+    assert!(stored.meta.owner_references[0].controller);
+    assert_eq!(stored.meta.finalizers, ["example.com/a"]);
+    assert_eq!(stored.meta.deletion_timestamp, None);
+    let outcome = store
+        .put_spec(write(&key, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, SpecOutcome::Unchanged(_)), "{outcome:?}");
+    let cleared = SpecWrite {
+        meta: MetaWrite {
+            annotations: Some(BTreeMap::new()),
+            ..MetaWrite::default()
+        },
+        ..write(&key, spec(1, "a"), Precondition::None)
+    };
+    let outcome = store.put_spec(cleared).await.unwrap();
+    let SpecOutcome::Configured(row) = outcome else {
+        panic!("expected Configured, got {outcome:?}")
+    };
+    assert_eq!((row.version, row.generation), (2, 1));
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert!(stored.meta.annotations.is_empty());
+    assert_eq!(stored.meta.finalizers, ["example.com/a"], "kept");
+    assert_eq!(stored.meta.owner_references.len(), 1, "kept");
+}
+
+pub async fn a_delete_waits_for_finalizers(store: &dyn Store) {
+    let plain = workload("z1", "ws", "plain");
+    store
+        .put_spec(write(&plain, spec(1, "a"), Precondition::None))
+        .await
+        .unwrap();
+    let deleted = store
+        .delete_or_finalize(&plain, Precondition::None)
+        .await
+        .unwrap();
+    assert!(matches!(deleted, Deletion::Deleted(_)), "{deleted:?}");
+    assert_eq!(store.get(&plain).await.unwrap(), None);
+
+    let key = workload("z1", "ws", "guarded");
+    store
+        .put_spec(with_meta(&key, &["example.com/a", "example.com/b"]))
+        .await
+        .unwrap();
+    let Deletion::Pending(row) = store
+        .delete_or_finalize(&key, Precondition::None)
+        .await
+        .unwrap()
+    else {
+        panic!("a row with finalizers is only marked")
+    };
+    let since = row.meta.deletion_timestamp.expect("marked");
+    assert_eq!(store.get(&key).await.unwrap().as_ref(), Some(&*row));
+    let Deletion::Pending(again) = store
+        .delete_or_finalize(&key, Precondition::None)
+        .await
+        .unwrap()
+    else {
+        panic!("still pending")
+    };
+    assert_eq!(again.version, row.version, "a second delete writes nothing");
+    let added = store
+        .put_spec(with_meta(&key, &["example.com/a", "example.com/c"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(added, StoreError::Invalid { ref field, .. } if field == "metadata.finalizers"),
+        "{added:?}"
+    );
+    let outcome = store
+        .put_spec(with_meta(&key, &["example.com/b"]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.row().meta.deletion_timestamp, Some(since));
+    assert_eq!(
+        store.delete_if_finalized(outcome.row()).await.unwrap(),
+        None
+    );
+    let outcome = store.put_spec(with_meta(&key, &[])).await.unwrap();
+    assert!(outcome.row().meta.finalized());
+    let gone = store.delete_if_finalized(outcome.row()).await.unwrap();
+    assert_eq!(gone.map(|row| row.version), Some(outcome.row().version));
+    assert_eq!(store.get(&key).await.unwrap(), None);
 }

@@ -22,6 +22,9 @@ pub enum StoreError {
     /// The backend failed or cannot be reached.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write the rules of the data refuse, such as a finalizer added to a row being deleted.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -3,16 +3,20 @@
 
 pub mod conformance;
 pub mod cql;
+mod deletion;
 mod error;
 mod key;
+mod meta;
 mod open;
 mod records;
 mod row;
 pub mod sqlite;
 mod store;
 
+pub use deletion::Deletion;
 pub use error::StoreError;
 pub use key::{KeyParts, ObjectKey, Table};
+pub use meta::{MetaWrite, RowMeta};
 pub use open::open;
 pub use records::{
     ActionRecord, Change, ChangeFilter, ChangeOp, Cursor, Event, EventQuery, EventType, Fence,

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use dora_crds::Scope;
 use serde_json::Value;
 
-use crate::{Fence, KeyParts, ObjectKey, StoreError, Table};
+use crate::{Fence, KeyParts, MetaWrite, ObjectKey, RowMeta, StoreError, Table};
 
 /// The column groups of a resource row and who owns them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Columns {
-    /// `resource` (the spec), `desired`, labels: written only by the api server.
+    /// `resource` (the spec), `desired`, labels, `meta`: written only by the api server.
     Spec,
     /// `computed`: written by the scheduler (and creditsys for credit rows).
     Computed,
@@ -46,6 +46,8 @@ pub struct Row {
     pub spec_hash: String,
     pub owner: String,
     pub labels: BTreeMap<String, String>,
+    /// Annotations, owner references, finalizers and deletion time.
+    pub meta: RowMeta,
     /// Unix milliseconds.
     pub created: i64,
     /// Unix milliseconds of the last spec-group write.
@@ -80,6 +82,8 @@ pub struct SpecWrite {
     /// Recorded on create only.
     pub owner: String,
     pub labels: BTreeMap<String, String>,
+    /// Changes to annotations, owner references and finalizers, or a request to delete.
+    pub meta: MetaWrite,
     pub spec: Value,
     pub spec_hash: String,
     pub desired: Value,
@@ -95,7 +99,7 @@ pub struct SpecWrite {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpecOutcome {
     Created(Arc<Row>),
-    /// The spec, labels or desired state changed.
+    /// The spec, labels, meta or desired state changed.
     Configured(Arc<Row>),
     /// Identical to what was stored; nothing was written.
     Unchanged(Arc<Row>),
@@ -164,6 +168,16 @@ fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+impl SpecWrite {
+    /// Whether this write would leave `row` as it is.
+    pub fn unchanged(&self, row: &Row, meta: &RowMeta) -> bool {
+        *row.resource == self.spec
+            && row.labels == self.labels
+            && *row.desired == self.desired
+            && row.meta == *meta
+    }
+}
+
 impl Row {
     /// A row of `key` as first created: version and generation 1, every column empty.
     pub fn new(key: ObjectKey, uid: impl Into<String>) -> Row {
@@ -175,6 +189,7 @@ impl Row {
             spec_hash: String::new(),
             owner: String::new(),
             labels: BTreeMap::new(),
+            meta: RowMeta::default(),
             created: 0,
             updated: 0,
             resource: Arc::new(Value::Null),
@@ -188,7 +203,7 @@ impl Row {
 
     /// Decodes a row read as the table's key columns followed by the common columns (`uid,
     /// version, generation, spec_hash, owner, labels, created, updated, resource, desired,
-    /// computed, computed_version, observed, observed_version`), given readers of text and
+    /// computed, computed_version, observed, observed_version, meta`), given readers of text and
     /// integer columns by position.
     pub(crate) fn decode(
         table: Table,
@@ -232,6 +247,7 @@ impl Row {
             computed_version: n(11)? as u64,
             observed: Arc::new(json(&t(12)?)?),
             observed_version: n(13)? as u64,
+            meta: json::<Option<RowMeta>>(&t(14)?)?.unwrap_or_default(),
         })
     }
 }

@@ -7,8 +7,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    ActionRecord, Change, ChangeFilter, ChangeOp, Cursor, Event, EventQuery, Fence, Lease,
-    ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn,
+    ActionRecord, Change, ChangeFilter, ChangeOp, Cursor, Deletion, Event, EventQuery, Fence,
+    Lease, ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn,
     StoreError, VersionRecord,
 };
 
@@ -49,6 +49,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a row, if its spec version matches the precondition; returns what was deleted.
     async fn delete(&self, key: &ObjectKey, precondition: Precondition) -> Result<Row, StoreError>;
+
+    /// Deletes a row as a person asks for it, if its spec version matches the precondition: a
+    /// row with finalizers is only marked as being deleted (its `meta.deletion_timestamp`
+    /// set) and stays until they are removed; see [`Store::delete_if_finalized`].
+    async fn delete_or_finalize(
+        &self,
+        key: &ObjectKey,
+        precondition: Precondition,
+    ) -> Result<Deletion, StoreError> {
+        crate::deletion::delete_or_finalize(self, key, precondition).await
+    }
+
+    /// Deletes `row`, as it was read, if it is being deleted and has no finalizer left; the
+    /// deleted row, or `None` when there was nothing to do.
+    async fn delete_if_finalized(&self, row: &Row) -> Result<Option<Row>, StoreError> {
+        crate::deletion::delete_if_finalized(self, row).await
+    }
 
     /// Previous specs of a row, oldest first.
     async fn versions(&self, key: &ObjectKey) -> Result<Vec<VersionRecord>, StoreError>;

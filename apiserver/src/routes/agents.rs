@@ -65,6 +65,7 @@ fn new_node(key: &ObjectKey, owner: &str) -> Result<SpecWrite, ApiError> {
         precondition: Precondition::Absent,
         owner: owner.to_string(),
         labels: Default::default(),
+        meta: Default::default(),
         spec_hash: dora_crds::spec_hash(Kind::Node, &spec),
         spec,
         desired: serde_json::Value::Null,

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::path::{self, Part, Target};
 use crate::state::AppState;
-use crate::{ApiError, Identity, render};
+use crate::{ApiError, Deleted, Identity, render};
 use params::{NoParams, Params};
 
 const DEFAULT_PAGE: usize = 500;
@@ -554,5 +554,9 @@ pub(super) async fn delete(
             flag(params.cascade.as_deref())?,
         )
         .await?;
-    Ok(json_response(StatusCode::OK, &deleted))
+    Ok(match deleted {
+        Deleted::Gone(resource) => json_response(StatusCode::OK, &resource),
+        // Still there, marked with its deletionTimestamp: the delete completes later.
+        Deleted::Pending(resource) => json_response(StatusCode::ACCEPTED, &resource),
+    })
 }

@@ -1,16 +1,19 @@
-//! The server components run on their own: `dora scheduler`, `dora creditsys`, `dora sim`.
+//! The server components run on their own: `dora scheduler`, `dora creditsys`, `dora gc`,
+//! `dora sim`.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use dora_controller::creditsys::CreditConfig;
+use dora_controller::gc::GcConfig;
 use dora_controller::scheduler::SchedulerConfig;
 use dora_nodeagent::sim::{SimConfig, SimHandle};
 use dora_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    CreditArgs, CreditsysArgs, LogArgs, LogFormat, SchedulerArgs, SimArgs, SimOptions, StoreArgs,
+    CreditArgs, CreditsysArgs, GcArgs, LogArgs, LogFormat, SchedulerArgs, SimArgs, SimOptions,
+    StoreArgs,
 };
 
 /// Logs to stderr as text or JSON, filtered by `--log-level` (or `RUST_LOG`).
@@ -97,6 +100,13 @@ pub async fn creditsys(args: CreditsysArgs) -> anyhow::Result<()> {
     let store = open(&args.store).await?;
     let config = credit_config(&args.store.zone, &args.credits);
     dora_controller::creditsys::run(store, config, stop_on_signal()).await;
+    Ok(())
+}
+
+pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
+    let store = open(&args.store).await?;
+    let config = GcConfig::new(&args.store.zone);
+    dora_controller::gc::run(store, config, stop_on_signal()).await;
     Ok(())
 }
 

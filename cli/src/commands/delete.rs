@@ -29,9 +29,29 @@ async fn delete_one(
     } else {
         Vec::new()
     };
-    client.json(Method::DELETE, &path, &query, None).await?;
-    println!("{} deleted", label(kind.name(), name));
+    let answer = client.json(Method::DELETE, &path, &query, None).await?;
+    println!("{}", deleted(kind, name, &answer));
     Ok(())
+}
+
+/// What `dora delete` says of one object, given the API's answer: deleted, or waiting on
+/// finalizers when the object is only marked with its `deletionTimestamp`.
+fn deleted(kind: Kind, name: &str, answer: &serde_json::Value) -> String {
+    let label = label(kind.name(), name);
+    let meta = &answer["metadata"];
+    if meta["deletionTimestamp"].is_null() {
+        return format!("{label} deleted");
+    }
+    let waiting: Vec<&str> = meta["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    format!(
+        "{label} deletion pending on finalizers {}",
+        waiting.join(", ")
+    )
 }
 
 /// Deletes every resource of `kind` whose labels match `selector`, naming each.
@@ -70,7 +90,7 @@ async fn delete_selected(
     for name in names {
         let path = format!("{collection}/{name}");
         match client.json(Method::DELETE, &path, &[], None).await {
-            Ok(_) => println!("{} deleted", label(kind.name(), &name)),
+            Ok(answer) => println!("{}", deleted(kind, &name, &answer)),
             Err(e) => {
                 eprintln!("error: {}: {e:#}", label(kind.name(), &name));
                 failed = true;

@@ -320,6 +320,31 @@ fn labels(labels: &Value) -> String {
     }
 }
 
+/// `Kind name (uid)` per owner reference, one per line as `describe` prints them; `<none>`
+/// without owners.
+fn owners(references: &Value) -> String {
+    match references.as_array() {
+        Some(owners) if !owners.is_empty() => owners
+            .iter()
+            .map(|o| {
+                let controller = if o["controller"] == true {
+                    ", controller"
+                } else {
+                    ""
+                };
+                format!(
+                    "{} {} (uid {}{controller})",
+                    o["kind"].as_str().unwrap_or_default(),
+                    o["name"].as_str().unwrap_or_default(),
+                    o["uid"].as_str().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n            "),
+        _ => "<none>".into(),
+    }
+}
+
 /// Status fields that hold Unix milliseconds (`startedAt`, `heartbeat`, ...), as RFC 3339
 /// times for people.
 fn readable_times(value: &Value) -> Value {
@@ -377,6 +402,19 @@ pub async fn describe(global: &Global, args: DescribeArgs) -> anyhow::Result<()>
         field("Workspace", &meta["workspace"]);
     }
     field("Labels", &Value::String(labels(&meta["labels"])));
+    if meta["annotations"].is_object() {
+        // One column wider than the others' labels: the lines below it align with its values.
+        let annotations = labels(&meta["annotations"]).replace('\n', "\n ");
+        println!("Annotations: {annotations}");
+    }
+    field("Owned by", &Value::String(owners(&meta["ownerReferences"])));
+    if let Some(finalizers) = meta["finalizers"].as_array() {
+        let names: Vec<&str> = finalizers.iter().filter_map(Value::as_str).collect();
+        field("Finalizers", &Value::String(names.join(", ")));
+    }
+    if !meta["deletionTimestamp"].is_null() {
+        field("Deleting", &meta["deletionTimestamp"]);
+    }
     field("Owner", &meta["owner"]);
     field("Created", &meta["created"]);
     field("Updated", &meta["updated"]);

@@ -45,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Creditsys(args) => components::creditsys(args)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Gc(args) => components::gc(args).await.map(|()| ExitCode::SUCCESS),
         Command::Sim(args) => components::sim(args).await.map(|()| ExitCode::SUCCESS),
         Command::Node(args) => node::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => proxy::logs(&global, args).await.map(|()| ExitCode::SUCCESS),

@@ -11,6 +11,7 @@ use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey, w
 use dora_crds::Kind;
 use dora_store::ListQuery;
 
+use dora_controller::gc::GcConfig;
 use dora_controller::scheduler::SchedulerConfig;
 use dora_nodeagent::sim::SimHandle;
 use dora_nodeagent::{AgentConfig, ApiConfig};
@@ -261,7 +262,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         update_profile(&url, &data_dir)?;
     }
-    tracing::info!(%url, zone = %args.zone, "serving; scheduler and credit system running");
+    tracing::info!(%url, zone = %args.zone, "serving; scheduler, credit system and garbage collector running");
     let stop = CancellationToken::new();
     let mut components = JoinSet::new();
     let mut scheduler = SchedulerConfig::new(&args.zone);
@@ -274,6 +275,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     components.spawn(dora_controller::creditsys::run(
         store.clone(),
         components::credit_config(&args.zone, &args.credits),
+        stop.clone(),
+    ));
+    components.spawn(dora_controller::gc::run(
+        store.clone(),
+        GcConfig::new(&args.zone),
         stop.clone(),
     ));
     if sim.nodes > 0 {

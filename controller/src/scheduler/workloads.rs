@@ -385,6 +385,7 @@ pub(crate) fn new_container(
         precondition: Precondition::Absent,
         owner: workload.owner.clone(),
         labels: workload.labels.clone(),
+        meta: Default::default(),
         spec: dora_crds::encode(&container)?,
         spec_hash: workload.spec_hash.clone(),
         desired: serde_json::Value::Null,

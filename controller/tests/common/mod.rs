@@ -163,6 +163,7 @@ impl Zone {
                 precondition: Precondition::None,
                 owner: owner.into(),
                 labels: Default::default(),
+                meta: Default::default(),
                 spec_hash: dora_crds::spec_hash(document.kind, &document.spec),
                 spec: document.spec,
                 desired: serde_json::Value::Null,

@@ -72,6 +72,7 @@ impl CqlStore {
                     ))
                 })?;
         }
+        schema::upgrade(&session, &config).await?;
         session
             .await_schema_agreement()
             .await

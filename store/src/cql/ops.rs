@@ -15,7 +15,7 @@ use super::schema::COMMON_COLUMNS;
 use super::{CqlStore, big, column_int, column_text, text};
 use crate::{
     ActionRecord, Change, ChangeFilter, ChangeOp, Columns, Cursor, Event, EventQuery, EventType,
-    Fence, Lease, ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite,
+    Fence, Lease, ListQuery, ObjectKey, Page, Precondition, Row, RowMeta, SpecOutcome, SpecWrite,
     StatusColumn, Store, StoreError, Table, VersionRecord, now_millis,
 };
 
@@ -263,6 +263,7 @@ impl CqlStore {
             spec_hash: write.spec_hash.clone(),
             owner: write.owner.clone(),
             labels: write.labels.clone(),
+            meta: RowMeta::default().after(&write.meta, now)?,
             created: now,
             updated: now,
             resource: Arc::new(write.spec.clone()),
@@ -287,6 +288,7 @@ impl CqlStore {
             big(row.computed_version as i64),
             text("null"),
             big(0),
+            text(&to_json(&row.meta)?),
         ]);
         debug_assert_eq!(values.len(), key.key_values().len() + COMMON_COLUMNS.len());
         if key.table() == Table::Containers {
@@ -319,6 +321,7 @@ impl CqlStore {
         &self,
         write: &SpecWrite,
         row: &Row,
+        meta: RowMeta,
         now: i64,
     ) -> Result<Option<Row>, StoreError> {
         let key = &write.key;
@@ -336,6 +339,7 @@ impl CqlStore {
             big(now),
             text(&to_json(&write.spec)?),
             text(&to_json(&write.desired)?),
+            text(&to_json(&meta)?),
         ];
         if key.table() == Table::Containers {
             values.push(text(
@@ -368,6 +372,7 @@ impl CqlStore {
             generation,
             spec_hash: write.spec_hash.clone(),
             labels: write.labels.clone(),
+            meta,
             updated: now,
             resource: Arc::new(write.spec.clone()),
             desired: Arc::new(write.desired.clone()),
@@ -532,9 +537,11 @@ impl Store for CqlStore {
             };
             let now = now_millis();
             if let Some(row) = &existing {
-                let ours = *row.resource == write.spec
-                    && row.labels == write.labels
-                    && *row.desired == write.desired;
+                let ours = row
+                    .meta
+                    .after(&write.meta, row.updated)
+                    .ok()
+                    .is_some_and(|meta| write.unchanged(row, &meta));
                 if failures > 0 && row.uid == uid {
                     self.append_change(&write.key, ChangeOp::Put, Columns::Spec, row.version)
                         .await?;
@@ -572,13 +579,11 @@ impl Store for CqlStore {
                     None => continue,
                 }
             };
-            if *row.resource == write.spec
-                && row.labels == write.labels
-                && *row.desired == write.desired
-            {
+            let meta = row.meta.after(&write.meta, now)?;
+            if write.unchanged(&row, &meta) {
                 return Ok(SpecOutcome::Unchanged(Arc::new(row)));
             }
-            let updated = match self.update_spec(&write, &row, now).await {
+            let updated = match self.update_spec(&write, &row, meta, now).await {
                 Ok(updated) => updated,
                 Err(e) if may_retry(&e, &mut failures).await => {
                     lost_update = Some(row);

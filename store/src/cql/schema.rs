@@ -1,11 +1,13 @@
 //! CQL DDL: the seed's tables with their partition and clustering keys, the container indexes,
 //! the change feed and leases. Only constant text and validated identifiers go into it.
 
-use super::CqlConfig;
-use crate::Table;
+use scylla::client::session::Session;
+
+use super::{CqlConfig, unavailable};
+use crate::{StoreError, Table};
 
 /// Columns every resource table has after its key.
-pub(super) const COMMON_COLUMNS: [&str; 14] = [
+pub(super) const COMMON_COLUMNS: [&str; 15] = [
     "uid",
     "version",
     "generation",
@@ -20,6 +22,7 @@ pub(super) const COMMON_COLUMNS: [&str; 14] = [
     "computed_version",
     "observed",
     "observed_version",
+    "meta",
 ];
 
 fn common_ddl() -> String {
@@ -118,4 +121,33 @@ pub(super) fn ddl(config: &CqlConfig) -> Vec<String> {
         ),
     ]);
     statements
+}
+
+/// Adds the columns that tables made by an earlier Dora lack: `meta` (annotations, owner
+/// references, finalizers). CQL has no `ADD IF NOT EXISTS`, so the schema is asked first.
+pub(super) async fn upgrade(session: &Session, config: &CqlConfig) -> Result<(), StoreError> {
+    let ks = &config.keyspace;
+    for table in Table::ALL {
+        let present = session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = 'meta'",
+                (ks.as_str(), table.name()),
+            )
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(unavailable)?
+            .rows_num()
+            > 0;
+        if !present {
+            session
+                .query_unpaged(
+                    format!("ALTER TABLE {ks}.{} ADD meta text", table.name()),
+                    &[],
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+    }
+    Ok(())
 }

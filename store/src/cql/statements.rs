@@ -159,7 +159,7 @@ impl Preparer<'_> {
             get_serial: self.serial_read(format!("{select} WHERE {key_match}")).await?,
             insert: self.once(format!("INSERT INTO {ks}.{name} ({}) VALUES ({markers}) IF NOT EXISTS", insert_columns.join(", "))).await?,
             update_spec: self.once(format!(
-                    "UPDATE {ks}.{name} SET version = ?, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?{workload} WHERE {key_match} IF version = ? AND uid = ?"
+                    "UPDATE {ks}.{name} SET version = ?, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?, meta = ?{workload} WHERE {key_match} IF version = ? AND uid = ?"
                 ))
                 .await?,
             update_computed: self.once(format!("UPDATE {ks}.{name} SET computed = ?, computed_version = ?{node} WHERE {key_match} IF computed_version = ? AND uid = ?"))

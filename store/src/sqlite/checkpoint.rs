@@ -72,6 +72,7 @@ mod tests {
                 precondition: Precondition::Absent,
                 owner: "test".into(),
                 labels: Default::default(),
+                meta: Default::default(),
                 spec_hash: dora_crds::spec_hash(Kind::Workload, &spec),
                 spec,
                 desired: serde_json::Value::Null,

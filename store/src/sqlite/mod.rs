@@ -161,6 +161,7 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         conn.execute_batch(&schema::ddl()).map_err(backend)?;
+        schema::upgrade(&conn).map_err(backend)?;
         checkpoint::hand_off(&mut conn, &path)?;
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (notify_tx, notify_rx) = watch::channel(0u64);
@@ -597,6 +598,7 @@ mod tests {
             precondition: Precondition::Absent,
             owner: "test".into(),
             labels: Default::default(),
+            meta: Default::default(),
             spec_hash: dora_crds::spec_hash(Kind::Workload, &spec),
             spec,
             desired: Value::Null,

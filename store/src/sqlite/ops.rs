@@ -14,7 +14,7 @@ use super::schema::COMMON_COLUMNS;
 use super::{Retention, Tx, backend};
 use crate::{
     ActionRecord, Change, ChangeFilter, ChangeOp, Columns, Cursor, Event, EventQuery, EventType,
-    Fence, Lease, ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite,
+    Fence, Lease, ListQuery, ObjectKey, Page, Precondition, Row, RowMeta, SpecOutcome, SpecWrite,
     StatusColumn, StoreError, Table, VersionRecord, now_millis,
 };
 
@@ -74,15 +74,15 @@ impl TableSql {
         } else {
             ("", "", "", "")
         };
-        let placeholders = vec!["?"; keys.len() + 12].join(", ");
+        let placeholders = vec!["?"; keys.len() + 13].join(", ");
         TableSql {
             get: format!("{} WHERE {by_key}", select_sql(table)),
             insert: format!(
-                "INSERT INTO {name} ({}, uid, version, generation, spec_hash, owner, labels, created, updated, resource, desired, computed, computed_version{insert_extra}) VALUES ({placeholders}{insert_extra_values}) ON CONFLICT DO NOTHING",
+                "INSERT INTO {name} ({}, uid, version, generation, spec_hash, owner, labels, created, updated, resource, desired, computed, computed_version, meta{insert_extra}) VALUES ({placeholders}{insert_extra_values}) ON CONFLICT DO NOTHING",
                 keys.join(", "),
             ),
             update_spec: format!(
-                "UPDATE {name} SET version = version + 1, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?{update_extra} WHERE {by_key}"
+                "UPDATE {name} SET version = version + 1, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?, meta = ?{update_extra} WHERE {by_key}"
             ),
             update_computed: format!(
                 "UPDATE {name} SET computed = ?, computed_version = computed_version + 1{node} WHERE {by_key}"
@@ -255,6 +255,8 @@ pub(super) fn put_spec(
         .and_then(Value::as_str)
         .unwrap_or_default();
     let Some(old) = existing else {
+        let meta = RowMeta::default().after(&write.meta, now)?;
+        let meta_json = to_json(&meta)?;
         let uid = uuid::Uuid::new_v4().to_string();
         let node = write
             .computed
@@ -276,6 +278,7 @@ pub(super) fn put_spec(
             desired.as_str().into(),
             computed.as_str().into(),
             i64::from(write.computed.is_some()).into(),
+            meta_json.as_str().into(),
         ]);
         if table == Table::Containers {
             values.extend([workload.into(), node.into()]);
@@ -294,6 +297,7 @@ pub(super) fn put_spec(
             spec_hash: write.spec_hash,
             owner: write.owner,
             labels: write.labels,
+            meta,
             created: now,
             updated: now,
             resource: Arc::new(write.spec),
@@ -306,9 +310,11 @@ pub(super) fn put_spec(
         tx.rows.insert(row.key.clone(), Some(row.clone()));
         return Ok((SpecOutcome::Created, row));
     };
-    if *old.resource == write.spec && old.labels == write.labels && *old.desired == write.desired {
+    let meta = old.meta.after(&write.meta, now)?;
+    if write.unchanged(&old, &meta) {
         return Ok((SpecOutcome::Unchanged, old));
     }
+    let meta_json = to_json(&meta)?;
     let spec_changed = *old.resource != write.spec;
     let generation = if spec_changed {
         keep_version(conn, &old, now, keep_versions)?;
@@ -323,6 +329,7 @@ pub(super) fn put_spec(
         now.into(),
         spec.as_str().into(),
         desired.as_str().into(),
+        meta_json.as_str().into(),
     ];
     if table == Table::Containers {
         values.push(workload.into());
@@ -338,6 +345,7 @@ pub(super) fn put_spec(
     row.generation = generation;
     row.spec_hash = write.spec_hash;
     row.labels = write.labels;
+    row.meta = meta;
     row.updated = now;
     row.resource = Arc::new(write.spec);
     row.desired = Arc::new(write.desired);
