@@ -344,6 +344,10 @@ fn writer_loop(
             Ok(()) => batch.into_iter().map(|job| job(&mut tx)).collect(),
             Err(_) => Vec::new(),
         };
+        // The feed stays locked from the commit until its entries are kept, and `head` reads
+        // under the same lock: no reader sees a head that the feed in memory has not caught up
+        // with (a watcher would take the entries between for none and skip them).
+        let mut feed = lock(&kept.feed);
         let committed = began.and_then(|()| {
             let changes = match tx.poisoned.take() {
                 Some(e) => Err(StoreError::Unavailable(format!(
@@ -371,9 +375,10 @@ fn writer_loop(
                 .collect()
         };
         match committed {
-            Ok(changes) => lock(&kept.feed).extend(changes),
+            Ok(changes) => feed.extend(changes),
             Err(e) => tracing::error!(error = %e, "sqlite commit failed"),
         }
+        drop(feed);
         for reply in replies {
             reply();
         }
@@ -506,6 +511,8 @@ impl Store for SqliteStore {
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
+        // See the writer: a commit under way is either not seen or already in the feed.
+        let _feed = lock(&self.inner.feed);
         self.read(ops::head)
     }
 
