@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
 use dora_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -228,7 +229,9 @@ impl ApiServer {
             stopper.graceful_shutdown(Some(Duration::from_secs(5)));
         });
         let app = self.router();
+        // Answers and watch lines go out at once, not after the client's delayed ACK (~40 ms).
         axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
+            .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
             .handle(handle)
             .serve(app.into_make_service())
             .await?;

@@ -22,6 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::server::WebPkiClientVerifier;
@@ -424,7 +425,9 @@ pub async fn start(
         stop.cancelled().await;
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
     });
+    // Output and shell bytes go out at once, not after the peer's delayed ACK.
     let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
+        .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
         .handle(handle)
         .serve(app.into_make_service());
     tokio::spawn(async move {
