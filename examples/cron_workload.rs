@@ -3,12 +3,16 @@
 //! next run in its status. It runs anywhere, over the API, as your `dora up` profile's user:
 //!
 //! ```sh
-//! dora apply -f examples/cron.yaml && cargo run --example cron_workload   # [-- --profile NAME]
+//! dora apply -f examples/cron.yaml && cargo run --example cron_workload
 //! ```
+//!
+//! or `cargo run --example cron_workload -- --api-server URL --ca CA.pem --token TOKEN`, or
+//! `-- --profile NAME`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use dora_client::{Client, Config, reqwest::Method};
 use dora_controller::{Action, Cache, Controller, Request};
@@ -109,33 +113,23 @@ fn cron_kind() -> Kind {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
-    let args: Vec<String> = std::env::args().collect();
-    let profile = args
-        .iter()
-        .position(|a| a == "--profile")
-        .and_then(|i| args.get(i + 1));
-    let client = Client::new(Config::from_profile(profile.map(String::as_str))?)?;
+    let client = Client::new(Config::from_args(std::env::args())?)?;
     client.learn_kinds().await?;
-    anyhow::ensure!(
-        Kind::parse("cronworkloads").is_some(),
-        "apply examples/cron.yaml first"
-    );
-    let crons = cron_kind();
-    let controller = Controller::new("cron", client.clone(), crons, "default").watches(
+    let kind = Kind::parse("cronworkloads").context("apply examples/cron.yaml first")?;
+    let controller = Controller::new("cron", client.clone(), kind, "default").watches(
         Kind::Workload,
         move |w| {
             let owner = w.labels.get("cron");
             owner
-                .map(|c| ObjectKey::new(crons, &w.key.zone, &w.key.workspace, c))
+                .map(|o| ObjectKey::new(kind, &w.key.zone, &w.key.workspace, o))
                 .into_iter()
                 .collect()
         },
     );
     let workloads = controller.cache(Kind::Workload);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stopping = stop.clone();
-    tokio::spawn(async move { tokio::signal::ctrl_c().await.map(|()| stopping.cancel()) });
     let reconciler = move |request| reconcile(client.clone(), workloads.clone(), request);
-    controller.run(reconciler, stop).await;
+    controller
+        .run(reconciler, dora_controller::stop_on_signal())
+        .await;
     Ok(())
 }

@@ -3,11 +3,15 @@
 //! It runs anywhere, over the API, as your `dora up` profile's user:
 //!
 //! ```sh
-//! dora apply -f examples/sweep.yaml && cargo run --example sweep   # [-- --profile NAME]
+//! dora apply -f examples/sweep.yaml && cargo run --example sweep
 //! ```
+//!
+//! or `cargo run --example sweep -- --api-server URL --ca CA.pem --token TOKEN`, or
+//! `-- --profile NAME`.
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use dora_client::{Client, Config, reqwest::Method};
 use dora_controller::{Action, Cache, Controller, Request};
 use dora_crds::Kind;
@@ -107,33 +111,23 @@ fn sweep_kind() -> Kind {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
-    let args: Vec<String> = std::env::args().collect();
-    let profile = args
-        .iter()
-        .position(|a| a == "--profile")
-        .and_then(|i| args.get(i + 1));
-    let client = Client::new(Config::from_profile(profile.map(String::as_str))?)?;
+    let client = Client::new(Config::from_args(std::env::args())?)?;
     client.learn_kinds().await?;
-    anyhow::ensure!(
-        Kind::parse("sweeps").is_some(),
-        "apply examples/sweep.yaml first"
-    );
-    let sweeps = sweep_kind();
-    let controller = Controller::new("sweep", client.clone(), sweeps, "default").watches(
+    let kind = Kind::parse("sweeps").context("apply examples/sweep.yaml first")?;
+    let controller = Controller::new("sweep", client.clone(), kind, "default").watches(
         Kind::Workload,
         move |w| {
             let owner = w.labels.get("sweep");
             owner
-                .map(|s| ObjectKey::new(sweeps, &w.key.zone, &w.key.workspace, s))
+                .map(|o| ObjectKey::new(kind, &w.key.zone, &w.key.workspace, o))
                 .into_iter()
                 .collect()
         },
     );
     let workloads = controller.cache(Kind::Workload);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stopping = stop.clone();
-    tokio::spawn(async move { tokio::signal::ctrl_c().await.map(|()| stopping.cancel()) });
     let reconciler = move |request| reconcile(client.clone(), workloads.clone(), request);
-    controller.run(reconciler, stop).await;
+    controller
+        .run(reconciler, dora_controller::stop_on_signal())
+        .await;
     Ok(())
 }

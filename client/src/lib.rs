@@ -70,6 +70,39 @@ impl Config {
         Ok(Config::new(&profile.api_server, ca, &profile.token))
     }
 
+    /// The settings a program's command line names: `--api-server URL --ca CA.pem --token
+    /// TOKEN` (or `DORA_API_SERVER`, `DORA_CA`, `DORA_TOKEN`), else the CLI profile
+    /// `--profile NAME` (the current one when not named).
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Config, Error> {
+        let args: Vec<String> = args.into_iter().collect();
+        let value = |flag: &str, variable: &str| {
+            let given = args.iter().position(|a| a == flag);
+            given
+                .and_then(|i| args.get(i + 1).cloned())
+                .or_else(|| std::env::var(variable).ok())
+        };
+        let url = value("--api-server", "DORA_API_SERVER");
+        let token = value("--token", "DORA_TOKEN");
+        let (url, token) = match (url, token) {
+            (Some(url), Some(token)) => (url, token),
+            (None, None) => {
+                let profile = args.iter().position(|a| a == "--profile");
+                let name = profile.and_then(|i| args.get(i + 1));
+                return Config::from_profile(name.map(String::as_str));
+            }
+            _ => {
+                return Err(Error::Config(
+                    "give both --api-server and --token, or neither to use the CLI profile".into(),
+                ));
+            }
+        };
+        let path = value("--ca", "DORA_CA")
+            .ok_or_else(|| Error::Config("--api-server needs --ca CA.pem".into()))?;
+        let ca = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Config(format!("cannot read --ca {path}: {e}")))?;
+        Ok(Config::new(url, ca, token))
+    }
+
     /// Settings for `url` trusting `ca`, as `token`, with a 30 s deadline.
     pub fn new(url: impl Into<String>, ca: impl Into<String>, token: impl Into<String>) -> Config {
         Config {
@@ -484,5 +517,35 @@ impl Client {
                 "the API server refused the session: {e}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_command_line_names_the_server_and_its_ca_or_a_profile() {
+        let ca = std::env::temp_dir().join(format!("dora-client-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "PEM").unwrap();
+        let given = format!("x --api-server https://h:1 --token T --ca {}", ca.display());
+        let config = Config::from_args(args(&given)).unwrap();
+        assert_eq!(
+            (config.url.as_str(), config.ca.as_str()),
+            ("https://h:1", "PEM")
+        );
+        assert_eq!(config.token, "T");
+        let half = Config::from_args(args("x --api-server https://h:1")).unwrap_err();
+        assert!(
+            half.to_string().contains("both --api-server and --token"),
+            "{half}"
+        );
+        let no_ca = Config::from_args(args("x --api-server https://h:1 --token T")).unwrap_err();
+        assert!(no_ca.to_string().contains("--ca"), "{no_ca}");
+        std::fs::remove_file(ca).unwrap();
     }
 }

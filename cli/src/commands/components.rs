@@ -7,9 +7,9 @@ use anyhow::Context;
 use dora_controller::creditsys::CreditConfig;
 use dora_controller::gc::GcConfig;
 use dora_controller::scheduler::SchedulerConfig;
+use dora_controller::stop_on_signal;
 use dora_nodeagent::sim::{SimConfig, SimHandle};
 use dora_store::Store;
-use tokio_util::sync::CancellationToken;
 
 use crate::args::{
     CreditArgs, CreditsysArgs, GcArgs, LogArgs, LogFormat, SchedulerArgs, SimArgs, SimOptions,
@@ -34,27 +34,6 @@ pub fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
             .init(),
     }
     Ok(())
-}
-
-/// Cancels the returned token on Ctrl-C or SIGTERM.
-pub fn stop_on_signal() -> CancellationToken {
-    let stop = CancellationToken::new();
-    let cancel = stop.clone();
-    tokio::spawn(async move {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => drop(signal.recv().await),
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = terminate => {}
-        }
-        tracing::info!("shutting down");
-        cancel.cancel();
-    });
-    stop
 }
 
 async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
