@@ -97,17 +97,14 @@ async fn reconcile(client: Client, workloads: Cache, request: Request) -> anyhow
             .await?;
     }
     let next = schedule.find_next_occurrence(&last_run.unwrap_or(created).max(now), false)?;
+    let own_kind = Kind::parse(&key.kind).context("the kind is no longer defined")?;
     let status = json!({"lastRun": last_run.map(|t| t.to_rfc3339()), "nextRun": next.to_rfc3339(),
         "active": runs.len() - done.len()});
     client
-        .patch_status(&path(cron_kind(), &key.name), &status)
+        .patch_status(&path(own_kind, &key.name), &status)
         .await?;
     let wait = (next - Utc::now()).to_std().unwrap_or_default();
     Ok(Action::requeue(wait.max(Duration::from_millis(100))))
-}
-
-fn cron_kind() -> Kind {
-    Kind::parse("cronworkloads").expect("learnt from the API")
 }
 
 #[tokio::main]

@@ -96,16 +96,13 @@ async fn reconcile(client: Client, workloads: Cache, request: Request) -> anyhow
         client.apply(workload.to_string()).await?;
         unfinished += 1;
     }
+    let own_kind = Kind::parse(&key.kind).context("the kind is no longer defined")?;
     let status = json!({"points": points.len(), "running": running, "succeeded": succeeded,
         "failed": failed, "pending": points.len() - running - succeeded - failed});
     client
-        .patch_status(&path(sweep_kind(), &key.name), &status)
+        .patch_status(&path(own_kind, &key.name), &status)
         .await?;
     Ok(Action::await_change())
-}
-
-fn sweep_kind() -> Kind {
-    Kind::parse("sweeps").expect("learnt from the API")
 }
 
 #[tokio::main]

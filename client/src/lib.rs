@@ -2,10 +2,10 @@
 //! call a deadline, and turns error answers into [`Error`]s that say what to do.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), dora_client::Error> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = dora_client::Client::new(dora_client::Config::new(
 //!     "https://127.0.0.1:7443",
-//!     std::fs::read_to_string("ca.pem").unwrap(),
+//!     std::fs::read_to_string("ca.pem")?,
 //!     "TOKEN",
 //! ))?;
 //! let list = client.list("/v1/zones/default/workspaces/default/workloads", &[]).await?;

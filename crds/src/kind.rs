@@ -146,7 +146,10 @@ impl Kind {
     fn info(self) -> Info {
         match self {
             Kind::Defined(name) => crate::registry::info(name),
-            built_in => built_in.built_in().expect("a built-in kind"),
+            // Every other variant is built in; the registry's placeholder stands for none.
+            built_in => built_in
+                .built_in()
+                .unwrap_or_else(|| crate::registry::info("")),
         }
     }
 
