@@ -9,8 +9,8 @@ use dora_crds::split_documents;
 use dora_crds::status::CreditAccount;
 use dora_crds::{Document, Kind, Resource, Scope, parse_resource, registry, spec_hash};
 use dora_store::{
-    Deletion, Event, EventType, ListQuery, MetaWrite, ObjectKey, Page, Precondition, Row,
-    SpecOutcome, SpecWrite, Store, StoreError, now_millis,
+    Deletion, Event, EventType, ListQuery, MetaWrite, ObjectKey, Precondition, Row, SpecOutcome,
+    SpecWrite, Store, StoreError, now_millis,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -449,50 +449,6 @@ impl Service {
         .await;
     }
 
-    /// A page of a partition. A workspaced kind listed without a workspace spans every
-    /// workspace, read one after the other in name order; its continue token is
-    /// `WORKSPACE/NAME`, the last row returned.
-    pub async fn list(&self, query: &ListQuery) -> Result<Page, ApiError> {
-        if query.scope != Scope::Workspaced || query.workspace.is_some() {
-            return Ok(self.store.list(query).await?);
-        }
-        let (first, mut after) = match query.after.as_deref().map(|t| t.split_once('/')) {
-            None => (String::new(), None),
-            Some(Some((workspace, name))) => (workspace.to_string(), Some(name.to_string())),
-            Some(None) => {
-                return Err(ApiError::bad_request(
-                    "continue: expected the token of the previous page (WORKSPACE/NAME)",
-                ));
-            }
-        };
-        let mut rows: Vec<Row> = Vec::new();
-        for workspace in self.directory.workspaces() {
-            if workspace < first {
-                continue;
-            }
-            let limit = query.limit - rows.len();
-            let partition = ListQuery {
-                workspace: Some(workspace.clone()),
-                after: after.take().filter(|_| workspace == first),
-                limit,
-                ..query.clone()
-            };
-            let page = self.store.list(&partition).await?;
-            rows.extend(page.rows);
-            if rows.len() >= query.limit {
-                let last = rows
-                    .last()
-                    .map(|row| row.key.name.clone())
-                    .unwrap_or_default();
-                return Ok(Page {
-                    rows,
-                    next: Some(format!("{workspace}/{last}")),
-                });
-            }
-        }
-        Ok(Page { rows, next: None })
-    }
-
     /// Every object of `kind`, in every partition of its scope.
     pub async fn objects(&self, kind: Kind) -> Result<Vec<Row>, ApiError> {
         let scope = kind.scope();
@@ -512,7 +468,7 @@ impl Service {
                 limit: 1000,
             };
             loop {
-                let page = self.list(&query).await?;
+                let page = self.store.list(&query).await?;
                 rows.extend(page.rows);
                 match page.next {
                     Some(next) => query.after = Some(next),

@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
             concurrent_writes_to_one_partition_apply_once,
             every_table_round_trips,
             list_pages_through_a_partition,
+            a_workspaced_kind_lists_across_workspaces,
             delete_returns_the_row_and_checks_version,
             change_feed_records_writes_in_order,
             early_changes_show_a_write_at_once,
@@ -553,6 +554,66 @@ pub async fn list_pages_through_a_partition(store: &dyn Store) {
         .await
         .unwrap();
     assert!(other_kind.rows.is_empty());
+}
+
+pub async fn a_workspaced_kind_lists_across_workspaces(store: &dyn Store) {
+    for workspace in ["a", "b", "c"] {
+        let key = ObjectKey::new(Kind::Workspace, "", "", workspace);
+        store
+            .put_spec(write(&key, json!({}), Precondition::None))
+            .await
+            .unwrap();
+    }
+    let notebook = |workspace: &str, name: &str| {
+        ObjectKey::custom("Notebook", Scope::Workspaced, "", workspace, name)
+    };
+    for (workspace, name) in [("c", "n3"), ("a", "n2"), ("c", "n1"), ("a", "n1")] {
+        store
+            .put_spec(write(
+                &notebook(workspace, name),
+                json!({}),
+                Precondition::None,
+            ))
+            .await
+            .unwrap();
+    }
+    let other = ObjectKey::custom("Gadget", Scope::Workspaced, "", "a", "g1");
+    store
+        .put_spec(write(&other, json!({}), Precondition::None))
+        .await
+        .unwrap();
+    let mut q = ListQuery {
+        kind: "Notebook".into(),
+        scope: Scope::Workspaced,
+        zone: String::new(),
+        workspace: None,
+        after: None,
+        limit: 2,
+    };
+    let mut pages = Vec::new();
+    loop {
+        let page = store.list(&q).await.unwrap();
+        let keys: Vec<String> = page
+            .rows
+            .iter()
+            .map(|r| format!("{}/{}", r.key.workspace, r.key.name))
+            .collect();
+        pages.push(keys);
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        [vec!["a/n1", "a/n2"], vec!["c/n1", "c/n3"]],
+        "every workspace in order; the last page has no continue token"
+    );
+    q.after = Some("no-slash".into());
+    assert!(matches!(
+        store.list(&q).await,
+        Err(StoreError::BadCursor(_))
+    ));
 }
 
 pub async fn delete_returns_the_row_and_checks_version(store: &dyn Store) {

@@ -360,7 +360,7 @@ async fn list(
         after: params.after.clone(),
         limit: parse_limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?,
     };
-    let page = state.service.list(&query).await?;
+    let page = state.service.store.list(&query).await?;
     let items: Vec<Value> = page
         .rows
         .iter()

@@ -267,7 +267,7 @@ pub(super) async fn resources(
             limit: 1000,
         };
         loop {
-            let page = state.service.list(&query).await?;
+            let page = state.service.store.list(&query).await?;
             for row in &page.rows {
                 let wanted = target
                     .name

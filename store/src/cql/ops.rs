@@ -112,6 +112,59 @@ fn contention(key: &ObjectKey) -> StoreError {
 }
 
 impl CqlStore {
+    /// A page of a workspaced kind across every workspace, in (workspace, name) order. Its
+    /// table is partitioned by workspace, so the partitions of the cluster's Workspaces are
+    /// read one after the other; the continue token is `WORKSPACE/NAME`, as on SQLite.
+    async fn list_every_workspace(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let (first, mut after) = match query.after.as_deref() {
+            None => (String::new(), None),
+            Some(token) => match token.split_once('/') {
+                Some((workspace, name)) => (workspace.to_string(), Some(name.to_string())),
+                None => return Err(StoreError::BadCursor(token.to_string())),
+            },
+        };
+        let limit = query.limit.max(1);
+        let mut workspaces = ListQuery {
+            kind: Kind::Workspace.name().into(),
+            scope: Scope::Cluster,
+            zone: String::new(),
+            workspace: None,
+            after: None,
+            limit: 1000,
+        };
+        let mut rows: Vec<Row> = Vec::new();
+        // One row more than asked tells whether another page follows.
+        'workspaces: loop {
+            let page = self.list(&workspaces).await?;
+            for workspace in page.rows.iter().map(|row| &row.key.name) {
+                if *workspace < first {
+                    continue;
+                }
+                let partition = ListQuery {
+                    workspace: Some(workspace.clone()),
+                    after: after.take().filter(|_| *workspace == first),
+                    limit: limit + 1 - rows.len(),
+                    ..query.clone()
+                };
+                rows.extend(self.list(&partition).await?.rows);
+                if rows.len() > limit {
+                    break 'workspaces;
+                }
+            }
+            match page.next {
+                Some(next) => workspaces.after = Some(next),
+                None => break,
+            }
+        }
+        let next = (rows.len() > limit).then(|| {
+            rows.truncate(limit);
+            rows.last()
+                .map(|last| format!("{}/{}", last.key.workspace, last.key.name))
+                .unwrap_or_default()
+        });
+        Ok(Page { rows, next })
+    }
+
     fn table(&self, table: Table) -> &super::statements::TableStatements {
         &self.inner.statements.tables[&table]
     }
@@ -470,6 +523,9 @@ impl Store for CqlStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        if query.scope == Scope::Workspaced && query.workspace.is_none() {
+            return self.list_every_workspace(query).await;
+        }
         let table = Table::of(&query.kind, query.scope);
         let statements = self.table(table);
         let limit = query.limit.clamp(1, 10_000);
