@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use dora_client::{Client, Config, reqwest::Method};
+use dora_client::{Client, Config};
 use dora_controller::{Action, Cache, Controller, Request};
 use dora_crds::Kind;
 use dora_store::{ObjectKey, Row};
@@ -56,17 +56,8 @@ async fn reconcile(client: Client, workloads: Cache, request: Request) -> anyhow
         .into_iter()
         .filter(|w| w.key.workspace == key.workspace && w.labels.get("sweep") == Some(&key.name))
         .collect();
+    // A deleted sweep's workloads name it as their owner: Dora deletes them.
     let Some(sweep) = request.object else {
-        for workload in mine {
-            client
-                .send(
-                    Method::DELETE,
-                    &path(Kind::Workload, &workload.key.name),
-                    &[],
-                    None,
-                )
-                .await?;
-        }
         return Ok(Action::await_change());
     };
     let points = grid(&sweep.resource["parameters"]);
@@ -92,7 +83,9 @@ async fn reconcile(client: Client, workloads: Cache, request: Request) -> anyhow
         spec["config"]["env"] = json!(env);
         let workload = json!({"apiVersion": "v1", "kind": "Workload", "spec": spec,
             "metadata": {"name": name, "zone": key.zone, "workspace": key.workspace,
-                         "labels": {"sweep": key.name}}});
+                         "labels": {"sweep": key.name},
+                         "ownerReferences": [{"kind": key.kind, "name": key.name,
+                                              "uid": sweep.uid, "controller": true}]}});
         client.apply(workload.to_string()).await?;
         unfinished += 1;
     }

@@ -294,12 +294,13 @@ fn the_sweep_example_runs_its_grid_within_its_parallelism_and_cleans_up(store: S
     let env = spec["spec"]["config"]["env"].to_string();
     assert!(env.contains("LR=") && env.contains("BATCH="), "{env}");
 
+    // The workloads name the sweep as their owner: they go with it, controller or not.
+    let _ = controller.kill();
+    let _ = controller.wait();
     dora.run(&["delete", "sweep", "lr"]);
     eventually("the sweep's workloads and containers to go", || {
         names_of(&dora, "workloads").is_empty() && names_of(&dora, "containers").is_empty()
     });
-    let _ = controller.kill();
-    let _ = controller.wait();
     dora.stop();
 }
 
