@@ -45,8 +45,9 @@ struct Entries {
     roles: HashMap<String, RoleSpec>,
     zones: BTreeSet<String>,
     workspaces: BTreeSet<String>,
-    /// The stored Definitions by name; the registry of kinds holds what they declare.
-    definitions: HashMap<String, DefinitionSpec>,
+    /// The stored Definitions by name, with their creation times; the registry of kinds holds
+    /// what they declare.
+    definitions: HashMap<String, (DefinitionSpec, i64)>,
     /// Local writes per kind being reloaded, replayed over the reload's result so that a
     /// reload never brings back a row this server has just deleted (or undoes a write).
     during_reload: HashMap<Kind, Vec<LocalWrite>>,
@@ -116,7 +117,11 @@ impl Directory {
         let mut entries = self.write();
         let local = entries.during_reload.remove(&kind).unwrap_or_default();
         let rows = listed?;
-        let defined_before: Vec<DefinitionSpec> = entries.definitions.values().cloned().collect();
+        let defined_before: Vec<DefinitionSpec> = entries
+            .definitions
+            .values()
+            .map(|(spec, _)| spec.clone())
+            .collect();
         entries.clear(kind);
         for row in &rows {
             entries.put(row);
@@ -135,10 +140,12 @@ impl Directory {
         }
         // The kinds of definitions that are gone are forgotten; the registry is process-wide,
         // so only those this directory defined.
-        for spec in defined_before {
-            if !entries.definitions.contains_key(&spec.names.plural) {
-                registry::undefine(&spec);
-            }
+        if kind == Kind::Definition {
+            let gone: Vec<DefinitionSpec> = defined_before
+                .into_iter()
+                .filter(|spec| !entries.definitions.contains_key(&spec.names.plural))
+                .collect();
+            entries.settle(&gone);
         }
         Ok(())
     }
@@ -152,6 +159,9 @@ impl Directory {
             local.push(LocalWrite::Put(Box::new(row.clone())));
         }
         entries.put(row);
+        if row.key.kind == Kind::Definition.name() {
+            entries.settle(&[]);
+        }
     }
 
     /// Forgets a row this server just deleted.
@@ -373,12 +383,8 @@ impl Entries {
             Some(Kind::Zone) => drop(self.zones.insert(name)),
             Some(Kind::Workspace) => drop(self.workspaces.insert(name)),
             Some(Kind::Definition) => match dora_crds::decode::<DefinitionSpec>(&row.resource) {
-                Ok(spec) => {
-                    if let Err(error) = registry::define(&spec) {
-                        tracing::warn!(definition = %name, %error, "ignoring a definition that does not compile");
-                    }
-                    self.definitions.insert(name, spec);
-                }
+                // Served once settled with the others: see `Entries::settle`.
+                Ok(spec) => drop(self.definitions.insert(name, (spec, row.created))),
                 Err(e) => {
                     tracing::warn!(definition = %name, error = %e, "ignoring a definition whose spec does not parse")
                 }
@@ -394,11 +400,23 @@ impl Entries {
             Kind::Zone => drop(self.zones.remove(name)),
             Kind::Workspace => drop(self.workspaces.remove(name)),
             Kind::Definition => {
-                if let Some(spec) = self.definitions.remove(name) {
-                    registry::undefine(&spec);
+                if let Some((spec, _)) = self.definitions.remove(name) {
+                    self.settle(&[spec]);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Serves the kinds of the stored definitions as [`registry::settle`] decides, forgetting
+    /// those of `gone`; logs each definition refused.
+    fn settle(&self, gone: &[DefinitionSpec]) {
+        let stored = self
+            .definitions
+            .values()
+            .map(|(spec, created)| (spec, *created));
+        for (definition, error) in registry::settle(stored, gone) {
+            tracing::warn!(%definition, %error, "not serving a definition");
         }
     }
 
@@ -538,6 +556,65 @@ mod tests {
         store.delete(&key, Precondition::None).await.unwrap();
         eventually("forgetting the kind", || {
             Kind::parse("followedthings").is_none()
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_two_colliding_definitions_the_older_is_served_until_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("d.db")).unwrap());
+        let (directory, cursor) = Directory::load(store.as_ref()).await.unwrap();
+        tokio::spawn(directory.clone().follow(store.clone(), cursor));
+        // Written through two API servers at once, each unaware of the other's: both name `cl`.
+        let definition = |kind: &str, plural: &str| {
+            let key = ObjectKey::new(Kind::Definition, "", "", plural);
+            let spec = json!({"names": {"kind": kind, "plural": plural, "aliases": ["cl"]},
+                "scope": "zoned", "schema": {"type": "object"}});
+            (
+                key.clone(),
+                SpecWrite {
+                    key,
+                    precondition: Precondition::None,
+                    owner: "another-server".into(),
+                    labels: Default::default(),
+                    meta: Default::default(),
+                    spec,
+                    spec_hash: String::new(),
+                    desired: serde_json::Value::Null,
+                    computed: None,
+                    fence: None,
+                },
+            )
+        };
+        let (older, write) = definition("Clash", "clashes");
+        store.put_spec(write).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (_, write) = definition("Collision", "collisions");
+        store.put_spec(write).await.unwrap();
+        eventually("the older served, the younger refused", || {
+            Kind::parse("cl").is_some_and(|k| k.name() == "Clash")
+                && registry::refusal("collisions").is_some()
+        })
+        .await;
+        let refused = store
+            .get(&ObjectKey::new(Kind::Definition, "", "", "collisions"))
+            .await
+            .unwrap()
+            .unwrap();
+        let shown = crate::render::resource(&refused).status.unwrap();
+        assert_eq!(shown["phase"], "Refused");
+        assert!(
+            shown["message"]
+                .as_str()
+                .unwrap()
+                .contains("older Definition clashes"),
+            "{shown}"
+        );
+        store.delete(&older, Precondition::None).await.unwrap();
+        eventually("the younger served once the older is gone", || {
+            Kind::parse("cl").is_some_and(|k| k.name() == "Collision")
+                && registry::refusal("collisions").is_none()
         })
         .await;
     }

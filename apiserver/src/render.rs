@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use dora_crds::status::NodeCondition;
-use dora_crds::{API_VERSION, Kind, Metadata, Resource, decode_written, phase};
+use dora_crds::{API_VERSION, Kind, Metadata, Resource, decode_written, phase, registry};
 use dora_store::{ObjectKey, Row};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -108,7 +108,8 @@ fn lift_reconcile_state(status: &mut Map<String, Value>) {
 }
 
 /// Adds the words a person reads first (`status.phase`, `status.message`, and when a restart
-/// waits, `status.nextRetry`) to the kinds that have them.
+/// waits, `status.nextRetry`) to the kinds that have them. A Definition is `Established`, or
+/// `Refused` with why when it names a word an older one names.
 fn summarize(row: &Row, status: &mut Map<String, Value>) {
     let phase = match Kind::parse(&row.key.kind) {
         Some(Kind::Workload) => {
@@ -122,6 +123,17 @@ fn summarize(row: &Row, status: &mut Map<String, Value>) {
             decode_written(&row.computed).as_ref(),
             decode_written(&row.observed).as_ref(),
         ),
+        Some(Kind::Definition) => {
+            let plural = &row.key.name;
+            match registry::refusal(plural) {
+                Some(why) => {
+                    status.insert("phase".into(), "Refused".into());
+                    status.insert("message".into(), why.into());
+                }
+                None => drop(status.insert("phase".into(), "Established".into())),
+            }
+            return;
+        }
         Some(Kind::Node) => {
             let condition: Option<NodeCondition> = decode_written(&row.computed);
             let cordoned = row.resource["schedulingDisabled"].as_bool() == Some(true);

@@ -217,6 +217,8 @@ const DEFINITION: &[Column] = &[
     column("KIND", &["/spec/names/kind"]),
     column("SCOPE", &["/spec/scope"]),
     column("ALIASES", &["/spec/names/aliases"]).optional(),
+    column("STATUS", &["/status/phase"]),
+    column("MESSAGE", &["/status/message"]).wide().optional(),
 ];
 
 impl Kind {

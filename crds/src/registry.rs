@@ -28,6 +28,8 @@ struct Registry {
     entries: HashMap<&'static str, Arc<Entry>>,
     /// The kinds defined now.
     active: BTreeSet<&'static str>,
+    /// Stored definitions not served, by plural, and why: see [`settle`].
+    refused: HashMap<String, String>,
 }
 
 static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(Default::default);
@@ -236,6 +238,80 @@ pub fn define(spec: &DefinitionSpec) -> Result<Kind, ValidationError> {
     Ok(Kind::Defined(name))
 }
 
+/// Why the stored Definition `plural` is not served, when [`settle`] refused it.
+pub fn refusal(plural: &str) -> Option<String> {
+    read().refused.get(plural).cloned()
+}
+
+/// Makes the kinds of the stored `definitions` (each with its creation time) usable, and
+/// forgets those of the definitions `gone`. Two definitions may name the same word when
+/// they were written at once through two API servers, each of which checked against what it
+/// knew: then the older one (the lesser plural on a tie) keeps its kind everywhere, and the
+/// other is refused until it no longer collides; [`refusal`] tells why. Returns the refusals
+/// not made by the previous call, for the log.
+pub fn settle<'a>(
+    definitions: impl IntoIterator<Item = (&'a DefinitionSpec, i64)>,
+    gone: impl IntoIterator<Item = &'a DefinitionSpec>,
+) -> Vec<(String, String)> {
+    let mut ordered: Vec<(&DefinitionSpec, i64)> = definitions.into_iter().collect();
+    ordered.sort_by(|a, b| (a.1, &a.0.names.plural).cmp(&(b.1, &b.0.names.plural)));
+    let mut taken: HashMap<String, &DefinitionSpec> = HashMap::new();
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for (spec, _) in ordered {
+        let words = words(spec);
+        match words
+            .iter()
+            .find_map(|word| taken.get(word).map(|by| (word, by)))
+        {
+            Some((word, by)) => refused.push((
+                spec,
+                format!(
+                    "{word:?} already names kind {} of the older Definition {}; delete one of them",
+                    by.names.kind, by.names.plural
+                ),
+            )),
+            None => {
+                taken.extend(words.into_iter().map(|word| (word, spec)));
+                accepted.push(spec);
+            }
+        }
+    }
+    for spec in gone
+        .into_iter()
+        .chain(refused.iter().map(|(spec, _)| *spec))
+    {
+        // A refused definition may share its kind name with the one that keeps it.
+        let serving =
+            entry(&spec.names.kind).is_some_and(|entry| entry.info.plural == spec.names.plural);
+        if serving {
+            undefine(spec);
+        }
+    }
+    let mut refusals: Vec<(String, String)> = refused
+        .into_iter()
+        .map(|(spec, why)| (spec.names.plural.clone(), why))
+        .collect();
+    for spec in accepted {
+        if let Err(error) = define(spec) {
+            refusals.push((spec.names.plural.clone(), error.to_string()));
+        }
+    }
+    let mut registry = write();
+    let before = std::mem::replace(&mut registry.refused, refusals.iter().cloned().collect());
+    refusals.retain(|(plural, why)| before.get(plural) != Some(why));
+    refusals
+}
+
+/// The words a definition's kind answers to, in lower case.
+fn words(spec: &DefinitionSpec) -> Vec<String> {
+    let names = &spec.names;
+    [names.kind.to_ascii_lowercase(), names.plural.clone()]
+        .into_iter()
+        .chain(names.aliases.iter().cloned())
+        .collect()
+}
+
 /// Forgets the kind a definition declared: its names no longer resolve.
 pub fn undefine(spec: &DefinitionSpec) {
     write().active.remove(spec.names.kind.as_str());
@@ -323,6 +399,41 @@ mod tests {
         let mut zoned = definition("Gadget", "gadgets", &["gd"]);
         zoned["spec"]["scope"] = json!("zoned");
         assert_eq!(define_document(zoned).unwrap_err().field, "spec.scope");
+    }
+
+    #[test]
+    fn the_older_of_two_colliding_definitions_is_served_everywhere() {
+        let spec = |kind: &str, plural: &str, aliases: &[&str]| -> DefinitionSpec {
+            crate::decode(&definition(kind, plural, aliases)["spec"]).unwrap()
+        };
+        // Written at once through two API servers: both share the alias `rg`.
+        let older = spec("Rig", "rigs", &["rg"]);
+        let younger = spec("Rigging", "riggings", &["rg"]);
+        for order in [[(&older, 1), (&younger, 2)], [(&younger, 2), (&older, 1)]] {
+            let refused = settle(order, []);
+            assert_eq!(Kind::parse("rg").map(Kind::name), Some("Rig"));
+            assert_eq!(Kind::parse("riggings"), None);
+            assert!(refusal("rigs").is_none());
+            let why = refusal("riggings").unwrap();
+            assert!(why.contains("older Definition rigs"), "{why}");
+            // Told once, not again while nothing changes.
+            assert!(refused.is_empty() || refused[0].0 == "riggings");
+            assert!(settle(order, []).is_empty());
+            undefine(&older);
+            settle([], []);
+        }
+        // The same kind name under two plurals: the older keeps it.
+        let first = spec("Mast", "masts", &[]);
+        let second = spec("Mast", "mastz", &[]);
+        settle([(&second, 1)], []);
+        settle([(&second, 1), (&first, 0)], []);
+        assert_eq!(Kind::parse("mast").map(Kind::plural), Some("masts"));
+        assert!(refusal("mastz").is_some());
+        // Once the older is deleted, the younger is served.
+        settle([(&second, 1)], [&first]);
+        assert_eq!(Kind::parse("mast").map(Kind::plural), Some("mastz"));
+        assert!(refusal("mastz").is_none());
+        undefine(&second);
     }
 
     #[test]
