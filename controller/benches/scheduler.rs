@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 
 use dora_controller::scheduler::{self, SchedulerConfig};
-use dora_controller::{Target, WatchConfig, WatchEvent, watch};
 use dora_crds::Kind;
 use dora_crds::status::{ContainerReport, ContainerState, Placement};
 use dora_nodeagent::sim::{self, SimConfig, SimHandle};
+use dora_runtime::{Target, WatchConfig, WatchEvent, watch};
 use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::{ListQuery, ObjectKey, Precondition, SpecWrite, Store, now_millis};
 use futures::StreamExt;

@@ -22,7 +22,7 @@ use dora_store::{
 use tokio_util::sync::CancellationToken;
 
 use crate::scheduler::{placement, report};
-use crate::{Cache, LeaseConfig, Target, WatchConfig, reflect, run_elected};
+use dora_runtime::{Cache, LeaseConfig, Target, WatchConfig, reflect, run_elected};
 
 /// The component name in leases and events.
 pub const COMPONENT: &str = "creditsys";
@@ -51,7 +51,7 @@ impl CreditConfig {
     pub fn new(zone: &str) -> Self {
         CreditConfig {
             zone: zone.to_string(),
-            lease: LeaseConfig::new(crate::holder_name()),
+            lease: LeaseConfig::new(dora_runtime::holder_name()),
             slice: Duration::from_secs(10),
             reset_day: time::Weekday::Monday,
             period: Duration::from_secs(7 * 86_400),

@@ -18,7 +18,7 @@ use dora_store::{Deletion, Event, EventType, ObjectKey, Precondition, Row, Store
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{LeaseConfig, Target, WatchConfig, WatchEvent, run_elected, watch};
+use dora_runtime::{LeaseConfig, Target, WatchConfig, WatchEvent, run_elected, watch};
 
 /// The component name in leases and events.
 pub const COMPONENT: &str = "gc";
@@ -38,7 +38,7 @@ impl GcConfig {
     pub fn new(zone: &str) -> Self {
         GcConfig {
             zone: zone.to_string(),
-            lease: LeaseConfig::new(crate::holder_name()),
+            lease: LeaseConfig::new(dora_runtime::holder_name()),
             watch: WatchConfig::default(),
             rescan: Duration::from_secs(1),
         }

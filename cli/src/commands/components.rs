@@ -7,8 +7,8 @@ use anyhow::Context;
 use dora_controller::creditsys::CreditConfig;
 use dora_controller::gc::GcConfig;
 use dora_controller::scheduler::SchedulerConfig;
-use dora_controller::stop_on_signal;
 use dora_nodeagent::sim::{SimConfig, SimHandle};
+use dora_runtime::stop_on_signal;
 use dora_store::Store;
 
 use crate::args::{
@@ -20,7 +20,7 @@ use crate::args::{
 pub fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level).map_err(|e| {
         anyhow::anyhow!(
-            "--log-level (or RUST_LOG) {:?}: {e}; expected a level such as info or debug, or directives such as info,dora_controller=debug",
+            "--log-level (or RUST_LOG) {:?}: {e}; expected a level such as info or debug, or directives such as info,dora_runtime=debug",
             log.log_level
         )
     })?;

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use fit::{Booking, Demand, Misfit, NodeInfo, Usage, fit};
 pub use ledger::Ledger;
 
-use crate::{Cache, Controller, Handle, LeaseConfig, WatchConfig, WatchEvent, run_elected};
+use dora_runtime::{Cache, Controller, Handle, LeaseConfig, WatchConfig, WatchEvent, run_elected};
 
 /// Container changes within this window reconcile their workload once: a workload's replicas
 /// change by the hundred while they are placed and started.
@@ -62,7 +62,7 @@ impl SchedulerConfig {
     pub fn new(zone: &str) -> Self {
         SchedulerConfig {
             zone: zone.to_string(),
-            lease: LeaseConfig::new(crate::holder_name()),
+            lease: LeaseConfig::new(dora_runtime::holder_name()),
             node_grace: Duration::from_secs(20),
             reschedule_after: Duration::from_secs(60),
             restart_backoff: Duration::from_secs(10),

@@ -17,7 +17,7 @@ use dora_store::{
 use futures::StreamExt;
 
 use super::{COMPONENT, Error, Shared, container_head, placement, report};
-use crate::{Action, Request};
+use dora_runtime::{Action, Request};
 
 /// Container writes at once within one reconcile.
 const CONCURRENT_WRITES: usize = 32;

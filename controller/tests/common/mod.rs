@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use dora_controller::creditsys::{self, CreditConfig};
 use dora_controller::scheduler::{self, SchedulerConfig};
-use dora_controller::{LeaseConfig, WatchConfig};
 use dora_crds::Kind;
 use dora_crds::status::{ContainerReport, Placement};
 use dora_nodeagent::sim::{self, SimConfig, SimHandle};
+use dora_runtime::{LeaseConfig, WatchConfig};
 use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::sqlite::SqliteStore;
 use dora_store::{
