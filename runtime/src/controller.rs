@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dora_crds::Kind;
 use dora_store::{ObjectKey, Row};
 use futures::StreamExt;
 use futures::stream::SelectAll;
@@ -19,7 +18,7 @@ use tracing::Instrument;
 use crate::queue::{Queue, Trigger};
 use crate::report::Reporter;
 use crate::watcher::{Target, WatchConfig, WatchEvent, watch};
-use crate::{Cache, Source};
+use crate::{Cache, KindRef, Source};
 
 /// Maps a changed related row to the primary keys to reconcile.
 pub type Mapper = Arc<dyn Fn(&Row) -> Vec<ObjectKey> + Send + Sync>;
@@ -85,10 +84,10 @@ pub struct Controller {
     name: String,
     source: Source,
     zone: String,
-    primary: Kind,
-    related: Vec<(Kind, Mapper)>,
-    observers: Vec<(Kind, Observer)>,
-    caches: HashMap<Kind, Cache>,
+    primary: KindRef,
+    related: Vec<(KindRef, Mapper)>,
+    observers: Vec<(KindRef, Observer)>,
+    caches: HashMap<KindRef, Cache>,
     concurrency: usize,
     related_window: Duration,
     watch: WatchConfig,
@@ -97,12 +96,21 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller named `name` (for logs and metrics) of `primary` in `zone`, reading from
-    /// `source`: a store (`Arc<dyn Store>`) or the API ([`dora_client::Client`]).
-    pub fn new(name: &str, source: impl Into<Source>, primary: Kind, zone: &str) -> Self {
+    /// A controller named `name` (for logs and metrics) of `primary` (a [`Kind`] or any
+    /// [`KindRef`]) in `zone`, reading from `source`: a store (`Arc<dyn Store>`) or the API
+    /// ([`dora_client::Client`]).
+    ///
+    /// [`Kind`]: dora_crds::Kind
+    pub fn new(
+        name: &str,
+        source: impl Into<Source>,
+        primary: impl Into<KindRef>,
+        zone: &str,
+    ) -> Self {
+        let primary = primary.into();
         let (tx, signals) = mpsc::unbounded_channel();
         let mut caches = HashMap::new();
-        caches.insert(primary, Cache::default());
+        caches.insert(primary.clone(), Cache::default());
         Controller {
             name: name.to_string(),
             source: source.into(),
@@ -122,7 +130,7 @@ impl Controller {
     /// Also watches `kind`, whose rows belong to the primary object `owner_of` names.
     pub fn owns(
         self,
-        kind: Kind,
+        kind: impl Into<KindRef>,
         owner_of: impl Fn(&Row) -> Option<ObjectKey> + Send + Sync + 'static,
     ) -> Self {
         self.watches(kind, move |row| owner_of(row).into_iter().collect())
@@ -131,10 +139,11 @@ impl Controller {
     /// Also watches `kind`; a change reconciles the primary keys `mapper` returns.
     pub fn watches(
         mut self,
-        kind: Kind,
+        kind: impl Into<KindRef>,
         mapper: impl Fn(&Row) -> Vec<ObjectKey> + Send + Sync + 'static,
     ) -> Self {
-        self.caches.entry(kind).or_default();
+        let kind = kind.into();
+        self.caches.entry(kind.clone()).or_default();
         self.related.push((kind, Arc::new(mapper)));
         self
     }
@@ -143,10 +152,10 @@ impl Controller {
     /// applied it and before keys are queued: for indexes a reconciler keeps beside the cache.
     pub fn observe_with(
         mut self,
-        kind: Kind,
+        kind: impl Into<KindRef>,
         observer: impl Fn(&WatchEvent) + Send + Sync + 'static,
     ) -> Self {
-        self.observers.push((kind, Arc::new(observer)));
+        self.observers.push((kind.into(), Arc::new(observer)));
         self
     }
 
@@ -171,8 +180,8 @@ impl Controller {
     }
 
     /// The cache of a watched kind (the primary or a related one).
-    pub fn cache(&self, kind: Kind) -> Cache {
-        self.caches.get(&kind).cloned().unwrap_or_default()
+    pub fn cache(&self, kind: impl Into<KindRef>) -> Cache {
+        self.caches.get(&kind.into()).cloned().unwrap_or_default()
     }
 
     /// A handle that queues keys from outside.
@@ -191,29 +200,30 @@ impl Controller {
     {
         let reconcile = Arc::new(reconcile);
         let reporter = match &self.source {
-            Source::Api(client) => Some(Arc::new(Reporter::new(client, &self.name, self.primary))),
+            Source::Api(client) => Some(Arc::new(Reporter::new(client, &self.name, &self.primary))),
             Source::Store(_) => None,
         };
         let watchers = stop.child_token();
         let mut events = SelectAll::new();
-        let mut kinds = vec![self.primary];
-        kinds.extend(self.related.iter().map(|(kind, _)| *kind));
-        kinds.dedup();
-        for kind in &kinds {
-            let rx = watch(
+        let mut kinds = vec![self.primary.clone()];
+        for (kind, _) in &self.related {
+            if !kinds.contains(kind) {
+                kinds.push(kind.clone());
+            }
+        }
+        for (index, kind) in kinds.iter().enumerate() {
+            let mut rx = watch(
                 self.source.clone(),
-                Target::new(*kind, &self.zone),
+                Target::new(kind, &self.zone),
                 self.watch,
                 watchers.clone(),
             );
-            let kind = *kind;
-            let mut rx = rx;
             events.push(
                 futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-                    .map(move |event| (kind, event)),
+                    .map(move |event| (index, event)),
             );
         }
-        let mut unsynced: HashSet<Kind> = kinds.iter().copied().collect();
+        let mut unsynced: HashSet<usize> = (0..kinds.len()).collect();
         let mut queue = Queue::default();
         let mut running: JoinSet<(ObjectKey, bool, Option<Duration>)> = JoinSet::new();
         let name = self.name.clone();
@@ -240,11 +250,11 @@ impl Controller {
             let due = queue.next_due();
             tokio::select! {
                 () = stop.cancelled() => break,
-                Some((kind, event)) = events.next() => {
+                Some((index, event)) = events.next() => {
                     if matches!(event, WatchEvent::Listed(_)) {
-                        unsynced.remove(&kind);
+                        unsynced.remove(&index);
                     }
-                    self.observe(kind, &event, &mut queue);
+                    self.observe(&kinds[index], &event, &mut queue);
                 }
                 Some(key) = self.signals.recv() => queue.add(key, Trigger::Signal),
                 Some(done) = running.join_next(), if !running.is_empty() => {
@@ -265,8 +275,8 @@ impl Controller {
     }
 
     /// Updates the cache of `kind` and queues the keys the change concerns.
-    fn observe(&self, kind: Kind, event: &WatchEvent, queue: &mut Queue) {
-        let Some(cache) = self.caches.get(&kind) else {
+    fn observe(&self, kind: &KindRef, event: &WatchEvent, queue: &mut Queue) {
+        let Some(cache) = self.caches.get(kind) else {
             return;
         };
         let removed: Vec<Arc<Row>> = match event {
@@ -283,17 +293,17 @@ impl Controller {
         };
         let touched = cache.apply(event);
         for (observed, observer) in &self.observers {
-            if *observed == kind {
+            if observed == kind {
                 observer(event);
             }
         }
-        if kind == self.primary {
+        if *kind == self.primary {
             for key in &touched {
                 queue.add(key.clone(), Trigger::Changed);
             }
         }
         for (related, mapper) in &self.related {
-            if *related != kind {
+            if related != kind {
                 continue;
             }
             let current = touched.iter().filter_map(|key| cache.get(key));

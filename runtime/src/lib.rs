@@ -27,6 +27,7 @@
 
 mod cache;
 mod controller;
+mod kind;
 mod leader;
 mod queue;
 mod report;
@@ -37,6 +38,7 @@ mod watcher;
 
 pub use cache::{Cache, reflect};
 pub use controller::{Action, Controller, Handle, Mapper, Observer, Request};
+pub use kind::KindRef;
 pub use leader::{LeaseConfig, holder_name, run_elected};
 pub use queue::Trigger;
 pub use signal::stop_on_signal;

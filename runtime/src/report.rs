@@ -6,12 +6,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dora_client::{Client, NewEvent};
-use dora_crds::Kind;
 use dora_crds::status::Condition;
 use dora_store::{ObjectKey, Row};
+
+use crate::KindRef;
 use serde_json::{Value, json};
 
 /// The condition the runtime keeps.
@@ -24,8 +26,10 @@ pub(crate) struct Reporter {
     client: Client,
     /// The controller's name, as the events' component.
     component: String,
-    /// Whether the kind's objects have a status to record the outcome in.
-    status: bool,
+    kind: KindRef,
+    /// Whether the kind's objects have a status to record the outcome in: as its Definition
+    /// says when this process knows it, else until the API refuses a status write (405).
+    status: AtomicBool,
     warned: Warnings,
 }
 
@@ -55,12 +59,16 @@ impl Warnings {
 
 impl Reporter {
     /// A reporter over `client` for the controller `component` of `kind`.
-    pub(crate) fn new(client: &Client, component: &str, kind: Kind) -> Reporter {
-        let status = dora_crds::registry::definition(kind).is_some_and(|d| d.status);
+    pub(crate) fn new(client: &Client, component: &str, kind: &KindRef) -> Reporter {
+        let status = match dora_crds::Kind::parse(&kind.name) {
+            Some(known) => dora_crds::registry::definition(known).is_some_and(|d| d.status),
+            None => true,
+        };
         Reporter {
             client: client.clone(),
             component: component.to_string(),
-            status,
+            kind: kind.clone(),
+            status: AtomicBool::new(status),
             warned: Warnings::default(),
         }
     }
@@ -89,30 +97,21 @@ impl Reporter {
                 tracing::debug!(error = %e, "cannot record the failed reconcile as an event");
             }
         }
-        if !self.status {
+        if !self.status.load(Ordering::Relaxed) {
             return;
         }
         let Some(patch) = patch(row, &outcome, &now()) else {
             return;
         };
-        let path = object_path(&row.key);
+        let path = self.kind.object_path(&row.key);
         if let Err(e) = self.client.patch_status(&path, &patch).await {
+            if e.status() == Some(405) {
+                self.status.store(false, Ordering::Relaxed);
+            }
             // Deleted meanwhile, or not allowed: the reconcile itself is what matters.
             tracing::debug!(error = %e, "cannot record the reconcile in the status");
         }
     }
-}
-
-/// The API path of the object `key` names.
-fn object_path(key: &ObjectKey) -> String {
-    let kind = Kind::parse(&key.kind);
-    let workspace = kind
-        .filter(|kind| kind.scope().has_workspace())
-        .map(|_| key.workspace.as_str());
-    let collection = kind
-        .map(|kind| kind.collection_path(&key.zone, workspace))
-        .unwrap_or_default();
-    format!("{collection}/{}", key.name)
 }
 
 fn now() -> String {
@@ -164,6 +163,8 @@ fn patch(row: &Row, outcome: &Result<(), String>, now: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use dora_crds::Kind;
 
     use super::*;
 

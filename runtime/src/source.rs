@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dora_client::{Client, Event};
 use dora_crds::Resource;
-use dora_store::{ObjectKey, Row, RowMeta, Store};
+use dora_store::{Row, RowMeta, Store};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -41,17 +41,16 @@ pub fn row_of(target: &Target, resource: Resource) -> Row {
     let meta = resource.metadata;
     let status = resource.status.unwrap_or(Value::Null);
     let column = |name: &str| {
-        let value = match target.kind.is_defined() {
-            true if name == "computed" => status.clone(),
-            true => Value::Null,
-            false => status.get(name).cloned().unwrap_or(Value::Null),
+        let value = match target.kind.is_built_in() {
+            false if name == "computed" => status.clone(),
+            false => Value::Null,
+            true => status.get(name).cloned().unwrap_or(Value::Null),
         };
         Arc::new(value)
     };
     Row {
         meta: RowMeta::of(&meta, meta.deletion_timestamp.as_deref().map(millis)),
-        key: ObjectKey::new(
-            target.kind,
+        key: target.kind.key(
             meta.zone.as_deref().unwrap_or_default(),
             meta.workspace.as_deref().unwrap_or_default(),
             &meta.name,

@@ -5,27 +5,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use dora_crds::Kind;
 use dora_store::{Change, ChangeFilter, Cursor, ListQuery, ObjectKey, Row, Store, StoreError};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Source;
+use crate::{KindRef, Source};
 
-/// What a watcher follows: one kind in one zone (every workspace of it).
+/// What a watcher follows: one kind in one zone (every workspace of it; the zone is ignored by
+/// kinds without one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
-    pub kind: Kind,
+    pub kind: KindRef,
     pub zone: String,
 }
 
 impl Target {
-    /// `kind` in `zone`.
-    pub fn new(kind: Kind, zone: &str) -> Self {
+    /// `kind` ([`Kind`](dora_crds::Kind) or [`KindRef`]) in `zone`.
+    pub fn new(kind: impl Into<KindRef>, zone: &str) -> Self {
         Target {
-            kind,
+            kind: kind.into(),
             zone: zone.to_string(),
         }
     }
@@ -126,7 +126,7 @@ impl Watcher {
                         kind = %self.target.kind, zone = %self.target.zone, error = %e,
                         "watch failed; listing again in {delay:?}"
                     );
-                    metrics::counter!("dora_watch_errors_total", "kind" => self.target.kind.name())
+                    metrics::counter!("dora_watch_errors_total", "kind" => self.target.kind.name.clone())
                         .increment(1);
                     tokio::time::sleep(delay).await;
                 }
@@ -166,8 +166,8 @@ impl Watcher {
 
     async fn list(&self) -> Result<Vec<Arc<Row>>, StoreError> {
         let mut query = ListQuery {
-            kind: self.target.kind.name().to_string(),
-            scope: self.target.kind.scope(),
+            kind: self.target.kind.name.clone(),
+            scope: self.target.kind.scope,
             zone: self.target.zone.clone(),
             workspace: None,
             after: None,
@@ -187,7 +187,7 @@ impl Watcher {
     /// The next batch of changes as events, each key once with its current state: final
     /// entries not shown yet, then, once caught up, the entries too young to be final.
     async fn read(&self, position: &mut Position) -> Result<Vec<WatchEvent>, StoreError> {
-        let filter = ChangeFilter::all(self.target.kind.name(), self.target.zone.clone());
+        let filter = ChangeFilter::all(&self.target.kind.name, self.target.zone.clone());
         let page = self.config.page;
         let settled = self.store.changes(&filter, &position.settled, page).await?;
         let caught_up = settled.len() < page;
@@ -289,6 +289,7 @@ pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
 
 #[cfg(test)]
 mod tests {
+    use dora_crds::Kind;
     use dora_store::{ChangeOp, Columns};
 
     use super::*;
