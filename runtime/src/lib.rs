@@ -27,6 +27,7 @@
 
 mod cache;
 mod controller;
+mod feed;
 mod kind;
 mod leader;
 mod queue;
@@ -38,6 +39,7 @@ mod watcher;
 
 pub use cache::{Cache, reflect};
 pub use controller::{Action, Controller, Handle, Mapper, Observer, Request};
+pub use feed::FeedReader;
 pub use kind::KindRef;
 pub use leader::{LeaseConfig, holder_name, run_elected};
 pub use queue::Trigger;
