@@ -1,5 +1,7 @@
 //! `Controller`: watches a primary kind and related kinds, keeps their caches, and runs a
-//! reconcile function per changed key with bounded concurrency.
+//! reconcile function per changed key with bounded concurrency. Its stages compose: a
+//! [`Predicate`] between a kind's watch and the queue, an [`ErrorPolicy`] after a failed
+//! reconcile.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -18,7 +20,7 @@ use tracing::Instrument;
 use crate::queue::{Queue, Trigger};
 use crate::report::Reporter;
 use crate::watcher::{Target, WatchConfig, WatchEvent, watch};
-use crate::{Cache, KindRef, Source};
+use crate::{Backoff, Cache, ErrorPolicy, KindRef, Predicate, Source};
 
 /// Maps a changed related row to the primary keys to reconcile.
 pub type Mapper = Arc<dyn Fn(&Row) -> Vec<ObjectKey> + Send + Sync>;
@@ -79,6 +81,9 @@ impl Handle {
     }
 }
 
+/// How a reconcile ended: the requeue it asked for, or its error.
+type Outcome = Result<Option<Duration>, String>;
+
 /// A controller of one primary kind in one zone.
 pub struct Controller {
     name: String,
@@ -87,6 +92,8 @@ pub struct Controller {
     primary: KindRef,
     related: Vec<(KindRef, Mapper)>,
     observers: Vec<(KindRef, Observer)>,
+    predicates: Vec<(KindRef, Arc<dyn Predicate>)>,
+    error_policy: Arc<dyn ErrorPolicy>,
     caches: HashMap<KindRef, Cache>,
     concurrency: usize,
     related_window: Duration,
@@ -118,6 +125,8 @@ impl Controller {
             primary,
             related: Vec::new(),
             observers: Vec::new(),
+            predicates: Vec::new(),
+            error_policy: Arc::new(Backoff::default()),
             caches,
             concurrency: 16,
             related_window: Duration::ZERO,
@@ -156,6 +165,21 @@ impl Controller {
         observer: impl Fn(&WatchEvent) + Send + Sync + 'static,
     ) -> Self {
         self.observers.push((kind.into(), Arc::new(observer)));
+        self
+    }
+
+    /// Passes on to the queue only the changes of `kind` (the primary or a related kind) that
+    /// `predicate` lets through, such as [`generation_changed`](crate::generation_changed);
+    /// its cache still takes every change. Several predicates must all pass.
+    pub fn with_predicate(mut self, kind: impl Into<KindRef>, predicate: impl Predicate) -> Self {
+        self.predicates.push((kind.into(), Arc::new(predicate)));
+        self
+    }
+
+    /// What happens after a failed reconcile (default: [`Backoff::default`], retrying with
+    /// backoff until it succeeds).
+    pub fn error_policy(mut self, policy: impl ErrorPolicy) -> Self {
+        self.error_policy = Arc::new(policy);
         self
     }
 
@@ -225,7 +249,7 @@ impl Controller {
         }
         let mut unsynced: HashSet<usize> = (0..kinds.len()).collect();
         let mut queue = Queue::default();
-        let mut running: JoinSet<(ObjectKey, bool, Option<Duration>)> = JoinSet::new();
+        let mut running: JoinSet<(ObjectKey, Outcome)> = JoinSet::new();
         let name = self.name.clone();
         loop {
             if unsynced.is_empty() {
@@ -258,13 +282,8 @@ impl Controller {
                 }
                 Some(key) = self.signals.recv() => queue.add(key, Trigger::Signal),
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok((key, failed, requeue)) = done {
-                        if let Some(delay) = queue.done(&key, failed) {
-                            queue.add_after(key.clone(), Trigger::Retry, delay);
-                        }
-                        if let Some(after) = requeue {
-                            queue.add_after(key, Trigger::Requeue, after);
-                        }
+                    if let Ok((key, outcome)) = done {
+                        self.finish(&mut queue, key, outcome);
                     }
                 }
                 () = sleep_until(due) => queue.promote_due(),
@@ -274,10 +293,50 @@ impl Controller {
         while running.join_next().await.is_some() {}
     }
 
-    /// Updates the cache of `kind` and queues the keys the change concerns.
+    /// Marks a reconcile done and queues the key again as it asked, or as the error policy
+    /// says after a failure.
+    fn finish(&self, queue: &mut Queue, key: ObjectKey, outcome: Outcome) {
+        let failures = queue.done(&key, outcome.is_err());
+        match outcome {
+            Ok(Some(after)) => queue.add_after(key, Trigger::Requeue, after),
+            Ok(None) => {}
+            Err(error) => match self.error_policy.retry(&key, &error, failures) {
+                Some(delay) => queue.add_after(key, Trigger::Retry, delay),
+                None => tracing::info!(
+                    controller = %self.name, kind = %key.kind, zone = %key.zone,
+                    workspace = %key.workspace, name = %key.name, failures,
+                    "giving up until it changes"
+                ),
+            },
+        }
+    }
+
+    /// Updates the cache of `kind` and queues the keys the change concerns that its
+    /// predicates pass.
     fn observe(&self, kind: &KindRef, event: &WatchEvent, queue: &mut Queue) {
         let Some(cache) = self.caches.get(kind) else {
             return;
+        };
+        let predicates: Vec<&Arc<dyn Predicate>> = self
+            .predicates
+            .iter()
+            .filter(|(filtered, _)| filtered == kind)
+            .map(|(_, predicate)| predicate)
+            .collect();
+        // The rows as they were, for the predicates to compare with.
+        let before: HashMap<ObjectKey, Arc<Row>> = match event {
+            _ if predicates.is_empty() => HashMap::new(),
+            WatchEvent::Applied(row) => cache
+                .get(&row.key)
+                .map(|old| (row.key.clone(), old))
+                .into_iter()
+                .collect(),
+            WatchEvent::Listed(_) => cache
+                .list()
+                .into_iter()
+                .map(|old| (old.key.clone(), old))
+                .collect(),
+            WatchEvent::Deleted(_) => HashMap::new(),
         };
         let removed: Vec<Arc<Row>> = match event {
             WatchEvent::Deleted(key) => cache.get(key).into_iter().collect(),
@@ -291,7 +350,17 @@ impl Controller {
             }
             WatchEvent::Applied(_) => Vec::new(),
         };
-        let touched = cache.apply(event);
+        let mut touched = cache.apply(event);
+        if !predicates.is_empty() {
+            touched.retain(|key| {
+                cache.get(key).is_none_or(|new| {
+                    let old = before.get(key).map(|old| old.as_ref());
+                    predicates
+                        .iter()
+                        .all(|predicate| predicate.passes(old, &new))
+                })
+            });
+        }
         for (observed, observer) in &self.observers {
             if observed == kind {
                 observer(event);
@@ -320,7 +389,7 @@ impl Controller {
         reconcile: Arc<R>,
         reporter: Option<Arc<Reporter>>,
         request: Request,
-    ) -> impl Future<Output = (ObjectKey, bool, Option<Duration>)> + Send + 'static
+    ) -> impl Future<Output = (ObjectKey, Outcome)> + Send + 'static
     where
         R: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
@@ -357,12 +426,12 @@ impl Controller {
                     } else {
                         tracing::debug!(result = "unchanged", duration_ms, requeue = ?action.requeue, "reconciled");
                     }
-                    (key, false, action.requeue)
+                    (key, Ok(action.requeue))
                 }
                 Err(e) => {
                     metrics::counter!("dora_reconciles_total", "controller" => controller, "result" => "error").increment(1);
                     tracing::warn!(result = "error", duration_ms, error = %e, "reconcile failed");
-                    (key, true, None)
+                    (key, Err(e.to_string()))
                 }
             }
         }

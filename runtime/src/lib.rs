@@ -5,8 +5,11 @@
 //! A [`Controller`] watches a primary kind and related kinds, keeps their [`Cache`]s, and
 //! calls a reconcile function per changed object, at most once at a time per object, with
 //! backoff on errors. Over the API it records each outcome in the object's status
-//! (`observedGeneration` and a `Reconciled` condition) and failures as warning events. The
-//! pieces it is built from ([`watch`], [`reflect`], [`run_elected`]) are usable alone.
+//! (`observedGeneration` and a `Reconciled` condition) and failures as warning events. Its
+//! stages compose as kube-runtime's do: a [`Predicate`] between a kind's watch and the queue
+//! (such as [`generation_changed`], which ignores status-only writes), and the caller's
+//! [`ErrorPolicy`] after a failed reconcile ([`Backoff`] by default). The pieces it is built
+//! from ([`watch`], [`reflect`], [`FeedReader`], [`run_elected`]) are usable alone.
 //!
 //! ```no_run
 //! # async fn example(client: dora_client::Client) {
@@ -30,6 +33,8 @@ mod controller;
 mod feed;
 mod kind;
 mod leader;
+mod policy;
+mod predicate;
 mod queue;
 mod report;
 mod signal;
@@ -42,6 +47,8 @@ pub use controller::{Action, Controller, Handle, Mapper, Observer, Request};
 pub use feed::FeedReader;
 pub use kind::KindRef;
 pub use leader::{LeaseConfig, holder_name, run_elected};
+pub use policy::{Backoff, ErrorPolicy};
+pub use predicate::{Predicate, generation_changed};
 pub use queue::Trigger;
 pub use signal::stop_on_signal;
 pub use source::{Source, row_of};
