@@ -1493,7 +1493,7 @@ async fn dependents_go_with_their_owner(c: &Cluster) {
     let _stop_on_drop = stop.clone().drop_guard();
     let mut config = dora_controller::gc::GcConfig::new("default");
     config.rescan = Duration::from_millis(100);
-    tokio::spawn(dora_controller::gc::run(c.store.clone(), config, stop));
+    tokio::spawn(dora_runtime::run_leader(c.store.clone(), config, stop));
     let definition = "apiVersion: v1\nkind: Definition\nmetadata: {name: gcparents}\nspec:\n  names: {kind: Gcparent, plural: gcparents}\n  scope: zonedWorkspaced\n  schema: {type: object}\n";
     let (status, body) = c
         .apply(

@@ -9,7 +9,8 @@
 //! stages compose as kube-runtime's do: a [`Predicate`] between a kind's watch and the queue
 //! (such as [`generation_changed`], which ignores status-only writes), and the caller's
 //! [`ErrorPolicy`] after a failed reconcile ([`Backoff`] by default). The pieces it is built
-//! from ([`watch`], [`reflect`], [`FeedReader`], [`run_elected`]) are usable alone.
+//! from ([`watch`], [`reflect`], [`FeedReader`], [`run_elected`]) are usable alone; a
+//! component of which one replica per zone leads at a time starts with [`run_leader`].
 //!
 //! ```no_run
 //! # async fn example(client: dora_client::Client) {
@@ -46,7 +47,7 @@ pub use cache::{Cache, reflect};
 pub use controller::{Action, Controller, Handle, Mapper, Observer, Request};
 pub use feed::FeedReader;
 pub use kind::KindRef;
-pub use leader::{LeaseConfig, holder_name, run_elected};
+pub use leader::{Leader, LeaseConfig, holder_name, run_elected, run_leader};
 pub use policy::{Backoff, ErrorPolicy};
 pub use predicate::{Predicate, generation_changed};
 pub use queue::Trigger;

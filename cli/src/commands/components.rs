@@ -71,21 +71,21 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     let mut config = SchedulerConfig::new(&args.store.zone);
     config.node_grace = args.node_grace;
     config.reschedule_after = args.reschedule_after;
-    dora_controller::scheduler::run(store, config, stop_on_signal()).await;
+    dora_runtime::run_leader(store, config, stop_on_signal()).await;
     Ok(())
 }
 
 pub async fn creditsys(args: CreditsysArgs) -> anyhow::Result<()> {
     let store = open(&args.store).await?;
     let config = credit_config(&args.store.zone, &args.credits);
-    dora_controller::creditsys::run(store, config, stop_on_signal()).await;
+    dora_runtime::run_leader(store, config, stop_on_signal()).await;
     Ok(())
 }
 
 pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
     let store = open(&args.store).await?;
     let config = GcConfig::new(&args.store.zone);
-    dora_controller::gc::run(store, config, stop_on_signal()).await;
+    dora_runtime::run_leader(store, config, stop_on_signal()).await;
     Ok(())
 }
 
