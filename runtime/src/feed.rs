@@ -7,6 +7,11 @@ use std::time::Duration;
 use dora_store::{Change, ChangeFilter, Cursor, Store, StoreError};
 use foldhash::{HashSet, HashSetExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How often a quiet reader moves to the store's head at most: every reader of every kind is
+/// woken by each write, and most find nothing.
+const ADVANCE: Duration = Duration::from_secs(1);
 
 /// Reads the changes one [`ChangeFilter`] selects, batch by batch, from a position on; wakes
 /// at once on this process's writes and polls for other processes'.
@@ -19,6 +24,8 @@ pub struct FeedReader {
     early: bool,
     poll: Duration,
     gather: Duration,
+    /// When the head was last read.
+    advanced: Option<Instant>,
 }
 
 impl FeedReader {
@@ -35,6 +42,7 @@ impl FeedReader {
             early: false,
             poll: Duration::from_millis(250),
             gather: Duration::from_millis(10),
+            advanced: None,
         }
     }
 
@@ -72,7 +80,8 @@ impl FeedReader {
     }
 
     /// Where the reader stands: every final change up to here has been read. A quiet reader
-    /// moves with the store's head, so that its position stays one the feed keeps.
+    /// moves with the store's head (on its first read, then at most once a second), so that
+    /// its position stays one the feed keeps.
     pub fn cursor(&self) -> &Cursor {
         &self.position.settled
     }
@@ -80,6 +89,7 @@ impl FeedReader {
     /// Starts again after `cursor` (a head read before the caller read the store whole).
     pub fn skip_to(&mut self, cursor: Cursor) {
         self.position = Position::from(cursor);
+        self.advanced = Some(Instant::now());
     }
 
     /// The next changes, oldest first (empty when there are none): the final ones not read
@@ -88,13 +98,22 @@ impl FeedReader {
         // Writes from now on wake the next wait.
         self.wake.borrow_and_update();
         // Read before the changes: nothing the query below misses can lie before it.
-        let head = self.store.head().await?;
+        let head = match self.advanced {
+            Some(at) if at.elapsed() < ADVANCE => None,
+            _ => {
+                self.advanced = Some(Instant::now());
+                Some(self.store.head().await?)
+            }
+        };
         let settled = self
             .store
             .changes(&self.filter, &self.position.settled, self.page)
             .await?;
         let caught_up = settled.len() < self.page;
-        if settled.is_empty() && self.position.shown.is_empty() {
+        if let Some(head) = head
+            && settled.is_empty()
+            && self.position.shown.is_empty()
+        {
             self.position.settled = head;
         }
         let mut changes = self.position.settle(settled);
