@@ -299,7 +299,7 @@ async fn account(
                         next.weekly,
                         next.limit.unwrap_or_default(),
                         config.zone,
-                        crate::time::rfc3339(reset)
+                        dora_runtime::time::rfc3339(reset)
                     ),
                 )
             } else {

@@ -4,4 +4,3 @@
 pub mod creditsys;
 pub mod gc;
 pub mod scheduler;
-mod time;

@@ -40,6 +40,7 @@ mod queue;
 mod report;
 mod signal;
 mod source;
+pub mod time;
 mod typed;
 mod watcher;
 

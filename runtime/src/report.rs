@@ -100,7 +100,7 @@ impl Reporter {
         if !self.status.load(Ordering::Relaxed) {
             return;
         }
-        let Some(patch) = patch(row, &outcome, &now()) else {
+        let Some(patch) = patch(row, &outcome, &crate::time::now()) else {
             return;
         };
         let path = self.kind.object_path(&row.key);
@@ -112,12 +112,6 @@ impl Reporter {
             tracing::debug!(error = %e, "cannot record the reconcile in the status");
         }
     }
-}
-
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// The merge patch recording `outcome` at `now` into `row`'s status, or `None` when it holds

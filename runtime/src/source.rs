@@ -11,6 +11,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::time::millis;
 use crate::watcher::{Target, WatchEvent, retry_delays};
 
 /// Where a controller reads its objects.
@@ -70,13 +71,6 @@ pub fn row_of(target: &Target, resource: Resource) -> Row {
         observed: column("observed"),
         observed_version: 0,
     }
-}
-
-/// Unix milliseconds of an RFC 3339 time; 0 when it does not read.
-fn millis(text: &str) -> i64 {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64)
-        .unwrap_or_default()
 }
 
 /// Follows `target` over the API until the receiver is gone: lists, watches from the list's

@@ -321,7 +321,7 @@ fn pause_reason(shared: &Shared, workload: &Row) -> Option<String> {
             "{} is out of credits in zone {} until {}",
             workload.owner,
             workload.key.zone,
-            crate::time::rfc3339(account.reset)
+            dora_runtime::time::rfc3339(account.reset)
         )
     })
 }
