@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use dora_client::{Client, Config, reqwest::Method};
-use dora_controller::{Action, Cache, Controller, Request};
 use dora_crds::Kind;
+use dora_runtime::{Action, Cache, Controller, Request};
 use dora_store::{ObjectKey, Row};
 use serde_json::json;
 
@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let workloads = controller.cache(Kind::Workload);
     let reconciler = move |request| reconcile(client.clone(), workloads.clone(), request);
     controller
-        .run(reconciler, dora_controller::stop_on_signal())
+        .run(reconciler, dora_runtime::stop_on_signal())
         .await;
     Ok(())
 }

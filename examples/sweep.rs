@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use dora_client::{Client, Config};
-use dora_controller::{Action, Cache, Controller, Request};
 use dora_crds::Kind;
+use dora_runtime::{Action, Cache, Controller, Request};
 use dora_store::{ObjectKey, Row};
 use serde_json::{Value, json};
 
@@ -117,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let workloads = controller.cache(Kind::Workload);
     let reconciler = move |request| reconcile(client.clone(), workloads.clone(), request);
     controller
-        .run(reconciler, dora_controller::stop_on_signal())
+        .run(reconciler, dora_runtime::stop_on_signal())
         .await;
     Ok(())
 }

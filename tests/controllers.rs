@@ -1,4 +1,4 @@
-//! End to end: a controller outside Dora, built on `dora_controller` over the HTTPS API with a
+//! End to end: a controller outside Dora, built on `dora_runtime` over the HTTPS API with a
 //! token, reconciles a kind defined at run time: it sees what `dora apply` writes, writes the
 //! objects' status, and the runtime records each reconcile (`observedGeneration`, a
 //! `Reconciled` condition) where `dora get` and `dora describe` show it.
@@ -7,8 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use dora_controller::{Action, Controller, Object, Request, Resource};
 use dora_crds::{Kind, Scope};
+use dora_runtime::{Action, Controller, Object, Request, Resource};
 use serde_json::{Value, json};
 use support::{Dora, Store};
 use tokio_util::sync::CancellationToken;

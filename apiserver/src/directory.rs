@@ -1,8 +1,8 @@
 //! An in-memory copy of the cluster-scoped rows every request consults (users, roles, zones,
 //! workspaces, definitions), so that authentication, authorization and the kinds' registry
 //! cost no store reads. It is updated at once by this server's own writes and follows the
-//! change feed for other servers' writes: a kind defined through another API server becomes
-//! usable here within a poll, without a restart.
+//! change feed (through the runtime's `FeedReader`) for other servers' writes: a kind defined
+//! through another API server becomes usable here within a poll, without a restart.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use dora_crds::spec::{DefinitionSpec, RoleBinding, RoleSpec, UserSpec, Verb};
 use dora_crds::{Kind, Scope, registry};
+use dora_runtime::FeedReader;
 use dora_store::{ChangeFilter, Cursor, ListQuery, Row, Store, StoreError};
 
 const KINDS: [Kind; 5] = [
@@ -175,62 +176,70 @@ impl Directory {
 
     /// Follows the change feed from `cursor` (as returned by [`Directory::load`]) and reloads a
     /// kind whenever another writer changed it; every kind is reloaded every 30 s regardless.
-    pub async fn follow(self, store: Arc<dyn Store>, mut cursor: Cursor) {
-        let mut wake = store.subscribe();
+    pub async fn follow(self, store: Arc<dyn Store>, cursor: Cursor) {
+        let mut feeds: Vec<(Kind, FeedReader)> = KINDS
+            .into_iter()
+            .map(|kind| {
+                let feed = FeedReader::new(store.clone(), Self::filter(kind), cursor.clone())
+                    .page(1)
+                    .poll(POLL);
+                (kind, feed)
+            })
+            .collect();
         let mut full_at = Instant::now() + FULL_RELOAD;
         loop {
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
-            // Read before the kinds are looked at: whatever is written meanwhile lies after it
-            // and is seen on the next round.
-            let head = match store.head().await {
-                Ok(head) => head,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the change feed failed");
-                    continue;
-                }
-            };
+            // Every reader is woken by the same writes; one waits for them all.
+            feeds[0].1.wait().await;
             let full = Instant::now() >= full_at;
             let mut complete = true;
-            for kind in KINDS {
-                if let Err(e) = self.refresh(store.as_ref(), kind, &cursor, full).await {
+            for (kind, feed) in &mut feeds {
+                if let Err(e) = self.refresh(*kind, feed, full).await {
                     tracing::warn!(error = %e, %kind, "refreshing the directory failed");
                     complete = false;
                 }
             }
-            // Only once every kind has been read up to `head` may the next round start there.
-            if complete {
-                cursor = head;
-                if full {
-                    full_at = Instant::now() + FULL_RELOAD;
-                }
+            if full && complete {
+                full_at = Instant::now() + FULL_RELOAD;
             }
         }
     }
 
-    /// Reloads `kind` when `full`, when its last reload raced with local writes, or when it
-    /// changed after `cursor`.
+    /// Reloads `kind` when `full`, when its last reload raced with local writes or failed, or
+    /// when `feed` shows it changed; the feed then starts again from before the reload.
     async fn refresh(
         &self,
-        store: &dyn Store,
         kind: Kind,
-        cursor: &Cursor,
+        feed: &mut FeedReader,
         full: bool,
     ) -> Result<(), StoreError> {
         let stale = self.write().stale.contains(&kind);
         let changed = full
             || stale
-            || match store.changes(&Self::filter(kind), cursor, 1).await {
+            || match feed.read().await {
                 Ok(changes) => !changes.is_empty(),
                 Err(StoreError::Expired(_)) => true,
                 Err(e) => return Err(e),
             };
-        if changed {
-            self.reload(store, kind).await?;
+        if !changed {
+            return Ok(());
         }
-        Ok(())
+        let store = feed.store().clone();
+        // Read before the reload: whatever is written meanwhile lies after it.
+        let reloaded = match store.head().await {
+            Ok(head) => self.reload(store.as_ref(), kind).await.map(|()| head),
+            Err(e) => Err(e),
+        };
+        match reloaded {
+            Ok(head) => {
+                feed.skip_to(head);
+                Ok(())
+            }
+            Err(e) => {
+                // The change that was read is not applied: read the kind next round.
+                self.write().stale.insert(kind);
+                Err(e)
+            }
+        }
     }
 
     fn filter(kind: Kind) -> ChangeFilter {

@@ -9,6 +9,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use dora_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rustls::ServerConfig;
+use tokio_util::sync::CancellationToken;
 
 use crate::token::VerifiedTokens;
 use crate::{ApiError, Directory, Identity, Service, TokenKey};
@@ -42,6 +43,9 @@ pub(crate) struct State {
     pub verified: VerifiedTokens,
     pub options: Options,
     pub metrics: PrometheusHandle,
+    /// Cancelled when the server starts shutting down: open watches end with an ERROR line
+    /// telling clients to watch again.
+    pub stopping: CancellationToken,
     /// The mutual-TLS client for node agents, made on first use.
     node_client: OnceLock<Result<reqwest::Client, String>>,
 }
@@ -186,6 +190,7 @@ impl ApiServer {
             verified: VerifiedTokens::default(),
             options,
             metrics: metrics_handle(),
+            stopping: CancellationToken::new(),
             node_client: OnceLock::new(),
         };
         Ok(ApiServer {
@@ -214,7 +219,8 @@ impl ApiServer {
         crate::routes::router(self.state.clone())
     }
 
-    /// Serves HTTPS on `listener` until `shutdown` completes, then drains for a few seconds.
+    /// Serves HTTPS on `listener` until `shutdown` completes, then ends open watches (each with
+    /// an ERROR line) and drains for a few seconds.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -224,8 +230,10 @@ impl ApiServer {
         listener.set_nonblocking(true)?;
         let handle = axum_server::Handle::new();
         let stopper = handle.clone();
+        let stopping = self.state.stopping.clone();
         tokio::spawn(async move {
             shutdown.await;
+            stopping.cancel();
             stopper.graceful_shutdown(Some(Duration::from_secs(5)));
         });
         let app = self.router();

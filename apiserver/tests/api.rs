@@ -12,6 +12,7 @@ use dora_store::{ObjectKey, Precondition, SpecWrite, Store};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 const BOOTSTRAP: &str = include_str!("../../manifests/bootstrap.yaml");
 const BODY_LIMIT: usize = 64 * 1024;
@@ -26,6 +27,8 @@ struct Cluster {
     _dir: tempfile::TempDir,
     store: Arc<dyn Store>,
     cql: Option<CqlStore>,
+    /// Shuts the server down when cancelled.
+    stop: CancellationToken,
 }
 
 fn client_for(ca: &str) -> reqwest::Client {
@@ -102,7 +105,9 @@ async fn start(backend: Backend) -> Cluster {
         listener.local_addr().unwrap().port()
     );
     let tls = pki.server_config().unwrap();
-    tokio::spawn(server.serve(listener, tls, std::future::pending()));
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone();
+    tokio::spawn(server.serve(listener, tls, async move { shutdown.cancelled().await }));
     let ca = std::fs::read_to_string(pki.ca_path()).unwrap();
     let http = client_for(&ca);
     Cluster {
@@ -115,6 +120,7 @@ async fn start(backend: Backend) -> Cluster {
         _dir: dir,
         store,
         cql,
+        stop,
     }
 }
 
@@ -777,6 +783,10 @@ async fn watch_streams_changes_and_resumes(c: &Cluster) {
     let from = added["resourceVersion"].as_str().unwrap();
     let mut resumed = watch(format!("&resourceVersion={from}")).await;
     let mut resumed_buffer = Vec::new();
+    // Resumed after the last change of "new": it has nothing of it to replay.
+    let after = modified["resourceVersion"].as_str().unwrap();
+    let mut late = watch(format!("&resourceVersion={after}")).await;
+    let mut late_buffer = Vec::new();
     let replayed = next_event(&mut resumed, &mut resumed_buffer).await;
     assert_eq!(
         (
@@ -795,6 +805,7 @@ async fn watch_streams_changes_and_resumes(c: &Cluster) {
     for (stream, buffer) in [
         (&mut stream, &mut buffer),
         (&mut resumed, &mut resumed_buffer),
+        (&mut late, &mut late_buffer),
     ] {
         let deleted = next_event(stream, buffer).await;
         assert_eq!(
@@ -803,6 +814,11 @@ async fn watch_streams_changes_and_resumes(c: &Cluster) {
                 deleted["object"]["metadata"]["name"].as_str()
             ),
             (Some("DELETED"), Some("new"))
+        );
+        // As in Kubernetes, the object as it was last, not only its name.
+        assert_eq!(
+            deleted["object"]["spec"]["image"]["image"], "b",
+            "{deleted}"
         );
     }
     assert_eq!(
@@ -1117,6 +1133,36 @@ async fn label_selectors_filter_lists_and_watches(c: &Cluster) {
     )
     .await;
     assert_eq!(next().await, ("DELETED".into(), "w2".into()));
+}
+
+async fn open_watches_end_with_an_error_when_the_server_shuts_down(c: &Cluster) {
+    let response = c
+        .http
+        .get(format!("{}{WORKLOADS}?watch=true", c.url))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = Box::pin(response.bytes_stream());
+    let mut buffer = Vec::new();
+    c.apply(&c.admin, &workload("before", "a")).await;
+    assert_eq!(next_event(&mut stream, &mut buffer).await["type"], "ADDED");
+    c.stop.cancel();
+    let last = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(
+        (last["type"].as_str(), last["status"].as_u64()),
+        (Some("ERROR"), Some(503)),
+        "{last}"
+    );
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("watch again"),
+        "{last}"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+    assert!(matches!(end, Ok(None)), "the stream ends after it: {end:?}");
 }
 
 async fn unknown_query_parameters_are_refused(c: &Cluster) {
@@ -1447,7 +1493,7 @@ async fn dependents_go_with_their_owner(c: &Cluster) {
     let _stop_on_drop = stop.clone().drop_guard();
     let mut config = dora_controller::gc::GcConfig::new("default");
     config.rescan = Duration::from_millis(100);
-    tokio::spawn(dora_controller::gc::run(c.store.clone(), config, stop));
+    tokio::spawn(dora_runtime::run_leader(c.store.clone(), config, stop));
     let definition = "apiVersion: v1\nkind: Definition\nmetadata: {name: gcparents}\nspec:\n  names: {kind: Gcparent, plural: gcparents}\n  scope: zonedWorkspaced\n  schema: {type: object}\n";
     let (status, body) = c
         .apply(
@@ -1573,6 +1619,7 @@ on_every_store!(
     tokens_of_an_earlier_user_of_the_same_name_are_refused,
     watches_end_when_the_token_expires,
     label_selectors_filter_lists_and_watches,
+    open_watches_end_with_an_error_when_the_server_shuts_down,
     unknown_query_parameters_are_refused,
     a_defined_workspaced_kind_pages_and_watches_across_workspaces,
     metadata_round_trips_and_is_kept_when_left_out,

@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use dora_client::{Client, Config};
-use dora_controller::{Action, Controller, Request};
 use dora_crds::Kind;
+use dora_runtime::{Action, Controller, Request};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -310,7 +310,7 @@ pub struct LogArgs {
     pub log_format: LogFormat,
     /// What to log: `error`, `warn`, `info` (each reconcile that changed something), `debug`
     /// (also reconciles that changed nothing) or `trace`, or per module, e.g.
-    /// `info,dora_controller=debug`.
+    /// `info,dora_runtime=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,scylla=warn")]
     pub log_level: String,
 }

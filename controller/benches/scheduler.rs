@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use dora_controller::scheduler::{self, SchedulerConfig};
-use dora_controller::{Target, WatchConfig, WatchEvent, watch};
+use dora_controller::scheduler::SchedulerConfig;
 use dora_crds::Kind;
 use dora_crds::status::{ContainerReport, ContainerState, Placement};
 use dora_nodeagent::sim::{self, SimConfig, SimHandle};
+use dora_runtime::{Target, WatchConfig, WatchEvent, watch};
 use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::{ListQuery, ObjectKey, Precondition, SpecWrite, Store, now_millis};
 use futures::StreamExt;
@@ -77,7 +77,11 @@ async fn run(nodes: usize, containers: usize, url: Option<String>) {
     let mut config = SchedulerConfig::new(ZONE);
     config.node_grace = Duration::from_secs(60);
     config.watch = watch_config;
-    tokio::spawn(scheduler::run(store.clone(), config, stop.clone()));
+    tokio::spawn(dora_runtime::run_leader(
+        store.clone(),
+        config,
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut events = watch(

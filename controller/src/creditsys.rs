@@ -22,7 +22,7 @@ use dora_store::{
 use tokio_util::sync::CancellationToken;
 
 use crate::scheduler::{placement, report};
-use crate::{Cache, LeaseConfig, Target, WatchConfig, reflect, run_elected};
+use dora_runtime::{Cache, Leader, LeaseConfig, Target, WatchConfig, reflect};
 
 /// The component name in leases and events.
 pub const COMPONENT: &str = "creditsys";
@@ -51,7 +51,7 @@ impl CreditConfig {
     pub fn new(zone: &str) -> Self {
         CreditConfig {
             zone: zone.to_string(),
-            lease: LeaseConfig::new(crate::holder_name()),
+            lease: LeaseConfig::default(),
             slice: Duration::from_secs(10),
             reset_day: time::Weekday::Monday,
             period: Duration::from_secs(7 * 86_400),
@@ -67,18 +67,26 @@ impl CreditConfig {
     }
 }
 
-/// Runs the credit system of `config.zone` until `stop` is cancelled (standby without the lease).
-pub async fn run(store: Arc<dyn Store>, config: CreditConfig, stop: CancellationToken) {
-    let zone = config.zone.clone();
-    run_elected(
-        store.clone(),
-        &zone,
-        COMPONENT,
-        config.lease.clone(),
-        stop,
-        |fence, lost| lead(store.clone(), config.clone(), fence, lost),
-    )
-    .await;
+/// The credit system of `zone` runs with [`dora_runtime::run_leader`].
+impl Leader for CreditConfig {
+    const COMPONENT: &'static str = COMPONENT;
+
+    fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    fn lease(&self) -> &LeaseConfig {
+        &self.lease
+    }
+
+    fn lead(
+        self,
+        store: Arc<dyn Store>,
+        fence: Fence,
+        lost: CancellationToken,
+    ) -> impl Future<Output = ()> + Send {
+        lead(store, self, fence, lost)
+    }
 }
 
 struct Caches {
@@ -291,7 +299,7 @@ async fn account(
                         next.weekly,
                         next.limit.unwrap_or_default(),
                         config.zone,
-                        crate::time::rfc3339(reset)
+                        dora_runtime::time::rfc3339(reset)
                     ),
                 )
             } else {

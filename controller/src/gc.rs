@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use dora_crds::spec::DefinitionSpec;
 use dora_crds::{Kind, OwnerReference, registry};
-use dora_store::{Deletion, Event, EventType, ObjectKey, Precondition, Row, Store, StoreError};
+use dora_store::{
+    Deletion, Event, EventType, Fence, ObjectKey, Precondition, Row, Store, StoreError,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{LeaseConfig, Target, WatchConfig, WatchEvent, run_elected, watch};
+use dora_runtime::{Leader, LeaseConfig, Target, WatchConfig, WatchEvent, watch};
 
 /// The component name in leases and events.
 pub const COMPONENT: &str = "gc";
@@ -38,26 +40,33 @@ impl GcConfig {
     pub fn new(zone: &str) -> Self {
         GcConfig {
             zone: zone.to_string(),
-            lease: LeaseConfig::new(crate::holder_name()),
+            lease: LeaseConfig::default(),
             watch: WatchConfig::default(),
             rescan: Duration::from_secs(1),
         }
     }
 }
 
-/// Runs the garbage collector of `config.zone` until `stop` is cancelled (standby without the
-/// lease).
-pub async fn run(store: Arc<dyn Store>, config: GcConfig, stop: CancellationToken) {
-    let zone = config.zone.clone();
-    run_elected(
-        store.clone(),
-        &zone,
-        COMPONENT,
-        config.lease.clone(),
-        stop,
-        |_fence, lost| collect(store.clone(), config.clone(), lost),
-    )
-    .await;
+/// The garbage collector of `zone` runs with [`dora_runtime::run_leader`].
+impl Leader for GcConfig {
+    const COMPONENT: &'static str = COMPONENT;
+
+    fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    fn lease(&self) -> &LeaseConfig {
+        &self.lease
+    }
+
+    fn lead(
+        self,
+        store: Arc<dyn Store>,
+        _fence: Fence,
+        lost: CancellationToken,
+    ) -> impl Future<Output = ()> + Send {
+        collect(store, self, lost)
+    }
 }
 
 /// Whether objects of `kind` may own or depend on others: every kind people apply. Views are
@@ -550,7 +559,11 @@ mod tests {
         let stop = CancellationToken::new();
         let mut config = GcConfig::new("z");
         config.rescan = Duration::from_millis(50);
-        tokio::spawn(run(store.clone(), config, stop.clone()));
+        tokio::spawn(dora_runtime::run_leader(
+            store.clone(),
+            config,
+            stop.clone(),
+        ));
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             store.get(&dependent).await.unwrap().is_some(),

@@ -54,6 +54,23 @@ impl Scope {
     pub fn has_workspace(self) -> bool {
         matches!(self, Self::Workspaced | Self::ZonedWorkspaced)
     }
+
+    /// The API path of the objects of the kind `plural` of this scope in `zone` and
+    /// `workspace`; every workspace's when `workspace` is `None` (the zone is ignored by scopes
+    /// without one).
+    pub fn collection_path(self, plural: &str, zone: &str, workspace: Option<&str>) -> String {
+        match (self, workspace) {
+            (Scope::Cluster, _) => format!("/v1/{plural}"),
+            (Scope::Workspaced, Some(ws)) => format!("/v1/workspaces/{ws}/{plural}"),
+            (Scope::Workspaced, None) => format!("/v1/{plural}"),
+            (Scope::Zoned, _) | (Scope::ZonedWorkspaced, None) => {
+                format!("/v1/zones/{zone}/{plural}")
+            }
+            (Scope::ZonedWorkspaced, Some(ws)) => {
+                format!("/v1/zones/{zone}/workspaces/{ws}/{plural}")
+            }
+        }
+    }
 }
 
 /// A kind of resource: one of Dora's own, or one defined at run time by a `Definition`.
@@ -179,18 +196,7 @@ impl Kind {
     /// The API path of this kind's objects in `zone` and `workspace`; every workspace's when
     /// `workspace` is `None` (the zone is ignored by kinds without one).
     pub fn collection_path(self, zone: &str, workspace: Option<&str>) -> String {
-        let plural = self.plural();
-        match (self.scope(), workspace) {
-            (Scope::Cluster, _) => format!("/v1/{plural}"),
-            (Scope::Workspaced, Some(ws)) => format!("/v1/workspaces/{ws}/{plural}"),
-            (Scope::Workspaced, None) => format!("/v1/{plural}"),
-            (Scope::Zoned, _) | (Scope::ZonedWorkspaced, None) => {
-                format!("/v1/zones/{zone}/{plural}")
-            }
-            (Scope::ZonedWorkspaced, Some(ws)) => {
-                format!("/v1/zones/{zone}/workspaces/{ws}/{plural}")
-            }
-        }
+        self.scope().collection_path(self.plural(), zone, workspace)
     }
 
     /// Whether the kind was defined at run time rather than built into Dora.

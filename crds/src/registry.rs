@@ -254,6 +254,14 @@ pub fn settle<'a>(
     gone: impl IntoIterator<Item = &'a DefinitionSpec>,
 ) -> Vec<(String, String)> {
     let mut ordered: Vec<(&DefinitionSpec, i64)> = definitions.into_iter().collect();
+    let gone: Vec<&DefinitionSpec> = gone.into_iter().collect();
+    // What this call decides: other clusters' definitions in this process keep theirs.
+    let decided: Vec<String> = ordered
+        .iter()
+        .map(|(spec, _)| *spec)
+        .chain(gone.iter().copied())
+        .map(|spec| spec.names.plural.clone())
+        .collect();
     ordered.sort_by(|a, b| (a.1, &a.0.names.plural).cmp(&(b.1, &b.0.names.plural)));
     let mut taken: HashMap<String, &DefinitionSpec> = HashMap::new();
     let mut accepted = Vec::new();
@@ -298,7 +306,11 @@ pub fn settle<'a>(
         }
     }
     let mut registry = write();
-    let before = std::mem::replace(&mut registry.refused, refusals.iter().cloned().collect());
+    let before: HashMap<String, String> = decided
+        .iter()
+        .filter_map(|plural| registry.refused.remove_entry(plural))
+        .collect();
+    registry.refused.extend(refusals.iter().cloned());
     refusals.retain(|(plural, why)| before.get(plural) != Some(why));
     refusals
 }

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use dora_controller::scheduler::placement;
-use dora_controller::{Target, WatchConfig, WatchEvent, watch};
 use dora_crds::Kind;
 use dora_crds::spec::{Command, NodeSpec};
 use dora_crds::status::{ContainerReport, ContainerState, CpuInfo, NodeReport};
+use dora_runtime::{Target, WatchConfig, WatchEvent, watch};
 use dora_store::{
     Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, Store, StoreError,
     now_millis,

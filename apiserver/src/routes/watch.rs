@@ -1,8 +1,9 @@
 //! Streams of changes as NDJSON: one JSON object per line, as long as the client listens.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -10,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dora_crds::Selector;
 use dora_crds::spec::Verb;
+use dora_runtime::FeedReader;
 use dora_store::{Change, ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, ObjectKey, Row};
 use serde_json::json;
 use tokio::sync::watch;
@@ -41,8 +43,8 @@ fn line(value: &serde_json::Value) -> Vec<u8> {
 }
 
 /// Streams `initial` then whatever `feed` yields; wakes on local writes, polls for others.
-/// The stream ends with an ERROR line (401) once the caller's token expires or its user is
-/// deleted.
+/// The stream ends with an ERROR line: 401 once the caller's token expires or its user is
+/// deleted, 503 when the server shuts down (the client watches again, elsewhere or later).
 pub(super) fn ndjson<F: Feed>(
     state: AppState,
     identity: Identity,
@@ -77,6 +79,7 @@ pub(super) fn ndjson<F: Feed>(
         loop {
             run.wake.borrow_and_update();
             let lines = match run.state.recheck(&run.identity) {
+                Ok(()) if run.state.stopping.is_cancelled() => Err(going_away()),
                 Ok(()) => run.feed.next_lines().await,
                 Err(error) => Err(error),
             };
@@ -101,6 +104,7 @@ pub(super) fn ndjson<F: Feed>(
             tokio::select! {
                 changed = run.wake.changed() => if changed.is_err() { tokio::time::sleep(POLL).await },
                 _ = tokio::time::sleep(POLL) => {}
+                () = run.state.stopping.cancelled() => {}
             }
         }
     });
@@ -113,6 +117,15 @@ pub(super) fn ndjson<F: Feed>(
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// The error that ends the watches open when the server shuts down.
+fn going_away() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ShuttingDown",
+        "the API server is shutting down; watch again from the last resourceVersion",
+    )
 }
 
 /// Which rows of a collection a watch wants. A row that stops matching is sent as DELETED,
@@ -142,11 +155,11 @@ impl RowFilter {
 struct ResourceFeed {
     state: AppState,
     identity: Identity,
-    filter: ChangeFilter,
-    cursor: Cursor,
+    feed: FeedReader,
     rows: RowFilter,
-    /// Rows sent that matched `rows`, when it filters.
-    matched: HashSet<ObjectKey>,
+    /// The rows the client holds (those sent or listed that match `rows`), as last sent or
+    /// listed: a DELETED event carries the object's last state, as in Kubernetes.
+    known: HashMap<ObjectKey, Arc<Row>>,
     /// Column versions of the rows the initial list sent. A backend's head may lag a little
     /// behind what a list sees, so the feed can replay writes the list already showed; those
     /// are skipped.
@@ -163,18 +176,9 @@ fn column_index(columns: Columns) -> usize {
 
 impl Feed for ResourceFeed {
     async fn next_lines(&mut self) -> Result<Vec<u8>, ApiError> {
-        let store = &self.state.service.store;
-        // Read before the changes: nothing the query below misses can lie before it.
-        let head = store.head().await?;
-        let changes = store.changes(&self.filter, &self.cursor, BATCH).await?;
+        let changes = self.feed.read().await?;
         if changes.is_empty() {
-            // Nothing of ours up to `head`: move there, so that a quiet watch (and its
-            // bookmarks) keep a position the change feed still holds.
-            self.cursor = head;
             return Ok(Vec::new());
-        }
-        if let Some(last) = changes.last() {
-            self.cursor = last.cursor.clone();
         }
         let changes: Vec<Change> = changes
             .into_iter()
@@ -186,36 +190,41 @@ impl Feed for ResourceFeed {
                 !already_listed && visible(&self.state, &self.identity, Verb::Get, &change.key)
             })
             .collect();
-        let rows = store.rows_after(&changes).await?;
+        let rows = self.state.service.store.rows_after(&changes).await?;
         let mut out = Vec::new();
         for (change, row) in changes.into_iter().zip(rows) {
             let (kind, object) = match change.op {
-                ChangeOp::Delete => {
-                    if !self.rows.is_empty() && !self.matched.remove(&change.key) {
-                        continue;
-                    }
-                    ("DELETED", render::tombstone(&change.key))
-                }
+                ChangeOp::Delete => match self.known.remove(&change.key) {
+                    Some(last) => ("DELETED", render::resource(&last)),
+                    // Deleted before this watch listed it: its name is all there is.
+                    None if self.rows.is_empty() => ("DELETED", render::tombstone(&change.key)),
+                    None => continue,
+                },
                 ChangeOp::Put => match row {
                     // Deleted since: its own DELETED change follows.
                     None => continue,
                     Some(row) if self.rows.is_empty() => {
+                        let object = render::resource(&row);
+                        self.known.insert(change.key.clone(), row);
                         if change.columns == Columns::Spec && change.version == 1 {
-                            ("ADDED", render::resource(&row))
+                            ("ADDED", object)
                         } else {
-                            ("MODIFIED", render::resource(&row))
+                            ("MODIFIED", object)
                         }
                     }
                     Some(row) if !self.rows.matches(&row) => {
-                        if !self.matched.remove(&change.key) {
+                        if self.known.remove(&change.key).is_none() {
                             continue;
                         }
                         ("DELETED", render::resource(&row))
                     }
-                    Some(row) if self.matched.insert(change.key.clone()) => {
-                        ("ADDED", render::resource(&row))
+                    Some(row) => {
+                        let object = render::resource(&row);
+                        match self.known.insert(change.key.clone(), row) {
+                            None => ("ADDED", object),
+                            Some(_) => ("MODIFIED", object),
+                        }
                     }
-                    Some(row) => ("MODIFIED", render::resource(&row)),
                 },
             };
             out.extend(line(
@@ -226,7 +235,7 @@ impl Feed for ResourceFeed {
     }
 
     fn bookmark(&self) -> Vec<u8> {
-        line(&json!({"type": "BOOKMARK", "resourceVersion": self.cursor}))
+        line(&json!({"type": "BOOKMARK", "resourceVersion": self.feed.cursor()}))
     }
 }
 
@@ -248,60 +257,55 @@ pub(super) async fn resources(
     };
     let mut initial = Vec::new();
     let mut listed = HashMap::new();
-    let mut matched = HashSet::new();
+    let mut known = HashMap::new();
     let resume = resource_version.map(Cursor);
     if let Some(cursor) = &resume {
         // Refuse an expired or foreign cursor before the stream starts.
         store.changes(&filter, cursor, 1).await?;
     }
     let head = store.head().await?;
-    // A watch from a version lists nothing, except that a filter must know which rows match
-    // now, to tell when one stops matching.
-    if resume.is_none() || !rows.is_empty() {
-        let mut query = ListQuery {
-            kind: target.kind.name().into(),
-            scope: target.kind.scope(),
-            zone: target.zone.clone(),
-            workspace: target.workspace.clone(),
-            after: None,
-            limit: 1000,
-        };
-        loop {
-            let page = state.service.store.list(&query).await?;
-            for row in &page.rows {
-                let wanted = target
-                    .name
-                    .as_ref()
-                    .is_none_or(|name| *name == row.key.name)
-                    && rows.matches(row);
-                if !wanted || !visible(&state, &identity, Verb::Get, &row.key) {
-                    continue;
-                }
-                if !rows.is_empty() {
-                    matched.insert(row.key.clone());
-                }
-                if resume.is_none() {
-                    listed.insert(
-                        row.key.clone(),
-                        [row.version, row.computed_version, row.observed_version],
-                    );
-                    initial.extend(line(&json!({"type": "ADDED", "object": render::resource(row), "resourceVersion": head})));
-                }
+    // A watch from a version sends no list, but learns the rows as they are now: to tell when
+    // one stops matching a filter, and what a deleted one held.
+    let mut query = ListQuery {
+        kind: target.kind.name().into(),
+        scope: target.kind.scope(),
+        zone: target.zone.clone(),
+        workspace: target.workspace.clone(),
+        after: None,
+        limit: 1000,
+    };
+    loop {
+        let page = state.service.store.list(&query).await?;
+        for row in page.rows {
+            let wanted = target
+                .name
+                .as_ref()
+                .is_none_or(|name| *name == row.key.name)
+                && rows.matches(&row);
+            if !wanted || !visible(&state, &identity, Verb::Get, &row.key) {
+                continue;
             }
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => break,
+            if resume.is_none() {
+                listed.insert(
+                    row.key.clone(),
+                    [row.version, row.computed_version, row.observed_version],
+                );
+                initial.extend(line(&json!({"type": "ADDED", "object": render::resource(&row), "resourceVersion": head})));
             }
+            known.insert(row.key.clone(), Arc::new(row));
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
         }
     }
     let cursor = resume.unwrap_or(head);
     let feed = ResourceFeed {
         state: state.clone(),
         identity: identity.clone(),
-        filter,
-        cursor,
+        feed: FeedReader::new(store, filter, cursor).page(BATCH),
         rows,
-        matched,
+        known,
         listed,
     };
     Ok(ndjson(state, identity, initial, feed))
@@ -331,18 +335,18 @@ mod tests {
             result.unwrap();
         }
         let start = service.store.head().await.unwrap();
+        let filter = ChangeFilter {
+            kind: "Workload".into(),
+            zone: "default".into(),
+            workspace: Some("default".into()),
+            name: None,
+        };
         let mut feed = ResourceFeed {
             state: server.state(),
             identity: system.clone(),
-            filter: ChangeFilter {
-                kind: "Workload".into(),
-                zone: "default".into(),
-                workspace: Some("default".into()),
-                name: None,
-            },
-            cursor: start.clone(),
+            feed: FeedReader::new(service.store.clone(), filter, start.clone()),
             rows: RowFilter::default(),
-            matched: HashSet::new(),
+            known: HashMap::new(),
             listed: HashMap::new(),
         };
         // Writes the watch does not want move it along all the same.
@@ -353,7 +357,7 @@ mod tests {
         assert!(feed.next_lines().await.unwrap().is_empty());
         let head = service.store.head().await.unwrap();
         assert_ne!(head, start);
-        assert_eq!(feed.cursor, head);
+        assert_eq!(feed.feed.cursor(), &head);
         let bookmark = String::from_utf8(feed.bookmark()).unwrap();
         assert!(bookmark.contains(&format!("\"{head}\"")), "{bookmark}");
         // What it wants still comes, once.
@@ -367,5 +371,19 @@ mod tests {
             "{lines}"
         );
         assert!(feed.next_lines().await.unwrap().is_empty());
+        // A delete carries the object as it was last, not only its name.
+        let key = ObjectKey::new(dora_crds::Kind::Workload, "default", "default", "w");
+        service
+            .store
+            .delete(&key, dora_store::Precondition::None)
+            .await
+            .unwrap();
+        let lines = feed.next_lines().await.unwrap();
+        let deleted: serde_json::Value = serde_json::from_slice(&lines).unwrap();
+        assert_eq!(deleted["type"], "DELETED");
+        assert_eq!(
+            deleted["object"]["spec"]["image"]["image"], "x",
+            "{deleted}"
+        );
     }
 }

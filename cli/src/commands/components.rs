@@ -7,8 +7,8 @@ use anyhow::Context;
 use dora_controller::creditsys::CreditConfig;
 use dora_controller::gc::GcConfig;
 use dora_controller::scheduler::SchedulerConfig;
-use dora_controller::stop_on_signal;
 use dora_nodeagent::sim::{SimConfig, SimHandle};
+use dora_runtime::stop_on_signal;
 use dora_store::Store;
 
 use crate::args::{
@@ -20,7 +20,7 @@ use crate::args::{
 pub fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level).map_err(|e| {
         anyhow::anyhow!(
-            "--log-level (or RUST_LOG) {:?}: {e}; expected a level such as info or debug, or directives such as info,dora_controller=debug",
+            "--log-level (or RUST_LOG) {:?}: {e}; expected a level such as info or debug, or directives such as info,dora_runtime=debug",
             log.log_level
         )
     })?;
@@ -71,21 +71,21 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     let mut config = SchedulerConfig::new(&args.store.zone);
     config.node_grace = args.node_grace;
     config.reschedule_after = args.reschedule_after;
-    dora_controller::scheduler::run(store, config, stop_on_signal()).await;
+    dora_runtime::run_leader(store, config, stop_on_signal()).await;
     Ok(())
 }
 
 pub async fn creditsys(args: CreditsysArgs) -> anyhow::Result<()> {
     let store = open(&args.store).await?;
     let config = credit_config(&args.store.zone, &args.credits);
-    dora_controller::creditsys::run(store, config, stop_on_signal()).await;
+    dora_runtime::run_leader(store, config, stop_on_signal()).await;
     Ok(())
 }
 
 pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
     let store = open(&args.store).await?;
     let config = GcConfig::new(&args.store.zone);
-    dora_controller::gc::run(store, config, stop_on_signal()).await;
+    dora_runtime::run_leader(store, config, stop_on_signal()).await;
     Ok(())
 }
 

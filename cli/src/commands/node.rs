@@ -133,7 +133,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         )?;
         config.api.token = joined_credential(&config, join.trim()).await?;
     }
-    dora_nodeagent::run(config, dora_controller::stop_on_signal()).await
+    dora_nodeagent::run(config, dora_runtime::stop_on_signal()).await
 }
 
 /// The node's own credential: the one kept from an earlier join, else one obtained now with

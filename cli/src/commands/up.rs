@@ -267,17 +267,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut components = JoinSet::new();
     let mut scheduler = SchedulerConfig::new(&args.zone);
     scheduler.restart_backoff = args.restart_backoff;
-    components.spawn(dora_controller::scheduler::run(
+    components.spawn(dora_runtime::run_leader(
         store.clone(),
         scheduler,
         stop.clone(),
     ));
-    components.spawn(dora_controller::creditsys::run(
+    components.spawn(dora_runtime::run_leader(
         store.clone(),
         components::credit_config(&args.zone, &args.credits),
         stop.clone(),
     ));
-    components.spawn(dora_controller::gc::run(
+    components.spawn(dora_runtime::run_leader(
         store.clone(),
         GcConfig::new(&args.zone),
         stop.clone(),

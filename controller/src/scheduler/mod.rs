@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use fit::{Booking, Demand, Misfit, NodeInfo, Usage, fit};
 pub use ledger::Ledger;
 
-use crate::{Cache, Controller, Handle, LeaseConfig, WatchConfig, WatchEvent, run_elected};
+use dora_runtime::{Cache, Controller, Handle, Leader, LeaseConfig, WatchConfig, WatchEvent};
 
 /// Container changes within this window reconcile their workload once: a workload's replicas
 /// change by the hundred while they are placed and started.
@@ -62,7 +62,7 @@ impl SchedulerConfig {
     pub fn new(zone: &str) -> Self {
         SchedulerConfig {
             zone: zone.to_string(),
-            lease: LeaseConfig::new(crate::holder_name()),
+            lease: LeaseConfig::default(),
             node_grace: Duration::from_secs(20),
             reschedule_after: Duration::from_secs(60),
             restart_backoff: Duration::from_secs(10),
@@ -82,19 +82,27 @@ pub enum Error {
     Encode(#[from] serde_json::Error),
 }
 
-/// Runs the scheduler of `config.zone` until `stop` is cancelled: a standby until it holds the
-/// zone's lease, then active until it loses it.
-pub async fn run(store: Arc<dyn Store>, config: SchedulerConfig, stop: CancellationToken) {
-    let zone = config.zone.clone();
-    run_elected(
-        store.clone(),
-        &zone,
-        COMPONENT,
-        config.lease.clone(),
-        stop,
-        |fence, lost| run_leader(store.clone(), config.clone(), fence, lost),
-    )
-    .await;
+/// The scheduler of `zone` runs with [`dora_runtime::run_leader`]: a standby until it holds
+/// the zone's lease, then active until it loses it.
+impl Leader for SchedulerConfig {
+    const COMPONENT: &'static str = COMPONENT;
+
+    fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    fn lease(&self) -> &LeaseConfig {
+        &self.lease
+    }
+
+    fn lead(
+        self,
+        store: Arc<dyn Store>,
+        fence: Fence,
+        lost: CancellationToken,
+    ) -> impl Future<Output = ()> + Send {
+        lead(store, self, fence, lost)
+    }
 }
 
 /// What the parts of one active scheduler share.
@@ -337,7 +345,7 @@ impl State {
     }
 }
 
-async fn run_leader(
+async fn lead(
     store: Arc<dyn Store>,
     config: SchedulerConfig,
     fence: Fence,

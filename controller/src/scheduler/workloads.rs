@@ -17,7 +17,7 @@ use dora_store::{
 use futures::StreamExt;
 
 use super::{COMPONENT, Error, Shared, container_head, placement, report};
-use crate::{Action, Request};
+use dora_runtime::{Action, Request};
 
 /// Container writes at once within one reconcile.
 const CONCURRENT_WRITES: usize = 32;
@@ -323,7 +323,7 @@ fn pause_reason(shared: &Shared, workload: &Row) -> Option<String> {
             "{} is out of credits in zone {} until {}",
             workload.owner,
             workload.key.zone,
-            crate::time::rfc3339(account.reset)
+            dora_runtime::time::rfc3339(account.reset)
         )
     })
 }
@@ -416,7 +416,7 @@ async fn write_status(
     let before = previous
         .as_ref()
         .map_or(&[][..], |p| p.conditions.as_slice());
-    let now = crate::time::rfc3339(now_millis());
+    let now = dora_runtime::time::rfc3339(now_millis());
     status.conditions = dora_crds::phase::workload_conditions(&status)
         .into_iter()
         .map(|condition| condition.since(before, &now))

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dora_controller::creditsys::{self, CreditConfig};
-use dora_controller::scheduler::{self, SchedulerConfig};
-use dora_controller::{LeaseConfig, WatchConfig};
+use dora_controller::creditsys::CreditConfig;
+use dora_controller::scheduler::SchedulerConfig;
 use dora_crds::Kind;
 use dora_crds::status::{ContainerReport, Placement};
 use dora_nodeagent::sim::{self, SimConfig, SimHandle};
+use dora_runtime::{LeaseConfig, WatchConfig};
 use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::sqlite::SqliteStore;
 use dora_store::{
@@ -108,7 +108,11 @@ impl Zone {
     /// Starts a scheduler; the returned token stops it.
     pub fn scheduler(&self, config: SchedulerConfig) -> CancellationToken {
         let stop = self.stop.child_token();
-        tokio::spawn(scheduler::run(self.store.clone(), config, stop.clone()));
+        tokio::spawn(dora_runtime::run_leader(
+            self.store.clone(),
+            config,
+            stop.clone(),
+        ));
         stop
     }
 
@@ -125,7 +129,11 @@ impl Zone {
 
     pub fn creditsys(&self, config: CreditConfig) -> CancellationToken {
         let stop = self.stop.child_token();
-        tokio::spawn(creditsys::run(self.store.clone(), config, stop.clone()));
+        tokio::spawn(dora_runtime::run_leader(
+            self.store.clone(),
+            config,
+            stop.clone(),
+        ));
         stop
     }
 

@@ -6,15 +6,15 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dora_client::NewEvent;
-use dora_crds::Kind;
 use dora_crds::status::Condition;
 use dora_store::{Event, EventType, ObjectKey, Row};
 use serde_json::{Value, json};
 
-use crate::Source;
+use crate::{KindRef, Source};
 
 /// The condition the runtime keeps.
 const RECONCILED: &str = "Reconciled";
@@ -30,9 +30,11 @@ pub(crate) struct Reporter {
     source: Source,
     /// The controller's name, as the events' component.
     component: String,
-    /// Whether the runtime writes the outcome into the objects' status: over the API, for a
-    /// kind whose objects have a status.
-    status: bool,
+    kind: KindRef,
+    /// Whether the runtime writes the outcome into the objects' status: over the API, as the
+    /// kind's Definition says when this process knows it, else until the API refuses a status
+    /// write (405).
+    status: AtomicBool,
     warned: Warnings,
 }
 
@@ -62,13 +64,19 @@ impl Warnings {
 
 impl Reporter {
     /// A reporter over `source` for the controller `component` of `kind`.
-    pub(crate) fn new(source: &Source, component: &str, kind: Kind) -> Reporter {
-        let status = matches!(source, Source::Api(_))
-            && dora_crds::registry::definition(kind).is_some_and(|d| d.status);
+    pub(crate) fn new(source: &Source, component: &str, kind: &KindRef) -> Reporter {
+        let status = match (source, dora_crds::Kind::parse(&kind.name)) {
+            (Source::Store(_), _) => false,
+            (Source::Api(_), Some(known)) => {
+                dora_crds::registry::definition(known).is_some_and(|d| d.status)
+            }
+            (Source::Api(_), None) => true,
+        };
         Reporter {
             source: source.clone(),
             component: component.to_string(),
-            status,
+            kind: kind.clone(),
+            status: AtomicBool::new(status),
             warned: Warnings::default(),
         }
     }
@@ -85,17 +93,20 @@ impl Reporter {
         {
             self.warn(&row.key, error).await;
         }
-        if !self.status {
+        if !self.status.load(Ordering::Relaxed) {
             return;
         }
-        let Some(patch) = patch(row, &outcome, &now()) else {
+        let Some(patch) = patch(row, &outcome, &crate::time::now()) else {
             return;
         };
         let Source::Api(client) = &self.source else {
             return;
         };
-        let path = object_path(&row.key);
+        let path = self.kind.object_path(&row.key);
         if let Err(e) = client.patch_status(&path, &patch).await {
+            if e.status() == Some(405) {
+                self.status.store(false, Ordering::Relaxed);
+            }
             // Deleted meanwhile, or not allowed: the reconcile itself is what matters.
             tracing::debug!(error = %e, "cannot record the reconcile in the status");
         }
@@ -126,24 +137,6 @@ impl Reporter {
             tracing::debug!(error = %e, "cannot record the failed reconcile as an event");
         }
     }
-}
-
-/// The API path of the object `key` names.
-fn object_path(key: &ObjectKey) -> String {
-    let kind = Kind::parse(&key.kind);
-    let workspace = kind
-        .filter(|kind| kind.scope().has_workspace())
-        .map(|_| key.workspace.as_str());
-    let collection = kind
-        .map(|kind| kind.collection_path(&key.zone, workspace))
-        .unwrap_or_default();
-    format!("{collection}/{}", key.name)
-}
-
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// The merge patch recording `outcome` at `now` into `row`'s status, or `None` when it holds
@@ -179,6 +172,8 @@ fn patch(row: &Row, outcome: &Result<(), String>, now: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use dora_crds::Kind;
 
     use super::*;
 
@@ -228,7 +223,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn dora_store::Store> =
             Arc::new(dora_store::sqlite::SqliteStore::open(dir.path().join("d.db")).unwrap());
-        let reporter = Reporter::new(&Source::Store(store.clone()), "scheduler", Kind::Workload);
+        let reporter = Reporter::new(
+            &Source::Store(store.clone()),
+            "scheduler",
+            &KindRef::from(Kind::Workload),
+        );
         let failing = row(1, Value::Null);
         for _ in 0..3 {
             reporter

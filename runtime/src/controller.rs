@@ -1,5 +1,7 @@
 //! `Controller`: watches a primary kind and related kinds, keeps their caches, and runs a
-//! reconcile function per changed key with bounded concurrency.
+//! reconcile function per changed key with bounded concurrency. Its stages compose: a
+//! [`Predicate`] between a kind's watch and the queue, an [`ErrorPolicy`] after a failed
+//! reconcile.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -7,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dora_crds::Kind;
 use dora_store::{ObjectKey, Row};
 use futures::StreamExt;
 use futures::stream::SelectAll;
@@ -19,7 +20,7 @@ use tracing::Instrument;
 use crate::queue::{Queue, Trigger};
 use crate::report::Reporter;
 use crate::watcher::{Target, WatchConfig, WatchEvent, watch};
-use crate::{Cache, Source};
+use crate::{Backoff, Cache, ErrorPolicy, KindRef, Predicate, Source};
 
 /// Maps a changed related row to the primary keys to reconcile.
 pub type Mapper = Arc<dyn Fn(&Row) -> Vec<ObjectKey> + Send + Sync>;
@@ -80,15 +81,20 @@ impl Handle {
     }
 }
 
+/// How a reconcile ended: the requeue it asked for, or its error.
+type Outcome = Result<Option<Duration>, String>;
+
 /// A controller of one primary kind in one zone.
 pub struct Controller {
     name: String,
     source: Source,
     zone: String,
-    primary: Kind,
-    related: Vec<(Kind, Mapper)>,
-    observers: Vec<(Kind, Observer)>,
-    caches: HashMap<Kind, Cache>,
+    primary: KindRef,
+    related: Vec<(KindRef, Mapper)>,
+    observers: Vec<(KindRef, Observer)>,
+    predicates: Vec<(KindRef, Arc<dyn Predicate>)>,
+    error_policy: Arc<dyn ErrorPolicy>,
+    caches: HashMap<KindRef, Cache>,
     concurrency: usize,
     related_window: Duration,
     watch: WatchConfig,
@@ -97,12 +103,21 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller named `name` (for logs and metrics) of `primary` in `zone`, reading from
-    /// `source`: a store (`Arc<dyn Store>`) or the API ([`dora_client::Client`]).
-    pub fn new(name: &str, source: impl Into<Source>, primary: Kind, zone: &str) -> Self {
+    /// A controller named `name` (for logs and metrics) of `primary` (a [`Kind`] or any
+    /// [`KindRef`]) in `zone`, reading from `source`: a store (`Arc<dyn Store>`) or the API
+    /// ([`dora_client::Client`]).
+    ///
+    /// [`Kind`]: dora_crds::Kind
+    pub fn new(
+        name: &str,
+        source: impl Into<Source>,
+        primary: impl Into<KindRef>,
+        zone: &str,
+    ) -> Self {
+        let primary = primary.into();
         let (tx, signals) = mpsc::unbounded_channel();
         let mut caches = HashMap::new();
-        caches.insert(primary, Cache::default());
+        caches.insert(primary.clone(), Cache::default());
         Controller {
             name: name.to_string(),
             source: source.into(),
@@ -110,6 +125,8 @@ impl Controller {
             primary,
             related: Vec::new(),
             observers: Vec::new(),
+            predicates: Vec::new(),
+            error_policy: Arc::new(Backoff::default()),
             caches,
             concurrency: 16,
             related_window: Duration::ZERO,
@@ -122,7 +139,7 @@ impl Controller {
     /// Also watches `kind`, whose rows belong to the primary object `owner_of` names.
     pub fn owns(
         self,
-        kind: Kind,
+        kind: impl Into<KindRef>,
         owner_of: impl Fn(&Row) -> Option<ObjectKey> + Send + Sync + 'static,
     ) -> Self {
         self.watches(kind, move |row| owner_of(row).into_iter().collect())
@@ -131,10 +148,11 @@ impl Controller {
     /// Also watches `kind`; a change reconciles the primary keys `mapper` returns.
     pub fn watches(
         mut self,
-        kind: Kind,
+        kind: impl Into<KindRef>,
         mapper: impl Fn(&Row) -> Vec<ObjectKey> + Send + Sync + 'static,
     ) -> Self {
-        self.caches.entry(kind).or_default();
+        let kind = kind.into();
+        self.caches.entry(kind.clone()).or_default();
         self.related.push((kind, Arc::new(mapper)));
         self
     }
@@ -143,10 +161,25 @@ impl Controller {
     /// applied it and before keys are queued: for indexes a reconciler keeps beside the cache.
     pub fn observe_with(
         mut self,
-        kind: Kind,
+        kind: impl Into<KindRef>,
         observer: impl Fn(&WatchEvent) + Send + Sync + 'static,
     ) -> Self {
-        self.observers.push((kind, Arc::new(observer)));
+        self.observers.push((kind.into(), Arc::new(observer)));
+        self
+    }
+
+    /// Passes on to the queue only the changes of `kind` (the primary or a related kind) that
+    /// `predicate` lets through, such as [`generation_changed`](crate::generation_changed);
+    /// its cache still takes every change. Several predicates must all pass.
+    pub fn with_predicate(mut self, kind: impl Into<KindRef>, predicate: impl Predicate) -> Self {
+        self.predicates.push((kind.into(), Arc::new(predicate)));
+        self
+    }
+
+    /// What happens after a failed reconcile (default: [`Backoff::default`], retrying with
+    /// backoff until it succeeds).
+    pub fn error_policy(mut self, policy: impl ErrorPolicy) -> Self {
+        self.error_policy = Arc::new(policy);
         self
     }
 
@@ -171,8 +204,8 @@ impl Controller {
     }
 
     /// The cache of a watched kind (the primary or a related one).
-    pub fn cache(&self, kind: Kind) -> Cache {
-        self.caches.get(&kind).cloned().unwrap_or_default()
+    pub fn cache(&self, kind: impl Into<KindRef>) -> Cache {
+        self.caches.get(&kind.into()).cloned().unwrap_or_default()
     }
 
     /// A handle that queues keys from outside.
@@ -190,29 +223,30 @@ impl Controller {
         E: Display + Send + 'static,
     {
         let reconcile = Arc::new(reconcile);
-        let reporter = Arc::new(Reporter::new(&self.source, &self.name, self.primary));
+        let reporter = Arc::new(Reporter::new(&self.source, &self.name, &self.primary));
         let watchers = stop.child_token();
         let mut events = SelectAll::new();
-        let mut kinds = vec![self.primary];
-        kinds.extend(self.related.iter().map(|(kind, _)| *kind));
-        kinds.dedup();
-        for kind in &kinds {
-            let rx = watch(
+        let mut kinds = vec![self.primary.clone()];
+        for (kind, _) in &self.related {
+            if !kinds.contains(kind) {
+                kinds.push(kind.clone());
+            }
+        }
+        for (index, kind) in kinds.iter().enumerate() {
+            let mut rx = watch(
                 self.source.clone(),
-                Target::new(*kind, &self.zone),
+                Target::new(kind, &self.zone),
                 self.watch,
                 watchers.clone(),
             );
-            let kind = *kind;
-            let mut rx = rx;
             events.push(
                 futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-                    .map(move |event| (kind, event)),
+                    .map(move |event| (index, event)),
             );
         }
-        let mut unsynced: HashSet<Kind> = kinds.iter().copied().collect();
+        let mut unsynced: HashSet<usize> = (0..kinds.len()).collect();
         let mut queue = Queue::default();
-        let mut running: JoinSet<(ObjectKey, bool, Option<Duration>)> = JoinSet::new();
+        let mut running: JoinSet<(ObjectKey, Outcome)> = JoinSet::new();
         let name = self.name.clone();
         loop {
             if unsynced.is_empty() {
@@ -237,21 +271,16 @@ impl Controller {
             let due = queue.next_due();
             tokio::select! {
                 () = stop.cancelled() => break,
-                Some((kind, event)) = events.next() => {
+                Some((index, event)) = events.next() => {
                     if matches!(event, WatchEvent::Listed(_)) {
-                        unsynced.remove(&kind);
+                        unsynced.remove(&index);
                     }
-                    self.observe(kind, &event, &mut queue);
+                    self.observe(&kinds[index], &event, &mut queue);
                 }
                 Some(key) = self.signals.recv() => queue.add(key, Trigger::Signal),
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok((key, failed, requeue)) = done {
-                        if let Some(delay) = queue.done(&key, failed) {
-                            queue.add_after(key.clone(), Trigger::Retry, delay);
-                        }
-                        if let Some(after) = requeue {
-                            queue.add_after(key, Trigger::Requeue, after);
-                        }
+                    if let Ok((key, outcome)) = done {
+                        self.finish(&mut queue, key, outcome);
                     }
                 }
                 () = sleep_until(due) => queue.promote_due(),
@@ -261,10 +290,50 @@ impl Controller {
         while running.join_next().await.is_some() {}
     }
 
-    /// Updates the cache of `kind` and queues the keys the change concerns.
-    fn observe(&self, kind: Kind, event: &WatchEvent, queue: &mut Queue) {
-        let Some(cache) = self.caches.get(&kind) else {
+    /// Marks a reconcile done and queues the key again as it asked, or as the error policy
+    /// says after a failure.
+    fn finish(&self, queue: &mut Queue, key: ObjectKey, outcome: Outcome) {
+        let failures = queue.done(&key, outcome.is_err());
+        match outcome {
+            Ok(Some(after)) => queue.add_after(key, Trigger::Requeue, after),
+            Ok(None) => {}
+            Err(error) => match self.error_policy.retry(&key, &error, failures) {
+                Some(delay) => queue.add_after(key, Trigger::Retry, delay),
+                None => tracing::info!(
+                    controller = %self.name, kind = %key.kind, zone = %key.zone,
+                    workspace = %key.workspace, name = %key.name, failures,
+                    "giving up until it changes"
+                ),
+            },
+        }
+    }
+
+    /// Updates the cache of `kind` and queues the keys the change concerns that its
+    /// predicates pass.
+    fn observe(&self, kind: &KindRef, event: &WatchEvent, queue: &mut Queue) {
+        let Some(cache) = self.caches.get(kind) else {
             return;
+        };
+        let predicates: Vec<&Arc<dyn Predicate>> = self
+            .predicates
+            .iter()
+            .filter(|(filtered, _)| filtered == kind)
+            .map(|(_, predicate)| predicate)
+            .collect();
+        // The rows as they were, for the predicates to compare with.
+        let before: HashMap<ObjectKey, Arc<Row>> = match event {
+            _ if predicates.is_empty() => HashMap::new(),
+            WatchEvent::Applied(row) => cache
+                .get(&row.key)
+                .map(|old| (row.key.clone(), old))
+                .into_iter()
+                .collect(),
+            WatchEvent::Listed(_) => cache
+                .list()
+                .into_iter()
+                .map(|old| (old.key.clone(), old))
+                .collect(),
+            WatchEvent::Deleted(_) => HashMap::new(),
         };
         let removed: Vec<Arc<Row>> = match event {
             WatchEvent::Deleted(key) => cache.get(key).into_iter().collect(),
@@ -278,19 +347,29 @@ impl Controller {
             }
             WatchEvent::Applied(_) => Vec::new(),
         };
-        let touched = cache.apply(event);
+        let mut touched = cache.apply(event);
+        if !predicates.is_empty() {
+            touched.retain(|key| {
+                cache.get(key).is_none_or(|new| {
+                    let old = before.get(key).map(|old| old.as_ref());
+                    predicates
+                        .iter()
+                        .all(|predicate| predicate.passes(old, &new))
+                })
+            });
+        }
         for (observed, observer) in &self.observers {
-            if *observed == kind {
+            if observed == kind {
                 observer(event);
             }
         }
-        if kind == self.primary {
+        if *kind == self.primary {
             for key in &touched {
                 queue.add(key.clone(), Trigger::Changed);
             }
         }
         for (related, mapper) in &self.related {
-            if *related != kind {
+            if related != kind {
                 continue;
             }
             let current = touched.iter().filter_map(|key| cache.get(key));
@@ -307,7 +386,7 @@ impl Controller {
         reconcile: Arc<R>,
         reporter: Arc<Reporter>,
         request: Request,
-    ) -> impl Future<Output = (ObjectKey, bool, Option<Duration>)> + Send + 'static
+    ) -> impl Future<Output = (ObjectKey, Outcome)> + Send + 'static
     where
         R: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
@@ -344,12 +423,12 @@ impl Controller {
                     } else {
                         tracing::debug!(result = "unchanged", duration_ms, requeue = ?action.requeue, "reconciled");
                     }
-                    (key, false, action.requeue)
+                    (key, Ok(action.requeue))
                 }
                 Err(e) => {
                     metrics::counter!("dora_reconciles_total", "controller" => controller, "result" => "error").increment(1);
                     tracing::warn!(result = "error", duration_ms, error = %e, "reconcile failed");
-                    (key, true, None)
+                    (key, Err(e.to_string()))
                 }
             }
         }

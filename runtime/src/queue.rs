@@ -1,5 +1,5 @@
 //! The reconcile queue: each key at most once, never two reconciles of one key at once, delayed
-//! re-queues, and per-key exponential backoff on errors that resets on success.
+//! re-queues, and a count of each key's failures in a row for the error policy.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -7,8 +7,6 @@ use std::time::Duration;
 use dora_store::ObjectKey;
 use foldhash::{HashMap, HashSet};
 use tokio::time::Instant;
-
-use crate::watcher::retry_delays;
 
 /// Why a key was reconciled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +36,6 @@ impl Trigger {
     }
 }
 
-type Backoff = Box<dyn Iterator<Item = Duration> + Send>;
-
 /// Queue state; owned by the controller's loop, not shared.
 #[derive(Default)]
 pub(crate) struct Queue {
@@ -50,7 +46,7 @@ pub(crate) struct Queue {
     running: HashSet<ObjectKey>,
     /// Keys that were added while running; they run again when the current one ends.
     dirty: HashMap<ObjectKey, Trigger>,
-    backoffs: HashMap<ObjectKey, Backoff>,
+    failures: HashMap<ObjectKey, u32>,
     /// Keys a batched add put in `delayed` that have not come due yet.
     batched: HashSet<ObjectKey>,
 }
@@ -112,22 +108,20 @@ impl Queue {
         Some((key, trigger))
     }
 
-    /// Marks `key` done; re-adds it if it changed while running. On success the key's backoff
-    /// resets; on failure, returns the delay before the retry.
-    pub fn done(&mut self, key: &ObjectKey, failed: bool) -> Option<Duration> {
+    /// Marks `key` done; re-adds it if it changed while running. Returns how many times in a
+    /// row it has failed now: 0 after a success.
+    pub fn done(&mut self, key: &ObjectKey, failed: bool) -> u32 {
         self.running.remove(key);
         if let Some(trigger) = self.dirty.remove(key) {
             self.add(key.clone(), trigger);
         }
         if !failed {
-            self.backoffs.remove(key);
-            return None;
+            self.failures.remove(key);
+            return 0;
         }
-        let delays = self
-            .backoffs
-            .entry(key.clone())
-            .or_insert_with(|| Box::new(retry_delays()));
-        Some(delays.next().unwrap_or(Duration::from_secs(10)))
+        let failures = self.failures.entry(key.clone()).or_default();
+        *failures += 1;
+        *failures
     }
 
     /// Keys waiting to run (ready or delayed).
@@ -163,7 +157,7 @@ mod tests {
             queue.take().is_none(),
             "a is running: it must not be handed out"
         );
-        assert_eq!(queue.done(&a, false), None);
+        assert_eq!(queue.done(&a, false), 0);
         assert_eq!(queue.take(), Some((key("a"), Trigger::Related)));
     }
 
@@ -195,23 +189,15 @@ mod tests {
     }
 
     #[test]
-    fn failures_back_off_and_success_resets() {
+    fn failures_are_counted_in_a_row_and_success_resets() {
         let mut queue = Queue::default();
-        queue.add(key("a"), Trigger::Changed);
-        let (a, _) = queue.take().unwrap();
-        let first = queue.done(&a, true).unwrap();
-        queue.add(key("a"), Trigger::Retry);
-        queue.take();
-        queue.done(&a, true).unwrap();
-        queue.add(key("a"), Trigger::Retry);
-        queue.take();
-        let third = queue.done(&a, true).unwrap();
-        assert!(third > first, "{third:?} should exceed {first:?}");
-        queue.add(key("a"), Trigger::Retry);
-        queue.take();
-        assert_eq!(queue.done(&a, false), None);
-        queue.add(key("a"), Trigger::Retry);
-        queue.take();
-        assert!(queue.done(&a, true).unwrap() <= first * 2);
+        let mut run = |failed| {
+            queue.add(key("a"), Trigger::Changed);
+            let (a, _) = queue.take().unwrap();
+            queue.done(&a, failed)
+        };
+        assert_eq!([run(true), run(true), run(true)], [1, 2, 3]);
+        assert_eq!(run(false), 0);
+        assert_eq!(run(true), 1);
     }
 }

@@ -5,27 +5,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use dora_crds::Kind;
-use dora_store::{Change, ChangeFilter, Cursor, ListQuery, ObjectKey, Row, Store, StoreError};
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use dora_store::{Change, ChangeFilter, ListQuery, ObjectKey, Row, Store, StoreError};
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Source;
+use crate::{FeedReader, KindRef, Source};
 
-/// What a watcher follows: one kind in one zone (every workspace of it).
+/// What a watcher follows: one kind in one zone (every workspace of it; the zone is ignored by
+/// kinds without one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
-    pub kind: Kind,
+    pub kind: KindRef,
     pub zone: String,
 }
 
 impl Target {
-    /// `kind` in `zone`.
-    pub fn new(kind: Kind, zone: &str) -> Self {
+    /// `kind` ([`Kind`](dora_crds::Kind) or [`KindRef`]) in `zone`.
+    pub fn new(kind: impl Into<KindRef>, zone: &str) -> Self {
         Target {
-            kind,
+            kind: kind.into(),
             zone: zone.to_string(),
         }
     }
@@ -126,7 +126,7 @@ impl Watcher {
                         kind = %self.target.kind, zone = %self.target.zone, error = %e,
                         "watch failed; listing again in {delay:?}"
                     );
-                    metrics::counter!("dora_watch_errors_total", "kind" => self.target.kind.name())
+                    metrics::counter!("dora_watch_errors_total", "kind" => self.target.kind.name.clone())
                         .increment(1);
                     tokio::time::sleep(delay).await;
                 }
@@ -137,9 +137,14 @@ impl Watcher {
     /// Lists, then follows the feed until the next re-list is due; returns `Ok` only when the
     /// receiver is gone.
     async fn follow(&mut self) -> Result<(), StoreError> {
-        let mut wake = self.store.subscribe();
+        let filter = ChangeFilter::all(&self.target.kind.name, self.target.zone.clone());
         loop {
-            let mut position = Position::from(self.store.head().await?);
+            let mut feed =
+                FeedReader::new(self.store.clone(), filter.clone(), self.store.head().await?)
+                    .early(true)
+                    .page(self.config.page)
+                    .poll(self.config.poll)
+                    .gather(self.config.gather);
             let rows = self.list().await?;
             self.listed = true;
             if self.tx.send(WatchEvent::Listed(rows)).await.is_err() {
@@ -147,15 +152,12 @@ impl Watcher {
             }
             let relist_at = Instant::now() + self.config.relist;
             while Instant::now() < relist_at {
-                let changes = self.read(&mut position).await?;
+                let changes = feed.read().await?;
                 if changes.is_empty() {
-                    tokio::select! {
-                        _ = wake.changed() => tokio::time::sleep(self.config.gather).await,
-                        () = tokio::time::sleep(self.config.poll) => {}
-                    }
+                    feed.wait().await;
                     continue;
                 }
-                for event in changes {
+                for event in self.events(changes).await? {
                     if self.tx.send(event).await.is_err() {
                         return Ok(());
                     }
@@ -166,8 +168,8 @@ impl Watcher {
 
     async fn list(&self) -> Result<Vec<Arc<Row>>, StoreError> {
         let mut query = ListQuery {
-            kind: self.target.kind.name().to_string(),
-            scope: self.target.kind.scope(),
+            kind: self.target.kind.name.clone(),
+            scope: self.target.kind.scope,
             zone: self.target.zone.clone(),
             workspace: None,
             after: None,
@@ -184,22 +186,8 @@ impl Watcher {
         }
     }
 
-    /// The next batch of changes as events, each key once with its current state: final
-    /// entries not shown yet, then, once caught up, the entries too young to be final.
-    async fn read(&self, position: &mut Position) -> Result<Vec<WatchEvent>, StoreError> {
-        let filter = ChangeFilter::all(self.target.kind.name(), self.target.zone.clone());
-        let page = self.config.page;
-        let settled = self.store.changes(&filter, &position.settled, page).await?;
-        let caught_up = settled.len() < page;
-        let mut changes = position.settle(settled);
-        if caught_up && self.store.has_young_entries() {
-            let after = position.front.as_ref().unwrap_or(&position.settled);
-            let early = self.store.changes_early(&filter, after, page).await?;
-            changes.extend(position.early(early));
-        }
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Changes as events, each key once with its current state.
+    async fn events(&self, changes: Vec<Change>) -> Result<Vec<WatchEvent>, StoreError> {
         let last = last_per_key(changes);
         let rows = self.store.rows_after(&last).await?;
         Ok(last
@@ -232,51 +220,6 @@ fn last_per_key(mut changes: Vec<Change>) -> Vec<Change> {
     changes
 }
 
-/// Where a watcher stands in the feed: every final entry up to `settled` is shown; after it,
-/// the entries in `shown` were shown before they were final, the newest of them at `front`.
-struct Position {
-    settled: Cursor,
-    front: Option<Cursor>,
-    shown: HashSet<Cursor>,
-}
-
-impl From<Cursor> for Position {
-    fn from(cursor: Cursor) -> Self {
-        Position {
-            settled: cursor,
-            front: None,
-            shown: HashSet::new(),
-        }
-    }
-}
-
-impl Position {
-    /// Takes final entries, oldest first; returns those not shown early (late arrivals).
-    fn settle(&mut self, changes: Vec<Change>) -> Vec<Change> {
-        if let Some(last) = changes.last() {
-            self.settled = last.cursor.clone();
-        }
-        let fresh = changes
-            .into_iter()
-            .filter(|change| !self.shown.remove(&change.cursor))
-            .collect();
-        if self.shown.is_empty() {
-            self.front = None;
-        }
-        fresh
-    }
-
-    /// Takes entries after the front, young ones included: all are shown now.
-    fn early(&mut self, changes: Vec<Change>) -> Vec<Change> {
-        if let Some(last) = changes.last() {
-            self.front = Some(last.cursor.clone());
-        }
-        self.shown
-            .extend(changes.iter().map(|change| change.cursor.clone()));
-        changes
-    }
-}
-
 /// Delays between attempts after store errors: 100 ms doubling to 10 s, with jitter.
 pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
@@ -289,7 +232,8 @@ pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
 
 #[cfg(test)]
 mod tests {
-    use dora_store::{ChangeOp, Columns};
+    use dora_crds::Kind;
+    use dora_store::{ChangeOp, Columns, Cursor};
 
     use super::*;
 
@@ -306,23 +250,6 @@ mod tests {
 
     fn ids(changes: &[Change]) -> Vec<&str> {
         changes.iter().map(|c| c.cursor.0.as_str()).collect()
-    }
-
-    #[test]
-    fn early_entries_show_once_and_late_ones_still_show() {
-        let mut position = Position::from(Cursor("0".into()));
-        assert_eq!(
-            ids(&position.early(vec![change("2"), change("3")])),
-            ["2", "3"]
-        );
-        assert_eq!(position.front, Some(Cursor("3".into())));
-        // "1" was written by a client with a late clock: it shows when it is final.
-        assert_eq!(ids(&position.settle(vec![change("1"), change("2")])), ["1"]);
-        assert_eq!(position.settled, Cursor("2".into()));
-        assert_eq!(position.front, Some(Cursor("3".into())), "3 is still early");
-        assert!(position.settle(vec![change("3")]).is_empty());
-        assert_eq!(position.front, None, "everything shown is final");
-        assert_eq!(ids(&position.settle(vec![change("4")])), ["4"]);
     }
 
     #[test]

@@ -4,13 +4,15 @@
 
 use std::collections::BTreeMap;
 
+use dora_crds::Scope;
 use dora_crds::spec::{DefinitionNames, DefinitionSpec, PrinterColumn};
-use dora_crds::{Kind, Scope};
 use dora_store::{ObjectKey, Row};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+use crate::KindRef;
 
 /// A kind whose objects' spec and status are Rust types.
 pub trait Resource {
@@ -55,11 +57,6 @@ pub trait Resource {
         json!({"apiVersion": dora_crds::API_VERSION, "kind": "Definition",
                "metadata": {"name": Self::PLURAL}, "spec": spec})
     }
-
-    /// The kind, once this process knows its Definition (`Client::learn_kinds`).
-    fn kind() -> Option<Kind> {
-        Kind::parse(Self::PLURAL)
-    }
 }
 
 /// An object of a typed kind, as a controller reads it.
@@ -92,14 +89,7 @@ impl<R: Resource> Object<R> {
 
     /// The object's API path, where its status is written (`.../status`).
     pub fn path(&self) -> String {
-        let workspace = R::SCOPE
-            .has_workspace()
-            .then_some(self.key.workspace.as_str());
-        let collection = match R::kind() {
-            Some(kind) => kind.collection_path(&self.key.zone, workspace),
-            None => String::new(),
-        };
-        format!("{collection}/{}", self.key.name)
+        KindRef::of::<R>().object_path(&self.key)
     }
 }
 
@@ -107,6 +97,7 @@ impl<R: Resource> Object<R> {
 mod tests {
     use std::sync::Arc;
 
+    use dora_crds::Kind;
     use schemars::JsonSchema;
     use serde::{Deserialize, Serialize};
 
@@ -164,6 +155,11 @@ mod tests {
         let object = Object::<Training>::from_row(&row).unwrap();
         assert_eq!((object.spec.epochs, object.status.done), (5, 0));
         assert_eq!(object.generation, 3);
+        assert_eq!(
+            object.path(),
+            "/v1/zones/z/workspaces/w/trainings/run",
+            "a typed kind has paths before this process learns its Definition"
+        );
         let broken = Row {
             resource: Arc::new(json!({"epochs": "many"})),
             ..row

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use dora_client::{Client, Event};
 use dora_crds::Resource;
-use dora_store::{ObjectKey, Row, RowMeta, Store};
+use dora_store::{Row, RowMeta, Store};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::time::millis;
 use crate::watcher::{Target, WatchEvent, retry_delays};
 
 /// Where a controller reads its objects.
@@ -41,18 +42,17 @@ pub fn row_of(target: &Target, resource: Resource) -> Row {
     let meta = resource.metadata;
     let status = resource.status.unwrap_or(Value::Null);
     let column = |name: &str| {
-        let value = match target.kind.is_defined() {
-            true if name == "computed" => status.clone(),
-            true => Value::Null,
-            false if name == "computed" => built_in_computed(&status),
-            false => status.get(name).cloned().unwrap_or(Value::Null),
+        let value = match target.kind.is_built_in() {
+            false if name == "computed" => status.clone(),
+            false => Value::Null,
+            true if name == "computed" => built_in_computed(&status),
+            true => status.get(name).cloned().unwrap_or(Value::Null),
         };
         Arc::new(value)
     };
     Row {
         meta: RowMeta::of(&meta, meta.deletion_timestamp.as_deref().map(millis)),
-        key: ObjectKey::new(
-            target.kind,
+        key: target.kind.key(
             meta.zone.as_deref().unwrap_or_default(),
             meta.workspace.as_deref().unwrap_or_default(),
             &meta.name,
@@ -86,13 +86,6 @@ fn built_in_computed(status: &Value) -> Value {
         }
     }
     computed
-}
-
-/// Unix milliseconds of an RFC 3339 time; 0 when it does not read.
-fn millis(text: &str) -> i64 {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64)
-        .unwrap_or_default()
 }
 
 /// Follows `target` over the API until the receiver is gone: lists, watches from the list's

@@ -1,4 +1,5 @@
-//! Leader election per (zone, component) through the store's lease.
+//! Leader election per (zone, component) through the store's lease, and the one way the
+//! components that lead a zone start: [`run_leader`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,51 @@ impl LeaseConfig {
             ttl: Duration::from_secs(15),
         }
     }
+}
+
+impl Default for LeaseConfig {
+    /// A lease for this process ([`holder_name`]) with the default TTL.
+    fn default() -> Self {
+        LeaseConfig::new(holder_name())
+    }
+}
+
+/// A component of which one replica per zone works at a time (Dora's scheduler, credit system
+/// and garbage collector): its settings, which say where it leads and how it holds the lease.
+pub trait Leader: Clone + Send + Sync + 'static {
+    /// Its name in leases, logs and metrics.
+    const COMPONENT: &'static str;
+
+    /// The zone it leads.
+    fn zone(&self) -> &str;
+
+    /// How it holds the lease.
+    fn lease(&self) -> &LeaseConfig;
+
+    /// Works while this replica leads: `fence` goes with its writes, `lost` is cancelled when
+    /// the lease is lost (the future is dropped then too).
+    fn lead(
+        self,
+        store: Arc<dyn Store>,
+        fence: Fence,
+        lost: CancellationToken,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs `leader` until `stop` is cancelled: a standby until it holds the lease of
+/// [`Leader::COMPONENT`] in its zone, then leading until it loses it, as often as it wins it.
+pub async fn run_leader<L: Leader>(store: Arc<dyn Store>, leader: L, stop: CancellationToken) {
+    let zone = leader.zone().to_string();
+    let lease = leader.lease().clone();
+    run_elected(
+        store.clone(),
+        &zone,
+        L::COMPONENT,
+        lease,
+        stop,
+        |fence, lost| leader.clone().lead(store.clone(), fence, lost),
+    )
+    .await;
 }
 
 /// A unique holder name for this process: host, pid and a random suffix.
