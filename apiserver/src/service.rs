@@ -408,7 +408,7 @@ impl Service {
             .delete_or_finalize(key, precondition)
             .await
             .map_err(|e| match e {
-                StoreError::NotFound => ApiError::not_found(format!("{key} not found")),
+                StoreError::NotFound => ApiError::object_not_found(key),
                 other => other.into(),
             })?;
         match deletion {

@@ -1179,7 +1179,123 @@ async fn unknown_query_parameters_are_refused(c: &Cluster) {
     assert_eq!(status, StatusCode::OK, "the refused DELETE deleted nothing");
 }
 
-/// Runs each case on the embedded SQLite store and on Cassandra.
+/// Each scope has its own routes: the Zone and Workspace answer at the prefixes of the zoned
+/// and workspaced kinds, every kind's collection answers at its own path, a kind asked for
+/// in the wrong scope is told where it lives, and a missing object is worded one way on
+/// every route.
+async fn every_scope_routes_its_paths(c: &Cluster) {
+    for (path, kind) in [
+        ("/v1/zones/default", "Zone"),
+        ("/v1/workspaces/default", "Workspace"),
+        ("/v1/users/admin", "User"),
+    ] {
+        let (status, body) = c.get(&c.admin, path).await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (StatusCode::OK, Some(kind)),
+            "{path}: {body}"
+        );
+        let (status, body) = c.get(&c.admin, &format!("{path}/versions")).await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (StatusCode::OK, Some("VersionList")),
+            "{path}: {body}"
+        );
+    }
+    for kind in Kind::ALL {
+        let path =
+            kind.collection_path("default", kind.scope().has_workspace().then_some("default"));
+        let (status, body) = c.get(&c.admin, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    for (path, lives_at) in [
+        (
+            "/v1/workloads/x",
+            "/v1/zones/{zone}/workspaces/{workspace}/workloads",
+        ),
+        ("/v1/zones/default/users", "/v1/users"),
+        ("/v1/zones/default/workspaces", "/v1/workspaces"),
+        (
+            "/v1/zones/default/workspaces/default/nodes",
+            "/v1/zones/{zone}/nodes",
+        ),
+        ("/v1/workspaces/default/users/admin", "/v1/users"),
+    ] {
+        let (status, body) = c.get(&c.admin, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.ends_with(&format!("live at {lives_at}")),
+            "{path}: {message}"
+        );
+    }
+    for (method, path, want) in [
+        (
+            Method::GET,
+            "/v1/zones/default/workspaces/default/workloads/x/bogus",
+            StatusCode::NOT_FOUND,
+        ),
+        (Method::GET, "/v1/zones/%FF/nodes", StatusCode::BAD_REQUEST),
+        (
+            Method::GET,
+            "/v1/zones/default/workspaces/default/volumes/%FF/files/a",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            "/v1/users/admin/report",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::GET,
+            "/v1/users/admin/logs",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (Method::POST, "/v1/users/admin/pause", StatusCode::NOT_FOUND),
+        (
+            Method::DELETE,
+            "/v1/zones/default/gpus/x",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let (status, body) = c.call(method.clone(), path, Some(&c.admin), None).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+        assert!(
+            body["error"]["message"].is_string(),
+            "{method} {path}: {body}"
+        );
+    }
+    let (status, body) = c.get(&c.admin, "/v1/zones/atlantis/nodes").await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Zone \"atlantis\" not found")),
+    );
+    let missing = "Workload \"gone\" not found in zone default, workspace default";
+    let volume =
+        "Volume \"gone\" not found in zone default, workspace default; apply a Volume first";
+    let base = "/v1/zones/default/workspaces/default";
+    for (method, path, message) in [
+        (Method::GET, format!("{WORKLOADS}/gone"), missing),
+        (Method::GET, format!("{WORKLOADS}/gone/versions"), missing),
+        (Method::DELETE, format!("{WORKLOADS}/gone"), missing),
+        (Method::POST, format!("{WORKLOADS}/gone/pause"), missing),
+        (Method::GET, format!("{base}/volumes/gone/files"), volume),
+        (Method::GET, format!("{base}/volumes/gone/files/"), volume),
+        (
+            Method::GET,
+            format!("{base}/volumes/gone/files/a/b"),
+            volume,
+        ),
+    ] {
+        let (status, body) = c.call(method.clone(), &path, Some(&c.admin), None).await;
+        assert_eq!(
+            (status, body["error"]["message"].as_str()),
+            (StatusCode::NOT_FOUND, Some(message)),
+            "{method} {path}"
+        );
+    }
+}
+
 /// A kind defined at run time, workspaced: its objects live in `workspaced_resources`, a list
 /// without a workspace reads every workspace page by page, and a watch resumes from a
 /// `resourceVersion` as for built-in kinds.
@@ -1530,6 +1646,7 @@ async fn dependents_go_with_their_owner(c: &Cluster) {
     );
 }
 
+/// Runs each case on the embedded SQLite store and on Cassandra.
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1578,4 +1695,5 @@ on_every_store!(
     metadata_round_trips_and_is_kept_when_left_out,
     finalizers_delay_a_delete_until_they_are_removed,
     dependents_go_with_their_owner,
+    every_scope_routes_its_paths,
 );
