@@ -127,7 +127,7 @@ async fn container(
         .await?
         .ok_or_else(|| ApiError::object_not_found(&key).with_hint("stop this copy"))?;
     let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
-    if placement.node.as_deref() != Some(report.node.as_str()) || placement.epoch != report.epoch {
+    if !report.is_of(&placement) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "StaleBinding",

@@ -239,9 +239,6 @@ pub(super) async fn upload(
     files(state, identity, target, file, request).await
 }
 
-/// A node without a heartbeat for this long is not asked to serve files.
-const HEARTBEAT_GRACE_MS: i64 = 20_000;
-
 /// A Ready node of the zone with a node API, to serve a volume's files.
 async fn file_server(state: &AppState, zone: &str) -> Result<String, ApiError> {
     let query = ListQuery {
@@ -260,7 +257,7 @@ async fn file_server(state: &AppState, zone: &str) -> Result<String, ApiError> {
             let report: NodeReport = dora_crds::decode(&row.observed).unwrap_or_default();
             let condition: NodeCondition = dora_crds::decode(&row.computed).unwrap_or_default();
             // Ready, or heartbeating before the scheduler has said so.
-            let fresh = now - report.heartbeat < HEARTBEAT_GRACE_MS;
+            let fresh = report.is_fresh(now, NodeReport::GRACE);
             if !(condition.ready || fresh) {
                 return None;
             }
