@@ -149,6 +149,13 @@ impl From<StoreError> for ApiError {
                     "resourceVersion {cursor} is older than the change feed keeps; list again and watch from the new resourceVersion"
                 ),
             ),
+            StoreError::Ahead { cursor, head } => {
+                let mut error = Self::bad_request(format!(
+                    "resourceVersion {cursor} is ahead of this cluster's newest change ({head}); use a resourceVersion this cluster returned, or leave it out to start from now"
+                ));
+                error.field = Some("resourceVersion".into());
+                error
+            }
             StoreError::BadCursor(token) => Self::bad_request(format!(
                 "invalid resourceVersion or continue token {token:?}"
             )),

@@ -96,7 +96,7 @@ fn build() -> Value {
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
             {"name": "continue", "in": "query", "schema": {"type": "string"}},
             {"name": "watch", "in": "query", "description": "Stream changes as NDJSON", "schema": {"type": "boolean"}},
-            {"name": "resourceVersion", "in": "query", "description": "Watch from this change-feed position", "schema": {"type": "string"}},
+            {"name": "resourceVersion", "in": "query", "description": "Watch from this change-feed position; one ahead of the newest change is refused (400)", "schema": {"type": "string"}},
             {"name": "labelSelector", "in": "query", "description": "Only objects whose labels match, in kubectl's syntax: key=value, key!=value, key in (a,b), key notin (a,b), key, !key, joined by commas", "schema": {"type": "string"}},
         ]);
         paths.insert(collection.clone(), json!({

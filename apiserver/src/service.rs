@@ -465,29 +465,26 @@ impl Service {
                 ));
             }
         };
+        // One row more than the page tells whether another page follows.
+        let wanted = query.limit + 1;
         let mut rows: Vec<Row> = Vec::new();
         for workspace in self.directory.workspaces() {
             if workspace < first {
                 continue;
             }
-            let limit = query.limit - rows.len();
             let partition = ListQuery {
                 workspace: Some(workspace.clone()),
                 after: after.take().filter(|_| workspace == first),
-                limit,
+                limit: wanted - rows.len(),
                 ..query.clone()
             };
-            let page = self.store.list(&partition).await?;
-            rows.extend(page.rows);
-            if rows.len() >= query.limit {
-                let last = rows
+            rows.extend(self.store.list(&partition).await?.rows);
+            if rows.len() >= wanted {
+                rows.truncate(query.limit);
+                let next = rows
                     .last()
-                    .map(|row| row.key.name.clone())
-                    .unwrap_or_default();
-                return Ok(Page {
-                    rows,
-                    next: Some(format!("{workspace}/{last}")),
-                });
+                    .map(|row| format!("{}/{}", row.key.workspace, row.key.name));
+                return Ok(Page { rows, next });
             }
         }
         Ok(Page { rows, next: None })

@@ -1646,6 +1646,81 @@ async fn dependents_go_with_their_owner(c: &Cluster) {
     );
 }
 
+/// A `resourceVersion` past the newest change is refused on list and watch, naming the
+/// parameter, rather than answered as if nothing happened since.
+async fn a_resource_version_ahead_of_the_feed_is_refused(c: &Cluster) {
+    c.apply(&c.admin, &workload("existing", "a")).await;
+    let (status, list) = c.get(&c.admin, WORKLOADS).await;
+    assert_eq!(status, StatusCode::OK);
+    let head = list["metadata"]["resourceVersion"].as_str().unwrap();
+    let ahead = match head.parse::<u64>() {
+        Ok(seq) => (seq + 1_000_000).to_string(),
+        // A change id of the year 10889.
+        Err(_) => "ffffffff-ffff-7fff-bfff-ffffffffffff".to_string(),
+    };
+    for query in [
+        format!("?resourceVersion={ahead}"),
+        format!("?watch=true&resourceVersion={ahead}"),
+        format!("/existing?watch=true&resourceVersion={ahead}"),
+    ] {
+        let (status, body) = c.get(&c.admin, &format!("{WORKLOADS}{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"]["field"], "resourceVersion", "{query}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("resourceVersion {ahead} is ahead")),
+            "{message}"
+        );
+    }
+    let (status, body) = c
+        .get(&c.admin, &format!("{WORKLOADS}?resourceVersion={head}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The last page of a list carries no `continue` token, also when it is full: across the
+/// workspaces of a workspaced kind and in one partition.
+async fn the_last_page_has_no_continue_token(c: &Cluster) {
+    let definition = "apiVersion: v1\nkind: Definition\nmetadata: {name: lastpagethings}\nspec:\n  names: {kind: Lastpagething, plural: lastpagethings}\n  scope: workspaced\n  schema: {type: object}\n";
+    let mut manifest = definition.to_string();
+    for workspace in ["a", "b"] {
+        manifest.push_str(&format!(
+            "---\napiVersion: v1\nkind: Workspace\nmetadata: {{name: {workspace}}}\n"
+        ));
+        for name in ["p1", "p2"] {
+            manifest.push_str(&format!("---\napiVersion: v1\nkind: Lastpagething\nmetadata: {{name: {name}, workspace: {workspace}}}\nspec: {{}}\n"));
+        }
+    }
+    let workloads: Vec<String> = (0..4)
+        .map(|i| workload(&format!("w{i}"), "busybox"))
+        .collect();
+    manifest.push_str(&format!("---\n{}", workloads.join("---\n")));
+    let (status, body) = c.apply(&c.admin, &manifest).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (collection, limit) in [
+        ("/v1/lastpagethings", 2),
+        ("/v1/lastpagethings", 4),
+        (WORKLOADS, 2),
+        (WORKLOADS, 4),
+    ] {
+        let mut pages = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let query = next.map_or(String::new(), |token| format!("&continue={token}"));
+            let (status, page) = c
+                .get(&c.admin, &format!("{collection}?limit={limit}{query}"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            pages.push(page["items"].as_array().unwrap().len());
+            match page["metadata"]["continue"].as_str() {
+                Some(token) => next = Some(token.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(pages, vec![limit; 4 / limit], "{collection} by {limit}");
+    }
+}
+
 /// Runs each case on the embedded SQLite store and on Cassandra.
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
@@ -1696,4 +1771,6 @@ on_every_store!(
     finalizers_delay_a_delete_until_they_are_removed,
     dependents_go_with_their_owner,
     every_scope_routes_its_paths,
+    a_resource_version_ahead_of_the_feed_is_refused,
+    the_last_page_has_no_continue_token,
 );

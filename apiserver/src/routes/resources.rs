@@ -7,7 +7,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use dora_crds::spec::Verb;
 use dora_crds::{Kind, Selector, parse_documents};
-use dora_store::ListQuery;
+use dora_store::{Cursor, ListQuery};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -103,6 +103,7 @@ pub(super) async fn list(
     let params: ListParams = params::parse(&uri)?;
     authorize_list(&state, &identity, &target, params.node.as_deref())?;
     let selector = selector(params.label_selector.as_deref())?;
+    check_reached(&state, params.resource_version.as_deref()).await?;
     if flag(params.watch.as_deref())? {
         let filter = watch::RowFilter {
             node: params.node,
@@ -111,6 +112,16 @@ pub(super) async fn list(
         return watch::resources(state, identity, target, params.resource_version, filter).await;
     }
     page(&state, &identity, &target, &params, selector.as_ref()).await
+}
+
+/// Refuses a `resourceVersion` the change feed has not reached: a list "as of" it cannot be
+/// served, and a watch from it would skip every change up to it.
+async fn check_reached(state: &AppState, resource_version: Option<&str>) -> Result<(), ApiError> {
+    if let Some(version) = resource_version {
+        let cursor = Cursor(version.to_string());
+        state.service.store.check_reached(&cursor).await?;
+    }
+    Ok(())
 }
 
 /// `GET` of one object, or a watch of it with `watch=true`.
@@ -128,6 +139,7 @@ pub(super) async fn get(
     let params: ObjectParams = params::parse(&uri)?;
     if flag(params.watch.as_deref())? {
         authorize_read(&state, &identity, Verb::Get, &target)?;
+        check_reached(&state, params.resource_version.as_deref()).await?;
         let filter = watch::RowFilter::default();
         return watch::resources(state, identity, target, params.resource_version, filter).await;
     }
