@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dora_crds::spec::{DefinitionSpec, Verb};
+use dora_crds::spec::{DefinitionSpec, Reach, Verb, reach_needed};
 use dora_crds::split_documents;
 use dora_crds::status::CreditAccount;
 use dora_crds::{Document, Kind, Resource, Scope, parse_resource, registry, spec_hash};
@@ -20,6 +20,25 @@ use crate::{ApiError, Directory, render};
 
 /// How many documents of one manifest are applied at once.
 const CONCURRENT_DOCUMENTS: usize = 16;
+
+/// 403 for `verb` on `kind` in `place` (empty: everywhere), naming the binding that would
+/// allow it, so that the user knows what to ask for.
+pub(crate) fn refused(
+    user: &str,
+    verb: Verb,
+    kind: Kind,
+    place: &str,
+    (zone, workspace): (Reach, Reach),
+) -> ApiError {
+    let place = if place.is_empty() {
+        String::new()
+    } else {
+        format!(" in {place}")
+    };
+    ApiError::forbidden(format!(
+        "user {user} may not {verb:?} {kind}{place}; that needs a role binding with kind: {kind}, zone: {zone}, workspace: {workspace} (All in place of a name does too) whose role grants {verb:?}; ask an administrator for one"
+    ))
+}
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,17 +151,21 @@ impl Service {
         {
             return Ok(());
         }
-        let mut place = String::new();
+        let mut place = Vec::new();
         if !zone.is_empty() {
-            place.push_str(&format!(" in zone {zone}"));
+            place.push(format!("zone {zone}"));
         }
         if !workspace.is_empty() {
-            place.push_str(&format!(" in workspace {workspace}"));
+            place.push(format!("workspace {workspace}"));
         }
-        Err(ApiError::forbidden(format!(
-            "user {} may not {verb:?} {kind}{place}; ask an administrator for a role that grants it",
-            identity.user
-        )))
+        let needed = reach_needed(kind, verb, zone, workspace);
+        Err(refused(
+            &identity.user,
+            verb,
+            kind,
+            &place.join(", "),
+            needed,
+        ))
     }
 
     /// Fills in the zone and workspace a document or request leaves out, and checks they exist.

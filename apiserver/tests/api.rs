@@ -1721,6 +1721,50 @@ async fn the_last_page_has_no_continue_token(c: &Cluster) {
     }
 }
 
+/// A binding limited to a zone and a workspace reads a workspaced kind in its workspace
+/// (whatever the zone, as it reads zoned kinds in its zone), and a refused write says which
+/// binding it would take, zone included.
+async fn a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_needs(c: &Cluster) {
+    let setup = "apiVersion: v1\nkind: Definition\nmetadata: {name: scopethings}\nspec:\n  names: {kind: Scopething, plural: scopethings}\n  scope: workspaced\n  schema: {type: object}\n---\napiVersion: v1\nkind: Workspace\nmetadata: {name: other}\n---\napiVersion: v1\nkind: Scopething\nmetadata: {name: mine, workspace: default}\nspec: {}\n---\napiVersion: v1\nkind: Scopething\nmetadata: {name: theirs, workspace: other}\nspec: {}\n---\napiVersion: v1\nkind: User\nmetadata: {name: zed}\nspec:\n  default: {zone: default, workspace: default}\n  resources: [{kind: All, zone: default, workspace: default, role: admin}]\n";
+    let (status, body) = c.apply(&c.admin, setup).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let zed = c.token_for("zed");
+    let (status, body) = c.get(&zed, "/v1/workspaces/default/scopethings/mine").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = c.get(&zed, "/v1/scopethings").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let names: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mine"], "only the workspace of the binding");
+    let (status, body) = c.get(&zed, "/v1/workspaces/other/scopethings/theirs").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = c
+        .apply(
+            &zed,
+            "apiVersion: v1\nkind: Scopething\nmetadata: {name: new, workspace: default}\nspec: {}\n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("user zed may not Apply Scopething in workspace default; that needs a role binding with kind: Scopething, zone: All, workspace: default"),
+        "{message}"
+    );
+    let alice = "apiVersion: v1\nkind: User\nmetadata: {name: yara}\nspec:\n  resources: [{kind: Workload, zone: default, workspace: All, role: admin}]\n";
+    assert_eq!(c.apply(&c.admin, alice).await.0, StatusCode::OK);
+    let (status, body) = c.get(&c.token_for("yara"), "/v1/scopethings").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("user yara may not Get Scopething in any workspace; that needs a role binding with kind: Scopething, zone: any, workspace: any"),
+        "{message}"
+    );
+}
+
 /// Runs each case on the embedded SQLite store and on Cassandra.
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
@@ -1773,4 +1817,5 @@ on_every_store!(
     every_scope_routes_its_paths,
     a_resource_version_ahead_of_the_feed_is_refused,
     the_last_page_has_no_continue_token,
+    a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_needs,
 );

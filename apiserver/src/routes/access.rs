@@ -1,11 +1,12 @@
 //! Who may read what: the checks shared by lists, watches, the queue and the views.
 
 use dora_crds::Kind;
-use dora_crds::spec::Verb;
+use dora_crds::spec::{Reach, Verb, reach_needed};
 use dora_store::ObjectKey;
 use serde_json::Value;
 
 use crate::path::Target;
+use crate::service::refused;
 use crate::state::AppState;
 use crate::{ApiError, Identity};
 
@@ -39,10 +40,18 @@ pub(super) fn authorize_read(
         {
             return Ok(());
         }
-        return Err(ApiError::forbidden(format!(
-            "user {} may not {verb:?} {} in zone {}",
-            identity.user, target.kind, target.zone
-        )));
+        let (zone, _) = reach_needed(target.kind, verb, &target.zone, "");
+        let mut place = vec!["any workspace".to_string()];
+        if !target.zone.is_empty() {
+            place.insert(0, format!("zone {}", target.zone));
+        }
+        return Err(refused(
+            &identity.user,
+            verb,
+            target.kind,
+            &place.join(", "),
+            (zone, Reach::Any),
+        ));
     }
     let workspace = target.workspace.as_deref().unwrap_or_default();
     state
