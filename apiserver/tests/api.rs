@@ -464,6 +464,22 @@ async fn bad_documents_are_refused_with_their_field_and_nothing_is_stored(c: &Cl
             Some("apiVersion"),
         ),
     ];
+    let mut cases = cases;
+    for image in [
+        "Busybox",
+        "busy box",
+        "busybox:",
+        "busybox:-1",
+        "reg.io:port/app",
+        "app@sha256:xyz",
+        "a//b",
+    ] {
+        cases.push((
+            workload("good", &format!("{image:?}")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("spec.image.image"),
+        ));
+    }
     for (bad, status, field) in cases {
         // The bad document comes second: the first is applied, the bad one is not.
         let manifest = format!("{}---\n{bad}", workload("first", "busybox"));
