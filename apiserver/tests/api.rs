@@ -1781,6 +1781,71 @@ async fn a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_need
     );
 }
 
+/// Deleting a Definition with `cascade` deletes its objects as a delete of each would: one
+/// with finalizers goes Terminating, and stays (its kind still defined, so that its controller
+/// can release it) until they are removed; the Definition waits for it, then goes too.
+async fn a_cascading_definition_delete_honours_finalizers(c: &Cluster) {
+    let thing = |name: &str, finalizers: &str| {
+        format!(
+            "apiVersion: v1\nkind: Cascadething\nmetadata: {{name: {name}, workspace: default, finalizers: [{finalizers}]}}\nspec: {{}}\n"
+        )
+    };
+    let manifest = [
+        "apiVersion: v1\nkind: Definition\nmetadata: {name: cascadethings}\nspec:\n  names: {kind: Cascadething, plural: cascadethings}\n  scope: workspaced\n  schema: {type: object}\n".to_string(),
+        thing("plain", ""),
+        thing("guarded", "example.com/cleanup"),
+    ]
+    .join("---\n");
+    let (status, body) = c.apply(&c.admin, &manifest).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let definition = "/v1/definitions/cascadethings";
+    let (status, body) = c
+        .call(
+            Method::DELETE,
+            &format!("{definition}?cascade=true"),
+            Some(&c.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(body["metadata"]["deletionTimestamp"].is_string(), "{body}");
+    let things = "/v1/workspaces/default/cascadethings";
+    assert_eq!(
+        c.get(&c.admin, &format!("{things}/plain")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, guarded) = c.get(&c.admin, &format!("{things}/guarded")).await;
+    assert_eq!(status, StatusCode::OK, "{guarded}");
+    assert_eq!(guarded["status"]["phase"], "Terminating", "{guarded}");
+    let (status, body) = c.get(&c.admin, definition).await;
+    assert_eq!(status, StatusCode::OK, "the definition waits: {body}");
+    // Deleting again changes nothing while the finalizer stays.
+    let (status, _) = c
+        .call(
+            Method::DELETE,
+            &format!("{definition}?cascade=true"),
+            Some(&c.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        c.get(&c.admin, &format!("{things}/guarded")).await.0,
+        StatusCode::OK
+    );
+
+    // Its controller releases the finalizer: the object goes, and the definition with it.
+    let (status, body) = c.apply(&c.admin, &thing("guarded", "")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "deleted", "{body}");
+    assert_eq!(
+        c.get(&c.admin, &format!("{things}/guarded")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = c.get(&c.admin, definition).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
 /// Runs each case on the embedded SQLite store and on Cassandra.
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
@@ -1834,4 +1899,5 @@ on_every_store!(
     a_resource_version_ahead_of_the_feed_is_refused,
     the_last_page_has_no_continue_token,
     a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_needs,
+    a_cascading_definition_delete_honours_finalizers,
 );
