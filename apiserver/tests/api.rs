@@ -1846,6 +1846,40 @@ async fn a_cascading_definition_delete_honours_finalizers(c: &Cluster) {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
 
+/// Every path and method `/openapi.json` documents is routed: none gets the router's own
+/// "no such path" or "method not allowed" answer.
+async fn every_documented_path_is_routed(c: &Cluster) {
+    let (_, doc) = c.call(Method::GET, "/openapi.json", None, None).await;
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() > 40, "{}", paths.len());
+    for (template, operations) in paths {
+        let path = template
+            .replace("{zone}", "default")
+            .replace("{workspace}", "default")
+            .replace("{name}", "x")
+            .replace("{path}", "a/b");
+        for (method, operation) in operations.as_object().unwrap() {
+            if !["get", "put", "post", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let method: Method = method.to_uppercase().parse().unwrap();
+            let mut path = path.clone();
+            if let Some(action) = operation["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == "action"))
+            {
+                path = path.replace("{action}", action["schema"]["enum"][0].as_str().unwrap());
+            }
+            let (status, body) = c.call(method.clone(), &path, Some(&c.admin), None).await;
+            let routed = !matches!(
+                body["error"]["message"].as_str(),
+                Some("no such path; see /openapi.json")
+            ) && status != StatusCode::METHOD_NOT_ALLOWED;
+            assert!(routed, "{method} {template}: {status} {body}");
+        }
+    }
+}
+
 /// Runs each case on the embedded SQLite store and on Cassandra.
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
@@ -1900,4 +1934,5 @@ on_every_store!(
     the_last_page_has_no_continue_token,
     a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_needs,
     a_cascading_definition_delete_honours_finalizers,
+    every_documented_path_is_routed,
 );
