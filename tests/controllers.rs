@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use dora_controller::{Action, Controller, Object, Request, Resource};
 use dora_crds::{Kind, Scope};
 use serde_json::{Value, json};
-use support::Dora;
+use support::{Dora, Store};
 use tokio_util::sync::CancellationToken;
 
 const COUNTERS: &str = r#"
@@ -262,14 +262,20 @@ fn eventually(what: &str, check: impl Fn() -> bool) {
 }
 
 #[test]
-fn the_sweep_example_runs_its_grid_within_its_parallelism_and_cleans_up() {
+fn the_sweep_example_runs_its_grid_within_its_parallelism_and_cleans_up_on_sqlite() {
+    the_sweep_example_runs_its_grid_within_its_parallelism_and_cleans_up(Store::Sqlite);
+}
+
+#[test]
+fn the_sweep_example_runs_its_grid_within_its_parallelism_and_cleans_up_on_cassandra() {
+    the_sweep_example_runs_its_grid_within_its_parallelism_and_cleans_up(Store::fresh_cql());
+}
+
+fn the_sweep_example_runs_its_grid_within_its_parallelism_and_cleans_up(store: Store) {
     let home = support::home();
-    let dora = Dora::up_with(
-        home.path(),
-        &["--no-node", "--sim-nodes", "2"],
-        "warn",
-        std::process::Stdio::inherit(),
-    );
+    let mut args = vec!["--no-node", "--sim-nodes", "2"];
+    args.extend(store.args());
+    let dora = Dora::up_with(home.path(), &args, "warn", std::process::Stdio::inherit());
     let manifest = support::repo().join("examples/sweep.yaml");
     dora.run(&["apply", "-f", manifest.to_str().unwrap()]);
     let mut controller = example(&dora, "sweep");
@@ -304,14 +310,20 @@ fn cron(policy: &str) -> String {
 }
 
 #[test]
-fn the_cron_example_runs_on_schedule_by_its_concurrency_policy() {
+fn the_cron_example_runs_on_schedule_by_its_concurrency_policy_on_sqlite() {
+    the_cron_example_runs_on_schedule_by_its_concurrency_policy(Store::Sqlite);
+}
+
+#[test]
+fn the_cron_example_runs_on_schedule_by_its_concurrency_policy_on_cassandra() {
+    the_cron_example_runs_on_schedule_by_its_concurrency_policy(Store::fresh_cql());
+}
+
+fn the_cron_example_runs_on_schedule_by_its_concurrency_policy(store: Store) {
     let home = support::home();
-    let dora = Dora::up_with(
-        home.path(),
-        &["--no-node", "--sim-nodes", "2"],
-        "warn",
-        std::process::Stdio::inherit(),
-    );
+    let mut args = vec!["--no-node", "--sim-nodes", "2"];
+    args.extend(store.args());
+    let dora = Dora::up_with(home.path(), &args, "warn", std::process::Stdio::inherit());
     let manifest = support::repo().join("examples/cron.yaml");
     let definition = std::fs::read_to_string(&manifest).unwrap();
     let definition = definition.split("\n---\n").next().unwrap();

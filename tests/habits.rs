@@ -153,6 +153,8 @@ fn queue_scale_wait_and_cordon_on_hollow_nodes() {
     ]);
     assert!(ready.contains("workload/long condition met"), "{ready}");
     for (kind, name, condition) in [
+        ("wk", "long", "--for=condition=Ready"),
+        ("wk", "long", "--for=condition=Scheduled"),
         ("c", "long.0", "--for=status=Running"),
         ("node", "sim-00000", "--for=condition=Ready"),
     ] {
@@ -194,6 +196,31 @@ fn queue_scale_wait_and_cordon_on_hollow_nodes() {
     assert_eq!(queued, ["big", "small"]);
     assert_eq!(queue["items"][0]["position"], 1);
     assert_eq!(queue["items"][0]["priority"], 5);
+    // The scheduler keeps a workload's reconcile state as any controller does.
+    let big = dora.json(&["get", "wk", "big", "-o", "json"]);
+    assert_eq!(big["status"]["observedGeneration"], 1, "{big}");
+    let condition = |object: &Value, kind: &str| {
+        object["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == kind))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let scheduled = condition(&big, "Scheduled");
+    assert_eq!(scheduled["status"], "False", "{big}");
+    assert_eq!(scheduled["reason"], "Unschedulable", "{big}");
+    assert!(scheduled["lastTransitionTime"].is_string(), "{big}");
+    assert_eq!(condition(&big, "Reconciled")["status"], "True", "{big}");
+    let described = dora.run(&["describe", "wk", "big"]);
+    assert!(
+        described.contains("Conditions:")
+            && described.lines().any(|l| l.contains("Scheduled")
+                && l.contains("False")
+                && l.contains("Unschedulable")),
+        "{described}"
+    );
+    let wide = dora.run(&["get", "wk", "-o", "wide"]);
+    assert!(wide.lines().next().unwrap().contains("OBSERVED"), "{wide}");
     let table = dora.run(&["queue"]);
     assert!(
         table.starts_with("POSITION") && table.contains("big") && table.contains("small"),
@@ -212,8 +239,8 @@ fn queue_scale_wait_and_cordon_on_hollow_nodes() {
     wait_for(
         &dora,
         &["get", "wk", "long", "-o", "json"],
-        "2 desired",
-        |w| w["status"]["computed"]["desired"] == 2,
+        "2 desired, generation 2 observed",
+        |w| w["status"]["computed"]["desired"] == 2 && w["status"]["observedGeneration"] == 2,
     );
     let after = dora.json(&["get", "c", "long.0", "-o", "json"]);
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);

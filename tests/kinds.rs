@@ -2,14 +2,14 @@
 //! real `dora up` over HTTPS as any built-in kind is: apply, get (its columns, wide, json,
 //! -A, -w), describe, versions, events, completion, RBAC by kind name; collisions, deleting
 //! a definition with objects, changing its schema; a restart; a second API server on the same
-//! store.
+//! store. Each on the embedded store and on the Cassandra of `scripts/test`.
 
 mod support;
 
 use std::process::{Command as Process, Stdio};
 
 use serde_json::Value;
-use support::{DORA, Dora, line_reader, names, read_until};
+use support::{DORA, Dora, Store, line_reader, names, read_until};
 
 const DEFINITION: &str = r#"
 apiVersion: v1
@@ -73,9 +73,18 @@ fn config_value(home: &std::path::Path, key: &str) -> String {
 }
 
 #[test]
-fn a_defined_kind_works_like_a_built_in_one() {
+fn a_defined_kind_works_like_a_built_in_one_on_sqlite() {
+    a_defined_kind_works_like_a_built_in_one(Store::Sqlite);
+}
+
+#[test]
+fn a_defined_kind_works_like_a_built_in_one_on_cassandra() {
+    a_defined_kind_works_like_a_built_in_one(Store::fresh_cql());
+}
+
+fn a_defined_kind_works_like_a_built_in_one(store: Store) {
     let home = support::home();
-    let dora = Dora::up(home.path());
+    let dora = Dora::up_on(home.path(), &store);
     dora.run(&[
         "apply",
         "-f",
@@ -269,9 +278,18 @@ fn a_defined_kind_works_like_a_built_in_one() {
 }
 
 #[test]
-fn rights_restart_and_a_second_api_server() {
+fn rights_restart_and_a_second_api_server_on_sqlite() {
+    rights_restart_and_a_second_api_server(Store::Sqlite);
+}
+
+#[test]
+fn rights_restart_and_a_second_api_server_on_cassandra() {
+    rights_restart_and_a_second_api_server(Store::fresh_cql());
+}
+
+fn rights_restart_and_a_second_api_server(store: Store) {
     let home = support::home();
-    let dora = Dora::up(home.path());
+    let dora = Dora::up_on(home.path(), &store);
     let manifest = [DEFINITION.to_string(), notebook("lab", "default", "1")].join("---\n");
     let (ok, _, stderr) = apply(&dora, "nb.yaml", &manifest);
     assert!(ok, "{stderr}");
@@ -331,14 +349,14 @@ fn rights_restart_and_a_second_api_server() {
 
     // The definition survives a restart.
     dora.stop();
-    let dora = Dora::up(home.path());
+    let dora = Dora::up_on(home.path(), &store);
     assert_eq!(names(&dora.json(&["get", "nb", "-o", "json"])), ["lab"]);
 
     // A second API server on the same store learns a kind defined through the first while
     // it runs.
     let second_home = support::home();
     std::os::unix::fs::symlink(home.path().join("data"), second_home.path().join("data")).unwrap();
-    let second = Dora::up(second_home.path());
+    let second = Dora::up_on(second_home.path(), &store);
     let second_url = second
         .banner
         .iter()

@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Dora, names, wait_for};
+use support::{Dora, Store, names, wait_for};
 
 fn write(dora: &Dora, file: &str, text: &str) -> String {
     let path = dora.home.join(file);
@@ -21,9 +21,18 @@ fn workload(name: &str, metadata: &str) -> String {
 }
 
 #[test]
-fn dependents_go_with_their_owner_and_finalizers_hold_a_delete() {
+fn dependents_go_with_their_owner_and_finalizers_hold_a_delete_on_sqlite() {
+    dependents_go_with_their_owner_and_finalizers_hold_a_delete(Store::Sqlite);
+}
+
+#[test]
+fn dependents_go_with_their_owner_and_finalizers_hold_a_delete_on_cassandra() {
+    dependents_go_with_their_owner_and_finalizers_hold_a_delete(Store::fresh_cql());
+}
+
+fn dependents_go_with_their_owner_and_finalizers_hold_a_delete(store: Store) {
     let home = support::home();
-    let dora = Dora::up(home.path());
+    let dora = Dora::up_on(home.path(), &store);
     dora.run(&[
         "apply",
         "-f",

@@ -48,6 +48,7 @@ pub fn resource(row: &Row) -> Resource {
                 status.insert(name.into(), Value::clone(value));
             }
         }
+        lift_reconcile_state(&mut status);
         summarize(row, &mut status);
         status
     };
@@ -86,6 +87,24 @@ pub fn resource(row: &Row) -> Resource {
         spec: Value::clone(&row.resource),
         status,
     }
+}
+
+/// Moves what a built-in controller records of its reconciles (`observedGeneration`,
+/// `conditions`) from the `computed` group to the top of the status, where the controllers
+/// of defined kinds write them: clients read both kinds of objects the same way.
+fn lift_reconcile_state(status: &mut Map<String, Value>) {
+    let Some(Value::Object(computed)) = status.get_mut("computed") else {
+        return;
+    };
+    let lifted: Vec<(String, Value)> = ["observedGeneration", "conditions"]
+        .into_iter()
+        .filter_map(|field| {
+            computed
+                .remove(field)
+                .map(|value| (field.to_string(), value))
+        })
+        .collect();
+    status.extend(lifted);
 }
 
 /// Adds the words a person reads first (`status.phase`, `status.message`, and when a restart

@@ -190,10 +190,7 @@ impl Controller {
         E: Display + Send + 'static,
     {
         let reconcile = Arc::new(reconcile);
-        let reporter = match &self.source {
-            Source::Api(client) => Some(Arc::new(Reporter::new(client, &self.name, self.primary))),
-            Source::Store(_) => None,
-        };
+        let reporter = Arc::new(Reporter::new(&self.source, &self.name, self.primary));
         let watchers = stop.child_token();
         let mut events = SelectAll::new();
         let mut kinds = vec![self.primary];
@@ -308,7 +305,7 @@ impl Controller {
     fn reconcile_one<R, Fut, E>(
         &self,
         reconcile: Arc<R>,
-        reporter: Option<Arc<Reporter>>,
+        reporter: Arc<Reporter>,
         request: Request,
     ) -> impl Future<Output = (ObjectKey, bool, Option<Duration>)> + Send + 'static
     where
@@ -332,7 +329,7 @@ impl Controller {
             let started = Instant::now();
             let result = reconcile(request).await;
             let elapsed = started.elapsed();
-            if let (Some(reporter), Some(object)) = (reporter, object) {
+            if let Some(object) = object {
                 let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
                 reporter.record(&object, outcome).await;
             }

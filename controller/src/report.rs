@@ -8,23 +8,30 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dora_client::{Client, NewEvent};
+use dora_client::NewEvent;
 use dora_crds::Kind;
 use dora_crds::status::Condition;
-use dora_store::{ObjectKey, Row};
+use dora_store::{Event, EventType, ObjectKey, Row};
 use serde_json::{Value, json};
+
+use crate::Source;
 
 /// The condition the runtime keeps.
 const RECONCILED: &str = "Reconciled";
+/// The reason of the warning event a failed reconcile raises.
+const FAILED: &str = "ReconcileFailed";
 /// The least time between two warnings of the same failure of an object.
 const WARNING_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Writes reconcile outcomes of a kind's objects over the API.
+/// Records reconcile outcomes of a kind's objects where its controller reads them: over the
+/// API, the status and warning events; over the store (the built-in controllers, which keep
+/// `observedGeneration` and conditions in the typed status they write), warning events.
 pub(crate) struct Reporter {
-    client: Client,
+    source: Source,
     /// The controller's name, as the events' component.
     component: String,
-    /// Whether the kind's objects have a status to record the outcome in.
+    /// Whether the runtime writes the outcome into the objects' status: over the API, for a
+    /// kind whose objects have a status.
     status: bool,
     warned: Warnings,
 }
@@ -54,11 +61,12 @@ impl Warnings {
 }
 
 impl Reporter {
-    /// A reporter over `client` for the controller `component` of `kind`.
-    pub(crate) fn new(client: &Client, component: &str, kind: Kind) -> Reporter {
-        let status = dora_crds::registry::definition(kind).is_some_and(|d| d.status);
+    /// A reporter over `source` for the controller `component` of `kind`.
+    pub(crate) fn new(source: &Source, component: &str, kind: Kind) -> Reporter {
+        let status = matches!(source, Source::Api(_))
+            && dora_crds::registry::definition(kind).is_some_and(|d| d.status);
         Reporter {
-            client: client.clone(),
+            source: source.clone(),
             component: component.to_string(),
             status,
             warned: Warnings::default(),
@@ -75,19 +83,7 @@ impl Reporter {
         if let Err(error) = &outcome
             && self.warned.fresh(&row.key, error)
         {
-            let event = NewEvent {
-                warning: true,
-                reason: "ReconcileFailed",
-                message: error,
-                component: &self.component,
-                kind: &row.key.kind,
-                zone: &row.key.zone,
-                workspace: &row.key.workspace,
-                name: &row.key.name,
-            };
-            if let Err(e) = self.client.record_event(&event).await {
-                tracing::debug!(error = %e, "cannot record the failed reconcile as an event");
-            }
+            self.warn(&row.key, error).await;
         }
         if !self.status {
             return;
@@ -95,10 +91,39 @@ impl Reporter {
         let Some(patch) = patch(row, &outcome, &now()) else {
             return;
         };
+        let Source::Api(client) = &self.source else {
+            return;
+        };
         let path = object_path(&row.key);
-        if let Err(e) = self.client.patch_status(&path, &patch).await {
+        if let Err(e) = client.patch_status(&path, &patch).await {
             // Deleted meanwhile, or not allowed: the reconcile itself is what matters.
             tracing::debug!(error = %e, "cannot record the reconcile in the status");
+        }
+    }
+
+    /// Raises a `ReconcileFailed` warning event about `key`.
+    async fn warn(&self, key: &ObjectKey, error: &str) {
+        let recorded = match &self.source {
+            Source::Api(client) => {
+                let event = NewEvent {
+                    warning: true,
+                    reason: FAILED,
+                    message: error,
+                    component: &self.component,
+                    kind: &key.kind,
+                    zone: &key.zone,
+                    workspace: &key.workspace,
+                    name: &key.name,
+                };
+                client.record_event(&event).await.map_err(|e| e.to_string())
+            }
+            Source::Store(store) => {
+                let event = Event::new(key, EventType::Warning, FAILED, error, &self.component);
+                store.append_event(event).await.map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::debug!(error = %e, "cannot record the failed reconcile as an event");
         }
     }
 }
@@ -131,21 +156,11 @@ fn patch(row: &Row, outcome: &Result<(), String>, now: &str) -> Option<Value> {
         .flatten()
         .filter_map(|c| serde_json::from_value::<Condition>(c.clone()).ok())
         .find(|c| c.kind == RECONCILED);
-    let (truth, reason, message) = match outcome {
-        Ok(()) => ("True", "Succeeded", String::new()),
-        Err(e) => ("False", "Failed", e.clone()),
-    };
-    let since = before
-        .as_ref()
-        .filter(|c| c.status == truth)
-        .map_or(now.to_string(), |c| c.last_transition_time.clone());
-    let condition = Condition {
-        kind: RECONCILED.into(),
-        status: truth.into(),
-        reason: reason.into(),
-        message,
-        last_transition_time: since,
-    };
+    let condition = match outcome {
+        Ok(()) => Condition::new(RECONCILED, true, "Succeeded", ""),
+        Err(e) => Condition::new(RECONCILED, false, "Failed", e.as_str()),
+    }
+    .since(before.as_slice(), now);
     let observed = status["observedGeneration"].as_u64();
     if observed == Some(row.generation) && before.as_ref() == Some(&condition) {
         return None;
@@ -206,6 +221,34 @@ mod tests {
         assert_eq!(failed["conditions"][0]["reason"], "Failed");
         assert_eq!(failed["conditions"][0]["message"], "no quota");
         assert_eq!(failed["conditions"][0]["lastTransitionTime"], "t3");
+    }
+
+    #[tokio::test]
+    async fn over_the_store_a_failing_reconcile_raises_one_warning_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn dora_store::Store> =
+            Arc::new(dora_store::sqlite::SqliteStore::open(dir.path().join("d.db")).unwrap());
+        let reporter = Reporter::new(&Source::Store(store.clone()), "scheduler", Kind::Workload);
+        let failing = row(1, Value::Null);
+        for _ in 0..3 {
+            reporter
+                .record(&failing, Err("store unreachable".into()))
+                .await;
+        }
+        let query = dora_store::EventQuery {
+            zone: "z".into(),
+            kind: Some("Workload".into()),
+            workspace: Some("w".into()),
+            name: Some("a".into()),
+            after: None,
+            limit: 10,
+        };
+        let events = store.events(&query).await.unwrap();
+        assert_eq!(events.len(), 1, "one warning for three retries: {events:?}");
+        assert_eq!(events[0].reason, FAILED);
+        assert_eq!(events[0].event_type, EventType::Warning);
+        assert_eq!(events[0].message, "store unreachable");
+        assert_eq!(events[0].component, "scheduler");
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn row_of(target: &Target, resource: Resource) -> Row {
         let value = match target.kind.is_defined() {
             true if name == "computed" => status.clone(),
             true => Value::Null,
+            false if name == "computed" => built_in_computed(&status),
             false => status.get(name).cloned().unwrap_or(Value::Null),
         };
         Arc::new(value)
@@ -71,6 +72,20 @@ pub fn row_of(target: &Target, resource: Resource) -> Row {
         observed: column("observed"),
         observed_version: 0,
     }
+}
+
+/// A built-in kind's `computed` group: the API shows what its controller records of its
+/// reconciles (`observedGeneration`, `conditions`) at the top of the status.
+fn built_in_computed(status: &Value) -> Value {
+    let mut computed = status.get("computed").cloned().unwrap_or(Value::Null);
+    if let Value::Object(group) = &mut computed {
+        for field in ["observedGeneration", "conditions"] {
+            if let Some(value) = status.get(field) {
+                group.insert(field.into(), value.clone());
+            }
+        }
+    }
+    computed
 }
 
 /// Unix milliseconds of an RFC 3339 time; 0 when it does not read.

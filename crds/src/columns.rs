@@ -103,6 +103,9 @@ const WORKLOAD: &[Column] = &[
         .format(Format::Command)
         .optional(),
     column("GEN", &["/metadata/generation"]).wide(),
+    column("OBSERVED", &["/status/observedGeneration"])
+        .wide()
+        .optional(),
     column("MESSAGE", &["/status/message"]).wide().optional(),
 ];
 

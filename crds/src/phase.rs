@@ -4,7 +4,9 @@
 //! it returns as `status.phase` and `status.message`, so that tables, `dora wait` and clients
 //! read the same words.
 
-use crate::status::{ContainerReport, ContainerState, NodeCondition, Placement, WorkloadStatus};
+use crate::status::{
+    Condition, ContainerReport, ContainerState, NodeCondition, Placement, WorkloadStatus,
+};
 
 /// A status word and, when there is more to say, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,45 @@ pub fn workload(status: Option<&WorkloadStatus>, replicas: u32) -> Phase {
         return Phase::new("Running");
     }
     Phase::new("Starting").because(format!("{} of {replicas} running", status.ready))
+}
+
+/// The conditions the scheduler keeps on a workload, their transition times not yet set:
+/// `Reconciled` (it has seen the current spec), `Scheduled` (no container waits for a node)
+/// and `Ready` (the phase is one of the settled ones: `Running`, `Completed`, `Stopped`).
+pub fn workload_conditions(status: &WorkloadStatus) -> Vec<Condition> {
+    let scheduled = match (&status.paused, status.pending) {
+        (Some(why), _) => {
+            let reason = if status.out_of_credit {
+                "OutOfCredit"
+            } else {
+                "Paused"
+            };
+            Condition::new("Scheduled", false, reason, why.as_str())
+        }
+        (None, 0) => Condition::new("Scheduled", true, "Placed", ""),
+        (None, pending) => match &status.reason {
+            Some(why) => Condition::new("Scheduled", false, "Unschedulable", why.as_str()),
+            None => Condition::new(
+                "Scheduled",
+                false,
+                "Waiting",
+                format!("{pending} waiting for a node"),
+            ),
+        },
+    };
+    let phase = workload(Some(status), status.desired);
+    let settled = matches!(phase.word, "Running" | "Completed" | "Stopped");
+    let ready = Condition::new(
+        "Ready",
+        settled,
+        phase.word,
+        phase.message.unwrap_or_default(),
+    );
+    vec![
+        Condition::new("Reconciled", true, "Succeeded", ""),
+        scheduled,
+        ready,
+    ]
 }
 
 /// A container's phase from its placement (the scheduler's `computed` column) and the last
@@ -162,6 +203,50 @@ mod tests {
             desired: 2,
             ..WorkloadStatus::default()
         }
+    }
+
+    #[test]
+    fn workload_conditions_say_what_waits() {
+        let of = |conditions: &[Condition], kind: &str| {
+            let c = conditions.iter().find(|c| c.kind == kind).unwrap().clone();
+            (c.status, c.reason, c.message)
+        };
+        let waiting = WorkloadStatus {
+            pending: 2,
+            reason: Some("no node has 8 free GPUs".into()),
+            ..status()
+        };
+        let conditions = workload_conditions(&waiting);
+        assert_eq!(of(&conditions, "Reconciled").0, "True");
+        assert_eq!(
+            of(&conditions, "Scheduled"),
+            (
+                "False".into(),
+                "Unschedulable".into(),
+                "no node has 8 free GPUs".into()
+            )
+        );
+        assert_eq!(of(&conditions, "Ready").0, "False");
+        assert_eq!(of(&conditions, "Ready").1, "Pending");
+        let running = WorkloadStatus {
+            ready: 2,
+            ..status()
+        };
+        let conditions = workload_conditions(&running);
+        assert_eq!(of(&conditions, "Scheduled").1, "Placed");
+        assert_eq!(
+            of(&conditions, "Ready"),
+            ("True".into(), "Running".into(), String::new())
+        );
+        let broke = WorkloadStatus {
+            paused: Some("alice has used 100 of 100 credits".into()),
+            out_of_credit: true,
+            ..status()
+        };
+        assert_eq!(
+            of(&workload_conditions(&broke), "Scheduled").1,
+            "OutOfCredit"
+        );
     }
 
     #[test]

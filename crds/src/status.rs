@@ -223,7 +223,12 @@ pub struct WorkloadStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_by: Option<String>,
     /// The generation of the spec this status describes.
+    #[serde(default)]
     pub observed_generation: u64,
+    /// `Reconciled`, `Scheduled` and `Ready`, as [`Condition`]s; the API shows them as
+    /// `status.conditions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 /// A user's credit account in one zone: the `computed` columns of a Usercredit, kept by the
@@ -284,8 +289,9 @@ impl CreditAccount {
     }
 }
 
-/// One aspect of an object's state, as Kubernetes' conditions: the controller runtime keeps a
-/// `Reconciled` condition in the status of the objects it reconciles.
+/// One aspect of an object's state, as Kubernetes' conditions: every controller keeps a
+/// `Reconciled` condition in the status of the objects it reconciles, and may keep others
+/// (a Workload's `Scheduled` and `Ready`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
@@ -300,6 +306,30 @@ pub struct Condition {
     pub message: String,
     /// RFC 3339 time of the last change of `status`.
     pub last_transition_time: String,
+}
+
+impl Condition {
+    /// The condition `kind` with `truth` (`True` or `False`) for `reason`, its transition time
+    /// left empty until [`Condition::since`].
+    pub fn new(kind: &str, truth: bool, reason: &str, message: impl Into<String>) -> Condition {
+        Condition {
+            kind: kind.into(),
+            status: if truth { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: String::new(),
+        }
+    }
+
+    /// Sets the transition time: that of the condition of the same type in `before` when its
+    /// status is the same, `now` when it changed or is new.
+    pub fn since(mut self, before: &[Condition], now: &str) -> Condition {
+        self.last_transition_time = before
+            .iter()
+            .find(|c| c.kind == self.kind && c.status == self.status)
+            .map_or_else(|| now.to_string(), |c| c.last_transition_time.clone());
+        self
+    }
 }
 
 #[cfg(test)]
@@ -332,5 +362,21 @@ mod tests {
         };
         assert!(report.is_fresh(21_000, NodeReport::GRACE));
         assert!(!report.is_fresh(21_001, NodeReport::GRACE));
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let first = Condition::new("Ready", false, "Pending", "0/1 running").since(&[], "t1");
+        assert_eq!(first.last_transition_time, "t1");
+        let still = Condition::new("Ready", false, "Pending", "0/2 running")
+            .since(std::slice::from_ref(&first), "t2");
+        assert_eq!(still.last_transition_time, "t1", "same status, new message");
+        let flipped = Condition::new("Ready", true, "Running", "").since(&[still], "t3");
+        assert_eq!(flipped.last_transition_time, "t3");
+        let other = Condition::new("Scheduled", false, "Pending", "").since(&[first], "t4");
+        assert_eq!(
+            other.last_transition_time, "t4",
+            "another type is another condition"
+        );
     }
 }

@@ -101,6 +101,46 @@ pub fn read_until(
     panic!("no {what} within 30 s; got {seen:#?}");
 }
 
+/// Where a `dora up` of a test keeps its state.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// The embedded store in the data folder.
+    Sqlite,
+    /// A keyspace of the Cassandra of `DORA_CQL_URL` (`scripts/test` starts one), as a
+    /// `--store` URL.
+    Cql(String),
+}
+
+impl Store {
+    /// A keyspace of its own on the test Cassandra. Under `CI=true`, a missing
+    /// `DORA_CQL_URL` fails the test rather than falling back to a local default.
+    pub fn fresh_cql() -> Store {
+        let url = match std::env::var("DORA_CQL_URL") {
+            Ok(url) => url,
+            Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("CI=true but DORA_CQL_URL is not set: Cassandra must run")
+            }
+            Err(_) => "cql://127.0.0.1:9042/dora".into(),
+        };
+        let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+        let hosts = base.rsplit_once('/').map_or(base, |(hosts, _)| hosts);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut store = format!("{hosts}/e2e_{}", &id[..16]);
+        if !query.is_empty() {
+            store = format!("{store}?{query}");
+        }
+        Store::Cql(store)
+    }
+
+    /// `dora up`'s arguments for this store.
+    pub fn args(&self) -> Vec<&str> {
+        match self {
+            Store::Sqlite => Vec::new(),
+            Store::Cql(url) => vec!["--store", url],
+        }
+    }
+}
+
 pub struct Dora {
     pub child: Child,
     /// Everything `dora up` printed before it was up.
@@ -116,6 +156,13 @@ impl Dora {
     /// `dora up` without a node agent: the API, scheduler and credit system only.
     pub fn up(home: &Path) -> Dora {
         Self::up_with(home, &["--no-node"], "warn", Stdio::inherit())
+    }
+
+    /// `dora up` without a node agent on `store`.
+    pub fn up_on(home: &Path, store: &Store) -> Dora {
+        let mut args = vec!["--no-node"];
+        args.extend(store.args());
+        Self::up_with(home, &args, "warn", Stdio::inherit())
     }
 
     /// `dora up` with more arguments, a log filter and where its log goes.

@@ -345,6 +345,25 @@ fn owners(references: &Value) -> String {
     }
 }
 
+/// Conditions as `describe` prints them, like kubectl: type, status, reason, time since the
+/// last transition, message.
+fn condition_table(conditions: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = conditions
+        .iter()
+        .map(|c| {
+            let text = |field: &str| c[field].as_str().unwrap_or_default().to_string();
+            vec![
+                text("type"),
+                text("status"),
+                text("reason"),
+                output::age(&c["lastTransitionTime"]),
+                text("message"),
+            ]
+        })
+        .collect();
+    output::table(&["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"], &rows)
+}
+
 /// Status fields that hold Unix milliseconds (`startedAt`, `heartbeat`, ...), as RFC 3339
 /// times for people.
 fn readable_times(value: &Value) -> Value {
@@ -421,12 +440,22 @@ pub async fn describe(global: &Global, args: DescribeArgs) -> anyhow::Result<()>
     field("Version", &meta["version"]);
     field("Generation", &meta["generation"]);
     field("Spec hash", &meta["specHash"]);
-    for (title, value) in [("Spec", &item["spec"]), ("Status", &item["status"])] {
+    let mut status = item["status"].clone();
+    let conditions = status
+        .as_object_mut()
+        .and_then(|status| status.remove("conditions"));
+    for (title, value) in [("Spec", &item["spec"]), ("Status", &status)] {
         if !value.is_null() {
             println!("{title}:");
             for line in output::yaml(&readable_times(value))?.lines() {
                 println!("  {line}");
             }
+        }
+    }
+    if let Some(Value::Array(conditions)) = conditions {
+        println!("Conditions:");
+        for line in condition_table(&conditions).lines() {
+            println!("  {line}");
         }
     }
     let mut query = vec![

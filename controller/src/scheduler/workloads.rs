@@ -274,6 +274,8 @@ pub(crate) async fn reconcile(shared: Arc<Shared>, request: Request) -> Result<A
         paused,
         paused_by,
         observed_generation: workload.generation,
+        // Judged from the rest by `write_status`, against the previous conditions.
+        conditions: Vec::new(),
     };
     match write_status(&shared, &workload, status).await? {
         StatusWrite::Unchanged => {}
@@ -408,9 +410,17 @@ enum StatusWrite {
 async fn write_status(
     shared: &Shared,
     workload: &Row,
-    status: WorkloadStatus,
+    mut status: WorkloadStatus,
 ) -> Result<StatusWrite, Error> {
     let previous: Option<WorkloadStatus> = dora_crds::decode_written(&workload.computed);
+    let before = previous
+        .as_ref()
+        .map_or(&[][..], |p| p.conditions.as_slice());
+    let now = crate::time::rfc3339(now_millis());
+    status.conditions = dora_crds::phase::workload_conditions(&status)
+        .into_iter()
+        .map(|condition| condition.since(before, &now))
+        .collect();
     if previous.as_ref() == Some(&status) {
         return Ok(StatusWrite::Unchanged);
     }
