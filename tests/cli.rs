@@ -215,7 +215,7 @@ fn bad_input_profiles_tokens_and_completion() {
     assert!(dora.fails(&["get", "pods"]).contains("unknown kind"));
     assert!(
         dora.fails(&["get", "wk", "-z", "atlantis"])
-            .contains("zone")
+            .contains("Zone \"atlantis\" not found")
     );
 
     // A token for alice, used through her own profile, sees only her workspace.

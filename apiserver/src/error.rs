@@ -2,7 +2,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dora_crds::ValidationError;
-use dora_store::StoreError;
+use dora_store::{ObjectKey, StoreError};
 use serde::Serialize;
 
 /// Every failure the API reports: an HTTP status and a JSON body that says what to do.
@@ -57,6 +57,39 @@ impl ApiError {
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
+    /// 404 for an object that does not exist, worded the same on every route: its kind, name
+    /// and where it was looked for.
+    pub fn object_not_found(key: &ObjectKey) -> Self {
+        let mut place = Vec::new();
+        if !key.zone.is_empty() {
+            place.push(format!("zone {}", key.zone));
+        }
+        if !key.workspace.is_empty() {
+            place.push(format!("workspace {}", key.workspace));
+        }
+        let place = if place.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", place.join(", "))
+        };
+        Self::not_found(format!("{} {:?} not found{place}", key.kind, key.name))
+    }
+
+    /// 405 for a method the path does not take.
+    pub fn method_not_allowed(method: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} is not allowed on this path; see /openapi.json"),
+        )
+    }
+
+    /// The same error, with what to do next after its message.
+    pub fn with_hint(mut self, hint: &str) -> Self {
+        self.message = format!("{}; {hint}", self.message);
+        self
     }
 
     /// 422 about one field.
@@ -116,6 +149,13 @@ impl From<StoreError> for ApiError {
                     "resourceVersion {cursor} is older than the change feed keeps; list again and watch from the new resourceVersion"
                 ),
             ),
+            StoreError::Ahead { cursor, head } => {
+                let mut error = Self::bad_request(format!(
+                    "resourceVersion {cursor} is ahead of this cluster's newest change ({head}); use a resourceVersion this cluster returned, or leave it out to start from now"
+                ));
+                error.field = Some("resourceVersion".into());
+                error
+            }
             StoreError::BadCursor(token) => Self::bad_request(format!(
                 "invalid resourceVersion or continue token {token:?}"
             )),

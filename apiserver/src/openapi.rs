@@ -96,7 +96,7 @@ fn build() -> Value {
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
             {"name": "continue", "in": "query", "schema": {"type": "string"}},
             {"name": "watch", "in": "query", "description": "Stream changes as NDJSON", "schema": {"type": "boolean"}},
-            {"name": "resourceVersion", "in": "query", "description": "Watch from this change-feed position", "schema": {"type": "string"}},
+            {"name": "resourceVersion", "in": "query", "description": "Watch from this change-feed position; one ahead of the newest change is refused (400)", "schema": {"type": "string"}},
             {"name": "labelSelector", "in": "query", "description": "Only objects whose labels match, in kubectl's syntax: key=value, key!=value, key in (a,b), key notin (a,b), key, !key, joined by commas", "schema": {"type": "string"}},
         ]);
         paths.insert(collection.clone(), json!({
@@ -130,12 +130,19 @@ fn build() -> Value {
                 "summary": format!("Delete one {kind}"),
                 "tags": [kind.name()],
                 "parameters": delete_params,
-                "responses": with_ok("The deleted resource", resource_ref),
+                "responses": with_ok("The deleted resource", resource_ref.clone()),
             });
             paths.insert(format!("{collection}/{{name}}/versions"), json!({
                 "parameters": item_params,
                 "get": {"summary": format!("Spec history of one {kind}"), "tags": [kind.name()], "responses": with_ok("Versions", json!({"type": "object"}))},
             }));
+            if registry::definition(kind).is_some_and(|definition| definition.status) {
+                paths.insert(format!("{collection}/{{name}}/status"), json!({
+                    "parameters": item_params,
+                    "put": {"summary": format!("Replace the status of one {kind} (needs Report)"), "tags": [kind.name()], "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}, "responses": with_ok("The object", resource_ref.clone())},
+                    "patch": {"summary": format!("Merge a JSON merge patch (RFC 7386) into the status of one {kind} (needs Report)"), "tags": [kind.name()], "requestBody": {"content": {"application/merge-patch+json": {"schema": {"type": "object"}}}}, "responses": with_ok("The object", resource_ref.clone())},
+                }));
+            }
         }
         paths.insert(format!("{collection}/{{name}}"), item);
     }
@@ -421,6 +428,7 @@ mod tests {
             "names": {"kind": "Openapithing", "plural": "openapithings"},
             "scope": "workspaced",
             "schema": {"type": "object", "properties": {"size": {"type": "integer"}}},
+            "status": true,
         }))
         .unwrap();
         let path = "/v1/workspaces/{workspace}/openapithings/{name}";
@@ -428,6 +436,11 @@ mod tests {
         registry::define(&spec).unwrap();
         let doc = document();
         assert!(doc["paths"].get(path).is_some(), "served at {path}");
+        let status = &doc["paths"][format!("{path}/status")];
+        assert!(
+            status["put"].is_object() && status["patch"].is_object(),
+            "{status}"
+        );
         assert_eq!(
             doc["components"]["schemas"]["OpenapithingSpec"]["properties"]["size"]["type"],
             "integer"

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dora_crds::spec::{DefinitionSpec, Verb};
+use dora_crds::spec::{DefinitionSpec, Reach, Verb, reach_needed};
 use dora_crds::split_documents;
 use dora_crds::status::CreditAccount;
 use dora_crds::{Document, Kind, Resource, Scope, parse_resource, registry, spec_hash};
@@ -18,8 +18,31 @@ use serde_json::Value;
 
 use crate::{ApiError, Directory, render};
 
+/// The finalizer a Definition deleted with `cascade` keeps while objects of its kind wait on
+/// theirs: the kind stays defined, so that their controllers can still remove them.
+pub(crate) const OBJECTS_FINALIZER: &str = "dora/objects";
+
 /// How many documents of one manifest are applied at once.
 const CONCURRENT_DOCUMENTS: usize = 16;
+
+/// 403 for `verb` on `kind` in `place` (empty: everywhere), naming the binding that would
+/// allow it, so that the user knows what to ask for.
+pub(crate) fn refused(
+    user: &str,
+    verb: Verb,
+    kind: Kind,
+    place: &str,
+    (zone, workspace): (Reach, Reach),
+) -> ApiError {
+    let place = if place.is_empty() {
+        String::new()
+    } else {
+        format!(" in {place}")
+    };
+    ApiError::forbidden(format!(
+        "user {user} may not {verb:?} {kind}{place}; that needs a role binding with kind: {kind}, zone: {zone}, workspace: {workspace} (All in place of a name does too) whose role grants {verb:?}; ask an administrator for one"
+    ))
+}
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,17 +155,21 @@ impl Service {
         {
             return Ok(());
         }
-        let mut place = String::new();
+        let mut place = Vec::new();
         if !zone.is_empty() {
-            place.push_str(&format!(" in zone {zone}"));
+            place.push(format!("zone {zone}"));
         }
         if !workspace.is_empty() {
-            place.push_str(&format!(" in workspace {workspace}"));
+            place.push(format!("workspace {workspace}"));
         }
-        Err(ApiError::forbidden(format!(
-            "user {} may not {verb:?} {kind}{place}; ask an administrator for a role that grants it",
-            identity.user
-        )))
+        let needed = reach_needed(kind, verb, zone, workspace);
+        Err(refused(
+            &identity.user,
+            verb,
+            kind,
+            &place.join(", "),
+            needed,
+        ))
     }
 
     /// Fills in the zone and workspace a document or request leaves out, and checks they exist.
@@ -313,9 +340,17 @@ impl Service {
         };
         let outcome = self.store.put_spec(write).await?;
         let row = outcome.row();
-        // The apply removed the last finalizer of an object being deleted: the delete completes.
-        if let Some(deleted) = self.store.delete_if_finalized(row).await? {
-            self.deleted(identity, kind, &deleted).await;
+        // The apply removed the last finalizer of an object being deleted: the delete completes
+        // (unless the garbage collector was first), and so may that of its kind's Definition,
+        // which waits on the objects of its kind.
+        let deleted = self.store.delete_if_finalized(row).await?;
+        if let Some(deleted) = &deleted {
+            self.deleted(identity, kind, deleted).await;
+        }
+        if row.meta.finalized() && kind.is_defined() {
+            self.finish_definition(identity, kind).await?;
+        }
+        if let Some(deleted) = deleted {
             return Ok(Applied {
                 index: document.index,
                 kind: kind.name().into(),
@@ -394,7 +429,10 @@ impl Service {
         let kind = Kind::parse(&key.kind).ok_or_else(|| ApiError::not_found("unknown kind"))?;
         self.authorize(identity, Verb::Delete, kind, &key.zone, &key.workspace)?;
         if kind == Kind::Definition {
-            self.delete_objects_of(identity, &key.name, cascade).await?;
+            if self.delete_objects_of(identity, &key.name, cascade).await? {
+                return self.wait_for_objects(identity, key).await;
+            }
+            self.release(key, OBJECTS_FINALIZER).await?;
         }
         if kind == Kind::User && key.name == identity.user {
             return Err(ApiError::invalid(
@@ -408,7 +446,7 @@ impl Service {
             .delete_or_finalize(key, precondition)
             .await
             .map_err(|e| match e {
-                StoreError::NotFound => ApiError::not_found(format!("{key} not found")),
+                StoreError::NotFound => ApiError::object_not_found(key),
                 other => other.into(),
             })?;
         match deletion {
@@ -506,22 +544,23 @@ impl Service {
     }
 
     /// Before Definition `name` goes: refuses when its kind still has objects, unless
-    /// `cascade`, which deletes them (each as the caller, who must be allowed to).
+    /// `cascade`, which deletes them as a delete of each does (as the caller, who must be
+    /// allowed to): one with finalizers is only marked. Whether some still wait on finalizers.
     async fn delete_objects_of(
         &self,
         identity: &Identity,
         name: &str,
         cascade: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
         let Some(kind) = Kind::known()
             .into_iter()
             .find(|kind| kind.is_defined() && kind.plural() == name)
         else {
-            return Ok(());
+            return Ok(false);
         };
         let objects = self.objects(kind).await?;
         if objects.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         if !cascade {
             return Err(ApiError::new(
@@ -542,21 +581,149 @@ impl Service {
                 &row.key.workspace,
             )?;
         }
+        let mut waiting = false;
         for row in objects {
-            match self.store.delete(&row.key, Precondition::None).await {
-                Ok(_) | Err(StoreError::NotFound) => {}
+            let deletion = match self
+                .store
+                .delete_or_finalize(&row.key, Precondition::None)
+                .await
+            {
+                Ok(deletion) => deletion,
+                Err(StoreError::NotFound) => continue,
                 Err(e) => return Err(e.into()),
-            }
+            };
+            let (reason, message) = match deletion {
+                Deletion::Deleted(_) => ("Deleted", "deleted"),
+                Deletion::Pending(_) => {
+                    waiting = true;
+                    if row.meta.terminating() {
+                        // Marked by an earlier delete, which said so.
+                        continue;
+                    }
+                    ("DeletionPending", "waiting on its finalizers to be deleted")
+                }
+            };
             self.record(Event::new(
                 &row.key,
                 EventType::Normal,
-                "Deleted",
-                format!("deleted with Definition {name} by {}", identity.user),
+                reason,
+                format!("{message} with Definition {name} by {}", identity.user),
                 "apiserver",
             ))
             .await;
         }
+        Ok(waiting)
+    }
+
+    /// Marks Definition `key` as being deleted once its objects are: it keeps
+    /// [`OBJECTS_FINALIZER`] until none of them waits on a finalizer any more.
+    async fn wait_for_objects(
+        &self,
+        identity: &Identity,
+        key: &ObjectKey,
+    ) -> Result<Deleted, ApiError> {
+        let row = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| ApiError::object_not_found(key))?;
+        if row.meta.terminating() {
+            return Ok(Deleted::Pending(render::resource(&row)));
+        }
+        let mut finalizers = row.meta.finalizers.clone();
+        finalizers.push(OBJECTS_FINALIZER.to_string());
+        let write = SpecWrite {
+            key: key.clone(),
+            precondition: Precondition::Version(row.version),
+            owner: row.owner.clone(),
+            labels: row.labels.clone(),
+            meta: MetaWrite {
+                finalizers: Some(finalizers),
+                delete: true,
+                ..MetaWrite::default()
+            },
+            spec: Value::clone(&row.resource),
+            spec_hash: row.spec_hash.clone(),
+            desired: Value::clone(&row.desired),
+            computed: None,
+            fence: None,
+        };
+        let outcome = self.store.put_spec(write).await?;
+        self.record(Event::new(
+            key,
+            EventType::Normal,
+            "DeletionPending",
+            format!(
+                "{} asked to delete it; waiting on its objects' finalizers",
+                identity.user
+            ),
+            "apiserver",
+        ))
+        .await;
+        Ok(Deleted::Pending(render::resource(outcome.row())))
+    }
+
+    /// Completes the delete of the Definition of `kind` if it waits on its objects and none of
+    /// them keeps a finalizer: what is left of them goes, then the Definition.
+    async fn finish_definition(&self, identity: &Identity, kind: Kind) -> Result<(), ApiError> {
+        let key = ObjectKey::new(Kind::Definition, "", "", kind.plural());
+        let Some(definition) = self.store.get(&key).await? else {
+            return Ok(());
+        };
+        if !definition
+            .meta
+            .finalizers
+            .iter()
+            .any(|f| f == OBJECTS_FINALIZER)
+        {
+            return Ok(());
+        }
+        let objects = self.objects(kind).await?;
+        if !objects.iter().all(|row| row.meta.finalized()) {
+            return Ok(());
+        }
+        for row in &objects {
+            self.store.delete_if_finalized(row).await?;
+        }
+        if let Some(row) = self.release(&key, OBJECTS_FINALIZER).await?
+            && let Some(deleted) = self.store.delete_if_finalized(&row).await?
+        {
+            self.deleted(identity, Kind::Definition, &deleted).await;
+        }
         Ok(())
+    }
+
+    /// Removes `finalizer` from the object at `key` if it holds it; the object as it is then.
+    async fn release(&self, key: &ObjectKey, finalizer: &str) -> Result<Option<Row>, ApiError> {
+        let Some(row) = self.store.get(key).await? else {
+            return Ok(None);
+        };
+        if !row.meta.finalizers.iter().any(|f| f == finalizer) {
+            return Ok(Some(row));
+        }
+        let finalizers = row
+            .meta
+            .finalizers
+            .iter()
+            .filter(|f| *f != finalizer)
+            .cloned()
+            .collect();
+        let write = SpecWrite {
+            key: key.clone(),
+            precondition: Precondition::Version(row.version),
+            owner: row.owner.clone(),
+            labels: row.labels.clone(),
+            meta: MetaWrite {
+                finalizers: Some(finalizers),
+                ..MetaWrite::default()
+            },
+            spec: Value::clone(&row.resource),
+            spec_hash: row.spec_hash.clone(),
+            desired: Value::clone(&row.desired),
+            computed: None,
+            fence: None,
+        };
+        Ok(Some(Row::clone(self.store.put_spec(write).await?.row())))
     }
 
     /// Why nothing places workloads of `zone` now, if so: no scheduler holds its lease.

@@ -470,6 +470,22 @@ async fn bad_documents_are_refused_with_their_field_and_nothing_is_stored(c: &Cl
             Some("apiVersion"),
         ),
     ];
+    let mut cases = cases;
+    for image in [
+        "Busybox",
+        "busy box",
+        "busybox:",
+        "busybox:-1",
+        "reg.io:port/app",
+        "app@sha256:xyz",
+        "a//b",
+    ] {
+        cases.push((
+            workload("good", &format!("{image:?}")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("spec.image.image"),
+        ));
+    }
     for (bad, status, field) in cases {
         // The bad document comes second: the first is applied, the bad one is not.
         let manifest = format!("{}---\n{bad}", workload("first", "busybox"));
@@ -1225,7 +1241,123 @@ async fn unknown_query_parameters_are_refused(c: &Cluster) {
     assert_eq!(status, StatusCode::OK, "the refused DELETE deleted nothing");
 }
 
-/// Runs each case on the embedded SQLite store and on Cassandra.
+/// Each scope has its own routes: the Zone and Workspace answer at the prefixes of the zoned
+/// and workspaced kinds, every kind's collection answers at its own path, a kind asked for
+/// in the wrong scope is told where it lives, and a missing object is worded one way on
+/// every route.
+async fn every_scope_routes_its_paths(c: &Cluster) {
+    for (path, kind) in [
+        ("/v1/zones/default", "Zone"),
+        ("/v1/workspaces/default", "Workspace"),
+        ("/v1/users/admin", "User"),
+    ] {
+        let (status, body) = c.get(&c.admin, path).await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (StatusCode::OK, Some(kind)),
+            "{path}: {body}"
+        );
+        let (status, body) = c.get(&c.admin, &format!("{path}/versions")).await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (StatusCode::OK, Some("VersionList")),
+            "{path}: {body}"
+        );
+    }
+    for kind in Kind::ALL {
+        let path =
+            kind.collection_path("default", kind.scope().has_workspace().then_some("default"));
+        let (status, body) = c.get(&c.admin, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    for (path, lives_at) in [
+        (
+            "/v1/workloads/x",
+            "/v1/zones/{zone}/workspaces/{workspace}/workloads",
+        ),
+        ("/v1/zones/default/users", "/v1/users"),
+        ("/v1/zones/default/workspaces", "/v1/workspaces"),
+        (
+            "/v1/zones/default/workspaces/default/nodes",
+            "/v1/zones/{zone}/nodes",
+        ),
+        ("/v1/workspaces/default/users/admin", "/v1/users"),
+    ] {
+        let (status, body) = c.get(&c.admin, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.ends_with(&format!("live at {lives_at}")),
+            "{path}: {message}"
+        );
+    }
+    for (method, path, want) in [
+        (
+            Method::GET,
+            "/v1/zones/default/workspaces/default/workloads/x/bogus",
+            StatusCode::NOT_FOUND,
+        ),
+        (Method::GET, "/v1/zones/%FF/nodes", StatusCode::BAD_REQUEST),
+        (
+            Method::GET,
+            "/v1/zones/default/workspaces/default/volumes/%FF/files/a",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            "/v1/users/admin/report",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::GET,
+            "/v1/users/admin/logs",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (Method::POST, "/v1/users/admin/pause", StatusCode::NOT_FOUND),
+        (
+            Method::DELETE,
+            "/v1/zones/default/gpus/x",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let (status, body) = c.call(method.clone(), path, Some(&c.admin), None).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+        assert!(
+            body["error"]["message"].is_string(),
+            "{method} {path}: {body}"
+        );
+    }
+    let (status, body) = c.get(&c.admin, "/v1/zones/atlantis/nodes").await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Zone \"atlantis\" not found")),
+    );
+    let missing = "Workload \"gone\" not found in zone default, workspace default";
+    let volume =
+        "Volume \"gone\" not found in zone default, workspace default; apply a Volume first";
+    let base = "/v1/zones/default/workspaces/default";
+    for (method, path, message) in [
+        (Method::GET, format!("{WORKLOADS}/gone"), missing),
+        (Method::GET, format!("{WORKLOADS}/gone/versions"), missing),
+        (Method::DELETE, format!("{WORKLOADS}/gone"), missing),
+        (Method::POST, format!("{WORKLOADS}/gone/pause"), missing),
+        (Method::GET, format!("{base}/volumes/gone/files"), volume),
+        (Method::GET, format!("{base}/volumes/gone/files/"), volume),
+        (
+            Method::GET,
+            format!("{base}/volumes/gone/files/a/b"),
+            volume,
+        ),
+    ] {
+        let (status, body) = c.call(method.clone(), &path, Some(&c.admin), None).await;
+        assert_eq!(
+            (status, body["error"]["message"].as_str()),
+            (StatusCode::NOT_FOUND, Some(message)),
+            "{method} {path}"
+        );
+    }
+}
+
 /// A kind defined at run time, workspaced: its objects live in `workspaced_resources`, a list
 /// without a workspace reads every workspace page by page, and a watch resumes from a
 /// `resourceVersion` as for built-in kinds.
@@ -1576,6 +1708,225 @@ async fn dependents_go_with_their_owner(c: &Cluster) {
     );
 }
 
+/// A `resourceVersion` past the newest change is refused on list and watch, naming the
+/// parameter, rather than answered as if nothing happened since.
+async fn a_resource_version_ahead_of_the_feed_is_refused(c: &Cluster) {
+    c.apply(&c.admin, &workload("existing", "a")).await;
+    let (status, list) = c.get(&c.admin, WORKLOADS).await;
+    assert_eq!(status, StatusCode::OK);
+    let head = list["metadata"]["resourceVersion"].as_str().unwrap();
+    let ahead = match head.parse::<u64>() {
+        Ok(seq) => (seq + 1_000_000).to_string(),
+        // A change id of the year 10889.
+        Err(_) => "ffffffff-ffff-7fff-bfff-ffffffffffff".to_string(),
+    };
+    for query in [
+        format!("?resourceVersion={ahead}"),
+        format!("?watch=true&resourceVersion={ahead}"),
+        format!("/existing?watch=true&resourceVersion={ahead}"),
+    ] {
+        let (status, body) = c.get(&c.admin, &format!("{WORKLOADS}{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"]["field"], "resourceVersion", "{query}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("resourceVersion {ahead} is ahead")),
+            "{message}"
+        );
+    }
+    let (status, body) = c
+        .get(&c.admin, &format!("{WORKLOADS}?resourceVersion={head}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The last page of a list carries no `continue` token, also when it is full: across the
+/// workspaces of a workspaced kind and in one partition.
+async fn the_last_page_has_no_continue_token(c: &Cluster) {
+    let definition = "apiVersion: v1\nkind: Definition\nmetadata: {name: lastpagethings}\nspec:\n  names: {kind: Lastpagething, plural: lastpagethings}\n  scope: workspaced\n  schema: {type: object}\n";
+    let mut manifest = definition.to_string();
+    for workspace in ["a", "b"] {
+        manifest.push_str(&format!(
+            "---\napiVersion: v1\nkind: Workspace\nmetadata: {{name: {workspace}}}\n"
+        ));
+        for name in ["p1", "p2"] {
+            manifest.push_str(&format!("---\napiVersion: v1\nkind: Lastpagething\nmetadata: {{name: {name}, workspace: {workspace}}}\nspec: {{}}\n"));
+        }
+    }
+    let workloads: Vec<String> = (0..4)
+        .map(|i| workload(&format!("w{i}"), "busybox"))
+        .collect();
+    manifest.push_str(&format!("---\n{}", workloads.join("---\n")));
+    let (status, body) = c.apply(&c.admin, &manifest).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (collection, limit) in [
+        ("/v1/lastpagethings", 2),
+        ("/v1/lastpagethings", 4),
+        (WORKLOADS, 2),
+        (WORKLOADS, 4),
+    ] {
+        let mut pages = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let query = next.map_or(String::new(), |token| format!("&continue={token}"));
+            let (status, page) = c
+                .get(&c.admin, &format!("{collection}?limit={limit}{query}"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            pages.push(page["items"].as_array().unwrap().len());
+            match page["metadata"]["continue"].as_str() {
+                Some(token) => next = Some(token.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(pages, vec![limit; 4 / limit], "{collection} by {limit}");
+    }
+}
+
+/// A binding limited to a zone and a workspace reads a workspaced kind in its workspace
+/// (whatever the zone, as it reads zoned kinds in its zone), and a refused write says which
+/// binding it would take, zone included.
+async fn a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_needs(c: &Cluster) {
+    let setup = "apiVersion: v1\nkind: Definition\nmetadata: {name: scopethings}\nspec:\n  names: {kind: Scopething, plural: scopethings}\n  scope: workspaced\n  schema: {type: object}\n---\napiVersion: v1\nkind: Workspace\nmetadata: {name: other}\n---\napiVersion: v1\nkind: Scopething\nmetadata: {name: mine, workspace: default}\nspec: {}\n---\napiVersion: v1\nkind: Scopething\nmetadata: {name: theirs, workspace: other}\nspec: {}\n---\napiVersion: v1\nkind: User\nmetadata: {name: zed}\nspec:\n  default: {zone: default, workspace: default}\n  resources: [{kind: All, zone: default, workspace: default, role: admin}]\n";
+    let (status, body) = c.apply(&c.admin, setup).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let zed = c.token_for("zed");
+    let (status, body) = c.get(&zed, "/v1/workspaces/default/scopethings/mine").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = c.get(&zed, "/v1/scopethings").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let names: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mine"], "only the workspace of the binding");
+    let (status, body) = c.get(&zed, "/v1/workspaces/other/scopethings/theirs").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = c
+        .apply(
+            &zed,
+            "apiVersion: v1\nkind: Scopething\nmetadata: {name: new, workspace: default}\nspec: {}\n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("user zed may not Apply Scopething in workspace default; that needs a role binding with kind: Scopething, zone: All, workspace: default"),
+        "{message}"
+    );
+    let alice = "apiVersion: v1\nkind: User\nmetadata: {name: yara}\nspec:\n  resources: [{kind: Workload, zone: default, workspace: All, role: admin}]\n";
+    assert_eq!(c.apply(&c.admin, alice).await.0, StatusCode::OK);
+    let (status, body) = c.get(&c.token_for("yara"), "/v1/scopethings").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("user yara may not Get Scopething in any workspace; that needs a role binding with kind: Scopething, zone: any, workspace: any"),
+        "{message}"
+    );
+}
+
+/// Deleting a Definition with `cascade` deletes its objects as a delete of each would: one
+/// with finalizers goes Terminating, and stays (its kind still defined, so that its controller
+/// can release it) until they are removed; the Definition waits for it, then goes too.
+async fn a_cascading_definition_delete_honours_finalizers(c: &Cluster) {
+    let thing = |name: &str, finalizers: &str| {
+        format!(
+            "apiVersion: v1\nkind: Cascadething\nmetadata: {{name: {name}, workspace: default, finalizers: [{finalizers}]}}\nspec: {{}}\n"
+        )
+    };
+    let manifest = [
+        "apiVersion: v1\nkind: Definition\nmetadata: {name: cascadethings}\nspec:\n  names: {kind: Cascadething, plural: cascadethings}\n  scope: workspaced\n  schema: {type: object}\n".to_string(),
+        thing("plain", ""),
+        thing("guarded", "example.com/cleanup"),
+    ]
+    .join("---\n");
+    let (status, body) = c.apply(&c.admin, &manifest).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let definition = "/v1/definitions/cascadethings";
+    let (status, body) = c
+        .call(
+            Method::DELETE,
+            &format!("{definition}?cascade=true"),
+            Some(&c.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(body["metadata"]["deletionTimestamp"].is_string(), "{body}");
+    let things = "/v1/workspaces/default/cascadethings";
+    assert_eq!(
+        c.get(&c.admin, &format!("{things}/plain")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, guarded) = c.get(&c.admin, &format!("{things}/guarded")).await;
+    assert_eq!(status, StatusCode::OK, "{guarded}");
+    assert_eq!(guarded["status"]["phase"], "Terminating", "{guarded}");
+    let (status, body) = c.get(&c.admin, definition).await;
+    assert_eq!(status, StatusCode::OK, "the definition waits: {body}");
+    // Deleting again changes nothing while the finalizer stays.
+    let (status, _) = c
+        .call(
+            Method::DELETE,
+            &format!("{definition}?cascade=true"),
+            Some(&c.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        c.get(&c.admin, &format!("{things}/guarded")).await.0,
+        StatusCode::OK
+    );
+
+    // Its controller releases the finalizer: the object goes, and the definition with it.
+    let (status, body) = c.apply(&c.admin, &thing("guarded", "")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "deleted", "{body}");
+    assert_eq!(
+        c.get(&c.admin, &format!("{things}/guarded")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = c.get(&c.admin, definition).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+/// Every path and method `/openapi.json` documents is routed: none gets the router's own
+/// "no such path" or "method not allowed" answer.
+async fn every_documented_path_is_routed(c: &Cluster) {
+    let (_, doc) = c.call(Method::GET, "/openapi.json", None, None).await;
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() > 40, "{}", paths.len());
+    for (template, operations) in paths {
+        let path = template
+            .replace("{zone}", "default")
+            .replace("{workspace}", "default")
+            .replace("{name}", "x")
+            .replace("{path}", "a/b");
+        for (method, operation) in operations.as_object().unwrap() {
+            if !["get", "put", "post", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let method: Method = method.to_uppercase().parse().unwrap();
+            let mut path = path.clone();
+            if let Some(action) = operation["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == "action"))
+            {
+                path = path.replace("{action}", action["schema"]["enum"][0].as_str().unwrap());
+            }
+            let (status, body) = c.call(method.clone(), &path, Some(&c.admin), None).await;
+            let routed = !matches!(
+                body["error"]["message"].as_str(),
+                Some("no such path; see /openapi.json")
+            ) && status != StatusCode::METHOD_NOT_ALLOWED;
+            assert!(routed, "{method} {template}: {status} {body}");
+        }
+    }
+}
+
+/// Runs each case on the embedded SQLite store and on Cassandra.
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1625,4 +1976,10 @@ on_every_store!(
     metadata_round_trips_and_is_kept_when_left_out,
     finalizers_delay_a_delete_until_they_are_removed,
     dependents_go_with_their_owner,
+    every_scope_routes_its_paths,
+    a_resource_version_ahead_of_the_feed_is_refused,
+    the_last_page_has_no_continue_token,
+    a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_needs,
+    a_cascading_definition_delete_honours_finalizers,
+    every_documented_path_is_routed,
 );

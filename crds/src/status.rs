@@ -54,6 +54,17 @@ pub struct NodeReport {
     pub endpoint: Option<String>,
 }
 
+impl NodeReport {
+    /// How long a node may go without a heartbeat and still count as up, unless the scheduler
+    /// is configured otherwise.
+    pub const GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+    /// Whether the node's last heartbeat is at most `grace` old at `now` (Unix milliseconds).
+    pub fn is_fresh(&self, now: i64, grace: std::time::Duration) -> bool {
+        now - self.heartbeat <= grace.as_millis() as i64
+    }
+}
+
 /// A node's `computed` columns, kept by the scheduler.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -157,7 +168,9 @@ pub struct ContainerReport {
 }
 
 impl ContainerReport {
-    /// Whether this report is about `place`'s binding (same node and epoch), not an earlier one.
+    /// Whether this report is about `place`'s binding (same node and epoch), not an earlier one:
+    /// the rule by which the API server refuses a stale copy's report, and by which the
+    /// scheduler and node agents read the report of the current binding only.
     pub fn is_of(&self, place: &Placement) -> bool {
         self.epoch == place.epoch && place.node.as_ref() == Some(&self.node)
     }
@@ -322,6 +335,34 @@ impl Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_is_of_its_binding_only() {
+        let place = Placement {
+            node: Some("n1".into()),
+            epoch: 2,
+            ..Placement::default()
+        };
+        let report = |node: &str, epoch| ContainerReport {
+            node: node.into(),
+            epoch,
+            ..ContainerReport::default()
+        };
+        assert!(report("n1", 2).is_of(&place));
+        assert!(!report("n1", 1).is_of(&place));
+        assert!(!report("n2", 2).is_of(&place));
+        assert!(!report("n1", 2).is_of(&Placement::default()));
+    }
+
+    #[test]
+    fn a_heartbeat_is_fresh_within_the_grace() {
+        let report = NodeReport {
+            heartbeat: 1_000,
+            ..NodeReport::default()
+        };
+        assert!(report.is_fresh(21_000, NodeReport::GRACE));
+        assert!(!report.is_fresh(21_001, NodeReport::GRACE));
+    }
 
     #[test]
     fn a_condition_keeps_its_transition_time_until_its_status_changes() {

@@ -332,9 +332,7 @@ impl Sim {
             return;
         }
         let report: Option<ContainerReport> = dora_crds::decode_written(&row.observed);
-        let current = report
-            .as_ref()
-            .filter(|r| r.epoch == place.epoch && r.node == node);
+        let current = report.as_ref().filter(|r| r.is_of(&place));
         if let Some(stop) = &place.stop {
             if current.is_some_and(|r| !r.state.is_final()) {
                 let started = current.and_then(|r| r.started_at);

@@ -16,6 +16,9 @@ pub enum StoreError {
     /// A change-feed cursor older than the feed's retention; re-list and watch again.
     #[error("cursor {0} is older than the change feed's retention; list again")]
     Expired(String),
+    /// A change-feed cursor past the feed's newest position: not one this store gave out.
+    #[error("cursor {cursor} is ahead of the change feed's newest position {head}")]
+    Ahead { cursor: String, head: String },
     /// A cursor or continue token the backend did not make.
     #[error("invalid cursor or continue token {0:?}")]
     BadCursor(String),

@@ -95,6 +95,11 @@ pub trait Store: Send + Sync + 'static {
             .await
     }
 
+    /// Refuses a cursor the feed has not reached ([`StoreError::Ahead`]) or that is not one of
+    /// this backend's ([`StoreError::BadCursor`]); reading changes after such a cursor would
+    /// wait for nothing or skip what comes.
+    async fn check_reached(&self, cursor: &Cursor) -> Result<(), StoreError>;
+
     /// Changes after `after` that match `filter`, oldest first, at most `limit`.
     async fn changes(
         &self,

@@ -1,27 +1,23 @@
-//! `POST /v1/.../{name}/{action}`: imperative requests to the scheduler (pause and resume a
-//! workload, drain and uncordon a node), kept in the `actions` table until they expire; and
-//! the POSTs of node agents (certificate) and of container commands (exec).
+//! `POST .../{name}/pause|resume|drain|uncordon`: imperative requests to the scheduler
+//! (pause and resume a workload, drain and uncordon a node), kept in the `actions` table until
+//! they expire.
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::Verb;
-use dora_store::{ActionRecord, Event, EventType, ObjectKey, now_millis};
+use dora_store::{ActionRecord, Event, EventType, now_millis};
 use serde_json::json;
 
+use super::json_response;
 use super::params::{NoParams, Params};
-use super::{agents, json_response, path_rejection, proxy};
-use crate::path::{self, Part};
+use crate::path::Target;
 use crate::state::AppState;
-use crate::{ApiError, render};
+use crate::{ApiError, Identity, render};
 
 /// How long an action waits for its component.
 const ACTION_TTL_MS: i64 = 24 * 3_600_000;
-
-const ACTIONS: [&str; 4] = ["pause", "resume", "drain", "uncordon"];
 
 /// The verb an action needs, for the kinds that have actions.
 fn verb_of(kind: Kind, action: &str) -> Option<Verb> {
@@ -33,54 +29,63 @@ fn verb_of(kind: Kind, action: &str) -> Option<Verb> {
     }
 }
 
-pub(super) async fn post(
+/// `POST .../workloads/{name}/pause`.
+pub(super) async fn pause(
+    identity: Identity,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    params: Result<Params<NoParams>, ApiError>,
-    body: Body,
+    target: Target,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
-    let identity = state.authenticate(&headers)?;
-    let Path(path) = path.map_err(path_rejection)?;
-    params?;
-    if let Ok(target) = path::parse(&path) {
-        match target.part {
-            Part::Certificate => return agents::certificate(state, identity, target, body).await,
-            Part::Credential => return agents::credential(state, identity, target).await,
-            Part::Exec => return proxy::exec(state, identity, target, body).await,
-            _ => {}
-        }
-    }
-    let not_found = || {
+    request(state, identity, target, "pause").await
+}
+
+/// `POST .../workloads/{name}/resume`.
+pub(super) async fn resume(
+    identity: Identity,
+    State(state): State<AppState>,
+    target: Target,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Response, ApiError> {
+    request(state, identity, target, "resume").await
+}
+
+/// `POST .../nodes/{name}/drain`.
+pub(super) async fn drain(
+    identity: Identity,
+    State(state): State<AppState>,
+    target: Target,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Response, ApiError> {
+    request(state, identity, target, "drain").await
+}
+
+/// `POST .../nodes/{name}/uncordon`.
+pub(super) async fn uncordon(
+    identity: Identity,
+    State(state): State<AppState>,
+    target: Target,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Response, ApiError> {
+    request(state, identity, target, "uncordon").await
+}
+
+/// Records `action` on the target for the scheduler.
+async fn request(
+    state: AppState,
+    identity: Identity,
+    target: Target,
+    action: &'static str,
+) -> Result<Response, ApiError> {
+    let verb = verb_of(target.kind, action).ok_or_else(|| {
         ApiError::not_found(
             "no such action; POST .../workloads/NAME/pause|resume or .../nodes/NAME/drain|uncordon",
         )
-    };
-    let (resource, action) = match path.trim_end_matches('/').rsplit_once('/') {
-        Some((resource, action)) if ACTIONS.contains(&action) => (resource, action),
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "POST here is only for actions (.../NAME/pause|resume|drain|uncordon); apply with PUT or POST /v1/apply",
-            ));
-        }
-    };
-    let target = path::parse(resource)?;
-    let (Some(name), Part::Object) = (&target.name, target.part) else {
-        return Err(not_found());
-    };
-    let verb = verb_of(target.kind, action).ok_or_else(not_found)?;
-    let key = ObjectKey::new(
-        target.kind,
-        &target.zone,
-        target.workspace.as_deref().unwrap_or_default(),
-        name,
-    );
+    })?;
+    let key = target.key();
     let service = &state.service;
     service.authorize(&identity, verb, target.kind, &key.zone, &key.workspace)?;
     let Some(row) = service.store.get(&key).await? else {
-        return Err(ApiError::not_found(format!("{key} not found")));
+        return Err(ApiError::object_not_found(&key));
     };
     if action == "resume"
         && let Some(account) = service.out_of_credit(&row.owner, &key.zone).await?

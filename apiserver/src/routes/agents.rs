@@ -5,6 +5,7 @@
 //! acts only for its own node, and only for containers bound to it at the epoch it reports.
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use dora_crds::Kind;
@@ -16,7 +17,7 @@ use dora_store::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::resources::not_allowed;
+use super::params::{NoParams, Params};
 use super::{json_response, read_text};
 use crate::path::Target;
 use crate::state::AppState;
@@ -33,27 +34,19 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, Ap
     serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
 }
 
-fn key_of(target: &Target) -> ObjectKey {
-    ObjectKey::new(
-        target.kind,
-        &target.zone,
-        target.workspace.as_deref().unwrap_or_default(),
-        target.name.as_deref().unwrap_or_default(),
-    )
-}
-
-/// `PUT .../report`.
-pub(super) async fn put(
-    state: AppState,
+/// `PUT .../nodes/NAME/report` and `PUT .../containers/NAME/report`.
+pub(super) async fn report(
     identity: Identity,
+    State(state): State<AppState>,
     target: Target,
+    Params(NoParams {}): Params<NoParams>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let text = read_text(body, MAX_REPORT_BYTES).await?;
     match target.kind {
         Kind::Node => node(&state, &identity, &target, &text).await,
         Kind::Container => container(&state, &identity, &target, &text).await,
-        _ => Err(not_allowed("PUT")),
+        _ => Err(ApiError::method_not_allowed("PUT")),
     }
 }
 
@@ -82,7 +75,7 @@ async fn node(
     target: &Target,
     text: &str,
 ) -> Result<Response, ApiError> {
-    let key = key_of(target);
+    let key = target.key();
     state
         .service
         .authorize_node(identity, &key.zone, &key.name)?;
@@ -114,7 +107,7 @@ async fn container(
     target: &Target,
     text: &str,
 ) -> Result<Response, ApiError> {
-    let key = key_of(target);
+    let key = target.key();
     let report: ContainerReport = parse(text, "container report")?;
     match &identity.node {
         Some(_) => state
@@ -132,9 +125,9 @@ async fn container(
     let row = store
         .get(&key)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("{key} not found; stop this copy")))?;
+        .ok_or_else(|| ApiError::object_not_found(&key).with_hint("stop this copy"))?;
     let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
-    if placement.node.as_deref() != Some(report.node.as_str()) || placement.epoch != report.epoch {
+    if !report.is_of(&placement) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "StaleBinding",
@@ -221,15 +214,16 @@ struct CertificateRequest {
 /// `POST .../nodes/NAME/certificate`: a serving certificate from the cluster CA for the
 /// names the node serves on, and the CA of the API server's client certificate.
 pub(super) async fn certificate(
-    state: AppState,
     identity: Identity,
+    State(state): State<AppState>,
     target: Target,
+    Params(NoParams {}): Params<NoParams>,
     body: Body,
 ) -> Result<Response, ApiError> {
     if target.kind != Kind::Node {
-        return Err(not_allowed("POST"));
+        return Err(ApiError::method_not_allowed("POST"));
     }
-    let key = key_of(&target);
+    let key = target.key();
     state
         .service
         .authorize_node(&identity, &key.zone, &key.name)?;
@@ -276,14 +270,15 @@ const JOINED_LIFETIME: std::time::Duration = std::time::Duration::from_secs(365 
 /// credentials there) claims the name of a new node and gets its credential. The Node row is
 /// created at once, so a name is claimed only once.
 pub(super) async fn credential(
-    state: AppState,
     identity: Identity,
+    State(state): State<AppState>,
     target: Target,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     if target.kind != Kind::Node {
-        return Err(not_allowed("POST"));
+        return Err(ApiError::method_not_allowed("POST"));
     }
-    let key = key_of(&target);
+    let key = target.key();
     dora_crds::validate_name("node", &key.name)?;
     if identity.joining {
         if identity.zone.as_deref() != Some(key.zone.as_str()) {

@@ -1,14 +1,14 @@
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::params::Params;
 use super::{json_response, read_text};
-use crate::ApiError;
 use crate::state::AppState;
+use crate::{ApiError, Identity};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,13 +21,11 @@ pub(super) struct ApplyParams {
 /// document when all applied; otherwise the status of the first failure, its error, and the
 /// results of every document (the valid ones are applied).
 pub(super) async fn apply(
+    mut identity: Identity,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Params<ApplyParams>, ApiError>,
+    Params(params): Params<ApplyParams>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut identity = state.authenticate(&headers)?;
-    let Params(params) = params?;
     if params.zone.is_some() {
         identity.zone = params.zone;
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::Verb;
@@ -45,12 +45,10 @@ fn visible(state: &AppState, identity: &Identity, event: &Event) -> bool {
 }
 
 pub(super) async fn events(
+    identity: Identity,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Params<EventParams>, ApiError>,
+    Params(params): Params<EventParams>,
 ) -> Result<Response, ApiError> {
-    let identity = state.authenticate(&headers)?;
-    let Params(params) = params?;
     let kind = params
         .kind
         .as_deref()
@@ -256,13 +254,11 @@ struct Involved {
 /// `POST /v1/events`: records an event about an object, told by a controller; it needs the
 /// `Report` verb on the object's kind. Identical events fold into one with a count.
 pub(super) async fn post(
+    identity: Identity,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Params<NoParams>, ApiError>,
+    Params(NoParams {}): Params<NoParams>,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let identity = state.authenticate(&headers)?;
-    params?;
     let text = super::read_text(body, state.options.max_body_bytes).await?;
     let posted: Posted = serde_json::from_str(&text)
         .map_err(|e| ApiError::invalid("event", format!("not an event: {e}")))?;

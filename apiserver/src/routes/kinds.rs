@@ -2,16 +2,14 @@
 //! needs to address and show it. Any authenticated caller may read it: the CLI learns defined
 //! kinds (for parsing, tables, completion) from it.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use dora_crds::{Format, Kind, registry};
 use serde_json::{Value, json};
 
 use super::json_response;
 use super::params::{NoParams, Params};
-use crate::ApiError;
-use crate::state::AppState;
+use crate::{ApiError, Identity};
 
 fn format_name(format: Format) -> &'static str {
     match format {
@@ -49,11 +47,9 @@ fn describe(kind: Kind) -> Value {
 }
 
 pub(super) async fn kinds(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    _: Params<NoParams>,
+    _: Identity,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
-    state.authenticate(&headers)?;
     let items: Vec<Value> = Kind::known().into_iter().map(describe).collect();
     Ok(json_response(
         StatusCode::OK,

@@ -1,5 +1,6 @@
-//! HTTP routes.
+//! HTTP routes: a route per scope and sub-resource of every kind (see [`crate::path`]).
 
+mod access;
 mod actions;
 mod agents;
 mod apply;
@@ -20,16 +21,29 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::Method;
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post, put};
 
-use crate::ApiError;
 use crate::state::AppState;
+use crate::{ApiError, Identity};
+
+/// The largest page a list returns.
+pub(crate) const MAX_PAGE: usize = 5000;
+
+/// Where each scope's resources begin: cluster, workspaced, zoned, zoned+workspaced.
+const SCOPES: [&str; 4] = [
+    "/v1",
+    "/v1/workspaces/{workspace}",
+    "/v1/zones/{zone}",
+    "/v1/zones/{zone}/workspaces/{workspace}",
+];
 
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
@@ -40,24 +54,67 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/tokens", post(tokens::create))
         .route("/v1/whoami", get(tokens::whoami))
         .route("/v1/zones/{zone}/queue", get(queue::queue))
+        // The zoned and workspaced prefixes are also the Zone's and the Workspace's own paths.
+        .route("/v1/zones/{zone}", object())
+        .route("/v1/zones/{zone}/versions", get(resources::versions))
+        .route("/v1/workspaces/{workspace}", object())
         .route(
-            "/v1/{*path}",
-            get(resources::get)
-                .put(resources::put)
-                .patch(resources::patch)
-                .post(actions::post)
-                .delete(resources::delete),
-        )
-        .fallback(|| async { ApiError::not_found("no such path; see /openapi.json") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "method not allowed on this path; see /openapi.json",
+            "/v1/workspaces/{workspace}/versions",
+            get(resources::versions),
+        );
+    for scope in SCOPES {
+        let one = format!("{scope}/{{plural}}/{{name}}");
+        let files = get(volumes::download).put(volumes::upload);
+        router = router
+            .route(&format!("{scope}/{{plural}}"), get(resources::list))
+            .route(&one, object())
+            .route(&format!("{one}/versions"), get(resources::versions))
+            .route(
+                &format!("{one}/status"),
+                put(status::replace).patch(status::merge),
             )
+            .route(&format!("{one}/report"), put(agents::report))
+            .route(&format!("{one}/certificate"), post(agents::certificate))
+            .route(&format!("{one}/credential"), post(agents::credential))
+            .route(&format!("{one}/logs"), get(proxy::logs))
+            .route(&format!("{one}/top"), get(proxy::top))
+            .route(
+                &format!("{one}/exec"),
+                get(proxy::terminal).post(proxy::exec),
+            )
+            .route(&format!("{one}/mounts"), get(volumes::mounts))
+            .route(&format!("{one}/files"), files.clone())
+            .route(&format!("{one}/files/"), files.clone())
+            .route(&format!("{one}/files/{{*path}}"), files)
+            .route(&format!("{one}/pause"), post(actions::pause))
+            .route(&format!("{one}/resume"), post(actions::resume))
+            .route(&format!("{one}/drain"), post(actions::drain))
+            .route(&format!("{one}/uncordon"), post(actions::uncordon));
+    }
+    router
+        .fallback(|| async { ApiError::not_found("no such path; see /openapi.json") })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::method_not_allowed(method.as_str())
         })
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
+}
+
+/// One object: get (or watch) it, apply it, delete it.
+fn object() -> MethodRouter<AppState> {
+    get(resources::get)
+        .put(resources::put)
+        .delete(resources::delete)
+}
+
+/// The caller, from the request's bearer token: the first argument of every handler that
+/// needs one, so that a request without valid credentials gets 401 before anything else.
+impl FromRequestParts<AppState> for Identity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.authenticate(&parts.headers)
+    }
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {
@@ -111,11 +168,6 @@ pub(crate) fn flag(value: Option<&str>) -> Result<bool, ApiError> {
             "expected true or false, got {other:?}"
         ))),
     }
-}
-
-/// A path that does not decode (bad percent-encoding, not UTF-8) as a JSON error.
-pub(crate) fn path_rejection(e: axum::extract::rejection::PathRejection) -> ApiError {
-    ApiError::bad_request(format!("invalid path: {}", e.body_text()))
 }
 
 pub(crate) fn json_response<T: serde::Serialize>(

@@ -5,6 +5,8 @@
 //! certificate must chain to the cluster CA, and the API presents its client certificate.
 
 use axum::body::Body;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,9 +14,11 @@ use dora_crds::Kind;
 use dora_crds::spec::Verb;
 use dora_crds::status::{ContainerReport, NodeReport, Placement};
 use dora_store::ObjectKey;
+use serde::Deserialize;
 
-use super::read_text;
-use super::resources::not_allowed;
+use super::access::check_zone;
+use super::params::{NoParams, Params};
+use super::{flag, read_text};
 use crate::path::Target;
 use crate::state::AppState;
 use crate::{ApiError, Identity};
@@ -40,7 +44,7 @@ async fn container_row(state: &AppState, key: &ObjectKey) -> Result<dora_store::
         .store
         .get(key)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("{key} not found")))
+        .ok_or_else(|| ApiError::object_not_found(key))
 }
 
 fn not_placed(key: &ObjectKey) -> ApiError {
@@ -118,38 +122,41 @@ pub(super) async fn call(
     Ok(relay(response))
 }
 
-fn container_key(target: &Target) -> ObjectKey {
-    ObjectKey::new(
-        Kind::Container,
-        &target.zone,
-        target.workspace.as_deref().unwrap_or_default(),
-        target.name.as_deref().unwrap_or_default(),
-    )
+/// What `GET .../containers/NAME/logs` asks for.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LogParams {
+    /// Keep sending output as it comes.
+    follow: Option<String>,
+    /// Only the last lines: a number.
+    tail: Option<String>,
+    /// The output of the run before the current one.
+    previous: Option<String>,
 }
 
-/// What `GET .../containers/NAME/logs` asks for.
-pub(super) struct LogOptions {
-    /// Keep sending output as it comes.
-    pub follow: bool,
-    /// Only the last lines: a number.
-    pub tail: Option<String>,
-    /// The run before the current one.
-    pub previous: bool,
+/// `GET .../containers/NAME/exec`: a session.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TerminalParams {
+    tty: Option<String>,
+    /// A command as a JSON list; `["sh"]` when left out.
+    command: Option<String>,
 }
 
 /// `GET .../containers/NAME/logs`. The output is on the node the container is bound to or,
 /// while it waits to restart, on the node of its last run, which keeps that run's output
 /// and the one before it.
 pub(super) async fn logs(
-    state: AppState,
     identity: Identity,
+    State(state): State<AppState>,
     target: Target,
-    options: LogOptions,
+    Params(params): Params<LogParams>,
 ) -> Result<Response, ApiError> {
-    if target.kind != Kind::Container || target.workspace.is_none() {
-        return Err(not_allowed("GET"));
+    check_zone(&state, &target)?;
+    if target.kind != Kind::Container {
+        return Err(ApiError::method_not_allowed("GET"));
     }
-    let key = container_key(&target);
+    let key = target.key();
     state.service.authorize(
         &identity,
         Verb::Log,
@@ -158,10 +165,10 @@ pub(super) async fn logs(
         &key.workspace,
     )?;
     let mut query = Vec::new();
-    if options.follow {
+    if flag(params.follow.as_deref())? {
         query.push(("follow", "true".to_string()));
     }
-    if let Some(tail) = options.tail {
+    if let Some(tail) = params.tail {
         let lines: u32 = tail.parse().map_err(|_| {
             ApiError::bad_request(format!("tail must be a number of lines, got {tail:?}"))
         })?;
@@ -170,7 +177,7 @@ pub(super) async fn logs(
     let row = container_row(&state, &key).await?;
     let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
     let report: Option<ContainerReport> = dora_crds::decode(&row.observed).ok();
-    if options.previous {
+    if flag(params.previous.as_deref())? {
         if report.as_ref().is_none_or(|r| r.restarts == 0) {
             return Err(ApiError::not_found(format!(
                 "container {} has not restarted; no previous run",
@@ -194,14 +201,16 @@ pub(super) async fn logs(
 
 /// `GET .../containers/NAME/top` and `GET .../nodes/NAME/top`.
 pub(super) async fn top(
-    state: AppState,
     identity: Identity,
+    State(state): State<AppState>,
     target: Target,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
+    check_zone(&state, &target)?;
     let client = state.node_client()?;
     match target.kind {
-        Kind::Container if target.workspace.is_some() => {
-            let key = container_key(&target);
+        Kind::Container => {
+            let key = target.key();
             state.service.authorize(
                 &identity,
                 Verb::GetOne,
@@ -220,7 +229,7 @@ pub(super) async fn top(
             let endpoint = node_endpoint(&state, &target.zone, name).await?;
             call(client.get(format!("{endpoint}/v1/top")), &endpoint).await
         }
-        _ => Err(not_allowed("GET")),
+        _ => Err(ApiError::method_not_allowed("GET")),
     }
 }
 
@@ -233,9 +242,9 @@ fn shell_target(
     method: &str,
 ) -> Result<ObjectKey, ApiError> {
     if target.kind != Kind::Container {
-        return Err(not_allowed(method));
+        return Err(ApiError::method_not_allowed(method));
     }
-    let key = container_key(target);
+    let key = target.key();
     state.service.authorize(
         identity,
         Verb::Shell,
@@ -249,9 +258,10 @@ fn shell_target(
 /// `POST .../containers/NAME/exec` with `{"command": [...]}`: runs it to its end and answers
 /// `{"exitCode", "output"}`.
 pub(super) async fn exec(
-    state: AppState,
     identity: Identity,
+    State(state): State<AppState>,
     target: Target,
+    Params(NoParams {}): Params<NoParams>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = shell_target(&state, &identity, &target, "POST")?;
@@ -268,13 +278,20 @@ pub(super) async fn exec(
 /// `GET .../containers/NAME/exec` as a WebSocket: a session with `command` (a JSON list) in
 /// the container, relayed to and from its node.
 pub(super) async fn terminal(
-    state: AppState,
     identity: Identity,
+    State(state): State<AppState>,
     target: Target,
-    upgrade: WebSocketUpgrade,
-    tty: bool,
-    command: String,
+    Params(params): Params<TerminalParams>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    check_zone(&state, &target)?;
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::bad_request(
+            "GET .../exec opens a WebSocket session; POST runs one command to its end",
+        )
+    })?;
+    let tty = flag(params.tty.as_deref())?;
+    let command = params.command.unwrap_or_else(|| r#"["sh"]"#.into());
     let key = shell_target(&state, &identity, &target, "GET")?;
     let parsed: Vec<String> = serde_json::from_str(&command).map_err(|_| {
         ApiError::invalid(

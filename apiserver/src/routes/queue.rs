@@ -3,8 +3,9 @@
 //! ([`Scheduling::rank`]); why each waits and when it may start are what the scheduler last
 //! wrote in its status.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::{Scheduling, Verb, WorkloadSpec};
@@ -12,34 +13,29 @@ use dora_crds::status::WorkloadStatus;
 use dora_store::{ListQuery, Row};
 use serde_json::json;
 
+use super::access::{authorize_read, check_zone, visible};
 use super::json_response;
 use super::params::{NoParams, Params};
-use super::resources::{authorize_read, visible};
-use crate::path::{Part, Target};
+use crate::path::Target;
 use crate::state::AppState;
-use crate::{ApiError, render};
+use crate::{ApiError, Identity, render};
 
 const PAGE: usize = 5000;
 
 pub(super) async fn queue(
+    identity: Identity,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(zone): Path<String>,
-    params: Result<Params<NoParams>, ApiError>,
+    path: Result<Path<String>, PathRejection>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
-    let identity = state.authenticate(&headers)?;
-    params?;
-    if !state.service.directory.has_zone(&zone) {
-        return Err(ApiError::not_found(format!("zone {zone:?} does not exist")));
-    }
+    let Path(zone) = path.map_err(crate::path::rejection)?;
     let target = Target {
         kind: Kind::Workload,
         zone: zone.clone(),
         workspace: None,
         name: None,
-        part: Part::Object,
-        file: String::new(),
     };
+    check_zone(&state, &target)?;
     authorize_read(&state, &identity, Verb::Get, &target)?;
     let mut query = ListQuery {
         kind: Kind::Workload.name().into(),

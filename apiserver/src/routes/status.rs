@@ -5,12 +5,14 @@
 //! `Report` verb on the kind. Built-in kinds' status belongs to Dora's own components.
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use dora_crds::spec::Verb;
-use dora_store::{ObjectKey, StatusColumn, StoreError};
+use dora_store::{StatusColumn, StoreError};
 use serde_json::Value;
 
+use super::params::{NoParams, Params};
 use super::{json_response, read_text};
 use crate::path::Target;
 use crate::state::AppState;
@@ -19,8 +21,30 @@ use crate::{ApiError, Identity, render};
 /// How many times a merge is tried again when another write came in between.
 const MERGE_ATTEMPTS: usize = 5;
 
+/// `PUT .../{name}/status`: replaces the status.
+pub(super) async fn replace(
+    identity: Identity,
+    State(state): State<AppState>,
+    target: Target,
+    Params(NoParams {}): Params<NoParams>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    write(state, identity, target, body, false).await
+}
+
+/// `PATCH .../{name}/status`: merges a JSON merge patch into the status.
+pub(super) async fn merge(
+    identity: Identity,
+    State(state): State<AppState>,
+    target: Target,
+    Params(NoParams {}): Params<NoParams>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    write(state, identity, target, body, true).await
+}
+
 /// Writes the status of the object `target` names: the whole of it, or merged when `merge`.
-pub(super) async fn write(
+async fn write(
     state: AppState,
     identity: Identity,
     target: Target,
@@ -58,18 +82,13 @@ pub(super) async fn write(
             "the status must be a mapping of fields",
         ));
     }
-    let key = ObjectKey::new(
-        kind,
-        &target.zone,
-        workspace,
-        target.name.as_deref().unwrap_or_default(),
-    );
+    let key = target.key();
     let store = &state.service.store;
     for _ in 0..MERGE_ATTEMPTS {
         let row = store
             .get(&key)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("{kind} {} does not exist", key.name)))?;
+            .ok_or_else(|| ApiError::object_not_found(&key))?;
         let (expected, value) = if merge {
             let mut merged = Value::clone(&row.computed);
             merge_patch(&mut merged, &status);

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::Verb;
@@ -32,13 +32,11 @@ struct TokenRequest {
 }
 
 pub(super) async fn create(
+    identity: Identity,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Params<NoParams>, ApiError>,
+    Params(NoParams {}): Params<NoParams>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let identity = state.authenticate(&headers)?;
-    params?;
     let text = read_text(body, state.options.max_body_bytes).await?;
     let request: TokenRequest = if text.trim().is_empty() {
         TokenRequest::default()
@@ -184,12 +182,9 @@ fn lifetime(expires_in: Option<&str>, state: &AppState) -> Result<Duration, ApiE
 }
 
 pub(super) async fn whoami(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Params<NoParams>, ApiError>,
+    identity: Identity,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
-    let identity = state.authenticate(&headers)?;
-    params?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"user": identity.user, "zone": identity.zone, "workspace": identity.workspace}),

@@ -11,8 +11,7 @@ use dora_crds::{Kind, decode_written};
 use dora_store::{ListQuery, Row, StoreError};
 use serde_json::{Value, json};
 
-use super::json_response;
-use super::resources::MAX_PAGE;
+use super::{MAX_PAGE, json_response};
 use crate::path::Target;
 use crate::state::AppState;
 use crate::{ApiError, Identity};
@@ -85,12 +84,7 @@ pub(super) async fn get(
             .into_iter()
             .find(|item| item["metadata"]["name"] == *name)
             .map(|item| json_response(StatusCode::OK, &item))
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "no {} {name:?} in zone {}",
-                    target.kind, target.zone
-                ))
-            });
+            .ok_or_else(|| ApiError::object_not_found(&target.key()));
     }
     Ok(json_response(
         StatusCode::OK,

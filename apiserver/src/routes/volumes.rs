@@ -4,16 +4,19 @@
 //! node confines every path to that folder.
 
 use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, StorageKind, StorageSpec, Verb, VolumePolicy, VolumeSpec};
 use dora_crds::status::{NodeCondition, NodeReport, Placement};
 use dora_store::{ListQuery, ObjectKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::json_response;
-use super::resources::not_allowed;
+use super::access::check_zone;
+use super::params::{NoParams, Params};
+use super::{flag, json_response};
 use crate::path::Target;
 use crate::state::AppState;
 use crate::{ApiError, Identity};
@@ -67,11 +70,10 @@ async fn resolve(
 ) -> Result<(VolumeSpec, StorageSpec, String), ApiError> {
     let store = &state.service.store;
     let key = ObjectKey::new(Kind::Volume, zone, workspace, name);
-    let row = store.get(&key).await?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no volume {name:?} in workspace {workspace} of zone {zone}; apply a Volume first"
-        ))
-    })?;
+    let row = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::object_not_found(&key).with_hint("apply a Volume first"))?;
     let volume: VolumeSpec = dora_crds::decode(&row.resource).map_err(|e| invalid_row(&key, e))?;
     let storage_key = ObjectKey::new(Kind::Storage, zone, "", &volume.storage);
     let storage_row = store.get(&storage_key).await?.ok_or_else(|| {
@@ -93,25 +95,22 @@ async fn resolve(
 
 /// `GET .../containers/NAME/mounts`: for the node the container is bound to.
 pub(super) async fn mounts(
-    state: AppState,
     identity: Identity,
+    State(state): State<AppState>,
     target: Target,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
+    check_zone(&state, &target)?;
     if target.kind != Kind::Container {
-        return Err(not_allowed("GET"));
+        return Err(ApiError::method_not_allowed("GET"));
     }
-    let key = ObjectKey::new(
-        Kind::Container,
-        &target.zone,
-        target.workspace.as_deref().unwrap_or_default(),
-        target.name.as_deref().unwrap_or_default(),
-    );
+    let key = target.key();
     let row = state
         .service
         .store
         .get(&key)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("{key} not found")))?;
+        .ok_or_else(|| ApiError::object_not_found(&key))?;
     let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
     let node = placement.node.unwrap_or_default();
     state.service.authorize_node(&identity, &key.zone, &node)?;
@@ -153,20 +152,92 @@ pub(super) async fn mounts(
     Ok(json_response(StatusCode::OK, &mounts))
 }
 
-#[derive(Default)]
-pub(super) struct FileParams {
+/// `GET .../files/PATH`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DownloadParams {
     /// `true`: the file's details only.
-    pub stat: Option<String>,
+    stat: Option<String>,
     /// `true`: how much of an interrupted upload arrived.
-    pub upload: Option<String>,
-    /// Where the body goes in the file (resuming an upload).
-    pub offset: Option<u64>,
-    /// The whole file's size; the upload completes when it is reached.
-    pub size: Option<u64>,
+    upload: Option<String>,
 }
 
-/// A node without a heartbeat for this long is not asked to serve files.
-const HEARTBEAT_GRACE_MS: i64 = 20_000;
+/// `PUT .../files/PATH`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UploadParams {
+    /// Where the body goes in the file (resuming an upload).
+    offset: Option<u64>,
+    /// The whole file's size; the upload completes when it is reached.
+    size: Option<u64>,
+}
+
+/// The path inside a volume of `.../volumes/NAME/files/PATH`, without empty segments; empty
+/// for the volume's top folder (`.../files` or `.../files/`).
+pub(super) struct FilePath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for FilePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        #[derive(Deserialize)]
+        struct Segments {
+            path: Option<String>,
+        }
+        let Path(Segments { path }) = Path::<Segments>::from_request_parts(parts, state)
+            .await
+            .map_err(crate::path::rejection)?;
+        let path = path.unwrap_or_default();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        Ok(FilePath(segments.join("/")))
+    }
+}
+
+/// What a file request asks of the node.
+enum FileRequest {
+    Download {
+        stat: bool,
+        partial: bool,
+    },
+    Upload {
+        body: Body,
+        offset: u64,
+        size: Option<u64>,
+    },
+}
+
+/// `GET .../volumes/NAME/files/PATH`: a folder's entries or a file's contents.
+pub(super) async fn download(
+    identity: Identity,
+    State(state): State<AppState>,
+    target: Target,
+    FilePath(file): FilePath,
+    Params(params): Params<DownloadParams>,
+) -> Result<Response, ApiError> {
+    check_zone(&state, &target)?;
+    let request = FileRequest::Download {
+        stat: flag(params.stat.as_deref())?,
+        partial: flag(params.upload.as_deref())?,
+    };
+    files(state, identity, target, file, request).await
+}
+
+/// `PUT .../volumes/NAME/files/PATH`: an upload, resumable from `offset`.
+pub(super) async fn upload(
+    identity: Identity,
+    State(state): State<AppState>,
+    target: Target,
+    FilePath(file): FilePath,
+    Params(params): Params<UploadParams>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request = FileRequest::Upload {
+        body,
+        offset: params.offset.unwrap_or(0),
+        size: params.size,
+    };
+    files(state, identity, target, file, request).await
+}
 
 /// A Ready node of the zone with a node API, to serve a volume's files.
 async fn file_server(state: &AppState, zone: &str) -> Result<String, ApiError> {
@@ -186,7 +257,7 @@ async fn file_server(state: &AppState, zone: &str) -> Result<String, ApiError> {
             let report: NodeReport = dora_crds::decode(&row.observed).unwrap_or_default();
             let condition: NodeCondition = dora_crds::decode(&row.computed).unwrap_or_default();
             // Ready, or heartbeating before the scheduler has said so.
-            let fresh = now - report.heartbeat < HEARTBEAT_GRACE_MS;
+            let fresh = report.is_fresh(now, NodeReport::GRACE);
             if !(condition.ready || fresh) {
                 return None;
             }
@@ -203,20 +274,23 @@ async fn file_server(state: &AppState, zone: &str) -> Result<String, ApiError> {
 }
 
 /// `GET` and `PUT .../volumes/NAME/files/PATH`.
-pub(super) async fn files(
+/// Serves a file request from a node of the volume's zone.
+async fn files(
     state: AppState,
     identity: Identity,
     target: Target,
-    params: FileParams,
-    upload: Option<Body>,
+    file: String,
+    request: FileRequest,
 ) -> Result<Response, ApiError> {
     if target.kind != Kind::Volume {
-        return Err(not_allowed(if upload.is_some() { "PUT" } else { "GET" }));
+        let method = match request {
+            FileRequest::Upload { .. } => "PUT",
+            FileRequest::Download { .. } => "GET",
+        };
+        return Err(ApiError::method_not_allowed(method));
     }
     let workspace = target.workspace.as_deref().unwrap_or_default();
-    let name = target.name.as_deref().unwrap_or_default();
-    let stat = super::flag(params.stat.as_deref())?;
-    let partial = super::flag(params.upload.as_deref())?;
+    let name = target.name();
     let allowed = |verb| {
         state
             .service
@@ -224,16 +298,16 @@ pub(super) async fn files(
     };
     // A folder is listed (Ls), a file downloaded (Download); only the node knows which the
     // path is, so a caller with Ls alone is served listings only.
-    let list_only = match &upload {
-        Some(_) => {
+    let list_only = match &request {
+        FileRequest::Upload { .. } => {
             allowed(Verb::Upload)?;
             false
         }
-        None if stat || partial || target.file.is_empty() => {
+        FileRequest::Download { stat, partial } if *stat || *partial || file.is_empty() => {
             allowed(Verb::Ls)?;
             false
         }
-        None => match allowed(Verb::Download) {
+        FileRequest::Download { .. } => match allowed(Verb::Download) {
             Ok(()) => false,
             Err(refused) => {
                 allowed(Verb::Ls).map_err(|_| refused)?;
@@ -244,30 +318,31 @@ pub(super) async fn files(
     let (_, _, folder) = resolve(&state, &target.zone, workspace, name).await?;
     let endpoint = file_server(&state, &target.zone).await?;
     let client = state.node_client()?;
-    let url = format!("{endpoint}/v1/files/{}", target.file);
+    let url = format!("{endpoint}/v1/files/{file}");
     let mut query = vec![("root", folder)];
-    for (key, on) in [
-        ("stat", stat),
-        ("upload", partial),
-        ("list_only", list_only),
-    ] {
-        if on {
-            query.push((key, "true".into()));
-        }
+    if list_only {
+        query.push(("list_only", "true".into()));
     }
-    let request = match upload {
-        Some(body) => {
-            let size = params.size.ok_or_else(|| {
+    let request = match request {
+        FileRequest::Upload { body, offset, size } => {
+            let size = size.ok_or_else(|| {
                 ApiError::invalid("size", "an upload names the whole file's size: ?size=BYTES")
             })?;
             query.push(("size", size.to_string()));
-            query.push(("offset", params.offset.unwrap_or(0).to_string()));
+            query.push(("offset", offset.to_string()));
             client
                 .put(url)
                 .query(&query)
                 .body(reqwest::Body::wrap_stream(body.into_data_stream()))
         }
-        None => client.get(url).query(&query),
+        FileRequest::Download { stat, partial } => {
+            for (key, on) in [("stat", stat), ("upload", partial)] {
+                if on {
+                    query.push((key, "true".into()));
+                }
+            }
+            client.get(url).query(&query)
+        }
     };
     super::proxy::call(request, &endpoint).await
 }

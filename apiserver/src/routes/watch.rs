@@ -16,7 +16,7 @@ use dora_store::{Change, ChangeFilter, ChangeOp, Columns, Cursor, ListQuery, Obj
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::resources::{on_node, visible};
+use super::access::{on_node, visible};
 use crate::path::Target;
 use crate::state::AppState;
 use crate::{ApiError, Identity, render};

@@ -63,7 +63,7 @@ impl SchedulerConfig {
         SchedulerConfig {
             zone: zone.to_string(),
             lease: LeaseConfig::default(),
-            node_grace: Duration::from_secs(20),
+            node_grace: NodeReport::GRACE,
             reschedule_after: Duration::from_secs(60),
             restart_backoff: Duration::from_secs(10),
             concurrency: 32,
@@ -233,7 +233,7 @@ pub(crate) fn node_info(row: &Row, grace: Duration) -> Option<NodeInfo> {
     // A drained node takes nothing new, like a cordoned one.
     let condition: Option<NodeCondition> = dora_crds::decode(&row.computed).ok();
     spec.scheduling_disabled |= condition.is_some_and(|c| c.drained);
-    let ready = dora_store::now_millis() - report.heartbeat <= grace.as_millis() as i64;
+    let ready = report.is_fresh(dora_store::now_millis(), grace);
     Some(NodeInfo {
         name: row.key.name.clone(),
         spec,

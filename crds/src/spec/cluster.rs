@@ -112,10 +112,71 @@ impl Verb {
     }
 }
 
-/// Whether a binding's `pattern` (a name or `All`) reaches `value`. An empty `value` means the
-/// request is not confined to one zone or workspace: it reaches all of them, so only `All` does.
-fn reaches(pattern: &str, value: &str) -> bool {
-    pattern == super::ALL || (!value.is_empty() && pattern == value)
+/// What a binding's zone or workspace must be to cover a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Any zone or workspace will do.
+    Any,
+    /// This one, or `All`.
+    Named(String),
+    /// `All`: the request reaches every zone or workspace at once.
+    All,
+}
+
+impl Reach {
+    /// Whether a binding's `pattern` (a name or `All`) is enough.
+    fn allows(&self, pattern: &str) -> bool {
+        match self {
+            Reach::Any => true,
+            Reach::Named(name) => pattern == super::ALL || pattern == name,
+            Reach::All => pattern == super::ALL,
+        }
+    }
+}
+
+impl std::fmt::Display for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reach::Any => f.write_str("any"),
+            Reach::Named(name) => f.write_str(name),
+            Reach::All => f.write_str(super::ALL),
+        }
+    }
+}
+
+/// The zone and workspace a binding needs to cover `verb` on `kind` in `zone` and `workspace`,
+/// where an empty zone or workspace means the request is not confined to one: the rule of
+/// [`RoleBinding::covers`], and what a refusal tells the user to ask for.
+///
+/// - A zone or workspace the request names must be the binding's (or the binding's `All`).
+/// - One it does not name reaches every zone or workspace at once, so the binding's must be
+///   `All`: a binding limited to one zone or workspace never grants writes (Apply, Delete,
+///   Token, ...) on User, Role, Zone or Workspace, nor on a zoned kind (Node, Storage,
+///   Resourcecredit, Usercredit, GPU, CPU) unless its workspace is `All`, nor on a workspaced
+///   kind unless its zone is `All`.
+/// - Except for reads (Get, GetOne): any binding of the kind lets one read Zones and
+///   Workspaces, a binding whose zone matches lets one read a zoned kind in that zone whatever
+///   its workspace, and a binding whose workspace matches lets one read a workspaced kind in
+///   that workspace whatever its zone.
+pub fn reach_needed(kind: Kind, verb: Verb, zone: &str, workspace: &str) -> (Reach, Reach) {
+    let read = verb.is_read();
+    if read && matches!(kind, Kind::Zone | Kind::Workspace) {
+        return (Reach::Any, Reach::Any);
+    }
+    let scope = kind.scope();
+    let reach = |value: &str, read_anywhere: bool| {
+        if read && read_anywhere {
+            Reach::Any
+        } else if value.is_empty() {
+            Reach::All
+        } else {
+            Reach::Named(value.to_string())
+        }
+    };
+    (
+        reach(zone, scope.has_workspace() && !scope.has_zone()),
+        reach(workspace, scope.has_zone() && !scope.has_workspace()),
+    )
 }
 
 impl RoleBinding {
@@ -126,38 +187,18 @@ impl RoleBinding {
 
     /// Whether this binding covers `verb` on `kind` in `zone` and `workspace`, where an empty
     /// zone or workspace means the kind is not scoped by it (cluster kinds have neither, zoned
-    /// kinds have no workspace).
-    ///
-    /// The rule:
-    /// - the binding's kind is `All` or `kind`;
-    /// - a zone or workspace the request names must be matched by the binding's (`All` or
-    ///   the same name);
-    /// - a zone or workspace the kind is not scoped by reaches every zone or workspace at once,
-    ///   so the binding's must be `All`: a binding limited to one zone or workspace never
-    ///   grants writes (Apply, Delete, Token, ...) on User, Role, Zone or Workspace, nor on a
-    ///   zoned kind (Node, Storage, Resourcecredit, Usercredit, GPU, CPU) unless its workspace
-    ///   is `All`;
-    /// - except for reads (Get, GetOne): any binding of the kind lets one read Zones and
-    ///   Workspaces, and a binding whose zone matches lets one read a zoned kind in that zone
-    ///   whatever its workspace.
+    /// kinds have no workspace, workspaced kinds no zone): the binding's kind is `All` or
+    /// `kind`, and its zone and workspace are as [`reach_needed`] says.
     pub fn covers(&self, kind: Kind, verb: Verb, zone: &str, workspace: &str) -> bool {
-        if !self.covers_kind(kind) {
-            return false;
-        }
-        let scope = kind.scope();
-        let read = verb.is_read();
-        let directory_read = read && matches!(kind, Kind::Zone | Kind::Workspace);
-        let zone_ok = directory_read || reaches(&self.zone, zone);
-        let unscoped_workspace_read = read && !scope.has_workspace() && scope.has_zone();
-        let workspace_ok =
-            directory_read || unscoped_workspace_read || reaches(&self.workspace, workspace);
-        zone_ok && workspace_ok
+        let (zone, workspace) = reach_needed(kind, verb, zone, workspace);
+        self.covers_kind(kind) && zone.allows(&self.zone) && workspace.allows(&self.workspace)
     }
 
     /// Whether this binding covers `kind` in `zone` for every workspace at once (its workspace
     /// is `All`): what reading other users' accounts of a zone (Usercredit) takes.
     pub fn covers_every_workspace(&self, kind: Kind, zone: &str) -> bool {
-        self.covers_kind(kind) && reaches(&self.zone, zone) && self.workspace == super::ALL
+        let (zone, _) = reach_needed(kind, Verb::Apply, zone, "");
+        self.covers_kind(kind) && zone.allows(&self.zone) && self.workspace == super::ALL
     }
 
     /// Whether this binding covers `verb` on `kind` in `zone` for at least one workspace: the
@@ -165,8 +206,8 @@ impl RoleBinding {
     /// read across the workspaces of a zone start; what it returns is then filtered row by row
     /// with [`RoleBinding::covers`].
     pub fn covers_some_workspace(&self, kind: Kind, verb: Verb, zone: &str) -> bool {
-        let directory_read = verb.is_read() && matches!(kind, Kind::Zone | Kind::Workspace);
-        self.covers_kind(kind) && (directory_read || reaches(&self.zone, zone))
+        let (zone, _) = reach_needed(kind, verb, zone, "");
+        self.covers_kind(kind) && zone.allows(&self.zone)
     }
 }
 
@@ -283,6 +324,33 @@ mod tests {
         assert!(scoped.covers_some_workspace(Kind::Workload, Verb::Get, "default"));
         assert!(!scoped.covers_some_workspace(Kind::Workload, Verb::Get, "other"));
         assert!(!binding("Volume", "All", "All").covers(Kind::Workload, Verb::Get, "z", "w"));
+    }
+
+    /// A workspaced kind has no zone: a binding of its workspace reads it whatever its zone
+    /// (as a binding of a zone reads a zoned kind), and writing it takes zone `All`.
+    #[test]
+    fn workspaced_kinds_are_read_by_their_workspace_and_written_with_every_zone() {
+        let value = serde_json::json!({
+            "names": {"kind": "Coverthing", "plural": "coverthings"},
+            "scope": "workspaced",
+            "schema": {"type": "object"},
+        });
+        let kind = crate::registry::define(&crate::decode(&value).unwrap()).unwrap();
+        let scoped = binding("All", "default", "team-a");
+        for verb in [Verb::Get, Verb::GetOne] {
+            assert!(scoped.covers(kind, verb, "", "team-a"), "{verb:?}");
+            assert!(!scoped.covers(kind, verb, "", "team-b"), "{verb:?}");
+            assert!(!scoped.covers(kind, verb, "", ""), "{verb:?}");
+        }
+        assert!(scoped.covers_some_workspace(kind, Verb::Get, ""));
+        assert!(!scoped.covers_some_workspace(kind, Verb::Apply, ""));
+        assert!(!scoped.covers(kind, Verb::Apply, "", "team-a"));
+        assert_eq!(
+            reach_needed(kind, Verb::Apply, "", "team-a"),
+            (Reach::All, Reach::Named("team-a".into()))
+        );
+        assert!(binding("All", "All", "team-a").covers(kind, Verb::Apply, "", "team-a"));
+        assert!(!binding("Workload", "All", "All").covers(kind, Verb::Get, "", "team-a"));
     }
 
     #[test]

@@ -9,7 +9,8 @@ mod storage;
 mod workload;
 
 pub use cluster::{
-    RoleBinding, RoleSpec, UserCredit, UserDefault, UserSpec, Verb, WorkspaceSpec, ZoneSpec,
+    Reach, RoleBinding, RoleSpec, UserCredit, UserDefault, UserSpec, Verb, WorkspaceSpec, ZoneSpec,
+    reach_needed,
 };
 pub use container::ContainerSpec;
 pub use credit::{CreditPer, CreditRate, ResourcecreditSpec, UsercreditSpec};

@@ -37,6 +37,120 @@ pub struct Image {
     pub pull_policy: PullPolicy,
 }
 
+/// What a valid image reference looks like, for errors.
+const IMAGE_EXAMPLES: &str = "expected an image reference [HOST[:PORT]/]PATH[:TAG][@DIGEST], such as busybox, busybox:1.36, registry.example.com:5000/team/app:v2 or app@sha256:<64 hex digits>";
+
+impl Image {
+    /// Checks that `image` is a reference Docker and OCI registries take (the grammar of
+    /// `distribution/reference`): a lowercase path of components, optionally after a registry
+    /// host and port, then an optional tag and digest.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        match reference_problem(&self.image) {
+            None => Ok(()),
+            Some(problem) => Err(ValidationError::new(
+                "spec.image.image",
+                format!("{:?}: {problem}; {IMAGE_EXAMPLES}", self.image),
+            )),
+        }
+    }
+}
+
+/// What is wrong with an image reference, if anything.
+fn reference_problem(reference: &str) -> Option<String> {
+    if reference.is_empty() {
+        return Some("the reference is empty".into());
+    }
+    let (rest, digest) = match reference.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (reference, None),
+    };
+    if let Some(digest) = digest {
+        let valid = digest.split_once(':').is_some_and(|(algorithm, hex)| {
+            algorithm.starts_with(|c: char| c.is_ascii_alphabetic())
+                && algorithm
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c))
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if !valid {
+            return Some(format!("digest {digest:?} is not ALGORITHM:HEX"));
+        }
+    }
+    // A tag follows the last ':' after the last '/'; a ':' before it is the registry's port.
+    let last = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last..].rfind(':') {
+        Some(i) => (&rest[..last + i], Some(&rest[last + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let valid = (1..=128).contains(&tag.len())
+            && !tag.starts_with(['.', '-'])
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Some(format!(
+                "tag {tag:?} must be 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+            ));
+        }
+    }
+    if name.len() > 255 {
+        return Some("the name is longer than 255 characters".into());
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    let first = components[0];
+    if components.len() > 1 && (first.contains(['.', ':']) || first == "localhost") {
+        if let Some(problem) = host_problem(first) {
+            return Some(problem);
+        }
+        components.remove(0);
+    }
+    components.into_iter().find_map(|component| {
+        (!is_path_component(component)).then(|| {
+            format!(
+                "path component {component:?} must be lowercase letters and digits, separated by '.', '_', '__' or dashes"
+            )
+        })
+    })
+}
+
+/// What is wrong with a registry `HOST[:PORT]`, if anything.
+fn host_problem(domain: &str) -> Option<String> {
+    let (host, port) = match domain.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (domain, None),
+    };
+    let label = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('-')
+            && !part.ends_with('-')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if !host.split('.').all(label) {
+        return Some(format!("registry host {host:?} is not a host name"));
+    }
+    if port.is_some_and(|port| port.is_empty() || !port.chars().all(|c| c.is_ascii_digit())) {
+        return Some(format!("registry port in {domain:?} is not a number"));
+    }
+    None
+}
+
+/// Whether `component` is lowercase letters and digits, with single separators ('.', '_',
+/// '__', or any run of '-') only between them.
+fn is_path_component(component: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !component.starts_with(alphanumeric) || !component.ends_with(alphanumeric) {
+        return false;
+    }
+    component
+        .split(alphanumeric)
+        .filter(|separator| !separator.is_empty())
+        .all(|separator| {
+            matches!(separator, "." | "_" | "__") || separator.chars().all(|c| c == '-')
+        })
+}
+
 /// A command: one string split on spaces, or a list of arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -364,6 +478,9 @@ impl WorkloadSpec {
             }
             _ => {}
         }
+        if let Some(image) = self.image.as_ref().filter(|i| !i.image.is_empty()) {
+            image.check()?;
+        }
         for (i, entry) in self.config.env.iter().enumerate() {
             let valid = entry.split_once('=').is_some_and(|(name, _)| {
                 !name.is_empty()
@@ -407,5 +524,59 @@ impl WorkloadSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(reference: &str) -> Result<(), ValidationError> {
+        Image {
+            image: reference.into(),
+            pull_policy: PullPolicy::default(),
+        }
+        .check()
+    }
+
+    #[test]
+    fn image_references_follow_the_registry_grammar() {
+        for good in [
+            "busybox",
+            "busybox:1.36",
+            "dora/busybox",
+            "library/ubuntu:22.04",
+            "nvcr.io/nvidia/pytorch:24.05-py3",
+            "localhost:5000/team/app_x__y:v2",
+            "registry.example.com/a-b.c/d--e:latest",
+            "app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "app:1@sha256:0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(image(good).is_ok(), "{good}: {:?}", image(good));
+        }
+        for bad in [
+            "Busybox",
+            "busy box",
+            "busybox:",
+            "busybox:-1",
+            "a//b",
+            "/busybox",
+            "busybox/",
+            "a..b",
+            "a___b",
+            "-a",
+            "reg.io:port/app",
+            "bad_host.io/app",
+            "app@sha256:xyz",
+            "app@",
+        ] {
+            let err = image(bad).unwrap_err();
+            assert_eq!(err.field, "spec.image.image", "{bad}");
+            assert!(
+                err.message.contains("such as busybox"),
+                "{bad}: {}",
+                err.message
+            );
+        }
     }
 }

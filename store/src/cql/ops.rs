@@ -822,6 +822,19 @@ impl Store for CqlStore {
         )))
     }
 
+    async fn check_reached(&self, cursor: &Cursor) -> Result<(), StoreError> {
+        // Entries are as young as the clock of the client that wrote them, which may run up to
+        // the skew ahead of this one; a cursor later than that is no entry's.
+        let newest = now_millis() + self.inner.config.skew.as_millis() as i64;
+        if cursor_millis(cursor)? > newest {
+            return Err(StoreError::Ahead {
+                cursor: cursor.0.clone(),
+                head: self.head().await?.0,
+            });
+        }
+        Ok(())
+    }
+
     async fn changes(
         &self,
         filter: &ChangeFilter,

@@ -516,6 +516,18 @@ impl Store for SqliteStore {
         self.read(ops::head)
     }
 
+    async fn check_reached(&self, cursor: &Cursor) -> Result<(), StoreError> {
+        let seq = ops::parse_cursor(cursor)?;
+        let head = self.head().await?;
+        if seq > ops::parse_cursor(&head)? {
+            return Err(StoreError::Ahead {
+                cursor: cursor.0.clone(),
+                head: head.0,
+            });
+        }
+        Ok(())
+    }
+
     async fn changes(
         &self,
         filter: &ChangeFilter,
