@@ -355,10 +355,7 @@ impl Agent {
             return Again::No;
         };
         let run = &wanted.run;
-        let current = wanted
-            .report
-            .as_ref()
-            .filter(|r| r.epoch == run.epoch && r.node == self.config.name);
+        let current = wanted.report.as_ref().filter(|r| r.is_of(&run.placement));
         if let Some(reason) = &run.placement.stop {
             self.stop(&key, have, current, reason).await;
             return Again::No;
@@ -400,10 +397,7 @@ impl Agent {
             return Ok(None);
         };
         let run = &wanted.run;
-        let current = wanted
-            .report
-            .as_ref()
-            .filter(|r| r.epoch == run.epoch && r.node == self.config.name);
+        let current = wanted.report.as_ref().filter(|r| r.is_of(&run.placement));
         let running = lock(&self.instances)
             .get(key)
             .is_some_and(|(instance, _)| instance.epoch == run.epoch);
