@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dora_crds::spec::{DefinitionSpec, Reach, Verb, reach_needed};
+use dora_crds::spec::{DefinitionSpec, Reach, Verb, WorkloadSpec, reach_needed};
 use dora_crds::split_documents;
 use dora_crds::status::CreditAccount;
 use dora_crds::{Document, Kind, Resource, Scope, parse_resource, registry, spec_hash};
@@ -172,6 +172,38 @@ impl Service {
         ))
     }
 
+    /// Checks that a workload mounting another workspace's volume may: that takes the `Use`
+    /// verb on Volumes of that workspace, which applying workloads in one's own does not give.
+    fn check_volume_use(
+        &self,
+        identity: &Identity,
+        place: &Place,
+        spec: &Value,
+    ) -> Result<(), ApiError> {
+        let spec: WorkloadSpec =
+            dora_crds::decode(spec).map_err(|e| ApiError::invalid("spec", e.to_string()))?;
+        for (index, mount) in spec.volumes.iter().enumerate() {
+            let Some(workspace) = mount
+                .workspace
+                .as_deref()
+                .filter(|workspace| *workspace != place.workspace)
+            else {
+                continue;
+            };
+            if let Err(mut refused) =
+                self.authorize(identity, Verb::Use, Kind::Volume, &place.zone, workspace)
+            {
+                refused.field = Some(format!("spec.volumes[{index}].workspace"));
+                refused.message = format!(
+                    "volume {:?} of workspace {workspace}: {}",
+                    mount.name, refused.message
+                );
+                return Err(refused);
+            }
+        }
+        Ok(())
+    }
+
     /// Fills in the zone and workspace a document or request leaves out, and checks they exist.
     pub fn place(
         &self,
@@ -314,6 +346,7 @@ impl Service {
         self.authorize(identity, Verb::Apply, kind, &place.zone, &place.workspace)?;
         let key = ObjectKey::new(kind, &place.zone, &place.workspace, &metadata.name);
         if kind == Kind::Workload {
+            self.check_volume_use(identity, &place, &document.spec)?;
             self.check_credits(identity, &key, &document.spec).await?;
         }
         if kind == Kind::Definition {

@@ -1827,6 +1827,48 @@ async fn a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_need
     );
 }
 
+/// A workload may mount a volume of another workspace only for a user granted `Use` on the
+/// Volumes there: applying workloads in one's own workspace gives no access to other data.
+async fn mounting_another_workspaces_volume_takes_use(c: &Cluster) {
+    let setup = "apiVersion: v1\nkind: Workspace\nmetadata: {name: vault}\n---\napiVersion: v1\nkind: User\nmetadata: {name: uma}\nspec:\n  default: {zone: default, workspace: default}\n  resources: [{zone: default, workspace: default, role: user}]\n";
+    let (status, body) = c.apply(&c.admin, setup).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let uma = c.token_for("uma");
+    let workload = |volumes: &str| {
+        format!(
+            "apiVersion: v1\nkind: Workload\nmetadata: {{name: reader}}\nspec:\n  replica: {{count: 1}}\n  driver: Process\n  config: {{cmd: [cat, /data/secret]}}\n  volumes: [{volumes}]\n"
+        )
+    };
+    let (status, body) = c.apply(&uma, &workload("{name: data}")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a volume of one's own workspace: {body}"
+    );
+    let (status, body) = c
+        .apply(&uma, &workload("{name: data, workspace: vault}"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let error = &body["results"][0]["error"];
+    let error = if error.is_null() {
+        &body["error"]
+    } else {
+        error
+    };
+    assert_eq!(error["field"], "spec.volumes[0].workspace", "{body}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("may not Use Volume") && message.contains("workspace: vault"),
+        "{message}"
+    );
+    let grant = "apiVersion: v1\nkind: Role\nmetadata: {name: vault-reader}\nspec:\n  permission: {Volume: [Use]}\n---\napiVersion: v1\nkind: User\nmetadata: {name: uma}\nspec:\n  default: {zone: default, workspace: default}\n  resources:\n    - {zone: default, workspace: default, role: user}\n    - {kind: Volume, zone: default, workspace: vault, role: vault-reader}\n";
+    assert_eq!(c.apply(&c.admin, grant).await.0, StatusCode::OK);
+    let (status, body) = c
+        .apply(&uma, &workload("{name: data, workspace: vault}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "granted Use: {body}");
+}
+
 /// Deleting a Definition with `cascade` deletes its objects as a delete of each would: one
 /// with finalizers goes Terminating, and stays (its kind still defined, so that its controller
 /// can release it) until they are removed; the Definition waits for it, then goes too.
@@ -1982,4 +2024,5 @@ on_every_store!(
     a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_needs,
     a_cascading_definition_delete_honours_finalizers,
     every_documented_path_is_routed,
+    mounting_another_workspaces_volume_takes_use,
 );
