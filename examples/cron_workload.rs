@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use dora_client::{Client, Config, reqwest::Method};
 use dora_crds::Kind;
 use dora_runtime::{Action, Cache, Controller, Request};
-use dora_store::{ObjectKey, Row};
+use dora_store::Row;
 use serde_json::json;
 
 fn finished(workload: &Row) -> bool {
@@ -79,7 +79,9 @@ async fn reconcile(client: Client, workloads: Cache, request: Request) -> anyhow
             let workload = json!({"apiVersion": "v1", "kind": "Workload",
                 "spec": cron.resource["template"],
                 "metadata": {"name": name, "zone": key.zone, "workspace": key.workspace,
-                             "labels": {"cron": key.name}}});
+                             "labels": {"cron": key.name},
+                             "ownerReferences": [{"kind": key.kind, "name": key.name,
+                                                  "uid": cron.uid, "controller": true}]}});
             client.apply(workload.to_string()).await?;
         }
         last_run = Some(due);
@@ -113,16 +115,8 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::new(Config::from_args(std::env::args())?)?;
     client.learn_kinds().await?;
     let kind = Kind::parse("cronworkloads").context("apply examples/cron.yaml first")?;
-    let controller = Controller::new("cron", client.clone(), kind, "default").watches(
-        Kind::Workload,
-        move |w| {
-            let owner = w.labels.get("cron");
-            owner
-                .map(|o| ObjectKey::new(kind, &w.key.zone, &w.key.workspace, o))
-                .into_iter()
-                .collect()
-        },
-    );
+    let controller =
+        Controller::new("cron", client.clone(), kind, "default").owns_by_reference(Kind::Workload);
     let workloads = controller.cache(Kind::Workload);
     let reconciler = move |request| reconcile(client.clone(), workloads.clone(), request);
     controller

@@ -15,7 +15,7 @@ use anyhow::Context;
 use dora_client::{Client, Config};
 use dora_crds::Kind;
 use dora_runtime::{Action, Cache, Controller, Request};
-use dora_store::{ObjectKey, Row};
+use dora_store::Row;
 use serde_json::{Value, json};
 
 /// Every combination of the parameters' values, as `NAME=value` lists.
@@ -104,16 +104,8 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::new(Config::from_args(std::env::args())?)?;
     client.learn_kinds().await?;
     let kind = Kind::parse("sweeps").context("apply examples/sweep.yaml first")?;
-    let controller = Controller::new("sweep", client.clone(), kind, "default").watches(
-        Kind::Workload,
-        move |w| {
-            let owner = w.labels.get("sweep");
-            owner
-                .map(|o| ObjectKey::new(kind, &w.key.zone, &w.key.workspace, o))
-                .into_iter()
-                .collect()
-        },
-    );
+    let controller =
+        Controller::new("sweep", client.clone(), kind, "default").owns_by_reference(Kind::Workload);
     let workloads = controller.cache(Kind::Workload);
     let reconciler = move |request| reconcile(client.clone(), workloads.clone(), request);
     controller

@@ -157,6 +157,31 @@ impl Controller {
         self
     }
 
+    /// [`Controller::owns`] through `ownerReferences`, as kube-runtime's `owns`: watches `kind`
+    /// and reconciles the object of the primary kind that each of its objects names as its
+    /// controller, so a controller hears of every change to the objects it made. The owner is
+    /// looked for where the object lives, as far as the primary kind's scope has a zone and a
+    /// workspace.
+    pub fn owns_by_reference(self, kind: impl Into<KindRef>) -> Self {
+        let owner = self.primary.clone();
+        self.watches(kind, move |row| {
+            row.meta
+                .owner_references
+                .iter()
+                .filter(|reference| reference.controller && reference.kind == owner.name)
+                .map(|reference| {
+                    ObjectKey::custom(
+                        &owner.name,
+                        owner.scope,
+                        &row.key.zone,
+                        &row.key.workspace,
+                        &reference.name,
+                    )
+                })
+                .collect()
+        })
+    }
+
     /// Calls `observer` with every watch event of `kind` (a watched kind), after its cache
     /// applied it and before keys are queued: for indexes a reconciler keeps beside the cache.
     pub fn observe_with(
