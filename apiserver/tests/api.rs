@@ -1849,12 +1849,7 @@ async fn mounting_another_workspaces_volume_takes_use(c: &Cluster) {
         .apply(&uma, &workload("{name: data, workspace: vault}"))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let error = &body["results"][0]["error"];
-    let error = if error.is_null() {
-        &body["error"]
-    } else {
-        error
-    };
+    let error = apply_error(&body);
     assert_eq!(error["field"], "spec.volumes[0].workspace", "{body}");
     let message = error["message"].as_str().unwrap();
     assert!(
@@ -1867,6 +1862,44 @@ async fn mounting_another_workspaces_volume_takes_use(c: &Cluster) {
         .apply(&uma, &workload("{name: data, workspace: vault}"))
         .await;
     assert_eq!(status, StatusCode::OK, "granted Use: {body}");
+}
+
+/// The error of an apply's first document, or of the request.
+fn apply_error(body: &Value) -> &Value {
+    let error = &body["results"][0]["error"];
+    if error.is_null() { &body["error"] } else { error }
+}
+
+/// The host's network and a Volume at a host path take the `Host` verb, which the `user` role
+/// lacks and the `admin` role has.
+async fn host_options_take_the_host_verb(c: &Cluster) {
+    let setup = "apiVersion: v1\nkind: User\nmetadata: {name: hal}\nspec:\n  default: {zone: default, workspace: default}\n  resources: [{zone: default, workspace: default, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
+    let hal = c.token_for("hal");
+    let host_network = "apiVersion: v1\nkind: Workload\nmetadata: {name: sniffer}\nspec:\n  replica: {count: 1}\n  driver: Process\n  config: {cmd: [sleep, '1']}\n  network: {mode: host}\n";
+    let host_path = "apiVersion: v1\nkind: Volume\nmetadata: {name: etc}\nspec: {storage: local, localPath: /etc}\n";
+    for (manifest, field, what) in [
+        (host_network, "spec.network.mode", "the host's network"),
+        (host_path, "spec.localPath", "host path \"/etc\""),
+    ] {
+        let (status, body) = c.apply(&hal, manifest).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let error = apply_error(&body);
+        assert_eq!(error["field"], field, "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(what) && message.contains("may not Host"),
+            "{message}"
+        );
+        let (status, body) = c.apply(&c.admin, manifest).await;
+        assert_eq!(status, StatusCode::OK, "the admin role grants Host: {body}");
+    }
+    let bridge = host_network.replace("mode: host", "mode: bridge");
+    let (status, body) = c.apply(&hal, &bridge).await;
+    assert_eq!(status, StatusCode::OK, "no host option: {body}");
+    let relative = host_path.replace("localPath: /etc", "localPath: shared/etc");
+    let (status, body) = c.apply(&hal, &relative.replace("name: etc", "name: shared")).await;
+    assert_eq!(status, StatusCode::OK, "a path on the storage: {body}");
 }
 
 /// Deleting a Definition with `cascade` deletes its objects as a delete of each would: one
@@ -2025,4 +2058,5 @@ on_every_store!(
     a_cascading_definition_delete_honours_finalizers,
     every_documented_path_is_routed,
     mounting_another_workspaces_volume_takes_use,
+    host_options_take_the_host_verb,
 );
