@@ -1867,7 +1867,11 @@ async fn mounting_another_workspaces_volume_takes_use(c: &Cluster) {
 /// The error of an apply's first document, or of the request.
 fn apply_error(body: &Value) -> &Value {
     let error = &body["results"][0]["error"];
-    if error.is_null() { &body["error"] } else { error }
+    if error.is_null() {
+        &body["error"]
+    } else {
+        error
+    }
 }
 
 /// The host's network and a Volume at a host path take the `Host` verb, which the `user` role
@@ -1898,7 +1902,9 @@ async fn host_options_take_the_host_verb(c: &Cluster) {
     let (status, body) = c.apply(&hal, &bridge).await;
     assert_eq!(status, StatusCode::OK, "no host option: {body}");
     let relative = host_path.replace("localPath: /etc", "localPath: shared/etc");
-    let (status, body) = c.apply(&hal, &relative.replace("name: etc", "name: shared")).await;
+    let (status, body) = c
+        .apply(&hal, &relative.replace("name: etc", "name: shared"))
+        .await;
     assert_eq!(status, StatusCode::OK, "a path on the storage: {body}");
 }
 

@@ -71,7 +71,27 @@ impl Scope {
             }
         }
     }
+
+    /// The API path of the object `name` in `zone` and `workspace`, with the name
+    /// percent-encoded (a Resourcecredit's name may hold spaces).
+    pub fn object_path(
+        self,
+        plural: &str,
+        zone: &str,
+        workspace: Option<&str>,
+        name: &str,
+    ) -> String {
+        let name = percent_encoding::utf8_percent_encode(name, PATH_SEGMENT);
+        format!("{}/{name}", self.collection_path(plural, zone, workspace))
+    }
 }
+
+/// What a path segment must encode: everything but RFC 3986's unreserved characters.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A kind of resource: one of Dora's own, or one defined at run time by a `Definition`.
 ///
@@ -197,6 +217,12 @@ impl Kind {
     /// `workspace` is `None` (the zone is ignored by kinds without one).
     pub fn collection_path(self, zone: &str, workspace: Option<&str>) -> String {
         self.scope().collection_path(self.plural(), zone, workspace)
+    }
+
+    /// The API path of its object `name` in `zone` and `workspace`.
+    pub fn object_path(self, zone: &str, workspace: Option<&str>, name: &str) -> String {
+        self.scope()
+            .object_path(self.plural(), zone, workspace, name)
     }
 
     /// Whether the kind was defined at run time rather than built into Dora.
