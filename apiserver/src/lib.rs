@@ -3,6 +3,7 @@
 
 mod directory;
 mod error;
+mod issued;
 mod openapi;
 mod path;
 mod render;

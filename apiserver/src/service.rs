@@ -62,6 +62,8 @@ pub struct Identity {
     pub node: Option<String>,
     /// A join token of `zone`: it may only obtain the credential of a new node.
     pub joining: bool,
+    /// The id of the token presented; `None` for Dora itself.
+    pub token: Option<String>,
 }
 
 impl Identity {
@@ -75,6 +77,7 @@ impl Identity {
             system: true,
             node: None,
             joining: false,
+            token: None,
         }
     }
 }
@@ -547,6 +550,11 @@ impl Service {
     async fn deleted(&self, identity: &Identity, kind: Kind, row: &Row) {
         if kind.scope() == dora_crds::Scope::Cluster {
             self.directory.remove(kind, &row.key.name);
+        }
+        if kind == Kind::Node
+            && let Err(e) = crate::issued::revoke_node(self, &row.key.zone, &row.key.name).await
+        {
+            tracing::warn!(node = %row.key.name, error = %e.message, "revoking a deleted node's credentials failed");
         }
         self.record(Event::new(
             &row.key,

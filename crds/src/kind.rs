@@ -113,6 +113,8 @@ pub enum Kind {
     Container,
     Gpu,
     Cpu,
+    /// The record of an issued token, for listing and revocation.
+    Token,
     /// Declares a kind defined at run time.
     Definition,
     /// A kind declared by a `Definition`, by its interned name.
@@ -130,7 +132,7 @@ pub(crate) struct Info {
 
 impl Kind {
     /// All built-in kinds, in the order `dora get` lists them.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Zone,
         Kind::Workspace,
         Kind::Role,
@@ -144,6 +146,7 @@ impl Kind {
         Kind::Container,
         Kind::Gpu,
         Kind::Cpu,
+        Kind::Token,
         Kind::Definition,
     ];
 
@@ -169,6 +172,7 @@ impl Kind {
             Kind::Container => ("Container", "containers", &["c", "ct"], ZonedWorkspaced),
             Kind::Gpu => ("GPU", "gpus", &[], Zoned),
             Kind::Cpu => ("CPU", "cpus", &[], Zoned),
+            Kind::Token => ("Token", "tokens", &["tok"], Cluster),
             Kind::Definition => ("Definition", "definitions", &["def", "defs"], Cluster),
             Kind::Defined(_) => return None,
         };
@@ -237,7 +241,7 @@ impl Kind {
 
     /// Kinds whose rows are made by Dora's own components, not applied by people.
     pub fn is_system(self) -> bool {
-        matches!(self, Kind::Container | Kind::Usercredit)
+        matches!(self, Kind::Container | Kind::Usercredit | Kind::Token)
     }
 
     /// Resolves a kind from any spelling users type: name, plural or alias, any case; built-in

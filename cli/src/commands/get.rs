@@ -12,7 +12,7 @@ use crate::client::Client;
 use crate::jsonpath::{Path, Template, scalar};
 use crate::output;
 
-fn print_items(
+pub(crate) fn print_items(
     kind: Kind,
     items: &[Value],
     format: Format,
