@@ -2,6 +2,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dora_crds::ValidationError;
+use dora_crds::limits::shorten;
 use dora_store::{ObjectKey, StoreError};
 use serde::Serialize;
 
@@ -12,13 +13,37 @@ pub struct ApiError {
     pub status: StatusCode,
     /// A short machine-readable reason (`Invalid`, `NotFound`, `Conflict`...).
     pub reason: &'static str,
+    /// Cut to [`MAX_MESSAGE`] characters when sent, whatever input it quotes.
+    #[serde(serialize_with = "short_message")]
     pub message: String,
     /// Index of the offending document in an apply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<usize>,
-    /// Dotted path of the offending field.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Dotted path of the offending field, cut to [`MAX_FIELD`] characters when sent.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "short_field"
+    )]
     pub field: Option<String>,
+}
+
+/// Most characters of a message an error sends: no answer echoes a large input back.
+const MAX_MESSAGE: usize = 1024;
+/// Most characters of a field path an error sends.
+const MAX_FIELD: usize = 200;
+
+fn short_message<S: serde::Serializer>(message: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&shorten(message, MAX_MESSAGE))
+}
+
+fn short_field<S: serde::Serializer>(
+    field: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match field {
+        Some(field) => serializer.serialize_str(&shorten(field, MAX_FIELD)),
+        None => serializer.serialize_none(),
+    }
 }
 
 #[derive(Serialize)]

@@ -15,6 +15,9 @@ use crate::issued::LastUses;
 use crate::token::VerifiedTokens;
 use crate::{ApiError, Directory, Identity, IssuedToken, Service, TokenClaims, TokenKey};
 
+/// How many applies read and parse their manifests at once; more wait their turn.
+const MANIFESTS_AT_ONCE: usize = 4;
+
 /// Limits and settings of the API server.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -47,6 +50,9 @@ pub(crate) struct State {
     pub verified: VerifiedTokens,
     /// When each token was last used, written to its record every minute.
     pub last_uses: Arc<LastUses>,
+    /// Applies that may read and parse a manifest at once: what large manifests cost in memory
+    /// stays bounded however many arrive together.
+    pub manifests: tokio::sync::Semaphore,
     pub options: Options,
     pub metrics: PrometheusHandle,
     /// Cancelled when the server starts shutting down: open watches end with an ERROR line
@@ -240,6 +246,7 @@ impl ApiServer {
             tokens: TokenKey::from_secret(secret)?,
             verified: VerifiedTokens::default(),
             last_uses,
+            manifests: tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE),
             options,
             metrics: metrics_handle(),
             stopping: CancellationToken::new(),

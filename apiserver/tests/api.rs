@@ -2081,6 +2081,64 @@ async fn tokens_are_listed_and_revoked_on_every_server(c: &Cluster) {
     assert_eq!(whoami(c.url.clone(), join).await, StatusCode::UNAUTHORIZED);
 }
 
+/// Input past the limits is refused naming the limit and quoting at most a prefix of it, and
+/// nothing of it is stored.
+async fn oversized_input_is_refused_naming_the_limit(c: &Cluster) {
+    let workspace = |name: &str, metadata: &str| {
+        format!("apiVersion: v1\nkind: Workspace\nmetadata:\n  name: {name}\n{metadata}")
+    };
+    let labels: String = (0..65).map(|i| format!("    k{i}: v\n")).collect();
+    let annotations: String = (0..257).map(|i| format!("    a{i}: v\n")).collect();
+    let cases = [
+        (
+            workspace("labelled", &format!("  labels:\n{labels}")),
+            "metadata.labels",
+            "at most 64",
+        ),
+        (
+            workspace("annotated", &format!("  annotations:\n{annotations}")),
+            "metadata.annotations",
+            "at most 256",
+        ),
+        (
+            workspace(&"n".repeat(20_000), ""),
+            "metadata.name",
+            "(20000 bytes)",
+        ),
+    ];
+    for (manifest, field, says) in cases {
+        let (status, body) = c.apply(&c.admin, &manifest).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let error = apply_error(&body);
+        assert_eq!(error["field"], field, "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+        assert!(
+            body.to_string().len() < 2048,
+            "the error quotes only a prefix: {body}"
+        );
+    }
+    let many: String = (0..1001)
+        .map(|i| format!("---\napiVersion: v1\nkind: Zone\nmetadata: {{name: z{i}}}\n"))
+        .collect();
+    let (status, body) = c.apply(&c.admin, &many).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        apply_error(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 1000 documents")
+    );
+    let (status, _) = c.get(&c.admin, "/v1/zones/z0").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nothing of a refused manifest is stored"
+    );
+    let (status, _) = c.get(&c.admin, "/v1/workspaces/labelled").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 /// Deleting a Definition with `cascade` deletes its objects as a delete of each would: one
 /// with finalizers goes Terminating, and stays (its kind still defined, so that its controller
 /// can release it) until they are removed; the Definition waits for it, then goes too.
@@ -2239,4 +2297,5 @@ on_every_store!(
     mounting_another_workspaces_volume_takes_use,
     host_options_take_the_host_verb,
     tokens_are_listed_and_revoked_on_every_server,
+    oversized_input_is_refused_naming_the_limit,
 );

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::{API_VERSION, Kind, Metadata, ValidationError, validate_name, validate_spec};
+use crate::{API_VERSION, Kind, Metadata, ValidationError, limits, validate_name, validate_spec};
 
 /// One validated document of a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,19 +39,29 @@ pub fn parse_documents(text: &str) -> Vec<Result<Document, ValidationError>> {
 pub fn split_documents(text: &str) -> Vec<Result<Value, ValidationError>> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        return match serde_json::from_str::<Value>(trimmed) {
-            Ok(Value::Array(items)) => items.into_iter().map(Ok).collect(),
+        let items = match serde_json::from_str::<Value>(trimmed) {
+            Ok(Value::Array(items)) => items,
             Ok(Value::Object(mut list)) if list.get("items").is_some_and(Value::is_array) => {
                 match list.remove("items") {
-                    Some(Value::Array(items)) => items.into_iter().map(Ok).collect(),
+                    Some(Value::Array(items)) => items,
                     _ => Vec::new(),
                 }
             }
-            Ok(value) => vec![Ok(value)],
-            Err(e) => vec![Err(ValidationError::new("", format!("invalid JSON: {e}")))],
+            Ok(value) => vec![value],
+            Err(e) => return vec![Err(ValidationError::new("", format!("invalid JSON: {e}")))],
         };
+        if items.len() > limits::MAX_DOCUMENTS {
+            return vec![Err(limits::too_many_documents())];
+        }
+        return items
+            .into_iter()
+            .map(|item| limits::check_size(&item).map(|()| item))
+            .collect();
     }
-    split_yaml(text)
+    let Some(documents) = split_yaml(text) else {
+        return vec![Err(limits::too_many_documents())];
+    };
+    documents
         .into_iter()
         .filter_map(|(first_line, chunk)| match from_yaml::<Value>(&chunk) {
             Ok(Value::Null) => None,
@@ -65,29 +75,51 @@ pub fn split_documents(text: &str) -> Vec<Result<Value, ValidationError>> {
 }
 
 /// Reads YAML as YAML 1.2 does: only `true` and `false` are booleans, so a name such as `n`,
-/// `no` or `on` stays a string (YAML 1.1's "Norway problem").
+/// `no` or `on` stays a string (YAML 1.1's "Norway problem"). The parser stops at the
+/// [`limits`] on nesting, size and alias expansion, before it has spent more on the input.
 pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
-    serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
+    let mut options = serde_saphyr::options! { strict_booleans: true };
+    options.budget = serde_saphyr::budget! {
+        max_depth: limits::MAX_DEPTH,
+        max_nodes: limits::MAX_NODES,
+        max_aliases: limits::MAX_ALIAS_EVENTS,
+    };
+    options.alias_limits.max_total_replayed_events = limits::MAX_ALIAS_EVENTS;
+    serde_saphyr::from_str_with_options(text, options)
 }
 
-/// Splits YAML text on `---` lines, keeping the 1-based line each document starts on.
-fn split_yaml(text: &str) -> Vec<(usize, String)> {
+/// Splits YAML text on `---` lines, keeping the 1-based line each document starts on and
+/// leaving out documents of only blanks and comments; `None` past [`limits::MAX_DOCUMENTS`],
+/// found before the rest is copied.
+fn split_yaml(text: &str) -> Option<Vec<(usize, String)>> {
+    let blank = |chunk: &str| {
+        chunk
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    };
     let mut documents = vec![(1, String::new())];
     for (number, line) in text.lines().enumerate() {
         let is_separator = line == "---" || line.starts_with("--- ") || line == "...";
         if is_separator {
-            documents.push((number + 2, String::new()));
-        } else if let Some((_, current)) = documents.last_mut() {
+            match documents.last_mut() {
+                Some((start, current)) if blank(current) => {
+                    *start = number + 2;
+                    current.clear();
+                }
+                _ => documents.push((number + 2, String::new())),
+            }
+            continue;
+        }
+        if documents.len() > limits::MAX_DOCUMENTS && !blank(line) {
+            return None;
+        }
+        if let Some((_, current)) = documents.last_mut() {
             current.push_str(line);
             current.push('\n');
         }
     }
-    documents.retain(|(_, chunk)| {
-        chunk
-            .lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-    });
-    documents
+    documents.retain(|(_, chunk)| !blank(chunk));
+    Some(documents)
 }
 
 /// Validates one parsed document.
@@ -210,31 +242,126 @@ fn parse_metadata(kind: Kind, value: Option<Value>) -> Result<Metadata, Validati
     if let Some(workspace) = &metadata.workspace {
         validate_name("metadata.workspace", workspace)?;
     }
+    check_labels(&metadata)?;
+    Ok(metadata)
+}
+
+/// Label keys and values, and annotations, within [`limits`].
+fn check_labels(metadata: &Metadata) -> Result<(), ValidationError> {
+    if metadata.labels.len() > limits::MAX_LABELS {
+        return Err(ValidationError::new(
+            "metadata.labels",
+            format!(
+                "{} labels; an object has at most {}",
+                metadata.labels.len(),
+                limits::MAX_LABELS
+            ),
+        ));
+    }
     for (key, value) in &metadata.labels {
         let key_ok = !key.is_empty()
             && key.len() <= 63
             && key
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
+        let field = || {
+            format!(
+                "metadata.labels.{}",
+                limits::shorten(key, limits::QUOTED_CHARS)
+            )
+        };
         if !key_ok {
             return Err(ValidationError::new(
-                format!("metadata.labels.{key}"),
+                field(),
                 "invalid label key; use at most 63 letters, digits, '.', '_', '-' or '/'",
             ));
         }
-        if value.len() > 253 {
+        if value.len() > limits::MAX_LABEL_VALUE {
             return Err(ValidationError::new(
-                format!("metadata.labels.{key}"),
-                "label value is longer than 253 characters",
+                field(),
+                format!(
+                    "label value is longer than {} characters",
+                    limits::MAX_LABEL_VALUE
+                ),
             ));
         }
     }
-    Ok(metadata)
+    let Some(annotations) = &metadata.annotations else {
+        return Ok(());
+    };
+    if annotations.len() > limits::MAX_ANNOTATIONS {
+        return Err(ValidationError::new(
+            "metadata.annotations",
+            format!(
+                "{} annotations; an object has at most {}",
+                annotations.len(),
+                limits::MAX_ANNOTATIONS
+            ),
+        ));
+    }
+    if let Some(key) = annotations
+        .keys()
+        .find(|key| key.is_empty() || key.len() > limits::MAX_ANNOTATION_KEY)
+    {
+        return Err(ValidationError::new(
+            "metadata.annotations",
+            format!(
+                "annotation key {} must have 1 to {} characters",
+                limits::quote(key),
+                limits::MAX_ANNOTATION_KEY
+            ),
+        ));
+    }
+    let bytes: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > limits::MAX_ANNOTATION_BYTES {
+        return Err(ValidationError::new(
+            "metadata.annotations",
+            format!(
+                "annotations hold {bytes} bytes; an object's hold at most {}",
+                limits::MAX_ANNOTATION_BYTES
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifests_hold_at_most_max_documents() {
+        let document = "apiVersion: v1\nkind: Zone\nmetadata: {name: z}\n";
+        let full = vec![document; limits::MAX_DOCUMENTS].join("---\n") + "---\n# done\n---\n";
+        assert_eq!(split_documents(&full).len(), limits::MAX_DOCUMENTS);
+        let over = format!("{full}{document}");
+        let refused = split_documents(&over);
+        assert_eq!(refused.len(), 1);
+        let error = refused[0].as_ref().unwrap_err();
+        assert!(
+            error.message.contains("more than 1000 documents"),
+            "{error}"
+        );
+        let json = format!("[{}]", vec!["{}"; limits::MAX_DOCUMENTS + 1].join(","));
+        assert_eq!(split_documents(&json).len(), 1);
+    }
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_stop_the_parser() {
+        let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let error = split_documents(&bomb).remove(0).unwrap_err();
+        assert!(error.message.contains("alias replay limit"), "{error}");
+        let deep = format!("spec: {}{}\n", "[".repeat(100), "]".repeat(100));
+        let error = split_documents(&deep).remove(0).unwrap_err();
+        assert!(error.message.contains("Depth"), "{error}");
+        let deep_json = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let error = split_documents(&deep_json).remove(0).unwrap_err();
+        assert!(error.message.contains("deeper than 32"), "{error}");
+    }
 
     #[test]
     fn yaml_words_of_yaml_1_1_stay_strings() {

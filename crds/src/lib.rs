@@ -7,6 +7,7 @@ mod error;
 mod hash;
 mod kind;
 mod lifecycle;
+pub mod limits;
 mod meta;
 mod name;
 pub mod phase;

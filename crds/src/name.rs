@@ -10,7 +10,8 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), ValidationError> {
         Err(ValidationError::new(
             field,
             format!(
-                "invalid name {name:?}: {why}; use lowercase letters, digits, '.' and '-', starting and ending with a letter or digit (at most {MAX_NAME_LEN} characters)"
+                "invalid name {}: {why}; use lowercase letters, digits, '.' and '-', starting and ending with a letter or digit (at most {MAX_NAME_LEN} characters)",
+                crate::limits::quote(name)
             ),
         ))
     };
@@ -46,7 +47,8 @@ pub fn validate_product_name(field: &str, name: &str) -> Result<(), ValidationEr
         Err(ValidationError::new(
             field,
             format!(
-                "invalid product name {name:?}: {why}; use the model string as nodes report it: letters, digits, spaces and {PRODUCT_PUNCTUATION:?}, starting with a letter or digit (at most {MAX_NAME_LEN} characters)"
+                "invalid product name {}: {why}; use the model string as nodes report it: letters, digits, spaces and {PRODUCT_PUNCTUATION:?}, starting with a letter or digit (at most {MAX_NAME_LEN} characters)",
+                crate::limits::quote(name)
             ),
         ))
     };

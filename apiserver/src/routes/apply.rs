@@ -1,6 +1,6 @@
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -9,6 +9,9 @@ use super::params::Params;
 use super::{json_response, read_text};
 use crate::state::AppState;
 use crate::{ApiError, Identity};
+
+/// The largest manifest applied without waiting for a turn (see `State::manifests`).
+const SMALL_MANIFEST: usize = 64 << 10;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +27,7 @@ pub(super) async fn apply(
     mut identity: Identity,
     State(state): State<AppState>,
     Params(params): Params<ApplyParams>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     if params.zone.is_some() {
@@ -32,6 +36,23 @@ pub(super) async fn apply(
     if params.workspace.is_some() {
         identity.workspace = params.workspace;
     }
+    // Large manifests take turns, so that many at once cannot take much memory; a small one
+    // cannot cost much (the YAML parser bounds what aliases expand to).
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|length| length <= SMALL_MANIFEST);
+    let _turn = if small {
+        None
+    } else {
+        Some(state.manifests.acquire().await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ShuttingDown",
+                "the server is shutting down; apply again",
+            )
+        })?)
+    };
     let text = read_text(body, state.options.max_body_bytes).await?;
     let results = state.service.apply_manifest(&identity, &text).await;
     if results.is_empty() {
