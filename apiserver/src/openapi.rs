@@ -6,7 +6,48 @@ use std::sync::{Arc, Mutex};
 
 use dora_crds::spec::DefinitionSpec;
 use dora_crds::{Kind, kind_schema, registry};
+use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
+
+use crate::routes::queries;
+
+/// The query parameters of `T`, a handler's parameters: the document states what the server
+/// reads, from the same struct.
+fn query<T: JsonSchema>() -> Vec<Value> {
+    let schema = schemars::schema_for!(T).to_value();
+    let Some(properties) = schema["properties"].as_object() else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let mut property = property.clone();
+            let description = property
+                .as_object_mut()
+                .and_then(|p| p.remove("description"));
+            // `Option<T>` is `[T, "null"]`: a parameter left out is the null.
+            if let Some(types) = property["type"].as_array() {
+                let types: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+                if let [only] = types[..] {
+                    property["type"] = only.clone();
+                }
+            }
+            let mut parameter = json!({"name": name, "in": "query", "schema": property});
+            if let Some(description) = description {
+                parameter["description"] = description;
+            }
+            parameter
+        })
+        .collect()
+}
+
+/// `query::<T>()` without the parameters named in `without`.
+fn query_without<T: JsonSchema>(without: &[&str]) -> Vec<Value> {
+    query::<T>()
+        .into_iter()
+        .filter(|p| !without.iter().any(|name| p["name"] == *name))
+        .collect()
+}
 
 /// Moves a schema's `$defs` into `defs` and points its references at `components/schemas`.
 fn hoist(schema: &mut Value, defs: &mut Map<String, Value>) {
@@ -39,9 +80,21 @@ fn error_responses() -> Value {
         ("401", "Missing, invalid or expired token"),
         ("403", "Not allowed"),
         ("404", "Not found"),
-        ("409", "Stale version"),
+        (
+            "405",
+            "Method not allowed; the Allow header lists those that are",
+        ),
+        ("409", "Stale version, or a state that forbids it"),
         ("413", "Body too large"),
         ("422", "Invalid document"),
+        (
+            "429",
+            "Too many requests; Retry-After says when to try again",
+        ),
+        (
+            "503",
+            "Unavailable: the store, or the node a request goes to, does not answer",
+        ),
     ] {
         let mut response = error.clone();
         response["description"] = json!(text);
@@ -51,9 +104,15 @@ fn error_responses() -> Value {
 }
 
 fn with_ok(description: &str, schema: Value) -> Value {
+    answers(&[("200", description)], schema)
+}
+
+/// The error responses and the successes `codes`, each with `schema`.
+fn answers(codes: &[(&str, &str)], schema: Value) -> Value {
     let mut responses = error_responses();
-    responses["200"] =
-        json!({"description": description, "content": {"application/json": {"schema": schema}}});
+    for (code, description) in codes {
+        responses[*code] = json!({"description": description, "content": {"application/json": {"schema": schema.clone()}}});
+    }
     responses
 }
 
@@ -96,13 +155,14 @@ fn build() -> Value {
         if scope.has_workspace() {
             parameters.push(param("workspace"));
         }
-        let list_params = json!([
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
-            {"name": "continue", "in": "query", "schema": {"type": "string"}},
-            {"name": "watch", "in": "query", "description": "Stream changes as NDJSON", "schema": {"type": "boolean"}},
-            {"name": "resourceVersion", "in": "query", "description": "Watch from this change-feed position; one ahead of the newest change is refused (400)", "schema": {"type": "string"}},
-            {"name": "labelSelector", "in": "query", "description": "Only objects whose labels match, in kubectl's syntax: key=value, key!=value, key in (a,b), key notin (a,b), key, !key, joined by commas", "schema": {"type": "string"}},
-        ]);
+        let list_params = if kind.is_view() {
+            // A view comes whole, in one answer.
+            query::<queries::Nothing>()
+        } else if kind == Kind::Container {
+            query::<queries::List>()
+        } else {
+            query_without::<queries::List>(&["node"])
+        };
         paths.insert(collection.clone(), json!({
             "parameters": parameters,
             "get": {
@@ -114,27 +174,32 @@ fn build() -> Value {
         }));
         let mut item_params = parameters.clone();
         item_params.push(param("name"));
+        let object_params = if kind.is_view() {
+            query::<queries::Nothing>()
+        } else {
+            query::<queries::Object>()
+        };
         let mut item = json!({
             "parameters": item_params,
-            "get": {"summary": format!("Get one {kind}"), "tags": [kind.name()], "responses": with_ok(kind.name(), resource_ref.clone())},
+            "get": {"summary": format!("Get one {kind}"), "tags": [kind.name()], "parameters": object_params, "responses": with_ok(kind.name(), resource_ref.clone())},
         });
         if !kind.is_view() {
             item["put"] = json!({
                 "summary": format!("Apply one {kind}"),
                 "tags": [kind.name()],
                 "requestBody": {"content": {"application/yaml": {"schema": resource_ref}, "application/json": {"schema": resource_ref}}},
-                "responses": with_ok("Applied", json!({"type": "object"})),
+                "responses": answers(&[("200", "Configured or unchanged"), ("201", "Created")], json!({"type": "object"})),
             });
-            let mut delete_params =
-                vec![json!({"name": "version", "in": "query", "schema": {"type": "integer"}})];
-            if kind == Kind::Definition {
-                delete_params.push(json!({"name": "cascade", "in": "query", "description": "Also delete the objects of the kind; without it, a definition whose kind has objects is not deleted (409)", "schema": {"type": "boolean"}}));
-            }
+            let delete_params = if kind == Kind::Definition {
+                query::<queries::Delete>()
+            } else {
+                query_without::<queries::Delete>(&["cascade"])
+            };
             item["delete"] = json!({
                 "summary": format!("Delete one {kind}"),
                 "tags": [kind.name()],
                 "parameters": delete_params,
-                "responses": with_ok("The deleted resource", resource_ref.clone()),
+                "responses": answers(&[("200", "Deleted"), ("202", "Marked for deletion: waits on its finalizers")], resource_ref.clone()),
             });
             paths.insert(format!("{collection}/{{name}}/versions"), json!({
                 "parameters": item_params,
@@ -197,37 +262,29 @@ fn build() -> Value {
     );
     paths.insert("/v1/apply".into(), json!({"post": {
         "summary": "Apply a multi-document YAML or JSON manifest",
-        "parameters": [
-            {"name": "zone", "in": "query", "schema": {"type": "string"}},
-            {"name": "workspace", "in": "query", "schema": {"type": "string"}},
-        ],
+        "parameters": query::<queries::Apply>(),
         "requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}},
         "responses": with_ok("One result per document: created, configured or unchanged", json!({"type": "object"})),
     }}));
-    let event_params: Vec<Value> = [
-        "zone",
-        "kind",
-        "workspace",
-        "name",
-        "limit",
-        "after",
-        "watch",
-    ]
-    .iter()
-    .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}}))
-    .collect();
     paths.insert(
         "/v1/events".into(),
         json!({"get": {
             "summary": "Events of a zone; watch=true follows them as NDJSON",
-            "parameters": event_params,
+            "parameters": query::<queries::Events>(),
             "responses": with_ok("Events, oldest first", json!({"type": "object"})),
+        }, "post": {
+            "summary": "Record an event about an object (needs Report on its kind)",
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": answers(&[("201", "Recorded")], json!({"type": "object"})),
         }}),
     );
-    let token_params: Vec<Value> = ["user", "limit", "continue"]
-        .iter()
-        .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}}))
-        .collect();
+    paths.insert(
+        "/v1/kinds".into(),
+        json!({"get": {
+            "summary": "Every kind served: names, aliases, scope, columns",
+            "responses": with_ok("Kinds", json!({"type": "object"})),
+        }}),
+    );
     paths.insert(
         "/v1/tokens/{id}".into(),
         json!({
@@ -244,7 +301,7 @@ fn build() -> Value {
     );
     paths.insert("/v1/tokens".into(), json!({"get": {
         "summary": "Records of the tokens you may manage (yours; everyone's for an administrator), newest first",
-        "parameters": token_params,
+        "parameters": query::<queries::Tokens>(),
         "responses": with_ok("Token records", json!({"type": "object"})),
     }, "post": {
         "summary": "Create a token (for yourself, or as an administrator for any user)",
@@ -253,7 +310,7 @@ fn build() -> Value {
             "node": {"type": "string", "description": "mint a node credential for this node of the zone"},
             "join": {"type": "boolean", "description": "mint a join token for the zone"},
         }}}}},
-        "responses": with_ok("The token", json!({"type": "object"})),
+        "responses": answers(&[("201", "The token")], json!({"type": "object"})),
     }}));
     for (path, actions, verb) in [
         (
@@ -281,88 +338,128 @@ fn build() -> Value {
         paths.insert(path.into(), json!({"post": {
             "summary": format!("Ask the scheduler to {} (needs {verb}); it is carried out asynchronously", actions.join(" or ")),
             "parameters": parameters,
-            "responses": {"202": {"description": "Accepted: the action is recorded", "content": {"application/json": {"schema": {"type": "object"}}}}},
+            "responses": answers(&[("202", "Accepted: the action is recorded")], json!({"type": "object"})),
         }}));
     }
     let base = "/v1/zones/{zone}/workspaces/{workspace}";
-    for (path, method, summary, verb) in [
+    let ok = [("200", "See the summary")];
+    let proxied = [
+        ("200", "See the summary"),
+        ("502", "The node answered with an error"),
+    ];
+    let nothing = query::<queries::Nothing>;
+    for (path, method, summary, verb, parameters, codes) in [
         (
             format!("{base}/containers/{{name}}/logs"),
             "get",
             "The container's output; follow=true keeps it coming, tail=N starts with the last N lines",
             "Log",
+            query::<queries::Logs>(),
+            &proxied[..],
         ),
         (
             format!("{base}/containers/{{name}}/top"),
             "get",
             "CPU and memory use of the container",
             "GetOne",
+            nothing(),
+            &proxied[..],
         ),
         (
             format!("{base}/containers/{{name}}/exec"),
             "post",
-            "Run {\"command\": [...]} in the container to its end; a WebSocket GET (tty, command) opens a session instead",
+            "Run {\"command\": [...]} in the container to its end",
             "Shell",
+            nothing(),
+            &proxied[..],
+        ),
+        (
+            format!("{base}/containers/{{name}}/exec"),
+            "get",
+            "A WebSocket session in the container (101 Switching Protocols): a terminal with tty=true",
+            "Shell",
+            query::<queries::Terminal>(),
+            &[
+                ("101", "Switching to the WebSocket session"),
+                ("502", "The node answered with an error"),
+            ][..],
         ),
         (
             "/v1/zones/{zone}/nodes/{name}/top".to_string(),
             "get",
             "CPU and memory use of every container on the node",
             "GetOne on Node",
+            nothing(),
+            &proxied[..],
         ),
         (
             format!("{base}/volumes/{{name}}/files/{{path}}"),
             "get",
             "A folder's entries or a file's contents (stat=true: details; upload=true: bytes of an interrupted upload)",
             "Ls, Download",
+            query::<queries::Download>(),
+            &proxied[..],
         ),
         (
             format!("{base}/volumes/{{name}}/files/{{path}}"),
             "put",
             "Upload a file: size=N, offset=M resumes",
             "Upload",
+            query::<queries::Upload>(),
+            &proxied[..],
         ),
         (
             "/v1/zones/{zone}/nodes/{name}/report".to_string(),
             "put",
             "A node agent registers and heartbeats its node",
             "a node credential",
+            nothing(),
+            &ok[..],
         ),
         (
             format!("{base}/containers/{{name}}/report"),
             "put",
             "A node agent reports a container's state for its binding (409 when the binding moved on)",
             "a node credential",
+            nothing(),
+            &ok[..],
         ),
         (
             "/v1/zones/{zone}/nodes/{name}/certificate".to_string(),
             "post",
             "A node's serving certificate from the cluster CA",
             "a node credential",
+            nothing(),
+            &[("201", "The certificate")][..],
         ),
         (
             "/v1/zones/{zone}/nodes/{name}/credential".to_string(),
             "post",
             "A new node claims its name and gets its credential",
             "a join token, or Token on Node",
+            nothing(),
+            &[("201", "The credential")][..],
         ),
         (
             format!("{base}/containers/{{name}}/mounts"),
             "get",
             "The container's volumes resolved to where they live",
             "a node credential",
+            nothing(),
+            &ok[..],
         ),
     ] {
         let parameters: Vec<Value> = path
             .split('/')
             .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .chain(parameters)
             .collect();
         let entry = paths.entry(path).or_insert_with(|| json!({}));
         entry[method] = json!({
             "summary": format!("{summary} (needs {verb})"),
             "parameters": parameters,
-            "responses": with_ok("See the summary", json!({})),
+            "responses": answers(codes, json!({})),
         });
     }
     paths.insert("/v1/zones/{zone}/queue".into(), json!({"get": {

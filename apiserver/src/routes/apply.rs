@@ -2,6 +2,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -13,10 +14,12 @@ use crate::{ApiError, Identity};
 /// The largest manifest applied without waiting for a turn (see `State::manifests`).
 const SMALL_MANIFEST: usize = 64 << 10;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ApplyParams {
+pub(crate) struct ApplyParams {
+    /// The zone of documents that name none (default: the caller's).
     zone: Option<String>,
+    /// The workspace of documents that name none (default: the caller's).
     workspace: Option<String>,
 }
 

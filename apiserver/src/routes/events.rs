@@ -9,6 +9,7 @@ use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::Verb;
 use dora_store::{Event, EventQuery, EventType, KeyParts, ObjectKey};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -18,15 +19,24 @@ use super::{flag, json_response, parse_limit};
 use crate::state::AppState;
 use crate::{ApiError, Identity};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct EventParams {
+pub(crate) struct EventParams {
+    /// The zone (default: the caller's).
     zone: Option<String>,
+    /// Only events of this kind.
     kind: Option<String>,
+    /// Only events of this workspace.
     workspace: Option<String>,
+    /// Only events of objects of this name.
     name: Option<String>,
+    /// Most events in one answer.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 5000))]
     limit: Option<String>,
+    /// Only events after this one (an event's `resourceVersion`).
     after: Option<String>,
+    /// Follow new events as NDJSON.
+    #[schemars(with = "Option<bool>")]
     watch: Option<String>,
 }
 

@@ -31,6 +31,20 @@ use axum::routing::{MethodRouter, get, post, put};
 use crate::state::AppState;
 use crate::{ApiError, Identity};
 
+/// The query parameters each handler reads, as the OpenAPI document states them: one source
+/// for both.
+pub(crate) mod queries {
+    pub(crate) use super::apply::ApplyParams as Apply;
+    pub(crate) use super::events::EventParams as Events;
+    pub(crate) use super::params::NoParams as Nothing;
+    pub(crate) use super::proxy::{LogParams as Logs, TerminalParams as Terminal};
+    pub(crate) use super::resources::{
+        DeleteParams as Delete, ListParams as List, ObjectParams as Object,
+    };
+    pub(crate) use super::tokens::ListParams as Tokens;
+    pub(crate) use super::volumes::{DownloadParams as Download, UploadParams as Upload};
+}
+
 /// The largest page a list returns.
 pub(crate) const MAX_PAGE: usize = 5000;
 

@@ -14,6 +14,7 @@ use dora_crds::Kind;
 use dora_crds::spec::Verb;
 use dora_crds::status::{ContainerReport, NodeReport, Placement};
 use dora_store::ObjectKey;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::access::check_zone;
@@ -123,21 +124,26 @@ pub(super) async fn call(
 }
 
 /// What `GET .../containers/NAME/logs` asks for.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct LogParams {
+pub(crate) struct LogParams {
     /// Keep sending output as it comes.
+    #[schemars(with = "Option<bool>")]
     follow: Option<String>,
     /// Only the last lines: a number.
+    #[schemars(with = "Option<u32>")]
     tail: Option<String>,
     /// The output of the run before the current one.
+    #[schemars(with = "Option<bool>")]
     previous: Option<String>,
 }
 
 /// `GET .../containers/NAME/exec`: a session.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct TerminalParams {
+pub(crate) struct TerminalParams {
+    /// A terminal: sizes and control characters pass through.
+    #[schemars(with = "Option<bool>")]
     tty: Option<String>,
     /// A command as a JSON list; `["sh"]` when left out.
     command: Option<String>,

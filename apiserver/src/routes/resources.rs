@@ -8,6 +8,7 @@ use axum::response::Response;
 use dora_crds::spec::Verb;
 use dora_crds::{Kind, Selector, parse_documents};
 use dora_store::{Cursor, ListQuery};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,13 +22,20 @@ use crate::{ApiError, Deleted, Identity, render};
 const DEFAULT_PAGE: usize = 500;
 
 /// `GET` of a collection: a page of it, or a watch.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ListParams {
+pub(crate) struct ListParams {
+    /// Most objects in one page.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 5000))]
     limit: Option<String>,
+    /// Where the previous page ended: its `metadata.continue`, as it was given.
     #[serde(rename = "continue")]
     after: Option<String>,
+    /// Stream changes as NDJSON.
+    #[schemars(with = "Option<bool>")]
     watch: Option<String>,
+    /// Watch from this change-feed position (a list's or an event's `resourceVersion`); one
+    /// ahead of the newest change is refused (400).
     #[serde(rename = "resourceVersion")]
     resource_version: Option<String>,
     /// Only the containers on this node: bound to it, or waiting to restart after their last
@@ -39,19 +47,25 @@ pub(super) struct ListParams {
 }
 
 /// `GET` of one object, or a watch of it.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ObjectParams {
+pub(crate) struct ObjectParams {
+    /// Stream the object's changes as NDJSON.
+    #[schemars(with = "Option<bool>")]
     watch: Option<String>,
+    /// Watch from this change-feed position.
     #[serde(rename = "resourceVersion")]
     resource_version: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct DeleteParams {
+pub(crate) struct DeleteParams {
+    /// Delete only at this spec version (409 otherwise).
     version: Option<u64>,
-    /// Deleting a Definition: also delete the objects of its kind.
+    /// Deleting a Definition: also delete the objects of its kind; without it, a definition
+    /// whose kind has objects is not deleted (409).
+    #[schemars(with = "Option<bool>")]
     cascade: Option<String>,
 }
 

@@ -8,6 +8,7 @@ use axum::response::Response;
 use dora_crds::Kind;
 use dora_crds::spec::{TokenSpec, Verb};
 use dora_store::Row;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -143,12 +144,13 @@ pub(super) async fn node_credential(
 }
 
 /// The query of `GET /v1/tokens`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ListParams {
+pub(crate) struct ListParams {
     /// Only the tokens of this subject (a user, `node:NAME`, `join:ZONE`).
     user: Option<String>,
     /// Most records in one answer.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 5000))]
     limit: Option<String>,
     /// Where the previous page ended, as its `metadata.continue` said.
     #[serde(rename = "continue")]

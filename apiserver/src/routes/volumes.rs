@@ -12,6 +12,7 @@ use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, StorageKind, StorageSpec, Verb, VolumePolicy, VolumeSpec};
 use dora_crds::status::{NodeCondition, NodeReport, Placement};
 use dora_store::{ListQuery, ObjectKey};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::access::check_zone;
@@ -153,19 +154,21 @@ pub(super) async fn mounts(
 }
 
 /// `GET .../files/PATH`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct DownloadParams {
+pub(crate) struct DownloadParams {
     /// `true`: the file's details only.
+    #[schemars(with = "Option<bool>")]
     stat: Option<String>,
     /// `true`: how much of an interrupted upload arrived.
+    #[schemars(with = "Option<bool>")]
     upload: Option<String>,
 }
 
 /// `PUT .../files/PATH`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct UploadParams {
+pub(crate) struct UploadParams {
     /// Where the body goes in the file (resuming an upload).
     offset: Option<u64>,
     /// The whole file's size; the upload completes when it is reached.
