@@ -471,10 +471,15 @@ fn build() -> Value {
     for (path, summary) in [
         ("/healthz", "Liveness"),
         ("/readyz", "Readiness: the store answers"),
-        ("/metrics", "Prometheus metrics"),
     ] {
         paths.insert(path.into(), json!({"get": {"summary": summary, "security": [], "responses": {"200": {"description": "OK"}}}}));
     }
+    let mut metrics = error_responses();
+    metrics["200"] = json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}});
+    paths.insert("/metrics".into(), json!({"get": {
+        "summary": "Prometheus metrics (needs Describe on Zone in a binding whose zone and workspace are All)",
+        "responses": metrics,
+    }}));
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Dora API", "version": env!("CARGO_PKG_VERSION")},

@@ -165,6 +165,51 @@ mod tests {
         assert_eq!((t.kind, t.name.as_deref()), (Kind::Workspace, Some("ws")));
     }
 
+    /// A path segment: a kind's plural or name, or arbitrary text.
+    fn segment() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        use proptest::prelude::*;
+        let words: Vec<String> = Kind::known()
+            .into_iter()
+            .flat_map(|kind| {
+                let mut words = vec![kind.plural().to_string(), kind.name().to_string()];
+                words.extend(kind.aliases().iter().map(|alias| alias.to_string()));
+                words
+            })
+            .collect();
+        proptest::option::of(prop_oneof![
+            proptest::sample::select(words),
+            "[a-z0-9.-]{0,12}",
+            "\\PC{0,40}",
+        ])
+    }
+
+    proptest::proptest! {
+        /// Whatever the segments (axum has percent-decoded them), a path resolves to a target
+        /// its kind's scope allows, or to a 404 that says why.
+        #[test]
+        fn any_segments_resolve_or_are_refused(
+            zone in segment(),
+            workspace in segment(),
+            plural in segment(),
+            name in segment(),
+        ) {
+            let segments = Segments { zone, workspace, plural, name };
+            let given = (segments.zone.clone(), segments.workspace.clone(), segments.plural.clone());
+            match segments.target() {
+                Ok(target) => {
+                    let scope = target.kind.scope();
+                    if given.2.is_some() {
+                        proptest::prop_assert_eq!(Kind::parse(given.2.as_deref().unwrap()), Some(target.kind));
+                        proptest::prop_assert_eq!(scope.has_zone(), given.0.is_some());
+                        proptest::prop_assert!(scope.has_workspace() || given.1.is_none());
+                    }
+                    let _ = target.key();
+                }
+                Err(e) => proptest::prop_assert_eq!(e.status, axum::http::StatusCode::NOT_FOUND),
+            }
+        }
+    }
+
     #[test]
     fn wrong_scope_says_where_the_kind_lives() {
         let err = target(&[("plural", "workloads"), ("name", "train")]).unwrap_err();

@@ -293,6 +293,21 @@ impl ApiServer {
         crate::routes::router(self.state.clone())
     }
 
+    /// `GET /metrics` alone, over plain HTTP and without a token, on `listener` until
+    /// `shutdown`: for a scraper on an address the operator chose (`dora up --metrics-listen`).
+    pub fn metrics_server(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<impl Future<Output = std::io::Result<()>> + Send + 'static> {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let app = crate::routes::metrics_router(self.state.clone());
+        Ok(axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .into_future())
+    }
+
     /// Serves HTTPS on `listener` until `shutdown` completes, then ends open watches (each with
     /// an ERROR line) and drains for a few seconds.
     pub async fn serve(

@@ -240,7 +240,9 @@ async fn health_readiness_metrics_and_openapi(c: &Cluster) {
         json!(["pause", "resume"])
     );
     c.get(&c.admin, WORKLOADS).await;
-    let (status, metrics) = c.call(Method::GET, "/metrics", None, None).await;
+    let (status, _) = c.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, metrics) = c.call(Method::GET, "/metrics", Some(&c.admin), None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         metrics

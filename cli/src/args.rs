@@ -139,6 +139,14 @@ pub struct UpArgs {
     /// Run no node agent here (only hollow nodes, or nodes elsewhere).
     #[arg(long)]
     pub no_node: bool,
+    /// How long the certificates the cluster CA issues (the API server's, the nodes') last;
+    /// each is renewed, without a restart, when a third of it is left.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub certificate_lifetime: std::time::Duration,
+    /// Also serve `GET /metrics` over plain HTTP without a token on this address (for a
+    /// Prometheus that cannot present a token); the HTTPS `/metrics` needs one.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub node: NodeOptions,
 }

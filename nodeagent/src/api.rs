@@ -193,4 +193,23 @@ pub struct NodeCertificate {
     pub key: String,
     pub ca: String,
     pub proxy_ca: String,
+    /// When to ask for a new certificate (RFC 3339).
+    pub renew_after: String,
+}
+
+impl NodeCertificate {
+    /// When to ask for a new certificate.
+    pub fn renew_after(&self) -> anyhow::Result<std::time::SystemTime> {
+        let at = time::OffsetDateTime::parse(
+            &self.renew_after,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .with_context(|| {
+            format!(
+                "the API sent {:?} as the certificate's renewAfter",
+                self.renew_after
+            )
+        })?;
+        Ok(at.into())
+    }
 }

@@ -403,7 +403,15 @@ pub async fn start(
 ) -> anyhow::Result<String> {
     let host = agent.config().advertise.clone();
     let issued = certificate(&agent, &host, &stop).await?;
-    let tls = server_config(&issued).context("cannot set up the node's TLS")?;
+    let tls =
+        RustlsConfig::from_config(server_config(&issued).context("cannot set up the node's TLS")?);
+    tokio::spawn(renew(
+        agent.clone(),
+        host.clone(),
+        issued,
+        tls.clone(),
+        stop.clone(),
+    ));
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     listener.set_nonblocking(true)?;
@@ -426,7 +434,7 @@ pub async fn start(
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
     });
     // Output and shell bytes go out at once, not after the peer's delayed ACK.
-    let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
+    let server = axum_server::from_tcp_rustls(listener, tls)?
         .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
         .handle(handle)
         .serve(app.into_make_service());
@@ -462,6 +470,55 @@ async fn certificate(
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+/// Asks the API for a new certificate when the current one is due, and serves it to the
+/// connections made from then on, until `stop`.
+async fn renew(
+    agent: Arc<Agent>,
+    host: String,
+    mut issued: crate::api::NodeCertificate,
+    tls: RustlsConfig,
+    stop: CancellationToken,
+) {
+    loop {
+        let at = match issued.renew_after() {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the node's certificate will not be renewed");
+                return;
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = sleep_until(at) => {}
+        }
+        let Ok(next) = certificate(&agent, &host, &stop).await else {
+            return;
+        };
+        match server_config(&next) {
+            Ok(config) => {
+                tls.reload_from_config(config);
+                tracing::info!(renew_after = %next.renew_after, "the node's certificate was renewed");
+                issued = next;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the API sent an unusable certificate; keeping the current one");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until the wall clock reaches `at`, reading it at least hourly: a host that was
+/// suspended wakes up late, and only the wall clock tells how late.
+async fn sleep_until(at: std::time::SystemTime) {
+    while let Ok(left) = at.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left.min(std::time::Duration::from_secs(3600))).await;
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::Method;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
@@ -112,6 +112,16 @@ pub(crate) fn router(state: AppState) -> Router {
             ApiError::method_not_allowed(method.as_str())
         })
         .layer(middleware::from_fn(record_metrics))
+        .with_state(state)
+}
+
+/// `GET /metrics` alone and without a token, for a listener the operator chose.
+pub(crate) fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move { system::exposition(&state) }),
+        )
         .with_state(state)
 }
 

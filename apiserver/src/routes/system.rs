@@ -2,11 +2,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dora_crds::Kind;
+use dora_crds::spec::Verb;
 use serde_json::json;
 
 use super::params::{NoParams, Params};
-use crate::ApiError;
 use crate::state::AppState;
+use crate::{ApiError, Identity};
 
 pub(super) async fn healthz(_: Params<NoParams>) -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
@@ -26,7 +28,23 @@ pub(super) async fn readyz(
     Ok(Json(json!({"status": "ready"})))
 }
 
-pub(super) async fn metrics(State(state): State<AppState>, _: Params<NoParams>) -> Response {
+/// `GET /metrics`: what the API server measured, for a caller that may describe every zone
+/// (an `admin`, or a monitoring user bound to a role with `Zone: [Describe]` in zone and
+/// workspace `All`). `dora up --metrics-listen` serves the same without a token on a
+/// listener of the operator's choice.
+pub(super) async fn metrics(
+    identity: Identity,
+    State(state): State<AppState>,
+    _: Params<NoParams>,
+) -> Result<Response, ApiError> {
+    state
+        .service
+        .authorize(&identity, Verb::Describe, Kind::Zone, "", "")?;
+    Ok(exposition(&state))
+}
+
+/// The metrics in Prometheus' text format.
+pub(crate) fn exposition(state: &AppState) -> Response {
     state.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -16,14 +16,24 @@ use crate::args::{
     StoreArgs,
 };
 
+/// rustls warns of every odd ClientHello it decodes, such as one that names the server by IP
+/// address in SNI (RFC 6066 forbids it; `openssl s_client -servername IP` and some Java and
+/// .NET clients send it): rustls ignores that name and the handshake goes on, so the warning
+/// tells of the peer, not of a fault here, and any client could add a log line per
+/// connection. Only errors of that module are logged unless `--log-level` names rustls.
+const CLIENT_HELLO_QUIRKS: &str = "rustls::msgs::handshake=error";
+
 /// Logs to stderr as text or JSON, filtered by `--log-level` (or `RUST_LOG`).
 pub fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level).map_err(|e| {
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&log.log_level).map_err(|e| {
         anyhow::anyhow!(
             "--log-level (or RUST_LOG) {:?}: {e}; expected a level such as info or debug, or directives such as info,dora_runtime=debug",
             log.log_level
         )
     })?;
+    if !log.log_level.contains("rustls") {
+        filter = filter.add_directive(CLIENT_HELLO_QUIRKS.parse()?);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

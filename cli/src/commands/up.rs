@@ -214,6 +214,9 @@ async fn shutdown_signal() {
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     components::init_logging(&args.log)?;
     let sim = components::sim_config(&args.zone, &args.sim)?;
+    if args.certificate_lifetime < Duration::from_secs(3) {
+        bail!("--certificate-lifetime must be at least 3s (30d unless a test needs it short)");
+    }
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     // The node agent's settings are checked before anything starts; it learns the API's
     // address and its credential once the API server is made.
@@ -242,9 +245,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.listen
         )
     })?;
+    let metrics_listener = args
+        .metrics_listen
+        .map(|address| {
+            TcpListener::bind(address)
+                .with_context(|| format!("--metrics-listen: cannot listen on {address}"))
+        })
+        .transpose()?;
     let url = url_of(&listener)?;
     let secret = load_or_create_secret(&data_dir.join("secret.key"))?;
-    let pki = Pki::new(data_dir.join("pki"));
+    let pki = Pki::new(data_dir.join("pki")).with_lifetime(args.certificate_lifetime);
     pki.ensure(&certificate_names(args.listen.ip()))?;
     let store_url = args
         .store
@@ -265,6 +275,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!(%url, zone = %args.zone, "serving; scheduler, credit system and garbage collector running");
     let stop = CancellationToken::new();
     let mut components = JoinSet::new();
+    if let Some(listener) = metrics_listener {
+        tracing::info!(address = %listener.local_addr()?, "serving /metrics over plain HTTP");
+        let stopped = stop.clone();
+        let served = server.metrics_server(listener, async move { stopped.cancelled().await })?;
+        components.spawn(async move {
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let mut scheduler = SchedulerConfig::new(&args.zone);
     scheduler.restart_backoff = args.restart_backoff;
     components.spawn(dora_runtime::run_leader(
