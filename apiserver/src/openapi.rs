@@ -219,11 +219,11 @@ fn build() -> Value {
         "type": "object",
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", "maxLength": 253},
+            "name": {"type": "string", "minLength": 1, "maxLength": 253, "description": "Lowercase letters, digits, '.' and '-', starting and ending with a letter or digit; a Resourcecredit's is the product it prices as nodes report it (letters, digits, spaces and ._-()@,+:)"},
             "zone": {"type": "string"},
             "workspace": {"type": "string", "description": "`group` is accepted as an alias"},
-            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-            "annotations": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Left out of an apply, the stored ones are kept"},
+            "labels": {"type": "object", "maxProperties": dora_crds::limits::MAX_LABELS, "additionalProperties": {"type": "string", "maxLength": dora_crds::limits::MAX_LABEL_VALUE}},
+            "annotations": {"type": "object", "maxProperties": dora_crds::limits::MAX_ANNOTATIONS, "additionalProperties": {"type": "string"}, "description": "Left out of an apply, the stored ones are kept; keys and values hold at most 256 KiB together"},
             "ownerReferences": {"type": "array", "description": "The object is deleted once none of its owners exists; left out of an apply, the stored ones are kept", "items": {
                 "type": "object",
                 "required": ["kind", "name", "uid"],
@@ -378,7 +378,10 @@ fn build() -> Value {
             "get",
             "A WebSocket session in the container (101 Switching Protocols): a terminal with tty=true",
             "Shell",
-            query::<queries::Terminal>(),
+            query::<queries::Terminal>()
+                .into_iter()
+                .chain([json!({"name": "Upgrade", "in": "header", "required": true, "schema": {"const": "websocket"}})])
+                .collect(),
             &[
                 ("101", "Switching to the WebSocket session"),
                 ("502", "The node answered with an error"),
@@ -472,7 +475,7 @@ fn build() -> Value {
         ("/healthz", "Liveness"),
         ("/readyz", "Readiness: the store answers"),
     ] {
-        paths.insert(path.into(), json!({"get": {"summary": summary, "security": [], "responses": {"200": {"description": "OK"}}}}));
+        paths.insert(path.into(), json!({"get": {"summary": summary, "security": [], "responses": with_ok("OK", json!({"type": "object"}))}}));
     }
     let mut metrics = error_responses();
     metrics["200"] = json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}});

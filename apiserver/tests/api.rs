@@ -2141,6 +2141,269 @@ async fn oversized_input_is_refused_naming_the_limit(c: &Cluster) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// One request made from the OpenAPI document: an operation, who calls, and which of its
+/// query parameters are sent with which values.
+#[derive(Debug, Clone)]
+struct Probe {
+    operation: usize,
+    caller: u8,
+    name: u8,
+    /// Per documented parameter: sent or not, and which of its values.
+    choices: Vec<(bool, u8)>,
+    /// An undocumented parameter is added: the request is invalid.
+    stray: bool,
+    /// A typed parameter gets a value of another type: the request is invalid.
+    mistyped: bool,
+}
+
+/// Values a query parameter's schema allows; `None` for opaque ones (continuation tokens,
+/// feed positions), which only a previous answer can give.
+fn valid_values(name: &str, schema: &Value) -> Option<Vec<String>> {
+    if let Some(values) = schema["enum"].as_array() {
+        return Some(
+            values
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+        );
+    }
+    match schema["type"].as_str() {
+        Some("boolean") => Some(vec!["false".into()]),
+        Some("integer") => {
+            let low = schema["minimum"].as_u64().unwrap_or(0);
+            let high = schema["maximum"].as_u64().unwrap_or(low + 100);
+            Some(vec![
+                low.to_string(),
+                high.to_string(),
+                ((low + high) / 2).to_string(),
+            ])
+        }
+        _ => match name {
+            "continue" | "resourceVersion" | "after" => None,
+            "labelSelector" => Some(vec![
+                "app=probe".into(),
+                "tier in (a,b)".into(),
+                "!gpu".into(),
+            ]),
+            "command" => Some(vec!["[\"true\"]".into()]),
+            "zone" => Some(vec!["default".into()]),
+            "workspace" => Some(vec!["default".into()]),
+            "kind" => Some(vec!["Workload".into()]),
+            _ => Some(vec!["probe".into(), "x".into()]),
+        },
+    }
+}
+
+/// Requests derived from `/openapi.json`, generated with proptest: valid ones by every caller,
+/// and ones made invalid by an undocumented or mistyped parameter. Every answer must be one
+/// the operation documents, never a 5xx it does not, and every refusal a JSON error; a valid
+/// request by the administrator is never refused as malformed, an invalid one never accepted;
+/// a method the document does not list for a path gets 405 with `Allow`.
+async fn requests_derived_from_the_document_get_documented_answers(c: &Cluster) {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+
+    let setup = "apiVersion: v1\nkind: User\nmetadata: {name: nora}\nspec:\n  default: {zone: default, workspace: default}\n  resources: [{zone: default, workspace: default, role: user}]\n---\napiVersion: v1\nkind: Workload\nmetadata: {name: probe, labels: {app: probe}}\nspec:\n  replica: {count: 1}\n  driver: Process\n  config: {cmd: [sleep, '600']}\n";
+    assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
+    let nora = c.token_for("nora");
+    let (_, doc) = c.call(Method::GET, "/openapi.json", None, None).await;
+    let mut operations = Vec::new();
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        let shared = item["parameters"].as_array().cloned().unwrap_or_default();
+        let methods: Vec<&str> = ["get", "put", "post", "patch", "delete"]
+            .into_iter()
+            .filter(|m| item.get(*m).is_some())
+            .collect();
+        for method in &methods {
+            let operation = &item[*method];
+            let params: Vec<Value> = shared
+                .iter()
+                .chain(operation["parameters"].as_array().into_iter().flatten())
+                .cloned()
+                .collect();
+            operations.push((
+                template.clone(),
+                method.to_string(),
+                operation.clone(),
+                params,
+            ));
+        }
+        // A method the path does not have.
+        if let Some(other) = ["patch", "post", "put", "delete", "get"]
+            .into_iter()
+            .find(|m| !methods.contains(m))
+        {
+            let path = template
+                .replace("{zone}", "default")
+                .replace("{workspace}", "default")
+                .replace("{name}", "probe")
+                .replace("{id}", "probe")
+                .replace("{path}", "a")
+                .replace("{action}", "pause");
+            let method: Method = other.to_uppercase().parse().unwrap();
+            let response = c
+                .http
+                .request(method, format!("{}{path}", c.url))
+                .bearer_auth(&c.admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{other} {template}"
+            );
+            let allow = response.headers()["allow"].to_str().unwrap().to_lowercase();
+            for method in &methods {
+                assert!(
+                    allow.contains(method),
+                    "{template}: Allow {allow} lacks {method}"
+                );
+            }
+        }
+    }
+    let most_params = operations.iter().map(|o| o.3.len()).max().unwrap_or(0);
+    // DORA_CONTRACT_CASES=N runs more.
+    let cases: usize = std::env::var("DORA_CONTRACT_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(600);
+    let probes = prop::collection::vec(
+        (
+            0..operations.len(),
+            0u8..4,
+            0u8..3,
+            prop::collection::vec((any::<bool>(), any::<u8>()), most_params),
+            prop::bool::weighted(0.15),
+            prop::bool::weighted(0.15),
+        )
+            .prop_map(
+                |(operation, caller, name, choices, stray, mistyped)| Probe {
+                    operation,
+                    caller,
+                    name,
+                    choices,
+                    stray,
+                    mistyped,
+                },
+            ),
+        cases,
+    );
+    let mut runner = match std::env::var("DORA_CONTRACT_SEED") {
+        Ok(_) => proptest::test_runner::TestRunner::default(),
+        Err(_) => proptest::test_runner::TestRunner::deterministic(),
+    };
+    let probes = probes.new_tree(&mut runner).unwrap().current();
+    let mut answered = std::collections::BTreeMap::<u16, usize>::new();
+    for probe in probes {
+        let (template, method, operation, params) = &operations[probe.operation];
+        let name = ["probe", "x", "no-such-thing"][probe.name as usize];
+        let path = template
+            .replace("{zone}", "default")
+            .replace("{workspace}", "default")
+            .replace("{name}", name)
+            .replace("{id}", name)
+            .replace("{path}", "a/b");
+        let path = match params.iter().find(|p| p["name"] == "action") {
+            Some(action) => path.replace("{action}", action["schema"]["enum"][0].as_str().unwrap()),
+            None => path,
+        };
+        let mut query: Vec<(String, String)> = Vec::new();
+        let mut mistyped = false;
+        for (param, (send, pick)) in params.iter().zip(&probe.choices) {
+            if param["in"] != "query" {
+                continue;
+            }
+            let name = param["name"].as_str().unwrap();
+            let schema = &param["schema"];
+            let typed = matches!(schema["type"].as_str(), Some("integer" | "boolean"));
+            if probe.mistyped && typed && !mistyped {
+                query.push((name.into(), "not-a-value".into()));
+                mistyped = true;
+                continue;
+            }
+            if let (true, Some(values)) = (*send, valid_values(name, schema)) {
+                query.push((name.into(), values[*pick as usize % values.len()].clone()));
+            }
+        }
+        if probe.stray {
+            query.push(("strayParameter".into(), "1".into()));
+        }
+        // A required header (a WebSocket's Upgrade) is never sent here.
+        let lacks_header = params
+            .iter()
+            .any(|p| p["in"] == "header" && p["required"] == true);
+        let valid = !probe.stray && !mistyped && !lacks_header;
+        let public = operation.get("security").is_some_and(|s| s == &json!([]));
+        let token = match probe.caller {
+            0 => Some(c.admin.as_str()),
+            1 => Some(nora.as_str()),
+            2 => Some("garbage"),
+            _ => None,
+        };
+        let method: Method = method.to_uppercase().parse().unwrap();
+        let mut request = c
+            .http
+            .request(method.clone(), format!("{}{path}", c.url))
+            .query(&query);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if matches!(method, Method::PUT | Method::POST | Method::PATCH) {
+            request = request.body("{}");
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let allow = response.headers().get("allow").is_some();
+        let text = response.text().await.unwrap();
+        *answered.entry(status.as_u16()).or_default() += 1;
+        let what = format!(
+            "{method} {path}?{query:?} as caller {}: {status} {text}",
+            probe.caller
+        );
+        assert!(
+            operation["responses"].get(status.as_str()).is_some(),
+            "undocumented answer: {what}"
+        );
+        assert!(
+            !status.is_server_error() || [502, 503].contains(&status.as_u16()),
+            "server error: {what}"
+        );
+        if status.is_client_error() || status.is_server_error() {
+            let body: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("a refusal that is not JSON: {what}"));
+            assert!(
+                body["error"]["reason"].is_string() && body["error"]["message"].is_string(),
+                "{what}"
+            );
+            assert!(
+                status != StatusCode::METHOD_NOT_ALLOWED || allow,
+                "405 without Allow: {what}"
+            );
+        }
+        let authenticated = public || probe.caller < 2;
+        if !valid && authenticated {
+            assert!(
+                status.is_client_error(),
+                "an invalid request accepted: {what}"
+            );
+        }
+        if valid
+            && probe.caller == 0
+            && !matches!(method, Method::PUT | Method::POST | Method::PATCH)
+        {
+            assert!(
+                status != StatusCode::BAD_REQUEST && status != StatusCode::UNPROCESSABLE_ENTITY,
+                "a valid request refused: {what}"
+            );
+        }
+        if !public && probe.caller >= 2 {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+        }
+    }
+    println!("answers to {cases} derived requests by status: {answered:?}");
+}
+
 /// Deleting a Definition with `cascade` deletes its objects as a delete of each would: one
 /// with finalizers goes Terminating, and stays (its kind still defined, so that its controller
 /// can release it) until they are removed; the Definition waits for it, then goes too.
@@ -2300,4 +2563,5 @@ on_every_store!(
     host_options_take_the_host_verb,
     tokens_are_listed_and_revoked_on_every_server,
     oversized_input_is_refused_naming_the_limit,
+    requests_derived_from_the_document_get_documented_answers,
 );

@@ -19,6 +19,9 @@ use super::{flag, json_response, parse_limit};
 use crate::state::AppState;
 use crate::{ApiError, Identity};
 
+/// The most events one answer holds.
+const MAX_EVENTS: usize = 1000;
+
 #[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventParams {
@@ -31,7 +34,7 @@ pub(crate) struct EventParams {
     /// Only events of objects of this name.
     name: Option<String>,
     /// Most events in one answer.
-    #[schemars(with = "Option<u32>", range(min = 1, max = 5000))]
+    #[schemars(with = "Option<u32>", range(min = 1, max = MAX_EVENTS))]
     limit: Option<String>,
     /// Only events after this one (an event's `resourceVersion`).
     after: Option<String>,
@@ -93,7 +96,7 @@ pub(super) async fn events(
         workspace: params.workspace.clone(),
         name: params.name.clone(),
         after: params.after.clone(),
-        limit: parse_limit(params.limit.as_deref(), 100, 1000)?,
+        limit: parse_limit(params.limit.as_deref(), 100, MAX_EVENTS)?,
     };
     let events: Vec<Event> = state
         .service

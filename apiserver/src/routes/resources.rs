@@ -26,7 +26,7 @@ const DEFAULT_PAGE: usize = 500;
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Most objects in one page.
-    #[schemars(with = "Option<u32>", range(min = 1, max = 5000))]
+    #[schemars(with = "Option<u32>", range(min = 1, max = super::MAX_PAGE))]
     limit: Option<String>,
     /// Where the previous page ended: its `metadata.continue`, as it was given.
     #[serde(rename = "continue")]

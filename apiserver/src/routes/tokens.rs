@@ -150,7 +150,7 @@ pub(crate) struct ListParams {
     /// Only the tokens of this subject (a user, `node:NAME`, `join:ZONE`).
     user: Option<String>,
     /// Most records in one answer.
-    #[schemars(with = "Option<u32>", range(min = 1, max = 5000))]
+    #[schemars(with = "Option<u32>", range(min = 1, max = super::MAX_PAGE))]
     limit: Option<String>,
     /// Where the previous page ended, as its `metadata.continue` said.
     #[serde(rename = "continue")]
