@@ -1,5 +1,5 @@
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ pub struct Options {
     /// The cluster PKI: issues node certificates and authenticates the API to nodes. Without
     /// it nodes cannot get certificates and container operations are unavailable.
     pub pki: Option<crate::Pki>,
+    /// The IP filter and rate limits.
+    pub guard: crate::GuardOptions,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             max_body_bytes: 8 << 20,
             max_token_lifetime: Duration::from_secs(366 * 86_400),
             pki: None,
+            guard: crate::GuardOptions::default(),
         }
     }
 }
@@ -43,6 +46,7 @@ pub(crate) struct State {
     pub verified: VerifiedTokens,
     pub options: Options,
     pub metrics: PrometheusHandle,
+    pub guard: Arc<crate::guard::Guard>,
     /// Cancelled when the server starts shutting down: open watches end with an ERROR line
     /// telling clients to watch again.
     pub stopping: CancellationToken,
@@ -188,6 +192,7 @@ impl ApiServer {
             },
             tokens: TokenKey::from_secret(secret)?,
             verified: VerifiedTokens::default(),
+            guard: crate::guard::Guard::start(&options.guard),
             options,
             metrics: metrics_handle(),
             stopping: CancellationToken::new(),
@@ -214,7 +219,9 @@ impl ApiServer {
         &self.state.tokens
     }
 
-    /// The HTTP routes.
+    /// The HTTP routes. The IP filter and rate limits need each request's peer address: serve
+    /// them with `into_make_service_with_connect_info::<SocketAddr>()`, as [`ApiServer::serve`]
+    /// does.
     pub fn router(&self) -> axum::Router {
         crate::routes::router(self.state.clone())
     }
@@ -241,7 +248,7 @@ impl ApiServer {
         axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
             .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
             .handle(handle)
-            .serve(app.into_make_service())
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await?;
         Ok(())
     }

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey};
+use dora_apiserver::{ApiServer, GuardOptions, Identity, Options, Pki, TokenClaims, TokenKey};
 use dora_crds::Kind;
 use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::sqlite::SqliteStore;
@@ -82,6 +82,12 @@ async fn start(backend: Backend) -> Cluster {
     let secret = TokenKey::generate_secret();
     let options = Options {
         max_body_bytes: BODY_LIMIT,
+        // These cases send bad tokens on purpose, from one address: the IP filter, which
+        // would ban it after 3, has its own tests (guard.rs).
+        guard: GuardOptions {
+            ban_after: 1000,
+            ..GuardOptions::default()
+        },
         ..Options::default()
     };
     let server = ApiServer::new(store.clone(), &secret, options)
