@@ -2,7 +2,7 @@
 //! client address ([`peer`]), the IP filter that bans addresses failing authentication
 //! ([`bans`]) and rate limits per address, user and node ([`limits`]).
 
-pub(crate) mod bans;
+mod bans;
 mod limits;
 mod peer;
 

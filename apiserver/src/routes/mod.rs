@@ -27,7 +27,7 @@ use axum::http::Method;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 use crate::state::AppState;
 use crate::{ApiError, Identity};
@@ -58,7 +58,7 @@ fn routes(state: AppState) -> Router {
         .route("/openapi.json", get(system::openapi))
         .route("/v1/apply", post(apply::apply))
         .route("/v1/bans", get(bans::list))
-        .route("/v1/bans/{address}", axum::routing::delete(bans::lift))
+        .route("/v1/bans/{address}", delete(bans::lift))
         .route("/v1/events", get(events::events).post(events::post))
         .route("/v1/kinds", get(kinds::kinds))
         .route("/v1/tokens", post(tokens::create))
