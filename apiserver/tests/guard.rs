@@ -182,7 +182,10 @@ impl Client {
 fn assert_banned(answer: &Answer) {
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
     assert_eq!(answer.body["error"]["reason"], "Banned", "{}", answer.body);
-    assert!(answer.retry_after.is_some_and(|secs| secs >= 1));
+    let secs = answer.retry_after.expect("Retry-After");
+    assert!(secs >= 1);
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("retry in {secs} s")), "{message}");
 }
 
 fn banned_addresses(list: &Answer) -> Vec<&str> {
@@ -434,11 +437,13 @@ async fn a_flood_past_the_rate_limits_gets_429_while_node_reports_go_through() {
                     answer.body
                 );
                 assert_eq!(answer.body["error"]["reason"], "RateLimited");
-                assert!(answer.retry_after.is_some_and(|secs| secs >= 1));
+                let secs = answer.retry_after.expect("Retry-After");
+                assert!(secs >= 1);
                 let message = answer.body["error"]["message"]
                     .as_str()
                     .unwrap()
                     .to_string();
+                assert!(message.contains(&format!("retry in {secs} s")), "{message}");
                 if message.contains(limit) {
                     count.fetch_add(1, Ordering::Relaxed);
                     refusal = Some(message);

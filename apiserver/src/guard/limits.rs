@@ -74,10 +74,11 @@ impl<K: Hash + Eq + Clone> Limit<K> {
             .increment(1);
         Err(Refusal::rate_limited(
             format!(
-                "the {} rate limit of {} ({}) is used up; slow down and retry after the time in Retry-After",
+                "the {} rate limit of {} ({}) is used up; slow down and retry in {} s",
                 self.name,
                 whose(),
-                self.rate
+                self.rate,
+                retry_after_secs(wait)
             ),
             wait,
         ))

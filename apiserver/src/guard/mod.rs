@@ -178,7 +178,8 @@ pub(crate) async fn filter(
                 StatusCode::FORBIDDEN,
                 "Banned",
                 format!(
-                    "address {address} is banned after repeated failed authentications; retry after the time in Retry-After, or ask an administrator to lift the ban (dora ban lift {address})"
+                    "address {address} is banned after repeated failed authentications; retry in {} s, or ask an administrator to lift the ban (dora ban lift {address})",
+                    limits::retry_after_secs(left)
                 ),
             ),
             retry_after: left,
