@@ -385,6 +385,19 @@ fn nothing_fails_silently() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&piped.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A Resourcecredit named, as the original's manifests name it, by the GPU's product string.
+    let product = "Tesla V100-SXM2-16GB";
+    let price = format!(
+        "apiVersion: v1\nkind: Resourcecredit\nmetadata: {{name: {product}}}\nspec:\n  product_name: {product}\n  credit: {{per: {{hour: 1}}}}\n"
+    );
+    let applied = apply(&dora, "v100.yaml", &price);
+    assert!(applied.status.success(), "{applied:?}");
+    let read = dora.json(&["get", "rc", product, "-o", "json"]);
+    assert_eq!(read["metadata"]["name"], product, "{read}");
+    assert!(dora.run(&["delete", "rc", product]).contains("deleted"));
+    let stderr = dora.fails(&["get", "rc", product]);
+    assert!(stderr.contains("not found"), "{stderr}");
     dora.stop();
 }
 

@@ -1,10 +1,10 @@
 //! An in-memory copy of the cluster-scoped rows every request consults (users, roles, zones,
-//! workspaces, definitions), so that authentication, authorization and the kinds' registry
+//! workspaces, definitions, the ids of revoked tokens), so that authentication, authorization and the kinds' registry
 //! cost no store reads. It is updated at once by this server's own writes and follows the
 //! change feed (through the runtime's `FeedReader`) for other servers' writes: a kind defined
 //! through another API server becomes usable here within a poll, without a restart.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -13,15 +13,17 @@ use dora_crds::{Kind, Scope, registry};
 use dora_runtime::FeedReader;
 use dora_store::{ChangeFilter, Cursor, ListQuery, Row, Store, StoreError};
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind::User,
     Kind::Role,
     Kind::Zone,
     Kind::Workspace,
     Kind::Definition,
+    Kind::Token,
 ];
-/// How often other servers' writes are looked for when this process wrote nothing.
-const POLL: Duration = Duration::from_secs(2);
+/// How often other servers' writes are looked for when this process wrote nothing: a token
+/// revoked through another server is refused here within this.
+const POLL: Duration = Duration::from_millis(500);
 /// How often every kind is read again whatever the change feed says, so that a missed change
 /// heals.
 const FULL_RELOAD: Duration = Duration::from_secs(30);
@@ -49,6 +51,8 @@ struct Entries {
     /// The stored Definitions by name, with their creation times; the registry of kinds holds
     /// what they declare.
     definitions: HashMap<String, (DefinitionSpec, i64)>,
+    /// The ids of revoked tokens (until their records are removed, after they expire).
+    revoked: HashSet<String>,
     /// Local writes per kind being reloaded, replayed over the reload's result so that a
     /// reload never brings back a row this server has just deleted (or undoes a write).
     during_reload: HashMap<Kind, Vec<LocalWrite>>,
@@ -276,6 +280,15 @@ impl Directory {
             .map(|user| user.created)
     }
 
+    /// Whether the token of id `id` was revoked.
+    pub fn is_revoked(&self, id: &str) -> bool {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .revoked
+            .contains(id)
+    }
+
     /// Whether the zone exists.
     pub fn has_zone(&self, zone: &str) -> bool {
         self.entries
@@ -398,6 +411,13 @@ impl Entries {
                     tracing::warn!(definition = %name, error = %e, "ignoring a definition whose spec does not parse")
                 }
             },
+            Some(Kind::Token) => {
+                if row.resource.get("revoked").is_some_and(|at| !at.is_null()) {
+                    self.revoked.insert(name);
+                } else {
+                    self.revoked.remove(&name);
+                }
+            }
             _ => {}
         }
     }
@@ -408,6 +428,7 @@ impl Entries {
             Kind::Role => drop(self.roles.remove(name)),
             Kind::Zone => drop(self.zones.remove(name)),
             Kind::Workspace => drop(self.workspaces.remove(name)),
+            Kind::Token => drop(self.revoked.remove(name)),
             Kind::Definition => {
                 if let Some((spec, _)) = self.definitions.remove(name) {
                     self.settle(&[spec]);
@@ -437,6 +458,7 @@ impl Entries {
             Kind::Workspace => self.workspaces.clear(),
             // The registry forgets the kinds that are gone once the reload is complete.
             Kind::Definition => self.definitions.clear(),
+            Kind::Token => self.revoked.clear(),
             _ => {}
         }
     }

@@ -4,6 +4,7 @@
 mod directory;
 mod error;
 mod guard;
+mod issued;
 mod openapi;
 mod path;
 mod render;

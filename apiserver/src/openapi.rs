@@ -89,6 +89,10 @@ fn build() -> Value {
                 json!({"$ref": format!("#/components/schemas/{kind}Spec")});
         }
         schemas.insert(kind.name().into(), resource);
+        if kind == Kind::Token {
+            // Token records have routes of their own (`/v1/tokens`, below).
+            continue;
+        }
         let scope = kind.scope();
         let collection =
             kind.collection_path("{zone}", scope.has_workspace().then_some("{workspace}"));
@@ -227,7 +231,29 @@ fn build() -> Value {
             "responses": with_ok("Events, oldest first", json!({"type": "object"})),
         }}),
     );
-    paths.insert("/v1/tokens".into(), json!({"post": {
+    let token_params: Vec<Value> = ["user", "limit", "continue"]
+        .iter()
+        .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}}))
+        .collect();
+    paths.insert(
+        "/v1/tokens/{id}".into(),
+        json!({
+            "parameters": [param("id")],
+            "get": {
+                "summary": "The record of a token you may manage: user, purpose, expiry, last use, revocation",
+                "responses": with_ok("The token's record", json!({"type": "object"})),
+            },
+            "delete": {
+                "summary": "Revoke a token before it expires: every API server refuses it within a second",
+                "responses": with_ok("The token's record, revoked", json!({"type": "object"})),
+            },
+        }),
+    );
+    paths.insert("/v1/tokens".into(), json!({"get": {
+        "summary": "Records of the tokens you may manage (yours; everyone's for an administrator), newest first",
+        "parameters": token_params,
+        "responses": with_ok("Token records", json!({"type": "object"})),
+    }, "post": {
         "summary": "Create a token (for yourself, or as an administrator for any user)",
         "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
             "user": {"type": "string"}, "expiresIn": {"type": "string"}, "zone": {"type": "string"}, "workspace": {"type": "string"},

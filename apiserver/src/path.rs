@@ -90,9 +90,11 @@ impl Segments {
                 name: Some(name),
             });
         };
-        let kind = Kind::parse(&plural).ok_or_else(|| {
-            ApiError::not_found(format!("no resource kind {plural:?} (see /openapi.json)"))
-        })?;
+        let kind = Kind::parse(&plural)
+            .filter(|kind| *kind != Kind::Token)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no resource kind {plural:?} (see /openapi.json)"))
+            })?;
         let scope = kind.scope();
         let wrong_scope = match scope {
             Scope::Cluster => zone.is_some() || workspace.is_some(),

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dora_crds::spec::{DefinitionSpec, Reach, Verb, WorkloadSpec, reach_needed};
+use dora_crds::spec::{
+    DefinitionSpec, NetworkMode, Reach, Verb, VolumeSpec, WorkloadSpec, reach_needed,
+};
 use dora_crds::split_documents;
 use dora_crds::status::CreditAccount;
 use dora_crds::{Document, Kind, Resource, Scope, parse_resource, registry, spec_hash};
@@ -60,6 +62,8 @@ pub struct Identity {
     pub node: Option<String>,
     /// A join token of `zone`: it may only obtain the credential of a new node.
     pub joining: bool,
+    /// The id of the token presented; `None` for Dora itself.
+    pub token: Option<String>,
 }
 
 impl Identity {
@@ -73,6 +77,7 @@ impl Identity {
             system: true,
             node: None,
             joining: false,
+            token: None,
         }
     }
 }
@@ -172,34 +177,70 @@ impl Service {
         ))
     }
 
-    /// Checks that a workload mounting another workspace's volume may: that takes the `Use`
-    /// verb on Volumes of that workspace, which applying workloads in one's own does not give.
-    fn check_volume_use(
+    /// Checks the options of a Workload or a Volume that take more than `Apply`: mounting
+    /// another workspace's volume takes `Use` on Volumes there, and the host's network or an
+    /// absolute host path takes `Host`, which the `user` role does not grant.
+    fn check_reach(
         &self,
         identity: &Identity,
+        kind: Kind,
         place: &Place,
         spec: &Value,
     ) -> Result<(), ApiError> {
-        let spec: WorkloadSpec =
-            dora_crds::decode(spec).map_err(|e| ApiError::invalid("spec", e.to_string()))?;
-        for (index, mount) in spec.volumes.iter().enumerate() {
-            let Some(workspace) = mount
-                .workspace
-                .as_deref()
-                .filter(|workspace| *workspace != place.workspace)
-            else {
-                continue;
-            };
-            if let Err(mut refused) =
-                self.authorize(identity, Verb::Use, Kind::Volume, &place.zone, workspace)
-            {
-                refused.field = Some(format!("spec.volumes[{index}].workspace"));
-                refused.message = format!(
-                    "volume {:?} of workspace {workspace}: {}",
-                    mount.name, refused.message
-                );
-                return Err(refused);
+        let decode_error = |e: serde_json::Error| ApiError::invalid("spec", e.to_string());
+        let needs = |verb, kind, workspace: &str, field: String, what: String| {
+            self.authorize(identity, verb, kind, &place.zone, workspace)
+                .map_err(|mut refused| {
+                    refused.message = format!("{what}: {}", refused.message);
+                    refused.field = Some(field);
+                    refused
+                })
+        };
+        match kind {
+            Kind::Workload => {
+                let spec: WorkloadSpec = dora_crds::decode(spec).map_err(decode_error)?;
+                if spec
+                    .network
+                    .as_ref()
+                    .is_some_and(|network| network.mode == NetworkMode::Host)
+                {
+                    needs(
+                        Verb::Host,
+                        Kind::Workload,
+                        &place.workspace,
+                        "spec.network.mode".into(),
+                        "the host's network".into(),
+                    )?;
+                }
+                for (index, mount) in spec.volumes.iter().enumerate() {
+                    if let Some(workspace) = mount
+                        .workspace
+                        .as_deref()
+                        .filter(|workspace| *workspace != place.workspace)
+                    {
+                        needs(
+                            Verb::Use,
+                            Kind::Volume,
+                            workspace,
+                            format!("spec.volumes[{index}].workspace"),
+                            format!("volume {:?} of workspace {workspace}", mount.name),
+                        )?;
+                    }
+                }
             }
+            Kind::Volume => {
+                let spec: VolumeSpec = dora_crds::decode(spec).map_err(decode_error)?;
+                if let Some(path) = spec.local_path.filter(|path| path.starts_with('/')) {
+                    needs(
+                        Verb::Host,
+                        Kind::Volume,
+                        &place.workspace,
+                        "spec.localPath".into(),
+                        format!("host path {path:?}"),
+                    )?;
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -345,8 +386,8 @@ impl Service {
         )?;
         self.authorize(identity, Verb::Apply, kind, &place.zone, &place.workspace)?;
         let key = ObjectKey::new(kind, &place.zone, &place.workspace, &metadata.name);
+        self.check_reach(identity, kind, &place, &document.spec)?;
         if kind == Kind::Workload {
-            self.check_volume_use(identity, &place, &document.spec)?;
             self.check_credits(identity, &key, &document.spec).await?;
         }
         if kind == Kind::Definition {
@@ -509,6 +550,11 @@ impl Service {
     async fn deleted(&self, identity: &Identity, kind: Kind, row: &Row) {
         if kind.scope() == dora_crds::Scope::Cluster {
             self.directory.remove(kind, &row.key.name);
+        }
+        if kind == Kind::Node
+            && let Err(e) = crate::issued::revoke_node(self, &row.key.zone, &row.key.name).await
+        {
+            tracing::warn!(node = %row.key.name, error = %e.message, "revoking a deleted node's credentials failed");
         }
         self.record(Event::new(
             &row.key,

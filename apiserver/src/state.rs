@@ -11,8 +11,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::issued::LastUses;
 use crate::token::VerifiedTokens;
-use crate::{ApiError, Directory, Identity, Service, TokenKey};
+use crate::{ApiError, Directory, Identity, IssuedToken, Service, TokenClaims, TokenKey};
 
 /// Limits and settings of the API server.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct Options {
     /// The cluster PKI: issues node certificates and authenticates the API to nodes. Without
     /// it nodes cannot get certificates and container operations are unavailable.
     pub pki: Option<crate::Pki>,
+    /// How often the last use of each token is written to its record.
+    pub token_use_flush: Duration,
     /// The IP filter and rate limits.
     pub guard: crate::GuardOptions,
 }
@@ -34,6 +37,7 @@ impl Default for Options {
             max_body_bytes: 8 << 20,
             max_token_lifetime: Duration::from_secs(366 * 86_400),
             pki: None,
+            token_use_flush: Duration::from_secs(60),
             guard: crate::GuardOptions::default(),
         }
     }
@@ -44,6 +48,8 @@ pub(crate) struct State {
     pub service: Service,
     pub tokens: TokenKey,
     pub verified: VerifiedTokens,
+    /// When each token was last used, written to its record every minute.
+    pub last_uses: Arc<LastUses>,
     pub options: Options,
     pub metrics: PrometheusHandle,
     pub guard: Arc<crate::guard::Guard>,
@@ -86,6 +92,10 @@ impl State {
             .verified
             .verify(&self.tokens, token.trim())
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        if self.service.directory.is_revoked(&verified.token_id) {
+            return Err(revoked());
+        }
+        self.last_uses.touch(&verified.token_id);
         if verified.claims.node.is_some() || verified.claims.join {
             let zone = verified.claims.zone.ok_or_else(|| {
                 ApiError::unauthorized("a node credential or join token must name its zone")
@@ -98,6 +108,7 @@ impl State {
                 system: false,
                 node: verified.claims.node,
                 joining: verified.claims.join,
+                token: Some(verified.token_id),
             });
         }
         let directory = &self.service.directory;
@@ -120,7 +131,29 @@ impl State {
             system: false,
             node: None,
             joining: false,
+            token: Some(verified.token_id),
         })
+    }
+
+    /// Mints a token and records it, so that it can be listed and revoked.
+    pub async fn issue(
+        &self,
+        subject: &str,
+        lifetime: Duration,
+        claims: TokenClaims,
+    ) -> Result<IssuedToken, ApiError> {
+        let issued = self
+            .tokens
+            .issue(subject, lifetime, claims.clone())
+            .map_err(|e| {
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal",
+                    e.to_string(),
+                )
+            })?;
+        crate::issued::record(&self.service, &issued, &claims).await?;
+        Ok(issued)
     }
 
     /// The client that calls node agents: it trusts the cluster CA only and presents the API
@@ -155,12 +188,23 @@ impl State {
                 "the token has expired; get a new one with `dora token create` and watch again",
             ));
         }
+        if identity
+            .token
+            .as_deref()
+            .is_some_and(|id| self.service.directory.is_revoked(id))
+        {
+            return Err(revoked());
+        }
         let agent = identity.node.is_some() || identity.joining;
         if !agent && !self.service.directory.has_user(&identity.user) {
             return Err(ApiError::unauthorized("the token's user no longer exists"));
         }
         Ok(())
     }
+}
+
+fn revoked() -> ApiError {
+    ApiError::unauthorized("the token was revoked; ask for a new one with `dora token create`")
 }
 
 /// Whether a token issued at `issued_at` (Unix seconds) predates a user created at `created`
@@ -184,14 +228,22 @@ impl ApiServer {
     ) -> anyhow::Result<Self> {
         let (directory, cursor) = Directory::load(store.as_ref()).await?;
         tokio::spawn(directory.clone().follow(store.clone(), cursor));
+        let service = Service {
+            store,
+            directory,
+            schedulers: Default::default(),
+        };
+        let last_uses = Arc::new(LastUses::default());
+        tokio::spawn(crate::issued::maintain(
+            service.clone(),
+            last_uses.clone(),
+            options.token_use_flush,
+        ));
         let state = State {
-            service: Service {
-                store,
-                directory,
-                schedulers: Default::default(),
-            },
+            service,
             tokens: TokenKey::from_secret(secret)?,
             verified: VerifiedTokens::default(),
+            last_uses,
             guard: crate::guard::Guard::start(&options.guard),
             options,
             metrics: metrics_handle(),
@@ -214,9 +266,24 @@ impl ApiServer {
         self.state.clone()
     }
 
-    /// The token key, to mint the bootstrap admin's token.
+    /// The token key. Tokens minted with it directly have no record: they cannot be listed or
+    /// revoked; [`ApiServer::issue_token`] makes both.
     pub fn tokens(&self) -> &TokenKey {
         &self.state.tokens
+    }
+
+    /// Mints a token (the bootstrap admin's, the local node's credential) and records it, so
+    /// that it can be listed and revoked.
+    pub async fn issue_token(
+        &self,
+        subject: &str,
+        lifetime: Duration,
+        claims: TokenClaims,
+    ) -> anyhow::Result<IssuedToken> {
+        self.state
+            .issue(subject, lifetime, claims)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot issue a token: {}", e.message))
     }
 
     /// The HTTP routes. The IP filter and rate limits need each request's peer address: serve

@@ -73,15 +73,10 @@ async fn open_store(backend: Backend, dir: &std::path::Path) -> (Arc<dyn Store>,
     }
 }
 
-async fn start(backend: Backend) -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path().join("pki"));
-    pki.ensure(&["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
-    let (store, cql) = open_store(backend, dir.path()).await;
-    let secret = TokenKey::generate_secret();
-    let options = Options {
+fn options() -> Options {
+    Options {
         max_body_bytes: BODY_LIMIT,
+        token_use_flush: Duration::from_millis(200),
         // These cases send bad tokens on purpose, from one address: the IP filter, which
         // would ban it after 3, has its own tests (guard.rs).
         guard: GuardOptions {
@@ -89,7 +84,17 @@ async fn start(backend: Backend) -> Cluster {
             ..GuardOptions::default()
         },
         ..Options::default()
-    };
+    }
+}
+
+async fn start(backend: Backend) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path().join("pki"));
+    pki.ensure(&["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
+    let (store, cql) = open_store(backend, dir.path()).await;
+    let secret = TokenKey::generate_secret();
+    let options = options();
     let server = ApiServer::new(store.clone(), &secret, options)
         .await
         .unwrap();
@@ -164,6 +169,40 @@ impl Cluster {
 
     async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// A second API server over the same store, as another machine would run: its URL.
+    async fn second_server(&self) -> String {
+        let server = ApiServer::new(self.store.clone(), &self.secret, options())
+            .await
+            .unwrap();
+        let pki = Pki::new(self._dir.path().join("pki"));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let tls = pki.server_config().unwrap();
+        let stop = self.stop.clone();
+        tokio::spawn(server.serve(listener, tls, async move { stop.cancelled().await }));
+        url
+    }
+
+    /// Mints a recorded token through the API, as `dora token create` does.
+    async fn create_token(&self, by: &str, request: Value) -> (String, String) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/tokens",
+                Some(by),
+                Some(request.to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["token"].as_str().unwrap().to_string(),
+            body["id"].as_str().unwrap().to_string(),
+        )
     }
 
     fn token_for(&self, user: &str) -> String {
@@ -1855,12 +1894,7 @@ async fn mounting_another_workspaces_volume_takes_use(c: &Cluster) {
         .apply(&uma, &workload("{name: data, workspace: vault}"))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let error = &body["results"][0]["error"];
-    let error = if error.is_null() {
-        &body["error"]
-    } else {
-        error
-    };
+    let error = apply_error(&body);
     assert_eq!(error["field"], "spec.volumes[0].workspace", "{body}");
     let message = error["message"].as_str().unwrap();
     assert!(
@@ -1873,6 +1907,184 @@ async fn mounting_another_workspaces_volume_takes_use(c: &Cluster) {
         .apply(&uma, &workload("{name: data, workspace: vault}"))
         .await;
     assert_eq!(status, StatusCode::OK, "granted Use: {body}");
+}
+
+/// The error of an apply's first document, or of the request.
+fn apply_error(body: &Value) -> &Value {
+    let error = &body["results"][0]["error"];
+    if error.is_null() {
+        &body["error"]
+    } else {
+        error
+    }
+}
+
+/// The host's network and a Volume at a host path take the `Host` verb, which the `user` role
+/// lacks and the `admin` role has.
+async fn host_options_take_the_host_verb(c: &Cluster) {
+    let setup = "apiVersion: v1\nkind: User\nmetadata: {name: hal}\nspec:\n  default: {zone: default, workspace: default}\n  resources: [{zone: default, workspace: default, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
+    let hal = c.token_for("hal");
+    let host_network = "apiVersion: v1\nkind: Workload\nmetadata: {name: sniffer}\nspec:\n  replica: {count: 1}\n  driver: Process\n  config: {cmd: [sleep, '1']}\n  network: {mode: host}\n";
+    let host_path = "apiVersion: v1\nkind: Volume\nmetadata: {name: etc}\nspec: {storage: local, localPath: /etc}\n";
+    for (manifest, field, what) in [
+        (host_network, "spec.network.mode", "the host's network"),
+        (host_path, "spec.localPath", "host path \"/etc\""),
+    ] {
+        let (status, body) = c.apply(&hal, manifest).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let error = apply_error(&body);
+        assert_eq!(error["field"], field, "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(what) && message.contains("may not Host"),
+            "{message}"
+        );
+        let (status, body) = c.apply(&c.admin, manifest).await;
+        assert_eq!(status, StatusCode::OK, "the admin role grants Host: {body}");
+    }
+    let bridge = host_network.replace("mode: host", "mode: bridge");
+    let (status, body) = c.apply(&hal, &bridge).await;
+    assert_eq!(status, StatusCode::OK, "no host option: {body}");
+    let relative = host_path.replace("localPath: /etc", "localPath: shared/etc");
+    let (status, body) = c
+        .apply(&hal, &relative.replace("name: etc", "name: shared"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "a path on the storage: {body}");
+}
+
+/// Tokens minted through the API are listed to their user and to administrators, with their
+/// last use; revoking one is refused to others and takes effect on every API server at once
+/// (the second one learns it from the change feed); deleting a Node revokes its credentials,
+/// and join tokens can be revoked too.
+async fn tokens_are_listed_and_revoked_on_every_server(c: &Cluster) {
+    let users = "apiVersion: v1\nkind: User\nmetadata: {name: rita}\nspec:\n  default: {zone: default, workspace: default}\n  resources: [{zone: default, workspace: default, role: user}]\n---\napiVersion: v1\nkind: User\nmetadata: {name: rob}\nspec:\n  default: {zone: default, workspace: default}\n  resources: [{zone: default, workspace: default, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, users).await.0, StatusCode::OK);
+    let (rita, id) = c.create_token(&c.admin, json!({"user": "rita"})).await;
+    let (rob, _) = c.create_token(&c.admin, json!({"user": "rob"})).await;
+    let second = c.second_server().await;
+    let whoami = |url: String, token: String| {
+        let http = c.http.clone();
+        async move {
+            http.get(format!("{url}/v1/whoami"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(whoami(c.url.clone(), rita.clone()).await, StatusCode::OK);
+    assert_eq!(whoami(second.clone(), rita.clone()).await, StatusCode::OK);
+
+    // Listed to her, with the last use written within the flush interval; not to rob.
+    let listed = |token: String| async move {
+        let (status, body) = c.get(&token, "/v1/tokens").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["items"].as_array().unwrap().clone()
+    };
+    let mut used = Value::Null;
+    for _ in 0..50 {
+        let mine = listed(rita.clone()).await;
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(mine[0]["metadata"]["name"], id.as_str());
+        assert_eq!(mine[0]["spec"]["user"], "rita");
+        assert_eq!(mine[0]["spec"]["purpose"], "User");
+        used = mine[0]["status"]["computed"]["lastUsed"].clone();
+        if used.is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(used.is_string(), "the last use is recorded");
+    assert!(
+        listed(rob.clone())
+            .await
+            .iter()
+            .all(|t| t["spec"]["user"] == "rob")
+    );
+    let everyone = listed(c.admin.clone()).await;
+    assert!(
+        everyone
+            .iter()
+            .any(|t| t["metadata"]["name"] == id.as_str())
+    );
+
+    // Rob may not revoke it, nor learn it exists.
+    let path = format!("/v1/tokens/{id}");
+    let (status, _) = c.call(Method::DELETE, &path, Some(&rob), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(whoami(c.url.clone(), rita.clone()).await, StatusCode::OK);
+
+    // Rita revokes her own; both servers refuse it from then on.
+    let (status, body) = c.call(Method::DELETE, &path, Some(&rita), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["spec"]["revokedBy"], "rita", "{body}");
+    let (status, body) = c.get(&rita, "/v1/whoami").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{body}"
+    );
+    let began = std::time::Instant::now();
+    while whoami(second.clone(), rita.clone()).await == StatusCode::OK {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the second server never refused it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "the second server refused the revoked token after {:?}",
+        began.elapsed()
+    );
+    assert_eq!(
+        whoami(c.url.clone(), rob.clone()).await,
+        StatusCode::OK,
+        "others' tokens still work"
+    );
+
+    // Deleting a Node revokes its credentials; a join token is revoked by id.
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: gone, zone: default}\nspec: {}\n";
+    let (status, body) = c.apply(&c.admin, node).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (credential, _) = c
+        .create_token(&c.admin, json!({"node": "gone", "zone": "default"}))
+        .await;
+    let (join, join_id) = c
+        .create_token(&c.admin, json!({"join": true, "zone": "default"}))
+        .await;
+    assert_eq!(
+        whoami(c.url.clone(), credential.clone()).await,
+        StatusCode::OK
+    );
+    assert_eq!(whoami(c.url.clone(), join.clone()).await, StatusCode::OK);
+    let (status, body) = c
+        .call(
+            Method::DELETE,
+            "/v1/zones/default/nodes/gone",
+            Some(&c.admin),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(
+        whoami(c.url.clone(), credential).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = c
+        .call(
+            Method::DELETE,
+            &format!("/v1/tokens/{join_id}"),
+            Some(&c.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(whoami(c.url.clone(), join).await, StatusCode::UNAUTHORIZED);
 }
 
 /// Deleting a Definition with `cascade` deletes its objects as a delete of each would: one
@@ -2031,4 +2243,6 @@ on_every_store!(
     a_cascading_definition_delete_honours_finalizers,
     every_documented_path_is_routed,
     mounting_another_workspaces_volume_takes_use,
+    host_options_take_the_host_verb,
+    tokens_are_listed_and_revoked_on_every_server,
 );

@@ -720,6 +720,23 @@ pub enum TokenCommand {
         #[arg(long, conflicts_with_all = ["user", "node"])]
         join: bool,
     },
+    /// List the tokens you may revoke: yours, and as an administrator everyone's, with their
+    /// ids, expiry and last use (written every minute). Same as `dora get tokens`.
+    List {
+        /// Only the tokens of this user (`node:NAME` for node credentials, `join:ZONE` for
+        /// join tokens).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Revoke tokens by id before they expire: every API server refuses them within a
+    /// second. A node's credentials are also revoked when the Node is deleted.
+    Revoke {
+        /// Token ids, as `dora token create` and `dora token list` show them.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

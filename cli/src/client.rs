@@ -64,8 +64,8 @@ impl Client {
     /// Where the command acts and the API path of the object `name` of `kind` there.
     pub async fn object_path(&mut self, kind: Kind, name: &str) -> anyhow::Result<(Place, String)> {
         let place = self.place(kind, false).await?;
-        let collection = kind.collection_path(&place.zone, place.workspace.as_deref());
-        Ok((place, format!("{collection}/{name}")))
+        let path = kind.object_path(&place.zone, place.workspace.as_deref(), name);
+        Ok((place, path))
     }
 
     /// The zone and workspace a command on `kind` acts in: `zone` and `workspace` where given

@@ -213,6 +213,20 @@ const USERCREDIT: &[Column] = &[
         .wide(),
 ];
 
+const TOKEN: &[Column] = &[
+    column("USER", &["/spec/user"]),
+    column("PURPOSE", &["/spec/purpose"]),
+    column("EXPIRES", &["/spec/expires"]).format(Format::Until),
+    column("LAST USED", &["/status/computed/lastUsed"])
+        .format(Format::Age)
+        .optional(),
+    column("REVOKED", &["/spec/revoked"])
+        .format(Format::Age)
+        .optional(),
+    column("ZONE", &["/spec/zone"]).wide().optional(),
+    column("NODE", &["/spec/node"]).wide().optional(),
+];
+
 const DEFINITION: &[Column] = &[
     column("KIND", &["/spec/names/kind"]),
     column("SCOPE", &["/spec/scope"]),
@@ -239,6 +253,7 @@ impl Kind {
             Kind::Container => CONTAINER,
             Kind::Gpu => GPU,
             Kind::Cpu => CPU,
+            Kind::Token => TOKEN,
             Kind::Definition => DEFINITION,
             Kind::Defined(name) => crate::registry::columns(name),
         }

@@ -191,7 +191,11 @@ fn parse_metadata(kind: Kind, value: Option<Value>) -> Result<Metadata, Validati
     crate::lifecycle::check_raw_owners(&value)?;
     let mut metadata: Metadata = serde_json::from_value(value)
         .map_err(|e| ValidationError::new("metadata", e.to_string()))?;
-    validate_name("metadata.name", &metadata.name)?;
+    if kind == Kind::Resourcecredit {
+        crate::validate_product_name("metadata.name", &metadata.name)?;
+    } else {
+        validate_name("metadata.name", &metadata.name)?;
+    }
     crate::lifecycle::check(kind, &mut metadata)?;
     let scope = kind.scope();
     if !scope.has_zone() {

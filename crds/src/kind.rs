@@ -71,7 +71,27 @@ impl Scope {
             }
         }
     }
+
+    /// The API path of the object `name` in `zone` and `workspace`, with the name
+    /// percent-encoded (a Resourcecredit's name may hold spaces).
+    pub fn object_path(
+        self,
+        plural: &str,
+        zone: &str,
+        workspace: Option<&str>,
+        name: &str,
+    ) -> String {
+        let name = percent_encoding::utf8_percent_encode(name, PATH_SEGMENT);
+        format!("{}/{name}", self.collection_path(plural, zone, workspace))
+    }
 }
+
+/// What a path segment must encode: everything but RFC 3986's unreserved characters.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A kind of resource: one of Dora's own, or one defined at run time by a `Definition`.
 ///
@@ -93,6 +113,8 @@ pub enum Kind {
     Container,
     Gpu,
     Cpu,
+    /// The record of an issued token, for listing and revocation.
+    Token,
     /// Declares a kind defined at run time.
     Definition,
     /// A kind declared by a `Definition`, by its interned name.
@@ -110,7 +132,7 @@ pub(crate) struct Info {
 
 impl Kind {
     /// All built-in kinds, in the order `dora get` lists them.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Zone,
         Kind::Workspace,
         Kind::Role,
@@ -124,6 +146,7 @@ impl Kind {
         Kind::Container,
         Kind::Gpu,
         Kind::Cpu,
+        Kind::Token,
         Kind::Definition,
     ];
 
@@ -149,6 +172,7 @@ impl Kind {
             Kind::Container => ("Container", "containers", &["c", "ct"], ZonedWorkspaced),
             Kind::Gpu => ("GPU", "gpus", &[], Zoned),
             Kind::Cpu => ("CPU", "cpus", &[], Zoned),
+            Kind::Token => ("Token", "tokens", &["tok"], Cluster),
             Kind::Definition => ("Definition", "definitions", &["def", "defs"], Cluster),
             Kind::Defined(_) => return None,
         };
@@ -199,6 +223,12 @@ impl Kind {
         self.scope().collection_path(self.plural(), zone, workspace)
     }
 
+    /// The API path of its object `name` in `zone` and `workspace`.
+    pub fn object_path(self, zone: &str, workspace: Option<&str>, name: &str) -> String {
+        self.scope()
+            .object_path(self.plural(), zone, workspace, name)
+    }
+
     /// Whether the kind was defined at run time rather than built into Dora.
     pub fn is_defined(self) -> bool {
         matches!(self, Kind::Defined(_))
@@ -211,7 +241,7 @@ impl Kind {
 
     /// Kinds whose rows are made by Dora's own components, not applied by people.
     pub fn is_system(self) -> bool {
-        matches!(self, Kind::Container | Kind::Usercredit)
+        matches!(self, Kind::Container | Kind::Usercredit | Kind::Token)
     }
 
     /// Resolves a kind from any spelling users type: name, plural or alias, any case; built-in

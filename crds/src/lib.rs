@@ -24,7 +24,7 @@ pub use hash::{canonical_json, spec_hash};
 pub use kind::{Kind, Scope};
 pub use lifecycle::{MAX_ANNOTATIONS_BYTES, OwnerReference};
 pub use meta::{Metadata, Resource};
-pub use name::validate_name;
+pub use name::{validate_name, validate_product_name};
 pub use quantity::{Bytes, Count, Duration, MilliCpu};
 pub use schema::{kind_schema, schema_of, spec_checker, validate_spec};
 pub use selector::{Selector, SelectorError};

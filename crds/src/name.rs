@@ -33,6 +33,41 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Characters a product name may hold besides ASCII letters and digits: those of GPU and CPU
+/// model strings (`Tesla V100-SXM2-16GB`, `Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz`).
+const PRODUCT_PUNCTUATION: &str = " ._-()@,+:";
+
+/// Checks the name of a Resourcecredit, which is the product it prices as nodes report it (the
+/// original system's manifests name them so): ASCII letters of either case, digits, spaces and
+/// `._-()@,+:`, starting with a letter or digit and not ending with a space, at most 253
+/// characters. Such names are percent-encoded in paths ([`crate::Scope::object_path`]).
+pub fn validate_product_name(field: &str, name: &str) -> Result<(), ValidationError> {
+    let bad = |why: &str| {
+        Err(ValidationError::new(
+            field,
+            format!(
+                "invalid product name {name:?}: {why}; use the model string as nodes report it: letters, digits, spaces and {PRODUCT_PUNCTUATION:?}, starting with a letter or digit (at most {MAX_NAME_LEN} characters)"
+            ),
+        ))
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("it is too long");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || PRODUCT_PUNCTUATION.contains(*c)))
+    {
+        return bad(&format!("character {c:?} is not allowed"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || name.ends_with(' ') {
+        return bad("it must start with a letter or digit and not end with a space");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +81,34 @@ mod tests {
     fn rejects_bad_names() {
         for bad in ["", "Upper", "a_b", "-a", "a.", "a/b", &"x".repeat(254)] {
             let err = validate_name("metadata.name", bad).unwrap_err();
+            assert_eq!(err.field, "metadata.name");
+        }
+    }
+
+    #[test]
+    fn product_names_are_model_strings() {
+        for good in [
+            "Tesla V100-SXM2-16GB",
+            "NVIDIA A100-SXM4-80GB",
+            "NVIDIA H100 80GB HBM3",
+            "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz",
+            "cpu",
+        ] {
+            assert!(
+                validate_product_name("metadata.name", good).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "",
+            " Tesla",
+            "Tesla ",
+            "a/b",
+            "a%2Fb",
+            "tab\there",
+            &"x".repeat(254),
+        ] {
+            let err = validate_product_name("metadata.name", bad).unwrap_err();
             assert_eq!(err.field, "metadata.name");
         }
     }

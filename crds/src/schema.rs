@@ -69,6 +69,7 @@ pub fn kind_schema(kind: Kind) -> Option<Value> {
         Kind::Usercredit => schema_of::<UsercreditSpec>(),
         Kind::Workload => schema_of::<WorkloadSpec>(),
         Kind::Container => schema_of::<ContainerSpec>(),
+        Kind::Token => schema_of::<TokenSpec>(),
         Kind::Definition => schema_of::<DefinitionSpec>(),
         Kind::Defined(_) => return crate::registry::definition(kind).map(|d| d.schema),
         Kind::Gpu | Kind::Cpu => return None,
@@ -120,6 +121,7 @@ pub fn validate_spec(kind: Kind, spec: &Value) -> Result<Value, Vec<ValidationEr
         Kind::Usercredit => normalize::<UsercreditSpec>(spec, |_| Ok(())),
         Kind::Workload => normalize::<WorkloadSpec>(spec, WorkloadSpec::check),
         Kind::Container => normalize::<ContainerSpec>(spec, |c| c.template.check()),
+        Kind::Token => normalize::<TokenSpec>(spec, |_| Ok(())),
         Kind::Definition => normalize::<DefinitionSpec>(spec, |d| {
             d.check()?;
             crate::registry::check(d)

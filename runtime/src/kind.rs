@@ -58,11 +58,8 @@ impl KindRef {
     /// The API path of the object `key` names.
     pub fn object_path(&self, key: &ObjectKey) -> String {
         let workspace = self.scope.has_workspace().then_some(key.workspace.as_str());
-        format!(
-            "{}/{}",
-            self.collection_path(&key.zone, workspace),
-            key.name
-        )
+        self.scope
+            .object_path(&self.plural, &key.zone, workspace, &key.name)
     }
 }
 

@@ -168,6 +168,7 @@ mod tests {
             system: false,
             node: None,
             joining: false,
+            token: None,
         }
     }
 

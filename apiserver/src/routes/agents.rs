@@ -315,7 +315,7 @@ pub(super) async fn credential(
         Err(e) => return Err(e.into()),
     }
     let lifetime = state.options.max_token_lifetime.min(JOINED_LIFETIME);
-    let issued = super::tokens::node_credential(&state, &key.zone, &key.name, lifetime)?;
+    let issued = super::tokens::node_credential(&state, &key.zone, &key.name, lifetime).await?;
     tracing::info!(node = %key.name, zone = %key.zone, "node joined");
     Ok(json_response(StatusCode::CREATED, &issued))
 }

@@ -61,7 +61,8 @@ fn routes(state: AppState) -> Router {
         .route("/v1/bans/{address}", delete(bans::lift))
         .route("/v1/events", get(events::events).post(events::post))
         .route("/v1/kinds", get(kinds::kinds))
-        .route("/v1/tokens", post(tokens::create))
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/{id}", get(tokens::one).delete(tokens::revoke))
         .route("/v1/whoami", get(tokens::whoami))
         .route("/v1/zones/{zone}/queue", get(queue::queue))
         // The zoned and workspaced prefixes are also the Zone's and the Workspace's own paths.

@@ -1,18 +1,20 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use dora_crds::Kind;
-use dora_crds::spec::Verb;
+use dora_crds::spec::{TokenSpec, Verb};
+use dora_store::Row;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::params::{NoParams, Params};
 use super::{json_response, read_text};
 use crate::state::AppState;
-use crate::{ApiError, Identity, IssuedToken, TokenClaims};
+use crate::{ApiError, Identity, IssuedToken, TokenClaims, issued, render};
 
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
@@ -45,16 +47,12 @@ pub(super) async fn create(
             .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?
     };
     if request.node.is_some() || request.join == Some(true) {
-        return agent_token(&state, &identity, request);
+        return agent_token(&state, &identity, request).await;
     }
     let user = request.user.unwrap_or_else(|| identity.user.clone());
     // Minting for someone else, or for longer than one's own token lasts, is an
     // administrator's act: it needs Token on User through a binding with zone and workspace All.
-    let everywhere = identity.system
-        || state
-            .service
-            .directory
-            .allows(&identity.user, Verb::Token, Kind::User, "All", "All");
+    let everywhere = issued::is_token_admin(&state.service, &identity);
     if user != identity.user && !everywhere {
         return Err(ApiError::forbidden(format!(
             "user {} may only create tokens for itself; minting for {user} needs Token on User in all zones and workspaces",
@@ -83,16 +81,13 @@ pub(super) async fn create(
         workspace: request.workspace,
         ..TokenClaims::default()
     };
-    let issued = state
-        .tokens
-        .issue(&user, lifetime, claims)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
+    let issued = state.issue(&user, lifetime, claims).await?;
     Ok(json_response(StatusCode::CREATED, &issued))
 }
 
 /// A credential for one node's agent, or a join token that new nodes exchange for theirs;
 /// minting either needs `Token` on Node in its zone.
-fn agent_token(
+async fn agent_token(
     state: &AppState,
     identity: &Identity,
     request: TokenRequest,
@@ -116,7 +111,7 @@ fn agent_token(
         .authorize(identity, Verb::Token, Kind::Node, &zone, "")?;
     let lifetime = lifetime(request.expires_in.as_deref(), state)?;
     let issued = match request.node {
-        Some(node) => node_credential(state, &zone, &node, lifetime)?,
+        Some(node) => node_credential(state, &zone, &node, lifetime).await?,
         None => {
             let claims = TokenClaims {
                 zone: Some(zone.clone()),
@@ -124,20 +119,15 @@ fn agent_token(
                 ..TokenClaims::default()
             };
             state
-                .tokens
                 .issue(&format!("join:{zone}"), lifetime, claims)
-                .map_err(internal)?
+                .await?
         }
     };
     Ok(json_response(StatusCode::CREATED, &issued))
 }
 
-fn internal(e: anyhow::Error) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
-}
-
 /// A credential for node `node` of `zone`.
-pub(super) fn node_credential(
+pub(super) async fn node_credential(
     state: &AppState,
     zone: &str,
     node: &str,
@@ -149,10 +139,95 @@ pub(super) fn node_credential(
         node: Some(node.to_string()),
         ..TokenClaims::default()
     };
-    state
-        .tokens
-        .issue(&format!("node:{node}"), lifetime, claims)
-        .map_err(internal)
+    state.issue(&format!("node:{node}"), lifetime, claims).await
+}
+
+/// The query of `GET /v1/tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
+    /// Only the tokens of this subject (a user, `node:NAME`, `join:ZONE`).
+    user: Option<String>,
+    /// Most records in one answer.
+    limit: Option<String>,
+    /// Where the previous page ended, as its `metadata.continue` said.
+    #[serde(rename = "continue")]
+    after: Option<String>,
+}
+
+/// `GET /v1/tokens`: the records of the tokens the caller may manage: its own, and for an
+/// administrator everyone's (node credentials and join tokens of the zones it may mint them
+/// for), newest first, in pages.
+pub(super) async fn list(
+    identity: Identity,
+    State(state): State<AppState>,
+    Params(params): Params<ListParams>,
+) -> Result<Response, ApiError> {
+    let mut rows: Vec<Row> = state
+        .service
+        .objects(Kind::Token)
+        .await?
+        .into_iter()
+        .filter(|row| {
+            dora_crds::decode::<TokenSpec>(&row.resource).is_ok_and(|spec| {
+                params.user.as_ref().is_none_or(|user| *user == spec.user)
+                    && issued::may_manage(&state.service, &identity, &spec)
+            })
+        })
+        .collect();
+    rows.sort_by_key(|row| (std::cmp::Reverse(row.created), row.key.name.clone()));
+    let limit = super::parse_limit(params.limit.as_deref(), super::MAX_PAGE, super::MAX_PAGE)?;
+    let start = match params.after.as_deref() {
+        None => 0,
+        Some(after) => after.parse::<usize>().map_err(|_| {
+            ApiError::invalid(
+                "continue",
+                "not a continue token of this list; list again from the start",
+            )
+        })?,
+    };
+    let page: Vec<_> = rows
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(render::resource)
+        .collect();
+    let next = (start + page.len() < rows.len()).then(|| (start + page.len()).to_string());
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "apiVersion": dora_crds::API_VERSION,
+            "kind": "TokenList",
+            "metadata": {"continue": next},
+            "items": page,
+        }),
+    ))
+}
+
+/// `GET /v1/tokens/{id}`: one token's record, to those who may manage it.
+pub(super) async fn one(
+    identity: Identity,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Response, ApiError> {
+    let (row, spec) = issued::read(&state.service, &id).await?;
+    if !issued::may_manage(&state.service, &identity, &spec) {
+        return Err(ApiError::object_not_found(&row.key));
+    }
+    Ok(json_response(StatusCode::OK, &render::resource(&row)))
+}
+
+/// `DELETE /v1/tokens/{id}`: revokes the token on every API server; its record stays, saying
+/// when and by whom, until the token would have expired.
+pub(super) async fn revoke(
+    identity: Identity,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Response, ApiError> {
+    let row = issued::revoke(&state.service, &identity, &id).await?;
+    Ok(json_response(StatusCode::OK, &render::resource(&row)))
 }
 
 /// The requested lifetime (`expiresIn`), or the default; at most the configured maximum.

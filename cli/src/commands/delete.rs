@@ -20,10 +20,7 @@ async fn delete_one(
     cascade: bool,
 ) -> anyhow::Result<()> {
     let place = client.place_with(kind, zone, workspace, false).await?;
-    let path = format!(
-        "{}/{name}",
-        kind.collection_path(&place.zone, place.workspace.as_deref())
-    );
+    let path = kind.object_path(&place.zone, place.workspace.as_deref(), name);
     let query = if cascade {
         vec![("cascade", "true".to_string())]
     } else {
@@ -88,7 +85,7 @@ async fn delete_selected(
     }
     let mut failed = false;
     for name in names {
-        let path = format!("{collection}/{name}");
+        let path = kind.object_path(&place.zone, place.workspace.as_deref(), &name);
         match client.json(Method::DELETE, &path, &[], None).await {
             Ok(answer) => println!("{}", deleted(kind, &name, &answer)),
             Err(e) => {

@@ -12,7 +12,7 @@ use crate::client::Client;
 use crate::jsonpath::{Path, Template, scalar};
 use crate::output;
 
-fn print_items(
+pub(crate) fn print_items(
     kind: Kind,
     items: &[Value],
     format: Format,
@@ -107,10 +107,9 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
     let mut client = Client::new(global)?;
     let all_workspaces = args.all_workspaces && kind.scope().has_workspace() && args.name.is_none();
     let place = client.place(kind, all_workspaces).await?;
-    let collection = kind.collection_path(&place.zone, place.workspace.as_deref());
     let path = match &args.name {
-        Some(name) => format!("{collection}/{name}"),
-        None => collection,
+        Some(name) => kind.object_path(&place.zone, place.workspace.as_deref(), name),
+        None => kind.collection_path(&place.zone, place.workspace.as_deref()),
     };
     let selector: Vec<(&str, String)> = args
         .selector

@@ -129,8 +129,8 @@ async fn bootstrap(
         bail!("the bootstrap manifests did not apply");
     }
     let token = server
-        .tokens()
-        .issue("admin", ADMIN_TOKEN_LIFETIME, TokenClaims::default())?;
+        .issue_token("admin", ADMIN_TOKEN_LIFETIME, TokenClaims::default())
+        .await?;
     let mut config = Profiles::load()?;
     config.profiles.insert(
         "local".into(),
@@ -304,12 +304,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             ..TokenClaims::default()
         };
         config.api.token = server
-            .tokens()
-            .issue(
+            .issue_token(
                 &format!("node:{}", config.name),
                 NODE_TOKEN_LIFETIME,
                 claims,
-            )?
+            )
+            .await?
             .token;
         let stop = stop.clone();
         components.spawn(async move {

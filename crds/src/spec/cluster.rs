@@ -49,6 +49,9 @@ pub enum Verb {
     Pause,
     Resume,
     Report,
+    /// Host-level options that reach past a container's isolation: a Workload on the host's
+    /// network, a Volume at an absolute host path. No role has it unless it lists it.
+    Host,
 }
 
 /// A role: kind (or `All`) → verbs.

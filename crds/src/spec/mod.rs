@@ -6,6 +6,7 @@ mod credit;
 mod definition;
 mod node;
 mod storage;
+mod token;
 mod workload;
 
 pub use cluster::{
@@ -17,6 +18,7 @@ pub use credit::{CreditPer, CreditRate, ResourcecreditSpec, UsercreditSpec};
 pub use definition::{ColumnFormat, DefinitionNames, DefinitionSpec, PrinterColumn};
 pub use node::{NodeSpec, WorkloadClass};
 pub use storage::{StorageKind, StorageSpec, VolumePolicy, VolumeSpec};
+pub use token::{TokenPurpose, TokenSpec};
 pub use workload::{
     Affinity, Command, DeviceSelector, Driver, Image, Network, NetworkMode, NodeSelector, Port,
     PortKind, ProductName, Protocol, PullPolicy, QueueRank, Replica, RestartPolicy, Scheduling,
