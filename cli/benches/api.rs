@@ -1,7 +1,8 @@
 //! API throughput and latency against a real `dora up` (release build), over HTTPS with an
 //! encrypted bearer token, at 64 concurrent connections; apply of a kind defined at run time
 //! beside Workload apply, as a ratio. Also the cost of the IP filter and rate limits: GET
-//! throughput with them on (limits set out of reach) as a ratio to a server with them off,
+//! throughput with them on (limits set out of reach) as a ratio to a server with them off
+//! (and the same from the server's CPU time per request, which other load does not sway),
 //! and a paced client's p99 while another loopback address floods the server with 10,000
 //! banned requests/s (from a thread of its own at nice 10), as a ratio to its p99 without the
 //! flood. Prints figures (medians of rounds); asserts nothing.
@@ -179,6 +180,36 @@ where
     result
 }
 
+/// CPU time (user and system) process `pid` has used so far, from `/proc`.
+fn cpu_time(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name, which is in parentheses: utime and stime are the 12th
+    // and 13th, in clock ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a command name")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11..13]
+        .iter()
+        .map(|f| f.parse::<u64>().expect("ticks"))
+        .sum();
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// `phase` and the server's CPU seconds per request while it ran.
+async fn measured(
+    up: &common::Up,
+    phase: impl std::future::Future<Output = Phase>,
+) -> (Phase, f64) {
+    let before = cpu_time(up.server.id());
+    let phase = phase.await;
+    let used = cpu_time(up.server.id()) - before;
+    let per_request = used / phase.requests.max(1) as f64;
+    (phase, per_request)
+}
+
 /// The median of `values`.
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -281,17 +312,27 @@ async fn main() {
     let get_on = getter(&http, &url, &token);
     phase(Duration::from_secs(2), 1, closed(&get_off)).await;
     phase(Duration::from_secs(2), 1, closed(&get_on)).await;
-    let mut ratios = Vec::new();
+    let (mut ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let without = phase(length, 1, closed(&get_off)).await;
+        let (without, off_cpu) = measured(&off, phase(length, 1, closed(&get_off))).await;
         without.print("GET one workload, guard off");
-        let with = phase(length, 1, closed(&get_on)).await;
+        let (with, on_cpu) = measured(&up, phase(length, 1, closed(&get_on))).await;
         with.print("GET one workload, guard on");
+        println!(
+            "server CPU per GET: guard off {:.1} µs, on {:.1} µs",
+            off_cpu * 1e6,
+            on_cpu * 1e6
+        );
         ratios.push(with.rate() / without.rate());
+        cpu_ratios.push(off_cpu / on_cpu);
     }
     println!(
         "GET throughput with the IP filter and rate limits on / off: median {:.3} of {ratios:.3?}",
         median(ratios.clone())
+    );
+    println!(
+        "the same from the server's CPU per GET (off / on; other processes' load does not count): median {:.3} of {cpu_ratios:.3?}",
+        median(cpu_ratios.clone())
     );
     drop(off);
     // Before the applies, whose workloads keep the scheduler busy for a while.

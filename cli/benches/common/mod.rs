@@ -20,7 +20,7 @@ pub const LIMITS_OUT_OF_REACH: &[&str] = &[
 
 /// A running `dora up` and the profile it wrote for its administrator.
 pub struct Up {
-    server: Child,
+    pub server: Child,
     /// `apiServer`, `token` and `ca` of the profile.
     pub profile: Value,
     _home: tempfile::TempDir,
