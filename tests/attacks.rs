@@ -172,7 +172,7 @@ fn harmless(template: &str, method: &str) -> bool {
 async fn every_route_refuses_every_wrong_credential_and_changes_nothing() {
     let home = home();
     // Failed authentications are the point here: the IP filter is tested on its own.
-    let target = Target::start(home.path(), &[]);
+    let target = Target::start(home.path(), &["--ban-after", "0"]);
     let (status, body) = target.apply(&target.admin, SETUP).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (mallory, _) = target.token(json!({"user": "mallory"})).await;
@@ -451,5 +451,119 @@ async fn crafted_manifests_are_refused_in_bounded_memory() {
         StatusCode::NOT_FOUND,
         "nothing of a refused manifest is stored"
     );
+    target.dora.stop();
+}
+
+/// A client of `target` whose requests leave from `address` (a loopback address).
+fn client_from(target: &Target, address: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(dora_client::tls_config(&target.ca).unwrap())
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn whoami(
+    client: &reqwest::Client,
+    target: &Target,
+    token: &str,
+    spoof: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = client
+        .get(format!("{}/v1/whoami", target.url))
+        .bearer_auth(token);
+    if let Some(address) = spoof {
+        request = request
+            .header("x-forwarded-for", address)
+            .header("forwarded", format!("for={address}"));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn brute_force_is_banned_and_a_flood_limited_while_others_go_on() {
+    let home = home();
+    let target = Target::start(
+        home.path(),
+        &["--user-rate-limit", "20", "--user-burst", "20"],
+    );
+    let attacker = client_from(&target, "127.0.0.1");
+    let neighbour = client_from(&target, "127.0.0.2");
+    // Three wrong tokens within a second ban 127.0.0.1, whatever it claims to forward for.
+    for attempt in 0..3 {
+        let (status, _) = whoami(
+            &attacker,
+            &target,
+            &format!("guess-{attempt}"),
+            Some("10.9.9.9"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, answer) = whoami(&attacker, &target, &target.admin, Some("127.0.0.2")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(answer["error"]["reason"], "Banned", "{answer}");
+    // 127.0.0.2 goes on, with the same valid token.
+    let (status, _) = whoami(&neighbour, &target, &target.admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+    // The administrator, from elsewhere, sees the ban and lifts it.
+    let bans = neighbour
+        .get(format!("{}/v1/bans", target.url))
+        .bearer_auth(&target.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(bans.contains("127.0.0.1"), "{bans}");
+    let lifted = neighbour
+        .delete(format!("{}/v1/bans/127.0.0.1", target.url))
+        .bearer_auth(&target.admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(lifted.status().is_success());
+    let (status, _) = whoami(&attacker, &target, &target.admin, None).await;
+    assert_eq!(status, StatusCode::OK, "the lifted address is served again");
+
+    // A user's flood gets 429 with Retry-After; a node's reports go on meanwhile.
+    let (node, _) = target.token(json!({"node": "floodnode"})).await;
+    let report = serde_json::to_string(&dora_crds::status::NodeReport::default()).unwrap();
+    let mut limited = None;
+    for _ in 0..200 {
+        let response = neighbour
+            .get(format!("{}/v1/whoami", target.url))
+            .bearer_auth(&target.admin)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("the flood is limited");
+    assert!(limited.headers().contains_key("retry-after"));
+    for _ in 0..20 {
+        let response = neighbour
+            .put(format!(
+                "{}/v1/zones/default/nodes/floodnode/report",
+                target.url
+            ))
+            .bearer_auth(&node)
+            .body(report.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
     target.dora.stop();
 }

@@ -464,3 +464,47 @@ fn up_with_hollow_nodes_places_gpu_work_logs_reconciles_as_json_and_shows_credit
         "{reconcile}"
     );
 }
+
+#[test]
+fn an_address_banned_after_failed_logins_is_listed_and_lifted() {
+    let home = support::home();
+    let dora = Dora::up(home.path());
+    let config: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(Dora::config(home.path())).unwrap())
+            .unwrap();
+    let profile = &config["profiles"]["local"];
+    let url = format!("{}/v1/whoami", profile["apiServer"].as_str().unwrap());
+    let admin = profile["token"].as_str().unwrap().to_string();
+    // Another loopback address than the CLI's tries tokens.
+    let stranger = reqwest::Client::builder()
+        .use_preconfigured_tls(dora_client::tls_config(profile["ca"].as_str().unwrap()).unwrap())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = |token: &str| {
+        let request = stranger.get(&url).bearer_auth(token).send();
+        runtime.block_on(request).unwrap().status().as_u16()
+    };
+    for _ in 0..3 {
+        assert_eq!(status("guess"), 401);
+    }
+    assert_eq!(status(&admin), 403);
+    let table = dora.run(&["ban", "list"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("ADDRESS") && header.ends_with("LEFT"),
+        "{table}"
+    );
+    assert!(table.contains("127.0.0.2"), "{table}");
+    let list = dora.json(&["ban", "list", "-o", "json"]);
+    assert_eq!(list["items"][0]["address"], "127.0.0.2", "{list}");
+    assert!(dora.run(&["ban", "lift", "127.0.0.2"]).contains("Lifted"));
+    assert_eq!(status(&admin), 200);
+    assert_eq!(dora.run(&["ban", "list"]), "");
+    let again = dora.fails(&["ban", "lift", "127.0.0.2"]);
+    assert!(again.contains("not banned"), "{again}");
+    let nonsense = dora.fails(&["ban", "lift", "nonsense"]);
+    assert!(nonsense.contains("not an IP address"), "{nonsense}");
+    dora.stop();
+}

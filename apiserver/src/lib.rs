@@ -3,6 +3,7 @@
 
 mod directory;
 mod error;
+mod guard;
 mod issued;
 mod openapi;
 mod path;
@@ -15,6 +16,7 @@ mod token;
 
 pub use directory::Directory;
 pub use error::ApiError;
+pub use guard::{GuardOptions, Rate, TrustedProxy};
 pub use path::Target;
 pub use render::timestamp;
 pub use service::{Applied, Deleted, Identity, Service};

@@ -78,7 +78,10 @@ fn error_responses() -> Value {
     for (code, text) in [
         ("400", "Malformed request"),
         ("401", "Missing, invalid or expired token"),
-        ("403", "Not allowed"),
+        (
+            "403",
+            "Not allowed, or the client address is banned (reason Banned, with Retry-After)",
+        ),
         ("404", "Not found"),
         (
             "405",
@@ -89,7 +92,7 @@ fn error_responses() -> Value {
         ("422", "Invalid document"),
         (
             "429",
-            "Too many requests; Retry-After says when to try again",
+            "Past a rate limit; retry after the seconds in Retry-After",
         ),
         (
             "503",
@@ -469,6 +472,18 @@ fn build() -> Value {
         "summary": "The zone's waiting workloads in the scheduler's order, with position, priority, reason and estimated start",
         "parameters": [param("zone")],
         "responses": with_ok("Queue", json!({"type": "object"})),
+    }}));
+    paths.insert("/v1/bans".into(), json!({"get": {
+        "summary": "The client addresses this API server bans after failed authentications (needs Get on User in all zones and workspaces)",
+        "responses": with_ok("Bans, soonest to end first", json!({"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
+            "address": {"type": "string"}, "since": {"type": "string", "format": "date-time"},
+            "until": {"type": "string", "format": "date-time"}, "remaining": {"type": "integer", "description": "seconds"},
+        }}}}})),
+    }}));
+    paths.insert("/v1/bans/{address}".into(), json!({"delete": {
+        "summary": "Lift the ban of an address on this API server (needs Delete on User in all zones and workspaces)",
+        "parameters": [param("address")],
+        "responses": with_ok("Lifted", json!({"type": "object"})),
     }}));
     paths.insert("/v1/whoami".into(), json!({"get": {"summary": "The caller's identity", "responses": with_ok("Identity", json!({"type": "object"}))}}));
     for (path, summary) in [

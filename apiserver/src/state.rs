@@ -1,5 +1,5 @@
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ pub struct Options {
     pub pki: Option<crate::Pki>,
     /// How often the last use of each token is written to its record.
     pub token_use_flush: Duration,
+    /// The IP filter and rate limits.
+    pub guard: crate::GuardOptions,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             max_token_lifetime: Duration::from_secs(366 * 86_400),
             pki: None,
             token_use_flush: Duration::from_secs(60),
+            guard: crate::GuardOptions::default(),
         }
     }
 }
@@ -55,6 +58,7 @@ pub(crate) struct State {
     pub manifests: tokio::sync::Semaphore,
     pub options: Options,
     pub metrics: PrometheusHandle,
+    pub guard: Arc<crate::guard::Guard>,
     /// Cancelled when the server starts shutting down: open watches end with an ERROR line
     /// telling clients to watch again.
     pub stopping: CancellationToken,
@@ -247,6 +251,7 @@ impl ApiServer {
             verified: VerifiedTokens::default(),
             last_uses,
             manifests: tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE),
+            guard: crate::guard::Guard::start(&options.guard),
             options,
             metrics: metrics_handle(),
             stopping: CancellationToken::new(),
@@ -288,7 +293,9 @@ impl ApiServer {
             .map_err(|e| anyhow::anyhow!("cannot issue a token: {}", e.message))
     }
 
-    /// The HTTP routes.
+    /// The HTTP routes. The IP filter and rate limits need each request's peer address: serve
+    /// them with `into_make_service_with_connect_info::<SocketAddr>()`, as [`ApiServer::serve`]
+    /// does.
     pub fn router(&self) -> axum::Router {
         crate::routes::router(self.state.clone())
     }
@@ -330,7 +337,7 @@ impl ApiServer {
         axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
             .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
             .handle(handle)
-            .serve(app.into_make_service())
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await?;
         Ok(())
     }

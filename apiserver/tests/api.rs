@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey};
+use dora_apiserver::{ApiServer, GuardOptions, Identity, Options, Pki, TokenClaims, TokenKey};
 use dora_crds::Kind;
 use dora_store::cql::{CqlConfig, CqlStore};
 use dora_store::sqlite::SqliteStore;
@@ -77,6 +77,12 @@ fn options() -> Options {
     Options {
         max_body_bytes: BODY_LIMIT,
         token_use_flush: Duration::from_millis(200),
+        // These cases send bad tokens on purpose, from one address: the IP filter, which
+        // would ban it after 3, has its own tests (guard.rs).
+        guard: GuardOptions {
+            ban_after: 1000,
+            ..GuardOptions::default()
+        },
         ..Options::default()
     }
 }
@@ -2303,6 +2309,7 @@ async fn requests_derived_from_the_document_get_documented_answers(c: &Cluster) 
             .replace("{workspace}", "default")
             .replace("{name}", name)
             .replace("{id}", name)
+            .replace("{address}", "192.0.2.1")
             .replace("{path}", "a/b");
         let path = match params.iter().find(|p| p["name"] == "action") {
             Some(action) => path.replace("{action}", action["schema"]["enum"][0].as_str().unwrap()),

@@ -54,7 +54,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
-    let up = common::Up::start(&["--no-node"]);
+    let up = common::Up::start(&[&["--no-node"], common::LIMITS_OUT_OF_REACH].concat());
     let client = Client::new(Config::new(
         up.field("apiServer"),
         up.field("ca"),

@@ -94,6 +94,9 @@ pub enum Command {
     /// Manage tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// List or lift the bans of the API server's IP filter (administrators).
+    #[command(subcommand)]
+    Ban(BanCommand),
     /// Manage the CLI configuration and profiles.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -149,6 +152,54 @@ pub struct UpArgs {
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub node: NodeOptions,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// The API server's IP filter and rate limits (per API server, in memory).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "IP filter and rate limits")]
+pub struct GuardArgs {
+    /// Failed authentications (a bad, expired or revoked token, a join token for another
+    /// zone) from one client address within --ban-window that ban the address; 0 turns the IP
+    /// filter off.
+    #[arg(long, env = "DORA_BAN_AFTER", default_value_t = 3)]
+    pub ban_after: u32,
+    /// The window in which --ban-after failures ban an address.
+    #[arg(long, env = "DORA_BAN_WINDOW", default_value = "1s", value_parser = parse_duration)]
+    pub ban_window: std::time::Duration,
+    /// How long a banned address is refused (403 Banned, with Retry-After) before any token
+    /// is read; `dora ban lift ADDRESS` ends a ban sooner.
+    #[arg(long, env = "DORA_BAN_TIME", default_value = "60s", value_parser = parse_duration)]
+    pub ban_time: std::time::Duration,
+    /// The most addresses the IP filter holds with recent failures, and the most it holds
+    /// banned.
+    #[arg(long, env = "DORA_BAN_TABLE_SIZE", default_value_t = 100_000)]
+    pub ban_table_size: usize,
+    /// Proxies whose `Forwarded` or `X-Forwarded-For` header names the client (addresses or
+    /// CIDR ranges, comma-separated); the header of any other peer is ignored.
+    #[arg(long, env = "DORA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<dora_apiserver::TrustedProxy>,
+    /// Requests per second from one client address, counted before authentication (0: no
+    /// limit); node agents' reports are limited per node instead.
+    #[arg(long, env = "DORA_ADDRESS_RATE_LIMIT", default_value_t = 1000)]
+    pub address_rate_limit: u32,
+    /// Requests one client address may send at once after a quiet spell.
+    #[arg(long, env = "DORA_ADDRESS_BURST", default_value_t = 2000)]
+    pub address_burst: u32,
+    /// Requests per second of one user (0: no limit); past it, 429 with Retry-After.
+    #[arg(long, env = "DORA_USER_RATE_LIMIT", default_value_t = 500)]
+    pub user_rate_limit: u32,
+    /// Requests one user may send at once after a quiet spell.
+    #[arg(long, env = "DORA_USER_BURST", default_value_t = 1000)]
+    pub user_burst: u32,
+    /// Requests per second of one node agent (its reports and heartbeats), apart from users'
+    /// budgets (0: no limit).
+    #[arg(long, env = "DORA_NODE_RATE_LIMIT", default_value_t = 1000)]
+    pub node_rate_limit: u32,
+    /// Requests one node agent may send at once (a node whose containers all change state).
+    #[arg(long, env = "DORA_NODE_BURST", default_value_t = 5000)]
+    pub node_burst: u32,
 }
 
 /// The node agent's settings, for `dora node` and the agent inside `dora up`.
@@ -694,6 +745,17 @@ pub enum TokenCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BanCommand {
+    /// List the client addresses the API server bans after failed authentications.
+    List {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Lift the ban of a client address (as `dora ban list` shows it).
+    Lift { address: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -282,10 +282,12 @@ pub(super) async fn credential(
     dora_crds::validate_name("node", &key.name)?;
     if identity.joining {
         if identity.zone.as_deref() != Some(key.zone.as_str()) {
-            return Err(ApiError::forbidden(format!(
-                "this join token is for zone {}, not {}",
-                identity.zone.as_deref().unwrap_or_default(),
-                key.zone
+            return Ok(crate::guard::refuse_credentials(ApiError::forbidden(
+                format!(
+                    "this join token is for zone {}, not {}",
+                    identity.zone.as_deref().unwrap_or_default(),
+                    key.zone
+                ),
             )));
         }
     } else {

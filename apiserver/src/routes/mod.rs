@@ -4,6 +4,7 @@ mod access;
 mod actions;
 mod agents;
 mod apply;
+mod bans;
 mod events;
 mod kinds;
 mod params;
@@ -26,7 +27,7 @@ use axum::http::Method;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 use crate::state::AppState;
 use crate::{ApiError, Identity};
@@ -56,13 +57,22 @@ const SCOPES: [&str; 4] = [
     "/v1/zones/{zone}/workspaces/{workspace}",
 ];
 
+/// The routes, behind the IP filter and the address rate limit: those run before routing, so
+/// that a refused request costs a table lookup.
 pub(crate) fn router(state: AppState) -> Router {
+    let guard = middleware::from_fn_with_state(state.clone(), crate::guard::filter);
+    Router::new().fallback_service(routes(state)).layer(guard)
+}
+
+fn routes(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
         .route("/v1/apply", post(apply::apply))
+        .route("/v1/bans", get(bans::list))
+        .route("/v1/bans/{address}", delete(bans::lift))
         .route("/v1/events", get(events::events).post(events::post))
         .route("/v1/kinds", get(kinds::kinds))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
@@ -133,12 +143,20 @@ fn object() -> MethodRouter<AppState> {
 }
 
 /// The caller, from the request's bearer token: the first argument of every handler that
-/// needs one, so that a request without valid credentials gets 401 before anything else.
+/// needs one, so that a request without valid credentials gets 401 before anything else,
+/// and one past its user's (or node's) rate limit 429.
 impl FromRequestParts<AppState> for Identity {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.authenticate(&parts.headers)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let identity = state
+            .authenticate(&parts.headers)
+            .map_err(IntoResponse::into_response)?;
+        state
+            .guard
+            .admit(&identity)
+            .map_err(IntoResponse::into_response)?;
+        Ok(identity)
     }
 }
 

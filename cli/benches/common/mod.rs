@@ -5,9 +5,22 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
+/// Rate limits that count every request but that no bench load reaches: the benches measure
+/// Dora's throughput, not its limits.
+pub const LIMITS_OUT_OF_REACH: &[&str] = &[
+    "--address-rate-limit",
+    "10000000",
+    "--address-burst",
+    "10000000",
+    "--user-rate-limit",
+    "10000000",
+    "--user-burst",
+    "10000000",
+];
+
 /// A running `dora up` and the profile it wrote for its administrator.
 pub struct Up {
-    server: Child,
+    pub server: Child,
     /// `apiServer`, `token` and `ca` of the profile.
     pub profile: Value,
     _home: tempfile::TempDir,

@@ -11,9 +11,11 @@ use dora_nodeagent::sim::{SimConfig, SimHandle};
 use dora_runtime::stop_on_signal;
 use dora_store::Store;
 
+use dora_apiserver::{GuardOptions, Rate};
+
 use crate::args::{
-    CreditArgs, CreditsysArgs, GcArgs, LogArgs, LogFormat, SchedulerArgs, SimArgs, SimOptions,
-    StoreArgs,
+    CreditArgs, CreditsysArgs, GcArgs, GuardArgs, LogArgs, LogFormat, SchedulerArgs, SimArgs,
+    SimOptions, StoreArgs,
 };
 
 /// rustls warns of every odd ClientHello it decodes, such as one that names the server by IP
@@ -61,6 +63,29 @@ pub fn credit_config(zone: &str, args: &CreditArgs) -> CreditConfig {
     config
 }
 
+/// The API server's IP filter and rate limits from the command line.
+pub fn guard_options(args: &GuardArgs) -> GuardOptions {
+    GuardOptions {
+        ban_after: args.ban_after,
+        ban_window: args.ban_window,
+        ban_time: args.ban_time,
+        ban_table_size: args.ban_table_size,
+        trusted_proxies: args.trusted_proxies.clone(),
+        address_rate: Rate {
+            per_second: args.address_rate_limit,
+            burst: args.address_burst,
+        },
+        user_rate: Rate {
+            per_second: args.user_rate_limit,
+            burst: args.user_burst,
+        },
+        node_rate: Rate {
+            per_second: args.node_rate_limit,
+            burst: args.node_burst,
+        },
+    }
+}
+
 /// Hollow-node settings from the command line.
 pub fn sim_config(zone: &str, args: &SimOptions) -> anyhow::Result<SimConfig> {
     let mut config = SimConfig::new(zone, args.sim_nodes);
@@ -106,4 +131,41 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
     dora_nodeagent::sim::run(store, config, SimHandle::default(), stop_on_signal())
         .await
         .context("hollow nodes stopped")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn up_guard(args: &[&str]) -> GuardOptions {
+        let cli = Cli::try_parse_from([&["dora", "up"], args].concat()).unwrap();
+        let Command::Up(up) = cli.command else {
+            unreachable!()
+        };
+        guard_options(&up.guard)
+    }
+
+    #[test]
+    fn the_flags_default_to_the_servers_defaults() {
+        assert_eq!(up_guard(&[]), GuardOptions::default());
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_comma_separated_list() {
+        let options = up_guard(&["--trusted-proxies", "10.0.0.0/8,::1", "--ban-after", "0"]);
+        let proxies: Vec<String> = options
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "::1/128"]);
+        assert_eq!(options.ban_after, 0);
+        let error = Cli::try_parse_from(["dora", "up", "--trusted-proxies", "proxy.local"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not an IP address or CIDR range"), "{error}");
+    }
 }

@@ -2,6 +2,7 @@
 
 mod actions;
 mod apply;
+mod ban;
 pub(crate) mod completion;
 mod components;
 mod config;
@@ -81,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(command) => token::run(&global, command)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Ban(command) => ban::run(&global, command).await.map(|()| ExitCode::SUCCESS),
         Command::Config(command) => config::run(&global, command)
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -264,6 +264,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the store {store_url}"))?;
     let options = Options {
         pki: Some(pki.clone()),
+        guard: components::guard_options(&args.guard),
         ..Options::default()
     };
     let server = ApiServer::new(store.clone(), &secret, options).await?;
