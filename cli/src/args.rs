@@ -45,7 +45,7 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run Dora on this machine: the API server on the embedded store (or a CQL cluster).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Create or update resources from YAML or JSON files.
     Apply(ApplyArgs),
     /// List resources, or show one.

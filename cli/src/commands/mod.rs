@@ -33,7 +33,7 @@ use crate::client::Client;
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
     match cli.command {
-        Command::Up(args) => up::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Up(args) => up::run(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Apply(args) => apply::run(&global, args).await,
         Command::Get(args) => get::get(&global, args).await.map(|()| ExitCode::SUCCESS),
         Command::Describe(args) => get::describe(&global, args)
