@@ -482,3 +482,63 @@ async fn a_flood_past_the_rate_limits_gets_429_while_node_reports_go_through() {
     let script = script_flood.await.unwrap();
     assert!(script.contains("50 requests/s"), "{script}");
 }
+
+#[tokio::test]
+async fn a_watch_counts_once_whatever_it_streams() {
+    let server = start(GuardOptions {
+        user_rate: Rate {
+            per_second: 1,
+            burst: 3,
+        },
+        ..GuardOptions::default()
+    })
+    .await;
+    let bob = server.token("bob");
+    let machine = server.client("127.0.0.1");
+    let watch = machine
+        .http
+        .get(format!(
+            "{}/v1/zones/default/workspaces/default/workloads?watch=true",
+            server.url
+        ))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+    // Twenty changes in one request of the administrator's.
+    let manifest: Vec<String> = (0..20)
+        .map(|i| format!("apiVersion: v1\nkind: Workload\nmetadata: {{name: w{i}, workspace: default}}\nspec:\n  replica: {{count: 1}}\n  driver: Process\n  config: {{cmd: [sleep, '1']}}\n"))
+        .collect();
+    let applied = machine
+        .send(
+            Method::POST,
+            "/v1/apply",
+            Some(&server.admin),
+            &[],
+            Some(manifest.join("---\n")),
+        )
+        .await;
+    assert_eq!(applied.status, StatusCode::OK, "{}", applied.body);
+    let mut stream = watch.bytes_stream();
+    let mut text = String::new();
+    while text.matches("\"ADDED\"").count() < 20 {
+        let chunk = futures::StreamExt::next(&mut stream)
+            .await
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // The watch took one of bob's three; the twenty events took none.
+    for _ in 0..2 {
+        assert_eq!(machine.get(WHOAMI, &bob).await.status, StatusCode::OK);
+    }
+    let mut refused = false;
+    for _ in 0..5 {
+        if machine.get(WHOAMI, &bob).await.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "bob's budget is spent by requests, not by events");
+}
