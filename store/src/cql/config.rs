@@ -17,6 +17,10 @@ pub struct CqlConfig {
     pub consistency: Consistency,
     /// Consistency of compare-and-set (SERIAL or LOCAL_SERIAL).
     pub serial: SerialConsistency,
+    /// The datacenter of this process's zone: requests go to its nodes only, so that
+    /// LOCAL_QUORUM and LOCAL_SERIAL mean the same datacenter for every writer of the zone.
+    /// Required with `local_quorum`.
+    pub datacenter: Option<String>,
     /// Client-side timeout of one request.
     pub request_timeout: Duration,
     /// Change-feed entries younger than this are not read yet, so that entries written by
@@ -45,6 +49,7 @@ impl Default for CqlConfig {
             replication: vec![("datacenter1".into(), 1)],
             consistency: Consistency::Quorum,
             serial: SerialConsistency::Serial,
+            datacenter: None,
             request_timeout: Duration::from_secs(10),
             skew: Duration::from_millis(250),
             changes_ttl: Duration::from_secs(3600),
@@ -77,7 +82,7 @@ fn identifier(what: &str, text: &str, extra: &str) -> Result<String, StoreError>
 }
 
 impl CqlConfig {
-    /// Parses `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE[?replication=DC:RF[,DC:RF]&consistency=quorum|local_quorum]`.
+    /// Parses `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE[?replication=DC:RF[,DC:RF]&consistency=quorum|local_quorum&datacenter=DC]`.
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
         let rest = url
             .strip_prefix("cql://")
@@ -144,12 +149,23 @@ impl CqlConfig {
                         }
                     };
                 }
+                "datacenter" => {
+                    identifier("datacenter", &value.to_ascii_lowercase(), "-")?;
+                    config.datacenter = Some(value.to_string());
+                }
                 other => {
                     return Err(bad(format!(
-                        "unknown cql:// option {other:?}; known: replication, consistency"
+                        "unknown cql:// option {other:?}; known: replication, consistency, datacenter"
                     )));
                 }
             }
+        }
+        if config.serial == SerialConsistency::LocalSerial && config.datacenter.is_none() {
+            // Without it, two writers of a zone could reach coordinators in different
+            // datacenters, and each win a LOCAL_SERIAL compare-and-set of its own.
+            return Err(bad(
+                "consistency=local_quorum needs datacenter=DC, the zone's own datacenter",
+            ));
         }
         Ok(config)
     }
@@ -169,11 +185,17 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        let c = CqlConfig::from_url("cql://127.0.0.1:9042,127.0.0.2/dora_a?replication=datacenter1:3&consistency=local_quorum").unwrap();
+        let c = CqlConfig::from_url("cql://127.0.0.1:9042,127.0.0.2/dora_a?replication=datacenter1:3&consistency=local_quorum&datacenter=datacenter1").unwrap();
         assert_eq!(c.nodes, ["127.0.0.1:9042", "127.0.0.2:9042"]);
         assert_eq!(c.keyspace, "dora_a");
         assert_eq!(c.replication, [("datacenter1".to_string(), 3)]);
         assert_eq!(c.consistency, Consistency::LocalQuorum);
+        assert_eq!(c.datacenter.as_deref(), Some("datacenter1"));
+        let unpinned = CqlConfig::from_url("cql://h/ks?consistency=local_quorum").unwrap_err();
+        assert!(
+            unpinned.to_string().contains("needs datacenter=DC"),
+            "{unpinned}"
+        );
         assert!(CqlConfig::from_url("cql://h/bad-name").is_err());
         assert!(CqlConfig::from_url("cql://h/ks'; DROP").is_err());
         assert!(CqlConfig::from_url("cql://h/ks?rf=3").is_err());

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use tokio::sync::watch;
@@ -51,11 +53,21 @@ impl CqlStore {
     pub async fn connect(config: CqlConfig) -> Result<Self, StoreError> {
         let nodes = config.nodes.join(",");
         let connect = || async {
-            SessionBuilder::new()
+            let mut builder = SessionBuilder::new()
                 .known_nodes(&config.nodes)
-                .connection_timeout(Duration::from_secs(5))
-                .build()
-                .await
+                .connection_timeout(Duration::from_secs(5));
+            if let Some(datacenter) = &config.datacenter {
+                // The zone's datacenter only: LOCAL_SERIAL is one Paxos for all its writers.
+                let policy = DefaultPolicy::builder()
+                    .prefer_datacenter(datacenter.clone())
+                    .permit_dc_failover(false)
+                    .build();
+                let profile = ExecutionProfile::builder()
+                    .load_balancing_policy(policy)
+                    .build();
+                builder = builder.default_execution_profile_handle(profile.into_handle());
+            }
+            builder.build().await
         };
         let session = connect
             .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(500)).with_max_delay(Duration::from_secs(5)).with_max_times(config.connect_attempts.saturating_sub(1)))
