@@ -54,6 +54,13 @@ impl Table {
         }
     }
 
+    /// Whether its rows are written from every zone (users, roles, zones, workspaces,
+    /// definitions, tokens...) rather than by one zone's components: their compare-and-sets
+    /// must be ordered across datacenters, not within one.
+    pub fn is_cluster_wide(self) -> bool {
+        matches!(self, Table::Resources | Table::WorkspacedResources)
+    }
+
     /// The table's name in the database.
     pub fn name(self) -> &'static str {
         match self {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey, write_private};
 use dora_crds::Kind;
-use dora_store::ListQuery;
+use dora_store::{ListQuery, ObjectKey};
 
 use dora_controller::gc::GcConfig;
 use dora_controller::scheduler::SchedulerConfig;
@@ -91,6 +91,36 @@ async fn needs_bootstrap(server: &ApiServer) -> anyhow::Result<bool> {
     Ok(page.rows.is_empty())
 }
 
+/// Creates the Zone this process runs unless it exists (a cluster's first `dora up` makes
+/// "default"; each further zone's first `dora up --zone NAME` makes its own). An existing one
+/// is left as it is, settings and all.
+async fn ensure_zone(server: &ApiServer, zone: &str) -> anyhow::Result<()> {
+    let key = ObjectKey::new(Kind::Zone, "", "", zone);
+    let store = &server.service().store;
+    if store
+        .get(&key)
+        .await
+        .with_context(|| format!("cannot read the zone {zone} from the store"))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Zone",
+        "metadata": { "name": zone },
+    });
+    for result in server
+        .service()
+        .apply_manifest(&Identity::system(), &manifest.to_string())
+        .await
+    {
+        result.map_err(|e| anyhow::anyhow!("--zone {zone}: {}", e.message))?;
+    }
+    tracing::info!(%zone, "created the zone");
+    Ok(())
+}
+
 /// The URL clients use to reach `listener`.
 fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
     let address = listener.local_addr()?;
@@ -113,6 +143,7 @@ async fn bootstrap(
     url: &str,
     pki: &Pki,
     data_dir: &Path,
+    zone: &str,
 ) -> anyhow::Result<()> {
     let mut failed = false;
     for result in server
@@ -138,7 +169,7 @@ async fn bootstrap(
             api_server: url.to_string(),
             token: token.token.clone(),
             ca: Some(std::fs::read_to_string(pki.ca_path())?),
-            zone: Some("default".into()),
+            zone: Some(zone.into()),
             workspace: Some("default".into()),
         },
     );
@@ -160,19 +191,27 @@ async fn bootstrap(
     Ok(())
 }
 
-/// Points the CLI profile "local" at `url` after a restart on another port.
-fn update_profile(url: &str, data_dir: &Path) -> anyhow::Result<()> {
+/// Points the CLI profile "local" at `url` after a restart on another port, when the profile
+/// is this zone's: another zone's `dora up` on this machine leaves it alone.
+fn update_profile(url: &str, data_dir: &Path, zone: &str, pki: &Pki) -> anyhow::Result<()> {
     let mut config = Profiles::load()?;
-    if let Some(profile) = config.profiles.get_mut("local")
-        && profile.api_server != url
-    {
-        profile.api_server = url.to_string();
-        config::save(&config)?;
+    let data = data_dir.display();
+    match config.profiles.get_mut("local") {
+        Some(profile) if profile.zone.as_deref().unwrap_or("default") == zone => {
+            if profile.api_server != url {
+                profile.api_server = url.to_string();
+                config::save(&config)?;
+            }
+            println!(
+                "Dora is up at {url} (data in {data}); the CLI profile \"local\" points at it"
+            );
+        }
+        _ => println!(
+            "Dora is up at {url} (data in {data}) for zone {zone}, not the CLI profile \"local\"'s; \
+             reach it with: dora config profile init {zone} --api-server {url} --token TOKEN --ca {}",
+            pki.ca_path().display()
+        ),
     }
-    println!(
-        "Dora is up at {url} (data in {}); the CLI profile \"local\" points at it",
-        data_dir.display()
-    );
     Ok(())
 }
 
@@ -269,10 +308,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let server = ApiServer::new(store.clone(), &secret, options).await?;
     if needs_bootstrap(&server).await? {
-        bootstrap(&server, &url, &pki, &data_dir).await?;
+        bootstrap(&server, &url, &pki, &data_dir, &args.zone).await?;
     } else {
-        update_profile(&url, &data_dir)?;
+        update_profile(&url, &data_dir, &args.zone, &pki)?;
     }
+    ensure_zone(&server, &args.zone).await?;
     tracing::info!(%url, zone = %args.zone, "serving; scheduler, credit system and garbage collector running");
     let stop = CancellationToken::new();
     let mut components = JoinSet::new();

@@ -15,7 +15,8 @@ pub struct CqlConfig {
     pub replication: Vec<(String, u32)>,
     /// Consistency of reads and writes: QUORUM, or LOCAL_QUORUM across datacenters.
     pub consistency: Consistency,
-    /// Consistency of compare-and-set (SERIAL or LOCAL_SERIAL).
+    /// Consistency of compare-and-set on a zone's own rows and leases (SERIAL or LOCAL_SERIAL);
+    /// cluster-wide rows always use SERIAL.
     pub serial: SerialConsistency,
     /// The datacenter of this process's zone: requests go to its nodes only, so that
     /// LOCAL_QUORUM and LOCAL_SERIAL mean the same datacenter for every writer of the zone.

@@ -18,6 +18,7 @@ use scylla::value::{CqlValue, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{self, JoinSet};
 
+use super::statements::serial_of;
 use super::{CqlConfig, column_int, unavailable};
 use crate::{Fence, ObjectKey, StoreError, Table};
 
@@ -77,7 +78,8 @@ impl Rounds {
         let (writes, queued) = mpsc::unbounded_channel();
         let limits = Limits {
             batch_bytes: config.batch_bytes,
-            template: batch_template(config),
+            zoned: batch_template(config, Table::ZonedResources),
+            cluster_wide: batch_template(config, Table::Resources),
             lease: lease.clone(),
         };
         tokio::spawn(dispatch(session, limits, queued));
@@ -113,17 +115,19 @@ impl Rounds {
 
 struct Limits {
     batch_bytes: usize,
-    /// An empty batch with the store's consistency and timeout.
-    template: Batch,
+    /// An empty batch with the store's consistency and timeout, for a zone's own rows.
+    zoned: Batch,
+    /// The same for cluster-wide rows (SERIAL, whatever the store's serial consistency).
+    cluster_wide: Batch,
     /// Reads a lease's holder, epoch and expiry.
     lease: PreparedStatement,
 }
 
-fn batch_template(config: &CqlConfig) -> Batch {
+fn batch_template(config: &CqlConfig, table: Table) -> Batch {
     // One partition: Cassandra applies it atomically without the batch log.
     let mut batch = Batch::new(BatchType::Unlogged);
     batch.set_consistency(config.consistency);
-    batch.set_serial_consistency(Some(config.serial));
+    batch.set_serial_consistency(Some(serial_of(table, config)));
     batch.set_request_timeout(Some(config.request_timeout));
     batch.set_is_idempotent(false);
     batch
@@ -230,7 +234,14 @@ fn send<'a>(session: &'a Session, limits: &'a Limits, mut round: Vec<Write>) -> 
             answer(round, applied(result));
             return;
         }
-        let mut batch = limits.template.clone();
+        let mut batch = if round
+            .first()
+            .is_some_and(|w| w.row.table().is_cluster_wide())
+        {
+            limits.cluster_wide.clone()
+        } else {
+            limits.zoned.clone()
+        };
         for write in &round {
             batch.append_statement(write.statement.clone());
         }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use scylla::client::session::Session;
-use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
 
 use super::CqlConfig;
 use super::schema::COMMON_COLUMNS;
@@ -63,13 +63,24 @@ impl Preparer<'_> {
         text: String,
         idempotent: bool,
     ) -> Result<PreparedStatement, StoreError> {
+        self.prepare_with(text, idempotent, self.config.serial)
+            .await
+    }
+
+    /// A statement whose compare-and-sets run at `serial`.
+    async fn prepare_with(
+        &self,
+        text: String,
+        idempotent: bool,
+        serial: SerialConsistency,
+    ) -> Result<PreparedStatement, StoreError> {
         let mut statement = self
             .session
             .prepare(text.as_str())
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot prepare `{text}`: {e}")))?;
         statement.set_consistency(self.config.consistency);
-        statement.set_serial_consistency(Some(self.config.serial));
+        statement.set_serial_consistency(Some(serial));
         statement.set_is_idempotent(idempotent);
         statement.set_request_timeout(Some(self.config.request_timeout));
         Ok(statement)
@@ -83,11 +94,16 @@ impl Preparer<'_> {
         self.prepare(text, false).await
     }
 
-    async fn serial_read(&self, text: String) -> Result<PreparedStatement, StoreError> {
+    /// A read that sees every compare-and-set committed at `serial`.
+    async fn serial_read(
+        &self,
+        text: String,
+        serial: SerialConsistency,
+    ) -> Result<PreparedStatement, StoreError> {
         let mut statement = self.idempotent(text).await?;
-        statement.set_consistency(match self.config.serial {
-            scylla::statement::SerialConsistency::LocalSerial => Consistency::LocalSerial,
-            scylla::statement::SerialConsistency::Serial => Consistency::Serial,
+        statement.set_consistency(match serial {
+            SerialConsistency::LocalSerial => Consistency::LocalSerial,
+            SerialConsistency::Serial => Consistency::Serial,
         });
         Ok(statement)
     }
@@ -95,6 +111,8 @@ impl Preparer<'_> {
     async fn table(&self, table: Table) -> Result<TableStatements, StoreError> {
         let ks = &self.config.keyspace;
         let name = table.name();
+        let serial = serial_of(table, self.config);
+        let once = |text: String| self.prepare_with(text, false, serial);
         let keys = table.key_columns();
         let key_match = keys
             .iter()
@@ -156,20 +174,32 @@ impl Preparer<'_> {
         Ok(TableStatements {
             get: self.idempotent(format!("{select} WHERE {key_match}")).await?,
             get_many: self.idempotent(format!("{select} WHERE {siblings_match} AND name IN ?")).await?,
-            get_serial: self.serial_read(format!("{select} WHERE {key_match}")).await?,
-            insert: self.once(format!("INSERT INTO {ks}.{name} ({}) VALUES ({markers}) IF NOT EXISTS", insert_columns.join(", "))).await?,
-            update_spec: self.once(format!(
+            get_serial: self.serial_read(format!("{select} WHERE {key_match}"), serial).await?,
+            insert: once(format!("INSERT INTO {ks}.{name} ({}) VALUES ({markers}) IF NOT EXISTS", insert_columns.join(", "))).await?,
+            update_spec: once(format!(
                     "UPDATE {ks}.{name} SET version = ?, generation = ?, spec_hash = ?, labels = ?, updated = ?, resource = ?, desired = ?, meta = ?{workload} WHERE {key_match} IF version = ? AND uid = ?"
                 ))
                 .await?,
-            update_computed: self.once(format!("UPDATE {ks}.{name} SET computed = ?, computed_version = ?{node} WHERE {key_match} IF computed_version = ? AND uid = ?"))
+            update_computed: once(format!("UPDATE {ks}.{name} SET computed = ?, computed_version = ?{node} WHERE {key_match} IF computed_version = ? AND uid = ?"))
                 .await?,
-            update_observed: self.once(format!("UPDATE {ks}.{name} SET observed = ?, observed_version = ? WHERE {key_match} IF observed_version = ? AND uid = ?"))
+            update_observed: once(format!("UPDATE {ks}.{name} SET observed = ?, observed_version = ? WHERE {key_match} IF observed_version = ? AND uid = ?"))
                 .await?,
-            delete: self.once(format!("DELETE FROM {ks}.{name} WHERE {key_match} IF version = ? AND uid = ?")).await?,
+            delete: once(format!("DELETE FROM {ks}.{name} WHERE {key_match} IF version = ? AND uid = ?")).await?,
             list: self.idempotent(list).await?,
             list_all_workspaces,
         })
+    }
+}
+
+/// The serial consistency of compare-and-sets on `table`'s rows: the store's (LOCAL_SERIAL
+/// with `local_quorum`) for a zone's own rows, which only that zone's datacenter writes, but
+/// SERIAL for cluster-wide rows, so that two zones can never both win a compare-and-set on
+/// one user, role or workspace. Their plain reads stay local.
+pub(super) fn serial_of(table: Table, config: &CqlConfig) -> SerialConsistency {
+    if table.is_cluster_wide() {
+        SerialConsistency::Serial
+    } else {
+        config.serial
     }
 }
 
@@ -205,7 +235,7 @@ impl Statements {
                 .await?,
             actions: p.idempotent(format!("SELECT id, scope, workspace, name, destination, action, payload, created, expires FROM {ks}.actions WHERE zone = ? AND resource_kind = ? AND id > ?"))
                 .await?,
-            lease: p.serial_read(format!("SELECT holder, epoch, expires FROM {ks}.leases WHERE zone = ? AND component = ?")).await?,
+            lease: p.serial_read(format!("SELECT holder, epoch, expires FROM {ks}.leases WHERE zone = ? AND component = ?"), config.serial).await?,
             lease_create: p.once(format!("INSERT INTO {ks}.leases (zone, component, holder, epoch, expires) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
             lease_renew: p.once(format!("UPDATE {ks}.leases SET expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ?")).await?,
             lease_take_over: p.once(format!("UPDATE {ks}.leases SET holder = ?, epoch = ?, expires = ? WHERE zone = ? AND component = ? IF holder = ? AND epoch = ? AND expires = ?"))
