@@ -17,7 +17,8 @@ const ADVANCE: Duration = Duration::from_secs(1);
 /// there late ([`Store::lookback`]; never on SQLite). Each look-back reads every entry of the
 /// window for the reader's kind and zone again: with a feed of R entries a second and a window
 /// of W seconds, R × W / 5 rows a second per reader (6 R at the CQL store's default 30 s), on
-/// top of the R it reads going forward; and it keeps the ids of the R × W entries it showed.
+/// top of the R it reads going forward; and it keeps the ids of the R × (W + 5) entries it
+/// showed last.
 /// A late entry shows at most this long after it becomes visible.
 const LOOK_BACK: Duration = Duration::from_secs(5);
 
@@ -36,6 +37,8 @@ pub struct FeedReader {
     advanced: Option<Instant>,
     /// When the reader last looked back behind its cursor.
     looked_back: Instant,
+    /// How many of the changes the last read returned were late.
+    late: usize,
 }
 
 impl FeedReader {
@@ -54,6 +57,7 @@ impl FeedReader {
             gather: Duration::from_millis(10),
             advanced: None,
             looked_back: Instant::now(),
+            late: 0,
         }
     }
 
@@ -118,12 +122,14 @@ impl FeedReader {
                 Some(self.store.head().await?)
             }
         };
-        // Before the final read: what the look-back finds lies behind where that read starts.
-        let mut changes = self.look_back().await?;
         let settled = self
             .store
             .changes(&self.filter, &self.position.settled, self.page)
             .await?;
+        // Before the position moves: what the look-back finds lies behind where this read
+        // started.
+        let mut changes = self.look_back().await?;
+        self.late = changes.len();
         let caught_up = settled.len() < self.page;
         if let Some(head) = head
             && settled.is_empty()
@@ -145,6 +151,15 @@ impl FeedReader {
             changes.extend(self.position.early(early));
         }
         Ok(changes)
+    }
+
+    /// How many of the changes the last [`FeedReader::read`] returned, at their front, were
+    /// late: found behind the position that read started from. Their own cursors lie behind
+    /// changes shown before them, so a client resuming after one of them resumes from that
+    /// position instead (it has seen everything up to it; the reader shows nothing behind
+    /// where it starts).
+    pub fn late(&self) -> usize {
+        self.late
     }
 
     /// The entries behind the position not shown yet: read at most every [`LOOK_BACK`], and

@@ -95,6 +95,11 @@ async fn an_entry_that_appears_behind_the_cursor_shows_once() {
     );
     assert_eq!(a.iter().map(|c| &c.cursor).collect::<Vec<_>>(), [&late]);
     assert_eq!(b.iter().map(|c| &c.cursor).collect::<Vec<_>>(), [&late]);
+    assert_eq!(
+        (watch.late(), controller.late()),
+        (1, 1),
+        "found behind their cursors"
+    );
     // Looked back at again and again, it does not show twice.
     let (a, b) = tokio::join!(
         read_for(&mut watch, Duration::from_secs(12), None),
