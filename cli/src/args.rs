@@ -123,7 +123,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
     /// Where state lives: `sqlite:PATH` (default: dora.db in the data folder) or
-    /// `cql://HOST:PORT[,HOST:PORT]/KEYSPACE[?replication=DC:RF&consistency=quorum]`.
+    /// `cql://HOST:PORT[,HOST:PORT]/KEYSPACE[?replication=DC:RF&consistency=quorum|local_quorum&datacenter=DC&lookback=30s]`.
     #[arg(long, env = "DORA_STORE")]
     pub store: Option<String>,
     /// Zone of the scheduler and credit system run here.

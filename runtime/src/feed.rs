@@ -5,13 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dora_store::{Change, ChangeFilter, Cursor, Store, StoreError};
-use foldhash::{HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How often a quiet reader moves to the store's head at most: every reader of every kind is
 /// woken by each write, and most find nothing.
 const ADVANCE: Duration = Duration::from_secs(1);
+
+/// How often a reader looks back behind its cursor at most, on a store whose entries can appear
+/// there late ([`Store::lookback`]; never on SQLite). Each look-back reads every entry of the
+/// window for the reader's kind and zone again: with a feed of R entries a second and a window
+/// of W seconds, R × W / 5 rows a second per reader (6 R at the CQL store's default 30 s), on
+/// top of the R it reads going forward; and it keeps the ids of the R × (W + 5) entries it
+/// showed last.
+/// A late entry shows at most this long after it becomes visible.
+const LOOK_BACK: Duration = Duration::from_secs(5);
 
 /// Reads the changes one [`ChangeFilter`] selects, batch by batch, from a position on; wakes
 /// at once on this process's writes and polls for other processes'.
@@ -26,6 +35,10 @@ pub struct FeedReader {
     gather: Duration,
     /// When the head was last read.
     advanced: Option<Instant>,
+    /// When the reader last looked back behind its cursor.
+    looked_back: Instant,
+    /// How many of the changes the last read returned were late.
+    late: usize,
 }
 
 impl FeedReader {
@@ -35,14 +48,16 @@ impl FeedReader {
     pub fn new(store: Arc<dyn Store>, filter: ChangeFilter, from: Cursor) -> Self {
         FeedReader {
             wake: store.subscribe(),
+            position: Position::new(from, store.lookback()),
             store,
             filter,
-            position: Position::from(from),
             page: 1000,
             early: false,
             poll: Duration::from_millis(250),
             gather: Duration::from_millis(10),
             advanced: None,
+            looked_back: Instant::now(),
+            late: 0,
         }
     }
 
@@ -81,19 +96,21 @@ impl FeedReader {
 
     /// Where the reader stands: every final change up to here has been read. A quiet reader
     /// moves with the store's head (on its first read, then at most once a second), so that
-    /// its position stays one the feed keeps.
+    /// its position stays one the feed keeps. On a store with a look-back, entries that appear
+    /// behind it later, within the window, are still shown, once.
     pub fn cursor(&self) -> &Cursor {
         &self.position.settled
     }
 
     /// Starts again after `cursor` (a head read before the caller read the store whole).
     pub fn skip_to(&mut self, cursor: Cursor) {
-        self.position = Position::from(cursor);
+        self.position = Position::new(cursor, self.store.lookback());
         self.advanced = Some(Instant::now());
     }
 
-    /// The next changes, oldest first (empty when there are none): the final ones not read
-    /// yet, then, when reading early and caught up, the ones too young to be final.
+    /// The next changes, oldest first (empty when there are none): late ones found behind the
+    /// position (see [`LOOK_BACK`]), the final ones not read yet, then, when reading early and
+    /// caught up, the ones too young to be final. Each entry is shown once.
     pub async fn read(&mut self) -> Result<Vec<Change>, StoreError> {
         // Writes from now on wake the next wait.
         self.wake.borrow_and_update();
@@ -109,6 +126,10 @@ impl FeedReader {
             .store
             .changes(&self.filter, &self.position.settled, self.page)
             .await?;
+        // Before the position moves: what the look-back finds lies behind where this read
+        // started.
+        let mut changes = self.look_back().await?;
+        self.late = changes.len();
         let caught_up = settled.len() < self.page;
         if let Some(head) = head
             && settled.is_empty()
@@ -116,7 +137,7 @@ impl FeedReader {
         {
             self.position.settled = head;
         }
-        let mut changes = self.position.settle(settled);
+        changes.extend(self.position.settle(settled));
         if self.early && caught_up && self.store.has_young_entries() {
             let after = self
                 .position
@@ -130,6 +151,43 @@ impl FeedReader {
             changes.extend(self.position.early(early));
         }
         Ok(changes)
+    }
+
+    /// How many of the changes the last [`FeedReader::read`] returned, at their front, were
+    /// late: found behind the position that read started from. Their own cursors lie behind
+    /// changes shown before them, so a client resuming after one of them resumes from that
+    /// position instead (it has seen everything up to it; the reader shows nothing behind
+    /// where it starts).
+    pub fn late(&self) -> usize {
+        self.late
+    }
+
+    /// The entries behind the position not shown yet: read at most every [`LOOK_BACK`], and
+    /// only from a store with a look-back.
+    async fn look_back(&mut self) -> Result<Vec<Change>, StoreError> {
+        let Some(behind) = &self.position.behind else {
+            return Ok(Vec::new());
+        };
+        if self.looked_back.elapsed() < LOOK_BACK {
+            return Ok(Vec::new());
+        }
+        self.looked_back = Instant::now();
+        let mut after = behind.floor.clone();
+        let mut found = Vec::new();
+        loop {
+            let page = self
+                .store
+                .changes_behind(&self.filter, &after, &self.position.settled, self.page)
+                .await?;
+            let more = page.len() >= self.page;
+            if let Some(last) = page.last() {
+                after = last.cursor.clone();
+            }
+            found.extend(page);
+            if !more {
+                return Ok(self.position.late(found));
+            }
+        }
     }
 
     /// Waits until this process writes (and then a little more) or the poll interval passes.
@@ -146,27 +204,60 @@ impl FeedReader {
 
 /// Where a reader stands in the feed: every final entry up to `settled` is shown; after it,
 /// the entries in `shown` were shown before they were final, the newest of them at `front`.
+/// With a look-back, `behind` holds what was shown at or behind `settled`.
 struct Position {
     settled: Cursor,
     front: Option<Cursor>,
     shown: HashSet<Cursor>,
+    behind: Option<Behind>,
 }
 
-impl From<Cursor> for Position {
-    fn from(cursor: Cursor) -> Self {
-        Position {
-            settled: cursor,
-            front: None,
-            shown: HashSet::new(),
+/// The entries a reader showed within a store's look-back window behind its position: those
+/// a look-back finds again.
+struct Behind {
+    /// Where the reader started: nothing at or before it is shown.
+    floor: Cursor,
+    /// The window, in the milliseconds of [`Change::at`].
+    window: i64,
+    /// Ids shown, with their times.
+    shown: HashMap<Cursor, i64>,
+    /// The newest of those times: an entry more than the window older lies behind every
+    /// look-back from here on, and is forgotten.
+    newest: i64,
+}
+
+impl Behind {
+    fn record(&mut self, changes: &[Change]) {
+        for change in changes {
+            self.newest = self.newest.max(change.at);
+            self.shown.insert(change.cursor.clone(), change.at);
         }
     }
 }
 
 impl Position {
+    /// At `cursor`, looking back over `lookback` behind it as it moves (if at all).
+    fn new(cursor: Cursor, lookback: Option<Duration>) -> Self {
+        Position {
+            behind: lookback.map(|window| Behind {
+                floor: cursor.clone(),
+                window: window.as_millis() as i64,
+                shown: HashMap::new(),
+                newest: i64::MIN,
+            }),
+            settled: cursor,
+            front: None,
+            shown: HashSet::new(),
+        }
+    }
+
     /// Takes final entries, oldest first; returns those not shown early (late arrivals).
     fn settle(&mut self, changes: Vec<Change>) -> Vec<Change> {
         if let Some(last) = changes.last() {
             self.settled = last.cursor.clone();
+        }
+        if let Some(behind) = &mut self.behind {
+            behind.record(&changes);
         }
         let fresh = changes
             .into_iter()
@@ -176,6 +267,27 @@ impl Position {
             self.front = None;
         }
         fresh
+    }
+
+    /// Takes the entries a look-back found at or behind `settled`; returns those never shown,
+    /// and forgets those that no later look-back can reach.
+    fn late(&mut self, changes: Vec<Change>) -> Vec<Change> {
+        let Some(behind) = &mut self.behind else {
+            return Vec::new();
+        };
+        let mut late: Vec<Change> = changes
+            .into_iter()
+            .filter(|change| !behind.shown.contains_key(&change.cursor))
+            .collect();
+        behind.record(&late);
+        let horizon = behind.newest.saturating_sub(behind.window);
+        behind.shown.retain(|_, at| *at >= horizon);
+        // Shown early, then passed by a final read that did not see it yet.
+        late.retain(|change| !self.shown.remove(&change.cursor));
+        if self.shown.is_empty() {
+            self.front = None;
+        }
+        late
     }
 
     /// Takes entries after the front, young ones included: all are shown now.
@@ -215,7 +327,7 @@ mod tests {
 
     #[test]
     fn early_entries_show_once_and_late_ones_still_show() {
-        let mut position = Position::from(Cursor("0".into()));
+        let mut position = Position::new(Cursor("0".into()), None);
         assert_eq!(
             ids(&position.early(vec![change("2"), change("3")])),
             ["2", "3"]
@@ -228,6 +340,53 @@ mod tests {
         assert!(position.settle(vec![change("3")]).is_empty());
         assert_eq!(position.front, None, "everything shown is final");
         assert_eq!(ids(&position.settle(vec![change("4")])), ["4"]);
+    }
+
+    fn change_at(id: &str, at: i64) -> Change {
+        Change { at, ..change(id) }
+    }
+
+    #[test]
+    fn late_entries_behind_the_cursor_show_once_and_are_forgotten_past_the_window() {
+        let window = Duration::from_millis(1000);
+        let mut position = Position::new(Cursor("0".into()), Some(window));
+        let settled = position.settle(vec![change_at("10", 10), change_at("30", 30)]);
+        assert_eq!(ids(&settled), ["10", "30"]);
+        // A look-back finds "20", which appeared after the reader passed it: it shows once.
+        let behind = || {
+            vec![
+                change_at("10", 10),
+                change_at("20", 20),
+                change_at("30", 30),
+            ]
+        };
+        assert_eq!(ids(&position.late(behind())), ["20"]);
+        assert!(position.late(behind()).is_empty());
+        assert_eq!(position.settled, Cursor("30".into()), "the position stays");
+        // "40" was shown early, then a final read passed it before it saw it there.
+        assert_eq!(ids(&position.early(vec![change_at("40", 40)])), ["40"]);
+        assert_eq!(ids(&position.settle(vec![change_at("50", 50)])), ["50"]);
+        assert!(position.late(vec![change_at("40", 40)]).is_empty());
+        assert_eq!(
+            position.front, None,
+            "everything shown early is accounted for"
+        );
+        // Ids more than the window older than the newest shown are forgotten.
+        assert_eq!(
+            ids(&position.settle(vec![change_at("1045", 1045)])),
+            ["1045"]
+        );
+        assert!(position.late(Vec::new()).is_empty());
+        let mut kept: Vec<&str> = position
+            .behind
+            .as_ref()
+            .unwrap()
+            .shown
+            .keys()
+            .map(|c| c.0.as_str())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["1045", "50"]);
     }
 
     async fn put(store: &dyn Store, key: &ObjectKey) {

@@ -5,7 +5,7 @@ use crate::sqlite::SqliteStore;
 use crate::{Store, StoreError};
 
 /// Opens the store a URL names: `sqlite:PATH` (embedded) or
-/// `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE[?replication=DC:RF&consistency=quorum|local_quorum&datacenter=DC]`.
+/// `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE[?replication=DC:RF&consistency=quorum|local_quorum&datacenter=DC&lookback=30s]`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         return Ok(Arc::new(SqliteStore::open(path)?));

@@ -127,6 +127,30 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// How far behind a reader's cursor entries of this backend's feed can still appear, later
+    /// than [`Store::changes`] would have read them (written by a client whose clock is behind
+    /// by more than the skew allowance, replicated late from another datacenter): readers look
+    /// there with [`Store::changes_behind`]. `None` (the default) for a feed whose entries are
+    /// final when written. A backend with a look-back stamps each [`Change::at`] with the time
+    /// its id is ordered by.
+    fn lookback(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Changes that match `filter` with ids after `after` and up to `cursor`, and no further
+    /// behind `cursor` than [`Store::lookback`] (by [`Change::at`]): the entries a reader at
+    /// `cursor` that started at `after` may not have seen, oldest first, at most `limit`. It
+    /// reads every entry of the window again, so readers call it sparingly. None by default.
+    async fn changes_behind(
+        &self,
+        _filter: &ChangeFilter,
+        _after: &Cursor,
+        _cursor: &Cursor,
+        _limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// A receiver that is marked changed whenever this process writes; backends written to by
     /// other processes too are polled by watchers as well.
     fn subscribe(&self) -> watch::Receiver<u64>;

@@ -114,3 +114,54 @@ async fn a_report_from_a_stale_view_applies_once() {
     drop(theirs);
     drop_keyspace(ours).await;
 }
+
+/// An entry that becomes visible behind a reader's cursor by more than the skew allowance (its
+/// writer's clock ran behind, or it was replicated late from another datacenter) is skipped by
+/// the feed read forward from the cursor; the look-back finds it within the window only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_entry_is_found_behind_the_cursor_within_the_window() {
+    use dora_crds::Kind;
+    use dora_store::conformance::workload;
+    use dora_store::{ChangeFilter, ChangeOp, Columns, Store, now_millis};
+
+    let config = fresh_config();
+    let store = Box::new(CqlStore::connect(config.clone()).await.unwrap());
+    let key = workload("z1", "ws", "late");
+    let entry = |version, ago: u64| {
+        let millis = now_millis() as u64 - ago;
+        store.append_change_at(&key, ChangeOp::Put, Columns::Observed, version, millis)
+    };
+    // Where a reader started a minute ago, and where it is now, past everything written.
+    let start = entry(1, 60_000).await.unwrap();
+    let cursor = store.head().await.unwrap();
+    let late = entry(2, 5_000).await.unwrap();
+    let too_old = entry(3, 40_000).await.unwrap();
+    let filter = ChangeFilter::all(Kind::Workload.name(), "z1");
+    assert!(
+        store
+            .changes(&filter, &cursor, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.lookback(), Some(std::time::Duration::from_secs(30)));
+    let behind = store
+        .changes_behind(&filter, &start, &cursor, 10)
+        .await
+        .unwrap();
+    let cursors: Vec<_> = behind.iter().map(|c| &c.cursor).collect();
+    assert_eq!(cursors, [&late], "{too_old} is beyond the 30 s window");
+    // Nothing at or before where a reader started is its to show.
+    let after_it = store.changes_behind(&filter, &late, &cursor, 10).await;
+    assert!(after_it.unwrap().is_empty());
+    let off = CqlConfig {
+        lookback: std::time::Duration::ZERO,
+        ..config
+    };
+    let off = CqlStore::connect(off).await.unwrap();
+    assert_eq!(off.lookback(), None);
+    let behind = off.changes_behind(&filter, &start, &cursor, 10).await;
+    assert!(behind.unwrap().is_empty());
+    drop(off);
+    drop_keyspace(store).await;
+}

@@ -1,6 +1,6 @@
 //! Streams of changes as NDJSON: one JSON object per line, as long as the client listens.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -176,10 +176,18 @@ fn column_index(columns: Columns) -> usize {
 
 impl Feed for ResourceFeed {
     async fn next_lines(&mut self) -> Result<Vec<u8>, ApiError> {
+        let from = self.feed.cursor().clone();
         let changes = self.feed.read().await?;
         if changes.is_empty() {
             return Ok(Vec::new());
         }
+        // A late change (found behind where this read started) is sent with that position as
+        // its version: its own id lies behind changes sent before it, and a client resuming
+        // from it would be sent those again.
+        let late: HashSet<Cursor> = changes[..self.feed.late()]
+            .iter()
+            .map(|change| change.cursor.clone())
+            .collect();
         let changes: Vec<Change> = changes
             .into_iter()
             .filter(|change| {
@@ -227,8 +235,13 @@ impl Feed for ResourceFeed {
                     }
                 },
             };
+            let version = if late.contains(&change.cursor) {
+                &from
+            } else {
+                &change.cursor
+            };
             out.extend(line(
-                &json!({"type": kind, "object": object, "resourceVersion": change.cursor}),
+                &json!({"type": kind, "object": object, "resourceVersion": version}),
             ));
         }
         Ok(out)

@@ -27,6 +27,11 @@ pub struct CqlConfig {
     /// Change-feed entries younger than this are not read yet, so that entries written by
     /// clients with slightly late clocks are not skipped.
     pub skew: Duration,
+    /// How far behind a reader's cursor change-feed entries are still looked for: an entry
+    /// that becomes visible later than the skew allowance (written by a client whose clock is
+    /// further behind, replicated late from another datacenter, replayed from hints after an
+    /// outage) is shown once if it lies within this of the cursor. Zero turns it off.
+    pub lookback: Duration,
     /// How long change-feed entries are kept.
     pub changes_ttl: Duration,
     /// How long events are kept.
@@ -53,6 +58,7 @@ impl Default for CqlConfig {
             datacenter: None,
             request_timeout: Duration::from_secs(10),
             skew: Duration::from_millis(250),
+            lookback: Duration::from_secs(30),
             changes_ttl: Duration::from_secs(3600),
             events_ttl: Duration::from_secs(7 * 86_400),
             versions: 50,
@@ -82,8 +88,36 @@ fn identifier(what: &str, text: &str, extra: &str) -> Result<String, StoreError>
     }
 }
 
+/// The `lookback` option: `0` (off), or a duration (`500ms`, `30s`, `2m`) longer than the skew
+/// allowance and shorter than the feed is kept.
+fn lookback(value: &str, config: &CqlConfig) -> Result<Duration, StoreError> {
+    let lookback = match value.strip_suffix("ms") {
+        Some(millis) => millis.parse().ok().map(Duration::from_millis),
+        None if value == "0" => Some(Duration::ZERO),
+        None => dora_crds::Duration::parse(value).map(|d| d.0),
+    }
+    .ok_or_else(|| {
+        bad(format!(
+            "lookback takes a duration such as 30s, 500ms or 2m (0 turns it off), got {value:?}"
+        ))
+    })?;
+    if !lookback.is_zero() && lookback <= config.skew {
+        return Err(bad(format!(
+            "lookback={value} is within the skew allowance ({:?}), where entries are read anyway; use a longer one, or 0 to turn it off",
+            config.skew
+        )));
+    }
+    if lookback >= config.changes_ttl {
+        return Err(bad(format!(
+            "lookback={value} reaches past the {:?} the change feed is kept; use a shorter one",
+            config.changes_ttl
+        )));
+    }
+    Ok(lookback)
+}
+
 impl CqlConfig {
-    /// Parses `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE[?replication=DC:RF[,DC:RF]&consistency=quorum|local_quorum&datacenter=DC]`.
+    /// Parses `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE[?replication=DC:RF[,DC:RF]&consistency=quorum|local_quorum&datacenter=DC&lookback=30s]`.
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
         let rest = url
             .strip_prefix("cql://")
@@ -154,9 +188,10 @@ impl CqlConfig {
                     identifier("datacenter", &value.to_ascii_lowercase(), "-")?;
                     config.datacenter = Some(value.to_string());
                 }
+                "lookback" => config.lookback = lookback(value, &config)?,
                 other => {
                     return Err(bad(format!(
-                        "unknown cql:// option {other:?}; known: replication, consistency, datacenter"
+                        "unknown cql:// option {other:?}; known: replication, consistency, datacenter, lookback"
                     )));
                 }
             }
@@ -200,6 +235,23 @@ mod tests {
         assert!(CqlConfig::from_url("cql://h/bad-name").is_err());
         assert!(CqlConfig::from_url("cql://h/ks'; DROP").is_err());
         assert!(CqlConfig::from_url("cql://h/ks?rf=3").is_err());
+        assert_eq!(
+            CqlConfig::from_url("cql://h/ks").unwrap().lookback,
+            Duration::from_secs(30)
+        );
+        for (option, lookback) in [("2m", 120_000), ("1500ms", 1500), ("0", 0)] {
+            let c = CqlConfig::from_url(&format!("cql://h/ks?lookback={option}")).unwrap();
+            assert_eq!(c.lookback, Duration::from_millis(lookback), "{option}");
+        }
+        for (option, error) in [
+            ("soon", "lookback takes a duration"),
+            ("-1s", "lookback takes a duration"),
+            ("100ms", "within the skew allowance"),
+            ("2h", "reaches past"),
+        ] {
+            let e = CqlConfig::from_url(&format!("cql://h/ks?lookback={option}")).unwrap_err();
+            assert!(e.to_string().contains(error), "{option}: {e}");
+        }
         assert!(CqlConfig::from_url("sqlite:x").is_err());
     }
 }

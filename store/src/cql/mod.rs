@@ -1,6 +1,7 @@
 //! The distributed backend: ScyllaDB or Apache Cassandra over CQL, with the same statements on
 //! both. Compare-and-set uses lightweight transactions; the change feed is a table partitioned
-//! by zone, kind and minute, read up to "now minus a skew allowance".
+//! by zone, kind and minute, read up to "now minus a skew allowance", and read again over a
+//! look-back window behind a reader's cursor for entries that became visible later than that.
 
 mod config;
 mod ops;

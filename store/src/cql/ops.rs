@@ -200,7 +200,43 @@ impl CqlStore {
         columns: Columns,
         version: u64,
     ) -> Result<(), StoreError> {
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = uuid::Uuid::now_v7();
+        self.insert_change(id, key, op, columns, version).await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Appends a feed entry for a write of `key` whose id is from the clock reading `millis`
+    /// (Unix milliseconds), and returns its cursor: a late entry when `millis` lies behind
+    /// readers' cursors, as a writer whose clock runs behind, or a write replicated late from
+    /// another datacenter, makes one. For tests of the feed's readers.
+    pub async fn append_change_at(
+        &self,
+        key: &ObjectKey,
+        op: ChangeOp,
+        columns: Columns,
+        version: u64,
+        millis: u64,
+    ) -> Result<Cursor, StoreError> {
+        let clock = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            millis / 1000,
+            (millis % 1000) as u32 * 1_000_000,
+        );
+        let id = uuid::Uuid::new_v7(clock);
+        self.insert_change(id, key, op, columns, version).await?;
+        Ok(Cursor(id.to_string()))
+    }
+
+    async fn insert_change(
+        &self,
+        id: uuid::Uuid,
+        key: &ObjectKey,
+        op: ChangeOp,
+        columns: Columns,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
         // Bucket and time come from the id itself, so an entry is always in the bucket its id
         // sorts into, whatever the clock does between two reads of it.
         let at = cursor_millis(&Cursor(id.clone()))?;
@@ -226,18 +262,16 @@ impl CqlStore {
             big(at),
         ];
         self.write_idempotent(&self.inner.statements.insert_change, &values)
-            .await?;
-        self.wake();
-        Ok(())
+            .await
     }
 
-    /// Feed entries after `after` with ids up to the millisecond `until`, oldest first.
+    /// Feed entries after `after` and up to `upto` (an entry's id or a bound), oldest first.
     async fn read_feed(
         &self,
         filter: &ChangeFilter,
         after: &Cursor,
+        upto: &Cursor,
         limit: usize,
-        until: i64,
     ) -> Result<Vec<Change>, StoreError> {
         let from = cursor_millis(after)?;
         let after_id = normalized(after)?;
@@ -245,10 +279,11 @@ impl CqlStore {
             return Err(StoreError::Expired(after.0.clone()));
         }
         let mut out = Vec::new();
-        if from > until {
+        let until = cursor_millis(upto)?;
+        let upper = normalized(upto)?;
+        if after_id >= upper {
             return Ok(out);
         }
-        let upper = bound_id(until, true);
         for bucket in from / BUCKET_MILLIS..=until / BUCKET_MILLIS {
             let values = vec![
                 text(&filter.zone),
@@ -842,7 +877,8 @@ impl Store for CqlStore {
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
         let settled = now_millis() - self.inner.config.skew.as_millis() as i64;
-        self.read_feed(filter, after, limit, settled).await
+        self.read_feed(filter, after, &Cursor(bound_id(settled, true)), limit)
+            .await
     }
 
     async fn changes_early(
@@ -851,11 +887,40 @@ impl Store for CqlStore {
         after: &Cursor,
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
-        self.read_feed(filter, after, limit, now_millis()).await
+        let now = Cursor(bound_id(now_millis(), true));
+        self.read_feed(filter, after, &now, limit).await
     }
 
     fn has_young_entries(&self) -> bool {
         true
+    }
+
+    fn lookback(&self) -> Option<Duration> {
+        let lookback = self.inner.config.lookback;
+        (!lookback.is_zero()).then_some(lookback)
+    }
+
+    async fn changes_behind(
+        &self,
+        filter: &ChangeFilter,
+        after: &Cursor,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let Some(lookback) = self.lookback() else {
+            return Ok(Vec::new());
+        };
+        // The greatest id of the millisecond before the window: every id after it is within.
+        let window = Cursor(bound_id(
+            cursor_millis(cursor)? - lookback.as_millis() as i64 - 1,
+            true,
+        ));
+        let after = if normalized(after)? > window.0 {
+            after
+        } else {
+            &window
+        };
+        self.read_feed(filter, after, cursor, limit).await
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
