@@ -71,6 +71,50 @@ impl Drop for Outage {
     }
 }
 
+/// A `dora node` (Process driver) joined with a join token through the API server at `api`.
+struct RealNode(std::process::Child);
+
+impl RealNode {
+    fn join(home: &Home, name: &str, api: &str, join_token: &str, ca: &str) -> RealNode {
+        let log = std::fs::File::create(home.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(support::DORA)
+            .args([
+                "node",
+                "--api-server",
+                api,
+                "--node-name",
+                name,
+                "--zone",
+                "b",
+            ])
+            .args([
+                "--node-listen",
+                "127.0.0.1:0",
+                "--heartbeat",
+                "1s",
+                "--docker",
+                "off",
+            ])
+            .args(["--ca", ca])
+            .arg("--state-dir")
+            .arg(home.path().join(name))
+            .env("DORA_JOIN_TOKEN", join_token)
+            .env("RUST_LOG", "warn,dora_nodeagent=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        RealNode(child)
+    }
+}
+
+impl Drop for RealNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `dora up` of `zone` on `store` with two hollow nodes of three CPUs, logging to the home.
 fn up(home: &Home, zone: &str, store: &Store) -> Dora {
     let log = std::fs::File::create(home.path().join(format!("zone-{zone}.log"))).unwrap();
@@ -303,6 +347,64 @@ fn zones_across_datacenters_share_one_database_and_survive_each_others_loss() {
         two.to_str().unwrap(),
     ]);
 
+    // A real node of zone B, joined through B's API server, is reached directly by either
+    // API server: logs and commands of its container go from A's API server to the node.
+    let join = a.run(&["--profile", "b", "-z", "b", "token", "create", "--join"]);
+    let edge = RealNode::join(&home_b, "edge", &url_b, join.trim(), ca_path);
+    let hello = write(
+        &home_a,
+        "hello.yaml",
+        "apiVersion: v1\nkind: Workload\nmetadata: {name: hello}\nspec:\n  replica: {count: 1}\n  driver: Process\n  config: {cmd: [sh, -c, 'echo hello from zone b; sleep 1000']}\n  selectors:\n    node: {name: edge}\n    cpu: {product_name: All, count: 100m}\n",
+    );
+    a.run(&[
+        "--profile",
+        "b",
+        "-z",
+        "b",
+        "apply",
+        "-f",
+        hello.to_str().unwrap(),
+    ]);
+    eventually(
+        &a,
+        &["--profile", "b", "-z", "b", "get", "wk", "hello"],
+        Duration::from_secs(60),
+        "hello running on zone B's real node",
+        |w| ready(w) == (1, 0),
+    );
+    for profile in ["local", "b"] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let logs = a
+                .cli()
+                .args(["--profile", profile, "-z", "b", "logs", "wk", "hello"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&logs.stdout).contains("hello from zone b") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no logs of zone B's container through {profile}: {}",
+                String::from_utf8_lossy(&logs.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let echoed = a.run(&[
+            "--profile",
+            profile,
+            "-z",
+            "b",
+            "shell",
+            "wk",
+            "hello",
+            "--",
+            "echo",
+            "reached",
+        ]);
+        assert_eq!(echoed.trim(), "reached", "through {profile}");
+    }
+
     // Zone B's datacenter goes: zone A applies, schedules and runs on; zone B answers 503.
     let outage = Outage::of("2");
     let during = write(
@@ -377,6 +479,7 @@ fn zones_across_datacenters_share_one_database_and_survive_each_others_loss() {
             |w| ready(w) == wanted,
         );
     }
+    drop(edge);
     b.stop();
     a.stop();
 }
