@@ -129,6 +129,16 @@ pub struct UpArgs {
     /// Zone of the scheduler and credit system run here.
     #[arg(long, default_value = "default")]
     pub zone: String,
+    /// Keep no store and run no scheduler or credit system here: forward every request to the
+    /// API server of the zone whose store holds this zone (`https://HOST:PORT`, where `dora
+    /// scheduler --zone ZONE` and `dora creditsys --zone ZONE` run on that store), and make the
+    /// requests that must reach this zone's nodes (logs, shell, top, volume files) from here.
+    /// The data folder must hold that zone's secret.key and pki/{ca,proxy-ca}.{pem,key}.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["store", "sim_nodes"])]
+    pub upstream: Option<String>,
+    /// The CA the upstream's certificate chains to (default: the data folder's pki/ca.pem).
+    #[arg(long, value_name = "FILE", requires = "upstream")]
+    pub upstream_ca: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(flatten)]
