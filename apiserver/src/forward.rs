@@ -113,7 +113,7 @@ impl Forwarding {
             self.guard.admit(&identity).map_err(|e| e.into_response())?;
         }
         if !node_bound(parts.uri.path()) {
-            let request = self.upstream_request(&parts).body(stream(body));
+            let request = self.upstream_request(&parts, Some(body));
             return self
                 .send(request)
                 .await
@@ -126,7 +126,7 @@ impl Forwarding {
                 Ok(upgrade) => Some(upgrade),
                 // Not a session: the upstream says what to do instead.
                 Err(_) => {
-                    let request = self.upstream_request(&parts);
+                    let request = self.upstream_request(&parts, None);
                     return self
                         .send(request)
                         .await
@@ -190,9 +190,9 @@ impl Forwarding {
 
     /// The request as the upstream gets it: the same method, path, query and headers (the
     /// caller's token among them), less those of this hop, and the client's address in
-    /// `X-Forwarded-For`. The caller's own forwarding headers are dropped: this server's
-    /// IP filter already read them, trusting only its trusted proxies.
-    fn upstream_request(&self, parts: &Parts) -> reqwest::RequestBuilder {
+    /// `X-Forwarded-For`; `body` streamed, if any. The caller's own forwarding headers are
+    /// dropped: this server's IP filter already read them, trusting only its trusted proxies.
+    fn upstream_request(&self, parts: &Parts, body: Option<Body>) -> reqwest::RequestBuilder {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut headers = HeaderMap::new();
         for (name, value) in &parts.headers {
@@ -200,7 +200,8 @@ impl Forwarding {
                 || name == header::FORWARDED
                 || name.as_str() == "x-forwarded-for"
                 || name.as_str() == LOCATE
-                || name.as_str().starts_with("sec-websocket-");
+                || name.as_str().starts_with("sec-websocket-")
+                || (body.is_none() && name == header::CONTENT_LENGTH);
             if !ours && !hop_by_hop(name) {
                 headers.append(name.clone(), value.clone());
             }
@@ -208,9 +209,14 @@ impl Forwarding {
         if let Some(ClientAddress(client)) = parts.extensions.get::<ClientAddress>() {
             headers.insert("x-forwarded-for", forwarded_for(*client));
         }
-        self.http
+        let request = self
+            .http
             .request(parts.method.clone(), format!("{}{path}", self.upstream))
-            .headers(headers)
+            .headers(headers);
+        match body {
+            Some(body) => request.body(stream(body)),
+            None => request,
+        }
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
@@ -227,9 +233,10 @@ impl Forwarding {
     }
 
     /// Where on its node a node-bound request goes: the upstream authorizes it as if it were
-    /// made and answers with the node's URL, or refuses it, which is relayed.
+    /// made and answers with the node's URL, or refuses it, which is relayed. The body stays
+    /// here, for the node.
     async fn locate(&self, parts: &Parts) -> Result<reqwest::Url, Response> {
-        let request = self.upstream_request(parts).header(LOCATE, "1");
+        let request = self.upstream_request(parts, None).header(LOCATE, "1");
         let response = self.send(request).await.map_err(|e| e.into_response())?;
         let location = response
             .headers()
