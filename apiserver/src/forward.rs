@@ -271,11 +271,12 @@ fn node_bound(path: &str) -> bool {
             rest = &rest[2..];
         }
     }
-    match rest {
-        ["containers", _, "logs" | "top" | "exec"] | ["nodes", _, "top"] => true,
-        ["volumes", _, "files", ..] => true,
-        _ => false,
-    }
+    matches!(
+        rest,
+        ["containers", _, "logs" | "top" | "exec"]
+            | ["nodes", _, "top"]
+            | ["volumes", _, "files", ..]
+    )
 }
 
 fn forwarded_for(client: IpAddr) -> axum::http::HeaderValue {
