@@ -257,6 +257,26 @@ fn a_zone_without_a_store_forwards_to_the_zone_holding_its_data_and_reaches_its_
     assert_eq!(session.status.code(), Some(6), "{session:?}");
     assert!(String::from_utf8_lossy(&session.stdout).contains("typed hello.0"));
     assert!(through_b(&["top", "node", "nb"]).contains("hello.0"));
+    // A volume's files go up (streamed through B to the node) and come back.
+    let storage = home_b.path().join("storage");
+    let volume = home_a.path().join("volume.yaml");
+    std::fs::write(
+        &volume,
+        format!(
+            "apiVersion: v1\nkind: Storage\nmetadata: {{name: local, zone: b}}\nspec: {{kind: Local, mountpath: {}}}\n---\napiVersion: v1\nkind: Volume\nmetadata: {{name: data, zone: b, workspace: default}}\nspec: {{storage: local}}\n",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    through_b(&["apply", "-f", volume.to_str().unwrap()]);
+    let note = home_a.path().join("note.txt");
+    std::fs::write(&note, "written through zone b").unwrap();
+    through_b(&["upload", note.to_str().unwrap(), "data", "notes/"]);
+    let stored = storage.join("default/data/notes/note.txt");
+    assert_eq!(std::fs::read_to_string(stored).unwrap(), "written through zone b");
+    let back = home_a.path().join("back.txt");
+    through_b(&["download", "data", "notes/note.txt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(back).unwrap(), "written through zone b");
 
     // The forwarded request carries the caller's identity and no more rights: bob, a user of
     // workspace default, reads it through B but not workspace other, nor its containers.
