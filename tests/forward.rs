@@ -273,10 +273,16 @@ fn a_zone_without_a_store_forwards_to_the_zone_holding_its_data_and_reaches_its_
     std::fs::write(&note, "written through zone b").unwrap();
     through_b(&["upload", note.to_str().unwrap(), "data", "notes/"]);
     let stored = storage.join("default/data/notes/note.txt");
-    assert_eq!(std::fs::read_to_string(stored).unwrap(), "written through zone b");
+    assert_eq!(
+        std::fs::read_to_string(stored).unwrap(),
+        "written through zone b"
+    );
     let back = home_a.path().join("back.txt");
     through_b(&["download", "data", "notes/note.txt", back.to_str().unwrap()]);
-    assert_eq!(std::fs::read_to_string(back).unwrap(), "written through zone b");
+    assert_eq!(
+        std::fs::read_to_string(back).unwrap(),
+        "written through zone b"
+    );
 
     // The forwarded request carries the caller's identity and no more rights: bob, a user of
     // workspace default, reads it through B but not workspace other, nor its containers.
@@ -313,6 +319,15 @@ fn a_zone_without_a_store_forwards_to_the_zone_holding_its_data_and_reaches_its_
     assert_eq!(status, 403, "banned at B: {answer}");
     assert!(answer.contains("Banned"), "{answer}");
     assert_eq!(get(&url_a, ca, admin, [127, 0, 0, 3], workloads).0, 200);
+    // B's bans are B's: an administrator lists and lifts them through B, bob may not.
+    assert!(through_b(&["ban", "list"]).contains("127.0.0.3"));
+    assert!(
+        !a.run(&["--profile", "local", "ban", "list"])
+            .contains("127.0.0.3")
+    );
+    assert_eq!(get(&url_b, ca, &bob, [127, 0, 0, 1], "/v1/bans").0, 403);
+    through_b(&["ban", "lift", "127.0.0.3"]);
+    assert_eq!(get(&url_b, ca, admin, [127, 0, 0, 3], workloads).0, 200);
 
     // A token B cannot tell is dead (its user was deleted) is refused by A, whose IP filter
     // sees the client (127.0.0.4), not B: A bans that client and still serves B's others.

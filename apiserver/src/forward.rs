@@ -26,6 +26,7 @@ use rustls::ServerConfig;
 
 use crate::guard::{ClientAddress, Guard};
 use crate::nodes::{Nodes, relay_socket};
+use crate::routes::bans;
 use crate::routes::proxy::{LOCATE, LOCATION};
 use crate::token::VerifiedTokens;
 use crate::{ApiError, Identity, Options, TokenKey};
@@ -106,11 +107,22 @@ async fn forward(State(state): State<Arc<Forwarding>>, request: Request) -> Resp
 impl Forwarding {
     async fn handle(&self, request: Request) -> Result<Response, Response> {
         let (mut parts, body) = request.into_parts();
-        if let Some(identity) = self
+        let identity = self
             .authenticate(&parts.headers)
-            .map_err(|e| e.into_response())?
-        {
-            self.guard.admit(&identity).map_err(|e| e.into_response())?;
+            .map_err(|e| e.into_response())?;
+        if let Some(identity) = &identity {
+            self.guard.admit(identity).map_err(|e| e.into_response())?;
+        }
+        if let Some(ban) = ban_request(&parts) {
+            // This server's own IP filter, once the upstream says the caller may see it.
+            self.authorized(&parts).await?;
+            let user = identity.map(|i| i.user).unwrap_or_default();
+            return match ban {
+                None => Ok(bans::listed(&self.guard.bans)),
+                Some(address) => {
+                    bans::lifted(&self.guard.bans, address, &user).map_err(|e| e.into_response())
+                }
+            };
         }
         if !node_bound(parts.uri.path()) {
             let request = self.upstream_request(&parts, Some(body));
@@ -232,6 +244,18 @@ impl Forwarding {
         })
     }
 
+    /// Whether the upstream authorizes the caller for this request, without its making it
+    /// (its refusal is relayed).
+    async fn authorized(&self, parts: &Parts) -> Result<(), Response> {
+        let request = self.upstream_request(parts, None).header(LOCATE, "1");
+        let response = self.send(request).await.map_err(|e| e.into_response())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(relay(response))
+        }
+    }
+
     /// Where on its node a node-bound request goes: the upstream authorizes it as if it were
     /// made and answers with the node's URL, or refuses it, which is relayed. The body stays
     /// here, for the node.
@@ -256,6 +280,17 @@ impl Forwarding {
             )
             .into_response()),
         }
+    }
+}
+
+/// What a request of `dora ban` asks of this server's IP filter: `Some(None)` its bans,
+/// `Some(Some(ADDRESS))` to lift one.
+fn ban_request(parts: &Parts) -> Option<Option<&str>> {
+    let path = parts.uri.path();
+    match parts.method {
+        Method::GET if path == "/v1/bans" => Some(None),
+        Method::DELETE => path.strip_prefix("/v1/bans/").map(Some),
+        _ => None,
     }
 }
 

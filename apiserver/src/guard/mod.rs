@@ -19,7 +19,8 @@ pub use limits::Rate;
 pub use peer::TrustedProxy;
 
 use crate::ApiError;
-use bans::{BanPolicy, Bans};
+use bans::BanPolicy;
+pub(crate) use bans::Bans;
 use limits::Limits;
 use peer::Proxies;
 

@@ -4,7 +4,7 @@ mod access;
 mod actions;
 mod agents;
 mod apply;
-mod bans;
+pub(crate) mod bans;
 mod events;
 mod kinds;
 mod params;

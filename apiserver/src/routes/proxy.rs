@@ -39,7 +39,7 @@ pub(crate) const LOCATION: &str = "dora-location";
 
 /// Whether the caller asked where the request goes rather than to have it made ([`LOCATE`]).
 #[derive(Clone, Copy)]
-pub(super) struct Locate(bool);
+pub(super) struct Locate(pub bool);
 
 impl<S: Send + Sync> FromRequestParts<S> for Locate {
     type Rejection = std::convert::Infallible;
