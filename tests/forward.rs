@@ -344,6 +344,26 @@ fn a_zone_without_a_store_forwards_to_the_zone_holding_its_data_and_reaches_its_
     assert_eq!(status, 403, "banned at A: {answer}");
     assert_eq!(get(&url_b, ca, admin, [127, 0, 0, 1], workloads).0, 200);
 
-    b.stop();
+    // A watch through B streams: a change made while it is open arrives on it.
+    let mut watch = Command::new(support::DORA)
+        .env("DORA_CONFIG", Dora::config(home_a.path()))
+        .args(["--profile", "b", "-z", "b", "get", "wk", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = support::line_reader(watch.stdout.take().unwrap());
+    let _watch = Running(watch);
+    support::read_until(&lines, |l| l.contains("hello"), "the watch's first rows");
+    let later = home_a.path().join("later.yaml");
+    std::fs::write(&later, HELLO.replace("name: hello,", "name: later,")).unwrap();
+    through_b(&["apply", "-f", later.to_str().unwrap()]);
+    support::read_until(&lines, |l| l.contains("later"), "the change on the watch");
+
+    // Without its upstream, B answers 503 naming it.
     a.stop();
+    let (status, answer) = get(&url_b, ca, admin, [127, 0, 0, 1], workloads);
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains(&url_a), "{answer}");
+    b.stop();
 }

@@ -44,7 +44,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run Dora on this machine: the API server on the embedded store (or a CQL cluster).
+    /// Run Dora on this machine: the API server on the embedded store (or a CQL cluster), or
+    /// with --upstream the store-less API server of a zone whose data another zone's holds.
     Up(Box<UpArgs>),
     /// Create or update resources from YAML or JSON files.
     Apply(ApplyArgs),
@@ -126,7 +127,7 @@ pub struct UpArgs {
     /// `cql://HOST:PORT[,HOST:PORT]/KEYSPACE[?replication=DC:RF&consistency=quorum|local_quorum&datacenter=DC&lookback=30s]`.
     #[arg(long, env = "DORA_STORE")]
     pub store: Option<String>,
-    /// Zone of the scheduler and credit system run here.
+    /// Zone of the scheduler and credit system run here (with --upstream: the zone served).
     #[arg(long, default_value = "default")]
     pub zone: String,
     /// Keep no store and run no scheduler or credit system here: forward every request to the
