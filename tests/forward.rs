@@ -62,6 +62,18 @@ fn url_of(dora: &Dora) -> String {
 /// A GET of `path` on `url` with `token`, from the loopback address `from`: its status and
 /// body.
 fn get(url: &str, ca: &str, token: &str, from: [u8; 4], path: &str) -> (u16, String) {
+    get_with(url, ca, token, from, path, &[])
+}
+
+/// [`get`] with more headers.
+fn get_with(
+    url: &str,
+    ca: &str,
+    token: &str,
+    from: [u8; 4],
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -73,9 +85,11 @@ fn get(url: &str, ca: &str, token: &str, from: [u8; 4], path: &str) -> (u16, Str
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap();
-        let response = http
-            .get(format!("{url}{path}"))
-            .bearer_auth(token)
+        let mut request = http.get(format!("{url}{path}")).bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path} on {url}: {e}"));
@@ -296,6 +310,15 @@ fn a_zone_without_a_store_forwards_to_the_zone_holding_its_data_and_reaches_its_
     assert_eq!(get(&url_b, ca, &bob, [127, 0, 0, 1], workloads).0, 200);
     let logs = "/v1/zones/b/workspaces/default/containers/hello.0/logs";
     let (status, output) = get(&url_b, ca, &bob, [127, 0, 0, 1], logs);
+    assert_eq!(
+        (status, output.contains("hello from zone b")),
+        (200, true),
+        "{output}"
+    );
+    // Where a node-bound request goes is told to a trusted proxy (B) only: a client asking A
+    // so gets the request made.
+    let locate = [("dora-locate", "1")];
+    let (status, output) = get_with(&url_a, ca, &bob, [127, 0, 0, 3], logs, &locate);
     assert_eq!(
         (status, output.contains("hello from zone b")),
         (200, true),

@@ -274,7 +274,7 @@ impl Forwarding {
                 StatusCode::BAD_GATEWAY,
                 "UpstreamUnlocated",
                 format!(
-                    "the upstream API server {} did not say where this request goes on the node; is it a Dora older than this server?",
+                    "the upstream API server {} did not say where this request goes on the node; does its --trusted-proxies name this server's address?",
                     self.upstream
                 ),
             )

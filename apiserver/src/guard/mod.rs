@@ -107,6 +107,11 @@ impl Guard {
         guard
     }
 
+    /// Whether `peer` is one of the trusted proxies.
+    pub fn is_proxy(&self, peer: IpAddr) -> bool {
+        self.proxies.trusts(peer.to_canonical())
+    }
+
     /// Counts a request of an authenticated caller against its user's or node's budget.
     pub fn admit(&self, identity: &crate::Identity) -> Result<(), Refusal> {
         self.limits.admit(identity)

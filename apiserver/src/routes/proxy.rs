@@ -6,10 +6,12 @@
 //! with [`LOCATE`] instead: the request is authorized as if it were made, and the answer says
 //! where it goes.
 
+use std::net::SocketAddr;
+
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -38,14 +40,23 @@ pub(crate) const LOCATE: &str = "dora-locate";
 pub(crate) const LOCATION: &str = "dora-location";
 
 /// Whether the caller asked where the request goes rather than to have it made ([`LOCATE`]).
+/// Only a trusted proxy (`--trusted-proxies`: a forwarding API server) is answered so; the
+/// header of anyone else is ignored.
 #[derive(Clone, Copy)]
 pub(super) struct Locate(pub bool);
 
-impl<S: Send + Sync> FromRequestParts<S> for Locate {
+impl FromRequestParts<AppState> for Locate {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Locate(parts.headers.contains_key(LOCATE)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let proxy = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| state.guard.is_proxy(peer.ip()));
+        Ok(Locate(proxy && parts.headers.contains_key(LOCATE)))
     }
 }
 
