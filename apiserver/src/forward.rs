@@ -125,26 +125,14 @@ impl Forwarding {
             };
         }
         if !node_bound(parts.uri.path()) {
-            let request = self.upstream_request(&parts, Some(body));
-            return self
-                .send(request)
-                .await
-                .map(relay)
-                .map_err(|e| e.into_response());
+            return Ok(self.pass_on(&parts, Some(body)).await);
         }
         let session = parts.method == Method::GET && parts.uri.path().ends_with("/exec");
         let upgrade = if session {
             match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
                 Ok(upgrade) => Some(upgrade),
                 // Not a session: the upstream says what to do instead.
-                Err(_) => {
-                    let request = self.upstream_request(&parts, None);
-                    return self
-                        .send(request)
-                        .await
-                        .map(relay)
-                        .map_err(|e| e.into_response());
-                }
+                Err(_) => return Ok(self.pass_on(&parts, None).await),
             }
         } else {
             None
@@ -228,6 +216,14 @@ impl Forwarding {
         match body {
             Some(body) => request.body(stream(body)),
             None => request,
+        }
+    }
+
+    /// The upstream's answer to the request, relayed.
+    async fn pass_on(&self, parts: &Parts, body: Option<Body>) -> Response {
+        match self.send(self.upstream_request(parts, body)).await {
+            Ok(response) => relay(response),
+            Err(e) => e.into_response(),
         }
     }
 
