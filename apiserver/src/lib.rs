@@ -3,8 +3,10 @@
 
 mod directory;
 mod error;
+mod forward;
 mod guard;
 mod issued;
+mod nodes;
 mod openapi;
 mod path;
 mod render;
@@ -16,6 +18,7 @@ mod token;
 
 pub use directory::Directory;
 pub use error::ApiError;
+pub use forward::Forwarder;
 pub use guard::{GuardOptions, Rate, TrustedProxy};
 pub use path::Target;
 pub use render::timestamp;

@@ -62,8 +62,8 @@ pub(crate) struct State {
     /// Cancelled when the server starts shutting down: open watches end with an ERROR line
     /// telling clients to watch again.
     pub stopping: CancellationToken,
-    /// The mutual-TLS client for node agents, made on first use.
-    node_client: OnceLock<Result<reqwest::Client, String>>,
+    /// The way to node agents.
+    pub nodes: crate::nodes::Nodes,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -162,25 +162,6 @@ impl State {
         Ok(issued)
     }
 
-    /// The client that calls node agents: it trusts the cluster CA only and presents the API
-    /// server's client certificate.
-    pub fn node_client(&self) -> Result<&reqwest::Client, ApiError> {
-        let built = self.node_client.get_or_init(|| {
-            let pki = self.options.pki.as_ref().ok_or(
-                "this API server was started without the cluster PKI, so it cannot reach nodes",
-            )?;
-            pki.node_client()
-                .map_err(|e| format!("cannot set up the client for nodes: {e:#}"))
-        });
-        built.as_ref().map_err(|message| {
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "NoAuthority",
-                message.clone(),
-            )
-        })
-    }
-
     /// Checks that `identity` may still use its token: for requests that last (watches).
     pub fn recheck(&self, identity: &Identity) -> Result<(), ApiError> {
         if identity.system {
@@ -252,10 +233,10 @@ impl ApiServer {
             last_uses,
             manifests: tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE),
             guard: crate::guard::Guard::start(&options.guard),
+            nodes: crate::nodes::Nodes::new(options.pki.clone()),
             options,
             metrics: metrics_handle(),
             stopping: CancellationToken::new(),
-            node_client: OnceLock::new(),
         };
         Ok(ApiServer {
             state: Arc::new(state),
@@ -323,24 +304,37 @@ impl ApiServer {
         tls: Arc<ServerConfig>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        listener.set_nonblocking(true)?;
-        let handle = axum_server::Handle::new();
-        let stopper = handle.clone();
         let stopping = self.state.stopping.clone();
-        tokio::spawn(async move {
+        let shutdown = async move {
             shutdown.await;
             stopping.cancel();
-            stopper.graceful_shutdown(Some(Duration::from_secs(5)));
-        });
-        let app = self.router();
-        // Answers and watch lines go out at once, not after the client's delayed ACK (~40 ms).
-        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
-            .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
-            .handle(handle)
-            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-            .await?;
-        Ok(())
+        };
+        serve(self.router(), listener, tls, shutdown).await
     }
+}
+
+/// Serves `app` over HTTPS on `listener` until `shutdown` completes, then drains for a few
+/// seconds.
+pub(crate) async fn serve(
+    app: axum::Router,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    // Answers and watch lines go out at once, not after the client's delayed ACK (~40 ms).
+    axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
+        .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

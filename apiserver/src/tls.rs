@@ -147,6 +147,21 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// TLS towards a server whose certificate chains to the CA in `ca` (a PEM file), presenting
+/// no certificate: how a forwarding API server reaches its upstream.
+pub(crate) fn client_tls(ca: &Path) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("cannot read {}", ca.display()))?
+    {
+        roots.add(cert.with_context(|| format!("{} holds no certificate", ca.display()))?)?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The cluster CA signs serving certificates (API server, nodes); a second CA signs only the
 /// API server's client certificate, so that a node's certificate can never pass for the API
 /// server when calling another node.

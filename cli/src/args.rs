@@ -44,7 +44,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run Dora on this machine: the API server on the embedded store (or a CQL cluster).
+    /// Run Dora on this machine: the API server on the embedded store (or a CQL cluster), or
+    /// with --upstream the store-less API server of a zone whose data another zone's holds.
     Up(Box<UpArgs>),
     /// Create or update resources from YAML or JSON files.
     Apply(ApplyArgs),
@@ -126,9 +127,19 @@ pub struct UpArgs {
     /// `cql://HOST:PORT[,HOST:PORT]/KEYSPACE[?replication=DC:RF&consistency=quorum|local_quorum&datacenter=DC&lookback=30s]`.
     #[arg(long, env = "DORA_STORE")]
     pub store: Option<String>,
-    /// Zone of the scheduler and credit system run here.
+    /// Zone of the scheduler and credit system run here (with --upstream: the zone served).
     #[arg(long, default_value = "default")]
     pub zone: String,
+    /// Keep no store and run no scheduler or credit system here: forward every request to the
+    /// API server of the zone whose store holds this zone (`https://HOST:PORT`, where `dora
+    /// scheduler --zone ZONE` and `dora creditsys --zone ZONE` run on that store), and make the
+    /// requests that must reach this zone's nodes (logs, shell, top, volume files) from here.
+    /// The data folder must hold that zone's secret.key and pki/{ca,proxy-ca}.{pem,key}.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["store", "sim_nodes"])]
+    pub upstream: Option<String>,
+    /// The CA the upstream's certificate chains to (default: the data folder's pki/ca.pem).
+    #[arg(long, value_name = "FILE", requires = "upstream")]
+    pub upstream_ca: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(flatten)]

@@ -6,7 +6,7 @@ mod bans;
 mod limits;
 mod peer;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +19,8 @@ pub use limits::Rate;
 pub use peer::TrustedProxy;
 
 use crate::ApiError;
-use crate::state::AppState;
-use bans::{BanPolicy, Bans};
+use bans::BanPolicy;
+pub(crate) use bans::Bans;
 use limits::Limits;
 use peer::Proxies;
 
@@ -107,6 +107,11 @@ impl Guard {
         guard
     }
 
+    /// Whether `peer` is one of the trusted proxies.
+    pub fn is_proxy(&self, peer: IpAddr) -> bool {
+        self.proxies.trusts(peer.to_canonical())
+    }
+
     /// Counts a request of an authenticated caller against its user's or node's budget.
     pub fn admit(&self, identity: &crate::Identity) -> Result<(), Refusal> {
         self.limits.admit(identity)
@@ -158,19 +163,24 @@ fn is_report(request: &Request) -> bool {
     request.method() == Method::PUT && request.uri().path().ends_with("/report")
 }
 
+/// The client's address as the IP filter sees it, in the extensions of every request that
+/// passed it: what a forwarding API server tells its upstream in `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddress(pub IpAddr);
+
 /// The middleware: refuses banned addresses and requests past the address's rate limit
 /// before anything else is done, and records failed authentications. Without the peer's
 /// address (a router served without connect info) requests pass unfiltered.
 pub(crate) async fn filter(
-    State(state): State<AppState>,
-    request: Request,
+    State(guard): State<Arc<Guard>>,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let guard = &state.guard;
     let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
         return next.run(request).await;
     };
     let address = guard.proxies.client(peer.ip(), request.headers());
+    request.extensions_mut().insert(ClientAddress(address));
     if let Some(left) = guard.bans.check(address) {
         metrics::counter!("dora_api_refused_total", "reason" => "banned").increment(1);
         return Refusal {

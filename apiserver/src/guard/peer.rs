@@ -45,7 +45,7 @@ impl Proxies {
         Proxies(trusted.iter().map(|proxy| proxy.0).collect())
     }
 
-    fn trusts(&self, address: IpAddr) -> bool {
+    pub(super) fn trusts(&self, address: IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(&address))
     }
 

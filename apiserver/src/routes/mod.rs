@@ -4,11 +4,11 @@ mod access;
 mod actions;
 mod agents;
 mod apply;
-mod bans;
+pub(crate) mod bans;
 mod events;
 mod kinds;
 mod params;
-mod proxy;
+pub(crate) mod proxy;
 mod queue;
 mod resources;
 mod status;
@@ -60,7 +60,7 @@ const SCOPES: [&str; 4] = [
 /// The routes, behind the IP filter and the address rate limit: those run before routing, so
 /// that a refused request costs a table lookup.
 pub(crate) fn router(state: AppState) -> Router {
-    let guard = middleware::from_fn_with_state(state.clone(), crate::guard::filter);
+    let guard = middleware::from_fn_with_state(state.guard.clone(), crate::guard::filter);
     Router::new().fallback_service(routes(state)).layer(guard)
 }
 

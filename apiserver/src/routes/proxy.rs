@@ -1,14 +1,19 @@
 //! Container operations proxied to the node that runs the container: logs, top, one-off
 //! commands and shell sessions (WebSocket). The API finds the node from the container's binding
 //! (for logs, while it waits to restart, from its last report) and the node's endpoint from
-//! its row, never from anything the client sends, and calls it over mutual TLS: the node's
-//! certificate must chain to the cluster CA, and the API presents its client certificate.
+//! its row, never from anything the client sends, and calls it over mutual TLS
+//! ([`crate::nodes`]). A forwarding API server, which alone reaches its zone's nodes, asks
+//! with [`LOCATE`] instead: the request is authorized as if it were made, and the answer says
+//! where it goes.
+
+use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use dora_crds::Kind;
 use dora_crds::spec::Verb;
@@ -20,6 +25,7 @@ use serde::Deserialize;
 use super::access::check_zone;
 use super::params::{NoParams, Params};
 use super::{flag, read_text};
+use crate::nodes::{relay_socket, unavailable};
 use crate::path::Target;
 use crate::state::AppState;
 use crate::{ApiError, Identity};
@@ -27,12 +33,60 @@ use crate::{ApiError, Identity};
 /// Bodies of one-off commands.
 const MAX_EXEC_BYTES: usize = 64 << 10;
 
-fn unavailable(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NodeUnavailable", message)
+/// The request header with which a forwarding API server asks where a node-bound request goes
+/// instead of having it made: the answer is 204 with the node's URL in [`LOCATION`].
+pub(crate) const LOCATE: &str = "dora-locate";
+/// The header of the answer to [`LOCATE`]: the URL on the node, query included.
+pub(crate) const LOCATION: &str = "dora-location";
+
+/// Whether the caller asked where the request goes rather than to have it made ([`LOCATE`]).
+/// Only a trusted proxy (`--trusted-proxies`: a forwarding API server) is answered so; the
+/// header of anyone else is ignored.
+#[derive(Clone, Copy)]
+pub(super) struct Locate(pub bool);
+
+impl FromRequestParts<AppState> for Locate {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let proxy = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| state.guard.is_proxy(peer.ip()));
+        Ok(Locate(proxy && parts.headers.contains_key(LOCATE)))
+    }
+}
+
+/// Sends `request` to the node at `endpoint` and relays its answer or, when located, answers
+/// where it goes.
+pub(super) async fn send(
+    state: &AppState,
+    locate: Locate,
+    request: reqwest::RequestBuilder,
+    endpoint: &str,
+) -> Result<Response, ApiError> {
+    if !locate.0 {
+        return state.nodes.call(request, endpoint).await;
+    }
+    let request = request
+        .build()
+        .map_err(|e| unavailable(format!("bad request for the node at {endpoint}: {e}")))?;
+    Ok(location(request.url()))
+}
+
+fn location(url: &reqwest::Url) -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(LOCATION, url.as_str().to_string())],
+    )
+        .into_response()
 }
 
 /// The endpoint of the node a container is bound to, and the container's path on that node.
-async fn locate(state: &AppState, key: &ObjectKey) -> Result<(String, String), ApiError> {
+async fn node_of(state: &AppState, key: &ObjectKey) -> Result<(String, String), ApiError> {
     let row = container_row(state, key).await?;
     let placement: Placement = dora_crds::decode(&row.computed).unwrap_or_default();
     let node = placement.node.ok_or_else(|| not_placed(key))?;
@@ -93,36 +147,6 @@ async fn node_endpoint(state: &AppState, zone: &str, node: &str) -> Result<Strin
     })
 }
 
-/// Relays the node's answer: status, content type and body, streamed.
-fn relay(response: reqwest::Response) -> Response {
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_string();
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, content_type)],
-        Body::from_stream(response.bytes_stream()),
-    )
-        .into_response()
-}
-
-pub(super) async fn call(
-    request: reqwest::RequestBuilder,
-    endpoint: &str,
-) -> Result<Response, ApiError> {
-    let response = request.send().await.map_err(|e| {
-        unavailable(format!(
-            "cannot reach the node at {endpoint}: {e}; is its agent running?"
-        ))
-    })?;
-    Ok(relay(response))
-}
-
 /// What `GET .../containers/NAME/logs` asks for.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +180,7 @@ pub(super) async fn logs(
     identity: Identity,
     State(state): State<AppState>,
     target: Target,
+    locate: Locate,
     Params(params): Params<LogParams>,
 ) -> Result<Response, ApiError> {
     check_zone(&state, &target)?;
@@ -197,8 +222,10 @@ pub(super) async fn logs(
         .or(report.map(|r| r.node))
         .ok_or_else(|| not_placed(&key))?;
     let (endpoint, path) = at_node(&state, &key, &node).await?;
-    let client = state.node_client()?;
-    call(
+    let client = state.nodes.client()?;
+    send(
+        &state,
+        locate,
         client.get(format!("{endpoint}{path}/logs")).query(&query),
         &endpoint,
     )
@@ -210,10 +237,11 @@ pub(super) async fn top(
     identity: Identity,
     State(state): State<AppState>,
     target: Target,
+    locate: Locate,
     Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     check_zone(&state, &target)?;
-    let client = state.node_client()?;
+    let client = state.nodes.client()?;
     match target.kind {
         Kind::Container => {
             let key = target.key();
@@ -224,8 +252,9 @@ pub(super) async fn top(
                 &key.zone,
                 &key.workspace,
             )?;
-            let (endpoint, path) = locate(&state, &key).await?;
-            call(client.get(format!("{endpoint}{path}/top")), &endpoint).await
+            let (endpoint, path) = node_of(&state, &key).await?;
+            let request = client.get(format!("{endpoint}{path}/top"));
+            send(&state, locate, request, &endpoint).await
         }
         Kind::Node => {
             let name = target.name.as_deref().unwrap_or_default();
@@ -233,7 +262,8 @@ pub(super) async fn top(
                 .service
                 .authorize(&identity, Verb::GetOne, Kind::Node, &target.zone, "")?;
             let endpoint = node_endpoint(&state, &target.zone, name).await?;
-            call(client.get(format!("{endpoint}/v1/top")), &endpoint).await
+            let request = client.get(format!("{endpoint}/v1/top"));
+            send(&state, locate, request, &endpoint).await
         }
         _ => Err(ApiError::method_not_allowed("GET")),
     }
@@ -267,35 +297,41 @@ pub(super) async fn exec(
     identity: Identity,
     State(state): State<AppState>,
     target: Target,
+    locate: Locate,
     Params(NoParams {}): Params<NoParams>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = shell_target(&state, &identity, &target, "POST")?;
     let text = read_text(body, MAX_EXEC_BYTES).await?;
-    let (endpoint, path) = locate(&state, &key).await?;
-    let client = state.node_client()?;
+    let (endpoint, path) = node_of(&state, &key).await?;
+    let client = state.nodes.client()?;
     let request = client
         .post(format!("{endpoint}{path}/exec"))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(text);
-    call(request, &endpoint).await
+    send(&state, locate, request, &endpoint).await
 }
 
 /// `GET .../containers/NAME/exec` as a WebSocket: a session with `command` (a JSON list) in
-/// the container, relayed to and from its node.
+/// the container, relayed to and from its node. Located, it is a plain GET.
 pub(super) async fn terminal(
     identity: Identity,
     State(state): State<AppState>,
     target: Target,
+    locate: Locate,
     Params(params): Params<TerminalParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     check_zone(&state, &target)?;
-    let upgrade = upgrade.map_err(|_| {
-        ApiError::bad_request(
-            "GET .../exec opens a WebSocket session; POST runs one command to its end",
-        )
-    })?;
+    let upgrade = match upgrade {
+        Ok(upgrade) => Some(upgrade),
+        Err(_) if locate.0 => None,
+        Err(_) => {
+            return Err(ApiError::bad_request(
+                "GET .../exec opens a WebSocket session; POST runs one command to its end",
+            ));
+        }
+    };
     let tty = flag(params.tty.as_deref())?;
     let command = params.command.unwrap_or_else(|| r#"["sh"]"#.into());
     let key = shell_target(&state, &identity, &target, "GET")?;
@@ -308,111 +344,15 @@ pub(super) async fn terminal(
     if parsed.is_empty() {
         return Err(ApiError::invalid("command", "give a command to run"));
     }
-    let (endpoint, path) = locate(&state, &key).await?;
-    let upstream = connect_node(&state, &endpoint, &path, tty, &command).await?;
-    Ok(upgrade.on_upgrade(move |socket| relay_socket(socket, upstream)))
-}
-
-type NodeSocket =
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-/// Opens the node's side of a session, over mutual TLS.
-async fn connect_node(
-    state: &AppState,
-    endpoint: &str,
-    path: &str,
-    tty: bool,
-    command: &str,
-) -> Result<NodeSocket, ApiError> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let pki = state.options.pki.as_ref().ok_or_else(|| {
-        unavailable("this API server was started without the cluster PKI, so it cannot reach nodes")
-    })?;
-    let tls = pki
-        .node_tls()
-        .map_err(|e| unavailable(format!("cannot set up TLS to nodes: {e:#}")))?;
+    let (endpoint, path) = node_of(&state, &key).await?;
     let url = reqwest::Url::parse_with_params(
         &format!("{endpoint}{path}/attach"),
-        &[("tty", tty.to_string()), ("command", command.to_string())],
+        &[("tty", tty.to_string()), ("command", command)],
     )
     .map_err(|e| unavailable(format!("bad node endpoint {endpoint}: {e}")))?;
-    let host = url
-        .host_str()
-        .unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_string();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let unreachable = |e: &dyn std::fmt::Display| {
-        unavailable(format!("cannot reach the node at {endpoint}: {e}"))
+    let Some(upgrade) = upgrade else {
+        return Ok(location(&url));
     };
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let name =
-        rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| unreachable(&e))?;
-    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let request = url
-        .as_str()
-        .replacen("https://", "wss://", 1)
-        .into_client_request()
-        .map_err(|e| unreachable(&e))?;
-    match tokio_tungstenite::client_async(request, stream).await {
-        Ok((socket, _)) => Ok(socket),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status =
-                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let message = response
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| format!("the node answered {status}"));
-            Err(ApiError::new(status, "NodeError", message))
-        }
-        Err(e) => Err(unreachable(&e)),
-    }
-}
-
-/// Relays messages both ways until either side closes.
-async fn relay_socket(client: WebSocket, node: NodeSocket) {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message as NodeMessage;
-    let (mut to_client, mut from_client) = client.split();
-    let (mut to_node, mut from_node) = node.split();
-    let upstream = async {
-        while let Some(Ok(message)) = from_client.next().await {
-            let message = match message {
-                Message::Binary(bytes) => NodeMessage::Binary(bytes),
-                Message::Text(text) => NodeMessage::Text(text.as_str().into()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            if to_node.send(message).await.is_err() {
-                break;
-            }
-        }
-        let _ = to_node.close().await;
-    };
-    let downstream = async {
-        while let Some(Ok(message)) = from_node.next().await {
-            let message = match message {
-                NodeMessage::Binary(bytes) => Message::Binary(bytes),
-                NodeMessage::Text(text) => Message::Text(text.as_str().into()),
-                NodeMessage::Close(_) => break,
-                _ => continue,
-            };
-            if to_client.send(message).await.is_err() {
-                break;
-            }
-        }
-        let _ = to_client.close().await;
-    };
-    // The session ends when the node's side does; what the client still sends is moot.
-    tokio::select! {
-        () = downstream => {}
-        () = async { upstream.await; std::future::pending::<()>().await } => {}
-    }
+    let node = state.nodes.connect(&url).await?;
+    Ok(upgrade.on_upgrade(move |socket| relay_socket(socket, node)))
 }

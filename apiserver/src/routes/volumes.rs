@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::check_zone;
 use super::params::{NoParams, Params};
+use super::proxy::Locate;
 use super::{flag, json_response};
 use crate::path::Target;
 use crate::state::AppState;
@@ -214,6 +215,7 @@ pub(super) async fn download(
     identity: Identity,
     State(state): State<AppState>,
     target: Target,
+    locate: Locate,
     FilePath(file): FilePath,
     Params(params): Params<DownloadParams>,
 ) -> Result<Response, ApiError> {
@@ -222,7 +224,7 @@ pub(super) async fn download(
         stat: flag(params.stat.as_deref())?,
         partial: flag(params.upload.as_deref())?,
     };
-    files(state, identity, target, file, request).await
+    files(state, identity, target, file, request, locate).await
 }
 
 /// `PUT .../volumes/NAME/files/PATH`: an upload, resumable from `offset`.
@@ -230,6 +232,7 @@ pub(super) async fn upload(
     identity: Identity,
     State(state): State<AppState>,
     target: Target,
+    locate: Locate,
     FilePath(file): FilePath,
     Params(params): Params<UploadParams>,
     body: Body,
@@ -239,7 +242,7 @@ pub(super) async fn upload(
         offset: params.offset.unwrap_or(0),
         size: params.size,
     };
-    files(state, identity, target, file, request).await
+    files(state, identity, target, file, request, locate).await
 }
 
 /// A Ready node of the zone with a node API, to serve a volume's files.
@@ -284,6 +287,7 @@ async fn files(
     target: Target,
     file: String,
     request: FileRequest,
+    locate: Locate,
 ) -> Result<Response, ApiError> {
     if target.kind != Kind::Volume {
         let method = match request {
@@ -320,7 +324,7 @@ async fn files(
     };
     let (_, _, folder) = resolve(&state, &target.zone, workspace, name).await?;
     let endpoint = file_server(&state, &target.zone).await?;
-    let client = state.node_client()?;
+    let client = state.nodes.client()?;
     let url = format!("{endpoint}/v1/files/{file}");
     let mut query = vec![("root", folder)];
     if list_only {
@@ -347,5 +351,5 @@ async fn files(
             client.get(url).query(&query)
         }
     };
-    super::proxy::call(request, &endpoint).await
+    super::proxy::send(&state, locate, request, &endpoint).await
 }

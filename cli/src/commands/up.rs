@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use dora_apiserver::{ApiServer, Identity, Options, Pki, TokenClaims, TokenKey, write_private};
+use dora_apiserver::{
+    ApiServer, Forwarder, Identity, Options, Pki, TokenClaims, TokenKey, write_private,
+};
 use dora_crds::Kind;
 use dora_store::{ListQuery, ObjectKey};
 
@@ -252,10 +254,13 @@ async fn shutdown_signal() {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     components::init_logging(&args.log)?;
-    let sim = components::sim_config(&args.zone, &args.sim)?;
     if args.certificate_lifetime < Duration::from_secs(3) {
         bail!("--certificate-lifetime must be at least 3s (30d unless a test needs it short)");
     }
+    if let Some(upstream) = args.upstream.clone() {
+        return forward(args, &upstream).await;
+    }
+    let sim = components::sim_config(&args.zone, &args.sim)?;
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     // The node agent's settings are checked before anything starts; it learns the API's
     // address and its credential once the API server is made.
@@ -384,4 +389,65 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     stop.cancel();
     while components.join_next().await.is_some() {}
     served
+}
+
+/// `dora up --upstream`: the API server of a zone whose data lives in another zone's store,
+/// forwarding to that zone's API server. It uses the cluster's secret and CAs, which the
+/// operator copied into the data folder: it mints nothing, so it makes none of its own.
+async fn forward(args: UpArgs, upstream: &str) -> anyhow::Result<()> {
+    if !args.no_node {
+        bail!(
+            "--upstream runs no node agent here (its credential would come from a store); pass \
+             --no-node and join this machine with `dora node --api-server URL --join-token TOKEN`"
+        );
+    }
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    let copied = |file: &str| -> anyhow::Result<PathBuf> {
+        let path = data_dir.join(file);
+        if !path.exists() {
+            bail!(
+                "--upstream: {} is missing; copy secret.key and pki/{{ca,proxy-ca}}.{{pem,key}} \
+                 from the data folder of the zone at {upstream} (README: Running several zones)",
+                path.display()
+            );
+        }
+        Ok(path)
+    };
+    for file in [
+        "pki/ca.pem",
+        "pki/ca.key",
+        "pki/proxy-ca.pem",
+        "pki/proxy-ca.key",
+    ] {
+        copied(file)?;
+    }
+    let secret = load_or_create_secret(&copied("secret.key")?)?;
+    open_data_dir(&data_dir, false)?;
+    let listener = TcpListener::bind(args.listen).with_context(|| {
+        format!(
+            "cannot listen on {}; is another `dora up` running? pass --listen ADDR:PORT",
+            args.listen
+        )
+    })?;
+    let url = url_of(&listener)?;
+    let pki = Pki::new(data_dir.join("pki")).with_lifetime(args.certificate_lifetime);
+    pki.ensure(&certificate_names(args.listen.ip()))?;
+    let upstream_ca = args.upstream_ca.unwrap_or_else(|| pki.ca_path());
+    let options = Options {
+        pki: Some(pki.clone()),
+        guard: components::guard_options(&args.guard),
+        ..Options::default()
+    };
+    let server = Forwarder::new(upstream, &upstream_ca, &secret, options)?;
+    println!(
+        "Dora is up at {url} for zone {zone}, forwarding to {upstream} (no store here); the CLI \
+         profile \"local\" is left alone. Reach it with: dora config profile init {zone} \
+         --api-server {url} --token TOKEN --ca {ca}",
+        zone = args.zone,
+        ca = pki.ca_path().display()
+    );
+    tracing::info!(%url, zone = %args.zone, %upstream, "serving, forwarding to the upstream");
+    server
+        .serve(listener, pki.server_config()?, shutdown_signal())
+        .await
 }
