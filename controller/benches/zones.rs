@@ -12,7 +12,7 @@
 //! (default 3), each run as a new zone (`a1`, `a2`, ...) that starts from empty partitions.
 //! Prints the medians of zone A's placements/s, its control plane's peak memory and CPU time,
 //! and the rows the store returned to each of zone A's components, counted by a wrapper around
-//! the store handle each of them is given.
+//! the store handle each of them is given. RUST_LOG (e.g. `warn`) shows the components' logs.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -78,6 +78,11 @@ const WATCH: WatchConfig = WatchConfig {
 };
 
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
