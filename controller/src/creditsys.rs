@@ -31,6 +31,12 @@ const HOUR_MILLIS: f64 = 3_600_000.0;
 const DAY_MILLIS: i64 = 86_400_000;
 /// 1970-01-05T00:00:00Z, a Monday.
 const FIRST_MONDAY: i64 = 4 * DAY_MILLIS;
+/// How far behind the clock a slice counts: a container's start reaches this leader's cache
+/// through the change feed a moment after its node reports it, and a slice must not count up
+/// to an instant before which a container started that it has not seen yet. A new leader
+/// takes every container as counted up to the row's slice, so one it had missed would lose
+/// the time between its start and that slice.
+const SETTLE_MILLIS: i64 = 2_000;
 
 /// Credit system settings.
 #[derive(Debug, Clone)]
@@ -166,7 +172,7 @@ async fn account(
     caches: &Caches,
     counted: &mut HashMap<String, Counted>,
 ) -> Result<(), StoreError> {
-    let now = now_millis();
+    let now = now_millis() - SETTLE_MILLIS;
     let week_start = config.period_start(now);
     let reset = week_start + config.period.as_millis() as i64;
     let prices: HashMap<String, f64> = caches
