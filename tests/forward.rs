@@ -9,7 +9,6 @@
 mod support;
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,26 +36,6 @@ fn component(home: &Home, component: &str, store: &str) -> Running {
         .spawn()
         .unwrap();
     Running(child)
-}
-
-/// Gives zone B's data folder the cluster's secret and CAs from zone A's, as an operator
-/// would copy them.
-fn share_cluster_secrets(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("pki")).unwrap();
-    std::fs::copy(from.join("secret.key"), to.join("secret.key")).unwrap();
-    for file in ["ca.key", "ca.pem", "proxy-ca.key", "proxy-ca.pem"] {
-        std::fs::copy(from.join("pki").join(file), to.join("pki").join(file)).unwrap();
-    }
-}
-
-/// The URL in `dora up`'s "Dora is up at URL ..." line.
-fn url_of(dora: &Dora) -> String {
-    let line = dora
-        .banner
-        .iter()
-        .find(|l| l.starts_with("Dora is up at"))
-        .unwrap();
-    line.split_whitespace().nth(4).unwrap().to_string()
 }
 
 /// A GET of `path` on `url` with `token`, from the loopback address `from`: its status and
@@ -142,8 +121,8 @@ fn a_zone_without_a_store_forwards_to_the_zone_holding_its_data_and_reaches_its_
         "info,dora_store=warn",
         Stdio::from(log),
     );
-    let url_a = url_of(&a);
-    share_cluster_secrets(&home_a.path().join("data"), &home_b.path().join("data"));
+    let url_a = support::url_of(&a);
+    support::share_cluster_secrets(&home_a.path().join("data"), &home_b.path().join("data"));
     let log = std::fs::File::create(home_b.path().join("zone-b.log")).unwrap();
     let b = Dora::up_with(
         home_b.path(),
@@ -159,7 +138,7 @@ fn a_zone_without_a_store_forwards_to_the_zone_holding_its_data_and_reaches_its_
         "info",
         Stdio::from(log),
     );
-    let url_b = url_of(&b);
+    let url_b = support::url_of(&b);
     assert!(
         !home_b.path().join("data/dora.db").exists(),
         "B keeps no store"

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -131,26 +131,6 @@ fn up(home: &Home, zone: &str, store: &Store) -> Dora {
     Dora::up_with(home.path(), &args, "info,dora_store=warn", Stdio::from(log))
 }
 
-/// Gives zone B's data folder the cluster's secret and CAs from zone A's, as an operator
-/// would copy them: tokens and certificates of one zone are then good in the other.
-fn share_cluster_secrets(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("pki")).unwrap();
-    std::fs::copy(from.join("secret.key"), to.join("secret.key")).unwrap();
-    for file in ["ca.key", "ca.pem", "proxy-ca.key", "proxy-ca.pem"] {
-        std::fs::copy(from.join("pki").join(file), to.join("pki").join(file)).unwrap();
-    }
-}
-
-/// The URL in `dora up`'s "Dora is up at URL ..." line.
-fn url_of(dora: &Dora) -> String {
-    let line = dora
-        .banner
-        .iter()
-        .find(|l| l.starts_with("Dora is up at"))
-        .unwrap();
-    line.split_whitespace().nth(4).unwrap().to_string()
-}
-
 /// `dora ARGS -o json` through `profile` until `check` accepts it, for up to `within`.
 fn eventually(
     dora: &Dora,
@@ -228,9 +208,9 @@ fn zones_across_datacenters_share_one_database_and_survive_each_others_loss() {
     let keyspace = format!("zones_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let (home_a, home_b) = (support::home(), support::home());
     let a = up(&home_a, "a", &zone_store(&keyspace, "dc1"));
-    share_cluster_secrets(&home_a.path().join("data"), &home_b.path().join("data"));
+    support::share_cluster_secrets(&home_a.path().join("data"), &home_b.path().join("data"));
     let b = up(&home_b, "b", &zone_store(&keyspace, "dc2"));
-    let url_b = url_of(&b);
+    let url_b = support::url_of(&b);
     assert!(
         b.banner.iter().any(|l| l.contains("for zone b")),
         "zone B's start leaves zone A's CLI profile alone: {:?}",

@@ -162,20 +162,10 @@ impl Forwarding {
     /// refuse what no server would take and to count the caller's rate; the upstream
     /// authenticates it again.
     fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
-        let Some(header) = headers.get(header::AUTHORIZATION) else {
+        let Some(verified) = self.verified.bearer(&self.tokens, headers) else {
             return Ok(None);
         };
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
-        let verified = self
-            .verified
-            .verify(&self.tokens, token.trim())
-            .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        let verified = verified?;
         Ok(Some(Identity {
             user: verified.subject,
             zone: verified.claims.zone,

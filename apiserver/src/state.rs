@@ -82,22 +82,12 @@ fn metrics_handle() -> PrometheusHandle {
 impl State {
     /// The identity behind the request's bearer token.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthorized("no bearer token; log in with `dora config profile init`")
-            })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
         let verified = self
             .verified
-            .verify(&self.tokens, token.trim())
-            .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+            .bearer(&self.tokens, headers)
+            .ok_or_else(|| {
+                ApiError::unauthorized("no bearer token; log in with `dora config profile init`")
+            })??;
         if self.service.directory.is_revoked(&verified.token_id) {
             return Err(revoked());
         }

@@ -158,6 +158,25 @@ impl VerifiedTokens {
         cache.insert(token.to_string(), verified.clone());
         Some(verified)
     }
+
+    /// The token of the request's `Authorization: Bearer` header, verified: `None` without
+    /// that header, 401 when it is malformed or the token does not verify.
+    pub fn bearer(
+        &self,
+        key: &TokenKey,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<Result<VerifiedToken, crate::ApiError>> {
+        let header = headers.get(axum::http::header::AUTHORIZATION)?;
+        let Some(token) = header.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")) else {
+            return Some(Err(crate::ApiError::unauthorized(
+                "the Authorization header must be `Bearer <token>`",
+            )));
+        };
+        Some(
+            self.verify(key, token.trim())
+                .ok_or_else(|| crate::ApiError::unauthorized("invalid or expired token")),
+        )
+    }
 }
 
 #[cfg(test)]

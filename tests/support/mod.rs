@@ -290,3 +290,23 @@ pub fn wait_for(dora: &Dora, args: &[&str], what: &str, check: impl Fn(&Value) -
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Gives a second zone's data folder the cluster's secret and CAs from the first zone's, as an
+/// operator would copy them: tokens and certificates of one zone are then good in the other.
+pub fn share_cluster_secrets(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("pki")).unwrap();
+    std::fs::copy(from.join("secret.key"), to.join("secret.key")).unwrap();
+    for file in ["ca.key", "ca.pem", "proxy-ca.key", "proxy-ca.pem"] {
+        std::fs::copy(from.join("pki").join(file), to.join("pki").join(file)).unwrap();
+    }
+}
+
+/// The URL in `dora up`'s "Dora is up at URL ..." line.
+pub fn url_of(dora: &Dora) -> String {
+    let line = dora
+        .banner
+        .iter()
+        .find(|l| l.starts_with("Dora is up at"))
+        .unwrap();
+    line.split_whitespace().nth(4).unwrap().to_string()
+}
