@@ -296,9 +296,11 @@ fn zones_across_datacenters_share_one_database_and_survive_each_others_loss() {
     let token = token.trim().to_string();
     let path = "/v1/zones/b/workspaces/default/workloads";
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Until B's directory has ana, her token fails there: ask slower than B's IP filter
+    // bans (3 failures in 1 s).
     while status_of(&url_b, &ca, &token, path).0 != 200 {
         assert!(Instant::now() < deadline, "ana's token never worked on B");
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1100));
     }
 
     // Each zone's spread fits once it asks for two: its pending replica would hold the next
