@@ -77,6 +77,10 @@ pub(super) struct Feed {
     partitions: HashMap<String, HashMap<String, Partition>>,
     /// Runs of consecutive sequence numbers committed here, `(first, last)`, oldest first.
     runs: VecDeque<(i64, i64)>,
+    /// The newest sequence number a read of the head found in SQLite. Past the last run, it
+    /// is another process's: a reader that moves to a head it read must not be told there is
+    /// nothing before it.
+    head: i64,
 }
 
 /// What [`Feed::read`] knows.
@@ -85,7 +89,8 @@ pub(super) enum Held {
     /// Changes that follow on without a gap: every change from the cursor on up to the last
     /// of them.
     Changes(Vec<Change>),
-    /// No change of this process follows the cursor; another process's may.
+    /// No change of this process follows the cursor, nor any other process's that a read of
+    /// the head has seen; another process's newer ones may.
     NoneOfOurs,
     /// Changes of other processes may lie between: ask SQLite.
     Unknown,
@@ -126,11 +131,9 @@ impl Feed {
 
     /// What this feed knows of the changes after `after` that match `filter`.
     pub fn read(&self, filter: &ChangeFilter, after: i64, limit: usize) -> Held {
-        let Some(&(_, last)) = self.runs.back() else {
-            return Held::NoneOfOurs;
-        };
+        let last = self.runs.back().map_or(0, |&(_, last)| last);
         if after >= last {
-            return Held::NoneOfOurs;
+            return self.none_of_ours(after);
         }
         let Some(covered_to) = self.covered_to(after + 1) else {
             return Held::Unknown;
@@ -143,7 +146,7 @@ impl Feed {
             .and_then(|zones| zones.get(&filter.zone))
         else {
             return if whole {
-                Held::NoneOfOurs
+                self.none_of_ours(last)
             } else {
                 Held::Unknown
             };
@@ -171,8 +174,22 @@ impl Feed {
         );
         match (changes.is_empty(), whole) {
             (false, _) => Held::Changes(changes),
-            (true, true) => Held::NoneOfOurs,
+            (true, true) => self.none_of_ours(last),
             (true, false) => Held::Unknown,
+        }
+    }
+
+    /// Notes a head read from SQLite: `seq` and everything before it is committed.
+    pub fn saw_head(&mut self, seq: i64) {
+        self.head = self.head.max(seq);
+    }
+
+    /// Nothing of ours follows `through`: nothing at all as far as the heads seen tell.
+    fn none_of_ours(&self, through: i64) -> Held {
+        if self.head > through {
+            Held::Unknown
+        } else {
+            Held::NoneOfOurs
         }
     }
 
@@ -250,5 +267,28 @@ mod tests {
         assert_eq!(names(feed.read(&one("d"), 5, 10)), ["d"]);
         assert!(matches!(feed.read(&one("c"), 6, 10), Held::NoneOfOurs));
         assert!(matches!(feed.read(&one("b"), 4, 10), Held::Unknown));
+    }
+
+    #[test]
+    fn a_head_seen_past_our_entries_is_another_process_s_write() {
+        let filter = ChangeFilter::all(Kind::Container.name(), "z");
+        let mut feed = Feed::default();
+        feed.saw_head(2);
+        assert!(matches!(feed.read(&filter, 0, 10), Held::Unknown));
+        feed.extend(vec![change(3, "a")]);
+        assert!(matches!(feed.read(&filter, 3, 10), Held::NoneOfOurs));
+        feed.saw_head(4);
+        assert!(
+            matches!(feed.read(&filter, 3, 10), Held::Unknown),
+            "4 is another process's"
+        );
+        let other = ChangeFilter {
+            zone: "y".into(),
+            ..filter.clone()
+        };
+        assert!(matches!(feed.read(&other, 2, 10), Held::Unknown));
+        assert!(matches!(feed.read(&filter, 4, 10), Held::NoneOfOurs));
+        feed.saw_head(3);
+        assert!(matches!(feed.read(&filter, 4, 10), Held::NoneOfOurs));
     }
 }

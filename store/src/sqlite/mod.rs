@@ -512,8 +512,10 @@ impl Store for SqliteStore {
 
     async fn head(&self) -> Result<Cursor, StoreError> {
         // See the writer: a commit under way is either not seen or already in the feed.
-        let _feed = lock(&self.inner.feed);
-        self.read(ops::head)
+        let mut feed = lock(&self.inner.feed);
+        let head = self.read(ops::head)?;
+        feed.saw_head(ops::parse_cursor(&head)?);
+        Ok(head)
     }
 
     async fn check_reached(&self, cursor: &Cursor) -> Result<(), StoreError> {
@@ -745,6 +747,33 @@ mod tests {
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].key, key);
         assert!(ops::parse_cursor(&next[0].cursor).unwrap() > ops::parse_cursor(&head).unwrap());
+    }
+
+    /// A reader that reads the head, then the changes after its cursor, and moves to the head
+    /// when there are none (as a watcher does), never skips another process's write: the
+    /// changes are read from SQLite, however recently the last reader looked there.
+    #[tokio::test]
+    async fn no_change_is_skipped_up_to_a_head_read_before() {
+        let (_dir, ours, theirs) = two_processes();
+        let filter = ChangeFilter::all("Workload", "z");
+        let start = ours.head().await.unwrap();
+        ours.put_spec(spec(&ObjectKey::new(Kind::Workload, "z", "w", "a")))
+            .await
+            .unwrap();
+        let ours_read = ours.changes(&filter, &start, 10).await.unwrap();
+        assert_eq!(ours_read.len(), 1);
+        let cursor = ours_read[0].cursor.clone();
+        // This reader's look at SQLite: nothing yet; the next is not due for a while.
+        assert!(ours.changes(&filter, &cursor, 10).await.unwrap().is_empty());
+        let theirs_key = ObjectKey::new(Kind::Workload, "z", "w", "b");
+        theirs.put_spec(spec(&theirs_key)).await.unwrap();
+        let head = ours.head().await.unwrap();
+        let found = ours.changes(&filter, &cursor, 10).await.unwrap();
+        assert_eq!(
+            found.iter().map(|c| &c.key).collect::<Vec<_>>(),
+            [&theirs_key],
+            "the other process's write, before the head {head:?}"
+        );
     }
 
     /// Rows kept in memory never stand in for a newer write, even one by another process.
