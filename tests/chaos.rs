@@ -457,10 +457,23 @@ fn a_rollout_converges_exactly_while_control_plane_processes_are_killed() {
         .expect("the chaos keyspace opens");
     let calm = Instant::now();
     let deadline = calm + Duration::from_secs(600);
+    let mut progress = Instant::now();
     let (found, running) = loop {
         let (found, running) = runtime.block_on(violations(&*store, &acknowledged));
         if (found.is_empty() && running == containers) || Instant::now() > deadline {
             break (found, running);
+        }
+        if progress.elapsed() >= Duration::from_secs(10) {
+            eprintln!(
+                "chaos: {} s after the last kill, {running}/{containers} running; {} violations so far{}",
+                calm.elapsed().as_secs(),
+                found.len(),
+                found
+                    .first()
+                    .map(|v| format!(", first: {v}"))
+                    .unwrap_or_default()
+            );
+            progress = Instant::now();
         }
         std::thread::sleep(Duration::from_secs(2));
     };

@@ -79,24 +79,6 @@ fn get_with(
     })
 }
 
-/// `dora ARGS -o json` until `check` accepts it, for up to a minute.
-fn eventually(dora: &Dora, args: &[&str], what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let output = dora.cli().args(args).args(["-o", "json"]).output().unwrap();
-        let value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-        if output.status.success() && check(&value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {value} {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 const SETUP: &str = "apiVersion: v1\nkind: Zone\nmetadata: {name: b}\n---\napiVersion: v1\nkind: Workspace\nmetadata: {name: other}\n---\napiVersion: v1\nkind: User\nmetadata: {name: bob}\nspec:\n  default: {zone: b, workspace: default}\n  resources: [{kind: All, zone: b, workspace: default, role: user}]\n---\napiVersion: v1\nkind: User\nmetadata: {name: carol}\nspec:\n  default: {zone: b, workspace: default}\n  resources: [{kind: All, zone: b, workspace: default, role: user}]\n";
 
 const HELLO: &str = "apiVersion: v1\nkind: Workload\nmetadata: {name: hello, zone: b, workspace: default}\nspec:\n  replica: {count: 1}\n  driver: Process\n  config:\n    cmd: [sh, -c, 'echo hello from zone b; exec sleep 600']\n  selectors:\n    cpu: {product_name: All, count: 100m}\n";
@@ -212,9 +194,10 @@ fn a_zone_without_a_store_forwards_to_the_zone_holding_its_data_and_reaches_its_
     let hello = home_a.path().join("hello.yaml");
     std::fs::write(&hello, HELLO).unwrap();
     through_b(&["apply", "-f", hello.to_str().unwrap()]);
-    let running = eventually(
+    let running = support::eventually(
         &a,
         &["--profile", "b", "-z", "b", "get", "c", "hello.0"],
+        Duration::from_secs(60),
         "hello.0 running on node nb",
         |c| c["status"]["observed"]["state"] == "Running",
     );

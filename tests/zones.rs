@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Dora, Home, Store};
+use support::{Dora, Home, Store, eventually};
 
 /// The two-datacenter cluster, replicated to both: `cql://HOSTS/KEYSPACE?replication=dc1:1,dc2:1`.
 fn zones_url() -> String {
@@ -129,30 +129,6 @@ fn up(home: &Home, zone: &str, store: &Store) -> Dora {
     ];
     args.extend(store.args());
     Dora::up_with(home.path(), &args, "info,dora_store=warn", Stdio::from(log))
-}
-
-/// `dora ARGS -o json` through `profile` until `check` accepts it, for up to `within`.
-fn eventually(
-    dora: &Dora,
-    args: &[&str],
-    within: Duration,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let output = dora.cli().args(args).args(["-o", "json"]).output().unwrap();
-        let value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-        if output.status.success() && check(&value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {value} {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 fn ready(workload: &Value) -> (u64, u64) {

@@ -9,7 +9,7 @@
 //! (revocations, deleted users, role bindings). This server adds no rights of its own.
 
 use std::future::Future;
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use rustls::ServerConfig;
@@ -196,8 +196,10 @@ impl Forwarding {
                 headers.append(name.clone(), value.clone());
             }
         }
-        if let Some(ClientAddress(client)) = parts.extensions.get::<ClientAddress>() {
-            headers.insert("x-forwarded-for", forwarded_for(*client));
+        if let Some(ClientAddress(client)) = parts.extensions.get::<ClientAddress>()
+            && let Ok(client) = HeaderValue::try_from(client.to_string())
+        {
+            headers.insert("x-forwarded-for", client);
         }
         let request = self
             .http
@@ -298,11 +300,6 @@ fn node_bound(path: &str) -> bool {
             | ["nodes", _, "top"]
             | ["volumes", _, "files", ..]
     )
-}
-
-fn forwarded_for(client: IpAddr) -> axum::http::HeaderValue {
-    axum::http::HeaderValue::from_str(&client.to_string())
-        .expect("an IP address is a valid header value")
 }
 
 /// Headers of one connection, never forwarded (RFC 9110, section 7.6.1).

@@ -5,14 +5,16 @@
 //! them) runs in a child process of its own, so that the memory and CPU measured are its own,
 //! beside NODES hollow nodes of zone A in this process. Workloads of 100 one-core replicas
 //! totalling CONTAINERS are applied and followed until every container runs. This is measured
-//! three ways on the same store: alone; beside three other zones (`b`, `c`, `d`) of OTHER
-//! running containers each, idle (30 s after they were written); and while those zones are
-//! busy, their containers reporting a new status at a fixed rate (DORA_BENCH_BUSY_RATE writes/s
-//! per zone, default 50), as their nodes would. Each way is run DORA_BENCH_ROUNDS times
-//! (default 3), each run as a new zone (`a1`, `a2`, ...) that starts from empty partitions.
-//! Prints the medians of zone A's placements/s, its control plane's peak memory and CPU time,
-//! and the rows the store returned to each of zone A's components, counted by a wrapper around
-//! the store handle each of them is given. RUST_LOG (e.g. `warn`) shows the components' logs.
+//! three ways: alone, in a store (keyspace or file) of its own; and in a second store, beside
+//! three other zones (`b`, `c`, `d`) of OTHER running containers each, idle (30 s after they
+//! were written), and while those zones are busy, their containers reporting a new status at a
+//! fixed rate (DORA_BENCH_BUSY_RATE writes/s per zone, default 50), as their nodes would. The
+//! three ways take turns, for DORA_BENCH_ROUNDS rounds (default 5), each run as a new zone
+//! (`a1`, `a2`, ...) that starts from empty partitions. Prints the medians of zone A's
+//! placements/s, its control plane's peak memory and CPU time, and the rows the store returned
+//! to each of zone A's components, counted by a wrapper around the store handle each of them is
+//! given; ratios are medians of each round's ratio. RUST_LOG (e.g. `warn`) shows the components'
+//! logs.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -63,7 +65,9 @@ const COMPONENTS: [&str; 4] = [
     "hollow nodes",
 ];
 /// Counters of rows read, in the order printed.
-const READS: [&str; 5] = ["listed", "got", "feed", "after", "records"];
+const READS: [&str; 7] = [
+    "listed", "got", "feed", "early", "lookback", "after", "records",
+];
 
 /// How long zone A's containers may make no progress before a run gives up.
 const STALL: Duration = Duration::from_secs(30);
@@ -104,7 +108,7 @@ fn main() {
     let rounds: usize = std::env::var("DORA_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     let url = args.get(3).cloned();
     runtime.block_on(run(nodes, containers, other, busy_rate, rounds, url));
 }
@@ -125,30 +129,19 @@ async fn run(
             "sqlite",
         ),
     };
-    let store = dora_store::open(&url).await.unwrap();
-    let zone_a = ZoneA {
-        store: store.clone(),
-        url: url.clone(),
-        nodes,
-        containers,
-    };
-    let measured = measure_all(&zone_a, other, busy_rate, rounds).await;
-    if url.starts_with("cql://") {
-        // Each run makes its own keyspace; left behind, their memtables fill the node's heap.
-        let config = CqlConfig::from_url(&url).unwrap();
-        CqlStore::connect(config)
-            .await
-            .unwrap()
-            .drop_keyspace()
-            .await
-            .unwrap();
+    let zone_a = ZoneA { nodes, containers };
+    let alone = Shared::open(beside(&url, "_alone")).await;
+    let shared = Shared::open(url).await;
+    let measured = measure_all(&zone_a, &alone, &shared, other, busy_rate, rounds).await;
+    for store in [alone, shared] {
+        store.drop_keyspace().await;
     }
     let report = measured.unwrap_or_else(|stall| {
         eprintln!("{stall}");
         std::process::exit(1);
     });
     println!(
-        "{label}: zone A = {nodes} hollow nodes, {} containers, medians of {rounds} runs (earlier runs' zones stay, stopped); zones b, c, d: {other} running containers each (filled in {:.0} s)",
+        "{label}: zone A = {nodes} hollow nodes, {} containers; {rounds} rounds, each running zone A alone in a store of its own, then beside zones b, c, d idle and busy in another, in turn (earlier runs' zones stay, stopped); zones b, c, d: {other} running containers each (filled in {:.0} s)",
         containers.div_ceil(REPLICAS) * REPLICAS,
         report.filled_s
     );
@@ -156,67 +149,149 @@ async fn run(
         "  busy: each of b, c, d rewrites one container's observed status {busy_rate} times/s (all three together achieved {:.0} writes/s)",
         report.busy_writes_per_s
     );
-    print_table(&report.alone, &report.idle, &report.busy);
+    print_table(&report.runs);
 }
 
-/// The three ways zone A was measured, and what the other zones did meanwhile.
+/// `url` with `suffix` added to its keyspace or file name.
+fn beside(url: &str, suffix: &str) -> String {
+    match url.split_once('?') {
+        Some((base, query)) => format!("{base}{suffix}?{query}"),
+        None => format!("{url}{suffix}"),
+    }
+}
+
+/// A store zone A's runs share, and its URL for the child process.
+struct Shared {
+    store: Arc<dyn Store>,
+    url: String,
+}
+
+impl Shared {
+    async fn open(url: String) -> Shared {
+        let store = dora_store::open(&url).await.unwrap();
+        Shared { store, url }
+    }
+
+    /// Drops the keyspace of a CQL store: each run makes its own, and left behind, their
+    /// memtables fill the node's heap.
+    async fn drop_keyspace(self) {
+        if self.url.starts_with("cql://") {
+            let config = CqlConfig::from_url(&self.url).unwrap();
+            CqlStore::connect(config)
+                .await
+                .unwrap()
+                .drop_keyspace()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The ways zone A is measured, in the order printed.
+const WAYS: [&str; 3] = ["alone", "idle", "busy"];
+
+/// Zone A's runs in each of [`WAYS`], round by round, and what the other zones did meanwhile.
 struct Report {
-    alone: Figures,
-    idle: Figures,
-    busy: Figures,
+    runs: [Vec<Figures>; 3],
     /// How long filling the other zones took.
     filled_s: f64,
     /// The status writes per second the busy zones achieved together.
     busy_writes_per_s: f64,
 }
 
-/// Zone A alone, beside the other zones idle, then busy.
+/// Fills the other zones in `shared`, then runs zone A `rounds` times each way: alone in
+/// `alone`, and beside the other zones in `shared`, idle and busy. The ways take turns within a
+/// round, and each round starts with the next way, so that a drift of the machine's speed
+/// over the benchmark touches every way alike.
 async fn measure_all(
     zone_a: &ZoneA,
+    alone: &Shared,
+    shared: &Shared,
     other: usize,
     busy_rate: f64,
     rounds: usize,
 ) -> Result<Report, String> {
-    let store = &zone_a.store;
-    let alone = zone_a.rounds("alone", 0, rounds).await?;
-
     let started = Instant::now();
-    fill(&**store, other).await;
-    let filled = started.elapsed().as_secs_f64();
-    eprintln!("filled {other} containers in each of zones b, c, d in {filled:.0} s");
+    fill(&*shared.store, other).await;
+    let filled_s = started.elapsed().as_secs_f64();
+    eprintln!("filled {other} containers in each of zones b, c, d in {filled_s:.0} s");
     // Idle means at rest: the store flushes and compacts what the fill wrote first.
     tokio::time::sleep(SETTLE).await;
-    let idle = zone_a.rounds("idle", 1, rounds).await?;
 
-    let stop = CancellationToken::new();
-    let written = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = OTHER_ZONES
-        .iter()
-        .map(|zone| {
-            tokio::spawn(busy(
-                store.clone(),
-                zone,
-                other,
-                busy_rate,
-                written.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
-    let busy_from = Instant::now();
-    let busy = zone_a.rounds("busy", 2, rounds).await;
-    let achieved = written.load(Ordering::Relaxed) as f64 / busy_from.elapsed().as_secs_f64();
-    stop.cancel();
-    for writer in writers {
-        writer.await.unwrap();
+    let mut runs: [Vec<Figures>; 3] = Default::default();
+    let (mut written, mut busy_for) = (0, Duration::ZERO);
+    for round in 0..rounds {
+        for way in (0..WAYS.len()).map(|w| (w + round) % WAYS.len()) {
+            let zone = format!("a{}", round * WAYS.len() + way + 1);
+            eprintln!(
+                "round {} of {rounds}, {}: zone {zone}",
+                round + 1,
+                WAYS[way]
+            );
+            let figures = match way {
+                0 => zone_a.measure(alone, &zone).await?,
+                1 => zone_a.measure(shared, &zone).await?,
+                _ => {
+                    let busy = Busy::start(&shared.store, other, busy_rate);
+                    let figures = zone_a.measure(shared, &zone).await;
+                    let (count, elapsed) = busy.stop().await;
+                    written += count;
+                    busy_for += elapsed;
+                    figures?
+                }
+            };
+            runs[way].push(figures);
+        }
     }
     Ok(Report {
-        alone,
-        idle,
-        busy: busy?,
-        filled_s: filled,
-        busy_writes_per_s: achieved,
+        runs,
+        filled_s,
+        busy_writes_per_s: written as f64 / busy_for.as_secs_f64(),
     })
+}
+
+/// The other zones' status writers of a busy run.
+struct Busy {
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    written: Arc<AtomicU64>,
+    stop: CancellationToken,
+    since: Instant,
+}
+
+impl Busy {
+    fn start(store: &Arc<dyn Store>, containers: usize, rate: f64) -> Busy {
+        let stop = CancellationToken::new();
+        let written = Arc::new(AtomicU64::new(0));
+        let writers = OTHER_ZONES
+            .iter()
+            .map(|zone| {
+                tokio::spawn(busy(
+                    store.clone(),
+                    zone,
+                    containers,
+                    rate,
+                    written.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Busy {
+            writers,
+            written,
+            stop,
+            since: Instant::now(),
+        }
+    }
+
+    /// Stops the writers; the writes they made, and over how long.
+    async fn stop(self) -> (u64, Duration) {
+        let elapsed = self.since.elapsed();
+        self.stop.cancel();
+        for writer in self.writers {
+            writer.await.unwrap();
+        }
+        (self.written.load(Ordering::Relaxed), elapsed)
+    }
 }
 
 /// What one run of zone A measured.
@@ -229,17 +304,17 @@ struct Figures {
     cpu: f64,
     /// Rows read per component: each counter of [`READS`], and `foreign`.
     reads: HashMap<String, Value>,
-    /// The fewest and most rows zone A read in one run, of those the figures are medians of.
-    spread: (u64, u64),
+}
+
+/// The middle of `values`.
+fn middle<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
 }
 
 impl Figures {
     /// The median of each figure over `runs`.
-    fn median(runs: Vec<Figures>) -> Figures {
-        fn middle<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
-            values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            values[values.len() / 2]
-        }
+    fn median(runs: &[Figures]) -> Figures {
         let of = |figure: &dyn Fn(&Figures) -> f64| middle(runs.iter().map(figure).collect());
         let reads = runs[0]
             .reads
@@ -267,11 +342,12 @@ impl Figures {
             peak_rss: middle(runs.iter().map(|f| f.peak_rss).collect()),
             cpu: of(&|f| f.cpu),
             reads,
-            spread: (
-                runs.iter().map(|f| f.spread.0).min().unwrap(),
-                runs.iter().map(|f| f.spread.1).max().unwrap(),
-            ),
         }
+    }
+
+    /// Rows read by all of zone A's components.
+    fn all_rows(&self) -> u64 {
+        COMPONENTS.iter().map(|c| self.rows(c)).sum()
     }
 
     fn rows(&self, component: &str) -> u64 {
@@ -289,26 +365,37 @@ impl Figures {
     }
 }
 
-fn print_table(alone: &Figures, idle: &Figures, busy: &Figures) {
+fn print_table(runs: &[Vec<Figures>; 3]) {
+    let [alone, idle, busy] = runs.each_ref().map(|runs| Figures::median(runs));
+    let (alone, idle, busy) = (&alone, &idle, &busy);
     println!(
         "  {:<34} {:>13} {:>13} {:>7} {:>13} {:>7}",
         "zone A", "alone", "idle", "ratio", "busy", "ratio"
     );
+    // A ratio is the median of the rounds' ratios: each round's runs ran close in time.
     let ratio_row = |name: &str, figure: &dyn Fn(&Figures) -> f64, higher_is_better: bool| {
-        let ratio = |other: f64| {
-            if higher_is_better {
-                other / figure(alone)
-            } else {
-                figure(alone) / other
-            }
+        let ratio = |with: &[Figures]| {
+            middle(
+                runs[0]
+                    .iter()
+                    .zip(with)
+                    .map(|(alone, with)| {
+                        if higher_is_better {
+                            figure(with) / figure(alone)
+                        } else {
+                            figure(alone) / figure(with)
+                        }
+                    })
+                    .collect(),
+            )
         };
         println!(
             "  {name:<34} {:>13.1} {:>13.1} {:>7.2} {:>13.1} {:>7.2}",
             figure(alone),
             figure(idle),
-            ratio(figure(idle)),
+            ratio(&runs[1]),
             figure(busy),
-            ratio(figure(busy))
+            ratio(&runs[2])
         );
     };
     ratio_row("placements/s", &|f| f.placements_per_s, true);
@@ -333,9 +420,7 @@ fn print_table(alone: &Figures, idle: &Figures, busy: &Figures) {
     for component in COMPONENTS {
         count_row(&format!("rows read by {component}"), &|f| f.rows(component));
     }
-    count_row("rows read, all of zone A's", &|f| {
-        COMPONENTS.iter().map(|c| f.rows(c)).sum()
-    });
+    count_row("rows read, all of zone A's", &Figures::all_rows);
     for counter in READS {
         count_row(&format!("  of which {counter}"), &|f| {
             COMPONENTS
@@ -346,46 +431,37 @@ fn print_table(alone: &Figures, idle: &Figures, busy: &Figures) {
     }
     count_row("rows of other zones read", &Figures::foreign);
     count_row("containers never running, all runs", &|f| f.stuck);
-    let spread = |f: &Figures| format!("{}-{}", f.spread.0, f.spread.1);
+    let spread = |runs: &[Figures]| {
+        let rows = runs.iter().map(Figures::all_rows);
+        format!("{}-{}", rows.clone().min().unwrap(), rows.max().unwrap())
+    };
     println!(
         "  {:<34} {:>13} {:>13} {:>7} {:>13}",
         "rows read, fewest-most of the runs",
-        spread(alone),
-        spread(idle),
+        spread(&runs[0]),
+        spread(&runs[1]),
         "",
-        spread(busy)
+        spread(&runs[2])
     );
     println!(
         "  (ratio: throughput with/alone, costs alone/with, goal >= 0.9; row counts: difference from alone, goal 0)"
     );
     println!(
-        "  (listed: rows of lists; got: rows of gets; feed: change entries; after: rows read for changes; records: leases, events, actions, versions)"
+        "  (listed: rows of lists; got: rows of gets; feed: change entries; early: entries read before they were final; lookback: entries read again behind the cursor, for late ones; after: rows read for changes; records: leases, events, actions, versions)"
     );
 }
 
 /// Zone A's side of a run: its hollow nodes and workloads here, its control plane in a child.
 struct ZoneA {
-    store: Arc<dyn Store>,
-    url: String,
     nodes: usize,
     containers: usize,
 }
 
 impl ZoneA {
-    /// Runs zone A `rounds` times, each as a new zone, and the medians of what they measured.
-    async fn rounds(&self, phase: &str, index: usize, rounds: usize) -> Result<Figures, String> {
-        let mut runs = Vec::new();
-        for round in 0..rounds {
-            let zone = format!("a{}", index * rounds + round + 1);
-            eprintln!("{phase}, run {} of {rounds}: zone {zone}", round + 1);
-            runs.push(self.measure(&zone).await?);
-        }
-        Ok(Figures::median(runs))
-    }
-
     /// Runs zone A as `zone` until every container runs, and what it measured; an error
     /// saying how far it got if the containers stop making progress.
-    async fn measure(&self, zone: &str) -> Result<Figures, String> {
+    async fn measure(&self, shared: &Shared, zone: &str) -> Result<Figures, String> {
+        let store = &shared.store;
         let stop = CancellationToken::new();
         let hollow_reads = Arc::new(Reads::default());
         let mut hollow = SimConfig::new(zone, self.nodes);
@@ -395,22 +471,22 @@ impl ZoneA {
         hollow.start_delay = Duration::from_millis(50);
         hollow.watch = WATCH;
         let agents = tokio::spawn(sim::run(
-            Counted::wrap(self.store.clone(), zone, hollow_reads.clone()),
+            Counted::wrap(store.clone(), zone, hollow_reads.clone()),
             hollow,
             SimHandle::default(),
             stop.clone(),
         ));
-        wait_for_nodes(&*self.store, zone, self.nodes).await;
+        wait_for_nodes(&**store, zone, self.nodes).await;
 
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
             .env(CHILD_ZONE, zone)
-            .env(CHILD_STORE, &self.url)
+            .env(CHILD_STORE, &shared.url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        wait_for_leaders(&*self.store, zone).await;
+        wait_for_leaders(&**store, zone).await;
 
         // The bench's own watcher polls often: it times the placements.
         let timing = WatchConfig {
@@ -418,7 +494,7 @@ impl ZoneA {
             ..WATCH
         };
         let mut events = watch(
-            self.store.clone(),
+            store.clone(),
             Target::new(Kind::Container, zone),
             timing,
             stop.clone(),
@@ -428,10 +504,10 @@ impl ZoneA {
         let applied_at = now_millis();
         let spec = workload_spec();
         futures::stream::iter(0..workloads)
-            .for_each_concurrent(16, |i| apply(&*self.store, zone, format!("w{i:05}"), &spec))
+            .for_each_concurrent(16, |i| apply(&**store, zone, format!("w{i:05}"), &spec))
             .await;
         let (last_bound, last_running, stuck) =
-            wait_until_running(&*self.store, zone, &mut events, total).await?;
+            wait_until_running(&**store, zone, &mut events, total).await?;
         // Let the components read what the last writes changed before they are stopped.
         tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -456,17 +532,15 @@ impl ZoneA {
             serde_json::from_value(report["reads"].clone()).unwrap();
         reads.insert("hollow nodes".into(), hollow_reads.to_json());
         let bound_s = (last_bound - applied_at) as f64 / 1000.0;
-        let mut figures = Figures {
+        let figures = Figures {
             placements_per_s: total as f64 / bound_s.max(0.001),
             running_after: (last_running - applied_at) as f64 / 1000.0,
             stuck,
             peak_rss: report["peak_rss"].as_u64().unwrap(),
             cpu: report["cpu_s"].as_f64().unwrap(),
             reads,
-            spread: (0, 0),
         };
-        let rows = COMPONENTS.iter().map(|c| figures.rows(c)).sum();
-        figures.spread = (rows, rows);
+        let rows = figures.all_rows();
         eprintln!(
             "zone {zone}: {total} bound in {bound_s:.1} s, running after {:.1} s; rows read {rows}",
             figures.running_after,
@@ -553,6 +627,10 @@ struct Reads {
     got: AtomicU64,
     /// Change entries of the feed.
     feed: AtomicU64,
+    /// Change entries read while still too young to be final.
+    early: AtomicU64,
+    /// Change entries read again behind the cursor, for late ones.
+    lookback: AtomicU64,
     /// Rows read for changes.
     after: AtomicU64,
     /// Leases, events, actions and versions.
@@ -567,6 +645,8 @@ impl Reads {
             "listed": self.listed.load(Ordering::Relaxed),
             "got": self.got.load(Ordering::Relaxed),
             "feed": self.feed.load(Ordering::Relaxed),
+            "early": self.early.load(Ordering::Relaxed),
+            "lookback": self.lookback.load(Ordering::Relaxed),
             "after": self.after.load(Ordering::Relaxed),
             "records": self.records.load(Ordering::Relaxed),
             "foreign": self.foreign.load(Ordering::Relaxed),
@@ -712,7 +792,29 @@ impl Store for Counted {
     ) -> Result<Vec<Change>, StoreError> {
         let changes = self.inner.changes_early(filter, after, limit).await?;
         self.count(
-            &self.reads.feed,
+            &self.reads.early,
+            changes.iter().map(|c| c.key.zone.as_str()),
+        );
+        Ok(changes)
+    }
+
+    fn lookback(&self) -> Option<Duration> {
+        self.inner.lookback()
+    }
+
+    async fn changes_behind(
+        &self,
+        filter: &ChangeFilter,
+        after: &Cursor,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let changes = self
+            .inner
+            .changes_behind(filter, after, cursor, limit)
+            .await?;
+        self.count(
+            &self.reads.lookback,
             changes.iter().map(|c| c.key.zone.as_str()),
         );
         Ok(changes)

@@ -291,6 +291,31 @@ pub fn wait_for(dora: &Dora, args: &[&str], what: &str, check: impl Fn(&Value) -
     }
 }
 
+/// Polls `dora ARGS -o json` until it succeeds and `check` accepts its output, for up to
+/// `within`; unlike [`wait_for`], a command that fails is tried again.
+pub fn eventually(
+    dora: &Dora,
+    args: &[&str],
+    within: Duration,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let output = dora.cli().args(args).args(["-o", "json"]).output().unwrap();
+        let value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        if output.status.success() && check(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {value} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Gives a second zone's data folder the cluster's secret and CAs from the first zone's, as an
 /// operator would copy them: tokens and certificates of one zone are then good in the other.
 pub fn share_cluster_secrets(from: &Path, to: &Path) {
