@@ -13,7 +13,8 @@
 //! (`a1`, `a2`, ...) that starts from empty partitions. Prints the medians of zone A's
 //! placements/s, its control plane's peak memory and CPU time, and the rows the store returned
 //! to each of zone A's components, counted by a wrapper around the store handle each of them is
-//! given; ratios are medians of each round's ratio. RUST_LOG (e.g. `warn`) shows the components'
+//! given; ratios are medians of each round's ratio. With DORA_BENCH_STORE_PID, the CPU time
+//! the store's server process used during each run is printed too. RUST_LOG (e.g. `warn`) shows the components'
 //! logs.
 
 use std::collections::HashMap;
@@ -302,6 +303,9 @@ struct Figures {
     stuck: u64,
     peak_rss: u64,
     cpu: f64,
+    /// CPU time of the store's server process (DORA_BENCH_STORE_PID) from the first apply
+    /// until every container ran; 0 when it is not known.
+    store_cpu: f64,
     /// Rows read per component: each counter of [`READS`], and `foreign`.
     reads: HashMap<String, Value>,
 }
@@ -341,6 +345,7 @@ impl Figures {
             stuck: runs.iter().map(|f| f.stuck).sum(),
             peak_rss: middle(runs.iter().map(|f| f.peak_rss).collect()),
             cpu: of(&|f| f.cpu),
+            store_cpu: of(&|f| f.store_cpu),
             reads,
         }
     }
@@ -406,6 +411,9 @@ fn print_table(runs: &[Vec<Figures>; 3]) {
         false,
     );
     ratio_row("control plane CPU (s)", &|f| f.cpu, false);
+    if alone.store_cpu > 0.0 {
+        ratio_row("store server CPU (s)", &|f| f.store_cpu, false);
+    }
     let count_row = |name: &str, figure: &dyn Fn(&Figures) -> u64| {
         let delta = |other: u64| format!("{:+}", other as i64 - figure(alone) as i64);
         println!(
@@ -501,6 +509,8 @@ impl ZoneA {
         );
         let workloads = self.containers.div_ceil(REPLICAS);
         let total = workloads * REPLICAS;
+        let store_pid = std::env::var("DORA_BENCH_STORE_PID").unwrap_or_default();
+        let store_cpu = cpu_seconds(&store_pid);
         let applied_at = now_millis();
         let spec = workload_spec();
         futures::stream::iter(0..workloads)
@@ -508,6 +518,9 @@ impl ZoneA {
             .await;
         let (last_bound, last_running, stuck) =
             wait_until_running(&**store, zone, &mut events, total).await?;
+        let store_cpu = store_cpu
+            .zip(cpu_seconds(&store_pid))
+            .map_or(0.0, |(before, after)| after - before);
         // Let the components read what the last writes changed before they are stopped.
         tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -538,6 +551,7 @@ impl ZoneA {
             stuck,
             peak_rss: report["peak_rss"].as_u64().unwrap(),
             cpu: report["cpu_s"].as_f64().unwrap(),
+            store_cpu,
             reads,
         };
         let rows = figures.all_rows();
@@ -601,11 +615,6 @@ async fn control_plane(zone: String, url: String) {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // utime and stime, the 14th and 15th fields, in ticks of 1/100 s; the name before them
-    // ends with the last ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     let reads: serde_json::Map<String, Value> = reads
         .iter()
         .map(|(c, r)| (c.to_string(), r.to_json()))
@@ -613,9 +622,19 @@ async fn control_plane(zone: String, url: String) {
     let report = json!({
         "reads": reads,
         "peak_rss": peak_kib * 1024,
-        "cpu_s": ticks as f64 / 100.0,
+        "cpu_s": cpu_seconds("self").unwrap(),
     });
     println!("{report}");
+}
+
+/// The CPU time process `pid` (or `self`) has used, user and system.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // utime and stime, the 14th and 15th fields, in ticks of 1/100 s; the name before them
+    // ends with the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// Rows a store returned to one component.
