@@ -330,6 +330,12 @@ fn a_rollout_converges_exactly_while_control_plane_processes_are_killed() {
     ];
     // Applies come from one client address as fast as the API takes them.
     api_args.extend(["--address-rate-limit".into(), "0".into()]);
+    // On a loaded machine a hollow node's heartbeats can fail for the 80 s after which its
+    // containers move to other nodes. The credits then rightly count both placements, while
+    // the recount sees only a container's last: containers stay where they are bound here
+    // (moving them is the node tests' subject), by `dora up`'s scheduler as by the other.
+    let stay = ["--reschedule-after".to_string(), "1h".into()];
+    api_args.extend(stay.clone());
     api_args.extend(["--user-rate-limit".into(), "0".into()]);
     let mut sim_args = store_args("sim");
     sim_args.extend([
@@ -345,12 +351,8 @@ fn a_rollout_converges_exactly_while_control_plane_processes_are_killed() {
     let mut credit_args = store_args("creditsys");
     credit_args.extend(["--credit-slice".into(), "1s".into()]);
     let mut api = process("apiserver", api_args);
-    // On a loaded machine a hollow node's heartbeats can fail for the 80 s after which its
-    // containers move to other nodes. The credits then rightly count both placements, while
-    // the recount sees only a container's last: containers stay where they are bound here
-    // (moving them is the node tests' subject).
     let mut scheduler_args = store_args("scheduler");
-    scheduler_args.extend(["--reschedule-after".into(), "1h".into()]);
+    scheduler_args.extend(stay);
     let mut scheduler = process("scheduler", scheduler_args);
     let mut creditsys = process("creditsys", credit_args);
     let mut sim = process("hollow-nodes", sim_args);

@@ -146,10 +146,8 @@ pub struct UpArgs {
     pub credits: CreditArgs,
     #[command(flatten)]
     pub sim: SimOptions,
-    /// The first restart delay of an ended container, doubled at each restart up to 5 min
-    /// (shorter only for tests and demos).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, hide = true)]
-    pub restart_backoff: std::time::Duration,
+    #[command(flatten)]
+    pub scheduling: SchedulingArgs,
     /// Run no node agent here (only hollow nodes, or nodes elsewhere).
     #[arg(long)]
     pub no_node: bool,
@@ -442,16 +440,27 @@ pub struct SimOptions {
     pub sim_start_delay: std::time::Duration,
 }
 
-#[derive(Debug, Args)]
-pub struct SchedulerArgs {
-    #[command(flatten)]
-    pub store: StoreArgs,
+/// Scheduler settings.
+#[derive(Debug, Args, Clone)]
+pub struct SchedulingArgs {
     /// A node without a heartbeat for this long is NotReady.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub node_grace: std::time::Duration,
     /// Containers of a NotReady node move after this.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub reschedule_after: std::time::Duration,
+    /// The first restart delay of an ended container, doubled at each restart up to 5 min
+    /// (shorter only for tests and demos).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, hide = true)]
+    pub restart_backoff: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub scheduling: SchedulingArgs,
 }
 
 #[derive(Debug, Args)]

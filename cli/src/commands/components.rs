@@ -14,8 +14,8 @@ use dora_store::Store;
 use dora_apiserver::{GuardOptions, Rate};
 
 use crate::args::{
-    CreditArgs, CreditsysArgs, GcArgs, GuardArgs, LogArgs, LogFormat, SchedulerArgs, SimArgs,
-    SimOptions, StoreArgs,
+    CreditArgs, CreditsysArgs, GcArgs, GuardArgs, LogArgs, LogFormat, SchedulerArgs,
+    SchedulingArgs, SimArgs, SimOptions, StoreArgs,
 };
 
 /// rustls warns of every odd ClientHello it decodes, such as one that names the server by IP
@@ -63,6 +63,15 @@ pub fn credit_config(zone: &str, args: &CreditArgs) -> CreditConfig {
     config
 }
 
+/// The scheduler of `zone`, as the command line sets it.
+pub fn scheduler_config(zone: &str, args: &SchedulingArgs) -> SchedulerConfig {
+    let mut config = SchedulerConfig::new(zone);
+    config.node_grace = args.node_grace;
+    config.reschedule_after = args.reschedule_after;
+    config.restart_backoff = args.restart_backoff;
+    config
+}
+
 /// The API server's IP filter and rate limits from the command line.
 pub fn guard_options(args: &GuardArgs) -> GuardOptions {
     GuardOptions {
@@ -103,9 +112,7 @@ pub fn sim_config(zone: &str, args: &SimOptions) -> anyhow::Result<SimConfig> {
 
 pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     let store = open(&args.store).await?;
-    let mut config = SchedulerConfig::new(&args.store.zone);
-    config.node_grace = args.node_grace;
-    config.reschedule_after = args.reschedule_after;
+    let config = scheduler_config(&args.store.zone, &args.scheduling);
     dora_runtime::run_leader(store, config, stop_on_signal()).await;
     Ok(())
 }

@@ -14,7 +14,6 @@ use dora_crds::Kind;
 use dora_store::{ListQuery, ObjectKey};
 
 use dora_controller::gc::GcConfig;
-use dora_controller::scheduler::SchedulerConfig;
 use dora_nodeagent::sim::SimHandle;
 use dora_nodeagent::{AgentConfig, ApiConfig};
 use tokio::task::JoinSet;
@@ -331,11 +330,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let mut scheduler = SchedulerConfig::new(&args.zone);
-    scheduler.restart_backoff = args.restart_backoff;
     components.spawn(dora_runtime::run_leader(
         store.clone(),
-        scheduler,
+        components::scheduler_config(&args.zone, &args.scheduling),
         stop.clone(),
     ));
     components.spawn(dora_runtime::run_leader(
