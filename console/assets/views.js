@@ -1,0 +1,291 @@
+// The console's views. Each takes the element to fill, the session (user, zone, workspace)
+// and the route's arguments, and returns a function that stops what it started (watches,
+// streams, the shell).
+
+import { call, streamLines, watchCollection, scoped, zoned } from './api.js';
+import { h, age, until, bytes, virtualTable } from './dom.js';
+import { openShell } from './shell.js';
+
+const enc = encodeURIComponent;
+
+function byName(map) {
+  return [...map.values()].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+}
+
+function phase(object) {
+  const word = object.status?.phase ?? '';
+  return h('span', { class: `phase ${word.toLowerCase()}` }, word);
+}
+
+/** A line that tells the outcome of an action, read out by screen readers. */
+function notice() {
+  const element = h('p', { class: 'notice', role: 'status' });
+  return {
+    element,
+    ok(text) { element.className = 'notice ok'; element.textContent = text; },
+    fail(error) { element.className = 'notice error'; element.textContent = error.message; },
+  };
+}
+
+function workloadActions(session, name, note) {
+  const path = `${scoped(session, 'workloads')}/${enc(name)}`;
+  const act = (label, run) => h('button', {
+    type: 'button',
+    'data-action': label.toLowerCase(),
+    'aria-label': `${label} ${name}`,
+    onclick: async () => {
+      try { await run(); note.ok(`${label}: ${name}`); } catch (error) { note.fail(error); }
+    },
+  }, label);
+  return h('span', { class: 'actions' },
+    act('Pause', () => call('POST', `${path}/pause`)),
+    act('Resume', () => call('POST', `${path}/resume`)),
+    act('Delete', () => confirm(`Delete workload ${name} and its containers?`) && call('DELETE', path)));
+}
+
+/** The workloads of the session's workspace, live, with pause, resume and delete. */
+export function workloads(main, session) {
+  const note = notice();
+  const count = h('span', { class: 'muted' });
+  const table = virtualTable([
+    { name: 'Name', cell: (w) => h('a', { href: `#/workloads/${enc(w.metadata.name)}` }, w.metadata.name) },
+    { name: 'Status', cell: phase, width: '8em' },
+    { name: 'Ready', cell: (w) => `${w.status?.computed?.ready ?? 0}/${w.spec?.replica?.count ?? 0}`, width: '5em' },
+    { name: 'Why', cell: (w) => w.status?.message ?? '', width: 'minmax(8em, 2fr)' },
+    { name: 'Age', cell: (w) => age(w.metadata.created), width: '4em' },
+    { name: '', cell: (w) => workloadActions(session, w.metadata.name, note), width: '15em' },
+  ], { label: 'Workloads' });
+  main.append(
+    h('h1', {}, 'Workloads ', count),
+    h('p', { class: 'muted' }, `Workspace ${session.workspace} of zone ${session.zone}. `,
+      h('a', { href: '#/apply' }, 'Apply a manifest')),
+    note.element,
+    table.element,
+  );
+  return watchCollection(scoped(session, 'workloads'), (map) => {
+    count.textContent = `(${map.size})`;
+    table.set(byName(map));
+  }, note.fail);
+}
+
+/** One workload: its spec, its containers live, and its events live. */
+export function workload(main, session, name) {
+  const note = notice();
+  const summary = h('dl', { class: 'summary' });
+  const containers = virtualTable([
+    { name: 'Container', cell: (c) => c.metadata.name },
+    { name: 'Status', cell: phase, width: '8em' },
+    { name: 'Node', cell: (c) => c.status?.computed?.node ?? '', width: '8em' },
+    { name: 'Restarts', cell: (c) => c.status?.computed?.restarts ?? 0, width: '5em' },
+    { name: 'GPUs', cell: (c) => (c.status?.computed?.gpus ?? []).join(','), width: '5em' },
+    { name: '', width: '10em', cell: (c) => h('span', { class: 'actions' },
+      h('a', { href: `#/containers/${enc(c.metadata.name)}/logs` }, 'Logs'),
+      h('a', { href: `#/containers/${enc(c.metadata.name)}/shell` }, 'Shell')) },
+  ], { label: 'Containers' });
+  const events = h('ol', { class: 'events', 'aria-live': 'polite' });
+  main.append(
+    h('h1', {}, `Workload ${name}`),
+    workloadActions(session, name, note),
+    note.element,
+    summary,
+    h('h2', {}, 'Containers'),
+    containers.element,
+    h('h2', {}, 'Events'),
+    events,
+  );
+  const stops = [
+    watchCollection(`${scoped(session, 'workloads')}/${enc(name)}`, (map) => {
+      const w = map.get(name);
+      if (!w) { summary.replaceChildren(h('dt', {}, 'Status'), h('dd', {}, 'not found (deleted?)')); return; }
+      const image = w.spec?.image?.image ?? (w.spec?.config?.cmd ?? []).join(' ');
+      const rows = [
+        ['Status', phase(w)], ['Ready', `${w.status?.computed?.ready ?? 0}/${w.spec?.replica?.count ?? 0}`],
+        ['Why', w.status?.message ?? '—'], ['Driver', w.spec?.driver ?? ''], ['Image or command', image],
+        ['Generation', w.metadata.generation], ['Age', age(w.metadata.created)],
+      ];
+      summary.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+    }, note.fail),
+    watchCollection(scoped(session, 'containers'), (map) => {
+      containers.set(byName(map).filter((c) => c.spec?.workload === name));
+    }, note.fail),
+    followEvents(events, `kind=Workload&workspace=${enc(session.workspace)}&name=${enc(name)}&zone=${enc(session.zone)}`, note),
+  ];
+  return () => stops.forEach((stop) => stop());
+}
+
+function eventItem(e) {
+  const where = `${e.object?.kind ?? ''} ${e.object?.metadata?.workspace ? `${e.object.metadata.workspace}/` : ''}${e.object?.metadata?.name ?? ''}`;
+  return h('li', { class: `event ${String(e.type).toLowerCase()}` },
+    h('time', { datetime: e.time }, new Date(e.time).toLocaleTimeString()), ' ',
+    h('strong', {}, e.reason), ' ', h('span', { class: 'muted' }, where), ' ', e.message,
+    e.count > 1 ? h('span', { class: 'muted' }, ` ×${e.count}`) : '');
+}
+
+/** Follows the events of a query into a list, newest first, keeping the last 500. */
+function followEvents(list, query, note) {
+  const controller = new AbortController();
+  streamLines(`/v1/events?watch=true&${query}`, controller.signal, (line) => {
+    if (!line.trim()) return;
+    const event = JSON.parse(line);
+    if (event.type === 'BOOKMARK' || event.type === 'ERROR') return;
+    list.prepend(eventItem(event));
+    while (list.childElementCount > 500) list.lastElementChild.remove();
+  }).catch((error) => { if (!controller.signal.aborted) note.fail(error); });
+  return () => controller.abort();
+}
+
+/** The events of the zone, live. */
+export function events(main, session) {
+  const note = notice();
+  const list = h('ol', { class: 'events', 'aria-live': 'polite' });
+  main.append(h('h1', {}, `Events of zone ${session.zone}`), note.element, list);
+  return followEvents(list, `zone=${enc(session.zone)}`, note);
+}
+
+/** A manifest editor: applies it and shows each document's result or error (with its field). */
+export function apply(main, session) {
+  const editor = h('textarea', {
+    id: 'manifest', rows: 18, spellcheck: 'false', 'aria-label': 'Manifest (YAML)',
+    placeholder: 'apiVersion: v1\nkind: Workload\nmetadata: {name: hello}\nspec: ...',
+  });
+  const results = h('ol', { class: 'results', id: 'results', 'aria-live': 'polite' });
+  const note = notice();
+  const button = h('button', { type: 'submit', id: 'apply' }, 'Apply');
+  const form = h('form', {
+    onsubmit: async (event) => {
+      event.preventDefault();
+      button.disabled = true;
+      results.replaceChildren();
+      const query = `?zone=${enc(session.zone)}&workspace=${enc(session.workspace)}`;
+      try {
+        const answer = await call('POST', `/v1/apply${query}`, editor.value, 'application/yaml');
+        note.ok('Applied.');
+        show(answer.results);
+      } catch (error) {
+        note.fail(error);
+        if (error.body?.results) show(error.body.results);
+      } finally {
+        button.disabled = false;
+      }
+    },
+  }, h('label', { for: 'manifest' }, 'Manifest (YAML, several documents separated by ---)'), editor, h('div', {}, button));
+  const show = (list) => results.replaceChildren(...list.map((r) => (r.error
+    ? h('li', { class: 'error' }, `Document ${r.index + 1}: `,
+      r.error.field ? h('code', { class: 'field' }, r.error.field) : '', r.error.field ? ': ' : '', r.error.message)
+    : h('li', { class: 'ok' }, `${r.kind} ${r.name}: ${r.outcome}`,
+      r.kind === 'Workload' ? [' — ', h('a', { href: `#/workloads/${enc(r.name)}` }, 'open')] : '',
+      (r.warnings ?? []).map((w) => h('div', { class: 'muted' }, w))))));
+  main.append(h('h1', {}, 'Apply'), form, note.element, results);
+  editor.focus();
+  return () => {};
+}
+
+function containerPath(session, name) {
+  return `${scoped(session, 'containers')}/${enc(name)}`;
+}
+
+/** A container's output, followed as it comes. */
+export function logs(main, session, name) {
+  const note = notice();
+  const output = h('pre', { class: 'logs', id: 'logs', tabindex: '0', 'aria-label': `Output of ${name}`, 'aria-live': 'polite' });
+  main.append(h('h1', {}, `Logs of ${name}`),
+    h('p', {}, h('a', { href: `#/containers/${enc(name)}/shell` }, 'Open a shell')), note.element, output);
+  const controller = new AbortController();
+  let lines = 0;
+  streamLines(`${containerPath(session, name)}/logs?follow=true&tail=1000`, controller.signal, (line) => {
+    const atBottom = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
+    output.append(`${line}\n`);
+    if (++lines > 5000) { output.firstChild.remove(); lines--; }
+    if (atBottom) output.scrollTop = output.scrollHeight;
+  }).then(() => note.ok('The output ended.'))
+    .catch((error) => { if (!controller.signal.aborted) note.fail(error); });
+  return () => controller.abort();
+}
+
+/** A shell in a container. */
+export function shell(main, session, name) {
+  main.append(h('h1', {}, `Shell in ${name}`),
+    h('p', {}, h('a', { href: `#/containers/${enc(name)}/logs` }, 'Logs')));
+  return openShell(main, containerPath(session, name));
+}
+
+/** The zone's nodes and a map of its GPUs: booked, free or not allowed; filter by model. */
+export function nodes(main, session) {
+  const note = notice();
+  const nodeTable = virtualTable([
+    { name: 'Node', cell: (n) => n.metadata.name },
+    { name: 'Status', cell: phase, width: '7em' },
+    { name: 'Scheduling', cell: (n) => n.status?.scheduling ?? '', width: '8em' },
+    { name: 'GPUs', cell: (n) => (n.status?.observed?.gpus ?? []).length, width: '4em' },
+    { name: 'CPUs', cell: (n) => n.status?.observed?.cpu?.count ?? '', width: '4em' },
+    { name: 'Memory', cell: (n) => bytes(n.status?.observed?.memoryBytes), width: '6em' },
+  ], { label: 'Nodes' });
+  const filter = h('select', { id: 'model', 'aria-label': 'GPU model' }, h('option', { value: '' }, 'All models'));
+  const map = h('div', { class: 'gpumap', role: 'list', 'aria-label': 'GPUs' });
+  const legend = h('p', { class: 'legend' },
+    h('span', { class: 'gpu free' }, 'free'), h('span', { class: 'gpu booked' }, 'booked'),
+    h('span', { class: 'gpu refused' }, 'not allowed'));
+  main.append(h('h1', {}, `Nodes of zone ${session.zone}`), note.element, nodeTable.element,
+    h('h2', {}, 'GPUs'), h('p', {}, filter), legend, map);
+  let gpus = [];
+  const draw = () => {
+    const model = filter.value;
+    const shown = gpus.filter((g) => !model || g.status?.productName === model);
+    map.replaceChildren(...shown.map((g) => {
+      const s = g.status ?? {};
+      const state = s.allowed === false ? 'refused' : s.booked ? 'booked' : 'free';
+      const facts = [s.productName, bytes(s.memoryBytes),
+        s.temperature !== undefined ? `${s.temperature}°C` : '', s.powerWatts !== undefined ? `${s.powerWatts} W` : ''].filter(Boolean);
+      return h('div', { class: `gpu ${state}`, role: 'listitem', tabindex: '0', title: s.container ? `held by ${s.container}` : state },
+        h('strong', {}, g.metadata.name), h('span', {}, state), ...facts.map((f) => h('span', {}, f)));
+    }));
+    if (!shown.length) map.replaceChildren(h('p', { class: 'muted' }, 'No GPUs in this zone.'));
+  };
+  filter.addEventListener('change', draw);
+  // The GPU view is made from the nodes' reports and bookings: read it again when a node
+  // changes (at most every 2 s), never on a timer.
+  let reading = null;
+  const reread = () => {
+    if (reading) return;
+    reading = setTimeout(async () => {
+      try {
+        gpus = (await call('GET', zoned(session, 'gpus'))).items ?? [];
+        const models = [...new Set(gpus.map((g) => g.status?.productName).filter(Boolean))].sort();
+        const chosen = filter.value;
+        filter.replaceChildren(h('option', { value: '' }, 'All models'),
+          ...models.map((m) => h('option', { value: m, selected: m === chosen }, m)));
+        draw();
+      } catch (error) { note.fail(error); }
+      reading = null;
+    }, 200);
+  };
+  const stop = watchCollection(zoned(session, 'nodes'), (nodesByName) => {
+    nodeTable.set(byName(nodesByName));
+    reread();
+  }, note.fail);
+  return () => { stop(); clearTimeout(reading); };
+}
+
+/** Credits of the zone's users: use this week against the limit, and the next reset. */
+export function credits(main, session) {
+  const note = notice();
+  const list = h('div', { class: 'credits' });
+  main.append(h('h1', {}, `Credits in zone ${session.zone}`), note.element, list);
+  return watchCollection(zoned(session, 'usercredits'), (map) => {
+    const rows = byName(map).map((c) => {
+      const a = c.status?.computed ?? {};
+      const used = a.weekly ?? 0;
+      const limit = a.limit;
+      const share = limit ? Math.min(1, used / limit) : 0;
+      const bar = h('div', { class: `bar${a.outOfCredit ? ' out' : ''}`, role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': limit ?? used, 'aria-valuenow': used, 'aria-label': `Credits of ${c.spec?.user}` });
+      bar.append(h('div', { class: 'fill' }));
+      bar.firstChild.style.width = `${share * 100}%`;
+      return h('div', { class: 'credit' },
+        h('strong', {}, c.spec?.user ?? c.metadata.name),
+        h('span', {}, `${used.toFixed(2)} of ${limit === undefined ? 'no limit' : limit.toFixed(2)} this week`),
+        bar,
+        h('span', { class: 'muted' }, a.reset ? `resets ${until(a.reset)}` : ''));
+    });
+    list.replaceChildren(...(rows.length ? rows : [h('p', { class: 'muted' }, 'No credit accounts yet.')]));
+  }, note.fail);
+}

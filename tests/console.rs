@@ -1,0 +1,433 @@
+//! The web console in a real browser: Debian's headless chromium, driven over WebDriver
+//! (chromedriver), against `dora up` with a node agent. What a person does: log in, apply a
+//! workload from the editor and watch it start, read its logs, use its shell, pause it; a user
+//! of another workspace sees none of it; a wrong token is refused. Screenshots of the main
+//! views are saved under target/console-screenshots/. Needs `chromium` and `chromedriver`
+//! (`apt-get install chromium chromium-driver`); under CI=true their absence fails the test.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use support::Dora;
+
+const NODE: &str = "n1";
+
+const WORKLOAD: &str = "apiVersion: v1
+kind: Workload
+metadata: {name: hello}
+spec:
+  replica: {count: 1}
+  driver: Process
+  config:
+    cmd: [sh, -c, 'echo hello from the console; exec sleep 600']
+    restartPolicy: Never
+  selectors:
+    cpu: {product_name: All, count: 100m}
+";
+
+const PEOPLE: &str = "apiVersion: v1
+kind: Workspace
+metadata: {name: a}
+---
+apiVersion: v1
+kind: Workspace
+metadata: {name: b}
+---
+apiVersion: v1
+kind: User
+metadata: {name: ana}
+spec:
+  default: {zone: default, workspace: a}
+  resources: [{kind: All, zone: default, workspace: a, role: user}]
+---
+apiVersion: v1
+kind: User
+metadata: {name: ben}
+spec:
+  default: {zone: default, workspace: b}
+  resources: [{kind: All, zone: default, workspace: b, role: user}]
+";
+
+/// Whether chromium and chromedriver are installed; under CI=true they must be.
+fn browser_ready() -> bool {
+    let found = ["chromium", "chromedriver"].iter().all(|program| {
+        Process::new(program)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but chromium or chromedriver is missing: apt-get install chromium chromium-driver"
+        );
+        eprintln!("skipped: no chromium (apt-get install chromium chromium-driver)");
+    }
+    found
+}
+
+/// chromedriver on a free loopback port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start(log: &Path) -> Driver {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Process::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /session/{id}/se/log` for the browser's console: chromedriver's log command, which
+/// returns (and forgets) what the page logged.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (reqwest::Method, Option<String>) {
+        (
+            reqwest::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
+    }
+}
+
+/// The page's console errors since the last call.
+async fn console_errors(browser: &Client) -> Vec<String> {
+    let entries = browser.issue_cmd(BrowserLog).await.unwrap();
+    entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn open_browser(driver: &Driver) -> Client {
+    let mut capabilities = Capabilities::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"]}),
+    );
+    // The test cluster's CA is its own; the page is still served over HTTPS.
+    capabilities.insert("acceptInsecureCerts".into(), json!(true));
+    capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(capabilities.clone())
+            .connect(&driver.url)
+            .await
+        {
+            Ok(client) => return client,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for chromedriver: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no WebDriver session: {e}"),
+        }
+    }
+}
+
+fn screenshots() -> PathBuf {
+    let dir = support::repo().join("target/console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Waits (30 s at most) until the element `css` holds `text`; returns it.
+async fn wait_text(browser: &Client, css: &str, text: &str) -> Element {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    loop {
+        if let Ok(element) = browser.find(Locator::Css(css)).await {
+            last = element.text().await.unwrap_or_default();
+            if last.contains(text) {
+                return element;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {text:?}; it shows {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (30 s at most) until `script` returns true in the page.
+async fn wait_until(browser: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if browser.execute(script, vec![]).await.unwrap() == Value::Bool(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser
+        .wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Types `token` into the login form and submits it.
+async fn log_in(browser: &Client, token: &str) {
+    let field = browser
+        .wait()
+        .for_element(Locator::Css("#token"))
+        .await
+        .unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(token).await.unwrap();
+    click(browser, "#login").await;
+}
+
+/// The status of `GET path` made by the page itself, with its session cookie.
+async fn page_get(browser: &Client, path: &str) -> u64 {
+    let script = "const [path, done] = arguments; \
+                  fetch(path).then((r) => done(r.status), () => done(0));";
+    browser
+        .execute_async(script, vec![json!(path)])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+fn up(home: &Path) -> Dora {
+    let log = std::fs::File::create(home.join("up.log")).unwrap();
+    Dora::up_with(
+        home,
+        &["--node-name", NODE, "--heartbeat", "1s"],
+        "warn",
+        Stdio::from(log),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_runs_a_workload_from_the_console() {
+    if !browser_ready() {
+        return;
+    }
+    let home = support::home();
+    let dora = up(home.path());
+    let people = home.path().join("people.yaml");
+    std::fs::write(&people, PEOPLE).unwrap();
+    dora.run(&["apply", "-f", people.to_str().unwrap()]);
+    let token = |user: &str| {
+        dora.run(&["token", "create", "--user", user, "--expires-in", "1h"])
+            .trim()
+            .to_string()
+    };
+    let (ana, ben) = (token("ana"), token("ben"));
+    let url = support::url_of(&dora);
+    let driver = Driver::start(&home.path().join("chromedriver.log"));
+    let browser = open_browser(&driver).await;
+
+    // `/` leads to the console, which asks for a token and refuses a wrong one.
+    browser.goto(&url).await.unwrap();
+    log_in(&browser, "not-a-token").await;
+    wait_text(
+        &browser,
+        "#login-message",
+        "Refused: this token is not valid",
+    )
+    .await;
+    screenshot(&browser, "login-refused").await;
+    let refused = console_errors(&browser).await;
+    assert!(
+        refused.iter().all(|e| e.contains("401")),
+        "only the refused login is an error: {refused:?}"
+    );
+
+    log_in(&browser, &ana).await;
+    wait_text(&browser, "#user", "ana · default/a").await;
+
+    // Apply from the editor; each document's result is shown.
+    browser.goto(&format!("{url}/ui/#/apply")).await.unwrap();
+    let editor = browser
+        .wait()
+        .for_element(Locator::Css("#manifest"))
+        .await
+        .unwrap();
+    editor.send_keys(WORKLOAD).await.unwrap();
+    click(&browser, "#apply").await;
+    wait_text(&browser, "#results", "Workload hello: created").await;
+    screenshot(&browser, "apply").await;
+
+    // The workload's page turns Running by itself: the same page, never reloaded.
+    click(&browser, "#results a").await;
+    browser
+        .execute("window.sameDocument = true;", vec![])
+        .await
+        .unwrap();
+    wait_text(&browser, ".summary", "Running").await;
+    wait_text(&browser, ".vscroll", "hello.0").await;
+    wait_until(
+        &browser,
+        "the container Running in the table",
+        "return [...document.querySelectorAll('.vscroll .vrow')].some((r) => r.textContent.includes('hello.0') && r.textContent.includes('Running'));",
+    )
+    .await;
+    assert_eq!(
+        browser
+            .execute("return window.sameDocument === true;", vec![])
+            .await
+            .unwrap(),
+        Value::Bool(true),
+        "the page was reloaded"
+    );
+    screenshot(&browser, "workload").await;
+
+    // Its logs, followed.
+    click(&browser, "a[href='#/containers/hello.0/logs']").await;
+    wait_text(&browser, "#logs", "hello from the console").await;
+    screenshot(&browser, "logs").await;
+
+    // A shell: a command's output comes back to the terminal.
+    browser
+        .goto(&format!("{url}/ui/#/containers/hello.0/shell"))
+        .await
+        .unwrap();
+    wait_text(&browser, "main [role=status]", "Connected").await;
+    let keys = browser
+        .find(Locator::Css(".xterm-helper-textarea"))
+        .await
+        .unwrap();
+    keys.send_keys("echo console-$((6*7))\n").await.unwrap();
+    wait_text(&browser, ".xterm-rows", "console-42").await;
+    screenshot(&browser, "shell").await;
+
+    // The workloads, the nodes and their GPUs, events and credits; the list on a phone.
+    browser
+        .goto(&format!("{url}/ui/#/workloads"))
+        .await
+        .unwrap();
+    wait_text(&browser, ".vscroll", "hello").await;
+    screenshot(&browser, "workloads").await;
+    for (view, shows) in [
+        ("nodes", NODE),
+        ("events", "hello"),
+        ("credits", "Credits in zone default"),
+    ] {
+        browser.goto(&format!("{url}/ui/#/{view}")).await.unwrap();
+        wait_text(&browser, "main", shows).await;
+        screenshot(&browser, view).await;
+    }
+    browser.set_window_size(390, 844).await.unwrap();
+    browser
+        .goto(&format!("{url}/ui/#/workloads"))
+        .await
+        .unwrap();
+    wait_text(&browser, ".vscroll", "hello").await;
+    screenshot(&browser, "workloads-phone").await;
+    browser.set_window_size(1280, 900).await.unwrap();
+
+    // Pausing it takes its containers away.
+    browser
+        .goto(&format!("{url}/ui/#/workloads/hello"))
+        .await
+        .unwrap();
+    wait_text(&browser, ".vscroll", "hello.0").await;
+    click(&browser, "main > .actions button[data-action=pause]").await;
+    wait_text(&browser, ".summary", "Paused").await;
+    wait_until(
+        &browser,
+        "the container to go",
+        "return !document.querySelector('.vscroll').textContent.includes('hello.0');",
+    )
+    .await;
+    screenshot(&browser, "paused").await;
+    let errors = console_errors(&browser).await;
+    assert!(errors.is_empty(), "the console logged errors: {errors:?}");
+
+    // Ben, of workspace B, sees nothing of A, not even by asking for it.
+    click(&browser, "#logout").await;
+    wait_text(&browser, "#login-message", "logged out").await;
+    log_in(&browser, &ben).await;
+    wait_text(&browser, "#user", "ben · default/b").await;
+    wait_text(&browser, ".summary", "not found").await;
+    browser
+        .goto(&format!("{url}/ui/#/workloads"))
+        .await
+        .unwrap();
+    wait_text(&browser, "h1", "Workloads (0)").await;
+    assert_eq!(
+        page_get(&browser, "/v1/zones/default/workspaces/a/workloads").await,
+        403
+    );
+    let ended = browser
+        .execute("return document.cookie;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(ended, json!(""), "the session cookie is HttpOnly");
+
+    // `dora console` logs its user in through a one-time link.
+    let link = dora.run(&["console", "--no-open"]);
+    let link = link.trim();
+    assert!(link.contains("/ui/#login="), "{link}");
+    click(&browser, "#logout").await;
+    browser.goto(link).await.unwrap();
+    wait_text(&browser, "#user", "admin").await;
+    click(&browser, "#logout").await;
+    browser.goto("about:blank").await.unwrap();
+    browser.goto(link).await.unwrap();
+    wait_text(&browser, "#login-message", "used already").await;
+
+    browser.close().await.unwrap();
+    dora.stop();
+}
