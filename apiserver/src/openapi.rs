@@ -496,11 +496,13 @@ fn build() -> Value {
         "security": [],
         "responses": with_ok("Identity", json!({"type": "object"})),
     }}));
+    let mut logged_out = error_responses();
+    logged_out["204"] = json!({"description": "Logged out; the cookie is cleared"});
     paths.insert(
         "/v1/console/logout".into(),
         json!({"post": {
             "summary": "End the web console session of the request's cookie (its token is revoked)",
-            "responses": error_responses(),
+            "responses": logged_out,
         }}),
     );
     paths.insert("/v1/console/codes".into(), json!({"post": {

@@ -172,7 +172,7 @@ pub(super) async fn code(
         user: identity.user,
     })?;
     Ok(json_response(
-        StatusCode::CREATED,
+        StatusCode::OK,
         &json!({"code": code, "expiresIn": session::CODE_LIFETIME.as_secs(), "path": format!("{}#login={code}", dora_console::PATH)}),
     ))
 }
