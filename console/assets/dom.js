@@ -62,7 +62,8 @@ export function virtualTable(columns, { label }) {
   head.style.gridTemplateColumns = template;
   const spacer = h('div', { class: 'vspacer' });
   const body = h('div', { class: 'vbody', role: 'rowgroup' });
-  const scroller = h('div', { class: 'vscroll', role: 'table', 'aria-label': label }, head, spacer);
+  // Focusable, so that the arrow keys and Page Up/Down scroll it.
+  const scroller = h('div', { class: 'vscroll', role: 'table', 'aria-label': label, tabindex: '0' }, head, spacer);
   spacer.append(body);
   let items = [];
   let drawn = '';

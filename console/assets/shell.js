@@ -6,6 +6,11 @@ import { Terminal } from './vendor/xterm.mjs';
 import { FitAddon } from './vendor/addon-fit.mjs';
 import { h } from './dom.js';
 
+// The terminal's own stylesheet, added with the first terminal.
+if (!document.querySelector('link[href="vendor/xterm.css"]')) {
+  document.head.append(h('link', { rel: 'stylesheet', href: 'vendor/xterm.css' }));
+}
+
 /** Opens a shell in the container at `path` (its API path) inside `parent`; returns a closer. */
 export function openShell(parent, path) {
   const status = h('p', { class: 'muted', role: 'status' }, 'Connecting…');

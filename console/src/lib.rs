@@ -98,7 +98,9 @@ mod tests {
         let served: Vec<&str> = ASSETS.iter().map(|asset| asset.name).collect();
         for asset in ASSETS.iter().filter(|asset| asset.media_type == JS) {
             let text = std::str::from_utf8(asset.bytes).unwrap();
-            for import in text.split("from '").skip(1) {
+            let imports = text.split("from '").skip(1);
+            let dynamic = text.split("import('").skip(1);
+            for import in imports.chain(dynamic) {
                 let target = import.split('\'').next().unwrap();
                 let Some(relative) = target.strip_prefix("./") else {
                     panic!(
