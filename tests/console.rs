@@ -108,6 +108,11 @@ async fn a_user_runs_a_workload_from_the_console() {
     )
     .await;
     screenshot(&browser, "login-refused").await;
+    let nav = browser.find(Locator::Css("#nav")).await.unwrap();
+    assert!(
+        !nav.is_displayed().await.unwrap(),
+        "no views before logging in"
+    );
     let refused = console_errors(&browser).await;
     assert!(
         refused.iter().all(|e| e.contains("401")),

@@ -75,8 +75,10 @@ export function virtualTable(columns, { label }) {
     if (key === drawn) return;
     drawn = key;
     spacer.style.height = `${items.length * ROW}px`;
-    // As tall as its rows, up to the stylesheet's max-height; then it scrolls.
-    scroller.style.height = `${(items.length + 1) * ROW + 2}px`;
+    // As tall as its rows (and borders and a horizontal scroll bar, on a narrow screen), up
+    // to the stylesheet's max-height; then it scrolls.
+    const frame = scroller.offsetHeight - scroller.clientHeight;
+    scroller.style.height = `${(items.length + 1) * ROW + frame}px`;
     body.style.transform = `translateY(${first * ROW}px)`;
     const rows = [];
     for (let i = first; i < last; i++) {
