@@ -42,19 +42,10 @@ pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
 /// another origin, or one that changes something without [`CSRF_HEADER`].
 pub(crate) fn check_origin(request: &Parts) -> Result<(), ApiError> {
     let refused = |message: &str| ApiError::new(StatusCode::FORBIDDEN, "CrossSite", message);
-    if let Some(origin) = request.headers.get(header::ORIGIN) {
-        let host = request
-            .uri
-            .authority()
-            .map(|authority| authority.as_str())
-            .or_else(|| request.headers.get(header::HOST)?.to_str().ok());
-        let same =
-            host.is_some_and(|host| origin.to_str().ok() == Some(&format!("https://{host}")));
-        if !same {
-            return Err(refused(
-                "the console's session cookie is only good on the console's own pages",
-            ));
-        }
+    if !same_origin(request) {
+        return Err(refused(
+            "the console's session cookie is only good on the console's own pages",
+        ));
     }
     let safe = matches!(request.method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe && !request.headers.contains_key(CSRF_HEADER) {
@@ -63,6 +54,20 @@ pub(crate) fn check_origin(request: &Parts) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Whether the request's `Origin`, if it has one, is this server's own (`https://` and the
+/// host the request was sent to).
+pub(crate) fn same_origin(request: &Parts) -> bool {
+    let Some(origin) = request.headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = request
+        .uri
+        .authority()
+        .map(|authority| authority.as_str())
+        .or_else(|| request.headers.get(header::HOST)?.to_str().ok());
+    host.is_some_and(|host| origin.to_str().ok() == Some(&format!("https://{host}")))
 }
 
 /// `Set-Cookie` for a new session holding `token`.
