@@ -217,6 +217,32 @@ async fn a_user_runs_a_workload_from_the_console() {
     )
     .await;
     screenshot(&browser, "paused").await;
+
+    // A second version from the editor; the history shows what changed and rolls it back.
+    browser.goto(&format!("{url}/ui/#/apply")).await.unwrap();
+    let editor = browser
+        .wait()
+        .for_element(Locator::Css("#manifest"))
+        .await
+        .unwrap();
+    editor
+        .send_keys(&WORKLOAD.replace("hello from the console", "second version"))
+        .await
+        .unwrap();
+    click(&browser, "#apply").await;
+    wait_text(&browser, "#results", "Workload hello: configured").await;
+    browser
+        .goto(&format!("{url}/ui/#/workloads/hello"))
+        .await
+        .unwrap();
+    wait_text(&browser, "#version", "Generation 2 (current)").await;
+    click(&browser, "#version option[value='1']").await;
+    wait_text(&browser, "#diff .removed", "hello from the console").await;
+    wait_text(&browser, "#diff .added", "second version").await;
+    screenshot(&browser, "history").await;
+    click(&browser, "#rollback").await;
+    wait_text(&browser, "#version", "Generation 3 (current)").await;
+    wait_text(&browser, ".summary", "echo hello from the console").await;
     let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "the console logged errors: {errors:?}");
 

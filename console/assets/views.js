@@ -95,6 +95,7 @@ export function workload(main, session, name) {
       h('a', { href: `#/containers/${enc(c.metadata.name)}/shell` }, 'Shell')) },
   ], { label: 'Containers' });
   const events = h('ol', { class: 'events', 'aria-live': 'polite' });
+  const history = specHistory(`${scoped(session, 'workloads')}/${enc(name)}`, name, note);
   main.append(
     h('h1', {}, `Workload ${name}`),
     workloadActions(session, name, note),
@@ -102,6 +103,8 @@ export function workload(main, session, name) {
     summary,
     h('h2', {}, 'Containers'),
     containers.element,
+    h('h2', {}, 'Spec history'),
+    history.element,
     h('h2', {}, 'Events'),
     events,
   );
@@ -116,6 +119,7 @@ export function workload(main, session, name) {
         ['Generation', w.metadata.generation], ['Age', age(w.metadata.created)],
       ];
       summary.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+      history.update(w);
     }, note.fail),
     watchCollection(scoped(session, 'containers'), (map) => {
       containers.set(byName(map).filter((c) => c.spec?.workload === name));
@@ -123,6 +127,77 @@ export function workload(main, session, name) {
     followEvents(events, `kind=Workload&workspace=${enc(session.workspace)}&name=${enc(name)}&zone=${enc(session.zone)}`, note),
   ];
   return () => stops.forEach((stop) => stop());
+}
+
+/** The lines of `before` and `after` as a diff: `[' ' | '-' | '+', line]`, by longest common subsequence. */
+function diffLines(before, after) {
+  const a = before.split('\n');
+  const b = after.split('\n');
+  const common = Array.from({ length: a.length + 1 }, () => new Uint16Array(b.length + 1));
+  for (let i = a.length - 1; i >= 0; i--) {
+    for (let j = b.length - 1; j >= 0; j--) {
+      common[i][j] = a[i] === b[j] ? common[i + 1][j + 1] + 1 : Math.max(common[i + 1][j], common[i][j + 1]);
+    }
+  }
+  const lines = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    if (i < a.length && j < b.length && a[i] === b[j]) { lines.push([' ', a[i]]); i++; j++; }
+    else if (i < a.length && (j === b.length || common[i + 1][j] >= common[i][j + 1])) { lines.push(['-', a[i]]); i++; }
+    else { lines.push(['+', b[j]]); j++; }
+  }
+  return lines;
+}
+
+/**
+ * The spec versions of the workload at `path`: pick one to see how the current spec differs
+ * from it, and roll back to it (its spec applied again, as a new generation). Read again when
+ * the object's generation changes.
+ */
+function specHistory(path, name, note) {
+  const choice = h('select', { id: 'version', 'aria-label': 'Version to compare with the current one' });
+  const diff = h('pre', { class: 'diff', id: 'diff', tabindex: '0', 'aria-label': 'Changes from the chosen version to the current one' });
+  const rollback = h('button', { type: 'button', id: 'rollback', disabled: true }, 'Roll back to it');
+  const element = h('div', { class: 'history' }, h('p', {}, choice, ' ', rollback), diff);
+  let versions = [];
+  let seen = null;
+  let labels;
+  const text = (spec) => JSON.stringify(spec, null, 2);
+  const show = () => {
+    const chosen = versions.find((v) => String(v.generation) === choice.value);
+    const current = versions.find((v) => v.current);
+    rollback.disabled = !chosen || chosen.current;
+    if (!chosen || !current) { diff.replaceChildren(); return; }
+    diff.replaceChildren(...diffLines(text(chosen.spec), text(current.spec)).map(([mark, line]) =>
+      h('span', { class: mark === '+' ? 'added' : mark === '-' ? 'removed' : '' }, `${mark} ${line}\n`)));
+  };
+  choice.addEventListener('change', show);
+  rollback.addEventListener('click', async () => {
+    const chosen = versions.find((v) => String(v.generation) === choice.value);
+    const manifest = { apiVersion: 'v1', kind: 'Workload', metadata: { name, labels }, spec: chosen.spec };
+    try {
+      await call('PUT', path, JSON.stringify(manifest));
+      note.ok(`Rolled back to generation ${chosen.generation}'s spec.`);
+    } catch (error) { note.fail(error); }
+  });
+  const load = async () => {
+    try {
+      versions = (await call('GET', `${path}/versions`)).items.sort((a, b) => b.generation - a.generation);
+    } catch (error) { note.fail(error); return; }
+    const chosen = choice.value;
+    choice.replaceChildren(...versions.map((v) => h('option', { value: v.generation, selected: String(v.generation) === chosen },
+      v.current ? `Generation ${v.generation} (current)` : `Generation ${v.generation}, replaced ${new Date(v.replaced).toLocaleString()}`)));
+    show();
+  };
+  return {
+    element,
+    /** Takes the object as it is now; reads the versions again when its generation changed. */
+    update(object) {
+      labels = object.metadata.labels;
+      if (object.metadata.generation !== seen) { seen = object.metadata.generation; load(); }
+    },
+  };
 }
 
 function eventItem(e) {
