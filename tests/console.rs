@@ -274,6 +274,17 @@ async fn a_user_runs_a_workload_from_the_console() {
     click(&browser, "#logout").await;
     browser.goto(link).await.unwrap();
     wait_text(&browser, "#user", "admin").await;
+
+    // A kind defined at run time, with the columns its Definition declares (its objects are
+    // the administrator's to see: the bootstrap role `user` grants nothing on Notebook).
+    let definition = support::repo().join("examples/definition.yaml");
+    dora.run(&["apply", "-f", definition.to_str().unwrap()]);
+    browser.goto(&format!("{url}/ui/#/kinds")).await.unwrap();
+    click(&browser, "a[href='#/kinds/notebooks']").await;
+    wait_text(&browser, ".vhead", "IMAGE").await;
+    wait_text(&browser, ".vbody", "jupyter/base-notebook").await;
+    screenshot(&browser, "notebooks").await;
+
     click(&browser, "#logout").await;
     browser.goto("about:blank").await.unwrap();
     browser.goto(link).await.unwrap();

@@ -19,6 +19,8 @@ const routes = [
   [/^#\/nodes$/, views.nodes],
   [/^#\/events$/, views.events],
   [/^#\/credits$/, views.credits],
+  [/^#\/kinds$/, views.kinds],
+  [/^#\/kinds\/([^/]+)$/, views.kind],
   [/^(#\/workloads)?$/, views.workloads],
 ];
 

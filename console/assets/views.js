@@ -381,3 +381,75 @@ export function credits(main, session) {
     list.replaceChildren(...(rows.length ? rows : [h('p', { class: 'muted' }, 'No credit accounts yet.')]));
   }, note.fail);
 }
+
+/** Where the objects of `kind` (from `/v1/kinds`) are, for the session. */
+function collectionOf(session, kind) {
+  const zone = `/v1/zones/${enc(session.zone)}`;
+  const workspace = `/workspaces/${enc(session.workspace)}`;
+  switch (kind.scope) {
+    case 'cluster': return `/v1/${kind.plural}`;
+    case 'workspaced': return `/v1${workspace}/${kind.plural}`;
+    case 'zoned': return `${zone}/${kind.plural}`;
+    default: return `${zone}${workspace}/${kind.plural}`;
+  }
+}
+
+/** A column's value in `object`, as `dora get` shows it: the first pointer that holds one. */
+function columnText(column, object) {
+  const read = (value, pointer) => {
+    const [list, rest] = pointer.split('/*');
+    let at = value;
+    for (const key of list.split('/').slice(1)) at = at?.[key.replaceAll('~1', '/').replaceAll('~0', '~')];
+    if (rest === undefined) return at;
+    return Array.isArray(at) ? at.map((item) => read(item, rest)).filter((v) => v !== undefined) : undefined;
+  };
+  const value = column.pointers.map((p) => read(object, p)).find((v) => v !== undefined && v !== null);
+  if (value === undefined) return '';
+  switch (column.format) {
+    case 'count': return Array.isArray(value) ? value.length : value;
+    case 'command': return Array.isArray(value) ? value.join(' ') : value;
+    case 'keys': return Object.keys(value).join(',');
+    case 'bytes': return bytes(value);
+    case 'decimal': return Number(value).toFixed(2);
+    case 'age': return age(value);
+    case 'until': return until(value);
+    default: return Array.isArray(value) ? value.join(',') : typeof value === 'object' ? JSON.stringify(value) : value;
+  }
+}
+
+/** The kinds defined at run time (Definitions), each a link to its objects. */
+export function kinds(main) {
+  const note = notice();
+  const list = h('ul', { class: 'kinds' });
+  main.append(h('h1', {}, 'Kinds defined at run time'), note.element, list);
+  call('GET', '/v1/kinds').then((answer) => {
+    const defined = answer.items.filter((k) => !k.builtIn);
+    list.replaceChildren(...(defined.length
+      ? defined.map((k) => h('li', {}, h('a', { href: `#/kinds/${enc(k.plural)}` }, k.name), h('span', { class: 'muted' }, ` ${k.plural}, ${k.scope}`)))
+      : [h('li', { class: 'muted' }, 'None: apply a Definition to add one (see examples/definition.yaml).')]));
+  }, note.fail);
+  return () => {};
+}
+
+/** The objects of a defined kind, live, with the columns its Definition declares. */
+export function kind(main, session, plural) {
+  const note = notice();
+  const heading = h('h1', {}, plural);
+  main.append(heading, note.element);
+  let stop = () => {};
+  let stopped = false;
+  call('GET', '/v1/kinds').then((answer) => {
+    const found = answer.items.find((k) => k.plural === plural);
+    if (stopped) return;
+    if (!found) { note.fail(new Error(`no kind ${plural} is served; see the Kinds page`)); return; }
+    heading.textContent = `${found.name} objects`;
+    const table = virtualTable([
+      { name: 'Name', cell: (o) => o.metadata.name },
+      ...found.columns.map((c) => ({ name: c.name, cell: (o) => columnText(c, o) })),
+      { name: 'Age', cell: (o) => age(o.metadata.created), width: '4em' },
+    ], { label: `${found.name} objects` });
+    main.append(table.element);
+    stop = watchCollection(collectionOf(session, found), (map) => table.set(byName(map)), note.fail);
+  }, note.fail);
+  return () => { stopped = true; stop(); };
+}

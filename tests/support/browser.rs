@@ -148,10 +148,10 @@ pub async fn wait_text(browser: &Client, css: &str, text: &str) -> Element {
                 return element;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "{css} never showed {text:?}; it shows {last:?}"
-        );
+        if Instant::now() >= deadline {
+            screenshot(browser, "failed").await;
+            panic!("{css} never showed {text:?}; it shows {last:?} (see failed.png)");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
