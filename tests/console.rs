@@ -129,6 +129,22 @@ async fn a_user_runs_a_workload_from_the_console() {
         .for_element(Locator::Css("#manifest"))
         .await
         .unwrap();
+    // A refused document: its field is named (and the 422 is the page's one console error).
+    editor
+        .send_keys(&format!(
+            "{WORKLOAD}  image: {{image: 'Busybox:'}}\n---\napiVersion: v1\nkind: Workspace\nmetadata: {{name: a}}\n"
+        ))
+        .await
+        .unwrap();
+    click(&browser, "#apply").await;
+    wait_text(&browser, "#results .field", "spec.image.image").await;
+    screenshot(&browser, "apply-refused").await;
+    let refused = console_errors(&browser).await;
+    assert!(
+        refused.len() == 1 && refused[0].contains("422"),
+        "{refused:?}"
+    );
+    editor.clear().await.unwrap();
     editor.send_keys(WORKLOAD).await.unwrap();
     click(&browser, "#apply").await;
     wait_text(&browser, "#results", "Workload hello: created").await;
@@ -272,6 +288,7 @@ async fn a_user_runs_a_workload_from_the_console() {
     let link = link.trim();
     assert!(link.contains("/ui/#login="), "{link}");
     click(&browser, "#logout").await;
+    wait_text(&browser, "#login-message", "logged out").await;
     browser.goto(link).await.unwrap();
     wait_text(&browser, "#user", "admin").await;
 
@@ -286,6 +303,7 @@ async fn a_user_runs_a_workload_from_the_console() {
     screenshot(&browser, "notebooks").await;
 
     click(&browser, "#logout").await;
+    wait_text(&browser, "#login-message", "logged out").await;
     browser.goto("about:blank").await.unwrap();
     browser.goto(link).await.unwrap();
     wait_text(&browser, "#login-message", "used already").await;

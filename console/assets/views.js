@@ -249,16 +249,24 @@ export function apply(main, session) {
         note.ok('Applied.');
         show(answer.results);
       } catch (error) {
-        note.fail(error);
-        if (error.body?.results) show(error.body.results);
+        const list = error.body?.results;
+        if (!list) { note.fail(error); return; }
+        const refused = list.filter((r) => r.error).length;
+        note.fail(new Error(refused === list.length
+          ? 'Nothing was applied: every document was refused.'
+          : `${refused} of ${list.length} documents refused; the others were applied.`));
+        show(list);
       } finally {
         button.disabled = false;
       }
     },
   }, h('label', { for: 'manifest' }, 'Manifest (YAML, several documents separated by ---)'), editor, h('div', {}, button));
+  // The message may begin with the document and field it is about, which are shown apart.
+  const message = (r) => r.error.message.replace(/^document \d+: /, '')
+    .replace(r.error.field ? `${r.error.field}: ` : /^$/, '');
   const show = (list) => results.replaceChildren(...list.map((r) => (r.error
     ? h('li', { class: 'error' }, `Document ${r.index + 1}: `,
-      r.error.field ? h('code', { class: 'field' }, r.error.field) : '', r.error.field ? ': ' : '', r.error.message)
+      r.error.field ? h('code', { class: 'field' }, r.error.field) : '', r.error.field ? ': ' : '', message(r))
     : h('li', { class: 'ok' }, `${r.kind} ${r.name}: ${r.outcome}`,
       r.kind === 'Workload' ? [' — ', h('a', { href: `#/workloads/${enc(r.name)}` }, 'open')] : '',
       (r.warnings ?? []).map((w) => h('div', { class: 'muted' }, w))))));

@@ -140,14 +140,17 @@ pub async fn screenshot(browser: &Client, name: &str) {
 /// Waits (30 s at most) until the element `css` holds `text`; returns it.
 pub async fn wait_text(browser: &Client, css: &str, text: &str) -> Element {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = String::new();
     loop {
-        if let Ok(element) = browser.find(Locator::Css(css)).await {
-            last = element.text().await.unwrap_or_default();
-            if last.contains(text) {
-                return element;
+        let last = match browser.find(Locator::Css(css)).await {
+            Ok(element) => {
+                let shown = element.text().await.unwrap_or_default();
+                if shown.contains(text) {
+                    return element;
+                }
+                shown
             }
-        }
+            Err(_) => "(not in the page)".into(),
+        };
         if Instant::now() >= deadline {
             screenshot(browser, "failed").await;
             panic!("{css} never showed {text:?}; it shows {last:?} (see failed.png)");
