@@ -63,11 +63,14 @@ export async function streamLines(path, signal, onLine) {
  * Keeps the objects of a collection (or one object) in a Map by name, from a watch: the
  * current items come first, then each change. A watch that ends is resumed from the last
  * version it told; one whose version has expired lists again. `onChange(map)` is called at
- * most once a frame. Returns a function that stops it.
+ * most once a frame; `map.membership` changes when names come or go. Returns a function that
+ * stops it.
  */
 export function watchCollection(path, onChange, onError = () => {}) {
   const controller = new AbortController();
   const objects = new Map();
+  // Counts additions and removals, so that views sort again only when the names change.
+  objects.membership = 0;
   let version = null;
   let scheduled = false;
   const changed = () => {
@@ -93,8 +96,12 @@ export function watchCollection(path, onChange, onError = () => {}) {
           if (event.type === 'BOOKMARK') return;
           const name = event.object?.metadata?.name;
           if (name === undefined) return;
-          if (event.type === 'DELETED') objects.delete(name);
-          else objects.set(name, event.object);
+          if (event.type === 'DELETED') {
+            if (objects.delete(name)) objects.membership++;
+          } else {
+            if (!objects.has(name)) objects.membership++;
+            objects.set(name, event.object);
+          }
           changed();
         });
       } catch (error) {
@@ -102,7 +109,7 @@ export function watchCollection(path, onChange, onError = () => {}) {
         onError(error);
         if (error instanceof ApiError && error.status !== 503) return;
       }
-      if (restart) { objects.clear(); changed(); }
+      if (restart) { objects.clear(); objects.membership++; changed(); }
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
   })();

@@ -7,8 +7,7 @@ import { h, age, until, bytes, virtualTable } from './dom.js';
 
 const enc = encodeURIComponent;
 
-// Replicas in their order (`w.2` before `w.10`); otherwise names compare as ASCII (DNS labels),
-// cheaply enough to sort 10,000 within a frame.
+// Replicas in their order (`w.2` before `w.10`); otherwise names compare as ASCII (DNS labels).
 function compareNames(a, b) {
   const i = a.lastIndexOf('.');
   const j = b.lastIndexOf('.');
@@ -20,8 +19,16 @@ function compareNames(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+const sorted = new WeakMap();
+
+/** The objects of a watched collection by name; sorted again only when names came or went. */
 function byName(map) {
-  return [...map.values()].sort((a, b) => compareNames(a.metadata.name, b.metadata.name));
+  let names = sorted.get(map);
+  if (!names || names.membership !== map.membership) {
+    names = { membership: map.membership, list: [...map.keys()].sort(compareNames) };
+    sorted.set(map, names);
+  }
+  return names.list.map((name) => map.get(name));
 }
 
 function phase(object) {
