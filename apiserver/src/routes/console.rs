@@ -33,12 +33,12 @@ pub(super) async fn login(
     Params(NoParams {}): Params<NoParams>,
     body: Body,
 ) -> Response {
-    match start(&state, body).await {
+    match log_in(&state, body).await {
         Ok(response) | Err(response) => response,
     }
 }
 
-async fn start(state: &AppState, body: Body) -> Result<Response, Response> {
+async fn log_in(state: &AppState, body: Body) -> Result<Response, Response> {
     let text = read_text(body, MAX_LOGIN_BYTES)
         .await
         .map_err(IntoResponse::into_response)?;
