@@ -201,6 +201,9 @@ impl Forwarding {
         {
             headers.insert("x-forwarded-for", client);
         }
+        if let Some(origin) = upstream_origin(parts, &self.upstream) {
+            headers.insert(header::ORIGIN, origin);
+        }
         let request = self
             .http
             .request(parts.method.clone(), format!("{}{path}", self.upstream))
@@ -269,6 +272,17 @@ impl Forwarding {
             .into_response()),
         }
     }
+}
+
+/// The web console's pages come from this server, so a request of theirs carries this
+/// server's origin, which the upstream would refuse as another site's (see
+/// [`crate::session::check_origin`]): checked here, it goes on as the upstream's own. Any
+/// other origin goes on unchanged, for the upstream to refuse.
+fn upstream_origin(parts: &Parts, upstream: &str) -> Option<HeaderValue> {
+    if !parts.headers.contains_key(header::ORIGIN) || !crate::session::same_origin(parts) {
+        return None;
+    }
+    HeaderValue::from_str(upstream).ok()
 }
 
 /// What a request of `dora ban` asks of this server's IP filter: `Some(None)` its bans,
@@ -345,6 +359,29 @@ fn relay(response: reqwest::Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_consoles_origin_becomes_the_upstreams() {
+        let parts = |origin: &str| {
+            axum::http::Request::builder()
+                .uri("/v1/apply")
+                .header(header::HOST, "b.example:7443")
+                .header(header::ORIGIN, origin)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let upstream = "https://a.example:7443";
+        assert_eq!(
+            upstream_origin(&parts("https://b.example:7443"), upstream).unwrap(),
+            upstream
+        );
+        assert_eq!(
+            upstream_origin(&parts("https://evil.example"), upstream),
+            None
+        );
+    }
 
     #[test]
     fn node_bound_requests_are_told_apart() {

@@ -12,6 +12,7 @@ mod path;
 mod render;
 mod routes;
 mod service;
+mod session;
 mod state;
 mod tls;
 mod token;

@@ -485,6 +485,30 @@ fn build() -> Value {
         "parameters": [param("address")],
         "responses": with_ok("Lifted", json!({"type": "object"})),
     }}));
+    paths.insert("/v1/console/login".into(), json!({"post": {
+        "summary": "Start a web console session with a token or a `dora console` login code: sets the Secure, HttpOnly, SameSite=Strict cookie dora_session; requests with it must come from the console's origin, and those that change something must carry the header X-Dora-Console",
+        "security": [],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"token": {"type": "string"}, "code": {"type": "string"}}}}}},
+        "responses": with_ok("Identity", json!({"type": "object"})),
+    }}));
+    paths.insert("/v1/console/session".into(), json!({"get": {
+        "summary": "Who the request's console session cookie logs in; {\"user\": null} without a session",
+        "security": [],
+        "responses": with_ok("Identity", json!({"type": "object"})),
+    }}));
+    let mut logged_out = error_responses();
+    logged_out["204"] = json!({"description": "Logged out; the cookie is cleared"});
+    paths.insert(
+        "/v1/console/logout".into(),
+        json!({"post": {
+            "summary": "End the web console session of the request's cookie (its token is revoked)",
+            "responses": logged_out,
+        }}),
+    );
+    paths.insert("/v1/console/codes".into(), json!({"post": {
+        "summary": "A code that logs the caller in to the web console once within 60 s, at /ui/#login=CODE",
+        "responses": with_ok("Code", json!({"type": "object", "properties": {"code": {"type": "string"}, "expiresIn": {"type": "integer"}, "path": {"type": "string"}}})),
+    }}));
     paths.insert("/v1/whoami".into(), json!({"get": {"summary": "The caller's identity", "responses": with_ok("Identity", json!({"type": "object"}))}}));
     for (path, summary) in [
         ("/healthz", "Liveness"),

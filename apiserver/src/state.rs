@@ -3,7 +3,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
 use dora_store::Store;
@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::issued::LastUses;
 use crate::token::VerifiedTokens;
-use crate::{ApiError, Directory, Identity, IssuedToken, Service, TokenClaims, TokenKey};
+use crate::{
+    ApiError, Directory, Identity, IssuedToken, Service, TokenClaims, TokenKey, VerifiedToken,
+};
 
 /// How many applies read and parse their manifests at once; more wait their turn.
 const MANIFESTS_AT_ONCE: usize = 4;
@@ -64,6 +66,8 @@ pub(crate) struct State {
     pub stopping: CancellationToken,
     /// The way to node agents.
     pub nodes: crate::nodes::Nodes,
+    /// Login codes of `dora console` not yet used.
+    pub login_codes: crate::session::LoginCodes,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -80,14 +84,28 @@ fn metrics_handle() -> PrometheusHandle {
 }
 
 impl State {
-    /// The identity behind the request's bearer token.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        let verified = self
-            .verified
-            .bearer(&self.tokens, headers)
-            .ok_or_else(|| {
-                ApiError::unauthorized("no bearer token; log in with `dora config profile init`")
-            })??;
+    /// The identity behind the request's bearer token, or else its console session cookie
+    /// (for which the request must come from the console: [`crate::session::check_origin`]).
+    pub fn authenticate(&self, request: &Parts) -> Result<Identity, ApiError> {
+        let verified = match self.verified.bearer(&self.tokens, &request.headers) {
+            Some(verified) => verified?,
+            None => {
+                let token = crate::session::cookie(&request.headers).ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "no bearer token; log in with `dora config profile init`",
+                    )
+                })?;
+                crate::session::check_origin(request)?;
+                self.verified.verify(&self.tokens, token).ok_or_else(|| {
+                    ApiError::unauthorized("the console session has ended; log in again")
+                })?
+            }
+        };
+        self.identify(verified)
+    }
+
+    /// The identity of a verified token, if it may still be used.
+    pub fn identify(&self, verified: VerifiedToken) -> Result<Identity, ApiError> {
         if self.service.directory.is_revoked(&verified.token_id) {
             return Err(revoked());
         }
@@ -227,6 +245,7 @@ impl ApiServer {
             options,
             metrics: metrics_handle(),
             stopping: CancellationToken::new(),
+            login_codes: Default::default(),
         };
         Ok(ApiServer {
             state: Arc::new(state),

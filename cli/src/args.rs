@@ -113,6 +113,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Show the waiting workloads of a zone in the scheduler's order (Slurm's squeue).
     Queue(QueueArgs),
+    /// Print (and open in a browser) a link that logs you in to the web console.
+    Console(ConsoleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -495,6 +497,13 @@ pub struct ActionArgs {
     pub kind: String,
     #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Only print the link; do not start a browser.
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 #[derive(Debug, Args)]

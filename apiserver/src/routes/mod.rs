@@ -5,6 +5,7 @@ mod actions;
 mod agents;
 mod apply;
 pub(crate) mod bans;
+mod console;
 mod events;
 mod kinds;
 mod params;
@@ -73,6 +74,10 @@ fn routes(state: AppState) -> Router {
         .route("/v1/apply", post(apply::apply))
         .route("/v1/bans", get(bans::list))
         .route("/v1/bans/{address}", delete(bans::lift))
+        .route("/v1/console/login", post(console::login))
+        .route("/v1/console/logout", post(console::logout))
+        .route("/v1/console/session", get(console::session))
+        .route("/v1/console/codes", post(console::code))
         .route("/v1/events", get(events::events).post(events::post))
         .route("/v1/kinds", get(kinds::kinds))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
@@ -117,6 +122,7 @@ fn routes(state: AppState) -> Router {
             .route(&format!("{one}/uncordon"), post(actions::uncordon));
     }
     router
+        .merge(dora_console::router())
         .fallback(|| async { ApiError::not_found("no such path; see /openapi.json") })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::method_not_allowed(method.as_str())
@@ -142,7 +148,7 @@ fn object() -> MethodRouter<AppState> {
         .delete(resources::delete)
 }
 
-/// The caller, from the request's bearer token: the first argument of every handler that
+/// The caller, from the request's bearer token or console session: the first argument of every handler that
 /// needs one, so that a request without valid credentials gets 401 before anything else,
 /// and one past its user's (or node's) rate limit 429.
 impl FromRequestParts<AppState> for Identity {
@@ -150,7 +156,7 @@ impl FromRequestParts<AppState> for Identity {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let identity = state
-            .authenticate(&parts.headers)
+            .authenticate(parts)
             .map_err(IntoResponse::into_response)?;
         state
             .guard

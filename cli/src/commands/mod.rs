@@ -6,6 +6,7 @@ mod ban;
 pub(crate) mod completion;
 mod components;
 mod config;
+mod console;
 mod credits;
 mod delete;
 mod edit;
@@ -57,6 +58,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Download(args) => volumes::download(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Console(args) => console::run(&global, args)
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Credits(args) => credits::run(&global, args)

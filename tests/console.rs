@@ -1,0 +1,313 @@
+//! The web console in a real browser: Debian's headless chromium, driven over WebDriver
+//! (chromedriver), against `dora up` with a node agent. What a person does: log in, apply a
+//! workload from the editor and watch it start, read its logs, use its shell, pause it; a user
+//! of another workspace sees none of it; a wrong token is refused. Screenshots of the main
+//! views are saved under target/console-screenshots/. Needs `chromium` and `chromedriver`
+//! (`apt-get install chromium chromium-driver`); under CI=true their absence fails the test.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use fantoccini::{Client, Locator};
+use serde_json::{Value, json};
+use support::Dora;
+use support::browser::{
+    Driver, browser_ready, click, console_errors, log_in, open_browser, screenshot, wait_text,
+    wait_until,
+};
+
+const NODE: &str = "n1";
+
+const WORKLOAD: &str = "apiVersion: v1
+kind: Workload
+metadata: {name: hello}
+spec:
+  replica: {count: 1}
+  driver: Process
+  config:
+    cmd: [sh, -c, 'echo hello from the console; exec sleep 600']
+    restartPolicy: Never
+  selectors:
+    cpu: {product_name: All, count: 100m}
+";
+
+const PEOPLE: &str = "apiVersion: v1
+kind: Workspace
+metadata: {name: a}
+---
+apiVersion: v1
+kind: Workspace
+metadata: {name: b}
+---
+apiVersion: v1
+kind: User
+metadata: {name: ana}
+spec:
+  default: {zone: default, workspace: a}
+  resources: [{kind: All, zone: default, workspace: a, role: user}]
+---
+apiVersion: v1
+kind: User
+metadata: {name: ben}
+spec:
+  default: {zone: default, workspace: b}
+  resources: [{kind: All, zone: default, workspace: b, role: user}]
+";
+
+/// The status of `GET path` made by the page itself, with its session cookie.
+async fn page_get(browser: &Client, path: &str) -> u64 {
+    let script = "const [path, done] = arguments; \
+                  fetch(path).then((r) => done(r.status), () => done(0));";
+    browser
+        .execute_async(script, vec![json!(path)])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+fn up(home: &Path) -> Dora {
+    let log = std::fs::File::create(home.join("up.log")).unwrap();
+    Dora::up_with(
+        home,
+        &["--node-name", NODE, "--heartbeat", "1s"],
+        "warn",
+        Stdio::from(log),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_runs_a_workload_from_the_console() {
+    if !browser_ready() {
+        return;
+    }
+    let home = support::home();
+    let dora = up(home.path());
+    let people = home.path().join("people.yaml");
+    std::fs::write(&people, PEOPLE).unwrap();
+    dora.run(&["apply", "-f", people.to_str().unwrap()]);
+    let token = |user: &str| {
+        dora.run(&["token", "create", "--user", user, "--expires-in", "1h"])
+            .trim()
+            .to_string()
+    };
+    let (ana, ben) = (token("ana"), token("ben"));
+    let url = support::url_of(&dora);
+    let driver = Driver::start(&home.path().join("chromedriver.log"));
+    let browser = open_browser(&driver).await;
+
+    // `/` leads to the console, which asks for a token and refuses a wrong one.
+    browser.goto(&url).await.unwrap();
+    log_in(&browser, "not-a-token").await;
+    wait_text(
+        &browser,
+        "#login-message",
+        "Refused: this token is not valid",
+    )
+    .await;
+    screenshot(&browser, "login-refused").await;
+    let nav = browser.find(Locator::Css("#nav")).await.unwrap();
+    assert!(
+        !nav.is_displayed().await.unwrap(),
+        "no views before logging in"
+    );
+    let refused = console_errors(&browser).await;
+    assert!(
+        refused.iter().all(|e| e.contains("401")),
+        "only the refused login is an error: {refused:?}"
+    );
+
+    log_in(&browser, &ana).await;
+    wait_text(&browser, "#user", "ana · default/a").await;
+
+    // Apply from the editor; each document's result is shown.
+    browser.goto(&format!("{url}/ui/#/apply")).await.unwrap();
+    let editor = browser
+        .wait()
+        .for_element(Locator::Css("#manifest"))
+        .await
+        .unwrap();
+    // A refused document: its field is named (and the 422 is the page's one console error).
+    editor
+        .send_keys(&format!(
+            "{WORKLOAD}  image: {{image: 'Busybox:'}}\n---\napiVersion: v1\nkind: Workspace\nmetadata: {{name: a}}\n"
+        ))
+        .await
+        .unwrap();
+    click(&browser, "#apply").await;
+    wait_text(&browser, "#results .field", "spec.image.image").await;
+    screenshot(&browser, "apply-refused").await;
+    let refused = console_errors(&browser).await;
+    assert!(
+        refused.len() == 1 && refused[0].contains("422"),
+        "{refused:?}"
+    );
+    editor.clear().await.unwrap();
+    editor.send_keys(WORKLOAD).await.unwrap();
+    click(&browser, "#apply").await;
+    wait_text(&browser, "#results", "Workload hello: created").await;
+    screenshot(&browser, "apply").await;
+
+    // The workload's page turns Running by itself: the same page, never reloaded.
+    click(&browser, "#results a").await;
+    browser
+        .execute("window.sameDocument = true;", vec![])
+        .await
+        .unwrap();
+    wait_text(&browser, ".summary", "Running").await;
+    wait_text(&browser, ".vscroll", "hello.0").await;
+    wait_until(
+        &browser,
+        "the container Running in the table",
+        "return [...document.querySelectorAll('.vscroll .vrow')].some((r) => r.textContent.includes('hello.0') && r.textContent.includes('Running'));",
+    )
+    .await;
+    assert_eq!(
+        browser
+            .execute("return window.sameDocument === true;", vec![])
+            .await
+            .unwrap(),
+        Value::Bool(true),
+        "the page was reloaded"
+    );
+    screenshot(&browser, "workload").await;
+
+    // Its logs, followed.
+    click(&browser, "a[href='#/containers/hello.0/logs']").await;
+    wait_text(&browser, "#logs", "hello from the console").await;
+    screenshot(&browser, "logs").await;
+
+    // A shell: a command's output comes back to the terminal.
+    browser
+        .goto(&format!("{url}/ui/#/containers/hello.0/shell"))
+        .await
+        .unwrap();
+    wait_text(&browser, "main [role=status]", "Connected").await;
+    let keys = browser
+        .find(Locator::Css(".xterm-helper-textarea"))
+        .await
+        .unwrap();
+    keys.send_keys("echo console-$((6*7))\n").await.unwrap();
+    wait_text(&browser, ".xterm-rows", "console-42").await;
+    screenshot(&browser, "shell").await;
+
+    // The workloads, the nodes and their GPUs, events and credits; the list on a phone.
+    browser
+        .goto(&format!("{url}/ui/#/workloads"))
+        .await
+        .unwrap();
+    wait_text(&browser, ".vscroll", "hello").await;
+    screenshot(&browser, "workloads").await;
+    for (view, shows) in [
+        ("nodes", NODE),
+        ("events", "hello"),
+        ("credits", "Credits in zone default"),
+    ] {
+        browser.goto(&format!("{url}/ui/#/{view}")).await.unwrap();
+        wait_text(&browser, "main", shows).await;
+        screenshot(&browser, view).await;
+    }
+    browser.set_window_size(390, 844).await.unwrap();
+    browser
+        .goto(&format!("{url}/ui/#/workloads"))
+        .await
+        .unwrap();
+    wait_text(&browser, ".vscroll", "hello").await;
+    screenshot(&browser, "workloads-phone").await;
+    browser.set_window_size(1280, 900).await.unwrap();
+
+    // Pausing it takes its containers away.
+    browser
+        .goto(&format!("{url}/ui/#/workloads/hello"))
+        .await
+        .unwrap();
+    wait_text(&browser, ".vscroll", "hello.0").await;
+    click(&browser, "main > .actions button[data-action=pause]").await;
+    wait_text(&browser, ".summary", "Paused").await;
+    wait_until(
+        &browser,
+        "the container to go",
+        "return !document.querySelector('.vscroll').textContent.includes('hello.0');",
+    )
+    .await;
+    screenshot(&browser, "paused").await;
+
+    // A second version from the editor; the history shows what changed and rolls it back.
+    browser.goto(&format!("{url}/ui/#/apply")).await.unwrap();
+    let editor = browser
+        .wait()
+        .for_element(Locator::Css("#manifest"))
+        .await
+        .unwrap();
+    editor
+        .send_keys(&WORKLOAD.replace("hello from the console", "second version"))
+        .await
+        .unwrap();
+    click(&browser, "#apply").await;
+    wait_text(&browser, "#results", "Workload hello: configured").await;
+    browser
+        .goto(&format!("{url}/ui/#/workloads/hello"))
+        .await
+        .unwrap();
+    wait_text(&browser, "#version", "Generation 2 (current)").await;
+    click(&browser, "#version option[value='1']").await;
+    wait_text(&browser, "#diff .removed", "hello from the console").await;
+    wait_text(&browser, "#diff .added", "second version").await;
+    screenshot(&browser, "history").await;
+    click(&browser, "#rollback").await;
+    wait_text(&browser, "#version", "Generation 3 (current)").await;
+    wait_text(&browser, ".summary", "echo hello from the console").await;
+    let errors = console_errors(&browser).await;
+    assert!(errors.is_empty(), "the console logged errors: {errors:?}");
+
+    // Ben, of workspace B, sees nothing of A, not even by asking for it.
+    click(&browser, "#logout").await;
+    wait_text(&browser, "#login-message", "logged out").await;
+    log_in(&browser, &ben).await;
+    wait_text(&browser, "#user", "ben · default/b").await;
+    wait_text(&browser, ".summary", "not found").await;
+    browser
+        .goto(&format!("{url}/ui/#/workloads"))
+        .await
+        .unwrap();
+    wait_text(&browser, "h1", "Workloads (0)").await;
+    assert_eq!(
+        page_get(&browser, "/v1/zones/default/workspaces/a/workloads").await,
+        403
+    );
+    let ended = browser
+        .execute("return document.cookie;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(ended, json!(""), "the session cookie is HttpOnly");
+
+    // `dora console` logs its user in through a one-time link.
+    let link = dora.run(&["console", "--no-open"]);
+    let link = link.trim();
+    assert!(link.contains("/ui/#login="), "{link}");
+    click(&browser, "#logout").await;
+    wait_text(&browser, "#login-message", "logged out").await;
+    browser.goto(link).await.unwrap();
+    wait_text(&browser, "#user", "admin").await;
+
+    // A kind defined at run time, with the columns its Definition declares (its objects are
+    // the administrator's to see: the bootstrap role `user` grants nothing on Notebook).
+    let definition = support::repo().join("examples/definition.yaml");
+    dora.run(&["apply", "-f", definition.to_str().unwrap()]);
+    browser.goto(&format!("{url}/ui/#/kinds")).await.unwrap();
+    click(&browser, "a[href='#/kinds/notebooks']").await;
+    wait_text(&browser, ".vhead", "IMAGE").await;
+    wait_text(&browser, ".vbody", "jupyter/base-notebook").await;
+    screenshot(&browser, "notebooks").await;
+
+    click(&browser, "#logout").await;
+    wait_text(&browser, "#login-message", "logged out").await;
+    browser.goto("about:blank").await.unwrap();
+    browser.goto(link).await.unwrap();
+    wait_text(&browser, "#login-message", "used already").await;
+
+    browser.close().await.unwrap();
+    dora.stop();
+}
