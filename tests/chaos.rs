@@ -542,14 +542,6 @@ fn a_rollout_converges_exactly_while_control_plane_processes_are_killed() {
         credit_error < 1e-3,
         "credits {total} differ from the recount {recount}"
     );
-    runtime.block_on(async {
-        if let Ok(store) = dora_store::cql::CqlStore::connect(
-            dora_store::cql::CqlConfig::from_url(&store_url).unwrap(),
-        )
-        .await
-        {
-            let _ = store.drop_keyspace().await;
-        }
-    });
+    let _ = runtime.block_on(dora_store::cql::CqlStore::drop_keyspace_at(&store_url));
     drop((api, scheduler, creditsys, sim));
 }

@@ -16,7 +16,7 @@ use dora_crds::Kind;
 use dora_crds::status::{ContainerReport, ContainerState, Placement};
 use dora_nodeagent::sim::{self, SimConfig, SimHandle};
 use dora_runtime::{Target, WatchConfig, WatchEvent, watch};
-use dora_store::cql::{CqlConfig, CqlStore};
+use dora_store::cql::CqlStore;
 use dora_store::{ListQuery, ObjectKey, Precondition, SpecWrite, Store, now_millis};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -138,13 +138,7 @@ async fn run(nodes: usize, containers: usize, url: Option<String>) {
     let _ = agents.await;
     if let Some(url) = url.filter(|u| u.starts_with("cql://")) {
         // Each run makes its own keyspace; left behind, their memtables fill the node's heap.
-        let config = CqlConfig::from_url(&url).unwrap();
-        CqlStore::connect(config)
-            .await
-            .unwrap()
-            .drop_keyspace()
-            .await
-            .unwrap();
+        CqlStore::drop_keyspace_at(&url).await.unwrap();
     }
 }
 

@@ -32,7 +32,7 @@ use dora_crds::spec::{ContainerSpec, WorkloadSpec};
 use dora_crds::status::{ContainerReport, ContainerState, Placement};
 use dora_nodeagent::sim::{self, SimConfig, SimHandle};
 use dora_runtime::{Target, WatchConfig, WatchEvent, watch};
-use dora_store::cql::{CqlConfig, CqlStore};
+use dora_store::cql::CqlStore;
 use dora_store::{
     ActionRecord, Change, ChangeFilter, Cursor, Deletion, Event, EventQuery, Fence, Lease,
     ListQuery, ObjectKey, Page, Precondition, Row, SpecOutcome, SpecWrite, StatusColumn, Store,
@@ -177,13 +177,7 @@ impl Shared {
     /// memtables fill the node's heap.
     async fn drop_keyspace(self) {
         if self.url.starts_with("cql://") {
-            let config = CqlConfig::from_url(&self.url).unwrap();
-            CqlStore::connect(config)
-                .await
-                .unwrap()
-                .drop_keyspace()
-                .await
-                .unwrap();
+            CqlStore::drop_keyspace_at(&self.url).await.unwrap();
         }
     }
 }

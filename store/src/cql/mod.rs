@@ -105,6 +105,14 @@ impl CqlStore {
         })
     }
 
+    /// Connects to the keyspace `url` names and drops it (see [`CqlStore::drop_keyspace`]).
+    pub async fn drop_keyspace_at(url: &str) -> Result<(), StoreError> {
+        Self::connect(CqlConfig::from_url(url)?)
+            .await?
+            .drop_keyspace()
+            .await
+    }
+
     /// Drops the keyspace and everything in it (for tests that make one keyspace each).
     pub async fn drop_keyspace(&self) -> Result<(), StoreError> {
         // The keyspace name was validated as an identifier when the config was made.
