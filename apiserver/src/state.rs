@@ -6,7 +6,8 @@ use std::time::Duration;
 use axum::http::request::Parts;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
-use dora_store::Store;
+use dora_crds::Kind;
+use dora_store::{ObjectKey, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +88,12 @@ impl State {
     /// The identity behind the request's bearer token, or else its console session cookie
     /// (for which the request must come from the console: [`crate::session::check_origin`]).
     pub fn authenticate(&self, request: &Parts) -> Result<Identity, ApiError> {
-        let verified = match self.verified.bearer(&self.tokens, &request.headers) {
+        self.identify(self.verify(request)?)
+    }
+
+    /// The request's bearer token, or else its console session's, verified.
+    pub fn verify(&self, request: &Parts) -> Result<VerifiedToken, ApiError> {
+        Ok(match self.verified.bearer(&self.tokens, &request.headers) {
             Some(verified) => verified?,
             None => {
                 let token = crate::session::cookie(&request.headers).ok_or_else(|| {
@@ -100,8 +106,25 @@ impl State {
                     ApiError::unauthorized("the console session has ended; log in again")
                 })?
             }
-        };
-        self.identify(verified)
+        })
+    }
+
+    /// Reads the token's user from the store when this server's directory does not know it:
+    /// a user made through another zone's API server reaches this one's directory through the
+    /// change feed a moment later, and their token must not be refused meanwhile (three
+    /// refusals ban the address).
+    pub async fn learn_user(&self, verified: &VerifiedToken) {
+        let directory = &self.service.directory;
+        if verified.claims.node.is_some()
+            || verified.claims.join
+            || directory.has_user(&verified.subject)
+        {
+            return;
+        }
+        let key = ObjectKey::new(Kind::User, "", "", &verified.subject);
+        if let Ok(Some(row)) = self.service.store.get(&key).await {
+            directory.put(&row);
+        }
     }
 
     /// The identity of a verified token, if it may still be used.

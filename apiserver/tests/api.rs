@@ -1104,6 +1104,38 @@ async fn self_minted_tokens_do_not_outlive_the_minting_token(c: &Cluster) {
     assert!(minted["expires"].as_u64().unwrap() > admin.expires + 86_400);
 }
 
+/// A user made through another API server (here written straight into the store) is known to
+/// this one at once: their token works before its directory has followed the change.
+async fn a_user_made_through_another_server_is_known_at_once(c: &Cluster) {
+    let user = "apiVersion: v1\nkind: User\nmetadata: {name: holly}\nspec:\n  resources: [{kind: All, zone: default, workspace: default, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, user).await.0, StatusCode::OK);
+    let holly = c
+        .store
+        .get(&ObjectKey::new(Kind::User, "", "", "holly"))
+        .await
+        .unwrap()
+        .unwrap();
+    let key = ObjectKey::new(Kind::User, "", "", "ivy");
+    c.store
+        .put_spec(SpecWrite {
+            key,
+            precondition: Precondition::Absent,
+            owner: "admin".into(),
+            labels: Default::default(),
+            meta: Default::default(),
+            spec_hash: holly.spec_hash.clone(),
+            spec: (*holly.resource).clone(),
+            desired: Value::Null,
+            computed: None,
+            fence: None,
+        })
+        .await
+        .unwrap();
+    let (status, who) = c.get(&c.token_for("ivy"), "/v1/whoami").await;
+    assert_eq!(status, StatusCode::OK, "{who}");
+    assert_eq!(who["user"], "ivy", "{who}");
+}
+
 async fn tokens_of_an_earlier_user_of_the_same_name_are_refused(c: &Cluster) {
     let user = "apiVersion: v1\nkind: User\nmetadata: {name: frank}\nspec:\n  resources: [{kind: All, zone: default, workspace: default, role: user}]\n";
     assert_eq!(c.apply(&c.admin, user).await.0, StatusCode::OK);
@@ -2610,6 +2642,7 @@ on_every_store!(
     paths_that_do_not_decode_get_json_errors,
     self_minted_tokens_do_not_outlive_the_minting_token,
     tokens_of_an_earlier_user_of_the_same_name_are_refused,
+    a_user_made_through_another_server_is_known_at_once,
     watches_end_when_the_token_expires,
     label_selectors_filter_lists_and_watches,
     open_watches_end_with_an_error_when_the_server_shuts_down,

@@ -155,8 +155,10 @@ impl FromRequestParts<AppState> for Identity {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let verified = state.verify(parts).map_err(IntoResponse::into_response)?;
+        state.learn_user(&verified).await;
         let identity = state
-            .authenticate(parts)
+            .identify(verified)
             .map_err(IntoResponse::into_response)?;
         state
             .guard
