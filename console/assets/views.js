@@ -373,28 +373,78 @@ export function nodes(main, session) {
   return () => { stop(); clearTimeout(reading); };
 }
 
-/** Credits of the zone's users: use this week against the limit, and the next reset. */
+/**
+ * Credits: per zone the session may read accounts in, each user's use this week against the
+ * weekly limit as a chart, and the next reset. A zone that comes or goes (the Zone watch)
+ * asks the server again which zones those are.
+ */
 export function credits(main, session) {
   const note = notice();
-  const list = h('div', { class: 'credits' });
-  main.append(h('h1', {}, `Credits in zone ${session.zone}`), note.element, list);
-  return watchCollection(zoned(session, 'usercredits'), (map) => {
-    const rows = byName(map).map((c) => {
-      const a = c.status?.computed ?? {};
-      const used = a.weekly ?? 0;
-      const limit = a.limit;
-      const share = limit ? Math.min(1, used / limit) : 0;
-      const bar = h('div', { class: `bar${a.outOfCredit ? ' out' : ''}`, role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': limit ?? used, 'aria-valuenow': used, 'aria-label': `Credits of ${c.spec?.user}` });
-      bar.append(h('div', { class: 'fill' }));
-      bar.firstChild.style.width = `${share * 100}%`;
-      return h('div', { class: 'credit' },
-        h('strong', {}, c.spec?.user ?? c.metadata.name),
-        h('span', {}, `${used.toFixed(2)} of ${limit === undefined ? 'no limit' : limit.toFixed(2)} this week`),
-        bar,
-        h('span', { class: 'muted' }, a.reset ? `resets ${until(a.reset)}` : ''));
-    });
-    list.replaceChildren(...(rows.length ? rows : [h('p', { class: 'muted' }, 'No credit accounts yet.')]));
+  const list = h('div', { class: 'credits', id: 'credits' });
+  main.append(h('h1', {}, 'Credits this week'),
+    h('p', { class: 'muted' }, 'Use per user and zone against the weekly limit (the dark line). ',
+      'A user at the limit has their workloads in that zone paused until the reset.'),
+    note.element, list);
+  const shown = new Map();
+  const follow = (zones) => {
+    for (const [zone, chart] of shown) {
+      if (!zones.includes(zone)) { chart.stop(); chart.element.remove(); shown.delete(zone); }
+    }
+    for (const zone of zones) if (!shown.has(zone)) shown.set(zone, zoneCredits(zone, note));
+    list.replaceChildren(...(zones.length
+      ? zones.map((zone) => shown.get(zone).element)
+      : [h('p', { class: 'muted' }, 'Your roles let you read the credits of no zone.')]));
+  };
+  follow(session.creditZones ?? []);
+  let names = null;
+  const stopZones = watchCollection('/v1/zones', async (zones) => {
+    const now = [...zones.keys()].sort().join(',');
+    if (names === null || now === names) { names = now; return; }
+    names = now;
+    try { follow((await call('GET', '/v1/console/session')).creditZones ?? []); } catch (error) { note.fail(error); }
   }, note.fail);
+  return () => { stopZones(); for (const chart of shown.values()) chart.stop(); };
+}
+
+/** `used` as a share of `limit`: `37%`, or `<1%` for a little use. */
+function share(used, limit) {
+  const percent = limit > 0 ? (used / limit) * 100 : 100;
+  return used > 0 && percent < 1 ? '<1%' : `${Math.round(percent)}%`;
+}
+
+/** One zone's accounts as bars on one scale, the limit marked on each, and the next reset. */
+function zoneCredits(zone, note) {
+  const reset = h('span', { class: 'muted reset' });
+  const chart = h('div', { class: 'chart', role: 'list', 'aria-label': `Credits in zone ${zone}` });
+  const scale = h('div', { class: 'scale muted', 'aria-hidden': 'true' });
+  const element = h('section', { class: 'zone-credits', 'data-zone': zone },
+    h('h2', {}, `Zone ${zone} `, reset), chart, scale);
+  const stop = watchCollection(`/v1/zones/${enc(zone)}/usercredits`, (map) => {
+    const accounts = byName(map).map((c) => ({ user: c.spec?.user ?? c.metadata.name, ...(c.status?.computed ?? {}) }));
+    // One scale for the zone, so that bars and limits compare at a glance.
+    const top = Math.max(1, ...accounts.map((a) => Math.max(a.weekly ?? 0, a.limit ?? 0))) * 1.05;
+    const percent = (n) => `${Math.min(100, (n / top) * 100)}%`;
+    chart.replaceChildren(...(accounts.length ? accounts.map((a) => {
+      const used = a.weekly ?? 0;
+      const track = h('div', {
+        class: `track${a.outOfCredit ? ' out' : ''}`, role: 'meter', 'aria-label': `Credits of ${a.user} in zone ${zone}`,
+        'aria-valuemin': '0', 'aria-valuemax': a.limit ?? top, 'aria-valuenow': used,
+      }, h('div', { class: 'fill' }), a.limit === undefined ? '' : h('div', { class: 'limit', title: `limit ${a.limit.toFixed(2)}` }));
+      track.firstChild.style.width = percent(used);
+      if (a.limit !== undefined) track.lastChild.style.left = percent(a.limit);
+      const words = a.limit === undefined ? `${used.toFixed(2)}, no limit`
+        : `${used.toFixed(2)} of ${a.limit.toFixed(2)} (${share(used, a.limit)})`;
+      return h('div', {
+        class: 'credit', role: 'listitem', 'data-user': a.user, 'data-used': used, 'data-limit': a.limit,
+      }, h('strong', {}, a.user), track, h('span', {}, words, a.outOfCredit ? h('span', { class: 'out' }, ' out of credit') : ''));
+    }) : [h('p', { class: 'muted' }, 'No credit accounts in this zone yet: they start with the first container or limit.')]));
+    scale.replaceChildren(h('span', {}, '0'), h('span', {}, top.toFixed(top < 10 ? 1 : 0)));
+    const next = Math.min(...accounts.map((a) => a.reset).filter((t) => typeof t === 'number'));
+    reset.textContent = Number.isFinite(next)
+      ? `· next reset ${new Date(next).toLocaleString(undefined, { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', timeZoneName: 'short' })} (${until(next)})`
+      : '';
+  }, (error) => note.fail(new Error(`zone ${zone}: ${error.message}`)));
+  return { element, stop };
 }
 
 /** Where the objects of `kind` (from `/v1/kinds`) are, for the session. */

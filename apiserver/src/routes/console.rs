@@ -6,6 +6,8 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dora_crds::Kind;
+use dora_crds::spec::Verb;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -85,7 +87,7 @@ async fn log_in(state: &AppState, body: Body) -> Result<Response, Response> {
         .guard
         .admit(&identity)
         .map_err(IntoResponse::into_response)?;
-    let mut response = json_response(StatusCode::OK, &whoami(&identity));
+    let mut response = json_response(StatusCode::OK, &whoami(state, &identity));
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session::set_cookie(&issued.token));
@@ -124,7 +126,7 @@ pub(super) async fn session(
         Err(_) => return json_response(StatusCode::OK, &json!({"user": null})),
     };
     match state.guard.admit(&identity) {
-        Ok(()) => json_response(StatusCode::OK, &whoami(&identity)),
+        Ok(()) => json_response(StatusCode::OK, &whoami(&state, &identity)),
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -177,6 +179,22 @@ pub(super) async fn code(
     ))
 }
 
-fn whoami(identity: &Identity) -> serde_json::Value {
-    json!({"user": identity.user, "zone": identity.zone, "workspace": identity.workspace})
+/// Who the session is, and the zones whose credit accounts it may read (the credits view
+/// watches each; asking for another would be refused).
+fn whoami(state: &AppState, identity: &Identity) -> serde_json::Value {
+    let directory = &state.service.directory;
+    let credit_zones: Vec<String> = directory
+        .zones()
+        .into_iter()
+        .filter(|zone| {
+            identity.system
+                || directory.allows(&identity.user, Verb::Get, Kind::Usercredit, zone, "")
+        })
+        .collect();
+    json!({
+        "user": identity.user,
+        "zone": identity.zone,
+        "workspace": identity.workspace,
+        "creditZones": credit_zones,
+    })
 }
