@@ -216,7 +216,8 @@ async fn a_user_runs_a_workload_from_the_console() {
         .for_element(Locator::Css("#manifest"))
         .await
         .unwrap();
-    // A refused document: its field is named (and the 422 is the page's one console error).
+    // A refused document: its field is named and its line selected and marked in the editor
+    // (and the 422 is the page's one console error).
     editor
         .send_keys(&format!(
             "{WORKLOAD}  image: {{image: 'Busybox:'}}\n---\napiVersion: v1\nkind: Workspace\nmetadata: {{name: a}}\n"
@@ -225,6 +226,24 @@ async fn a_user_runs_a_workload_from_the_console() {
         .unwrap();
     click(&browser, "#apply").await;
     wait_text(&browser, "#results .field", "spec.image.image").await;
+    let line = "  image: {image: 'Busybox:'}";
+    let marked = browser
+        .execute(
+            "const e = document.getElementById('manifest'); \
+             const mark = document.querySelector('.editor .mark'); \
+             const line = e.value.split('\\n').indexOf(arguments[0]); \
+             const box = mark.getBoundingClientRect(), area = e.getBoundingClientRect(); \
+             return [e.value.slice(e.selectionStart, e.selectionEnd), document.activeElement === e, \
+               Number(mark.dataset.line) === line, box.top >= area.top && box.bottom <= area.bottom];",
+            vec![json!(line)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        marked,
+        json!([line, true, true, true]),
+        "the field's line is selected and marked"
+    );
     screenshot(&browser, "apply-refused").await;
     let refused = console_errors(&browser).await;
     assert!(
@@ -238,7 +257,7 @@ async fn a_user_runs_a_workload_from_the_console() {
         .unwrap();
     click(&browser, "#apply").await;
     wait_text(&browser, "#results", "Workload hello: created").await;
-    wait_text(&browser, "#results", "Workload train: created").await;
+    wait_text(&browser, "#results", "Workload train: created (in lab/a)").await;
     screenshot(&browser, "apply").await;
 
     // The workload's page turns Running by itself: the same page, never reloaded.

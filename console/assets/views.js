@@ -236,20 +236,93 @@ export function events(main, session) {
   return followEvents(list, `zone=${enc(session.zone)}`, note);
 }
 
-/** A manifest editor: applies it and shows each document's result or error (with its field). */
+/**
+ * The lines of YAML `text` where each document begins and ends (`[first, end)`), as the
+ * server splits them: on `---` (or `...`) lines, leaving out documents of only blanks and
+ * comments, so that a result's index finds its document.
+ */
+function documentLines(lines) {
+  const blank = (from, to) => lines.slice(from, to).every((l) => !l.trim() || l.trimStart().startsWith('#'));
+  const documents = [];
+  let first = 0;
+  lines.forEach((line, i) => {
+    if (line === '---' || line.startsWith('--- ') || line === '...') {
+      if (!blank(first, i)) documents.push([first, i]);
+      first = i + 1;
+    }
+  });
+  if (!blank(first, lines.length)) documents.push([first, lines.length]);
+  return documents;
+}
+
+/**
+ * The line of `field` (`spec.image.image`, `spec.ports[0].port`) within lines `[first, end)`:
+ * each key of its path in turn, from where the one before it was found (a flow mapping's key
+ * may follow on the same line). The deepest key found, when the path does not go on.
+ */
+function fieldLine(lines, [first, end], field) {
+  const keys = field.split('.').map((key) => key.replace(/\[\d+\]$/, '')).filter(Boolean);
+  let line = null;
+  let column = 0;
+  let at = first;
+  for (const key of keys) {
+    const pattern = new RegExp(`(^|[\\s{,-])["']?${key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}["']?\\s*:`, 'g');
+    let found = false;
+    for (let i = at; i < end && !found; i++) {
+      pattern.lastIndex = i === at ? column : 0;
+      const match = pattern.exec(lines[i]);
+      if (match) { line = i; column = match.index + match[0].length; at = i; found = true; }
+    }
+    if (!found) break;
+  }
+  return line;
+}
+
+/** A manifest editor: applies it and shows each document's result; a refused field is marked in the text. */
 export function apply(main, session) {
   const editor = h('textarea', {
-    id: 'manifest', rows: 18, spellcheck: 'false', 'aria-label': 'Manifest (YAML)',
+    id: 'manifest', rows: 18, spellcheck: 'false', wrap: 'off', 'aria-label': 'Manifest (YAML)',
     placeholder: 'apiVersion: v1\nkind: Workload\nmetadata: {name: hello}\nspec: ...',
   });
+  // Marks over the editor's text: one per refused field, on its line.
+  const marks = h('div', { class: 'marks', 'aria-hidden': 'true' });
+  const field = h('div', { class: 'editor' }, editor, marks);
   const results = h('ol', { class: 'results', id: 'results', 'aria-live': 'polite' });
   const note = notice();
   const button = h('button', { type: 'submit', id: 'apply' }, 'Apply');
+  let marked = [];
+  const placeMarks = () => {
+    const style = getComputedStyle(editor);
+    const height = parseFloat(style.lineHeight);
+    const top = parseFloat(style.paddingTop) + parseFloat(style.borderTopWidth) - editor.scrollTop;
+    marks.replaceChildren(...marked.map((line) => {
+      const mark = h('div', { class: 'mark', 'data-line': line });
+      mark.style.top = `${top + line * height}px`;
+      mark.style.height = `${height}px`;
+      return mark;
+    }));
+  };
+  const unmark = () => { marked = []; placeMarks(); };
+  editor.addEventListener('scroll', placeMarks, { passive: true });
+  editor.addEventListener('input', unmark);
+  /** Selects line `line` of the editor and scrolls it into view. */
+  const select = (line) => {
+    const lines = editor.value.split('\n');
+    const start = lines.slice(0, line).reduce((n, l) => n + l.length + 1, 0);
+    editor.focus();
+    editor.setSelectionRange(start, start + lines[line].length);
+    const height = parseFloat(getComputedStyle(editor).lineHeight);
+    if (line * height < editor.scrollTop || (line + 1) * height > editor.scrollTop + editor.clientHeight) {
+      editor.scrollTop = Math.max(0, line * height - editor.clientHeight / 3);
+    }
+    placeMarks();
+  };
   const form = h('form', {
     onsubmit: async (event) => {
       event.preventDefault();
       button.disabled = true;
       results.replaceChildren();
+      unmark();
       const query = `?zone=${enc(session.zone)}&workspace=${enc(session.workspace)}`;
       try {
         const answer = await call('POST', `/v1/apply${query}`, editor.value, 'application/yaml');
@@ -267,16 +340,31 @@ export function apply(main, session) {
         button.disabled = false;
       }
     },
-  }, h('label', { for: 'manifest' }, 'Manifest (YAML, several documents separated by ---)'), editor, h('div', {}, button));
+  }, h('label', { for: 'manifest' }, 'Manifest (YAML, several documents separated by ---)'), field, h('div', {}, button));
   // The message may begin with the document and field it is about, which are shown apart.
   const message = (r) => r.error.message.replace(/^document \d+: /, '')
     .replace(r.error.field ? `${r.error.field}: ` : /^$/, '');
-  const show = (list) => results.replaceChildren(...list.map((r) => (r.error
-    ? h('li', { class: 'error' }, `Document ${r.index + 1}: `,
-      r.error.field ? h('code', { class: 'field' }, r.error.field) : '', r.error.field ? ': ' : '', message(r))
-    : h('li', { class: 'ok' }, `${r.kind} ${r.name}: ${r.outcome}`,
-      r.kind === 'Workload' ? [' — ', h('a', { href: `#/workloads/${enc(r.name)}` }, 'open')] : '',
-      (r.warnings ?? []).map((w) => h('div', { class: 'muted' }, w))))));
+  const here = (r) => (r.zone ?? session.zone) === session.zone && (r.workspace ?? session.workspace) === session.workspace;
+  const show = (list) => {
+    const lines = editor.value.split('\n');
+    const documents = documentLines(lines);
+    const lineOf = (r) => (r.error?.field && documents[r.index] ? fieldLine(lines, documents[r.index], r.error.field) : null);
+    marked = list.map(lineOf).filter((line) => line !== null);
+    results.replaceChildren(...list.map((r) => {
+      if (!r.error) {
+        return h('li', { class: 'ok' }, `${r.kind} ${r.name}: ${r.outcome}`,
+          r.kind === 'Workload' && here(r) ? [' — ', h('a', { href: `#/workloads/${enc(r.name)}` }, 'open')] : '',
+          here(r) ? '' : h('span', { class: 'muted' }, ` (in ${[r.zone, r.workspace].filter(Boolean).join('/')})`),
+          (r.warnings ?? []).map((w) => h('div', { class: 'muted' }, w)));
+      }
+      const line = lineOf(r);
+      const name = r.error.field ? h('code', { class: 'field' }, r.error.field) : '';
+      return h('li', { class: 'error' }, `Document ${r.index + 1}: `,
+        line === null ? name : h('button', { type: 'button', class: 'link', title: `Select line ${line + 1}`, onclick: () => select(line) }, name, ` (line ${line + 1})`),
+        r.error.field ? ': ' : '', message(r));
+    }));
+    if (marked.length) select(marked[0]);
+  };
   main.append(h('h1', {}, 'Apply'), form, note.element, results);
   editor.focus();
   return () => {};
