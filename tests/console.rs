@@ -328,6 +328,16 @@ async fn a_user_runs_a_workload_from_the_console() {
     .await;
     wait_text(&browser, "section[data-zone=lab] h2", "next reset").await;
     screenshot(&browser, "credits").await;
+
+    // Zone lab, where ana may work too: the map of its GPUs shows the one her workload holds.
+    browser.goto(&format!("{url}/ui/#/nodes")).await.unwrap();
+    click(&browser, "#place option[value='1']").await;
+    wait_text(&browser, "#user", "ana · lab/a").await;
+    wait_text(&browser, "h1", "Nodes of zone lab").await;
+    wait_text(&browser, ".gpumap .gpu.booked", "A100").await;
+    screenshot(&browser, "gpus").await;
+    click(&browser, "#place option[value='0']").await;
+    wait_text(&browser, "#user", "ana · default/a").await;
     browser.set_window_size(390, 844).await.unwrap();
     browser
         .goto(&format!("{url}/ui/#/workloads"))

@@ -318,7 +318,7 @@ impl Directory {
             .collect()
     }
 
-    /// Names of the existing workspaces, for error messages.
+    /// Names of the existing workspaces, in order.
     pub fn workspaces(&self) -> Vec<String> {
         self.entries
             .read()

@@ -3,7 +3,7 @@
 // streams, the shell).
 
 import { call, streamLines, watchCollection, scoped, zoned } from './api.js';
-import { h, age, until, bytes, virtualTable } from './dom.js';
+import { h, age, ageOf, until, bytes, virtualTable } from './dom.js';
 
 const enc = encodeURIComponent;
 
@@ -71,9 +71,9 @@ export function workloads(main, session) {
     { name: 'Status', cell: phase, width: '8em' },
     { name: 'Ready', cell: (w) => `${w.status?.computed?.ready ?? 0}/${w.spec?.replica?.count ?? 0}`, width: '5em' },
     { name: 'Why', cell: (w) => w.status?.message ?? '', width: 'minmax(8em, 2fr)' },
-    { name: 'Age', cell: (w) => age(w.metadata.created), width: '4em' },
+    { name: 'Age', cell: (w) => ageOf(w.metadata.created), width: '4em' },
     { name: '', cell: (w) => workloadActions(session, w.metadata.name, note), width: '15em' },
-  ], { label: 'Workloads' });
+  ], { label: 'Workloads', empty: 'No workloads in this workspace yet: apply one.' });
   main.append(
     h('h1', {}, 'Workloads ', count),
     h('p', { class: 'muted' }, `Workspace ${session.workspace} of zone ${session.zone}. `,
@@ -100,7 +100,7 @@ export function workload(main, session, name) {
     { name: '', width: '10em', cell: (c) => h('span', { class: 'actions' },
       h('a', { href: `#/containers/${enc(c.metadata.name)}/logs` }, 'Logs'),
       h('a', { href: `#/containers/${enc(c.metadata.name)}/shell` }, 'Shell')) },
-  ], { label: 'Containers' });
+  ], { label: 'Containers', empty: 'No containers now (paused, finished, or not placed yet).' });
   const events = h('ol', { class: 'events', 'aria-live': 'polite' });
   const history = specHistory(`${scoped(session, 'workloads')}/${enc(name)}`, name, note);
   main.append(
@@ -123,7 +123,7 @@ export function workload(main, session, name) {
       const rows = [
         ['Status', phase(w)], ['Ready', `${w.status?.computed?.ready ?? 0}/${w.spec?.replica?.count ?? 0}`],
         ['Why', w.status?.message ?? '—'], ['Driver', w.spec?.driver ?? ''], ['Image or command', image],
-        ['Generation', w.metadata.generation], ['Age', age(w.metadata.created)],
+        ['Generation', w.metadata.generation], ['Age', ageOf(w.metadata.created)],
       ];
       summary.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
       history.update(w);
@@ -414,7 +414,7 @@ export function nodes(main, session) {
     { name: 'GPUs', cell: (n) => (n.status?.observed?.gpus ?? []).length, width: '4em' },
     { name: 'CPUs', cell: (n) => n.status?.observed?.cpu?.count ?? '', width: '4em' },
     { name: 'Memory', cell: (n) => bytes(n.status?.observed?.memoryBytes), width: '6em' },
-  ], { label: 'Nodes' });
+  ], { label: 'Nodes', empty: 'No nodes in this zone: join one with `dora node` (README: Nodes, containers and volumes).' });
   const filter = h('select', { id: 'model', 'aria-label': 'GPU model' }, h('option', { value: '' }, 'All models'));
   const map = h('div', { class: 'gpumap', role: 'list', 'aria-label': 'GPUs' });
   const legend = h('p', { class: 'legend' },
@@ -432,7 +432,8 @@ export function nodes(main, session) {
       const facts = [s.productName, bytes(s.memoryBytes),
         s.temperature !== undefined ? `${s.temperature}°C` : '', s.powerWatts !== undefined ? `${s.powerWatts} W` : ''].filter(Boolean);
       return h('div', { class: `gpu ${state}`, role: 'listitem', tabindex: '0', title: s.container ? `held by ${s.container}` : state },
-        h('strong', {}, g.metadata.name), h('span', {}, state), ...facts.map((f) => h('span', {}, f)));
+        h('strong', {}, g.metadata.name), h('span', {}, s.container ? `booked by ${s.container}` : state),
+        ...facts.map((f) => h('span', {}, f)));
     }));
     if (!shown.length) map.replaceChildren(h('p', { class: 'muted' }, 'No GPUs in this zone.'));
   };
@@ -599,8 +600,8 @@ export function kind(main, session, plural) {
     const table = virtualTable([
       { name: 'Name', cell: (o) => o.metadata.name },
       ...found.columns.map((c) => ({ name: c.name, cell: (o) => columnText(c, o) })),
-      { name: 'Age', cell: (o) => age(o.metadata.created), width: '4em' },
-    ], { label: `${found.name} objects` });
+      { name: 'Age', cell: (o) => ageOf(o.metadata.created), width: '4em' },
+    ], { label: `${found.name} objects`, empty: `No ${found.name} objects here.` });
     main.append(table.element);
     stop = watchCollection(collectionOf(session, found), (map) => table.set(byName(map)), note.fail);
   }, note.fail);

@@ -17,6 +17,9 @@ use crate::session::{self, Login};
 use crate::state::AppState;
 use crate::{ApiError, Identity, TokenClaims, issued};
 
+/// The most places (zone and workspace) a session answer offers to switch to.
+const MAX_PLACES: usize = 200;
+
 /// Largest login request: a token is well under this.
 const MAX_LOGIN_BYTES: usize = 16 << 10;
 
@@ -179,22 +182,32 @@ pub(super) async fn code(
     ))
 }
 
-/// Who the session is, and the zones whose credit accounts it may read (the credits view
+/// Who the session is, the places (zone and workspace) whose workloads it may read, which the
+/// page offers to switch to, and the zones whose credit accounts it may read (the credits view
 /// watches each; asking for another would be refused).
 fn whoami(state: &AppState, identity: &Identity) -> serde_json::Value {
     let directory = &state.service.directory;
-    let credit_zones: Vec<String> = directory
-        .zones()
-        .into_iter()
-        .filter(|zone| {
-            identity.system
-                || directory.allows(&identity.user, Verb::Get, Kind::Usercredit, zone, "")
-        })
+    let may = |kind: Kind, zone: &str, workspace: &str| {
+        identity.system || directory.allows(&identity.user, Verb::Get, kind, zone, workspace)
+    };
+    let zones = directory.zones();
+    let workspaces = directory.workspaces();
+    let places: Vec<_> = zones
+        .iter()
+        .flat_map(|zone| workspaces.iter().map(move |workspace| (zone, workspace)))
+        .filter(|(zone, workspace)| may(Kind::Workload, zone, workspace))
+        .take(MAX_PLACES)
+        .map(|(zone, workspace)| json!({"zone": zone, "workspace": workspace}))
+        .collect();
+    let credit_zones: Vec<&String> = zones
+        .iter()
+        .filter(|zone| may(Kind::Usercredit, zone, ""))
         .collect();
     json!({
         "user": identity.user,
         "zone": identity.zone,
         "workspace": identity.workspace,
+        "places": places,
         "creditZones": credit_zones,
     })
 }
