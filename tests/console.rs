@@ -357,6 +357,13 @@ async fn a_user_runs_a_workload_from_the_console() {
     wait_text(&browser, ".summary", "Paused").await;
     wait_until(
         &browser,
+        "Resume offered in place of Pause",
+        "const [pause, resume] = document.querySelectorAll('main > .actions button'); \
+         return pause.disabled && !resume.disabled;",
+    )
+    .await;
+    wait_until(
+        &browser,
         "the container to go",
         "return !document.querySelector('.vscroll').textContent.includes('hello.0');",
     )

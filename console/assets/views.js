@@ -46,6 +46,10 @@ function notice() {
   };
 }
 
+/**
+ * Pause, Resume and Delete for workload `name`; `show(w)` offers Pause while it is not paused
+ * by someone and Resume while it is.
+ */
 function workloadActions(session, name, note) {
   const path = `${scoped(session, 'workloads')}/${enc(name)}`;
   const act = (label, run) => h('button', {
@@ -56,10 +60,16 @@ function workloadActions(session, name, note) {
       try { await run(); note.ok(`${label}: ${name}`); } catch (error) { note.fail(error); }
     },
   }, label);
-  return h('span', { class: 'actions' },
-    act('Pause', () => call('POST', `${path}/pause`)),
-    act('Resume', () => call('POST', `${path}/resume`)),
+  const pause = act('Pause', () => call('POST', `${path}/pause`));
+  const resume = act('Resume', () => call('POST', `${path}/resume`));
+  const element = h('span', { class: 'actions' }, pause, resume,
     act('Delete', () => confirm(`Delete workload ${name} and its containers?`) && call('DELETE', path)));
+  const show = (w) => {
+    const paused = Boolean(w?.status?.computed?.pausedBy);
+    pause.disabled = paused;
+    resume.disabled = !paused;
+  };
+  return { element, show };
 }
 
 /** The workloads of the session's workspace, live, with pause, resume and delete. */
@@ -72,7 +82,11 @@ export function workloads(main, session) {
     { name: 'Ready', cell: (w) => `${w.status?.computed?.ready ?? 0}/${w.spec?.replica?.count ?? 0}`, width: '5em' },
     { name: 'Why', cell: (w) => w.status?.message ?? '', width: 'minmax(8em, 2fr)' },
     { name: 'Age', cell: (w) => ageOf(w.metadata.created), width: '4em' },
-    { name: '', cell: (w) => workloadActions(session, w.metadata.name, note), width: '15em' },
+    { name: '', width: '15em', cell: (w) => {
+      const actions = workloadActions(session, w.metadata.name, note);
+      actions.show(w);
+      return actions.element;
+    } },
   ], { label: 'Workloads', empty: 'No workloads in this workspace yet: apply one.' });
   main.append(
     h('h1', {}, 'Workloads ', count),
@@ -103,9 +117,10 @@ export function workload(main, session, name) {
   ], { label: 'Containers', empty: 'No containers now (paused, finished, or not placed yet).' });
   const events = h('ol', { class: 'events', 'aria-live': 'polite' });
   const history = specHistory(`${scoped(session, 'workloads')}/${enc(name)}`, name, note);
+  const actions = workloadActions(session, name, note);
   main.append(
     h('h1', {}, `Workload ${name}`),
-    workloadActions(session, name, note),
+    actions.element,
     note.element,
     summary,
     h('h2', {}, 'Containers'),
@@ -126,6 +141,7 @@ export function workload(main, session, name) {
         ['Generation', w.metadata.generation], ['Age', ageOf(w.metadata.created)],
       ];
       summary.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+      actions.show(w);
       history.update(w);
     }, note.fail),
     watchCollection(scoped(session, 'containers'), (map) => {
