@@ -307,7 +307,7 @@ impl Directory {
             .contains(workspace)
     }
 
-    /// Names of the existing zones, for error messages.
+    /// Names of the existing zones, in order.
     pub fn zones(&self) -> Vec<String> {
         self.entries
             .read()
@@ -318,7 +318,7 @@ impl Directory {
             .collect()
     }
 
-    /// Names of the existing workspaces, for error messages.
+    /// Names of the existing workspaces, in order.
     pub fn workspaces(&self) -> Vec<String> {
         self.entries
             .read()

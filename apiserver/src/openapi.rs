@@ -492,7 +492,7 @@ fn build() -> Value {
         "responses": with_ok("Identity", json!({"type": "object"})),
     }}));
     paths.insert("/v1/console/session".into(), json!({"get": {
-        "summary": "Who the request's console session cookie logs in; {\"user\": null} without a session",
+        "summary": "Who the request's console session cookie logs in, the places (zone and workspace) whose workloads they may read and the zones whose credit accounts they may read (creditZones); {\"user\": null} without a session",
         "security": [],
         "responses": with_ok("Identity", json!({"type": "object"})),
     }}));

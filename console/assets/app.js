@@ -2,7 +2,7 @@
 // and the routes of the page (`#/workloads`, `#/workloads/NAME`, `#/apply`, ...).
 
 import { call, whenLoggedOut } from './api.js';
-import { h } from './dom.js';
+import { h, tickAges } from './dom.js';
 import * as views from './views.js';
 
 const main = document.getElementById('main');
@@ -48,9 +48,19 @@ function route() {
 function loggedIn(identity) {
   session = identity;
   nav.hidden = false;
-  who.replaceChildren(
-    h('span', { id: 'user' }, `${identity.user} · ${identity.zone}/${identity.workspace}`),
-    h('button', { type: 'button', id: 'logout', onclick: logout }, 'Log out'));
+  const user = h('span', { id: 'user' }, `${identity.user} · ${identity.zone}/${identity.workspace}`);
+  // Another zone or workspace the user may read: the views show the one chosen.
+  const places = identity.places ?? [];
+  const here = (p) => p.zone === session.zone && p.workspace === session.workspace;
+  const place = places.length > 1 || (places.length === 1 && !here(places[0])) ? h('select', {
+    id: 'place', 'aria-label': 'Zone and workspace shown',
+    onchange: (event) => {
+      Object.assign(session, places[event.target.selectedIndex]);
+      user.textContent = `${session.user} · ${session.zone}/${session.workspace}`;
+      route();
+    },
+  }, places.map((p, i) => h('option', { value: i, selected: here(p) }, `${p.zone}/${p.workspace}`))) : '';
+  who.replaceChildren(user, place, h('button', { type: 'button', id: 'logout', onclick: logout }, 'Log out'));
   route();
 }
 
@@ -123,5 +133,8 @@ async function start() {
     loggedOut(error.message);
   }
 }
+
+// Ages shown keep counting between changes.
+setInterval(tickAges, 5000);
 
 start();

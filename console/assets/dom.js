@@ -24,6 +24,23 @@ export function age(time) {
   return span(Math.max(0, Date.now() - then));
 }
 
+/**
+ * The time since `time` as an element that keeps counting: the page's clock (see
+ * `tickAges`) updates every such element in view, without asking the server.
+ */
+export function ageOf(time) {
+  const then = typeof time === 'number' ? time : Date.parse(time);
+  if (Number.isNaN(then)) return '';
+  return h('time', { class: 'age', datetime: new Date(then).toISOString() }, age(then));
+}
+
+/** Brings the ages in the page up to date (called every few seconds). */
+export function tickAges() {
+  for (const element of document.querySelectorAll('time.age')) {
+    element.textContent = age(Date.parse(element.dateTime));
+  }
+}
+
 /** The time until a moment, as `in 3h`. */
 export function until(time) {
   const then = typeof time === 'number' ? time : Date.parse(time);
@@ -53,9 +70,10 @@ const ROW = 34;
 /**
  * A table of many rows drawn lazily: only those in view (and a few more) are in the page, so
  * that 10,000 rows scroll as smoothly as 10. `columns` are `{name, cell(item) -> Node|string}`;
- * `set(items)` replaces the rows. Cells hold links and buttons for the keyboard to reach.
+ * `set(items)` replaces the rows; without any, the table says `empty`. Cells hold links and
+ * buttons for the keyboard to reach.
  */
-export function virtualTable(columns, { label }) {
+export function virtualTable(columns, { label, empty }) {
   const template = columns.map((c) => c.width ?? 'minmax(6em, 1fr)').join(' ');
   const head = h('div', { class: 'vrow vhead', role: 'row' },
     columns.map((c) => h('span', { role: 'columnheader' }, c.name)));
@@ -74,12 +92,17 @@ export function virtualTable(columns, { label }) {
     const key = `${first}:${last}:${items.length}:${items.version}`;
     if (key === drawn) return;
     drawn = key;
-    spacer.style.height = `${items.length * ROW}px`;
+    const shown = Math.max(items.length, 1);
+    spacer.style.height = `${shown * ROW}px`;
     // As tall as its rows (and borders and a horizontal scroll bar, on a narrow screen), up
     // to the stylesheet's max-height; then it scrolls.
     const frame = scroller.offsetHeight - scroller.clientHeight;
-    scroller.style.height = `${(items.length + 1) * ROW + frame}px`;
+    scroller.style.height = `${(shown + 1) * ROW + frame}px`;
     body.style.transform = `translateY(${first * ROW}px)`;
+    if (!items.length) {
+      body.replaceChildren(h('div', { class: 'vrow vempty', role: 'row' }, h('span', { role: 'cell', class: 'muted' }, empty)));
+      return;
+    }
     const rows = [];
     for (let i = first; i < last; i++) {
       const item = items[i];

@@ -3,7 +3,7 @@
 // streams, the shell).
 
 import { call, streamLines, watchCollection, scoped, zoned } from './api.js';
-import { h, age, until, bytes, virtualTable } from './dom.js';
+import { h, age, ageOf, until, bytes, virtualTable } from './dom.js';
 
 const enc = encodeURIComponent;
 
@@ -46,6 +46,10 @@ function notice() {
   };
 }
 
+/**
+ * Pause, Resume and Delete for workload `name`; `show(w)` offers Pause while it is not paused
+ * by someone and Resume while it is.
+ */
 function workloadActions(session, name, note) {
   const path = `${scoped(session, 'workloads')}/${enc(name)}`;
   const act = (label, run) => h('button', {
@@ -56,10 +60,16 @@ function workloadActions(session, name, note) {
       try { await run(); note.ok(`${label}: ${name}`); } catch (error) { note.fail(error); }
     },
   }, label);
-  return h('span', { class: 'actions' },
-    act('Pause', () => call('POST', `${path}/pause`)),
-    act('Resume', () => call('POST', `${path}/resume`)),
+  const pause = act('Pause', () => call('POST', `${path}/pause`));
+  const resume = act('Resume', () => call('POST', `${path}/resume`));
+  const element = h('span', { class: 'actions' }, pause, resume,
     act('Delete', () => confirm(`Delete workload ${name} and its containers?`) && call('DELETE', path)));
+  const show = (w) => {
+    const paused = Boolean(w?.status?.computed?.pausedBy);
+    pause.disabled = paused;
+    resume.disabled = !paused;
+  };
+  return { element, show };
 }
 
 /** The workloads of the session's workspace, live, with pause, resume and delete. */
@@ -71,9 +81,13 @@ export function workloads(main, session) {
     { name: 'Status', cell: phase, width: '8em' },
     { name: 'Ready', cell: (w) => `${w.status?.computed?.ready ?? 0}/${w.spec?.replica?.count ?? 0}`, width: '5em' },
     { name: 'Why', cell: (w) => w.status?.message ?? '', width: 'minmax(8em, 2fr)' },
-    { name: 'Age', cell: (w) => age(w.metadata.created), width: '4em' },
-    { name: '', cell: (w) => workloadActions(session, w.metadata.name, note), width: '15em' },
-  ], { label: 'Workloads' });
+    { name: 'Age', cell: (w) => ageOf(w.metadata.created), width: '4em' },
+    { name: '', width: '15em', cell: (w) => {
+      const actions = workloadActions(session, w.metadata.name, note);
+      actions.show(w);
+      return actions.element;
+    } },
+  ], { label: 'Workloads', empty: 'No workloads in this workspace yet: apply one.' });
   main.append(
     h('h1', {}, 'Workloads ', count),
     h('p', { class: 'muted' }, `Workspace ${session.workspace} of zone ${session.zone}. `,
@@ -100,12 +114,13 @@ export function workload(main, session, name) {
     { name: '', width: '10em', cell: (c) => h('span', { class: 'actions' },
       h('a', { href: `#/containers/${enc(c.metadata.name)}/logs` }, 'Logs'),
       h('a', { href: `#/containers/${enc(c.metadata.name)}/shell` }, 'Shell')) },
-  ], { label: 'Containers' });
+  ], { label: 'Containers', empty: 'No containers now (paused, finished, or not placed yet).' });
   const events = h('ol', { class: 'events', 'aria-live': 'polite' });
   const history = specHistory(`${scoped(session, 'workloads')}/${enc(name)}`, name, note);
+  const actions = workloadActions(session, name, note);
   main.append(
     h('h1', {}, `Workload ${name}`),
-    workloadActions(session, name, note),
+    actions.element,
     note.element,
     summary,
     h('h2', {}, 'Containers'),
@@ -123,9 +138,10 @@ export function workload(main, session, name) {
       const rows = [
         ['Status', phase(w)], ['Ready', `${w.status?.computed?.ready ?? 0}/${w.spec?.replica?.count ?? 0}`],
         ['Why', w.status?.message ?? '—'], ['Driver', w.spec?.driver ?? ''], ['Image or command', image],
-        ['Generation', w.metadata.generation], ['Age', age(w.metadata.created)],
+        ['Generation', w.metadata.generation], ['Age', ageOf(w.metadata.created)],
       ];
       summary.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+      actions.show(w);
       history.update(w);
     }, note.fail),
     watchCollection(scoped(session, 'containers'), (map) => {
@@ -236,20 +252,93 @@ export function events(main, session) {
   return followEvents(list, `zone=${enc(session.zone)}`, note);
 }
 
-/** A manifest editor: applies it and shows each document's result or error (with its field). */
+/**
+ * The lines of YAML `text` where each document begins and ends (`[first, end)`), as the
+ * server splits them: on `---` (or `...`) lines, leaving out documents of only blanks and
+ * comments, so that a result's index finds its document.
+ */
+function documentLines(lines) {
+  const blank = (from, to) => lines.slice(from, to).every((l) => !l.trim() || l.trimStart().startsWith('#'));
+  const documents = [];
+  let first = 0;
+  lines.forEach((line, i) => {
+    if (line === '---' || line.startsWith('--- ') || line === '...') {
+      if (!blank(first, i)) documents.push([first, i]);
+      first = i + 1;
+    }
+  });
+  if (!blank(first, lines.length)) documents.push([first, lines.length]);
+  return documents;
+}
+
+/**
+ * The line of `field` (`spec.image.image`, `spec.ports[0].port`) within lines `[first, end)`:
+ * each key of its path in turn, from where the one before it was found (a flow mapping's key
+ * may follow on the same line). The deepest key found, when the path does not go on.
+ */
+function fieldLine(lines, [first, end], field) {
+  const keys = field.split('.').map((key) => key.replace(/\[\d+\]$/, '')).filter(Boolean);
+  let line = null;
+  let column = 0;
+  let at = first;
+  for (const key of keys) {
+    const pattern = new RegExp(`(^|[\\s{,-])["']?${key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}["']?\\s*:`, 'g');
+    let found = false;
+    for (let i = at; i < end && !found; i++) {
+      pattern.lastIndex = i === at ? column : 0;
+      const match = pattern.exec(lines[i]);
+      if (match) { line = i; column = match.index + match[0].length; at = i; found = true; }
+    }
+    if (!found) break;
+  }
+  return line;
+}
+
+/** A manifest editor: applies it and shows each document's result; a refused field is marked in the text. */
 export function apply(main, session) {
   const editor = h('textarea', {
-    id: 'manifest', rows: 18, spellcheck: 'false', 'aria-label': 'Manifest (YAML)',
+    id: 'manifest', rows: 18, spellcheck: 'false', wrap: 'off', 'aria-label': 'Manifest (YAML)',
     placeholder: 'apiVersion: v1\nkind: Workload\nmetadata: {name: hello}\nspec: ...',
   });
+  // Marks over the editor's text: one per refused field, on its line.
+  const marks = h('div', { class: 'marks', 'aria-hidden': 'true' });
+  const field = h('div', { class: 'editor' }, editor, marks);
   const results = h('ol', { class: 'results', id: 'results', 'aria-live': 'polite' });
   const note = notice();
   const button = h('button', { type: 'submit', id: 'apply' }, 'Apply');
+  let marked = [];
+  const placeMarks = () => {
+    const style = getComputedStyle(editor);
+    const height = parseFloat(style.lineHeight);
+    const top = parseFloat(style.paddingTop) + parseFloat(style.borderTopWidth) - editor.scrollTop;
+    marks.replaceChildren(...marked.map((line) => {
+      const mark = h('div', { class: 'mark', 'data-line': line });
+      mark.style.top = `${top + line * height}px`;
+      mark.style.height = `${height}px`;
+      return mark;
+    }));
+  };
+  const unmark = () => { marked = []; placeMarks(); };
+  editor.addEventListener('scroll', placeMarks, { passive: true });
+  editor.addEventListener('input', unmark);
+  /** Selects line `line` of the editor and scrolls it into view. */
+  const select = (line) => {
+    const lines = editor.value.split('\n');
+    const start = lines.slice(0, line).reduce((n, l) => n + l.length + 1, 0);
+    editor.focus();
+    editor.setSelectionRange(start, start + lines[line].length);
+    const height = parseFloat(getComputedStyle(editor).lineHeight);
+    if (line * height < editor.scrollTop || (line + 1) * height > editor.scrollTop + editor.clientHeight) {
+      editor.scrollTop = Math.max(0, line * height - editor.clientHeight / 3);
+    }
+    placeMarks();
+  };
   const form = h('form', {
     onsubmit: async (event) => {
       event.preventDefault();
       button.disabled = true;
       results.replaceChildren();
+      unmark();
       const query = `?zone=${enc(session.zone)}&workspace=${enc(session.workspace)}`;
       try {
         const answer = await call('POST', `/v1/apply${query}`, editor.value, 'application/yaml');
@@ -267,16 +356,31 @@ export function apply(main, session) {
         button.disabled = false;
       }
     },
-  }, h('label', { for: 'manifest' }, 'Manifest (YAML, several documents separated by ---)'), editor, h('div', {}, button));
+  }, h('label', { for: 'manifest' }, 'Manifest (YAML, several documents separated by ---)'), field, h('div', {}, button));
   // The message may begin with the document and field it is about, which are shown apart.
   const message = (r) => r.error.message.replace(/^document \d+: /, '')
     .replace(r.error.field ? `${r.error.field}: ` : /^$/, '');
-  const show = (list) => results.replaceChildren(...list.map((r) => (r.error
-    ? h('li', { class: 'error' }, `Document ${r.index + 1}: `,
-      r.error.field ? h('code', { class: 'field' }, r.error.field) : '', r.error.field ? ': ' : '', message(r))
-    : h('li', { class: 'ok' }, `${r.kind} ${r.name}: ${r.outcome}`,
-      r.kind === 'Workload' ? [' — ', h('a', { href: `#/workloads/${enc(r.name)}` }, 'open')] : '',
-      (r.warnings ?? []).map((w) => h('div', { class: 'muted' }, w))))));
+  const here = (r) => (r.zone ?? session.zone) === session.zone && (r.workspace ?? session.workspace) === session.workspace;
+  const show = (list) => {
+    const lines = editor.value.split('\n');
+    const documents = documentLines(lines);
+    const lineOf = (r) => (r.error?.field && documents[r.index] ? fieldLine(lines, documents[r.index], r.error.field) : null);
+    marked = list.map(lineOf).filter((line) => line !== null);
+    results.replaceChildren(...list.map((r) => {
+      if (!r.error) {
+        return h('li', { class: 'ok' }, `${r.kind} ${r.name}: ${r.outcome}`,
+          r.kind === 'Workload' && here(r) ? [' — ', h('a', { href: `#/workloads/${enc(r.name)}` }, 'open')] : '',
+          here(r) ? '' : h('span', { class: 'muted' }, ` (in ${[r.zone, r.workspace].filter(Boolean).join('/')})`),
+          (r.warnings ?? []).map((w) => h('div', { class: 'muted' }, w)));
+      }
+      const line = lineOf(r);
+      const name = r.error.field ? h('code', { class: 'field' }, r.error.field) : '';
+      return h('li', { class: 'error' }, `Document ${r.index + 1}: `,
+        line === null ? name : h('button', { type: 'button', class: 'link', title: `Select line ${line + 1}`, onclick: () => select(line) }, name, ` (line ${line + 1})`),
+        r.error.field ? ': ' : '', message(r));
+    }));
+    if (marked.length) select(marked[0]);
+  };
   main.append(h('h1', {}, 'Apply'), form, note.element, results);
   editor.focus();
   return () => {};
@@ -326,7 +430,7 @@ export function nodes(main, session) {
     { name: 'GPUs', cell: (n) => (n.status?.observed?.gpus ?? []).length, width: '4em' },
     { name: 'CPUs', cell: (n) => n.status?.observed?.cpu?.count ?? '', width: '4em' },
     { name: 'Memory', cell: (n) => bytes(n.status?.observed?.memoryBytes), width: '6em' },
-  ], { label: 'Nodes' });
+  ], { label: 'Nodes', empty: 'No nodes in this zone: join one with `dora node` (README: Nodes, containers and volumes).' });
   const filter = h('select', { id: 'model', 'aria-label': 'GPU model' }, h('option', { value: '' }, 'All models'));
   const map = h('div', { class: 'gpumap', role: 'list', 'aria-label': 'GPUs' });
   const legend = h('p', { class: 'legend' },
@@ -344,7 +448,8 @@ export function nodes(main, session) {
       const facts = [s.productName, bytes(s.memoryBytes),
         s.temperature !== undefined ? `${s.temperature}°C` : '', s.powerWatts !== undefined ? `${s.powerWatts} W` : ''].filter(Boolean);
       return h('div', { class: `gpu ${state}`, role: 'listitem', tabindex: '0', title: s.container ? `held by ${s.container}` : state },
-        h('strong', {}, g.metadata.name), h('span', {}, state), ...facts.map((f) => h('span', {}, f)));
+        h('strong', {}, g.metadata.name), h('span', {}, s.container ? `booked by ${s.container}` : state),
+        ...facts.map((f) => h('span', {}, f)));
     }));
     if (!shown.length) map.replaceChildren(h('p', { class: 'muted' }, 'No GPUs in this zone.'));
   };
@@ -373,28 +478,78 @@ export function nodes(main, session) {
   return () => { stop(); clearTimeout(reading); };
 }
 
-/** Credits of the zone's users: use this week against the limit, and the next reset. */
+/**
+ * Credits: per zone the session may read accounts in, each user's use this week against the
+ * weekly limit as a chart, and the next reset. A zone that comes or goes (the Zone watch)
+ * asks the server again which zones those are.
+ */
 export function credits(main, session) {
   const note = notice();
-  const list = h('div', { class: 'credits' });
-  main.append(h('h1', {}, `Credits in zone ${session.zone}`), note.element, list);
-  return watchCollection(zoned(session, 'usercredits'), (map) => {
-    const rows = byName(map).map((c) => {
-      const a = c.status?.computed ?? {};
-      const used = a.weekly ?? 0;
-      const limit = a.limit;
-      const share = limit ? Math.min(1, used / limit) : 0;
-      const bar = h('div', { class: `bar${a.outOfCredit ? ' out' : ''}`, role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': limit ?? used, 'aria-valuenow': used, 'aria-label': `Credits of ${c.spec?.user}` });
-      bar.append(h('div', { class: 'fill' }));
-      bar.firstChild.style.width = `${share * 100}%`;
-      return h('div', { class: 'credit' },
-        h('strong', {}, c.spec?.user ?? c.metadata.name),
-        h('span', {}, `${used.toFixed(2)} of ${limit === undefined ? 'no limit' : limit.toFixed(2)} this week`),
-        bar,
-        h('span', { class: 'muted' }, a.reset ? `resets ${until(a.reset)}` : ''));
-    });
-    list.replaceChildren(...(rows.length ? rows : [h('p', { class: 'muted' }, 'No credit accounts yet.')]));
+  const list = h('div', { class: 'credits', id: 'credits' });
+  main.append(h('h1', {}, 'Credits this week'),
+    h('p', { class: 'muted' }, 'Use per user and zone against the weekly limit (the dark line). ',
+      'A user at the limit has their workloads in that zone paused until the reset.'),
+    note.element, list);
+  const shown = new Map();
+  const follow = (zones) => {
+    for (const [zone, chart] of shown) {
+      if (!zones.includes(zone)) { chart.stop(); chart.element.remove(); shown.delete(zone); }
+    }
+    for (const zone of zones) if (!shown.has(zone)) shown.set(zone, zoneCredits(zone, note));
+    list.replaceChildren(...(zones.length
+      ? zones.map((zone) => shown.get(zone).element)
+      : [h('p', { class: 'muted' }, 'Your roles let you read the credits of no zone.')]));
+  };
+  follow(session.creditZones ?? []);
+  let names = null;
+  const stopZones = watchCollection('/v1/zones', async (zones) => {
+    const now = [...zones.keys()].sort().join(',');
+    if (names === null || now === names) { names = now; return; }
+    names = now;
+    try { follow((await call('GET', '/v1/console/session')).creditZones ?? []); } catch (error) { note.fail(error); }
   }, note.fail);
+  return () => { stopZones(); for (const chart of shown.values()) chart.stop(); };
+}
+
+/** `used` as a share of `limit`: `37%`, or `<1%` for a little use. */
+function share(used, limit) {
+  const percent = limit > 0 ? (used / limit) * 100 : 100;
+  return used > 0 && percent < 1 ? '<1%' : `${Math.round(percent)}%`;
+}
+
+/** One zone's accounts as bars on one scale, the limit marked on each, and the next reset. */
+function zoneCredits(zone, note) {
+  const reset = h('span', { class: 'muted reset' });
+  const chart = h('div', { class: 'chart', role: 'list', 'aria-label': `Credits in zone ${zone}` });
+  const scale = h('div', { class: 'scale muted', 'aria-hidden': 'true' });
+  const element = h('section', { class: 'zone-credits', 'data-zone': zone },
+    h('h2', {}, `Zone ${zone} `, reset), chart, scale);
+  const stop = watchCollection(`/v1/zones/${enc(zone)}/usercredits`, (map) => {
+    const accounts = byName(map).map((c) => ({ user: c.spec?.user ?? c.metadata.name, ...(c.status?.computed ?? {}) }));
+    // One scale for the zone, so that bars and limits compare at a glance.
+    const top = Math.max(1, ...accounts.map((a) => Math.max(a.weekly ?? 0, a.limit ?? 0))) * 1.05;
+    const percent = (n) => `${Math.min(100, (n / top) * 100)}%`;
+    chart.replaceChildren(...(accounts.length ? accounts.map((a) => {
+      const used = a.weekly ?? 0;
+      const track = h('div', {
+        class: `track${a.outOfCredit ? ' out' : ''}`, role: 'meter', 'aria-label': `Credits of ${a.user} in zone ${zone}`,
+        'aria-valuemin': '0', 'aria-valuemax': a.limit ?? top, 'aria-valuenow': used,
+      }, h('div', { class: 'fill' }), a.limit === undefined ? '' : h('div', { class: 'limit', title: `limit ${a.limit.toFixed(2)}` }));
+      track.firstChild.style.width = percent(used);
+      if (a.limit !== undefined) track.lastChild.style.left = percent(a.limit);
+      const words = a.limit === undefined ? `${used.toFixed(2)}, no limit`
+        : `${used.toFixed(2)} of ${a.limit.toFixed(2)} (${share(used, a.limit)})`;
+      return h('div', {
+        class: 'credit', role: 'listitem', 'data-user': a.user, 'data-used': used, 'data-limit': a.limit,
+      }, h('strong', {}, a.user), track, h('span', {}, words, a.outOfCredit ? h('span', { class: 'out' }, ' out of credit') : ''));
+    }) : [h('p', { class: 'muted' }, 'No credit accounts in this zone yet: they start with the first container or limit.')]));
+    scale.replaceChildren(h('span', {}, '0'), h('span', {}, top.toFixed(top < 10 ? 1 : 0)));
+    const next = Math.min(...accounts.map((a) => a.reset).filter((t) => typeof t === 'number'));
+    reset.textContent = Number.isFinite(next)
+      ? `· next reset ${new Date(next).toLocaleString(undefined, { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', timeZoneName: 'short' })} (${until(next)})`
+      : '';
+  }, (error) => note.fail(new Error(`zone ${zone}: ${error.message}`)));
+  return { element, stop };
 }
 
 /** Where the objects of `kind` (from `/v1/kinds`) are, for the session. */
@@ -461,8 +616,8 @@ export function kind(main, session, plural) {
     const table = virtualTable([
       { name: 'Name', cell: (o) => o.metadata.name },
       ...found.columns.map((c) => ({ name: c.name, cell: (o) => columnText(c, o) })),
-      { name: 'Age', cell: (o) => age(o.metadata.created), width: '4em' },
-    ], { label: `${found.name} objects` });
+      { name: 'Age', cell: (o) => ageOf(o.metadata.created), width: '4em' },
+    ], { label: `${found.name} objects`, empty: `No ${found.name} objects here.` });
     main.append(table.element);
     stop = watchCollection(collectionOf(session, found), (map) => table.set(byName(map)), note.fail);
   }, note.fail);

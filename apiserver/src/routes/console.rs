@@ -6,6 +6,8 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dora_crds::Kind;
+use dora_crds::spec::Verb;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -14,6 +16,9 @@ use super::{json_response, read_text};
 use crate::session::{self, Login};
 use crate::state::AppState;
 use crate::{ApiError, Identity, TokenClaims, issued};
+
+/// The most places (zone and workspace) a session answer offers to switch to.
+const MAX_PLACES: usize = 200;
 
 /// Largest login request: a token is well under this.
 const MAX_LOGIN_BYTES: usize = 16 << 10;
@@ -85,7 +90,7 @@ async fn log_in(state: &AppState, body: Body) -> Result<Response, Response> {
         .guard
         .admit(&identity)
         .map_err(IntoResponse::into_response)?;
-    let mut response = json_response(StatusCode::OK, &whoami(&identity));
+    let mut response = json_response(StatusCode::OK, &whoami(state, &identity));
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session::set_cookie(&issued.token));
@@ -124,7 +129,7 @@ pub(super) async fn session(
         Err(_) => return json_response(StatusCode::OK, &json!({"user": null})),
     };
     match state.guard.admit(&identity) {
-        Ok(()) => json_response(StatusCode::OK, &whoami(&identity)),
+        Ok(()) => json_response(StatusCode::OK, &whoami(&state, &identity)),
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -177,6 +182,32 @@ pub(super) async fn code(
     ))
 }
 
-fn whoami(identity: &Identity) -> serde_json::Value {
-    json!({"user": identity.user, "zone": identity.zone, "workspace": identity.workspace})
+/// Who the session is, the places (zone and workspace) whose workloads it may read, which the
+/// page offers to switch to, and the zones whose credit accounts it may read (the credits view
+/// watches each; asking for another would be refused).
+fn whoami(state: &AppState, identity: &Identity) -> serde_json::Value {
+    let directory = &state.service.directory;
+    let may = |kind: Kind, zone: &str, workspace: &str| {
+        identity.system || directory.allows(&identity.user, Verb::Get, kind, zone, workspace)
+    };
+    let zones = directory.zones();
+    let workspaces = directory.workspaces();
+    let places: Vec<_> = zones
+        .iter()
+        .flat_map(|zone| workspaces.iter().map(move |workspace| (zone, workspace)))
+        .filter(|(zone, workspace)| may(Kind::Workload, zone, workspace))
+        .take(MAX_PLACES)
+        .map(|(zone, workspace)| json!({"zone": zone, "workspace": workspace}))
+        .collect();
+    let credit_zones: Vec<&String> = zones
+        .iter()
+        .filter(|zone| may(Kind::Usercredit, zone, ""))
+        .collect();
+    json!({
+        "user": identity.user,
+        "zone": identity.zone,
+        "workspace": identity.workspace,
+        "places": places,
+        "creditZones": credit_zones,
+    })
 }
