@@ -408,9 +408,12 @@ class Client:
         output = bytearray()
         exit_code: int | None = None
         with socket:
-            if stdin:
-                socket.send(stdin)
-            socket.send(json.dumps("eof"))
+            try:
+                if stdin:
+                    socket.send(stdin)
+                socket.send(json.dumps("eof"))
+            except ConnectionClosed:
+                pass  # the command ended first; its output and exit code are still to read
             try:
                 for message in socket:
                     if isinstance(message, bytes):
@@ -421,7 +424,7 @@ class Client:
                         end = json.loads(message)
                         if isinstance(end, dict) and isinstance(end.get("exitCode"), int):
                             exit_code = end["exitCode"]
-            except ConnectionClosed as e:
+            except ConnectionClosed as e:  # closed without a close frame
                 if exit_code is None:
                     raise StreamError(f"the exec session broke: {e}") from e
         if exit_code is None:
