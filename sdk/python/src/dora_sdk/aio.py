@@ -97,8 +97,9 @@ class AsyncClient:
         body, content_type = _core.manifest(source)
         params = {k: v for k, v in (("zone", zone), ("workspace", workspace)) if v}
         answer = await self._json("POST", "/v1/apply", content=body, params=params, headers={"Content-Type": content_type})
-        self._kinds = None
         results: list[dict[str, Any]] = answer["results"]
+        if any(r.get("kind") == "Definition" for r in results):
+            self._kinds = None  # its kind is served now
         return results
 
     async def get(self, kind: KindRef, name: str, *, zone: str | None = None, workspace: str | None = None) -> Resource:

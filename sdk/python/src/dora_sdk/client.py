@@ -145,8 +145,8 @@ class Client:
             headers={"Content-Type": content_type},
         )
         results: list[dict[str, Any]] = answer["results"]
-        if any(isinstance(r, dict) and r.get("kind") for r in results):
-            self._kinds = None  # a Definition may have come with it
+        if any(r.get("kind") == "Definition" for r in results):
+            self._kinds = None  # its kind is served now
         return results
 
     def get(
