@@ -49,12 +49,25 @@ class Cluster:
         log = (self.home / "up.log").open("ab")
         self.process = subprocess.Popen(
             [
-                str(self.binary), "up", "--listen", f"127.0.0.1:{self.port}",
-                "--data-dir", str(self.home / "data"), "--node-name", "sdk",
-                "--heartbeat", "1s", "--docker", "off", "--log-level", "warn",
+                str(self.binary),
+                "up",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--data-dir",
+                str(self.home / "data"),
+                "--node-name",
+                "sdk",
+                "--heartbeat",
+                "1s",
+                "--docker",
+                "off",
+                "--log-level",
+                "warn",
             ],
             env={**os.environ, "DORA_CONFIG": str(self.config)},
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import Cluster
+
 from dora_sdk import Client, WaitTimeout
 
 WORKLOAD = """\
@@ -54,7 +54,9 @@ def test_wait_logs_and_exec(client: Client) -> None:
     client.wait_deleted("container", "sdk.echo.0", timeout=60)
 
 
-def test_volume_files_round_trip_with_progress(cluster: Cluster, client: Client, tmp_path: Path) -> None:
+def test_volume_files_round_trip_with_progress(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
     cluster.storage.mkdir(exist_ok=True)
     client.apply(
         f"apiVersion: v1\nkind: Storage\nmetadata: {{name: sdk-local}}\n"
@@ -64,16 +66,26 @@ def test_volume_files_round_trip_with_progress(cluster: Cluster, client: Client,
     source = tmp_path / "weights.bin"
     source.write_bytes(os.urandom(3_000_000))
     sent: list[tuple[int, int]] = []
-    answer = client.upload("sdk-data", source, "models/", progress=lambda done, total: sent.append((done, total)))
+    answer = client.upload(
+        "sdk-data", source, "models/", progress=lambda done, total: sent.append((done, total))
+    )
     assert answer["complete"] is True
     assert sent[0] == (0, 3_000_000) and sent[-1] == (3_000_000, 3_000_000)
     assert [f.name for f in client.ls("sdk-data", "models")] == ["weights.bin"]
     assert "<td>weights.bin</td>" in client.ls("sdk-data", "models")._repr_html_()
 
     came: list[int] = []
-    back = client.download("sdk-data", "models/weights.bin", tmp_path / "back.bin", progress=lambda done, _: came.append(done))
+    back = client.download(
+        "sdk-data",
+        "models/weights.bin",
+        tmp_path / "back.bin",
+        progress=lambda done, _: came.append(done),
+    )
     assert came[-1] == 3_000_000
-    assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert (
+        hashlib.sha256(back.read_bytes()).hexdigest()
+        == hashlib.sha256(source.read_bytes()).hexdigest()
+    )
     with pytest.raises(ValueError, match="leaves the volume"):
         client.download("sdk-data", "../escape", tmp_path)
 

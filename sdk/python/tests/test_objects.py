@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, Cluster
+
 from dora_sdk import ApiError, Client, ConfigError, Invalid, NotFound, ResourceList
 
 WORKSPACE = """\
@@ -23,10 +23,12 @@ def test_apply_text_dicts_and_files_then_get_list_delete(client: Client) -> None
     assert client.get("workspace", "sdk-text").metadata.name == "sdk-text"
 
     client.apply({"apiVersion": "v1", "kind": "Workspace", "metadata": {"name": "sdk-dict"}})
-    client.apply([
-        {"apiVersion": "v1", "kind": "Workspace", "metadata": {"name": "sdk-list-1"}},
-        {"apiVersion": "v1", "kind": "Workspace", "metadata": {"name": "sdk-list-2"}},
-    ])
+    client.apply(
+        [
+            {"apiVersion": "v1", "kind": "Workspace", "metadata": {"name": "sdk-list-1"}},
+            {"apiVersion": "v1", "kind": "Workspace", "metadata": {"name": "sdk-list-2"}},
+        ]
+    )
     names = {w.name for w in client.list("ws")}
     assert {"sdk-text", "sdk-dict", "sdk-list-1", "sdk-list-2"} <= names
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-
 from conftest import REPO, Cluster
+
 from dora_sdk import Client, KindInfo, Metadata, OwnerReference, Resource, _core
 from dora_sdk.models import ERROR_FIELDS, wire_names
 
@@ -33,11 +33,17 @@ def drift(doc: dict[str, Any]) -> list[str]:
 
     def compare(what: str, ours: set[str], theirs: set[str]) -> None:
         if ours != theirs:
-            problems.append(f"{what}: only in the SDK {sorted(ours - theirs)}, only in the API {sorted(theirs - ours)}")
+            problems.append(
+                f"{what}: only in the SDK {sorted(ours - theirs)}, only in the API {sorted(theirs - ours)}"
+            )
 
     metadata = schemas["Metadata"]["properties"]
     compare("Metadata", wire_names(Metadata), set(metadata))
-    compare("OwnerReference", wire_names(OwnerReference), set(metadata["ownerReferences"]["items"]["properties"]))
+    compare(
+        "OwnerReference",
+        wire_names(OwnerReference),
+        set(metadata["ownerReferences"]["items"]["properties"]),
+    )
     envelope: set[str] = set()
     for name, schema in schemas.items():
         if schema.get("properties", {}).get("kind", {}).get("const") == name:

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from conftest import Cluster
+
 from dora_sdk import AsyncClient, Client, WatchEvent
 
 DEFINITION = """\
@@ -27,7 +28,12 @@ spec:
 
 
 def thing(name: str, size: int) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Sdkthing", "metadata": {"name": name}, "spec": {"size": size}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Sdkthing",
+        "metadata": {"name": name},
+        "spec": {"size": size},
+    }
 
 
 def test_a_watch_resumes_after_the_api_server_restarts(cluster: Cluster, client: Client) -> None:
@@ -75,7 +81,10 @@ def test_a_watch_resumes_after_the_api_server_restarts(cluster: Cluster, client:
         writer.apply(thing("three", 3))
     got = [next_event() for _ in range(4)]
     assert [(e.type, e.object and e.object.name) for e in got] == [
-        ("ADDED", "two"), ("MODIFIED", "one"), ("DELETED", "before"), ("ADDED", "three"),
+        ("ADDED", "two"),
+        ("MODIFIED", "one"),
+        ("DELETED", "before"),
+        ("ADDED", "three"),
     ]
     assert got[1].object is not None and got[1].object.spec["size"] == 5
     versions = [e.resource_version for e in [seen, *got]]

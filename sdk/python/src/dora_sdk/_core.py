@@ -136,7 +136,9 @@ def manifest(source: Any) -> tuple[str, str]:
     if isinstance(source, Iterable):
         documents = [s.to_dict() if isinstance(s, Resource) else dict(s) for s in source]
         return yaml.safe_dump_all(documents, sort_keys=False), "application/yaml"
-    raise TypeError(f"cannot apply a {type(source).__name__}: give YAML text, a Path, a dict or a list of dicts")
+    raise TypeError(
+        f"cannot apply a {type(source).__name__}: give YAML text, a Path, a dict or a list of dicts"
+    )
 
 
 def parse_event(line: bytes | str) -> WatchEvent:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -16,6 +16,9 @@ from .client import Condition
 from .config import Settings
 from .errors import ApiError, NotFound, StreamError, WaitTimeout
 from .models import KindInfo, Resource, ResourceList, WatchEvent
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class AsyncClient:
@@ -49,7 +52,7 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -86,27 +89,41 @@ class AsyncClient:
                 return found
         raise NotFound(404, "NotFound", f"no kind {kind!r}; see client.kinds()")
 
-    async def _path(self, kind: KindRef, name: str | None, zone: str | None, workspace: str | None) -> str:
+    async def _path(
+        self, kind: KindRef, name: str | None, zone: str | None, workspace: str | None
+    ) -> str:
         info, place = await self.kind(kind), await self._where()
         if name is None:
             return place.collection(info, zone, workspace)
         return place.object(info, name, zone, workspace)
 
-    async def apply(self, source: Any, *, zone: str | None = None, workspace: str | None = None) -> list[dict[str, Any]]:
+    async def apply(
+        self, source: Any, *, zone: str | None = None, workspace: str | None = None
+    ) -> list[dict[str, Any]]:
         """As :meth:`dora_sdk.Client.apply`."""
         body, content_type = _core.manifest(source)
         params = {k: v for k, v in (("zone", zone), ("workspace", workspace)) if v}
-        answer = await self._json("POST", "/v1/apply", content=body, params=params, headers={"Content-Type": content_type})
+        answer = await self._json(
+            "POST", "/v1/apply", content=body, params=params, headers={"Content-Type": content_type}
+        )
         results: list[dict[str, Any]] = answer["results"]
         if any(r.get("kind") == "Definition" for r in results):
             self._kinds = None  # its kind is served now
         return results
 
-    async def get(self, kind: KindRef, name: str, *, zone: str | None = None, workspace: str | None = None) -> Resource:
-        return Resource.from_dict(await self._json("GET", await self._path(kind, name, zone, workspace)))
+    async def get(
+        self, kind: KindRef, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> Resource:
+        return Resource.from_dict(
+            await self._json("GET", await self._path(kind, name, zone, workspace))
+        )
 
     async def list(
-        self, kind: KindRef, *, zone: str | None = None, workspace: str | None = None,
+        self,
+        kind: KindRef,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
         label_selector: str | None = None,
     ) -> ResourceList:
         path = await self._path(kind, None, zone, workspace)
@@ -125,7 +142,12 @@ class AsyncClient:
             return items
 
     async def delete(
-        self, kind: KindRef, name: str, *, zone: str | None = None, workspace: str | None = None,
+        self,
+        kind: KindRef,
+        name: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
         version: int | None = None,
     ) -> Resource:
         params = {} if version is None else {"version": str(version)}
@@ -151,7 +173,9 @@ class AsyncClient:
         path = await self._path(kind, name, zone, workspace)
         version = resource_version
         if version is None and name is None:
-            listed = await self.list(kind, zone=zone, workspace=workspace, label_selector=label_selector)
+            listed = await self.list(
+                kind, zone=zone, workspace=workspace, label_selector=label_selector
+            )
             for item in listed:
                 yield WatchEvent("ADDED", item, listed.resource_version)
             version = listed.resource_version
@@ -163,7 +187,11 @@ class AsyncClient:
         while deadline is None or time.monotonic() < deadline:
             if version is not None:
                 params["resourceVersion"] = version
-            read = _core.IDLE if deadline is None else max(0.01, min(_core.IDLE, deadline - time.monotonic()))
+            read = (
+                _core.IDLE
+                if deadline is None
+                else max(0.01, min(_core.IDLE, deadline - time.monotonic()))
+            )
             try:
                 async with self._http.stream(
                     "GET", path, params=params, timeout=httpx.Timeout(self.timeout, read=read)
@@ -188,13 +216,21 @@ class AsyncClient:
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > reconnect_for:
-                    raise StreamError(f"the watch of {path} could not reconnect for {reconnect_for:.0f} s: {error}") from error
+                    raise StreamError(
+                        f"the watch of {path} could not reconnect for {reconnect_for:.0f} s: {error}"
+                    ) from error
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
     async def wait_for(
-        self, kind: KindRef, name: str, condition: Condition, *, zone: str | None = None,
-        workspace: str | None = None, timeout: float = 60.0,
+        self,
+        kind: KindRef,
+        name: str,
+        condition: Condition,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        timeout: float = 60.0,
     ) -> Resource | None:
         """As :meth:`dora_sdk.Client.wait_for`."""
         last: Resource | None = None
@@ -211,14 +247,24 @@ class AsyncClient:
         raise WaitTimeout(f"{kind} {name} did not reach the condition within {timeout} s", last)
 
     async def wait_until(
-        self, kind: KindRef, phase: str | tuple[str, ...], name: str, *, zone: str | None = None,
-        workspace: str | None = None, timeout: float = 60.0,
+        self,
+        kind: KindRef,
+        phase: str | tuple[str, ...],
+        name: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        timeout: float = 60.0,
     ) -> Resource:
         """Waits until an object's ``status.phase`` is ``phase`` (or one of them)."""
         wanted = (phase,) if isinstance(phase, str) else phase
         found = await self.wait_for(
-            kind, name, lambda o: o is not None and o.phase in wanted,
-            zone=zone, workspace=workspace, timeout=timeout,
+            kind,
+            name,
+            lambda o: o is not None and o.phase in wanted,
+            zone=zone,
+            workspace=workspace,
+            timeout=timeout,
         )
         assert found is not None
         return found

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import websockets.sync.client
@@ -18,6 +18,9 @@ from ._core import KindRef, Kinds, Place
 from .config import Settings
 from .errors import ApiError, NotFound, StreamError, WaitTimeout
 from .models import ExecResult, FileInfo, FileList, KindInfo, Resource, ResourceList, WatchEvent
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 Progress = Callable[[int, int], None]
 """Called with the bytes done so far and the total, as a transfer goes."""
@@ -68,7 +71,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -141,7 +144,10 @@ class Client:
         body, content_type = _core.manifest(source)
         params = {k: v for k, v in (("zone", zone), ("workspace", workspace)) if v}
         answer = self._json(
-            "POST", "/v1/apply", content=body, params=params,
+            "POST",
+            "/v1/apply",
+            content=body,
+            params=params,
             headers={"Content-Type": content_type},
         )
         results: list[dict[str, Any]] = answer["results"]
@@ -153,7 +159,9 @@ class Client:
         self, kind: KindRef, name: str, *, zone: str | None = None, workspace: str | None = None
     ) -> Resource:
         """One object; :class:`NotFound` when it does not exist."""
-        return Resource.from_dict(self._json("GET", self.object_path(kind, name, zone=zone, workspace=workspace)))
+        return Resource.from_dict(
+            self._json("GET", self.object_path(kind, name, zone=zone, workspace=workspace))
+        )
 
     def list(
         self,
@@ -245,7 +253,11 @@ class Client:
         while deadline is None or time.monotonic() < deadline:
             if version is not None:
                 params["resourceVersion"] = version
-            read = _core.IDLE if deadline is None else max(0.01, min(_core.IDLE, deadline - time.monotonic()))
+            read = (
+                _core.IDLE
+                if deadline is None
+                else max(0.01, min(_core.IDLE, deadline - time.monotonic()))
+            )
             try:
                 with self._http.stream(
                     "GET", path, params=params, timeout=httpx.Timeout(self.timeout, read=read)
@@ -270,7 +282,9 @@ class Client:
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > reconnect_for:
-                    raise StreamError(f"the watch of {path} could not reconnect for {reconnect_for:.0f} s: {error}") from error
+                    raise StreamError(
+                        f"the watch of {path} could not reconnect for {reconnect_for:.0f} s: {error}"
+                    ) from error
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
@@ -297,7 +311,9 @@ class Client:
             last = None if event.type == "DELETED" else event.object
             if condition(last):
                 return last
-        raise WaitTimeout(f"{self.kind(kind).name} {name} did not reach the condition within {timeout} s", last)
+        raise WaitTimeout(
+            f"{self.kind(kind).name} {name} did not reach the condition within {timeout} s", last
+        )
 
     def wait_until(
         self,
@@ -323,24 +339,40 @@ class Client:
             raise ValueError("name the object to wait for")
         wanted = (phase,) if isinstance(phase, str) else phase
         found = self.wait_for(
-            kind, name, lambda o: o is not None and o.phase in wanted,
-            zone=zone, workspace=workspace, timeout=timeout,
+            kind,
+            name,
+            lambda o: o is not None and o.phase in wanted,
+            zone=zone,
+            workspace=workspace,
+            timeout=timeout,
         )
         assert found is not None
         return found
 
     def wait_deleted(
-        self, kind: KindRef, name: str, *, zone: str | None = None,
-        workspace: str | None = None, timeout: float = 60.0,
+        self,
+        kind: KindRef,
+        name: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        timeout: float = 60.0,
     ) -> None:
         """Waits until an object no longer exists."""
-        self.wait_for(kind, name, lambda o: o is None, zone=zone, workspace=workspace, timeout=timeout)
+        self.wait_for(
+            kind, name, lambda o: o is None, zone=zone, workspace=workspace, timeout=timeout
+        )
 
     # --- containers -------------------------------------------------------------------
 
     def logs(
-        self, container: str, *, tail: int | None = None, previous: bool = False,
-        zone: str | None = None, workspace: str | None = None,
+        self,
+        container: str,
+        *,
+        tail: int | None = None,
+        previous: bool = False,
+        zone: str | None = None,
+        workspace: str | None = None,
     ) -> str:
         """A container's output so far (the last ``tail`` lines; the run before the current
         one with ``previous``)."""
@@ -349,15 +381,21 @@ class Client:
         return self.request("GET", path, params=params).text
 
     def follow_logs(
-        self, container: str, *, tail: int | None = None,
-        zone: str | None = None, workspace: str | None = None,
+        self,
+        container: str,
+        *,
+        tail: int | None = None,
+        zone: str | None = None,
+        workspace: str | None = None,
     ) -> Iterator[str]:
         """A container's output line by line as it comes, until the container ends or the
         caller stops iterating."""
         params = self._log_params(tail, False)
         params["follow"] = "true"
         path = self.object_path("Container", container, zone=zone, workspace=workspace) + "/logs"
-        with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(self.timeout, read=None)) as response:
+        with self._http.stream(
+            "GET", path, params=params, timeout=httpx.Timeout(self.timeout, read=None)
+        ) as response:
             if response.is_error:
                 response.read()
                 raise ApiError.from_response(response)
@@ -387,7 +425,9 @@ class Client:
         sends ``stdin`` then its end, gathers the output (also given to ``on_output`` as it
         comes) and returns the command's exit code with it."""
         path = self.object_path("Container", container, zone=zone, workspace=workspace) + "/exec"
-        query = httpx.QueryParams({"tty": "true" if tty else "false", "command": json.dumps(list(command))})
+        query = httpx.QueryParams(
+            {"tty": "true" if tty else "false", "command": json.dumps(list(command))}
+        )
         url = "wss" + self.settings.url.removeprefix("https") + path + "?" + str(query)
         try:
             socket = websockets.sync.client.connect(
@@ -434,7 +474,11 @@ class Client:
     # --- volumes ----------------------------------------------------------------------
 
     def _files(self, volume: str, path: str, zone: str | None, workspace: str | None) -> str:
-        return self.object_path("Volume", volume, zone=zone, workspace=workspace) + "/files/" + _core.file_path(path)
+        return (
+            self.object_path("Volume", volume, zone=zone, workspace=workspace)
+            + "/files/"
+            + _core.file_path(path)
+        )
 
     def ls(
         self, volume: str, path: str = "", *, zone: str | None = None, workspace: str | None = None
@@ -482,12 +526,17 @@ class Client:
                         progress(done, size)
 
         answer: dict[str, Any] = self._json(
-            "PUT", url, params={"offset": str(offset), "size": str(size)}, content=chunks(),
+            "PUT",
+            url,
+            params={"offset": str(offset), "size": str(size)},
+            content=chunks(),
             headers={"Content-Type": "application/octet-stream"},
             timeout=httpx.Timeout(self.timeout, write=None, read=None),
         )
         if answer.get("complete") is not True:
-            raise StreamError(f"the upload stopped at byte {answer.get('uploaded')} of {size}; upload again to resume")
+            raise StreamError(
+                f"the upload stopped at byte {answer.get('uploaded')} of {size}; upload again to resume"
+            )
         return answer
 
     def download(
@@ -508,7 +557,9 @@ class Client:
             target = target / [p for p in path.split("/") if p][-1]
         partial = target.with_name(target.name + ".dora-download")
         url = self._files(volume, path, zone, workspace)
-        with self._http.stream("GET", url, timeout=httpx.Timeout(self.timeout, read=_core.IDLE)) as response:
+        with self._http.stream(
+            "GET", url, timeout=httpx.Timeout(self.timeout, read=_core.IDLE)
+        ) as response:
             if response.is_error:
                 response.read()
                 raise ApiError.from_response(response)

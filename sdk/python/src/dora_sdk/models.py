@@ -5,8 +5,9 @@ dicts: each kind, defined ones included, has its own schema."""
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Generic, Iterable, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 T = TypeVar("T")
 
