@@ -59,6 +59,8 @@ class Cluster:
                 "sdk",
                 "--heartbeat",
                 "1s",
+                "--credit-slice",
+                "1s",
                 "--docker",
                 "off",
                 "--log-level",

@@ -1,4 +1,5 @@
-"""Waits, logs, exec exit codes and volume files against containers the Process driver runs."""
+"""Waits, logs, exec exit codes, credits and volume files against containers the Process
+driver runs."""
 
 from __future__ import annotations
 
@@ -50,6 +51,18 @@ def test_wait_logs_and_exec(client: Client) -> None:
     assert (typed.exit_code, typed.output.strip()) == (6, b"typed")
     assert client.exec("sdk.echo.0", ["true"]).exit_code == 0
 
+    # The credit system counts the running container against its user's account.
+    user = client.whoami()["user"]
+    client.wait_for(
+        "usercredit",
+        user,
+        lambda a: a is not None and "default/sdk.echo" in a.status["computed"].get("workloads", {}),
+        timeout=60,
+    )
+    accounts = client.credits()
+    assert [a.spec["user"] for a in accounts] == [user]
+    assert "<td>" + user + "</td>" in accounts._repr_html_()
+
     client.delete("workload", "sdk.echo")
     client.wait_deleted("container", "sdk.echo.0", timeout=60)
 
@@ -88,9 +101,3 @@ def test_volume_files_round_trip_with_progress(
     )
     with pytest.raises(ValueError, match="leaves the volume"):
         client.download("sdk-data", "../escape", tmp_path)
-
-
-def test_credits_list_the_zone_accounts(client: Client) -> None:
-    accounts = client.credits()
-    assert all(a.kind == "Usercredit" for a in accounts)
-    assert accounts._repr_html_().startswith("<table>")
