@@ -99,5 +99,15 @@ def test_volume_files_round_trip_with_progress(
         hashlib.sha256(back.read_bytes()).hexdigest()
         == hashlib.sha256(source.read_bytes()).hexdigest()
     )
+
+    # An interrupted upload left its first megabyte; the next upload resumes there.
+    folder = cluster.storage / "default" / "sdk-data" / "models"
+    (folder / ".resumed.bin.dora-upload").write_bytes(source.read_bytes()[:1_000_000])
+    resumed: list[int] = []
+    client.upload("sdk-data", source, "models/resumed.bin", progress=lambda d, _: resumed.append(d))
+    assert resumed[0] == 1_000_000 and resumed[-1] == 3_000_000
+    again = client.download("sdk-data", "models/resumed.bin", tmp_path)
+    assert again == tmp_path / "resumed.bin"
+    assert again.read_bytes() == source.read_bytes()
     with pytest.raises(ValueError, match="leaves the volume"):
         client.download("sdk-data", "../escape", tmp_path)
