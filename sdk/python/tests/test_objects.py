@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Cluster
 
-from dora_sdk import ApiError, Client, ConfigError, Invalid, NotFound, ResourceList
+from dora_sdk import (
+    ApiError,
+    Client,
+    ConfigError,
+    Invalid,
+    Metadata,
+    NotFound,
+    Resource,
+    ResourceList,
+)
 
 WORKSPACE = """\
 apiVersion: v1
@@ -29,10 +38,13 @@ def test_apply_text_dicts_and_files_then_get_list_delete(client: Client) -> None
             {"apiVersion": "v1", "kind": "Workspace", "metadata": {"name": "sdk-list-2"}},
         ]
     )
+    client.apply(Resource("v1", "Workspace", Metadata(name="sdk-model", labels={"by": "sdk"})))
+    assert client.get("workspace", "sdk-model").metadata.labels == {"by": "sdk"}
     names = {w.name for w in client.list("ws")}
-    assert {"sdk-text", "sdk-dict", "sdk-list-1", "sdk-list-2"} <= names
+    assert {"sdk-text", "sdk-dict", "sdk-list-1", "sdk-list-2", "sdk-model"} <= names
+    assert [w.name for w in client.list("ws", label_selector="by=sdk")] == ["sdk-model"]
 
-    for name in ("sdk-text", "sdk-dict", "sdk-list-1", "sdk-list-2"):
+    for name in ("sdk-text", "sdk-dict", "sdk-list-1", "sdk-list-2", "sdk-model"):
         assert client.delete("workspace", name).name == name
     with pytest.raises(NotFound) as missing:
         client.get("workspace", "sdk-text")

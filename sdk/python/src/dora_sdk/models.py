@@ -32,6 +32,20 @@ def _from(model: type[T], data: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     return kwargs, extra
 
 
+def _to(model: Any) -> dict[str, Any]:
+    """A model as JSON, under its wire names, without the fields left empty."""
+    document: dict[str, Any] = {}
+    for f in fields(model):
+        value = getattr(model, f.name)
+        if hasattr(value, "__dataclass_fields__"):
+            value = _to(value)
+        elif isinstance(value, list):
+            value = [_to(v) if hasattr(v, "__dataclass_fields__") else v for v in value]
+        if value is not None and value != {} and value != []:
+            document[f.metadata.get("json", _camel(f.name))] = value
+    return document
+
+
 @dataclass
 class OwnerReference:
     """An owner of an object: it is deleted once none of its owners exists."""
@@ -115,8 +129,12 @@ class Resource:
         return phase if isinstance(phase, str) else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The object as the API sent it."""
-        return self.raw
+        """The object as the API sent it or, for one made here, as the API takes it."""
+        if self.raw:
+            return self.raw
+        document = _to(self)
+        document.pop("-", None)
+        return document
 
 
 #: The fields of the body of an error answer's ``error`` object.
