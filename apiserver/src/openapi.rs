@@ -208,6 +208,15 @@ fn build() -> Value {
                 "parameters": item_params,
                 "get": {"summary": format!("Spec history of one {kind}"), "tags": [kind.name()], "responses": with_ok("Versions", json!({"type": "object"}))},
             }));
+            paths.insert(format!("{collection}/{{name}}/rollback"), json!({
+                "parameters": item_params,
+                "post": {
+                    "summary": format!("Apply an earlier spec of one {kind} again, as a new generation (needs Version and Apply)"),
+                    "tags": [kind.name()],
+                    "parameters": query::<queries::Rollback>(),
+                    "responses": with_ok("The outcome and the object, as a PUT answers", json!({"type": "object"})),
+                },
+            }));
             if registry::definition(kind).is_some_and(|definition| definition.status) {
                 paths.insert(format!("{collection}/{{name}}/status"), json!({
                     "parameters": item_params,
@@ -264,7 +273,7 @@ fn build() -> Value {
         }),
     );
     paths.insert("/v1/apply".into(), json!({"post": {
-        "summary": "Apply a multi-document YAML or JSON manifest",
+        "summary": "Apply a multi-document YAML or JSON manifest, or with dryRun=true check it and answer what it would write",
         "parameters": query::<queries::Apply>(),
         "requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}},
         "responses": with_ok("One result per document: created, configured or unchanged", json!({"type": "object"})),

@@ -99,6 +99,18 @@ pub struct Applied {
     /// What the caller should know although the apply succeeded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Of a dry run only: the spec stored now and the one the apply would write.
+    #[serde(rename = "dryRun", skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+}
+
+/// What a dry run found: the apply was checked as a real one is, and wrote nothing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// The stored spec; `null` for an object the apply would create.
+    pub current: Option<Value>,
+    /// The spec the apply would write, normalized as it would be stored.
+    pub applied: Value,
 }
 
 /// What a delete did.
@@ -295,12 +307,21 @@ impl Service {
     }
 
     /// Applies every document of a manifest in order; each document is applied whole or not at
-    /// all, and one failing document does not stop the others.
+    /// all, and one failing document does not stop the others. With `dry_run`, each document
+    /// is checked as for a real apply and nothing is written ([`Service::preview`]).
     pub async fn apply_manifest(
         &self,
         identity: &Identity,
         text: &str,
+        dry_run: bool,
     ) -> Vec<Result<Applied, ApiError>> {
+        let apply = |document| async move {
+            if dry_run {
+                self.preview(identity, document).await
+            } else {
+                self.apply(identity, document).await
+            }
+        };
         let mut results: Vec<Option<Result<Applied, ApiError>>> = Vec::new();
         let mut namespaced = Vec::new();
         let mut later = Vec::new();
@@ -321,11 +342,7 @@ impl Service {
             }
             match parse_at(index, raw) {
                 Ok(document) if document.kind.scope() == Scope::Cluster => {
-                    results[index] = Some(
-                        self.apply(identity, document)
-                            .await
-                            .map_err(|e| e.in_document(index)),
-                    );
+                    results[index] = Some(apply(document).await.map_err(|e| e.in_document(index)));
                 }
                 Ok(document) => namespaced.push((index, document)),
                 Err(e) => results[index] = Some(Err(ApiError::from(e))),
@@ -334,11 +351,7 @@ impl Service {
         for (index, raw) in later {
             match parse_at(index, raw) {
                 Ok(document) if document.kind.scope() == Scope::Cluster => {
-                    results[index] = Some(
-                        self.apply(identity, document)
-                            .await
-                            .map_err(|e| e.in_document(index)),
-                    );
+                    results[index] = Some(apply(document).await.map_err(|e| e.in_document(index)));
                 }
                 Ok(document) => namespaced.push((index, document)),
                 Err(e) => results[index] = Some(Err(ApiError::from(e))),
@@ -348,9 +361,7 @@ impl Service {
             .map(|(index, document)| async move {
                 (
                     index,
-                    self.apply(identity, document)
-                        .await
-                        .map_err(|e| e.in_document(index)),
+                    apply(document).await.map_err(|e| e.in_document(index)),
                 )
             })
             .buffer_unordered(CONCURRENT_DOCUMENTS)
@@ -362,12 +373,13 @@ impl Service {
         results.into_iter().flatten().collect()
     }
 
-    /// Applies one validated document.
-    pub async fn apply(
+    /// The checks an apply of `document` passes before it writes: what may be applied, where,
+    /// by whom, within reach and credits. Answers the object's key.
+    async fn check_apply(
         &self,
         identity: &Identity,
-        document: Document,
-    ) -> Result<Applied, ApiError> {
+        document: &Document,
+    ) -> Result<ObjectKey, ApiError> {
         let kind = document.kind;
         if kind.is_system() && !identity.system {
             return Err(ApiError::invalid(
@@ -393,6 +405,63 @@ impl Service {
         if kind == Kind::Definition {
             self.check_stored_objects(&document.spec).await?;
         }
+        Ok(key)
+    }
+
+    /// What an apply of one validated document would do, after the same checks, writing
+    /// nothing.
+    pub async fn preview(
+        &self,
+        identity: &Identity,
+        document: Document,
+    ) -> Result<Applied, ApiError> {
+        let key = self.check_apply(identity, &document).await?;
+        let row = self.store.get(&key).await?;
+        if let (Some(row), Some(version)) = (&row, document.metadata.version)
+            && row.version != version
+        {
+            return Err(StoreError::Conflict {
+                expected: version,
+                actual: row.version,
+            }
+            .into());
+        }
+        let outcome = match &row {
+            None => "created",
+            Some(row)
+                if row.spec_hash == spec_hash(document.kind, &document.spec)
+                    && row.labels == document.metadata.labels =>
+            {
+                "unchanged"
+            }
+            Some(_) => "configured",
+        };
+        Ok(Applied {
+            index: document.index,
+            kind: document.kind.name().into(),
+            name: key.name.clone(),
+            zone: (!key.zone.is_empty()).then(|| key.zone.clone()),
+            workspace: (!key.workspace.is_empty()).then(|| key.workspace.clone()),
+            outcome,
+            version: row.as_ref().map_or(0, |row| row.version),
+            generation: row.as_ref().map_or(0, |row| row.generation),
+            warnings: Vec::new(),
+            preview: Some(Preview {
+                current: row.map(|row| (*row.resource).clone()),
+                applied: document.spec,
+            }),
+        })
+    }
+
+    /// Applies one validated document.
+    pub async fn apply(
+        &self,
+        identity: &Identity,
+        document: Document,
+    ) -> Result<Applied, ApiError> {
+        let key = self.check_apply(identity, &document).await?;
+        let kind = document.kind;
+        let metadata = &document.metadata;
         let write = SpecWrite {
             key: key.clone(),
             precondition: metadata
@@ -435,6 +504,7 @@ impl Service {
                 version: deleted.version,
                 generation: deleted.generation,
                 warnings: Vec::new(),
+                preview: None,
             });
         }
         if kind.scope() == dora_crds::Scope::Cluster {
@@ -486,6 +556,7 @@ impl Service {
             version: row.version,
             generation: row.generation,
             warnings,
+            preview: None,
         })
     }
 

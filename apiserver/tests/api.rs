@@ -100,7 +100,7 @@ async fn start(backend: Backend) -> Cluster {
         .unwrap();
     for result in server
         .service()
-        .apply_manifest(&Identity::system(), BOOTSTRAP)
+        .apply_manifest(&Identity::system(), BOOTSTRAP, false)
         .await
     {
         result.unwrap();

@@ -81,7 +81,7 @@ async fn quorum_writes_survive_a_killed_node() {
         .unwrap();
     for result in server
         .service()
-        .apply_manifest(&Identity::system(), BOOTSTRAP)
+        .apply_manifest(&Identity::system(), BOOTSTRAP, false)
         .await
     {
         result.unwrap();

@@ -47,7 +47,7 @@ async fn start(guard: GuardOptions) -> Server {
         .unwrap();
     for result in server
         .service()
-        .apply_manifest(&Identity::system(), BOOTSTRAP)
+        .apply_manifest(&Identity::system(), BOOTSTRAP, false)
         .await
     {
         result.unwrap();
@@ -55,7 +55,7 @@ async fn start(guard: GuardOptions) -> Server {
     let user = "apiVersion: v1\nkind: User\nmetadata: {name: bob}\nspec:\n  resources: [{kind: All, zone: All, workspace: default, role: user}]\n";
     for result in server
         .service()
-        .apply_manifest(&Identity::system(), user)
+        .apply_manifest(&Identity::system(), user, false)
         .await
     {
         result.unwrap();

@@ -116,7 +116,7 @@ export function workload(main, session, name) {
       h('a', { href: `#/containers/${enc(c.metadata.name)}/shell` }, 'Shell')) },
   ], { label: 'Containers', empty: 'No containers now (paused, finished, or not placed yet).' });
   const events = h('ol', { class: 'events', 'aria-live': 'polite' });
-  const history = specHistory(`${scoped(session, 'workloads')}/${enc(name)}`, name, note);
+  const history = specHistory(`${scoped(session, 'workloads')}/${enc(name)}`, note);
   const actions = workloadActions(session, name, note);
   main.append(
     h('h1', {}, `Workload ${name}`),
@@ -178,14 +178,13 @@ function diffLines(before, after) {
  * from it, and roll back to it (its spec applied again, as a new generation). Read again when
  * the object's generation changes.
  */
-function specHistory(path, name, note) {
+function specHistory(path, note) {
   const choice = h('select', { id: 'version', 'aria-label': 'Version to compare with the current one' });
   const diff = h('pre', { class: 'diff', id: 'diff', tabindex: '0', 'aria-label': 'Changes from the chosen version to the current one' });
   const rollback = h('button', { type: 'button', id: 'rollback', disabled: true }, 'Roll back to it');
   const element = h('div', { class: 'history' }, h('p', {}, choice, ' ', rollback), diff);
   let versions = [];
   let seen = null;
-  let labels;
   const text = (spec) => JSON.stringify(spec, null, 2);
   const show = () => {
     const chosen = versions.find((v) => String(v.generation) === choice.value);
@@ -198,9 +197,8 @@ function specHistory(path, name, note) {
   choice.addEventListener('change', show);
   rollback.addEventListener('click', async () => {
     const chosen = versions.find((v) => String(v.generation) === choice.value);
-    const manifest = { apiVersion: 'v1', kind: 'Workload', metadata: { name, labels }, spec: chosen.spec };
     try {
-      await call('PUT', path, JSON.stringify(manifest));
+      await call('POST', `${path}/rollback?generation=${chosen.generation}`);
       note.ok(`Rolled back to generation ${chosen.generation}'s spec.`);
     } catch (error) { note.fail(error); }
   });
@@ -217,7 +215,6 @@ function specHistory(path, name, note) {
     element,
     /** Takes the object as it is now; reads the versions again when its generation changed. */
     update(object) {
-      labels = object.metadata.labels;
       if (object.metadata.generation !== seen) { seen = object.metadata.generation; load(); }
     },
   };

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::params::Params;
-use super::{json_response, read_text};
+use super::{flag, json_response, read_text};
 use crate::state::AppState;
 use crate::{ApiError, Identity};
 
@@ -21,6 +21,11 @@ pub(crate) struct ApplyParams {
     zone: Option<String>,
     /// The workspace of documents that name none (default: the caller's).
     workspace: Option<String>,
+    /// Check every document as an apply does and answer what it would write (each result's
+    /// `dryRun`: the stored spec and the applied one), writing nothing.
+    #[serde(rename = "dryRun")]
+    #[schemars(with = "Option<bool>")]
+    dry_run: Option<String>,
 }
 
 /// `POST /v1/apply`: a multi-document YAML or JSON manifest. Answers 200 with one result per
@@ -56,8 +61,12 @@ pub(super) async fn apply(
             )
         })?)
     };
+    let dry_run = flag(params.dry_run.as_deref())?;
     let text = read_text(body, state.options.max_body_bytes).await?;
-    let results = state.service.apply_manifest(&identity, &text).await;
+    let results = state
+        .service
+        .apply_manifest(&identity, &text, dry_run)
+        .await;
     if results.is_empty() {
         return Err(ApiError::bad_request("the manifest holds no documents"));
     }

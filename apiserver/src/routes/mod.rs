@@ -42,6 +42,7 @@ pub(crate) mod queries {
     pub(crate) use super::proxy::{LogParams as Logs, TerminalParams as Terminal};
     pub(crate) use super::resources::{
         DeleteParams as Delete, ListParams as List, ObjectParams as Object,
+        RollbackParams as Rollback,
     };
     pub(crate) use super::tokens::ListParams as Tokens;
     pub(crate) use super::volumes::{DownloadParams as Download, UploadParams as Upload};
@@ -87,10 +88,15 @@ fn routes(state: AppState) -> Router {
         // The zoned and workspaced prefixes are also the Zone's and the Workspace's own paths.
         .route("/v1/zones/{zone}", object())
         .route("/v1/zones/{zone}/versions", get(resources::versions))
+        .route("/v1/zones/{zone}/rollback", post(resources::rollback))
         .route("/v1/workspaces/{workspace}", object())
         .route(
             "/v1/workspaces/{workspace}/versions",
             get(resources::versions),
+        )
+        .route(
+            "/v1/workspaces/{workspace}/rollback",
+            post(resources::rollback),
         );
     for scope in SCOPES {
         let one = format!("{scope}/{{plural}}/{{name}}");
@@ -99,6 +105,7 @@ fn routes(state: AppState) -> Router {
             .route(&format!("{scope}/{{plural}}"), get(resources::list))
             .route(&one, object())
             .route(&format!("{one}/versions"), get(resources::versions))
+            .route(&format!("{one}/rollback"), post(resources::rollback))
             .route(
                 &format!("{one}/status"),
                 put(status::replace).patch(status::merge),

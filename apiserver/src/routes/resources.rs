@@ -1,12 +1,12 @@
-//! A kind's collection and its objects: list or watch, get, apply with `PUT`, delete, and
-//! the spec history (`versions`), for every kind.
+//! A kind's collection and its objects: list or watch, get, apply with `PUT`, delete, the
+//! spec history (`versions`) and a return to an earlier spec (`rollback`), for every kind.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use dora_crds::spec::Verb;
-use dora_crds::{Kind, Selector, parse_documents};
+use dora_crds::{Kind, Selector, parse_documents, parse_resource};
 use dora_store::{Cursor, ListQuery};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -67,6 +67,14 @@ pub(crate) struct DeleteParams {
     /// whose kind has objects is not deleted (409).
     #[schemars(with = "Option<bool>")]
     cascade: Option<String>,
+}
+
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RollbackParams {
+    /// The generation whose spec to apply again, as `versions` lists it (default: the newest
+    /// earlier spec that differs from the current one).
+    generation: Option<u64>,
 }
 
 /// Parses `labelSelector=`; a malformed one is a 400 naming it and what is wrong.
@@ -256,6 +264,81 @@ pub(super) async fn versions(
     Ok(json_response(
         StatusCode::OK,
         &json!({"apiVersion": dora_crds::API_VERSION, "kind": "VersionList", "items": items}),
+    ))
+}
+
+/// `POST .../{name}/rollback`: applies the spec of an earlier generation again, as a new
+/// generation, so that the history keeps every spec. Checked and answered as a `PUT` of that
+/// spec with the object's current labels is.
+pub(super) async fn rollback(
+    identity: Identity,
+    State(state): State<AppState>,
+    target: Target,
+    Params(params): Params<RollbackParams>,
+) -> Result<Response, ApiError> {
+    check_zone(&state, &target)?;
+    let workspace = target.workspace.as_deref().unwrap_or_default();
+    state.service.authorize(
+        &identity,
+        Verb::Version,
+        target.kind,
+        &target.zone,
+        workspace,
+    )?;
+    let key = target.key();
+    let store = &state.service.store;
+    let current = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::object_not_found(&key))?;
+    let history = store.versions(&key).await?;
+    let spec = match params.generation {
+        Some(generation) if generation == current.generation => (*current.resource).clone(),
+        Some(generation) => {
+            let Some(version) = history.into_iter().find(|v| v.generation == generation) else {
+                return Err(ApiError::invalid(
+                    "generation",
+                    format!(
+                        "{key} has no generation {generation}; `dora versions` lists them (1 to {})",
+                        current.generation
+                    ),
+                ));
+            };
+            version.spec
+        }
+        None => {
+            let Some(version) = history
+                .into_iter()
+                .rev()
+                .find(|v| v.spec_hash != current.spec_hash)
+            else {
+                return Err(ApiError::invalid(
+                    "generation",
+                    format!("{key} has no earlier spec to roll back to"),
+                ));
+            };
+            version.spec
+        }
+    };
+    let mut metadata = json!({"name": key.name, "labels": current.labels});
+    if target.kind.scope().has_zone() {
+        metadata["zone"] = json!(target.zone);
+    }
+    if let Some(workspace) = &target.workspace {
+        metadata["workspace"] = json!(workspace);
+    }
+    let document = parse_resource(json!({
+        "apiVersion": dora_crds::API_VERSION,
+        "kind": target.kind.name(),
+        "metadata": metadata,
+        "spec": spec,
+    }))
+    .map_err(ApiError::from)?;
+    let applied = state.service.apply(&identity, document).await?;
+    let row = state.service.store.get(&key).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"outcome": applied.outcome, "object": row.as_ref().map(render::resource)}),
     ))
 }
 

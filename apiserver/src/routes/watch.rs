@@ -344,7 +344,7 @@ mod tests {
             .unwrap();
         let service = server.service();
         let system = Identity::system();
-        for result in service.apply_manifest(&system, BOOTSTRAP).await {
+        for result in service.apply_manifest(&system, BOOTSTRAP, false).await {
             result.unwrap();
         }
         let start = service.store.head().await.unwrap();
@@ -364,7 +364,7 @@ mod tests {
         };
         // Writes the watch does not want move it along all the same.
         let other = "apiVersion: v1\nkind: Workspace\nmetadata: {name: other}\n";
-        service.apply_manifest(&system, other).await[0]
+        service.apply_manifest(&system, other, false).await[0]
             .clone()
             .unwrap();
         assert!(feed.next_lines().await.unwrap().is_empty());
@@ -375,7 +375,7 @@ mod tests {
         assert!(bookmark.contains(&format!("\"{head}\"")), "{bookmark}");
         // What it wants still comes, once.
         let workload = "apiVersion: v1\nkind: Workload\nmetadata: {name: w, zone: default, workspace: default}\nspec: {replica: {count: 1}, image: {image: x}}\n";
-        service.apply_manifest(&system, workload).await[0]
+        service.apply_manifest(&system, workload, false).await[0]
             .clone()
             .unwrap();
         let lines = String::from_utf8(feed.next_lines().await.unwrap()).unwrap();

@@ -113,7 +113,7 @@ async fn ensure_zone(server: &ApiServer, zone: &str) -> anyhow::Result<()> {
     });
     for result in server
         .service()
-        .apply_manifest(&Identity::system(), &manifest.to_string())
+        .apply_manifest(&Identity::system(), &manifest.to_string(), false)
         .await
     {
         result.map_err(|e| anyhow::anyhow!("--zone {zone}: {}", e.message))?;
@@ -149,7 +149,7 @@ async fn bootstrap(
     let mut failed = false;
     for result in server
         .service()
-        .apply_manifest(&Identity::system(), BOOTSTRAP)
+        .apply_manifest(&Identity::system(), BOOTSTRAP, false)
         .await
     {
         if let Err(e) = result {
