@@ -90,6 +90,12 @@ pub enum Command {
     Uncordon(ActionArgs),
     /// Show the spec history of a resource.
     Versions(VersionsArgs),
+    /// Apply an earlier spec of a resource again, as a new generation (the history keeps
+    /// every spec).
+    Rollback(RollbackArgs),
+    /// Show how two generations of a resource's spec differ, or with -f what an apply of the
+    /// files would change; exits 1 when there are differences.
+    Diff(DiffArgs),
     /// Show events, of one resource or of the zone.
     Events(EventsArgs),
     /// Manage tokens.
@@ -551,6 +557,10 @@ pub struct ApplyArgs {
     /// Replace $KEY and ${KEY} in the manifests before applying.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Check the manifests as an apply does and show how each spec would change, writing
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl Command {
@@ -713,6 +723,50 @@ pub struct QueueArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
+    pub kind: String,
+    #[arg(add = ArgValueCompleter::new(crate::commands::completion::names))]
+    pub name: String,
+    /// The generation to go back to, as `dora versions` lists them (default: the previous
+    /// spec).
+    #[arg(long, value_name = "GENERATION")]
+    pub to: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    #[arg(
+        required_unless_present = "files",
+        add = ArgValueCompleter::new(crate::commands::completion::kinds)
+    )]
+    pub kind: Option<String>,
+    #[arg(
+        required_unless_present = "files",
+        add = ArgValueCompleter::new(crate::commands::completion::names)
+    )]
+    pub name: Option<String>,
+    /// The older generation, as `dora versions` lists them.
+    #[arg(long, value_name = "GENERATION", required_unless_present = "files")]
+    pub from: Option<u64>,
+    /// The newer generation (default: the current one).
+    #[arg(long, value_name = "GENERATION", requires = "from")]
+    pub to: Option<u64>,
+    /// Instead of two generations: a manifest file, a folder, or - for standard input, compared
+    /// with what is stored.
+    #[arg(short = 'f', long = "filename", conflicts_with_all = ["kind", "name", "from", "to"])]
+    pub files: Vec<PathBuf>,
+    /// Replace $KEY and ${KEY} in the manifests first.
+    #[arg(
+        short = 'e',
+        long = "env",
+        value_name = "KEY=VALUE",
+        requires = "files"
+    )]
+    pub env: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct VersionsArgs {
     #[arg(add = ArgValueCompleter::new(crate::commands::completion::kinds))]
     pub kind: String,

@@ -9,6 +9,7 @@ mod config;
 mod console;
 mod credits;
 mod delete;
+mod diff;
 mod edit;
 mod explain;
 mod get;
@@ -16,6 +17,7 @@ mod history;
 mod node;
 mod proxy;
 mod queue;
+mod rollback;
 mod terminal;
 mod token;
 mod up;
@@ -77,6 +79,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Queue(args) => queue::run(&global, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Rollback(args) => rollback::run(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Diff(args) => diff::run(&global, args).await,
         Command::Versions(args) => history::versions(&global, args)
             .await
             .map(|()| ExitCode::SUCCESS),
