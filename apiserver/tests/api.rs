@@ -1358,7 +1358,7 @@ async fn unknown_query_parameters_are_refused(c: &Cluster) {
         "`version`",
     )
     .await;
-    refused(Method::POST, "/v1/apply?dryRun=true", "dryRun", "`zone`").await;
+    refused(Method::POST, "/v1/apply?force=true", "force", "`dryRun`").await;
     refused(Method::GET, "/v1/events?kindd=Workload", "kindd", "`kind`").await;
     refused(
         Method::GET,
@@ -2600,6 +2600,69 @@ async fn every_documented_path_is_routed(c: &Cluster) {
     }
 }
 
+/// A dry run and a rollback are checked as an apply is: a user outside the workspace is
+/// refused both; a dry run writes nothing; a rollback writes a new generation.
+async fn dry_runs_and_rollbacks_are_checked_as_applies(c: &Cluster) {
+    let setup = "apiVersion: v1\nkind: Workspace\nmetadata: {name: carol}\n---\napiVersion: v1\nkind: User\nmetadata: {name: carol}\nspec:\n  default: {zone: default, workspace: carol}\n  resources: [{kind: All, zone: default, workspace: carol, role: user}]\n";
+    assert_eq!(c.apply(&c.admin, setup).await.0, StatusCode::OK);
+    let carol = c.token_for("carol");
+    for image in ["busybox:1", "busybox:2"] {
+        let (status, body) = c.apply(&c.admin, &workload("kept", image)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let kept = format!("{WORKLOADS}/kept");
+    let dry_run = |token: &str, manifest: String| {
+        let token = token.to_string();
+        async move {
+            c.call(
+                Method::POST,
+                "/v1/apply?dryRun=true&workspace=default",
+                Some(&token),
+                Some(manifest),
+            )
+            .await
+        }
+    };
+    let (status, body) = dry_run(&c.admin, workload("kept", "busybox:3")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let result = &body["results"][0];
+    assert_eq!(result["outcome"], "configured", "{body}");
+    assert_eq!(result["dryRun"]["current"]["image"]["image"], "busybox:2");
+    assert_eq!(result["dryRun"]["applied"]["image"]["image"], "busybox:3");
+    let (status, body) = dry_run(&carol, workload("kept", "busybox:3")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = dry_run(
+        &c.admin,
+        workload("kept", "busybox").replace("count: 1", "count: -1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (_, object) = c.get(&c.admin, &kept).await;
+    assert_eq!(object["metadata"]["generation"], 2, "{object}");
+
+    let rollback = format!("{kept}/rollback");
+    let (status, body) = c.call(Method::POST, &rollback, Some(&carol), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = c
+        .call(
+            Method::POST,
+            &format!("{rollback}?generation=9"),
+            Some(&c.admin),
+            None,
+        )
+        .await;
+    assert_eq!(body["error"]["field"], "generation", "{status} {body}");
+    let (status, body) = c.call(Method::POST, &rollback, Some(&c.admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["object"]["metadata"]["generation"], 3, "{body}");
+    assert_eq!(
+        body["object"]["spec"]["image"]["image"], "busybox:1",
+        "{body}"
+    );
+    let (_, versions) = c.get(&c.admin, &format!("{kept}/versions")).await;
+    assert_eq!(versions["items"].as_array().unwrap().len(), 3, "{versions}");
+}
+
 /// Runs each case on the embedded SQLite store and on Cassandra.
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
@@ -2657,6 +2720,7 @@ on_every_store!(
     a_zone_scoped_binding_reads_its_workspace_and_is_told_what_a_write_needs,
     a_cascading_definition_delete_honours_finalizers,
     every_documented_path_is_routed,
+    dry_runs_and_rollbacks_are_checked_as_applies,
     mounting_another_workspaces_volume_takes_use,
     host_options_take_the_host_verb,
     tokens_are_listed_and_revoked_on_every_server,
