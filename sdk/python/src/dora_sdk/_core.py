@@ -20,7 +20,7 @@ from .models import KindInfo, Resource, WatchEvent
 LIST_PARAMS = ("limit", "continue", "watch", "resourceVersion", "node", "labelSelector")
 OBJECT_PARAMS = ("watch", "resourceVersion")
 DELETE_PARAMS = ("version", "cascade")
-APPLY_PARAMS = ("zone", "workspace")
+APPLY_PARAMS = ("zone", "workspace", "dryRun")
 LOG_PARAMS = ("follow", "tail", "previous")
 EXEC_PARAMS = ("tty", "command")
 UPLOAD_PARAMS = ("offset", "size")

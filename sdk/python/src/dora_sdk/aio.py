@@ -98,11 +98,18 @@ class AsyncClient:
         return place.object(info, name, zone, workspace)
 
     async def apply(
-        self, source: Any, *, zone: str | None = None, workspace: str | None = None
+        self,
+        source: Any,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        dry_run: bool = False,
     ) -> list[dict[str, Any]]:
         """As :meth:`dora_sdk.Client.apply`."""
         body, content_type = _core.manifest(source)
         params = {k: v for k, v in (("zone", zone), ("workspace", workspace)) if v}
+        if dry_run:
+            params["dryRun"] = "true"
         answer = await self._json(
             "POST", "/v1/apply", content=body, params=params, headers={"Content-Type": content_type}
         )

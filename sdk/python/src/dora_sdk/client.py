@@ -135,14 +135,23 @@ class Client:
         return answer
 
     def apply(
-        self, source: Any, *, zone: str | None = None, workspace: str | None = None
+        self,
+        source: Any,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        dry_run: bool = False,
     ) -> list[dict[str, Any]]:
         """Creates or updates the objects of ``source`` (YAML text, a ``Path`` to a file or
         folder, a dict, a :class:`Resource`, or a list of them) as ``dora apply`` does, and
         returns what each document came to. A refused document raises :class:`ApiError`
-        naming the document and field; its ``results`` tell what became of the others."""
+        naming the document and field; its ``results`` tell what became of the others. With
+        ``dry_run``, nothing is written: each result's ``dryRun`` holds the stored spec
+        (``current``) and the one the apply would write (``applied``)."""
         body, content_type = _core.manifest(source)
         params = {k: v for k, v in (("zone", zone), ("workspace", workspace)) if v}
+        if dry_run:
+            params["dryRun"] = "true"
         answer = self._json(
             "POST",
             "/v1/apply",
