@@ -303,6 +303,29 @@ fn a_bad_log_level_is_refused_with_what_is_expected() {
 }
 
 #[test]
+fn version_names_the_commit_the_binary_was_built_from() {
+    let head = Process::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    let expected = format!(
+        "dora {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        head.trim()
+    );
+    for args in [&["version"][..], &["--version"][..]] {
+        let output = Process::new(DORA).args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap().trim(),
+            expected,
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
 fn a_first_start_that_stopped_early_is_bootstrapped_by_the_next() {
     let home = support::home();
     let data = home.path().join("data");

@@ -9,7 +9,7 @@ use crate::jsonpath::{Path, Template};
 
 /// Dora: a workload orchestrator for GPU and CPU clusters.
 #[derive(Debug, Parser)]
-#[command(name = "dora", version, about, propagate_version = true)]
+#[command(name = "dora", version = env!("DORA_VERSION"), about, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -109,6 +109,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Print a shell completion script (commands, kinds and resource names).
     Completion { shell: clap_complete::Shell },
+    /// Print Dora's version and the commit it was built from.
+    Version,
     /// Set the replica count of a workload (its containers are not restarted).
     Scale(ScaleArgs),
     /// Cordon a node: nothing new is placed there; what runs stays (`dora uncordon` undoes it).

@@ -97,6 +97,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Completion { shell } => completion::script(shell).map(|()| ExitCode::SUCCESS),
+        Command::Version => {
+            println!("dora {}", env!("DORA_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
