@@ -344,6 +344,13 @@ async fn a_user_runs_a_workload_from_the_console() {
         .await
         .unwrap();
     wait_text(&browser, ".vscroll", "hello").await;
+    // Its one row shows whole, above the horizontal scroll bar a narrow screen gives it.
+    wait_until(
+        &browser,
+        "the phone's workload list to show its row without scrolling",
+        "const s = document.querySelector('.vscroll'); return s.scrollHeight <= s.clientHeight;",
+    )
+    .await;
     screenshot(&browser, "workloads-phone").await;
     browser.set_window_size(1280, 900).await.unwrap();
 

@@ -86,18 +86,19 @@ export function virtualTable(columns, { label, empty }) {
   let items = [];
   let drawn = '';
   const draw = () => {
+    const shown = Math.max(items.length, 1);
+    // As tall as its rows (and borders and a horizontal scroll bar, on a narrow screen), up
+    // to the stylesheet's max-height; then it scrolls. Measured at every draw: a table drawn
+    // before it was in the page had no frame yet, and its resize draws it again.
+    const frame = scroller.offsetHeight - scroller.clientHeight;
+    scroller.style.height = `${(shown + 1) * ROW + frame}px`;
     const first = Math.max(0, Math.floor(scroller.scrollTop / ROW) - 10);
     const count = Math.ceil(scroller.clientHeight / ROW) + 20;
     const last = Math.min(items.length, first + count);
     const key = `${first}:${last}:${items.length}:${items.version}`;
     if (key === drawn) return;
     drawn = key;
-    const shown = Math.max(items.length, 1);
     spacer.style.height = `${shown * ROW}px`;
-    // As tall as its rows (and borders and a horizontal scroll bar, on a narrow screen), up
-    // to the stylesheet's max-height; then it scrolls.
-    const frame = scroller.offsetHeight - scroller.clientHeight;
-    scroller.style.height = `${(shown + 1) * ROW + frame}px`;
     body.style.transform = `translateY(${first * ROW}px)`;
     if (!items.length) {
       body.replaceChildren(h('div', { class: 'vrow vempty', role: 'row' }, h('span', { role: 'cell', class: 'muted' }, empty)));
