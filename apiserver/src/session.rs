@@ -70,13 +70,20 @@ pub(crate) fn same_origin(request: &Parts) -> bool {
     host.is_some_and(|host| origin.to_str().ok() == Some(&format!("https://{host}")))
 }
 
-/// `Set-Cookie` for a new session holding `token`.
-pub(crate) fn set_cookie(token: &str) -> HeaderValue {
+/// `Set-Cookie` for a new session holding `token`; an error for a token that no header can
+/// carry.
+pub(crate) fn set_cookie(token: &str) -> Result<HeaderValue, ApiError> {
     let cookie = format!(
         "{COOKIE}={token}; Max-Age={}; Path=/; Secure; HttpOnly; SameSite=Strict",
         LIFETIME.as_secs()
     );
-    HeaderValue::from_str(&cookie).expect("a token is printable ASCII")
+    HeaderValue::from_str(&cookie).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            "the session token cannot be set as a cookie",
+        )
+    })
 }
 
 /// `Set-Cookie` that ends the session in the browser.

@@ -90,10 +90,9 @@ async fn log_in(state: &AppState, body: Body) -> Result<Response, Response> {
         .guard
         .admit(&identity)
         .map_err(IntoResponse::into_response)?;
+    let cookie = session::set_cookie(&issued.token).map_err(IntoResponse::into_response)?;
     let mut response = json_response(StatusCode::OK, &whoami(state, &identity));
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session::set_cookie(&issued.token));
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
 }
 
