@@ -1195,6 +1195,23 @@ async fn watches_end_when_the_token_expires(c: &Cluster) {
     assert!(end.is_none(), "the stream ends after the ERROR line");
 }
 
+async fn watches_end_cleanly_after_timeout_seconds(c: &Cluster) {
+    for path in [
+        format!("{WORKLOADS}?watch=true&timeoutSeconds=1"),
+        format!("{WORKLOADS}/none?watch=true&timeoutSeconds=1"),
+    ] {
+        let request = c.http.get(format!("{}{path}", c.url)).bearer_auth(&c.admin);
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        // Without the parameter the stream stays open (a bookmark comes after 30 s).
+        let body = tokio::time::timeout(Duration::from_secs(20), response.text())
+            .await
+            .expect("the watch ends by itself")
+            .unwrap();
+        assert!(!body.contains("ERROR"), "{body}");
+    }
+}
+
 fn labelled(name: &str, labels: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Workload\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\nspec:\n  replica: {{count: 1}}\n  image: {{image: a}}\n"
@@ -2707,6 +2724,7 @@ on_every_store!(
     tokens_of_an_earlier_user_of_the_same_name_are_refused,
     a_user_made_through_another_server_is_known_at_once,
     watches_end_when_the_token_expires,
+    watches_end_cleanly_after_timeout_seconds,
     label_selectors_filter_lists_and_watches,
     open_watches_end_with_an_error_when_the_server_shuts_down,
     unknown_query_parameters_are_refused,

@@ -130,7 +130,7 @@ pub(super) async fn events(
         query: EventQuery { after, ..query },
         series,
     };
-    Ok(ndjson(state, identity, initial, feed))
+    Ok(ndjson(state, identity, initial, feed, None))
 }
 
 /// What makes two events the same, to be told once with a count: the object, type, reason

@@ -1,6 +1,8 @@
 //! A kind's collection and its objects: list or watch, get, apply with `PUT`, delete, the
 //! spec history (`versions`) and a return to an earlier spec (`rollback`), for every kind.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
@@ -44,6 +46,9 @@ pub(crate) struct ListParams {
     /// Only the objects whose labels match, in kubectl's syntax.
     #[serde(rename = "labelSelector")]
     label_selector: Option<String>,
+    /// End a watch cleanly after this many seconds, changes or not.
+    #[serde(rename = "timeoutSeconds")]
+    timeout_seconds: Option<u64>,
 }
 
 /// `GET` of one object, or a watch of it.
@@ -56,6 +61,9 @@ pub(crate) struct ObjectParams {
     /// Watch from this change-feed position.
     #[serde(rename = "resourceVersion")]
     resource_version: Option<String>,
+    /// End a watch cleanly after this many seconds, changes or not.
+    #[serde(rename = "timeoutSeconds")]
+    timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default, JsonSchema)]
@@ -131,7 +139,16 @@ pub(super) async fn list(
             node: params.node,
             selector,
         };
-        return watch::resources(state, identity, target, params.resource_version, filter).await;
+        let ends = params.timeout_seconds.map(Duration::from_secs);
+        return watch::resources(
+            state,
+            identity,
+            target,
+            params.resource_version,
+            filter,
+            ends,
+        )
+        .await;
     }
     page(&state, &identity, &target, &params, selector.as_ref()).await
 }
@@ -163,7 +180,16 @@ pub(super) async fn get(
         authorize_read(&state, &identity, Verb::Get, &target)?;
         check_reached(&state, params.resource_version.as_deref()).await?;
         let filter = watch::RowFilter::default();
-        return watch::resources(state, identity, target, params.resource_version, filter).await;
+        let ends = params.timeout_seconds.map(Duration::from_secs);
+        return watch::resources(
+            state,
+            identity,
+            target,
+            params.resource_version,
+            filter,
+            ends,
+        )
+        .await;
     }
     state.service.authorize(
         &identity,

@@ -45,11 +45,13 @@ fn line(value: &serde_json::Value) -> Vec<u8> {
 /// Streams `initial` then whatever `feed` yields; wakes on local writes, polls for others.
 /// The stream ends with an ERROR line: 401 once the caller's token expires or its user is
 /// deleted, 503 when the server shuts down (the client watches again, elsewhere or later).
+/// After `timeout` it ends without one, as Kubernetes' `timeoutSeconds` does.
 pub(super) fn ndjson<F: Feed>(
     state: AppState,
     identity: Identity,
     initial: Vec<u8>,
     feed: F,
+    timeout: Option<Duration>,
 ) -> Response {
     struct Run<F> {
         feed: F,
@@ -58,6 +60,7 @@ pub(super) fn ndjson<F: Feed>(
         wake: watch::Receiver<u64>,
         initial: Option<Vec<u8>>,
         quiet_since: Instant,
+        ends: Option<Instant>,
         done: bool,
     }
     let run = Run {
@@ -67,6 +70,7 @@ pub(super) fn ndjson<F: Feed>(
         identity,
         initial: Some(initial),
         quiet_since: Instant::now(),
+        ends: timeout.map(|timeout| Instant::now() + timeout),
         done: false,
     };
     let stream = futures::stream::unfold(run, |mut run| async move {
@@ -77,6 +81,9 @@ pub(super) fn ndjson<F: Feed>(
             return None;
         }
         loop {
+            if run.ends.is_some_and(|ends| Instant::now() >= ends) {
+                return None;
+            }
             run.wake.borrow_and_update();
             let lines = match run.state.recheck(&run.identity) {
                 Ok(()) if run.state.stopping.is_cancelled() => Err(going_away()),
@@ -101,9 +108,12 @@ pub(super) fn ndjson<F: Feed>(
                 run.quiet_since = Instant::now();
                 return Some((Ok(Bytes::from(run.feed.bookmark())), run));
             }
+            let poll = run.ends.map_or(POLL, |ends| {
+                POLL.min(ends.saturating_duration_since(Instant::now()))
+            });
             tokio::select! {
-                changed = run.wake.changed() => if changed.is_err() { tokio::time::sleep(POLL).await },
-                _ = tokio::time::sleep(POLL) => {}
+                changed = run.wake.changed() => if changed.is_err() { tokio::time::sleep(poll).await },
+                _ = tokio::time::sleep(poll) => {}
                 () = run.state.stopping.cancelled() => {}
             }
         }
@@ -260,6 +270,7 @@ pub(super) async fn resources(
     target: Target,
     resource_version: Option<String>,
     rows: RowFilter,
+    timeout: Option<Duration>,
 ) -> Result<Response, ApiError> {
     let store = state.service.store.clone();
     let filter = ChangeFilter {
@@ -321,7 +332,7 @@ pub(super) async fn resources(
         known,
         listed,
     };
-    Ok(ndjson(state, identity, initial, feed))
+    Ok(ndjson(state, identity, initial, feed, timeout))
 }
 
 #[cfg(test)]

@@ -17,8 +17,16 @@ from .models import KindInfo, Resource, WatchEvent
 
 #: Query parameters the SDK sends, per operation: ``test_models_match_openapi`` checks each
 #: against the parameters ``/openapi.json`` states for it.
-LIST_PARAMS = ("limit", "continue", "watch", "resourceVersion", "node", "labelSelector")
-OBJECT_PARAMS = ("watch", "resourceVersion")
+LIST_PARAMS = (
+    "limit",
+    "continue",
+    "watch",
+    "resourceVersion",
+    "node",
+    "labelSelector",
+    "timeoutSeconds",
+)
+OBJECT_PARAMS = ("watch", "resourceVersion", "timeoutSeconds")
 DELETE_PARAMS = ("version", "cascade")
 APPLY_PARAMS = ("zone", "workspace", "dryRun")
 LOG_PARAMS = ("follow", "tail", "previous")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -161,7 +162,7 @@ class AsyncClient:
         path = await self._path(kind, name, zone, workspace)
         return Resource.from_dict(await self._json("DELETE", path, params=params))
 
-    async def watch(
+    def watch(
         self,
         kind: KindRef,
         name: str | None = None,
@@ -176,6 +177,35 @@ class AsyncClient:
     ) -> AsyncIterator[WatchEvent]:
         """As :meth:`dora_sdk.Client.watch`: resumes from the last ``resourceVersion`` after
         a dropped connection or a restarted server."""
+        return self._watch(
+            kind,
+            name,
+            zone=zone,
+            workspace=workspace,
+            label_selector=label_selector,
+            resource_version=resource_version,
+            bookmarks=bookmarks,
+            reconnect_for=reconnect_for,
+            timeout=timeout,
+            opened=None,
+        )
+
+    async def _watch(
+        self,
+        kind: KindRef,
+        name: str | None,
+        *,
+        zone: str | None,
+        workspace: str | None,
+        label_selector: str | None,
+        resource_version: str | None,
+        bookmarks: bool,
+        reconnect_for: float,
+        timeout: float | None,
+        opened: Callable[[], Awaitable[WatchEvent]] | None,
+    ) -> AsyncIterator[WatchEvent]:
+        """:meth:`watch`, yielding what ``opened`` gives once the first connection's
+        position in the change feed is fixed (its answer has come)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         path = await self._path(kind, name, zone, workspace)
         version = resource_version
@@ -194,6 +224,9 @@ class AsyncClient:
         while deadline is None or time.monotonic() < deadline:
             if version is not None:
                 params["resourceVersion"] = version
+            if deadline is not None:
+                # The server's keep-alive bookmarks would keep the read timeout from firing.
+                params["timeoutSeconds"] = str(math.ceil(deadline - time.monotonic()))
             read = (
                 _core.IDLE
                 if deadline is None
@@ -207,6 +240,9 @@ class AsyncClient:
                         await response.aread()
                         raise ApiError.from_response(response)
                     failing_since, pause = None, 0.2
+                    if opened is not None:
+                        yield await opened()
+                        opened = None
                     async for line in response.aiter_lines():
                         if not line.strip():
                             continue
@@ -240,14 +276,29 @@ class AsyncClient:
         timeout: float = 60.0,
     ) -> Resource | None:
         """As :meth:`dora_sdk.Client.wait_for`."""
+
+        async def now() -> WatchEvent:
+            # Read after the watch has started, so no change after this read is missed.
+            try:
+                found = await self.get(kind, name, zone=zone, workspace=workspace)
+                return WatchEvent("ADDED", found, "")
+            except NotFound:
+                return WatchEvent("DELETED", None, "")
+
         last: Resource | None = None
-        try:
-            last = await self.get(kind, name, zone=zone, workspace=workspace)
-        except NotFound:
-            pass
-        if condition(last):
-            return last
-        async for event in self.watch(kind, name, zone=zone, workspace=workspace, timeout=timeout):
+        events = self._watch(
+            kind,
+            name,
+            zone=zone,
+            workspace=workspace,
+            label_selector=None,
+            resource_version=None,
+            bookmarks=False,
+            reconnect_for=60.0,
+            timeout=timeout,
+            opened=now,
+        )
+        async for event in events:
             last = None if event.type == "DELETED" else event.object
             if condition(last):
                 return last

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -242,6 +243,35 @@ class Client:
         :class:`StreamError`) after ``reconnect_for`` seconds without a connection. A 410
         (the version is older than the change feed keeps) raises :class:`ApiError`: list
         again. ``timeout`` ends the iteration after that many seconds."""
+        return self._watch(
+            kind,
+            name,
+            zone=zone,
+            workspace=workspace,
+            label_selector=label_selector,
+            resource_version=resource_version,
+            bookmarks=bookmarks,
+            reconnect_for=reconnect_for,
+            timeout=timeout,
+            opened=None,
+        )
+
+    def _watch(
+        self,
+        kind: KindRef,
+        name: str | None,
+        *,
+        zone: str | None,
+        workspace: str | None,
+        label_selector: str | None,
+        resource_version: str | None,
+        bookmarks: bool,
+        reconnect_for: float,
+        timeout: float | None,
+        opened: Callable[[], WatchEvent] | None,
+    ) -> Iterator[WatchEvent]:
+        """:meth:`watch`, yielding what ``opened`` returns once the first connection's
+        position in the change feed is fixed (its answer has come)."""
         info = self.kind(kind)
         deadline = None if timeout is None else time.monotonic() + timeout
         if name is None:
@@ -262,6 +292,9 @@ class Client:
         while deadline is None or time.monotonic() < deadline:
             if version is not None:
                 params["resourceVersion"] = version
+            if deadline is not None:
+                # The server's keep-alive bookmarks would keep the read timeout from firing.
+                params["timeoutSeconds"] = str(math.ceil(deadline - time.monotonic()))
             read = (
                 _core.IDLE
                 if deadline is None
@@ -275,6 +308,9 @@ class Client:
                         response.read()
                         raise ApiError.from_response(response)
                     failing_since, pause = None, 0.2
+                    if opened is not None:
+                        yield opened()
+                        opened = None
                     for line in response.iter_lines():
                         if not line.strip():
                             continue
@@ -309,14 +345,28 @@ class Client:
     ) -> Resource | None:
         """Waits until ``condition`` holds for an object (given ``None`` while it does not
         exist) and returns the object; :class:`WaitTimeout` after ``timeout`` seconds."""
+
+        def now() -> WatchEvent:
+            # Read after the watch has started, so no change after this read is missed.
+            try:
+                return WatchEvent("ADDED", self.get(kind, name, zone=zone, workspace=workspace), "")
+            except NotFound:
+                return WatchEvent("DELETED", None, "")
+
         last: Resource | None = None
-        try:
-            last = self.get(kind, name, zone=zone, workspace=workspace)
-        except NotFound:
-            pass
-        if condition(last):
-            return last
-        for event in self.watch(kind, name, zone=zone, workspace=workspace, timeout=timeout):
+        events = self._watch(
+            kind,
+            name,
+            zone=zone,
+            workspace=workspace,
+            label_selector=None,
+            resource_version=None,
+            bookmarks=False,
+            reconnect_for=60.0,
+            timeout=timeout,
+            opened=now,
+        )
+        for event in events:
             last = None if event.type == "DELETED" else event.object
             if condition(last):
                 return last
