@@ -456,6 +456,10 @@ fn up_with_hollow_nodes_places_gpu_work_logs_reconciles_as_json_and_shows_credit
     assert!(containers.contains("Pending"), "{containers}");
     assert!(dora.run(&["get", "wk"]).contains("2/3"));
     assert!(dora.run(&["get", "node"]).contains("Ready"));
+    // Hollow nodes registered and report through the API, each with a credential of its own.
+    let node: Value =
+        serde_json::from_str(&dora.run(&["get", "node", "sim-00001", "-o", "json"])).unwrap();
+    assert_eq!(node["metadata"]["owner"], "node:sim-00001", "{node}");
     assert!(dora.run(&["events"]).contains("FailedScheduling"));
     wait_for(
         &dora,

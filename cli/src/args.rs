@@ -448,6 +448,10 @@ pub struct SimOptions {
     /// How long a hollow node takes to start a container.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub sim_start_delay: std::time::Duration,
+    /// Hollow nodes write straight to the store instead of calling the API as node agents
+    /// do: leaves the API server out, to measure the scheduler alone.
+    #[arg(long)]
+    pub sim_direct: bool,
 }
 
 /// Scheduler settings.
@@ -489,8 +493,13 @@ pub struct GcArgs {
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
+    /// Write straight to this store (`sqlite:PATH` or `cql://...`) instead of calling the API
+    /// of the CLI profile (`--profile`): leaves the API server out, to measure the scheduler
+    /// alone.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub log: LogArgs,
     #[command(flatten)]
     pub sim: SimOptions,
     /// Node names start with this.

@@ -63,7 +63,7 @@ async fn run(nodes: usize, containers: usize, url: Option<String>) {
     hollow.start_delay = Duration::from_millis(50);
     hollow.watch = watch_config;
     let registered = Instant::now();
-    let agents = tokio::spawn(sim::run(
+    let agents = tokio::spawn(sim::run_on_store(
         store.clone(),
         hollow,
         SimHandle::default(),

@@ -472,7 +472,7 @@ impl ZoneA {
         hollow.heartbeat = Duration::from_secs(3600);
         hollow.start_delay = Duration::from_millis(50);
         hollow.watch = WATCH;
-        let agents = tokio::spawn(sim::run(
+        let agents = tokio::spawn(sim::run_on_store(
             Counted::wrap(store.clone(), zone, hollow_reads.clone()),
             hollow,
             SimHandle::default(),

@@ -74,17 +74,33 @@ pub fn key_of(resource: &Resource) -> ObjectKey {
     )
 }
 
+/// A client of the API as node agents call it: their deadline and user agent.
+pub fn connect(config: ApiConfig) -> anyhow::Result<Client> {
+    let mut settings = dora_client::Config::new(config.url, config.ca, config.token);
+    settings.timeout = REQUEST_TIMEOUT;
+    settings.user_agent = concat!("dora-node/", env!("CARGO_PKG_VERSION")).into();
+    Ok(Client::new(settings)?)
+}
+
 impl ApiClient {
     /// A client acting for `node` of `zone`.
     pub fn new(config: ApiConfig, zone: &str, node: &str) -> anyhow::Result<Self> {
-        let mut settings = dora_client::Config::new(config.url, config.ca, config.token);
-        settings.timeout = REQUEST_TIMEOUT;
-        settings.user_agent = concat!("dora-node/", env!("CARGO_PKG_VERSION")).into();
-        Ok(ApiClient {
-            client: Client::new(settings)?,
+        Ok(Self::sharing(&connect(config)?, zone, node))
+    }
+
+    /// A client acting for `node` of `zone` over `client`'s connections, as `client`'s token
+    /// (the node's credential).
+    pub fn sharing(client: &Client, zone: &str, node: &str) -> Self {
+        ApiClient {
+            client: client.clone(),
             zone: zone.to_string(),
             node: node.to_string(),
-        })
+        }
+    }
+
+    /// The node it acts for.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     fn node_path(&self) -> String {

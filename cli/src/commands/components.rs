@@ -7,14 +7,14 @@ use anyhow::Context;
 use dora_controller::creditsys::CreditConfig;
 use dora_controller::gc::GcConfig;
 use dora_controller::scheduler::SchedulerConfig;
-use dora_nodeagent::sim::{SimConfig, SimHandle};
+use dora_nodeagent::sim::{self, SimConfig, SimHandle};
 use dora_runtime::stop_on_signal;
 use dora_store::Store;
 
 use dora_apiserver::{GuardOptions, Rate};
 
 use crate::args::{
-    CreditArgs, CreditsysArgs, GcArgs, GuardArgs, LogArgs, LogFormat, SchedulerArgs,
+    CreditArgs, CreditsysArgs, GcArgs, Global, GuardArgs, LogArgs, LogFormat, SchedulerArgs,
     SchedulingArgs, SimArgs, SimOptions, StoreArgs,
 };
 
@@ -131,13 +131,27 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
-    let store = open(&args.store).await?;
-    let mut config = sim_config(&args.store.zone, &args.sim)?;
+/// `dora sim`: through the API of the CLI profile, or straight to `--store`.
+pub async fn sim(global: &Global, args: SimArgs) -> anyhow::Result<()> {
+    init_logging(&args.log)?;
+    let zone = global.zone.clone().unwrap_or_else(|| "default".into());
+    let mut config = sim_config(&zone, &args.sim)?;
     config.prefix = args.prefix;
-    dora_nodeagent::sim::run(store, config, SimHandle::default(), stop_on_signal())
-        .await
-        .context("hollow nodes stopped")
+    let stop = stop_on_signal();
+    let handle = SimHandle::default();
+    let ran = match args.store {
+        Some(url) => {
+            let store = dora_store::open(&url)
+                .await
+                .with_context(|| format!("cannot open the store {url}"))?;
+            sim::run_on_store(store, config, handle, stop).await
+        }
+        None => {
+            let client = crate::client::Client::new(global)?;
+            sim::run_over_api((*client).clone(), config, handle, stop).await
+        }
+    };
+    ran.context("hollow nodes stopped")
 }
 
 #[cfg(test)]

@@ -50,7 +50,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Gc(args) => components::gc(args).await.map(|()| ExitCode::SUCCESS),
-        Command::Sim(args) => components::sim(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Sim(args) => components::sim(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Node(args) => node::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => proxy::logs(&global, args).await.map(|()| ExitCode::SUCCESS),
         Command::Shell(args) => proxy::shell(&global, args).await,

@@ -12,9 +12,10 @@ use dora_apiserver::{
 };
 use dora_crds::Kind;
 use dora_store::{ListQuery, ObjectKey};
+use futures::FutureExt;
 
 use dora_controller::gc::GcConfig;
-use dora_nodeagent::sim::SimHandle;
+use dora_nodeagent::sim::{self, SimHandle};
 use dora_nodeagent::{AgentConfig, ApiConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,8 @@ const BOOTSTRAP: &str = include_str!("../../../manifests/bootstrap.yaml");
 const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 /// The built-in agent's credential is minted afresh at every start.
 const NODE_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+/// How long the token lasts with which hollow nodes mint their credentials when they start.
+const SIM_MINTING_LIFETIME: Duration = Duration::from_secs(600);
 
 /// Where Dora keeps its data unless told: `/var/lib/dora` for root (whose home is closed to
 /// the user Process containers run as), else `$XDG_DATA_HOME/dora` or `~/.local/share/dora`.
@@ -346,11 +349,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         stop.clone(),
     ));
     if sim.nodes > 0 {
-        let store = store.clone();
         let stop = stop.clone();
+        let hollow = if args.sim.sim_direct {
+            let store = store.clone();
+            sim::run_on_store(store, sim, SimHandle::default(), stop).boxed()
+        } else {
+            // The hollow nodes mint their credentials as an administrator would.
+            let token = server
+                .issue_token("admin", SIM_MINTING_LIFETIME, TokenClaims::default())
+                .await?
+                .token;
+            let client = dora_nodeagent::api::connect(ApiConfig {
+                url: url.clone(),
+                ca: std::fs::read_to_string(pki.ca_path())?,
+                token,
+            })?;
+            sim::run_over_api(client, sim, SimHandle::default(), stop).boxed()
+        };
         components.spawn(async move {
-            if let Err(e) = dora_nodeagent::sim::run(store, sim, SimHandle::default(), stop).await {
-                tracing::error!(error = %e, "hollow nodes stopped");
+            if let Err(e) = hollow.await {
+                tracing::error!(error = %format!("{e:#}"), "hollow nodes stopped");
             }
         });
     }

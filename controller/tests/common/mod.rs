@@ -147,7 +147,7 @@ impl Zone {
         config.start_delay = Duration::from_millis(200);
         config.watch = watch_config();
         let handle = SimHandle::default();
-        tokio::spawn(sim::run(
+        tokio::spawn(sim::run_on_store(
             self.store.clone(),
             config,
             handle.clone(),

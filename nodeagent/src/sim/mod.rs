@@ -4,23 +4,23 @@
 //! (0 succeeds, anything else fails), e.g. `sh -c "sleep 2; exit 1"`; otherwise it runs until
 //! it is unbound or asked to stop.
 //!
-//! Hollow nodes write their rows straight to the store: they stand in for many agents at once
-//! where the real agent would report through the API.
+//! Like Kubernetes' hollow kubelets they reach the cluster as real agents do, over the API
+//! with a credential each ([`run_over_api`], the [`crate::api`] client the agent uses), or,
+//! to measure the scheduler without the API server, straight through the store
+//! ([`run_on_store`]): a [`Link`] either way.
+
+mod api;
+mod store;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use dora_controller::scheduler::placement;
-use dora_crds::Kind;
-use dora_crds::spec::{Command, NodeSpec};
-use dora_crds::status::{ContainerReport, ContainerState, CpuInfo, NodeReport};
-use dora_runtime::{Target, WatchConfig, WatchEvent, watch};
-use dora_store::{
-    Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, Store, StoreError,
-    now_millis,
-};
+use dora_crds::spec::Command;
+use dora_crds::status::{ContainerReport, ContainerState, CpuInfo, NodeReport, Placement};
+use dora_store::{Event, EventType, ObjectKey, Store, now_millis};
 use foldhash::{HashMap, HashSet};
 use futures::StreamExt;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Writes at once while registering and heartbeating.
@@ -41,7 +41,8 @@ pub struct SimConfig {
     pub heartbeat: Duration,
     /// How long a bound container takes to run.
     pub start_delay: Duration,
-    pub watch: WatchConfig,
+    /// How the store link follows containers.
+    pub watch: dora_runtime::WatchConfig,
 }
 
 impl SimConfig {
@@ -57,7 +58,7 @@ impl SimConfig {
             gpus: Vec::new(),
             heartbeat: Duration::from_secs(5),
             start_delay: Duration::from_millis(100),
-            watch: WatchConfig::default(),
+            watch: dora_runtime::WatchConfig::default(),
         }
     }
 
@@ -97,10 +98,6 @@ impl SimConfig {
 /// Locks `mutex`; a panic while it was held leaves plain data that is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, StoreError> {
-    dora_crds::encode(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Where each container runs, copy by copy.
@@ -154,17 +151,39 @@ impl SimHandle {
     }
 }
 
-/// Registers the hollow nodes and runs them until `stop` is cancelled.
-pub async fn run(
+/// Registers the hollow nodes in `store` and runs them there until `stop` is cancelled.
+pub async fn run_on_store(
     store: Arc<dyn Store>,
     config: SimConfig,
     handle: SimHandle,
     stop: CancellationToken,
-) -> Result<(), StoreError> {
-    register(&*store, &config).await?;
-    tracing::info!(nodes = config.nodes, zone = %config.zone, "hollow nodes registered");
+) -> anyhow::Result<()> {
+    run(Link::Store(store), config, handle, stop).await
+}
+
+/// Registers the hollow nodes through the API and runs them until `stop` is cancelled. Each
+/// node calls with a credential of its own, which `client` (a caller who may mint node
+/// credentials in the zone) mints; all share `client`'s connections.
+pub async fn run_over_api(
+    client: dora_client::Client,
+    config: SimConfig,
+    handle: SimHandle,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let nodes = api::ApiNodes::connect(&client, &config).await?;
+    run(Link::Api(Arc::new(nodes)), config, handle, stop).await
+}
+
+async fn run(
+    link: Link,
+    config: SimConfig,
+    handle: SimHandle,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    link.register(&config).await?;
+    tracing::info!(nodes = config.nodes, zone = %config.zone, via = link.name(), "hollow nodes registered");
     let sim = Arc::new(Sim {
-        store,
+        link,
         config,
         handle,
     });
@@ -176,42 +195,106 @@ pub async fn run(
     Ok(())
 }
 
-async fn register(store: &dyn Store, config: &SimConfig) -> Result<(), StoreError> {
-    let spec = encode(&NodeSpec::default())?;
-    let results: Vec<Result<(), StoreError>> = futures::stream::iter(0..config.nodes)
-        .map(|i| {
-            let key = ObjectKey::new(Kind::Node, &config.zone, "", &config.name(i));
-            let write = SpecWrite {
-                key: key.clone(),
-                precondition: Precondition::Absent,
-                owner: "sim".into(),
-                labels: Default::default(),
-                meta: Default::default(),
-                spec_hash: dora_crds::spec_hash(Kind::Node, &spec),
-                spec: spec.clone(),
-                desired: serde_json::Value::Null,
-                computed: None,
-                fence: None,
-            };
-            async move {
-                match store.put_spec(write).await {
-                    Ok(_) | Err(StoreError::AlreadyExists) => {}
-                    Err(e) => return Err(e),
-                }
-                let report = encode(&config.report())?;
-                store
-                    .put_status(&key, StatusColumn::Observed, None, report, None)
-                    .await
-                    .map(drop)
-            }
-        })
-        .buffer_unordered(CONCURRENT_WRITES)
-        .collect()
-        .await;
-    results.into_iter().collect()
+/// How hollow nodes reach the cluster.
+enum Link {
+    /// Straight to the store, leaving the API server out.
+    Store(Arc<dyn Store>),
+    /// Through the API, as node agents do.
+    Api(Arc<api::ApiNodes>),
 }
 
-/// The pauses between attempts at a container report while the store is unavailable: 100 ms
+/// A container of these nodes changed, as the store or the API tells it.
+enum Update {
+    Seen(Box<Seen>),
+    Gone(ObjectKey),
+}
+
+/// A container as hollow nodes need it.
+struct Seen {
+    key: ObjectKey,
+    uid: String,
+    place: Placement,
+    /// The node's report of the current binding.
+    current: Option<ContainerReport>,
+    /// Its script, read only when it may have to start: `None` when its command is malformed.
+    script: Option<Script>,
+}
+
+impl Seen {
+    /// Whether a hollow node may have to start it, so that its script is worth reading.
+    fn may_start(place: &Placement, current: Option<&ContainerReport>) -> bool {
+        place.node.is_some() && place.stop.is_none() && current.is_none()
+    }
+}
+
+/// What a report came to.
+enum Reported {
+    Done,
+    /// The cluster is unavailable: worth another try.
+    Again(String),
+    Failed(String),
+}
+
+impl Link {
+    fn name(&self) -> &'static str {
+        match self {
+            Link::Store(_) => "store",
+            Link::Api(_) => "api",
+        }
+    }
+
+    async fn register(&self, config: &SimConfig) -> anyhow::Result<()> {
+        match self {
+            Link::Store(store) => store::register(&**store, config).await,
+            Link::Api(nodes) => nodes.register(config).await,
+        }
+    }
+
+    async fn heartbeat(&self, config: &SimConfig, i: usize, report: &NodeReport) {
+        let sent = match self {
+            Link::Store(store) => store::heartbeat(&**store, config, i, report).await,
+            Link::Api(nodes) => nodes.heartbeat(i, report).await,
+        };
+        if let Err(e) = sent {
+            tracing::warn!(node = config.name(i), error = %format!("{e:#}"), "heartbeat failed");
+        }
+    }
+
+    async fn report(&self, key: &ObjectKey, report: &ContainerReport) -> Reported {
+        match self {
+            Link::Store(store) => store::report(&**store, key, report).await,
+            Link::Api(nodes) => nodes.report(key, report).await,
+        }
+    }
+
+    /// Follows the containers of these nodes.
+    fn updates(&self, config: &SimConfig, stop: CancellationToken) -> mpsc::Receiver<Update> {
+        match self {
+            Link::Store(store) => store::updates(store.clone(), config.clone(), stop),
+            Link::Api(nodes) => nodes.clone().updates(config, stop),
+        }
+    }
+
+    /// Whether `copy` of `key` is its current binding, read now rather than from the feed.
+    async fn is_bound(&self, key: &ObjectKey, copy: &Instance) -> anyhow::Result<bool> {
+        match self {
+            Link::Store(store) => store::is_bound(&**store, key, copy).await,
+            Link::Api(nodes) => nodes.is_bound(key, copy).await,
+        }
+    }
+
+    /// Tells about `key`: an event in the store; through the API, where agents record no
+    /// events, the log line alone.
+    async fn tell(&self, event: Event) {
+        if let Link::Store(store) = self
+            && let Err(e) = store.append_event(event).await
+        {
+            tracing::warn!(error = %e, "could not record an event");
+        }
+    }
+}
+
+/// The pauses between attempts at a container report while the cluster is unavailable: 100 ms
 /// doubling to 5 s, about a minute in all.
 fn report_pauses() -> impl Iterator<Item = Duration> {
     std::iter::successors(Some(Duration::from_millis(100)), |pause| {
@@ -220,22 +303,22 @@ fn report_pauses() -> impl Iterator<Item = Duration> {
     .take(15)
 }
 
-/// Runs `write` until it succeeds, finds its row gone, or fails for a reason other than the
-/// store being unavailable; after each unavailable attempt waits the next of `pauses`, and
-/// gives up when they run out.
+/// Runs `write` until it is done or fails for a reason other than the cluster being
+/// unavailable; after each unavailable attempt waits the next of `pauses`, and gives up when
+/// they run out.
 async fn retry_unavailable<F, W>(
     key: &ObjectKey,
     pauses: impl Iterator<Item = Duration>,
     mut write: W,
 ) where
     W: FnMut() -> F,
-    F: Future<Output = Result<(), StoreError>>,
+    F: Future<Output = Reported>,
 {
     let mut pauses = pauses.fuse();
     loop {
         match write().await {
-            Ok(()) | Err(StoreError::NotFound) => return,
-            Err(e @ StoreError::Unavailable(_)) => match pauses.next() {
+            Reported::Done => return,
+            Reported::Again(e) => match pauses.next() {
                 Some(pause) => {
                     tracing::warn!(%key, error = %e, ?pause, "could not report a container; trying again");
                     tokio::time::sleep(pause).await;
@@ -244,13 +327,15 @@ async fn retry_unavailable<F, W>(
                     return tracing::warn!(%key, error = %e, "could not report a container; giving up");
                 }
             },
-            Err(e) => return tracing::warn!(%key, error = %e, "could not report a container"),
+            Reported::Failed(e) => {
+                return tracing::warn!(%key, error = %e, "could not report a container");
+            }
         }
     }
 }
 
 struct Sim {
-    store: Arc<dyn Store>,
+    link: Link,
     config: SimConfig,
     handle: SimHandle,
 }
@@ -262,52 +347,27 @@ impl Sim {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let report = match encode(&self.config.report()) {
-                Ok(report) => report,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot encode the heartbeat");
-                    continue;
-                }
-            };
-            let store = &self.store;
+            let report = self.config.report();
             futures::stream::iter(0..self.config.nodes)
                 .filter(|i| std::future::ready(!self.handle.is_paused(&self.config.name(*i))))
                 .for_each_concurrent(CONCURRENT_WRITES, |i| {
-                    let key =
-                        ObjectKey::new(Kind::Node, &self.config.zone, "", &self.config.name(i));
-                    let report = report.clone();
-                    async move {
-                        if let Err(e) = store
-                            .put_status(&key, StatusColumn::Observed, None, report, None)
-                            .await
-                        {
-                            tracing::warn!(%key, error = %e, "heartbeat failed");
-                        }
-                    }
+                    // Owned, so that the future is Send for every borrow's lifetime.
+                    let (sim, report) = (self.clone(), report.clone());
+                    async move { sim.link.heartbeat(&sim.config, i, &report).await }
                 })
                 .await;
         }
     }
 
-    /// Follows the zone's containers and runs those bound to these nodes.
+    /// Follows the containers and runs those bound to these nodes.
     async fn containers(self: Arc<Self>, stop: CancellationToken) {
-        let mut events = watch(
-            self.store.clone(),
-            Target::new(Kind::Container, &self.config.zone),
-            self.config.watch,
-            stop.clone(),
-        );
+        let mut updates = self.link.updates(&self.config, stop);
         let mut resume_check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                event = events.recv() => match event {
-                    Some(WatchEvent::Applied(row)) => self.clone().seen(row),
-                    Some(WatchEvent::Deleted(key)) => self.drop_unbound(&key, None),
-                    Some(WatchEvent::Listed(listed)) => {
-                        for row in listed {
-                            self.clone().seen(row);
-                        }
-                    }
+                update = updates.recv() => match update {
+                    Some(Update::Seen(seen)) => self.clone().seen(*seen),
+                    Some(Update::Gone(key)) => self.drop_unbound(&key, None),
                     None => return,
                 },
                 _ = resume_check.tick() => self.clone().stop_stale(),
@@ -315,15 +375,21 @@ impl Sim {
         }
     }
 
-    /// A container row changed: start it if it is newly bound here, stop it if asked to.
-    fn seen(self: Arc<Self>, row: Arc<Row>) {
-        let place = placement(&row);
+    /// A container changed: start it if it is newly bound here, stop it if asked to.
+    fn seen(self: Arc<Self>, seen: Seen) {
+        let Seen {
+            key,
+            uid,
+            place,
+            current,
+            script,
+        } = seen;
         let binding = place.node.clone().map(|node| Instance {
-            uid: row.uid.clone(),
+            uid,
             node,
             epoch: place.epoch,
         });
-        self.drop_unbound(&row.key, binding.as_ref());
+        self.drop_unbound(&key, binding.as_ref());
         let Some(copy) = binding.filter(|copy| self.config.is_ours(&copy.node)) else {
             return;
         };
@@ -331,11 +397,9 @@ impl Sim {
         if self.handle.is_paused(&node) {
             return;
         }
-        let report: Option<ContainerReport> = dora_crds::decode_written(&row.observed);
-        let current = report.as_ref().filter(|r| r.is_of(&place));
         if let Some(stop) = &place.stop {
-            if current.is_some_and(|r| !r.state.is_final()) {
-                let started = current.and_then(|r| r.started_at);
+            if current.as_ref().is_some_and(|r| !r.state.is_final()) {
+                let started = current.as_ref().and_then(|r| r.started_at);
                 let ended = ContainerReport {
                     node: node.clone(),
                     epoch: place.epoch,
@@ -346,25 +410,22 @@ impl Sim {
                     reason: Some(stop.clone()),
                     restarts: place.restarts,
                 };
-                self.forget(&row.key);
-                tokio::spawn(async move { self.report(&row.key, ended).await });
+                self.forget(&key);
+                tokio::spawn(async move { self.report(&key, ended).await });
             }
             return;
         }
-        if current.is_some() || self.is_running(&row.key, &copy) {
+        if current.is_some() || self.is_running(&key, &copy) {
             return;
         }
         lock(&self.handle.running)
-            .entry(row.key.clone())
+            .entry(key.clone())
             .or_default()
             .push(copy.clone());
-        let Some(script) = script(&row) else {
+        let Some(script) = script else {
             return;
         };
-        tokio::spawn(async move {
-            self.lifecycle(row.key.clone(), copy, place.restarts, script)
-                .await
-        });
+        tokio::spawn(async move { self.lifecycle(key, copy, place.restarts, script).await });
     }
 
     fn is_running(&self, key: &ObjectKey, copy: &Instance) -> bool {
@@ -378,7 +439,7 @@ impl Sim {
     }
 
     /// Active nodes stop their copies of `key` that are not its binding. Paused nodes keep
-    /// theirs until they resume, and resumed ones until their check against the store
+    /// theirs until they resume, and resumed ones until their check against the cluster
     /// (`stop_stale`) has run, which tells of each copy it stops.
     fn drop_unbound(&self, key: &ObjectKey, binding: Option<&Instance>) {
         let resumed = lock(&self.handle.resumed).clone();
@@ -438,24 +499,15 @@ impl Sim {
         self.report(&key, ended).await;
     }
 
-    /// Reports a container's state; while the store is unavailable, tries again with growing
+    /// Reports a container's state; while the cluster is unavailable, tries again with growing
     /// pauses, as an agent would.
     async fn report(&self, key: &ObjectKey, report: ContainerReport) {
-        // Encoded per try: retries are rare, and a copy of the encoded tree costs as much.
-        retry_unavailable(key, report_pauses(), || async {
-            let value = encode(&report)?;
-            self.store
-                .put_status(key, StatusColumn::Observed, None, value, None)
-                .await
-                .map(drop)
-        })
-        .await;
+        retry_unavailable(key, report_pauses(), || self.link.report(key, &report)).await;
     }
 
     /// Stops what resumed nodes run that is no longer bound to them at the same epoch (their
-    /// containers moved away while they were gone). Each binding is read from the store, not
-    /// from this watcher's view: a node coming back must not trust a feed that may have missed
-    /// the move.
+    /// containers moved away while they were gone). Each binding is read anew: a node coming
+    /// back must not trust a feed that may have missed the move.
     fn stop_stale(self: Arc<Self>) {
         let resumed: HashSet<String> = std::mem::take(&mut *lock(&self.handle.resumed));
         if resumed.is_empty() {
@@ -472,22 +524,14 @@ impl Sim {
             .collect();
         tokio::spawn(async move {
             for (key, copy) in copies {
-                let row = match self.store.get(&key).await {
-                    Ok(row) => row,
+                match self.link.is_bound(&key, &copy).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
                     Err(e) => {
-                        tracing::warn!(%key, error = %e, "cannot check a resumed node's container");
+                        tracing::warn!(%key, error = %format!("{e:#}"), "cannot check a resumed node's container");
                         lock(&self.handle.resumed).insert(copy.node);
                         continue;
                     }
-                };
-                let bound = row.is_some_and(|row| {
-                    let place = placement(&row);
-                    row.uid == copy.uid
-                        && place.node.as_deref() == Some(copy.node.as_str())
-                        && place.epoch == copy.epoch
-                });
-                if bound {
-                    continue;
                 }
                 {
                     let mut running = lock(&self.handle.running);
@@ -509,9 +553,7 @@ impl Sim {
                     ),
                     "sim",
                 );
-                if let Err(e) = self.store.append_event(event).await {
-                    tracing::warn!(error = %e, "could not record an event");
-                }
+                self.link.tell(event).await;
             }
         });
     }
@@ -520,12 +562,12 @@ impl Sim {
 /// How a hollow container ends: after `sleep N` seconds, with `exit C`'s code.
 type Script = (Option<Duration>, Option<i32>);
 
-/// The script of a container row's command; `None` when the command is malformed. Only the
-/// command is decoded: hollow nodes start thousands of containers a second.
-fn script(row: &Row) -> Option<Script> {
+/// The script of a container's spec (its `template.config.cmd`); `None` when the command is
+/// malformed. Only the command is decoded: hollow nodes start thousands of containers a second.
+fn script(spec: &serde_json::Value) -> Option<Script> {
     let cmd = ["template", "config", "cmd"]
         .into_iter()
-        .try_fold(&*row.resource, |value, field| value.get(field));
+        .try_fold(spec, |value, field| value.get(field));
     let argv = match cmd {
         Some(cmd) => dora_crds::decode::<Command>(cmd).ok()?.argv(),
         None => Vec::new(),
@@ -574,33 +616,25 @@ mod tests {
         assert!(!SimConfig::new("z", 7).is_ours("sim-00007"));
     }
 
-    /// How many attempts `retry_unavailable` makes when the attempts fail with `errors` in turn
-    /// and then succeed, with `pauses` pauses allowed.
-    async fn attempts(errors: Vec<StoreError>, pauses: usize) -> usize {
-        let key = ObjectKey::new(Kind::Container, "z", "w", "c");
+    /// How many attempts `retry_unavailable` makes when the attempts come to `outcomes` in
+    /// turn and then succeed, with `pauses` pauses allowed.
+    async fn attempts(outcomes: Vec<Reported>, pauses: usize) -> usize {
+        let key = ObjectKey::new(dora_crds::Kind::Container, "z", "w", "c");
         let calls = AtomicUsize::new(0);
-        let errors = Mutex::new(errors.into_iter());
+        let outcomes = Mutex::new(outcomes.into_iter());
         retry_unavailable(&key, std::iter::repeat_n(Duration::ZERO, pauses), || {
             calls.fetch_add(1, Ordering::Relaxed);
-            let next = lock(&errors).next();
-            async move { next.map_or(Ok(()), Err) }
+            let next = lock(&outcomes).next();
+            async move { next.unwrap_or(Reported::Done) }
         })
         .await;
         calls.into_inner()
     }
 
-    fn container(resource: serde_json::Value) -> Row {
-        let mut row = Row::new(ObjectKey::new(Kind::Container, "z", "w", "c.0"), "uid");
-        row.resource = Arc::new(resource);
-        row
-    }
-
     #[test]
     fn a_container_s_script_comes_from_its_command_alone() {
         let with = |cmd: serde_json::Value| {
-            script(&container(
-                serde_json::json!({"workload": "c", "template": {"config": {"cmd": cmd}}}),
-            ))
+            script(&serde_json::json!({"workload": "c", "template": {"config": {"cmd": cmd}}}))
         };
         assert_eq!(
             with(serde_json::json!(["sh", "-c", "sleep 2; exit 3"])),
@@ -612,35 +646,32 @@ mod tests {
         );
         assert_eq!(with(serde_json::json!(42)), None, "a malformed command");
         assert_eq!(
-            script(&container(serde_json::json!({"template": {}}))),
+            script(&serde_json::json!({"template": {}})),
             Some((None, None)),
             "no command: runs until stopped"
         );
     }
 
-    fn unavailable() -> StoreError {
-        StoreError::Unavailable("down".into())
+    fn unavailable() -> Reported {
+        Reported::Again("down".into())
     }
 
     #[tokio::test]
-    async fn reports_are_tried_again_only_while_the_store_is_unavailable() {
+    async fn reports_are_tried_again_only_while_the_cluster_is_unavailable() {
         assert_eq!(attempts(vec![], 3).await, 1);
         assert_eq!(
             attempts(vec![unavailable(), unavailable()], 3).await,
             3,
             "written on the third attempt"
         );
+        let many = (0..10).map(|_| unavailable()).collect();
         assert_eq!(
-            attempts(vec![unavailable(); 10], 3).await,
+            attempts(many, 3).await,
             4,
             "gives up when the pauses run out"
         );
-        assert_eq!(attempts(vec![StoreError::NotFound], 3).await, 1);
-        let conflict = StoreError::Conflict {
-            expected: 1,
-            actual: 2,
-        };
-        assert_eq!(attempts(vec![conflict, unavailable()], 3).await, 1);
+        let failed = Reported::Failed("refused".into());
+        assert_eq!(attempts(vec![failed, unavailable()], 3).await, 1);
     }
 
     #[test]
