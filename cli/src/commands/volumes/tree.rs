@@ -311,3 +311,34 @@ pub fn stale(remote: &HashMap<String, Entry>, present: &HashSet<String>) -> Vec<
     topmost.sort();
     topmost
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, kind: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            kind: kind.into(),
+            size: 0,
+            modified: 0,
+        }
+    }
+
+    #[test]
+    fn stale_paths_are_the_topmost_of_what_is_gone() {
+        let remote = by_path(vec![
+            entry("a", "dir"),
+            entry("a/x", "file"),
+            entry("a-b", "dir"),
+            entry("a-b/y", "file"),
+            entry("keep", "dir"),
+            entry("keep/old", "file"),
+            entry("keep/new", "file"),
+        ]);
+        let present: HashSet<String> = ["a-b", "a-b/y", "keep", "keep/new"]
+            .map(String::from)
+            .into();
+        assert_eq!(stale(&remote, &present), ["a", "keep/old"]);
+    }
+}
