@@ -410,7 +410,7 @@ fn build() -> Value {
         (
             format!("{base}/volumes/{{name}}/files/{{path}}"),
             "get",
-            "A folder's entries or a file's contents (stat=true: details; upload=true: bytes of an interrupted upload)",
+            "A folder's entries or a file's contents (stat=true: details; upload=true: bytes of an interrupted upload; recursive=true: a folder's whole tree; offset=N: contents from byte N)",
             "Ls, Download",
             query::<queries::Download>(),
             &proxied[..],
@@ -418,9 +418,17 @@ fn build() -> Value {
         (
             format!("{base}/volumes/{{name}}/files/{{path}}"),
             "put",
-            "Upload a file: size=N, offset=M resumes",
+            "Upload a file: size=N, offset=M resumes, mtime=MS sets its modification time",
             "Upload",
             query::<queries::Upload>(),
+            &proxied[..],
+        ),
+        (
+            format!("{base}/volumes/{{name}}/files/{{path}}"),
+            "delete",
+            "Remove a file, or a folder (recursive=true when it holds anything)",
+            "Upload",
+            query::<queries::Remove>(),
             &proxied[..],
         ),
         (

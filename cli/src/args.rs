@@ -74,10 +74,15 @@ pub enum Command {
     Top(TopArgs),
     /// List a folder of a volume.
     Ls(LsArgs),
-    /// Upload a file to a volume (resumes an interrupted upload).
+    /// Upload a file or folder to a volume (resumes an interrupted upload).
     Upload(UploadArgs),
-    /// Download a file from a volume.
+    /// Download a file or folder from a volume (resumes an interrupted download).
     Download(DownloadArgs),
+    /// Upload what differs between a local folder and a volume, then keep uploading changes.
+    Sync(SyncArgs),
+    /// Copy something into a new one.
+    #[command(subcommand)]
+    Clone(CloneCommand),
     /// Show credit use, limit and next reset per zone.
     Credits(CreditsArgs),
     /// Pause a workload: its containers stop until `dora resume`.
@@ -352,32 +357,80 @@ pub struct LsArgs {
     /// A folder inside the volume (default: its top).
     #[arg(default_value = "")]
     pub path: String,
+    /// Each entry's type, size and modification time.
+    #[arg(short = 'l', long)]
+    pub long: bool,
+    /// Everything under the folder, named by its path from it.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
 }
 
 #[derive(Debug, Args)]
 pub struct UploadArgs {
-    /// The local file.
+    /// The local file or folder (a folder is uploaded with all it holds; symlinks in it are
+    /// skipped).
     pub source: PathBuf,
     pub volume: String,
-    /// Where in the volume (default: the file's name at the top; a path ending in / is a
-    /// folder to put it in).
+    /// Where in the volume (default: the file's or folder's name at the top; a path ending in
+    /// / is a folder to put it in).
     #[arg(default_value = "")]
     pub path: String,
-    /// Start over instead of resuming an interrupted upload.
+    /// Start over instead of resuming an interrupted upload, and send files already there.
     #[arg(long)]
     pub restart: bool,
+    /// How many files go at once.
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
 }
 
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
     pub volume: String,
-    /// The file inside the volume.
+    /// The file or folder inside the volume.
     pub path: String,
     /// The local file or folder (default: the current folder).
     #[arg(default_value = ".")]
     pub destination: PathBuf,
+    /// How many files come at once.
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The local folder; `.gitignore` and `.doraignore` files in it name what stays out.
+    pub local: PathBuf,
+    /// `VOLUME` or `VOLUME:PATH`: where in the volume the folder's contents go.
+    pub target: String,
+    /// Also remove from the volume what is no longer in the local folder.
+    #[arg(long)]
+    pub delete: bool,
+    /// Upload what differs once and stop instead of watching.
+    #[arg(long)]
+    pub once: bool,
+    /// How many files go at once.
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloneCommand {
+    /// Make workspace NEW with SRC's workloads and volumes (their definitions; with
+    /// --with-data also the volumes' files).
+    Workspace(CloneWorkspaceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CloneWorkspaceArgs {
+    /// The workspace to copy.
+    pub source: String,
+    /// The workspace to make; it must not exist.
+    pub new: String,
+    /// Also copy the files of each volume.
+    #[arg(long)]
+    pub with_data: bool,
 }
 
 /// How components log.

@@ -68,6 +68,68 @@ fn entry(name: &str, stat: &rustix::fs::Stat) -> Entry {
     }
 }
 
+/// Adds the entries under `fd` (reached as `prefix`) to `entries`.
+fn walk_into(fd: &OwnedFd, prefix: &str, entries: &mut Vec<Entry>) -> io::Result<()> {
+    let mut names = Vec::new();
+    for item in rustix::fs::Dir::read_from(fd)? {
+        let name = item?.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." && !name.ends_with(".dora-upload") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    for name in names {
+        let stat = rustix::fs::statat(fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        let path = format!("{prefix}{name}");
+        let folder = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+        entries.push(entry(&path, &stat));
+        if folder {
+            let inner = subfolder(fd, &name)?;
+            walk_into(&inner, &format!("{path}/"), entries)?;
+        }
+    }
+    Ok(())
+}
+
+/// The folder `name` in `fd`, refusing a symlink.
+fn subfolder(fd: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat2(
+        fd,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        CONFINED | ResolveFlags::NO_SYMLINKS,
+    )?)
+}
+
+/// Removes `name` from the folder `fd`; a folder's contents first when `recursive`.
+fn remove_at(fd: &OwnedFd, name: &str, recursive: bool) -> io::Result<()> {
+    let stat = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+        return Ok(rustix::fs::unlinkat(fd, name, AtFlags::empty())?);
+    }
+    if recursive {
+        let inner = subfolder(fd, name)?;
+        let mut names = Vec::new();
+        for item in rustix::fs::Dir::read_from(&inner)? {
+            let item = item?.file_name().to_string_lossy().into_owned();
+            if item != "." && item != ".." {
+                names.push(item);
+            }
+        }
+        for item in names {
+            remove_at(&inner, &item, true)?;
+        }
+    }
+    match rustix::fs::unlinkat(fd, name, AtFlags::REMOVEDIR) {
+        Err(rustix::io::Errno::NOTEMPTY) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the folder {name:?} is not empty; remove it with ?recursive=true"),
+        )),
+        done => Ok(done?),
+    }
+}
+
 fn part_name(name: &str) -> String {
     format!(".{name}.dora-upload")
 }
@@ -142,6 +204,33 @@ impl Volume {
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
+    }
+
+    /// Every file and folder under a folder, depth first, named by their path from it. Symlinks
+    /// are listed, never followed.
+    pub fn walk(&self, path: &str) -> io::Result<Vec<Entry>> {
+        let fd = self.resolve(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let mut entries = Vec::new();
+        walk_into(&fd, "", &mut entries)?;
+        Ok(entries)
+    }
+
+    /// Removes a file, a symlink or an empty folder; with `recursive`, a folder and all it
+    /// holds. The volume itself cannot be removed.
+    pub fn remove(&self, path: &str, recursive: bool) -> io::Result<()> {
+        let parts = components(path)?;
+        let Some((name, folders)) = parts.split_last() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "name a file or folder inside the volume; the volume itself stays",
+            ));
+        };
+        let folder = self.resolve(
+            &folders.join("/"),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )?;
+        remove_at(&folder, name, recursive)
     }
 
     /// Opens a file for reading.
@@ -278,6 +367,44 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names, ["etc", "link"]);
+    }
+
+    #[test]
+    fn walks_and_removes_inside_the_volume_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("vol");
+        let volume = Volume::open(&root, true, None).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/c.txt"), "c").unwrap();
+        std::fs::write(root.join("top"), "t").unwrap();
+        std::fs::create_dir(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/keep"), "k").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("a/out")).unwrap();
+        let paths: Vec<(String, &str)> = volume
+            .walk("")
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.kind))
+            .collect();
+        let expected = [
+            ("a", "dir"),
+            ("a/b", "dir"),
+            ("a/b/c.txt", "file"),
+            ("a/out", "symlink"),
+            ("top", "file"),
+        ];
+        assert_eq!(paths, expected.map(|(p, k)| (p.to_string(), k)));
+        assert!(volume.remove("../outside/keep", false).is_err());
+        assert!(volume.remove("a/out/keep", false).is_err());
+        assert!(volume.remove("", true).is_err());
+        assert!(volume.remove("a", false).is_err(), "a full folder stays");
+        volume.remove("a", true).unwrap();
+        volume.remove("top", false).unwrap();
+        assert!(volume.list("").unwrap().is_empty());
+        assert!(
+            dir.path().join("outside/keep").exists(),
+            "a symlink is not followed"
+        );
     }
 
     #[test]

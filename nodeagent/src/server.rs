@@ -8,8 +8,11 @@
 //!   session (a shell)
 //! - `GET  /v1/containers/{workspace}/{name}/top`
 //! - `GET  /v1/top`: every container's use
-//! - `GET  /v1/files/PATH?root=FOLDER`: a folder's entries, or a file's contents
-//! - `PUT  /v1/files/PATH?root=FOLDER&size=N&offset=M`: an upload, resumable from `offset`
+//! - `GET  /v1/files/PATH?root=FOLDER`: a folder's entries (`&recursive=true`: all under it),
+//!   or a file's contents (`&offset=N`: from byte N)
+//! - `PUT  /v1/files/PATH?root=FOLDER&size=N&offset=M&mtime=MS`: an upload, resumable from
+//!   `offset`; the file gets modification time `mtime` when complete
+//! - `DELETE /v1/files/PATH?root=FOLDER&recursive=true`: removes a file or folder
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -269,8 +272,13 @@ struct FileParams {
     /// The caller may list folders but not read files.
     #[serde(default)]
     list_only: bool,
+    /// A folder's whole tree, or a folder removed with what it holds.
+    #[serde(default)]
+    recursive: bool,
     offset: Option<u64>,
     size: Option<u64>,
+    /// Unix milliseconds: the modification time an upload gives its file.
+    mtime: Option<i64>,
 }
 
 fn file_failure(path: &str, e: std::io::Error) -> Failure {
@@ -326,7 +334,12 @@ async fn read_files(
         return Ok(axum::Json(entry).into_response());
     }
     if entry.kind == "dir" {
-        let items = volume.list(&path).map_err(failure)?;
+        let items = if params.recursive {
+            volume.walk(&path)
+        } else {
+            volume.list(&path)
+        }
+        .map_err(failure)?;
         return Ok(axum::Json(json!({"path": path, "items": items})).into_response());
     }
     if params.list_only {
@@ -335,12 +348,14 @@ async fn read_files(
             "reading files of this volume needs the Download permission".into(),
         ));
     }
-    let file = tokio::fs::File::from_std(volume.read(&path).map_err(failure)?);
-    let stream = tokio_util::io::ReaderStream::new(file);
+    let offset = params.offset.unwrap_or(0).min(entry.size);
+    let mut file = volume.read(&path).map_err(failure)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(failure)?;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, entry.size.to_string()),
+            (header::CONTENT_LENGTH, (entry.size - offset).to_string()),
         ],
         Body::from_stream(stream),
     )
@@ -386,12 +401,31 @@ async fn write_file(
     if written < size {
         return Ok(axum::Json(json!({"uploaded": written, "complete": false})).into_response());
     }
+    if let Some(mtime) = params.mtime {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(mtime.max(0) as u64);
+        file.into_std()
+            .await
+            .set_modified(when)
+            .map_err(|e| file_failure(&path, e))?;
+    }
     upload.complete().map_err(|e| file_failure(&path, e))?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({"uploaded": written, "complete": true})),
     )
         .into_response())
+}
+
+async fn delete_file(
+    State(agent): State<Arc<Agent>>,
+    Path(path): Path<String>,
+    Query(params): Query<FileParams>,
+) -> Result<Response, Failure> {
+    let volume = volume(&agent, &params)?;
+    volume
+        .remove(&path, params.recursive)
+        .map_err(|e| file_failure(&path, e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Gets the node's certificate from the API, serves the node API on `listen` until `stop`,
@@ -425,7 +459,10 @@ pub async fn start(
         .route("/v1/containers/{workspace}/{name}/top", get(top))
         .route("/v1/files", get(root_files))
         .route("/v1/files/", get(root_files))
-        .route("/v1/files/{*path}", get(read_files).put(write_file))
+        .route(
+            "/v1/files/{*path}",
+            get(read_files).put(write_file).delete(delete_file),
+        )
         .with_state(agent.clone());
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();

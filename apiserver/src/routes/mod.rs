@@ -45,7 +45,9 @@ pub(crate) mod queries {
         RollbackParams as Rollback,
     };
     pub(crate) use super::tokens::ListParams as Tokens;
-    pub(crate) use super::volumes::{DownloadParams as Download, UploadParams as Upload};
+    pub(crate) use super::volumes::{
+        DownloadParams as Download, RemoveParams as Remove, UploadParams as Upload,
+    };
 }
 
 /// The largest page a list returns.
@@ -100,7 +102,9 @@ fn routes(state: AppState) -> Router {
         );
     for scope in SCOPES {
         let one = format!("{scope}/{{plural}}/{{name}}");
-        let files = get(volumes::download).put(volumes::upload);
+        let files = get(volumes::download)
+            .put(volumes::upload)
+            .delete(volumes::remove);
         router = router
             .route(&format!("{scope}/{{plural}}"), get(resources::list))
             .route(&one, object())

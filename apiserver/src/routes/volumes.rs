@@ -1,5 +1,5 @@
 //! Volumes: where they live, for the nodes that mount them (`GET .../containers/NAME/mounts`),
-//! and their files for people (`GET|PUT .../volumes/NAME/files/PATH`), served by a node of
+//! and their files for people (`GET|PUT|DELETE .../volumes/NAME/files/PATH`), served by a node of
 //! the zone. The API resolves a volume to its folder from the Volume and Storage rows; the
 //! node confines every path to that folder.
 
@@ -164,6 +164,11 @@ pub(crate) struct DownloadParams {
     /// `true`: how much of an interrupted upload arrived.
     #[schemars(with = "Option<bool>")]
     upload: Option<String>,
+    /// `true`: a folder's whole tree, each entry named by its path from the folder.
+    #[schemars(with = "Option<bool>")]
+    recursive: Option<String>,
+    /// Where in the file the contents start (resuming a download).
+    offset: Option<u64>,
 }
 
 /// `PUT .../files/PATH`.
@@ -174,6 +179,17 @@ pub(crate) struct UploadParams {
     offset: Option<u64>,
     /// The whole file's size; the upload completes when it is reached.
     size: Option<u64>,
+    /// Unix milliseconds: the modification time the file gets when complete.
+    mtime: Option<i64>,
+}
+
+/// `DELETE .../files/PATH`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RemoveParams {
+    /// `true`: a folder is removed with everything in it.
+    #[schemars(with = "Option<bool>")]
+    recursive: Option<String>,
 }
 
 /// The path inside a volume of `.../volumes/NAME/files/PATH`, without empty segments; empty
@@ -202,11 +218,17 @@ enum FileRequest {
     Download {
         stat: bool,
         partial: bool,
+        recursive: bool,
+        offset: Option<u64>,
     },
     Upload {
         body: Body,
         offset: u64,
         size: Option<u64>,
+        mtime: Option<i64>,
+    },
+    Remove {
+        recursive: bool,
     },
 }
 
@@ -223,6 +245,8 @@ pub(super) async fn download(
     let request = FileRequest::Download {
         stat: flag(params.stat.as_deref())?,
         partial: flag(params.upload.as_deref())?,
+        recursive: flag(params.recursive.as_deref())?,
+        offset: params.offset,
     };
     files(state, identity, target, file, request, locate).await
 }
@@ -241,6 +265,24 @@ pub(super) async fn upload(
         body,
         offset: params.offset.unwrap_or(0),
         size: params.size,
+        mtime: params.mtime,
+    };
+    files(state, identity, target, file, request, locate).await
+}
+
+/// `DELETE .../volumes/NAME/files/PATH`: removes a file, or a folder (`?recursive=true` when
+/// it holds anything).
+pub(super) async fn remove(
+    identity: Identity,
+    State(state): State<AppState>,
+    target: Target,
+    locate: Locate,
+    FilePath(file): FilePath,
+    Params(params): Params<RemoveParams>,
+) -> Result<Response, ApiError> {
+    check_zone(&state, &target)?;
+    let request = FileRequest::Remove {
+        recursive: flag(params.recursive.as_deref())?,
     };
     files(state, identity, target, file, request, locate).await
 }
@@ -279,7 +321,7 @@ async fn file_server(state: &AppState, zone: &str) -> Result<String, ApiError> {
         })
 }
 
-/// `GET` and `PUT .../volumes/NAME/files/PATH`.
+/// `GET`, `PUT` and `DELETE .../volumes/NAME/files/PATH`.
 /// Serves a file request from a node of the volume's zone.
 async fn files(
     state: AppState,
@@ -293,6 +335,7 @@ async fn files(
         let method = match request {
             FileRequest::Upload { .. } => "PUT",
             FileRequest::Download { .. } => "GET",
+            FileRequest::Remove { .. } => "DELETE",
         };
         return Err(ApiError::method_not_allowed(method));
     }
@@ -306,11 +349,16 @@ async fn files(
     // A folder is listed (Ls), a file downloaded (Download); only the node knows which the
     // path is, so a caller with Ls alone is served listings only.
     let list_only = match &request {
-        FileRequest::Upload { .. } => {
+        FileRequest::Upload { .. } | FileRequest::Remove { .. } => {
             allowed(Verb::Upload)?;
             false
         }
-        FileRequest::Download { stat, partial } if *stat || *partial || file.is_empty() => {
+        FileRequest::Download {
+            stat,
+            partial,
+            recursive,
+            ..
+        } if *stat || *partial || *recursive || file.is_empty() => {
             allowed(Verb::Ls)?;
             false
         }
@@ -331,24 +379,50 @@ async fn files(
         query.push(("list_only", "true".into()));
     }
     let request = match request {
-        FileRequest::Upload { body, offset, size } => {
+        FileRequest::Upload {
+            body,
+            offset,
+            size,
+            mtime,
+        } => {
             let size = size.ok_or_else(|| {
                 ApiError::invalid("size", "an upload names the whole file's size: ?size=BYTES")
             })?;
             query.push(("size", size.to_string()));
             query.push(("offset", offset.to_string()));
+            if let Some(mtime) = mtime {
+                query.push(("mtime", mtime.to_string()));
+            }
             client
                 .put(url)
                 .query(&query)
                 .body(reqwest::Body::wrap_stream(body.into_data_stream()))
         }
-        FileRequest::Download { stat, partial } => {
-            for (key, on) in [("stat", stat), ("upload", partial)] {
+        FileRequest::Download {
+            stat,
+            partial,
+            recursive,
+            offset,
+        } => {
+            for (key, on) in [
+                ("stat", stat),
+                ("upload", partial),
+                ("recursive", recursive),
+            ] {
                 if on {
                     query.push((key, "true".into()));
                 }
             }
+            if let Some(offset) = offset {
+                query.push(("offset", offset.to_string()));
+            }
             client.get(url).query(&query)
+        }
+        FileRequest::Remove { recursive } => {
+            if recursive {
+                query.push(("recursive", "true".into()));
+            }
+            client.delete(url).query(&query)
         }
     };
     super::proxy::send(&state, locate, request, &endpoint).await

@@ -3,6 +3,7 @@
 mod actions;
 mod apply;
 mod ban;
+mod clone;
 pub(crate) mod completion;
 mod components;
 mod config;
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use dora_crds::Kind;
 
-use crate::args::{Cli, Command, Global};
+use crate::args::{Cli, CloneCommand, Command, Global};
 use crate::client::Client;
 
 /// Runs a parsed command line.
@@ -62,6 +63,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Download(args) => volumes::download(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Sync(args) => volumes::sync(&global, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Clone(CloneCommand::Workspace(args)) => clone::workspace(&global, args)
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Console(args) => console::run(&global, args)
