@@ -4,13 +4,14 @@
 //!
 //! - [`workloads`]: replicas, rolling updates, restarts, run-time limits, pause, status.
 //! - [`placer`]: binds waiting containers in priority order, with gang placement and backfill.
+//! - [`placement`](mod@placement): where one container goes: filters, scorers, then allocation.
 //! - [`nodes`]: readiness from heartbeats; containers of lost nodes move after a timeout.
 //! - [`actions`]: pause and resume of workloads, drain and uncordon of nodes.
 
 mod actions;
-mod fit;
 mod ledger;
 mod nodes;
+pub mod placement;
 mod placer;
 mod workloads;
 
@@ -26,8 +27,8 @@ use foldhash::{HashMap, HashSet};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use fit::{Booking, Demand, Misfit, NodeInfo, Usage, fit};
 pub use ledger::Ledger;
+use placement::{Booking, NodeInfo};
 
 use dora_runtime::{Cache, Controller, Handle, Leader, LeaseConfig, WatchConfig, WatchEvent};
 

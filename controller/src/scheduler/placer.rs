@@ -15,8 +15,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::fit::{Booking, Demand, could_fit, explain};
-use super::ledger::Resume;
+use super::placement::{Booking, Demand, Resume, Stack, could_fit, explain};
 use super::{
     COMPONENT, Error, Shared, State, Waiting, container_head, container_spec, placement, report,
 };
@@ -75,6 +74,7 @@ struct Group {
     gang: bool,
     max_run_time: Option<i64>,
     demand: Demand,
+    stack: Stack,
     candidates: Vec<Candidate>,
 }
 
@@ -118,7 +118,10 @@ fn decide(shared: &Shared) -> Vec<Binding> {
         let mut placed: Vec<(Candidate, Booking)> = Vec::new();
         let mut failure = None;
         for candidate in &group.candidates {
-            match state.ledger.choose(&group.demand, &spread, resume) {
+            match group
+                .stack
+                .choose(&state.ledger, &group.demand, &spread, resume)
+            {
                 Ok(booking) => {
                     *spread.entry(booking.node.clone()).or_default() += 1;
                     let (uid, version) = match candidate {
@@ -134,7 +137,7 @@ fn decide(shared: &Shared) -> Vec<Binding> {
                     placed.push((candidate.clone(), booking));
                 }
                 Err(misfits) => {
-                    let nodes = state.ledger.nodes().count();
+                    let nodes = state.ledger.node_count();
                     failure = Some(explain(nodes, &misfits));
                     break;
                 }
@@ -281,6 +284,7 @@ fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
             created: workload.created,
             gang: spec.scheduling.gang,
             max_run_time: spec.config.max_run_time.map(|d| d.0.as_millis() as i64),
+            stack: Stack::for_affinity(demand.affinity),
             demand,
             row: workload,
             template: Arc::new(spec),
