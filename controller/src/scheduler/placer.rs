@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dora_crds::Kind;
-use dora_crds::spec::{QueueRank, Scheduling, WorkloadSpec};
+use dora_crds::spec::{ContainerSpec, QueueRank, Scheduling, WorkloadSpec};
 use dora_crds::status::Placement;
-use dora_store::{Event, EventType, ObjectKey, Row, SpecWrite, StoreError, now_millis};
+use dora_store::{
+    Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StoreError, now_millis,
+};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -158,20 +160,7 @@ fn decide(shared: &Shared) -> Vec<Binding> {
             bindings.push(Binding {
                 workload: group.row.clone(),
                 template: group.template.clone(),
-                placement: Some(Placement {
-                    node: Some(booking.node),
-                    epoch: old.epoch + 1,
-                    restarts: old.restarts,
-                    gpus: booking.gpus,
-                    gpu_product: booking.gpu_product,
-                    cpus: booking.cpus,
-                    millicpu: booking.millicpu,
-                    cpu_product: booking.cpu_product,
-                    memory_bytes: booking.memory,
-                    bound_at: now,
-                    not_before: None,
-                    stop: None,
-                }),
+                placement: Some(booking.into_placement(&old, now)),
                 candidate,
             });
         }
@@ -369,7 +358,7 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
     for binding in bindings {
         match &binding.candidate {
             Candidate::New(key, index) => {
-                let write = super::workloads::new_container(
+                let write = new_container(
                     shared,
                     &binding.workload,
                     &binding.template,
@@ -398,7 +387,7 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
             .map(|binding| async move {
                 let result = match (&binding.candidate, &binding.placement) {
                     (Candidate::Row(row), Some(place)) => {
-                        super::workloads::bind(shared, row, place).await.map(drop)
+                        super::bind(shared, row, place).await.map(drop)
                     }
                     _ => Ok(()),
                 };
@@ -442,6 +431,37 @@ fn scheduled(key: &ObjectKey, place: &Placement) -> Option<Event> {
         message,
         COMPONENT,
     ))
+}
+
+/// The row of replica `index` of `workload`, placed or not. `key` is the replica's key,
+/// `<workload>.<index>`, shared with the scheduler's maps so that lookups of the row coming
+/// back compare pointers, not names.
+pub(crate) fn new_container(
+    shared: &Shared,
+    workload: &Row,
+    spec: &WorkloadSpec,
+    key: &ObjectKey,
+    index: u32,
+    place: Option<&Placement>,
+) -> Result<SpecWrite, Error> {
+    let container = ContainerSpec {
+        workload: workload.key.name.clone(),
+        index,
+        hash: workload.spec_hash.clone(),
+        template: spec.clone(),
+    };
+    Ok(SpecWrite {
+        key: key.clone(),
+        precondition: Precondition::Absent,
+        owner: workload.owner.clone(),
+        labels: workload.labels.clone(),
+        meta: Default::default(),
+        spec: dora_crds::encode(&container)?,
+        spec_hash: workload.spec_hash.clone(),
+        desired: serde_json::Value::Null,
+        computed: place.map(dora_crds::encode).transpose()?,
+        fence: Some(shared.fence.clone()),
+    })
 }
 
 /// Writes the rows of new replicas together; the result of each, in turn.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use dora_crds::spec::{Driver, NodeSpec};
-use dora_crds::status::NodeReport;
+use dora_crds::status::{NodeReport, Placement};
 
 /// A node as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +48,40 @@ pub struct Booking {
     pub millicpu: u64,
     pub cpu_product: Option<String>,
     pub memory: u64,
+}
+
+impl Booking {
+    /// What a placement holds; `None` when it binds to no node.
+    pub fn of(placement: Placement) -> Option<Booking> {
+        Some(Booking {
+            node: placement.node?,
+            gpus: placement.gpus,
+            gpu_product: placement.gpu_product,
+            cpus: placement.cpus,
+            millicpu: placement.millicpu,
+            cpu_product: placement.cpu_product,
+            memory: placement.memory_bytes,
+        })
+    }
+
+    /// The placement that binds a container to this booking at `bound_at`, one epoch after
+    /// its `previous` placement.
+    pub fn into_placement(self, previous: &Placement, bound_at: i64) -> Placement {
+        Placement {
+            node: Some(self.node),
+            epoch: previous.epoch + 1,
+            restarts: previous.restarts,
+            gpus: self.gpus,
+            gpu_product: self.gpu_product,
+            cpus: self.cpus,
+            millicpu: self.millicpu,
+            cpu_product: self.cpu_product,
+            memory_bytes: self.memory,
+            bound_at,
+            not_before: None,
+            stop: None,
+        }
+    }
 }
 
 impl Usage {
