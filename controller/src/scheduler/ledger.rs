@@ -8,12 +8,13 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dora_crds::spec::Affinity;
 use dora_store::ObjectKey;
 use foldhash::HashMap;
-use rand::Rng;
 
-use super::fit::{Booking, Demand, Misfit, NodeInfo, Usage, fit, fullness};
+use super::placement::{Booking, NodeInfo, Usage};
+
+/// The usage of a node nothing was ever booked on.
+static NO_USAGE: Usage = Usage::EMPTY;
 
 /// How long an unconfirmed binding is trusted over the cache.
 const IN_FLIGHT_FOR: Duration = Duration::from_secs(120);
@@ -23,15 +24,6 @@ struct InFlight {
     computed_version: u64,
     booking: Option<Arc<Booking>>,
     since: Instant,
-}
-
-/// Where a `First` search for one demand goes on: the nodes before it are known not to fit.
-#[derive(Debug, Clone, Default)]
-pub enum Resume {
-    #[default]
-    FirstNode,
-    At(String),
-    PastLastNode,
 }
 
 /// Nodes and the bookings on them.
@@ -182,72 +174,19 @@ impl Ledger {
         }
     }
 
-    /// Picks a node for one container of `demand`; `spread` counts the workload's containers per
-    /// node (for `Distribute`); `resume` is where `First` goes on from the previous choice for
-    /// the same demand. Returns the booking, or the reason of every node.
-    pub fn choose(
-        &self,
-        demand: &Demand,
-        spread: &HashMap<String, u32>,
-        resume: &mut Resume,
-    ) -> Result<Booking, Vec<Misfit>> {
-        let empty = Usage::default();
-        let usage_of = |name: &str| self.usage.get(name).unwrap_or(&empty);
-        let mut misfits = Vec::new();
-        if demand.affinity == Affinity::First {
-            let from = match resume {
-                Resume::FirstNode => Bound::Unbounded,
-                Resume::At(name) => Bound::Included(name.as_str()),
-                Resume::PastLastNode => return Err(misfits),
-            };
-            for node in self
-                .nodes
-                .range::<str, _>((from, Bound::Unbounded))
-                .map(|(_, node)| node)
-            {
-                match fit(node, usage_of(&node.name), demand) {
-                    Ok(booking) => {
-                        *resume = Resume::At(node.name.clone());
-                        return Ok(booking);
-                    }
-                    Err(misfit) => misfits.push(misfit),
-                }
-            }
-            *resume = Resume::PastLastNode;
-            return Err(misfits);
-        }
-        let mut best: Option<(Booking, (i64, i64))> = None;
-        let mut fitting = 0u32;
-        let mut rng = rand::rng();
-        for node in self.nodes.values() {
-            let usage = usage_of(&node.name);
-            match fit(node, usage, demand) {
-                Ok(booking) => {
-                    fitting += 1;
-                    let score: (i64, i64) = match demand.affinity {
-                        Affinity::Fill => (fullness(usage, demand) as i64, 0),
-                        Affinity::Distribute => (
-                            -(spread.get(&node.name).copied().unwrap_or(0) as i64),
-                            -(usage.containers as i64),
-                        ),
-                        // Reservoir sampling: each fitting node is kept with probability 1/n.
-                        Affinity::Random => {
-                            if rng.random_range(0..fitting) == 0 {
-                                (fitting as i64, 0)
-                            } else {
-                                (i64::MIN, 0)
-                            }
-                        }
-                        Affinity::First => unreachable!("handled above"),
-                    };
-                    if best.as_ref().is_none_or(|(_, s)| score > *s) {
-                        best = Some((booking, score));
-                    }
-                }
-                Err(misfit) => misfits.push(misfit),
-            }
-        }
-        best.map(|(booking, _)| booking).ok_or(misfits)
+    /// The nodes from `from` on, in name order, with what is taken on each.
+    pub fn nodes_from<'a>(
+        &'a self,
+        from: Bound<&str>,
+    ) -> impl Iterator<Item = (&'a NodeInfo, &'a Usage)> + use<'a> {
+        self.nodes
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(name, node)| (node, self.usage.get(name).unwrap_or(&NO_USAGE)))
+    }
+
+    /// How many nodes there are.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
     }
 }
 
@@ -258,10 +197,11 @@ mod tests {
     use foldhash::HashMapExt;
 
     use dora_crds::Kind;
-    use dora_crds::spec::{NodeSpec, ProductName, WorkloadClass};
+    use dora_crds::spec::{Affinity, NodeSpec, ProductName, WorkloadClass};
     use dora_crds::status::{CpuInfo, GpuDevice, NodeReport};
     use proptest::prelude::*;
 
+    use super::super::placement::{Demand, Resume, Stack};
     use super::*;
 
     const MODELS: [&str; 2] = ["A100", "H100"];
@@ -402,7 +342,8 @@ mod tests {
                             driver: Default::default(),
                         };
                         let mut resume = Resume::default();
-                        if let Ok(booking) = ledger.choose(&demand, &HashMap::new(), &mut resume) {
+                        let stack = Stack::for_affinity(demand.affinity);
+                        if let Ok(booking) = stack.choose(&ledger, &demand, &HashMap::new(), &mut resume) {
                             let key = ObjectKey::new(Kind::Container, "z", "w", &format!("c{}", placed.len()));
                             ledger.set_in_flight(&key, "uid", 1, Some(booking.clone()));
                             placed.push((key, booking, Some(true)));

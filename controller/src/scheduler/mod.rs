@@ -4,13 +4,14 @@
 //!
 //! - [`workloads`]: replicas, rolling updates, restarts, run-time limits, pause, status.
 //! - [`placer`]: binds waiting containers in priority order, with gang placement and backfill.
+//! - [`placement`](mod@placement): where one container goes: filters, scorers, then allocation.
 //! - [`nodes`]: readiness from heartbeats; containers of lost nodes move after a timeout.
 //! - [`actions`]: pause and resume of workloads, drain and uncordon of nodes.
 
 mod actions;
-mod fit;
 mod ledger;
 mod nodes;
+pub mod placement;
 mod placer;
 mod workloads;
 
@@ -21,13 +22,13 @@ use std::time::Duration;
 use dora_crds::Kind;
 use dora_crds::spec::{ContainerSpec, NodeSpec};
 use dora_crds::status::{ContainerReport, CreditAccount, NodeCondition, NodeReport, Placement};
-use dora_store::{Fence, ObjectKey, Row, Store, StoreError};
+use dora_store::{Fence, ObjectKey, Row, StatusColumn, Store, StoreError};
 use foldhash::{HashMap, HashSet};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use fit::{Booking, Demand, Misfit, NodeInfo, Usage, fit};
 pub use ledger::Ledger;
+use placement::{Booking, NodeInfo};
 
 use dora_runtime::{Cache, Controller, Handle, Leader, LeaseConfig, WatchConfig, WatchEvent};
 
@@ -209,21 +210,27 @@ pub fn report(row: &Row, placement: &Placement) -> Option<ContainerReport> {
     report.is_of(placement).then_some(report)
 }
 
+/// Writes a container's placement, fenced by the lease.
+pub(crate) async fn bind(shared: &Shared, row: &Row, place: &Placement) -> Result<Arc<Row>, Error> {
+    let value = dora_crds::encode(place)?;
+    Ok(shared
+        .store
+        .put_status(
+            &row.key,
+            StatusColumn::Computed,
+            Some(row.computed_version),
+            value,
+            Some(&shared.fence),
+        )
+        .await?)
+}
+
 /// What a container row with `placement` holds on its node.
 fn booking(row: &Row, placement: Placement) -> Option<Booking> {
-    let node = placement.node.clone()?;
     if report(row, &placement).is_some_and(|r| r.state.is_final()) {
         return None;
     }
-    Some(Booking {
-        node,
-        gpus: placement.gpus,
-        gpu_product: placement.gpu_product,
-        cpus: placement.cpus,
-        millicpu: placement.millicpu,
-        cpu_product: placement.cpu_product,
-        memory: placement.memory_bytes,
-    })
+    Booking::of(placement)
 }
 
 /// A node row as the scheduler sees it; `None` when it has never reported.

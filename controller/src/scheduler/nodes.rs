@@ -11,8 +11,8 @@ use dora_crds::status::{NodeCondition, Placement};
 use dora_store::{EventType, StatusColumn, now_millis};
 use tokio_util::sync::CancellationToken;
 
-use super::workloads::{bind, event};
-use super::{Error, Shared, node_info, placement};
+use super::workloads::event;
+use super::{Error, Shared, bind, node_info, placement};
 
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dora_crds::Kind;
-use dora_crds::spec::{QueueRank, Scheduling, WorkloadSpec};
+use dora_crds::spec::{ContainerSpec, QueueRank, Scheduling, WorkloadSpec};
 use dora_crds::status::Placement;
-use dora_store::{Event, EventType, ObjectKey, Row, SpecWrite, StoreError, now_millis};
+use dora_store::{
+    Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StoreError, now_millis,
+};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::fit::{Booking, Demand, could_fit, explain};
-use super::ledger::Resume;
+use super::placement::{Booking, Demand, Resume, Stack, could_fit, explain};
 use super::{
     COMPONENT, Error, Shared, State, Waiting, container_head, container_spec, placement, report,
 };
@@ -75,6 +76,7 @@ struct Group {
     gang: bool,
     max_run_time: Option<i64>,
     demand: Demand,
+    stack: Stack,
     candidates: Vec<Candidate>,
 }
 
@@ -118,7 +120,10 @@ fn decide(shared: &Shared) -> Vec<Binding> {
         let mut placed: Vec<(Candidate, Booking)> = Vec::new();
         let mut failure = None;
         for candidate in &group.candidates {
-            match state.ledger.choose(&group.demand, &spread, resume) {
+            match group
+                .stack
+                .choose(&state.ledger, &group.demand, &spread, resume)
+            {
                 Ok(booking) => {
                     *spread.entry(booking.node.clone()).or_default() += 1;
                     let (uid, version) = match candidate {
@@ -134,7 +139,7 @@ fn decide(shared: &Shared) -> Vec<Binding> {
                     placed.push((candidate.clone(), booking));
                 }
                 Err(misfits) => {
-                    let nodes = state.ledger.nodes().count();
+                    let nodes = state.ledger.node_count();
                     failure = Some(explain(nodes, &misfits));
                     break;
                 }
@@ -155,20 +160,7 @@ fn decide(shared: &Shared) -> Vec<Binding> {
             bindings.push(Binding {
                 workload: group.row.clone(),
                 template: group.template.clone(),
-                placement: Some(Placement {
-                    node: Some(booking.node),
-                    epoch: old.epoch + 1,
-                    restarts: old.restarts,
-                    gpus: booking.gpus,
-                    gpu_product: booking.gpu_product,
-                    cpus: booking.cpus,
-                    millicpu: booking.millicpu,
-                    cpu_product: booking.cpu_product,
-                    memory_bytes: booking.memory,
-                    bound_at: now,
-                    not_before: None,
-                    stop: None,
-                }),
+                placement: Some(booking.into_placement(&old, now)),
                 candidate,
             });
         }
@@ -281,6 +273,7 @@ fn waiting(shared: &Shared, state: &State, now: i64) -> Vec<Group> {
             created: workload.created,
             gang: spec.scheduling.gang,
             max_run_time: spec.config.max_run_time.map(|d| d.0.as_millis() as i64),
+            stack: Stack::for_affinity(demand.affinity),
             demand,
             row: workload,
             template: Arc::new(spec),
@@ -365,7 +358,7 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
     for binding in bindings {
         match &binding.candidate {
             Candidate::New(key, index) => {
-                let write = super::workloads::new_container(
+                let write = new_container(
                     shared,
                     &binding.workload,
                     &binding.template,
@@ -394,7 +387,7 @@ async fn write(shared: &Shared, bindings: Vec<Binding>) -> Result<(), Error> {
             .map(|binding| async move {
                 let result = match (&binding.candidate, &binding.placement) {
                     (Candidate::Row(row), Some(place)) => {
-                        super::workloads::bind(shared, row, place).await.map(drop)
+                        super::bind(shared, row, place).await.map(drop)
                     }
                     _ => Ok(()),
                 };
@@ -438,6 +431,37 @@ fn scheduled(key: &ObjectKey, place: &Placement) -> Option<Event> {
         message,
         COMPONENT,
     ))
+}
+
+/// The row of replica `index` of `workload`, placed or not. `key` is the replica's key,
+/// `<workload>.<index>`, shared with the scheduler's maps so that lookups of the row coming
+/// back compare pointers, not names.
+pub(crate) fn new_container(
+    shared: &Shared,
+    workload: &Row,
+    spec: &WorkloadSpec,
+    key: &ObjectKey,
+    index: u32,
+    place: Option<&Placement>,
+) -> Result<SpecWrite, Error> {
+    let container = ContainerSpec {
+        workload: workload.key.name.clone(),
+        index,
+        hash: workload.spec_hash.clone(),
+        template: spec.clone(),
+    };
+    Ok(SpecWrite {
+        key: key.clone(),
+        precondition: Precondition::Absent,
+        owner: workload.owner.clone(),
+        labels: workload.labels.clone(),
+        meta: Default::default(),
+        spec: dora_crds::encode(&container)?,
+        spec_hash: workload.spec_hash.clone(),
+        desired: serde_json::Value::Null,
+        computed: place.map(dora_crds::encode).transpose()?,
+        fence: Some(shared.fence.clone()),
+    })
 }
 
 /// Writes the rows of new replicas together; the result of each, in turn.

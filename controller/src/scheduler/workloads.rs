@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dora_crds::Kind;
-use dora_crds::spec::{ContainerSpec, RestartPolicy, WorkloadSpec};
+use dora_crds::spec::{RestartPolicy, WorkloadSpec};
 use dora_crds::status::{
     ContainerReport, ContainerState, CreditAccount, Placement, WorkloadStatus,
 };
 use dora_store::{
-    Event, EventType, ObjectKey, Precondition, Row, SpecWrite, StatusColumn, StoreError, now_millis,
+    Event, EventType, ObjectKey, Precondition, Row, StatusColumn, StoreError, now_millis,
 };
 use futures::StreamExt;
 
-use super::{COMPONENT, Error, Shared, container_head, placement, report};
+use super::{COMPONENT, Error, Shared, bind, container_head, placement, report};
 use dora_runtime::{Action, Request};
 
 /// Container writes at once within one reconcile.
@@ -328,21 +328,6 @@ fn pause_reason(shared: &Shared, workload: &Row) -> Option<String> {
     })
 }
 
-/// Writes a container's placement, fenced by the lease.
-pub(crate) async fn bind(shared: &Shared, row: &Row, place: &Placement) -> Result<Arc<Row>, Error> {
-    let value = dora_crds::encode(place)?;
-    Ok(shared
-        .store
-        .put_status(
-            &row.key,
-            StatusColumn::Computed,
-            Some(row.computed_version),
-            value,
-            Some(&shared.fence),
-        )
-        .await?)
-}
-
 /// Deletes container rows; until the cache shows them gone, reconciles skip them.
 async fn delete_all(shared: &Shared, rows: Vec<Arc<Row>>) -> Result<(), Error> {
     let results: Vec<Result<(), StoreError>> = futures::stream::iter(rows)
@@ -363,37 +348,6 @@ async fn delete_all(shared: &Shared, rows: Vec<Arc<Row>>) -> Result<(), Error> {
         .await;
     results.into_iter().collect::<Result<(), _>>()?;
     Ok(())
-}
-
-/// The row of replica `index` of `workload`, placed or not. `key` is the replica's key,
-/// `<workload>.<index>`, shared with the scheduler's maps so that lookups of the row coming
-/// back compare pointers, not names.
-pub(crate) fn new_container(
-    shared: &Shared,
-    workload: &Row,
-    spec: &WorkloadSpec,
-    key: &ObjectKey,
-    index: u32,
-    place: Option<&Placement>,
-) -> Result<SpecWrite, Error> {
-    let container = ContainerSpec {
-        workload: workload.key.name.clone(),
-        index,
-        hash: workload.spec_hash.clone(),
-        template: spec.clone(),
-    };
-    Ok(SpecWrite {
-        key: key.clone(),
-        precondition: Precondition::Absent,
-        owner: workload.owner.clone(),
-        labels: workload.labels.clone(),
-        meta: Default::default(),
-        spec: dora_crds::encode(&container)?,
-        spec_hash: workload.spec_hash.clone(),
-        desired: serde_json::Value::Null,
-        computed: place.map(dora_crds::encode).transpose()?,
-        fence: Some(shared.fence.clone()),
-    })
 }
 
 /// What [`write_status`] did.
