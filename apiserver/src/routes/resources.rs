@@ -1,8 +1,6 @@
 //! A kind's collection and its objects: list or watch, get, apply with `PUT`, delete, the
 //! spec history (`versions`) and a return to an earlier spec (`rollback`), for every kind.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
@@ -139,16 +137,8 @@ pub(super) async fn list(
             node: params.node,
             selector,
         };
-        let ends = params.timeout_seconds.map(Duration::from_secs);
-        return watch::resources(
-            state,
-            identity,
-            target,
-            params.resource_version,
-            filter,
-            ends,
-        )
-        .await;
+        let (from, ends) = (params.resource_version, params.timeout_seconds);
+        return watch::resources(state, identity, target, from, filter, ends).await;
     }
     page(&state, &identity, &target, &params, selector.as_ref()).await
 }
@@ -180,16 +170,8 @@ pub(super) async fn get(
         authorize_read(&state, &identity, Verb::Get, &target)?;
         check_reached(&state, params.resource_version.as_deref()).await?;
         let filter = watch::RowFilter::default();
-        let ends = params.timeout_seconds.map(Duration::from_secs);
-        return watch::resources(
-            state,
-            identity,
-            target,
-            params.resource_version,
-            filter,
-            ends,
-        )
-        .await;
+        let (from, ends) = (params.resource_version, params.timeout_seconds);
+        return watch::resources(state, identity, target, from, filter, ends).await;
     }
     state.service.authorize(
         &identity,

@@ -285,7 +285,7 @@ pub(super) async fn resources(
     target: Target,
     resource_version: Option<String>,
     rows: RowFilter,
-    timeout: Option<Duration>,
+    timeout_seconds: Option<u64>,
 ) -> Result<Response, ApiError> {
     let store = state.service.store.clone();
     let filter = ChangeFilter {
@@ -347,6 +347,7 @@ pub(super) async fn resources(
         known,
         listed,
     };
+    let timeout = timeout_seconds.map(Duration::from_secs);
     Ok(ndjson(state, identity, initial, feed, timeout))
 }
 
