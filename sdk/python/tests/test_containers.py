@@ -109,5 +109,24 @@ def test_volume_files_round_trip_with_progress(
     again = client.download("sdk-data", "models/resumed.bin", tmp_path)
     assert again == tmp_path / "resumed.bin"
     assert again.read_bytes() == source.read_bytes()
+
+    # Uploads keep the file's time; a recursive listing names the tree's files by path.
+    listed = {f.name: f for f in client.ls("sdk-data", recursive=True)}
+    assert {"models", "models/weights.bin", "models/resumed.bin"} <= listed.keys()
+    assert listed["models/weights.bin"].modified == source.stat().st_mtime_ns // 1_000_000
+
+    # An interrupted download left its first megabyte; the next download resumes there.
+    remote = listed["models/weights.bin"]
+    part = tmp_path / f"cut.bin.{remote.size}-{remote.modified}.dora-download"
+    part.write_bytes(source.read_bytes()[:1_000_000])
+    finished: list[int] = []
+    cut = client.download(
+        "sdk-data",
+        "models/weights.bin",
+        tmp_path / "cut.bin",
+        progress=lambda d, _: finished.append(d),
+    )
+    assert finished[0] == 1_000_000 and finished[-1] == 3_000_000
+    assert cut.read_bytes() == source.read_bytes() and not part.exists()
     with pytest.raises(ValueError, match="leaves the volume"):
         client.download("sdk-data", "../escape", tmp_path)

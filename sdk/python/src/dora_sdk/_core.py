@@ -31,8 +31,8 @@ DELETE_PARAMS = ("version", "cascade")
 APPLY_PARAMS = ("zone", "workspace", "dryRun")
 LOG_PARAMS = ("follow", "tail", "previous")
 EXEC_PARAMS = ("tty", "command")
-UPLOAD_PARAMS = ("offset", "size")
-DOWNLOAD_PARAMS = ("stat", "upload")
+UPLOAD_PARAMS = ("offset", "size", "mtime")
+DOWNLOAD_PARAMS = ("stat", "upload", "offset", "recursive")
 
 #: The most objects one page of a list holds.
 PAGE = 1000

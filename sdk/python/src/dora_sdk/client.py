@@ -540,10 +540,18 @@ class Client:
         )
 
     def ls(
-        self, volume: str, path: str = "", *, zone: str | None = None, workspace: str | None = None
+        self,
+        volume: str,
+        path: str = "",
+        *,
+        recursive: bool = False,
+        zone: str | None = None,
+        workspace: str | None = None,
     ) -> FileList:
-        """The entries of a folder of a volume."""
-        answer = self._json("GET", self._files(volume, path, zone, workspace))
+        """The entries of a folder of a volume; with ``recursive``, everything under it, each
+        named by its path from the folder."""
+        params = {"recursive": "true"} if recursive else {}
+        answer = self._json("GET", self._files(volume, path, zone, workspace), params=params)
         if "items" not in answer:
             raise ValueError(f"{path!r} is a file, not a folder; download() fetches it")
         return FileList(FileInfo.from_dict(item) for item in answer["items"])
@@ -561,11 +569,13 @@ class Client:
     ) -> dict[str, Any]:
         """Uploads the file ``source`` to ``path`` in a volume (its own name in the top folder
         when ``path`` is empty or ends with ``/``), resuming an interrupted upload unless
-        ``restart``; ``progress(done, total)`` is called as bytes go."""
+        ``restart``; ``progress(done, total)`` is called as bytes go. The file keeps its
+        modification time, as ``dora upload`` keeps it."""
         source = Path(source)
         if not path or path.endswith("/"):
             path = path + source.name
-        size = source.stat().st_size
+        stat = source.stat()
+        size, mtime = stat.st_size, stat.st_mtime_ns // 1_000_000
         url = self._files(volume, path, zone, workspace)
         offset = 0
         if not restart:
@@ -587,7 +597,7 @@ class Client:
         answer: dict[str, Any] = self._json(
             "PUT",
             url,
-            params={"offset": str(offset), "size": str(size)},
+            params={"offset": str(offset), "size": str(size), "mtime": str(mtime)},
             content=chunks(),
             headers={"Content-Type": "application/octet-stream"},
             timeout=httpx.Timeout(self.timeout, write=None, read=None),
@@ -610,23 +620,33 @@ class Client:
     ) -> Path:
         """Downloads the file ``path`` of a volume to ``destination`` (a file, or a folder to
         put it in under its own name) and returns where it went; ``progress(done, total)``
-        is called as bytes come."""
+        is called as bytes come. An interrupted download resumes where it stopped, unless the
+        file changed meanwhile (its part file is named by the file's size and time)."""
         target = Path(destination)
         if target.is_dir():
             target = target / [p for p in path.split("/") if p][-1]
-        partial = target.with_name(target.name + ".dora-download")
         url = self._files(volume, path, zone, workspace)
+        remote = FileInfo.from_dict(self._json("GET", url, params={"stat": "true"}))
+        if remote.kind == "dir":
+            raise ValueError(f"{path!r} is a folder; ls() lists it")
+        partial = target.with_name(f"{target.name}.{remote.size}-{remote.modified}.dora-download")
+        offset = min(partial.stat().st_size, remote.size) if partial.exists() else 0
         with self._http.stream(
-            "GET", url, timeout=httpx.Timeout(self.timeout, read=_core.IDLE)
+            "GET",
+            url,
+            params={"offset": str(offset)},
+            timeout=httpx.Timeout(self.timeout, read=_core.IDLE),
         ) as response:
             if response.is_error:
                 response.read()
                 raise ApiError.from_response(response)
-            if response.headers.get("content-type", "").startswith("application/json"):
-                raise ValueError(f"{path!r} is a folder; ls() lists it")
-            total = int(response.headers.get("content-length") or 0)
-            done = 0
-            with partial.open("wb") as file:
+            total = offset + int(response.headers.get("content-length") or 0)
+            done = offset
+            if progress:
+                progress(done, total)
+            with partial.open("r+b" if offset else "wb") as file:
+                file.seek(offset)
+                file.truncate()
                 for chunk in response.iter_bytes(_CHUNK):
                     file.write(chunk)
                     done += len(chunk)
